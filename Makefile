@@ -1,0 +1,39 @@
+# One-command entry points (see README). Everything the project needs is installed from here.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup demo test bench clean
+
+# Python packages into a virtual environment, then Fashion-MNIST if it is nowhere to be found
+# (Debian/Ubuntu: the dataset-fashion-mnist package; elsewhere torchvision downloads it on first use).
+setup: $(VENV)/.installed
+	@if ! $(BIN)/python -c "from aesearch.data import find_data_dir; raise SystemExit(find_data_dir() is None)"; then \
+	  if command -v apt-get >/dev/null; then \
+	    echo "Installing Fashion-MNIST (Debian package dataset-fashion-mnist)"; \
+	    $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist; \
+	  else \
+	    echo "Fashion-MNIST not found: torchvision will download it into ./data on first use"; \
+	  fi; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+demo: setup
+	$(BIN)/aesearch train --out runs/model.safetensors
+
+test: setup
+	$(BIN)/ruff check aesearch tests scripts
+	$(BIN)/ruff format --check aesearch tests scripts
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python scripts/bench_train.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

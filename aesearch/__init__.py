@@ -1,0 +1,81 @@
+"""aesearch: latent-space image search with a convolutional AutoEncoder and FAISS.
+
+The public API is re-exported here. Names are imported on first use, so `import aesearch`
+stays light and the query path never pays for torch (about 2 s to import).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from ._version import __version__
+from .errors import (
+    AesearchError,
+    BundleError,
+    CheckpointError,
+    DataError,
+    DataNotFoundError,
+    ImageError,
+    InvalidArgumentError,
+)
+
+# No name here may equal a submodule's name: importing the submodule would rebind it.
+_LAZY = {
+    # training side (imports torch)
+    "AutoEncoder": "model",
+    "TrainConfig": "train",
+    "TrainResult": "train",
+    "fit": "train",
+    "train_model": "train",
+    "load_fashion_mnist": "data",
+    # torch-free
+    "ModelConfig": "architecture",
+    "Checkpoint": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "NumpyAutoEncoder": "runtime",
+}
+
+__all__ = [
+    "AesearchError",
+    "AutoEncoder",
+    "BundleError",
+    "Checkpoint",
+    "CheckpointError",
+    "DataError",
+    "DataNotFoundError",
+    "ImageError",
+    "InvalidArgumentError",
+    "ModelConfig",
+    "NumpyAutoEncoder",
+    "TrainConfig",
+    "TrainResult",
+    "__version__",
+    "fit",
+    "load_checkpoint",
+    "load_fashion_mnist",
+    "save_checkpoint",
+    "train_model",
+]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'aesearch' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:
+    from .architecture import ModelConfig
+    from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+    from .data import load_fashion_mnist
+    from .model import AutoEncoder
+    from .runtime import NumpyAutoEncoder
+    from .train import TrainConfig, TrainResult, fit, train_model

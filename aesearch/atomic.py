@@ -1,0 +1,117 @@
+"""Atomic file and folder replacement: a reader sees the old version or the new one, never half.
+
+Everything aesearch writes for keeps (checkpoints, index bundles, figures) goes through here, so
+an interrupted run (Ctrl-C, kill -9, a full disk) leaves what was there before untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import glob
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside target; on success it replaces target in one rename.
+
+    The temporary file shares target's folder (so the rename stays on one filesystem) and
+    its suffix (so libraries that pick a format by extension still do).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside target; on success it takes target's place.
+
+    On Linux the swap is one atomic renameat2(RENAME_EXCHANGE): at every instant target is
+    either the complete old folder or the complete new one. Elsewhere the old folder is first
+    renamed aside, so for a moment between two renames target is absent (never half-written).
+    Staging folders left by a killed process are removed by the next build.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_staging(target)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-{os.getpid()}-", dir=target.parent))
+    try:
+        yield staging
+        for path in staging.rglob("*"):
+            if path.is_file():
+                _fsync(path)
+        if not target.exists():
+            os.replace(staging, target)
+        elif not _exchange(staging, target):
+            aside = staging.with_name(staging.name.replace(".building-", ".old-", 1))
+            os.replace(target, aside)
+            os.replace(staging, target)
+            staging = aside  # removed below
+        # After an exchange, staging holds the old folder.
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2); False where the system cannot."""
+    if sys.platform != "linux":
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _remove_abandoned_staging(target: Path) -> None:
+    for prefix in (f".{target.name}.building-", f".{target.name}.old-"):
+        for path in target.parent.glob(f"{glob.escape(prefix)}*"):
+            pid = path.name[len(prefix) :].split("-")[0]
+            if pid.isdigit() and not _process_alive(int(pid)):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail early, before hours of work, if a file cannot be written at path."""
+    from .errors import InvalidArgumentError
+
+    path = Path(path)
+    if path.is_dir():
+        raise InvalidArgumentError(f"{path} is a folder: give a file path to write to")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise InvalidArgumentError(f"cannot write {path}: {parent} is not a writable folder")
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())

@@ -1,0 +1,170 @@
+"""Find Fashion-MNIST wherever it is and hold each split in memory as one uint8 tensor.
+
+Places searched, in order (the first holding all four files wins):
+  1. the folder given explicitly (``--data-dir``), then ``$AESEARCH_DATA_DIR``;
+  2. ``./data``, the local data folder (torchvision's downloads land there too);
+  3. ``/usr/share/datasets/fashion-mnist``, where Debian's ``dataset-fashion-mnist`` installs it;
+  4. torchvision's download into the local data folder (needs internet access).
+In each folder the files may sit directly or in torchvision's ``FashionMNIST/raw/`` layout,
+gzipped or not. Parsing is torchvision's own.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import DataError, DataNotFoundError
+
+CLASS_NAMES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+DATA_DIR_ENV = "AESEARCH_DATA_DIR"
+LOCAL_DATA_DIR = Path("data")
+DEBIAN_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60_000),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10_000),
+}
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: images (n, 28, 28) uint8 and labels (n,) int64, on one device."""
+
+    name: str
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the pixels and labels: identifies the data, not the files it came from."""
+        digest = hashlib.sha256()
+        digest.update(self.images.cpu().contiguous().numpy().tobytes())
+        digest.update(self.labels.cpu().to(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.name, self.images.to(device), self.labels.to(device))
+
+    def head(self, n: int) -> Split:
+        """The first n examples (a slice for quick runs and tests)."""
+        return Split(self.name, self.images[:n], self.labels[:n])
+
+
+@dataclass(frozen=True)
+class FashionMNIST:
+    train: Split
+    test: Split
+    source: Path  # the folder the files were read from
+    class_names: tuple[str, ...] = CLASS_NAMES
+
+
+def candidate_dirs(data_dir: str | Path | None = None) -> list[Path]:
+    """The folders searched for the dataset, in order."""
+    dirs = [Path(d) for d in (data_dir, os.environ.get(DATA_DIR_ENV)) if d]
+    return [d.absolute() for d in (*dirs, LOCAL_DATA_DIR, DEBIAN_DATA_DIR)]
+
+
+def _find_file(folder: Path, name: str) -> Path | None:
+    for sub in (folder, folder / "FashionMNIST" / "raw"):
+        for candidate in (sub / name, sub / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _files_in(folder: Path) -> dict[str, Path] | None:
+    names = [name for images, labels, _ in _FILES.values() for name in (images, labels)]
+    found = {name: _find_file(folder, name) for name in names}
+    return None if None in found.values() else found  # type: ignore[return-value]
+
+
+def find_data_dir(data_dir: str | Path | None = None) -> Path | None:
+    """The first searched folder holding all four files (no download, no parsing), or None."""
+    return next((folder for folder in candidate_dirs(data_dir) if _files_in(folder) is not None), None)
+
+
+def load_fashion_mnist(
+    data_dir: str | Path | None = None,
+    *,
+    device: torch.device | str = "cpu",
+    download: bool = True,
+) -> FashionMNIST:
+    """Load both splits from the first place that has them (see the module docstring).
+
+    Raises DataNotFoundError naming every place searched when none has the data.
+    """
+    folder = find_data_dir(data_dir)
+    if folder is not None:
+        return _read(_files_in(folder), folder, device)  # type: ignore[arg-type]
+    searched = candidate_dirs(data_dir)
+    if download:
+        target = searched[0] if data_dir or os.environ.get(DATA_DIR_ENV) else LOCAL_DATA_DIR.absolute()
+        if _download(target):
+            files = _files_in(target)
+            if files is not None:
+                return _read(files, target, device)
+    places = ", ".join(str(p) for p in searched)
+    raise DataNotFoundError(
+        f"Fashion-MNIST not found (looked in {places}"
+        f"{' and tried torchvision download' if download else ''}): "
+        "run `sudo apt-get install dataset-fashion-mnist`, or run once on a machine with internet "
+        "access so torchvision downloads it into ./data, or pass --data-dir to a folder holding the four files"
+    )
+
+
+def _download(target: Path) -> bool:
+    from torchvision.datasets import FashionMNIST as TorchvisionFashionMNIST
+
+    try:
+        TorchvisionFashionMNIST(root=str(target), train=True, download=True)
+    except (RuntimeError, OSError):
+        return False  # offline or mirror unreachable: reported by the caller with the alternatives
+    return True
+
+
+def _read(files: dict[str, Path], folder: Path, device: torch.device | str) -> FashionMNIST:
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    splits = {}
+    with tempfile.TemporaryDirectory(prefix="aesearch-data-") as scratch:
+        for split, (images_name, labels_name, expected) in _FILES.items():
+            try:
+                images = read_image_file(_decompressed(files[images_name], Path(scratch)))
+                labels = read_label_file(_decompressed(files[labels_name], Path(scratch)))
+            except (AssertionError, OSError, EOFError, RuntimeError, ValueError) as exc:
+                raise DataError(
+                    f"Fashion-MNIST files in {folder} are damaged ({type(exc).__name__}: {exc}): "
+                    "reinstall them (`sudo apt-get install --reinstall dataset-fashion-mnist`) or delete them "
+                    "so they are downloaded again"
+                ) from None
+            if images.shape != (expected, 28, 28) or labels.shape != (expected,) or int(labels.max()) > 9:
+                raise DataError(
+                    f"Fashion-MNIST {split} files in {folder} hold {tuple(images.shape)} images and "
+                    f"{tuple(labels.shape)} labels, expected ({expected}, 28, 28) and ({expected},): "
+                    "replace them with the original files"
+                )
+            splits[split] = Split(split, images.contiguous(), labels.long()).to(device)
+    return FashionMNIST(train=splits["train"], test=splits["test"], source=folder)
+
+
+def _decompressed(path: Path, scratch: Path) -> str:
+    """A path torchvision can parse: the file itself, or a decompressed copy in scratch."""
+    if path.suffix != ".gz":
+        return str(path)
+    out = scratch / path.stem
+    with gzip.open(path, "rb") as src, open(out, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return str(out)

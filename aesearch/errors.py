@@ -1,0 +1,32 @@
+"""User-facing errors: each message says what is wrong and what to do about it.
+
+The CLI prints these as one line and exits with status 1; anything else that escapes is a bug.
+"""
+
+
+class AesearchError(Exception):
+    """A problem the user can fix. The message is one line: what is wrong, then what to do."""
+
+
+class DataNotFoundError(AesearchError):
+    """Fashion-MNIST is in none of the places searched and could not be downloaded."""
+
+
+class DataError(AesearchError):
+    """Dataset files exist but are damaged or not what they claim to be."""
+
+
+class CheckpointError(AesearchError):
+    """A model checkpoint is missing, unreadable, or for a different architecture."""
+
+
+class BundleError(AesearchError):
+    """An index bundle is missing, damaged, from a newer format, or inconsistent."""
+
+
+class ImageError(AesearchError):
+    """A query image cannot be read: missing, not an image, truncated, or too large."""
+
+
+class InvalidArgumentError(AesearchError, ValueError):
+    """An option or argument is out of range (k of 0, a negative batch size, ...)."""

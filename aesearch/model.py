@@ -1,0 +1,113 @@
+"""The seed convolutional AutoEncoder, and a matmul-only form of it used for fast training.
+
+Every convolution in the seed design has kernel 2 and stride 2, so no two output pixels
+share an input pixel: each layer is a matrix multiply over non-overlapping 2x2 patches.
+If the image is stored once in *patch layout*, pixel (h, w) with h = 4k + 2r + p and
+w = 4l + 2s + q at position (k, l, r, s, p, q), every layer of the network becomes a
+plain matrix multiply on a view of the previous activation, with no im2col and no
+transposes of activations. Only the (small) weights are permuted, on each call, so the
+parameters keep the seed's exact shapes and names and autograd sees one graph.
+`tests/test_model.py` proves that this form computes the same outputs and gradients as
+the nn.Conv2d/nn.ConvTranspose2d layers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .architecture import C1, C2, FLAT, GRID, IMAGE_SIZE, ModelConfig, parameter_shapes
+
+__all__ = ["AutoEncoder", "ModelConfig", "from_patch_layout", "parameter_shapes", "to_patch_layout"]
+
+
+class AutoEncoder(nn.Module):
+    """The seed design: encoder and decoder are separate sub-networks, z = encode(x)."""
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or ModelConfig()
+        z, slope = self.config.z_size, self.config.negative_slope
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, C1, kernel_size=2, stride=2, bias=False),  # (B, 1, 28, 28) -> (B, 32, 14, 14)
+            nn.LeakyReLU(slope),
+            nn.Conv2d(C1, C2, kernel_size=2, stride=2, bias=False),  # -> (B, 64, 7, 7)
+            nn.LeakyReLU(slope),
+            nn.Flatten(),  # -> (B, 3136)
+            nn.Linear(FLAT, z),  # -> (B, z)
+            nn.LeakyReLU(slope),
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(z, FLAT),  # (B, z) -> (B, 3136)
+            nn.LeakyReLU(slope),
+            nn.Unflatten(1, (C2, GRID, GRID)),  # -> (B, 64, 7, 7)
+            nn.ConvTranspose2d(C2, C1, kernel_size=2, stride=2, bias=False),  # -> (B, 32, 14, 14)
+            nn.LeakyReLU(slope),
+            nn.ConvTranspose2d(C1, 1, kernel_size=2, stride=2, bias=False),  # -> (B, 1, 28, 28)
+            nn.Sigmoid(),
+        )
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 28, 28) images in [0, 1] -> (B, z_size) latent vectors."""
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, z_size) latent vectors -> (B, 1, 28, 28) images in [0, 1]."""
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """The state_dict as float32 NumPy arrays (what checkpoints store)."""
+        return {name: t.detach().cpu().float().numpy() for name, t in self.state_dict().items()}
+
+    @classmethod
+    def from_weights(cls, weights: dict[str, np.ndarray], config: ModelConfig) -> AutoEncoder:
+        model = cls(config)
+        model.load_state_dict({name: torch.from_numpy(np.array(w, dtype=np.float32)) for name, w in weights.items()})
+        return model
+
+    # --- the same network in patch layout (see the module docstring) ---
+
+    def encode_patches(self, xp: torch.Tensor) -> torch.Tensor:
+        """(B, 7, 7, 2, 2, 2, 2) patch-layout images -> (B, z_size); equal to encode()."""
+        b, slope = xp.shape[0], self.config.negative_slope
+        conv1, conv2, linear = self.encoder[0], self.encoder[2], self.encoder[5]
+        w1 = conv1.weight.reshape(C1, 4)  # (out, p*q)
+        w2 = conv2.weight.permute(0, 2, 3, 1).reshape(C2, 4 * C1)  # (out, r*s*in)
+        w3 = linear.weight.unflatten(1, (C2, GRID, GRID)).permute(0, 2, 3, 1).flatten(1)  # (z, k*l*c)
+        h = F.leaky_relu(xp.reshape(b * 196, 4) @ w1.t(), slope)  # (B*7*7*2*2, 32)
+        h = F.leaky_relu(h.view(b * 49, 4 * C1) @ w2.t(), slope)  # (B*7*7, 64)
+        return F.leaky_relu(F.linear(h.view(b, FLAT), w3, linear.bias), slope)  # (B, z)
+
+    def decode_patches(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, z_size) -> (B, 7, 7, 2, 2, 2, 2) patch-layout images; equal to decode()."""
+        b, slope = z.shape[0], self.config.negative_slope
+        linear, convt1, convt2 = self.decoder[0], self.decoder[3], self.decoder[5]
+        w4 = linear.weight.unflatten(0, (C2, GRID, GRID)).permute(1, 2, 0, 3).flatten(0, 2)  # (k*l*c, z)
+        b4 = linear.bias.view(C2, GRID, GRID).permute(1, 2, 0).flatten()
+        w5 = convt1.weight.permute(0, 2, 3, 1).reshape(C2, 4 * C1)  # (in, r*s*out)
+        w6 = convt2.weight.reshape(C1, 4)  # (in, p*q)
+        h = F.leaky_relu(F.linear(z, w4, b4), slope)  # (B, 7*7*64)
+        h = F.leaky_relu(h.view(b * 49, C2) @ w5, slope)  # (B*7*7, 2*2*32)
+        out = torch.sigmoid(h.view(b * 196, C1) @ w6)  # (B*7*7*2*2, 2*2)
+        return out.view(b, GRID, GRID, 2, 2, 2, 2)
+
+    def forward_patches(self, xp: torch.Tensor) -> torch.Tensor:
+        return self.decode_patches(self.encode_patches(xp))
+
+
+def to_patch_layout(images: torch.Tensor) -> torch.Tensor:
+    """(B, [1,] 28, 28) -> (B, 7, 7, 2, 2, 2, 2): pixel (4k+2r+p, 4l+2s+q) goes to (k, l, r, s, p, q)."""
+    b = images.shape[0]
+    # (B, k, r, p, l, s, q) -> (B, k, l, r, s, p, q)
+    return images.reshape(b, GRID, 2, 2, GRID, 2, 2).permute(0, 1, 4, 2, 5, 3, 6).contiguous()
+
+
+def from_patch_layout(patches: torch.Tensor) -> torch.Tensor:
+    """(B, 7, 7, 2, 2, 2, 2) -> (B, 1, 28, 28), the inverse of to_patch_layout."""
+    b = patches.shape[0]
+    return patches.permute(0, 1, 3, 5, 2, 4, 6).reshape(b, 1, IMAGE_SIZE, IMAGE_SIZE)

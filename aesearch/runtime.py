@@ -1,0 +1,91 @@
+"""NumPy inference for a trained AutoEncoder: the query path never imports torch.
+
+Importing torch costs about 2 s on the reference machine, more than the rest of a query
+together, so encoding and decoding at query time run here, on the checkpoint's weights, in the
+matmul-only form described in model.py. tests/test_runtime.py checks this against the PyTorch
+model (the oracle) to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .architecture import C1, C2, FLAT, GRID, IMAGE_SIZE, ModelConfig
+from .checkpoint import Checkpoint
+
+_CHUNK = 1024  # images per matmul block: bounds the working set to ~30 MB whatever n is
+
+
+class NumpyAutoEncoder:
+    """encode/decode of the seed AutoEncoder with weights pre-arranged for patch layout."""
+
+    def __init__(self, weights: dict[str, np.ndarray], config: ModelConfig) -> None:
+        self.config = config
+        z = config.z_size
+        f32 = np.float32
+
+        def arranged(array: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(array, dtype=f32)
+
+        self._w1 = arranged(weights["encoder.0.weight"].reshape(C1, 4).T)  # (p*q, 32)
+        self._w2 = arranged(weights["encoder.2.weight"].transpose(0, 2, 3, 1).reshape(C2, 4 * C1).T)  # (r*s*c, 64)
+        self._w3 = arranged(
+            weights["encoder.5.weight"].reshape(z, C2, GRID, GRID).transpose(0, 2, 3, 1).reshape(z, FLAT).T
+        )
+        self._b3 = arranged(weights["encoder.5.bias"])
+        self._w4 = arranged(
+            weights["decoder.0.weight"].reshape(C2, GRID, GRID, z).transpose(1, 2, 0, 3).reshape(FLAT, z).T
+        )
+        self._b4 = arranged(weights["decoder.0.bias"].reshape(C2, GRID, GRID).transpose(1, 2, 0).reshape(FLAT))
+        self._w5 = arranged(weights["decoder.3.weight"].transpose(0, 2, 3, 1).reshape(C2, 4 * C1))  # (in, r*s*out)
+        self._w6 = arranged(weights["decoder.5.weight"].reshape(C1, 4))  # (in, p*q)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint) -> NumpyAutoEncoder:
+        return cls(checkpoint.weights, checkpoint.model_config)
+
+    @property
+    def z_size(self) -> int:
+        return self.config.z_size
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """(n, 28, 28) float32 images in [0, 1] -> (n, z_size) float32 latent vectors."""
+        images = np.asarray(images, dtype=np.float32).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+        out = np.empty((len(images), self.z_size), dtype=np.float32)
+        for start in range(0, len(images), _CHUNK):
+            out[start : start + _CHUNK] = self._encode_chunk(images[start : start + _CHUNK])
+        return out
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """(n, z_size) latent vectors -> (n, 28, 28) float32 images in [0, 1]."""
+        z = np.asarray(z, dtype=np.float32).reshape(-1, self.z_size)
+        out = np.empty((len(z), IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+        for start in range(0, len(z), _CHUNK):
+            out[start : start + _CHUNK] = self._decode_chunk(z[start : start + _CHUNK])
+        return out
+
+    def _encode_chunk(self, images: np.ndarray) -> np.ndarray:
+        n = len(images)
+        # (n, k, r, p, l, s, q) -> (n, k, l, r, s, p, q): pixel (4k+2r+p, 4l+2s+q), as in model.py
+        patches = images.reshape(n, GRID, 2, 2, GRID, 2, 2).transpose(0, 1, 4, 2, 5, 3, 6).reshape(n * 196, 4)
+        h = self._leaky(patches @ self._w1)  # (n*7*7*2*2, 32)
+        h = self._leaky(h.reshape(n * 49, 4 * C1) @ self._w2)  # (n*7*7, 64)
+        return self._leaky(h.reshape(n, FLAT) @ self._w3 + self._b3)  # (n, z)
+
+    def _decode_chunk(self, z: np.ndarray) -> np.ndarray:
+        n = len(z)
+        h = self._leaky(z @ self._w4 + self._b4)  # (n, 7*7*64)
+        h = self._leaky(h.reshape(n * 49, C2) @ self._w5)  # (n*7*7, 2*2*32)
+        logits = h.reshape(n * 196, C1) @ self._w6  # (n*7*7*2*2, 2*2)
+        out = (
+            logits.reshape(n, GRID, GRID, 2, 2, 2, 2).transpose(0, 1, 3, 5, 2, 4, 6).reshape(n, IMAGE_SIZE, IMAGE_SIZE)
+        )
+        return _sigmoid(out)
+
+    def _leaky(self, x: np.ndarray) -> np.ndarray:
+        return np.maximum(x, x * np.float32(self.config.negative_slope), out=x)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # The tanh form never overflows, unlike 1 / (1 + exp(-x)) for large negative x.
+    return (np.tanh(x * np.float32(0.5)) + np.float32(1.0)) * np.float32(0.5)

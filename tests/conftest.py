@@ -1,0 +1,93 @@
+"""Shared fixtures: tiny, deterministic, offline. Real-data tests are marked `realdata`."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def synthetic_images(n: int, seed: int = 0) -> np.ndarray:
+    """n distinct 28x28 uint8 images: light blobs and bars on black, like Fashion-MNIST."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:28, 0:28]
+    images = np.zeros((n, 28, 28), dtype=np.float32)
+    for i in range(n):
+        kind = i % 3
+        cy, cx = rng.uniform(9, 19, size=2)
+        h, w = rng.uniform(4, 10, size=2)
+        if kind == 0:  # filled ellipse
+            mask = ((yy - cy) / h) ** 2 + ((xx - cx) / w) ** 2 <= 1
+        elif kind == 1:  # rectangle
+            mask = (abs(yy - cy) <= h) & (abs(xx - cx) <= w / 2)
+        else:  # ring
+            r = np.hypot((yy - cy) / h, (xx - cx) / w)
+            mask = (r <= 1) & (r >= 0.55)
+        images[i][mask] = rng.uniform(0.5, 1.0)
+        images[i] += rng.uniform(0, 0.08, size=(28, 28)) * mask
+    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
+
+
+def synthetic_labels(n: int) -> np.ndarray:
+    return (np.arange(n) % 3).astype(np.uint8)
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool) -> None:
+    """Write an IDX (MNIST-format) file: the layout torchvision's parser reads."""
+    header = struct.pack(">I", 0x0800 | array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    data = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if gz:
+        with gzip.open(f"{path}.gz", "wb", compresslevel=1) as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+
+
+def write_fake_fashion_mnist(folder: Path, *, gz: bool = True, torchvision_layout: bool = False,
+                             n_train: int = 60_000, n_test: int = 10_000) -> Path:  # fmt: skip
+    """A folder holding the four Fashion-MNIST files with synthetic content of the real shapes."""
+    target = folder / "FashionMNIST" / "raw" if torchvision_layout else folder
+    for prefix, n, seed in (("train", n_train, 1), ("t10k", n_test, 2)):
+        write_idx(target / f"{prefix}-images-idx3-ubyte", np.resize(synthetic_images(64, seed), (n, 28, 28)), gz)
+        write_idx(target / f"{prefix}-labels-idx1-ubyte", np.resize(synthetic_labels(64), (n,)), gz)
+    return folder
+
+
+@pytest.fixture
+def no_real_data(monkeypatch, tmp_path):
+    """Hide every real place Fashion-MNIST could be found, and forbid downloads."""
+    from aesearch import data
+
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    monkeypatch.setattr(data, "DEBIAN_DATA_DIR", tmp_path / "no-debian")
+    monkeypatch.setattr(data, "_download", lambda target: False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def fake_data_dir(tmp_path_factory) -> Path:
+    """Fashion-MNIST-shaped synthetic files (real split sizes, gzipped), written once per session."""
+    return write_fake_fashion_mnist(tmp_path_factory.mktemp("fake-fashion"), gz=True)
+
+
+@pytest.fixture(scope="session")
+def fake_data(fake_data_dir):
+    from aesearch.data import load_fashion_mnist
+
+    return load_fashion_mnist(fake_data_dir, download=False)
+
+
+@pytest.fixture(scope="session")
+def real_data():
+    """The real Fashion-MNIST. CI sets AESEARCH_REQUIRE_DATA=1 so a missing dataset fails there."""
+    from aesearch.data import find_data_dir, load_fashion_mnist
+
+    if find_data_dir() is None and os.environ.get("AESEARCH_REQUIRE_DATA") != "1":
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    return load_fashion_mnist(download=False)

@@ -1,0 +1,120 @@
+"""Training: the loss falls, recipes are what they claim, runs are reproducible and saved whole."""
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from aesearch.checkpoint import load_checkpoint
+from aesearch.cli import cli
+from aesearch.data import FashionMNIST, Split
+from aesearch.errors import InvalidArgumentError
+from aesearch.model import AutoEncoder, ModelConfig
+from aesearch.train import RECIPES, TrainConfig, curve_path, fit, reconstruction_mse
+from tests.conftest import synthetic_images, synthetic_labels
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    images = torch.from_numpy(synthetic_images(600))
+    labels = torch.from_numpy(synthetic_labels(600)).long()
+    return FashionMNIST(
+        Split("train", images[:512], labels[:512]), Split("test", images[512:], labels[512:]), Path(".")
+    )
+
+
+def quick(recipe="default", **overrides):
+    return TrainConfig.for_recipe(recipe, **{"epochs": 3, "batch_size": 64, "z_size": 32, **overrides})
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_few_epochs_lower_the_loss(tiny_data, precision):
+    untrained = reconstruction_mse(AutoEncoder(ModelConfig(z_size=32)), tiny_data.test)
+    result = fit(quick(precision=precision, epochs=4), tiny_data, progress=False, log=None)
+    losses = [h.loss for h in result.history]
+    assert losses[-1] < losses[0] * 0.7
+    assert result.test_mse < untrained * 0.7
+    assert result.precision == precision
+
+
+def test_runs_are_reproducible(tiny_data):
+    a = fit(quick(epochs=1, precision="fp32"), tiny_data, progress=False, log=None)
+    b = fit(quick(epochs=1, precision="fp32"), tiny_data, progress=False, log=None)
+    for (name, wa), wb in zip(a.model.weights().items(), b.model.weights().values(), strict=True):
+        assert (wa == wb).all(), name
+
+
+def test_seed_recipe_is_the_articles():
+    seed = RECIPES["seed"]
+    assert (seed.epochs, seed.batch_size, seed.lr, seed.schedule, seed.weight_decay) == (15, 1024, 1e-3, "plateau", 0)
+
+
+def test_seed_schedule_steps_on_the_last_batch_loss(tiny_data):
+    result = fit(quick("seed", epochs=6, lr=1e-3), tiny_data, progress=False, log=None)
+    lrs = [h.lr for h in result.history]
+    # ReduceLROnPlateau(threshold=0.1, patience=1) only ever divides the lr by 10.
+    assert all(b in (a, pytest.approx(a / 10)) for a, b in itertools.pairwise(lrs))
+
+
+def test_drop_last_and_batch_larger_than_data(tiny_data):
+    result = fit(quick(epochs=1, batch_size=500), tiny_data, progress=False, log=None)
+    assert result.history[0].images_per_second > 0
+    with pytest.raises(InvalidArgumentError, match="larger than the 512 training images"):
+        fit(quick(epochs=1, batch_size=513), tiny_data, progress=False, log=None)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [({"epochs": 0}, "epochs"), ({"batch_size": -1}, "batch size"), ({"lr": 0.0}, "learning rate"),
+     ({"precision": "fp8"}, "precision")],
+)  # fmt: skip
+def test_bad_settings(overrides, message):
+    with pytest.raises(InvalidArgumentError, match=message):
+        TrainConfig.for_recipe("default", **overrides)
+    with pytest.raises(InvalidArgumentError, match="unknown recipe"):
+        TrainConfig.for_recipe("fancy")
+
+
+def test_cli_train_writes_checkpoint_and_curve(fake_data_dir, tmp_path):
+    out = tmp_path / "models" / "tiny.safetensors"
+    result = CliRunner().invoke(
+        cli,
+        ["train", "--data-dir", str(fake_data_dir), "--limit", "256", "--epochs", "2", "--batch-size", "64",
+         "--z-size", "16", "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Epoch: 2" in result.output and "Test MSE" in result.output
+    ckpt = load_checkpoint(out)
+    assert ckpt.model_config.z_size == 16
+    info = ckpt.info
+    assert info["recipe"] == "default" and info["epochs_run"] == 2 and len(info["history"]) == 2
+    assert {"loss", "lr", "seconds"} <= set(info["history"][0])
+    assert 0 < info["test_mse"] < 1 and len(info["data_fingerprint"]) == 64
+    assert info["train_config"]["batch_size"] == 64
+    assert curve_path(out).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--epochs", "0"], "Invalid value for '--epochs'"),
+        (["--batch-size", "-5"], "Invalid value for '--batch-size'"),
+        (["--recipe", "fancy"], "Invalid value for '--recipe'"),
+        (["--device", "tpu"], "unknown device"),
+        (["--out", "."], "is a directory"),
+    ],
+)
+def test_cli_train_bad_options(fake_data_dir, args, message):
+    result = CliRunner().invoke(cli, ["train", "--data-dir", str(fake_data_dir), "--limit", "64", *args])
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_train_without_data_says_how_to_get_it(no_real_data):
+    result = CliRunner().invoke(cli, ["train", "--epochs", "1"])
+    assert result.exit_code == 1
+    assert "apt-get install dataset-fashion-mnist" in result.output
+    assert len(result.output.strip().splitlines()) == 1
