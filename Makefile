@@ -25,7 +25,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/aesearch train --out runs/model.safetensors
+	$(BIN)/aesearch build-index
+	$(BIN)/aesearch query examples/ankle-boot.jpg -k 8 --out runs/ankle-boot.aesearch.png
 
 test: setup
 	$(BIN)/ruff check aesearch tests scripts

@@ -29,7 +29,11 @@ _LAZY = {
     "fit": "train",
     "train_model": "train",
     "load_fashion_mnist": "data",
-    # torch-free
+    # torch-free: the query path
+    "SearchEngine": "engine",
+    "QueryResult": "engine",
+    "Hit": "engine",
+    "build_index": "build",
     "ModelConfig": "architecture",
     "Checkpoint": "checkpoint",
     "load_checkpoint": "checkpoint",
@@ -45,13 +49,17 @@ __all__ = [
     "CheckpointError",
     "DataError",
     "DataNotFoundError",
+    "Hit",
     "ImageError",
     "InvalidArgumentError",
     "ModelConfig",
     "NumpyAutoEncoder",
+    "QueryResult",
+    "SearchEngine",
     "TrainConfig",
     "TrainResult",
     "__version__",
+    "build_index",
     "fit",
     "load_checkpoint",
     "load_fashion_mnist",
@@ -74,8 +82,10 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from .architecture import ModelConfig
+    from .build import build_index
     from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
     from .data import load_fashion_mnist
+    from .engine import Hit, QueryResult, SearchEngine
     from .model import AutoEncoder
     from .runtime import NumpyAutoEncoder
     from .train import TrainConfig, TrainResult, fit, train_model

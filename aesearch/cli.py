@@ -6,6 +6,7 @@ Heavy imports (torch, faiss, matplotlib) happen inside the commands that need th
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -16,13 +17,20 @@ from .errors import AesearchError
 
 
 class _Group(click.Group):
-    """Turns every AesearchError into one line on stderr and exit status 1, never a traceback."""
+    """Every error is one line on stderr: AesearchError exits 1, a usage error 2; never a traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except AesearchError as exc:
             raise click.ClickException(str(exc)) from None
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx else "aesearch"
+            one_line = click.ClickException(f"{exc.format_message()} (see `{command} --help`)")
+            one_line.exit_code = exc.exit_code
+            raise one_line from None
         except KeyboardInterrupt:
             click.echo("Interrupted: nothing was replaced.", err=True)
             sys.exit(130)
@@ -78,6 +86,173 @@ def train(recipe, epochs, batch_size, lr, z_size, seed, device, precision, data_
         f"{result.precision})"
     )
     click.echo(f"Training curve: {curve_path(out)}")
+
+
+INDEX_DIR_OPTION = click.option(
+    "--index-dir", type=click.Path(path_type=Path), default=Path("indexes/fashion-mnist"), show_default=True,
+    help="The index bundle folder.",
+)  # fmt: skip
+
+
+@cli.command("build-index")
+@INDEX_DIR_OPTION
+@click.option("--model", type=click.Path(path_type=Path), help="Reuse this checkpoint instead of training one.")
+@click.option(
+    "--index-type", default="flat", show_default=True, help="flat (exact), hnsw, ivf, sq8, or a FAISS factory string."
+)
+@click.option(
+    "--metric",
+    type=click.Choice(["l2", "cosine"]),
+    default="l2",
+    show_default=True,
+    help="Distance between latent vectors.",
+)
+@click.option(
+    "--recipe",
+    type=click.Choice(["default", "seed"]),
+    default="default",
+    show_default=True,
+    help="Training recipe when no --model is given.",
+)
+@click.option("--epochs", type=click.IntRange(1, 10_000), help="Training epochs when no --model is given.")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Folder holding Fashion-MNIST (else searched).")
+def build_index_command(index_dir, model, index_type, metric, recipe, epochs, data_dir) -> None:
+    """Encode every Fashion-MNIST image (training a model first if needed) and write the index bundle.
+
+    The bundle is built beside the target and swapped in only when complete: an interrupted build
+    leaves the previous one as it was.
+    """
+    from .build import build_index
+    from .train import TrainConfig
+
+    config = TrainConfig.for_recipe(recipe, epochs=epochs) if model is None else None
+    manifest = build_index(
+        index_dir, model=model, index_type=index_type, metric=metric, data_dir=data_dir, train_config=config,
+        log=click.echo,
+    )  # fmt: skip
+    click.echo(f"Done: {manifest['count']:,} images in {index_dir}. Try `aesearch query IMAGE --index-dir {index_dir}`")
+
+
+@cli.command()
+@click.argument("image", required=False, type=click.Path(path_type=Path))
+@click.option("-k", "k", type=int, default=8, show_default=True, help="Number of neighbours.")
+@INDEX_DIR_OPTION
+@click.option("--id", "query_id", type=int, help="Query with the indexed image of this id instead of a file.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Result picture to write [default: beside the query, IMAGE.aesearch.png].",
+)
+@click.option("--no-picture", is_flag=True, help="Do not write the result picture.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+@click.option(
+    "--max-pixels", type=int, default=50_000_000, show_default=True, help="Refuse larger images before decoding them."
+)
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path),
+    help="Use this checkpoint instead of the bundle's (must be the encoder the index was built with).",
+)
+def query(image, k, index_dir, query_id, out, no_picture, as_json, max_pixels, model) -> None:
+    """Find the K indexed images nearest to IMAGE, and draw them with the query's reconstruction."""
+    from .engine import SearchEngine
+    from .errors import InvalidArgumentError
+
+    if (image is None) == (query_id is None):
+        raise InvalidArgumentError("give either an IMAGE file or --id N (not both): see `aesearch query --help`")
+    if max_pixels < 1:
+        raise InvalidArgumentError(f"--max-pixels must be positive, got {max_pixels}")
+    engine = SearchEngine.load(index_dir, model=model)
+    if query_id is not None:
+        result = engine.query_id(query_id, k)
+        label = f"id {query_id}"
+    else:
+        result = engine.query(image, k, max_pixels=max_pixels)
+        label = str(image)
+    picture = None
+    if not no_picture:
+        picture = out or _default_picture_path(image, query_id)
+        _write_picture(engine, result, picture, image, query_id, label)
+    if as_json:
+        click.echo(json.dumps({"query": label, **result.to_dict(), "picture": str(picture) if picture else None}))
+        return
+    click.echo(f"Query: {label}  (reconstruction MSE {result.reconstruction_mse:.4f})")
+    click.echo(f"{'rank':>4}  {'id':>6}  {'class':<12} {'split':<5}  {'distance':>9}")
+    for hit in result.hits:
+        click.echo(f"{hit.rank:>4}  {hit.id:>6}  {hit.label_name:<12} {hit.split:<5}  {hit.distance:>9.4f}")
+    if picture:
+        click.echo(f"Result picture: {picture}")
+
+
+def _default_picture_path(image: Path | None, query_id: int | None) -> Path:
+    if image is None:
+        return Path(f"query-id-{query_id}.aesearch.png")
+    return image.with_name(f"{image.stem}.aesearch.png")
+
+
+def _write_picture(engine, result, picture: Path, image: Path | None, query_id: int | None, label: str) -> None:
+    from .atomic import check_writable
+    from .preprocess import open_image
+    from .render import render_result
+
+    check_writable(picture)
+    original = open_image(image) if image is not None else None
+    metric = engine.manifest["metric"]
+    render_result(
+        picture,
+        original=original,
+        query=result.query,
+        reconstruction=result.reconstruction,
+        neighbours=[
+            (engine.image(h.id), f"#{h.rank} {h.label_name}", f"{metric} {h.distance:.3f} · {h.split} {h.position}")
+            for h in result.hits
+        ],
+        title=f"{label} · k={len(result.hits)} · reconstruction MSE {result.reconstruction_mse:.4f}",
+    )
+
+
+@cli.command()
+@INDEX_DIR_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def info(index_dir, as_json) -> None:
+    """Show what an index bundle holds and how it was built, and verify its checksums."""
+    from .bundle import load_bundle, read_manifest
+
+    manifest = read_manifest(index_dir)
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2))
+    else:
+        click.echo(format_manifest(index_dir, manifest))
+    load_bundle(index_dir)  # raises, with the reason, if anything does not check out
+    if not as_json:
+        click.echo(f"Integrity: ok (all {len(manifest['files'])} files match their SHA-256; encoder matches index)")
+
+
+def format_manifest(index_dir: Path, manifest: dict) -> str:
+    model = manifest.get("model") or {}
+    params = manifest.get("index_params") or {}
+    rows = [
+        ("index", str(index_dir)),
+        ("images", f"{manifest.get('count', '?'):,} ({manifest.get('dataset', '?')}: "
+                   + ", ".join(f"{n:,} {s}" for s, n in (manifest.get('split_sizes') or {}).items()) + ")"),
+        ("index type", f"{manifest.get('index_type')}" + (f" {params}" if params else "")),
+        ("metric", f"{manifest.get('metric')}" + (" after the stored transform" if manifest.get("transform") else "")),
+        ("z size", str(manifest.get("z_size"))),
+        ("model", f"recipe {model.get('recipe')}, test MSE {_fmt(model.get('test_mse'))}"),
+        ("encoder sha256", str(manifest.get("encoder_sha256"))),
+        ("created", f"{manifest.get('created')} by aesearch {manifest.get('package_version')} "
+                    f"(format {manifest.get('format_version')})"),
+    ]  # fmt: skip
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{name:<{width}}  {value}" for name, value in rows]
+    lines.append("files")
+    for name, record in (manifest.get("files") or {}).items():
+        lines.append(f"  {name:<20} {record.get('bytes', 0) / 1e6:8.1f} MB  sha256 {str(record.get('sha256'))[:16]}...")
+    return "\n".join(lines)
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.5f}" if isinstance(value, float) else str(value)
 
 
 def main() -> None:

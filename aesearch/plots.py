@@ -31,6 +31,8 @@ def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
 def training_curve(history: Sequence[dict], path: str | Path, title: str = "") -> Path:
     """Loss (log scale) and learning rate per epoch, one above the other."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(6.4, 5.6), sharex=True, height_ratios=(2, 1))
     ax_loss.plot(epochs, [h["loss"] for h in history], marker="o", label="mean training loss")
@@ -44,5 +46,6 @@ def training_curve(history: Sequence[dict], path: str | Path, title: str = "") -
     ax_lr.set_yscale("log")
     ax_lr.set_ylabel("learning rate (end of epoch)")
     ax_lr.set_xlabel("epoch")
+    ax_lr.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_lr.grid(alpha=0.3, which="both")
     return save_figure(fig, path)

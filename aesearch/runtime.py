@@ -65,6 +65,8 @@ class NumpyAutoEncoder:
         return out
 
     def _encode_chunk(self, images: np.ndarray) -> np.ndarray:
+        if len(images) == 1:
+            return self._encode_chunk(np.concatenate([images, images]))[:1]  # see _decode_chunk
         n = len(images)
         # (n, k, r, p, l, s, q) -> (n, k, l, r, s, p, q): pixel (4k+2r+p, 4l+2s+q), as in model.py
         patches = images.reshape(n, GRID, 2, 2, GRID, 2, 2).transpose(0, 1, 4, 2, 5, 3, 6).reshape(n * 196, 4)
@@ -73,6 +75,11 @@ class NumpyAutoEncoder:
         return self._leaky(h.reshape(n, FLAT) @ self._w3 + self._b3)  # (n, z)
 
     def _decode_chunk(self, z: np.ndarray) -> np.ndarray:
+        if len(z) == 1:
+            # BLAS takes a matrix-vector path for one row, rounding differently from the matrix
+            # path; two rows keep a lone query bit-identical to its row in any batch, so an
+            # indexed image queried alone is found at distance exactly 0.
+            return self._decode_chunk(np.concatenate([z, z]))[:1]
         n = len(z)
         h = self._leaky(z @ self._w4 + self._b4)  # (n, 7*7*64)
         h = self._leaky(h.reshape(n * 49, C2) @ self._w5)  # (n*7*7, 2*2*32)

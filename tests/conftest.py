@@ -91,3 +91,59 @@ def real_data():
     if find_data_dir() is None and os.environ.get("AESEARCH_REQUIRE_DATA") != "1":
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
     return load_fashion_mnist(download=False)
+
+
+# --- tiny index bundles, built in well under a second ---
+
+
+def tiny_checkpoint(z_size: int = 314, seed: int = 0):
+    """A seeded random-init model: good enough to test every path, trained for none."""
+    import torch
+
+    from aesearch.checkpoint import Checkpoint
+    from aesearch.model import AutoEncoder, ModelConfig
+
+    torch.manual_seed(seed)
+    model = AutoEncoder(ModelConfig(z_size=z_size))
+    return Checkpoint(model.weights(), model.config, {"recipe": "untrained", "test_mse": 0.1})
+
+
+def make_bundle(path: Path, *, n: int = 120, checkpoint=None, index_type: str = "flat", metric: str = "l2",
+                transform=None) -> Path:  # fmt: skip
+    """Write a real bundle of n synthetic images (ids 0..n-1: 3/4 "train", 1/4 "test")."""
+    from aesearch.build import encode_all
+    from aesearch.bundle import METADATA_DTYPE, write_bundle
+    from aesearch.index import IndexSpec, VectorIndex
+    from aesearch.runtime import NumpyAutoEncoder
+
+    checkpoint = checkpoint or tiny_checkpoint()
+    images = synthetic_images(n)
+    metadata = np.zeros(n, dtype=METADATA_DTYPE)
+    n_train = n * 3 // 4
+    metadata["split"][n_train:] = 1
+    metadata["position"] = np.concatenate([np.arange(n_train), np.arange(n - n_train)])
+    metadata["label"] = synthetic_labels(n)
+    vectors = encode_all(NumpyAutoEncoder.from_checkpoint(checkpoint), images, progress=False)
+    index = VectorIndex.build(vectors, IndexSpec(index_type, metric), transform)
+    info = {"dataset": "synthetic", "class_names": ["ellipse", "rectangle", "ring"], "split_names": ["train", "test"],
+            "split_sizes": {"train": n_train, "test": n - n_train}}  # fmt: skip
+    write_bundle(path, checkpoint=checkpoint, index=index, images=images, metadata=metadata, info=info)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A read-only tiny bundle shared by the session: tests that change files use bundle_copy."""
+    return make_bundle(tmp_path_factory.mktemp("bundles") / "tiny")
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle, tmp_path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+
+
+def folder_digest(path: Path) -> dict[str, bytes]:
+    """Every file under path with its bytes: to prove nothing changed."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}

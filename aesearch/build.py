@@ -1,0 +1,118 @@
+"""`aesearch build-index`: train if needed, encode every Fashion-MNIST image, write a bundle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .bundle import METADATA_DTYPE, write_bundle
+from .checkpoint import Checkpoint, load_checkpoint
+from .engine import DEFAULT_INDEX_DIR
+from .errors import InvalidArgumentError
+from .index import IndexSpec, VectorIndex, check_index_type
+from .runtime import NumpyAutoEncoder
+
+SPLITS = ("train", "test")
+_ENCODE_CHUNK = 4096
+
+
+def build_index(
+    index_dir: str | Path = DEFAULT_INDEX_DIR,
+    *,
+    model: str | Path | None = None,
+    index_type: str = "flat",
+    metric: str = "l2",
+    data_dir: str | Path | None = None,
+    train_config=None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = print,
+) -> dict:
+    """Build the bundle for all 70,000 Fashion-MNIST images (train ids first, then test).
+
+    Args:
+        model: a checkpoint to reuse; without one, a model is trained with train_config
+            (default: the default recipe) and stored in the bundle.
+        index_type: flat (exact), hnsw, ivf, sq8, or a FAISS factory string.
+        metric: l2 or cosine.
+    Returns:
+        The new bundle's manifest. The previous bundle at index_dir, if any, is replaced only
+        once the new one is complete.
+    """
+    from .atomic import check_writable
+
+    index_dir = Path(index_dir)
+    spec = IndexSpec(index_type, metric)
+    checkpoint = load_checkpoint(model) if model is not None else None
+    check_index_type(index_type, checkpoint.model_config.z_size if checkpoint else 314)
+    if index_dir.exists() and not index_dir.is_dir():
+        raise InvalidArgumentError(f"{index_dir} is a file: give a folder for the index (--index-dir)")
+    check_writable(index_dir / "manifest.json")
+
+    from .data import load_fashion_mnist
+
+    data = load_fashion_mnist(data_dir)
+    if checkpoint is None:
+        checkpoint = _train(data, train_config, progress=progress, log=log)
+    elif log:
+        mse = checkpoint.test_mse
+        log(
+            f"Using model {model} (recipe {checkpoint.info.get('recipe')}, test MSE {mse:.5f})"
+            if mse
+            else f"Using {model}"
+        )
+
+    images = np.concatenate([data.train.images.cpu().numpy(), data.test.images.cpu().numpy()])
+    metadata = np.zeros(len(images), dtype=METADATA_DTYPE)
+    offset = 0
+    for split_number, split in enumerate((data.train, data.test)):
+        rows = slice(offset, offset + len(split))
+        metadata["split"][rows] = split_number
+        metadata["position"][rows] = np.arange(len(split))
+        metadata["label"][rows] = split.labels.cpu().numpy()
+        offset += len(split)
+
+    vectors = encode_all(NumpyAutoEncoder.from_checkpoint(checkpoint), images, progress=progress)
+    if log:
+        log(f"Building {index_type} index ({metric}) of {len(vectors):,} vectors")
+    index = VectorIndex.build(vectors, spec)
+    manifest = write_bundle(
+        index_dir,
+        checkpoint=checkpoint,
+        index=index,
+        images=images,
+        metadata=metadata,
+        info={
+            "dataset": "Fashion-MNIST",
+            "class_names": list(data.class_names),
+            "split_names": list(SPLITS),
+            "split_sizes": {"train": len(data.train), "test": len(data.test)},
+            "data_fingerprint": {"train": data.train.fingerprint(), "test": data.test.fingerprint()},
+        },
+    )
+    if log:
+        log(f"Index written to {index_dir} ({manifest['count']:,} images, {index_type}, {metric})")
+    return manifest
+
+
+def encode_all(autoencoder: NumpyAutoEncoder, images: np.ndarray, *, progress: bool = True) -> np.ndarray:
+    """(n, 28, 28) uint8 -> (n, z) float32, in chunks with a progress bar."""
+    from tqdm.auto import tqdm
+
+    vectors = np.empty((len(images), autoencoder.z_size), dtype=np.float32)
+    with tqdm(total=len(images), desc="encoding", unit="img", disable=not progress, leave=False) as bar:
+        for start in range(0, len(images), _ENCODE_CHUNK):
+            chunk = images[start : start + _ENCODE_CHUNK]
+            vectors[start : start + len(chunk)] = autoencoder.encode(chunk.astype(np.float32) / np.float32(255))
+            bar.update(len(chunk))
+    return vectors
+
+
+def _train(data, train_config, *, progress: bool, log) -> Checkpoint:
+    from .train import TrainConfig, fit, to_checkpoint
+
+    config = train_config or TrainConfig.for_recipe("default")
+    if log:
+        log(f"No --model given: training one with the {config.recipe} recipe ({config.epochs} epochs)")
+    return to_checkpoint(fit(config, data, progress=progress, log=log))

@@ -1,0 +1,154 @@
+"""The search engine: the query path, wired in one place.
+
+    image -> preprocess (preprocess.py) -> encode (runtime.py) -> search (index.py) -> decode
+
+No torch anywhere on this path: a cold `aesearch query` pays for NumPy, FAISS and Pillow only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .bundle import Bundle, load_bundle
+from .errors import InvalidArgumentError
+from .preprocess import DEFAULT_MAX_PIXELS, ImageSource, preprocess_batch
+from .runtime import NumpyAutoEncoder
+
+DEFAULT_INDEX_DIR = Path("indexes/fashion-mnist")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One neighbour. distance: Euclidean for metric "l2", 1 - cosine similarity for "cosine"."""
+
+    rank: int
+    id: int
+    label: int
+    label_name: str
+    split: str
+    position: int  # index within its split of the original dataset
+    distance: float
+
+    def to_dict(self) -> dict:
+        return {
+            "rank": self.rank, "id": self.id, "label": self.label, "label_name": self.label_name,
+            "split": self.split, "position": self.position, "distance": self.distance,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    hits: list[Hit]
+    query: np.ndarray  # (28, 28) float32: the preprocessed image that was searched
+    reconstruction: np.ndarray  # (28, 28) float32 in [0, 1]: what the decoder made of the query
+    reconstruction_mse: float
+    latent: np.ndarray = field(repr=False)  # (z_size,) float32
+
+    def to_dict(self) -> dict:
+        return {
+            "k": len(self.hits),
+            "reconstruction_mse": self.reconstruction_mse,
+            "hits": [hit.to_dict() for hit in self.hits],
+        }
+
+
+class SearchEngine:
+    """Similarity search over an index bundle.
+
+    >>> engine = SearchEngine.load("indexes/fashion-mnist")
+    >>> result = engine.query("shoe.jpg", k=8)
+    """
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        self.autoencoder = NumpyAutoEncoder.from_checkpoint(bundle.checkpoint)
+
+    @classmethod
+    def load(cls, index_dir: str | Path = DEFAULT_INDEX_DIR, *, model: str | Path | None = None) -> SearchEngine:
+        """Load and verify a bundle (see bundle.py); model overrides its checkpoint if it matches."""
+        return cls(load_bundle(index_dir, model=model))
+
+    def __len__(self) -> int:
+        return len(self.bundle)
+
+    @property
+    def manifest(self) -> dict:
+        return self.bundle.manifest
+
+    # --- building blocks ---
+
+    def encode(self, images: np.ndarray | Sequence[ImageSource]) -> np.ndarray:
+        """Images (any the preprocessing contract takes, or an (n, 28, 28) array) -> (n, z_size) float32."""
+        return self.autoencoder.encode(preprocess_batch(images))
+
+    def decode(self, vectors: np.ndarray) -> np.ndarray:
+        """(n, z_size) latent vectors -> (n, 28, 28) float32 images in [0, 1]."""
+        return self.autoencoder.decode(vectors)
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(n, z_size) vectors -> (distances, ids), each (n, k), FAISS's convention (-1: no result)."""
+        self._check_k(k)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.autoencoder.z_size:
+            raise InvalidArgumentError(f"vectors must have shape (n, {self.autoencoder.z_size}), got {vectors.shape}")
+        return self.bundle.index.search(vectors, k)
+
+    def image(self, id: int) -> np.ndarray:
+        """The indexed 28x28 uint8 image with this id."""
+        return np.array(self.bundle.images[self._check_id(id)])
+
+    def hit(self, id: int, *, rank: int = 0, distance: float = 0.0) -> Hit:
+        record = self.bundle.metadata[self._check_id(id)]
+        label = int(record["label"])
+        return Hit(
+            rank=rank, id=int(id), label=label, label_name=self.bundle.class_names[label],
+            split=self.bundle.split_names[int(record["split"])], position=int(record["position"]),
+            distance=float(distance),
+        )  # fmt: skip
+
+    # --- the query path ---
+
+    def query(self, image: ImageSource, k: int = 8, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> QueryResult:
+        """Preprocess one image, encode it, find its k nearest neighbours, and decode it.
+
+        image: a path, the file's bytes, a PIL image, a numpy array or a torch tensor.
+        """
+        return self.query_batch([image], k, max_pixels=max_pixels)[0]
+
+    def query_id(self, id: int, k: int = 8) -> QueryResult:
+        """Query with an indexed image (it finds itself first, at distance 0)."""
+        return self.query_batch(self.image(id)[None], k)[0]
+
+    def query_batch(
+        self, images: np.ndarray | Sequence[ImageSource], k: int = 8, *, max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> list[QueryResult]:
+        """Many queries at once: one batched encode, search and decode."""
+        self._check_k(k)
+        queries = preprocess_batch(images, max_pixels=max_pixels)
+        latents = self.autoencoder.encode(queries)
+        reconstructions = self.autoencoder.decode(latents)
+        errors = ((reconstructions - queries) ** 2).mean(axis=(1, 2))
+        distances, ids = self.bundle.index.search(latents, k)
+        results = []
+        for n, (row_ids, row_distances) in enumerate(zip(ids, distances, strict=True)):
+            ranked = enumerate(zip(row_ids, row_distances, strict=True), start=1)
+            hits = [self.hit(int(i), rank=rank, distance=d) for rank, (i, d) in ranked if i >= 0]
+            results.append(QueryResult(hits, queries[n], reconstructions[n], float(errors[n]), latents[n]))
+        return results
+
+    # --- helpers ---
+
+    def _check_k(self, k: int) -> None:
+        n = len(self)
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= n:
+            raise InvalidArgumentError(f"k must be an integer from 1 to {n} (the number of indexed images), got {k}")
+
+    def _check_id(self, id: int) -> int:
+        n = len(self)
+        if isinstance(id, bool) or not isinstance(id, int | np.integer) or not 0 <= id < n:
+            raise InvalidArgumentError(f"id must be an integer from 0 to {n - 1}, got {id}")
+        return int(id)

@@ -1,0 +1,262 @@
+"""The vector index: FAISS behind one small class. Never imports torch.
+
+FAISS's contract is kept at this boundary: float32 C-contiguous (n, d) in, (D, I) out, -1 where
+fewer than k results exist. What this layer adds:
+  * a metric recorded with the index and applied to every query the same way: "l2" (Euclidean
+    distance between vectors) or "cosine" (1 - cosine similarity, computed as L2 on unit vectors
+    so every FAISS index type serves it);
+  * an optional affine transform (a whitening learned at build time) applied before the metric;
+  * distances reported so that smaller is closer, whatever the metric;
+  * OpenMP threads chosen per call: one thread for a handful of queries (a single 70k x 314 flat
+    scan took 3.5 ms with 1 thread and 9.5 ms with 2 on the reference machine), all for batches;
+  * approximate indexes tuned at build time to a target recall@10 against exact search.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from .errors import InvalidArgumentError
+
+INDEX_TYPES = ("flat", "hnsw", "ivf", "sq8")
+METRICS = ("l2", "cosine")
+SMALL_BATCH = 16  # below this many queries, one thread is faster than several
+TARGET_RECALL = 0.99
+_ALL_THREADS = faiss.omp_get_max_threads()  # read once: later calls see what _threads set
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """What kind of index, under which metric, with which parameters (recorded in the manifest).
+
+    index_type is one of INDEX_TYPES or any FAISS factory string (e.g. "IVF256,PQ32").
+    """
+
+    index_type: str = "flat"
+    metric: str = "l2"
+    params: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise InvalidArgumentError(f"unknown metric {self.metric!r}: choose one of {', '.join(METRICS)}")
+        if not self.index_type or not isinstance(self.index_type, str):
+            raise InvalidArgumentError(f"index type must be one of {', '.join(INDEX_TYPES)} or a FAISS factory string")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def exact(self) -> bool:
+        return self.index_type == "flat"
+
+
+@dataclass(frozen=True)
+class AffineTransform:
+    """x -> (x - mean) @ matrix: a whitening or projection learned on the indexed vectors."""
+
+    mean: np.ndarray  # (d_in,)
+    matrix: np.ndarray  # (d_in, d_out)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray((x - self.mean) @ self.matrix, dtype=np.float32)
+
+
+class VectorIndex:
+    """A FAISS index plus the metric, transform and tuned parameters it was built with."""
+
+    def __init__(self, index: faiss.Index, spec: IndexSpec, transform: AffineTransform | None = None) -> None:
+        self.index, self.spec, self.transform = index, spec, transform
+        self._apply_search_params()
+
+    @classmethod
+    def build(
+        cls, vectors: np.ndarray, spec: IndexSpec, transform: AffineTransform | None = None, *, seed: int = 0
+    ) -> VectorIndex:
+        """Index vectors; approximate types get parameters sized for n and tuned for recall."""
+        prepared = _prepare(vectors, spec.metric, transform)
+        n, d = prepared.shape
+        params = dict(spec.params)
+        index = _new_index(spec.index_type, d, n, params)
+        if not index.is_trained:
+            rng = np.random.default_rng(seed)
+            sample = prepared[rng.choice(n, size=min(n, 256 * 100), replace=False)] if n > 25_600 else prepared
+            index.train(sample)
+        with _threads(n):
+            index.add(prepared)
+        built = cls(index, IndexSpec(spec.index_type, spec.metric, params), transform)
+        if not spec.exact:
+            built._tune(prepared, seed=seed)
+        return built
+
+    @classmethod
+    def read(cls, path: str | Path, spec: IndexSpec, transform: AffineTransform | None = None) -> VectorIndex:
+        return cls(faiss.read_index(str(path)), spec, transform)
+
+    def write(self, path: str | Path) -> None:
+        faiss.write_index(self.index, str(path))
+
+    def __len__(self) -> int:
+        return self.index.ntotal
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the vectors given to search() (before any transform)."""
+        return self.transform.mean.shape[0] if self.transform is not None else self.index.d
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(n, dim) float32 -> (distances (n, k) float32, ids (n, k) int64); smaller is closer."""
+        if k < 1:
+            raise InvalidArgumentError(f"k must be at least 1, got {k}")
+        prepared = _prepare(vectors, self.spec.metric, self.transform)
+        with _threads(len(prepared)):
+            squared, ids = self.index.search(prepared, k)
+        return _to_distance(squared, self.spec.metric), ids
+
+    def _apply_search_params(self) -> None:
+        params = self.spec.params
+        if "ef_search" in params:
+            _hnsw(self.index).efSearch = int(params["ef_search"])
+        if "nprobe" in params:
+            faiss.extract_index_ivf(self.index).nprobe = int(params["nprobe"])
+
+    def _tune(self, prepared: np.ndarray, *, seed: int, queries: int = 500, k: int = 10) -> None:
+        """Raise efSearch / nprobe until recall@k against exact search reaches TARGET_RECALL.
+
+        The probe queries are indexed vectors with themselves left out of both answers, so they
+        behave like new images near the collection (a vector finding itself is too easy).
+        """
+        rng = np.random.default_rng(seed + 1)
+        sample_ids = rng.choice(len(prepared), size=min(queries, len(prepared)), replace=False)
+        sample = prepared[sample_ids]
+        k = min(k, len(prepared) - 1)
+        if k < 1:
+            return
+        exact = faiss.IndexFlatL2(prepared.shape[1])
+        exact.add(prepared)
+        with _threads(len(sample)):
+            truth = _without_self(exact.search(sample, k + 1)[1], sample_ids, k)
+        knob = "ef_search" if _hnsw(self.index) is not None else "nprobe" if _ivf(self.index) is not None else None
+        params = self.spec.params
+
+        def recall() -> float:
+            return recall_at_k(_without_self(self._raw_search(sample, k + 1), sample_ids, k), truth)
+
+        if knob is not None:
+            limit = 4096 if knob == "ef_search" else _ivf(self.index).nlist
+            value = 16 if knob == "ef_search" else 1
+            while True:
+                params[knob] = value
+                self._apply_search_params()
+                if recall() >= TARGET_RECALL or value >= limit:
+                    break
+                value = min(limit, value * 2)
+        params["tuned_recall_at_10"] = round(recall(), 4)
+
+    def _raw_search(self, prepared: np.ndarray, k: int) -> np.ndarray:
+        with _threads(len(prepared)):
+            return self.index.search(prepared, k)[1]
+
+
+def _without_self(ids: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
+    """Each row's ids minus the row's own id, cut to k (padded with -1)."""
+    rows = [row[row != me][:k] for row, me in zip(ids, own, strict=True)]
+    return np.array([np.pad(r, (0, k - len(r)), constant_values=-1) for r in rows])
+
+
+def check_index_type(index_type: str, dim: int) -> None:
+    """Fail early (before any training) on an index type FAISS would refuse."""
+    if index_type not in INDEX_TYPES:
+        _new_index(index_type, dim, 100_000, {})
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean fraction of each row's true neighbours that were found (order ignored)."""
+    if truth.size == 0:
+        return 1.0
+    hits = sum(len(np.intersect1d(f[f >= 0], t)) for f, t in zip(found, truth, strict=True))
+    return hits / truth.size
+
+
+def _new_index(index_type: str, d: int, n: int, params: dict) -> faiss.Index:
+    if index_type == "flat":
+        return faiss.IndexFlatL2(d)
+    if index_type == "hnsw":
+        params.setdefault("M", 32)
+        params.setdefault("ef_construction", 200 if n <= 1_000_000 else 100)
+        index = faiss.IndexHNSWFlat(d, int(params["M"]))
+        index.hnsw.efConstruction = int(params["ef_construction"])
+        return index
+    if index_type == "ivf":
+        # ~4 sqrt(n) lists, with at least 39 training points per list as FAISS advises.
+        params.setdefault("nlist", max(1, min(int(4 * math.sqrt(n)), n // 39)))
+        return faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, int(params["nlist"]))
+    if index_type == "sq8":
+        return faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit)
+    try:
+        return faiss.index_factory(d, index_type, faiss.METRIC_L2)
+    except RuntimeError as exc:
+        reason = " ".join(str(exc).split())
+        reason = re.sub(r"^Error in .*? at \S+:\d+: ", "", reason)  # C++ location: noise to a user
+        reason = reason.split("failed: ", 1)[-1].split("Error: ", 1)[-1][:200]
+        raise InvalidArgumentError(
+            f"FAISS refuses index type {index_type!r} for {d}-dimensional vectors ({reason}): use one of "
+            f"{', '.join(INDEX_TYPES)} or a valid FAISS factory string"
+        ) from None
+
+
+def _hnsw(index: faiss.Index):
+    try:
+        return faiss.downcast_index(index).hnsw
+    except AttributeError:
+        return None
+
+
+def _ivf(index: faiss.Index):
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+
+
+def _prepare(vectors: np.ndarray, metric: str, transform: AffineTransform | None) -> np.ndarray:
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    if x.ndim != 2:
+        raise InvalidArgumentError(f"vectors must be a 2-D (n, d) array, got shape {x.shape}")
+    if transform is not None:
+        if x.shape[1] != transform.mean.shape[0]:
+            raise InvalidArgumentError(
+                f"vectors have {x.shape[1]} dimensions, the index expects {transform.mean.shape[0]}"
+            )
+        x = transform(x)
+    if metric == "cosine":
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        x = np.ascontiguousarray(x / np.maximum(norms, np.float32(1e-12)), dtype=np.float32)
+    return x
+
+
+def _to_distance(squared: np.ndarray, metric: str) -> np.ndarray:
+    missing = squared >= np.finfo(np.float32).max / 2  # FAISS pads absent results with +inf-like values
+    squared = np.maximum(squared, 0)  # BLAS rounding can give -1e-7 for identical vectors
+    distance = squared / 2 if metric == "cosine" else np.sqrt(squared)  # 1 - cos = |a - b|^2 / 2 on unit vectors
+    distance[missing] = np.inf
+    return distance.astype(np.float32)
+
+
+class _threads:
+    """Use one OpenMP thread for small batches (less overhead), every core for large ones."""
+
+    def __init__(self, n_queries: int) -> None:
+        self.n = 1 if n_queries < SMALL_BATCH else _ALL_THREADS
+
+    def __enter__(self) -> None:
+        self.previous = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(self.n)
+
+    def __exit__(self, *exc: object) -> None:
+        faiss.omp_set_num_threads(self.previous)

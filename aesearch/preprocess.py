@@ -1,0 +1,258 @@
+"""The preprocessing contract: any image a user has -> the 28x28 float32 array the encoder sees.
+
+It mirrors how Fashion-MNIST itself was made from product photos (trim the background, fit the
+longest edge to 28, centre on a 28x28 canvas, negate so the object is light on black, greyscale),
+and is applied identically by the CLI, the Python API and the server:
+
+1. Decode: PNG (8/16-bit, palette, grey, RGB, RGBA), JPEG (EXIF orientation applied), GIF and
+   WebP (first frame), BMP, TIFF. The pixel count is checked against a limit before decoding.
+2. Greyscale by ITU-R 601 luma (PIL's "L"); 16-bit images keep their full range.
+3. Transparency is composited onto black or white, whichever contrasts with the opaque object,
+   so transparent pixels become background.
+4. The background level is the median of the four corner patches. If it is light, the image is
+   negated; then the background level is mapped to 0 (black) and contrast stretched to match.
+5. Except for 28x28 inputs (taken as already framed): trim to the box of pixels more than 5%
+   above the background, resize the longest edge to 28 (area average when shrinking), centre on a black 28x28 canvas.
+
+An image that already looks like a dataset image (28x28, dark background) is returned unchanged,
+so a dataset image is found again at distance 0. Torch-free: the query path must stay light.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+SIZE = 28
+DEFAULT_MAX_PIXELS = 50_000_000  # ~7000 x 7000; decompression bombs are refused before decoding
+TRIM_THRESHOLD = 0.05  # Fashion-MNIST's own trimming threshold: 5% away from the background
+_WORKING_SIZE = 1024  # larger images are shrunk to this before the float work; 28 px is the goal
+
+ImageSource = Any  # str | Path | bytes | PIL.Image.Image | numpy array | torch tensor
+
+
+def preprocess(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None) -> np.ndarray:
+    """Any supported image -> (28, 28) float32 in [0, 1], light object on black.
+
+    Args:
+        source: a file path, the file's bytes, a PIL image, or an array: (H, W), (H, W, C) or
+            (C, H, W) with C in 1, 3, 4; uint8, uint16, bool or float in [0, 1]. Torch tensors
+            are taken as arrays.
+        max_pixels: refuse images with more pixels than this, before decoding them.
+        name: how to call the image in error messages (defaults to the path, or "image").
+    """
+    if _is_array(source):
+        grey, alpha = _array_to_grey_alpha(np.asarray(_as_numpy(source)), name or "array")
+    else:
+        grey, alpha = _pil_to_grey_alpha(open_image(source, max_pixels=max_pixels, name=name))
+    return _frame(grey, alpha)
+
+
+def preprocess_batch(
+    sources: np.ndarray | Sequence[ImageSource], *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """preprocess() for many images -> (n, 28, 28) float32.
+
+    A (n, 28, 28) uint8 or float array is handled in bulk (the same contract, vectorised):
+    images with a dark background pass through, the others are framed one by one.
+    """
+    if isinstance(sources, np.ndarray) and sources.ndim == 3 and sources.shape[1:] == (SIZE, SIZE):
+        if sources.dtype == np.uint8:
+            unit = _unit(sources)
+        elif np.issubdtype(sources.dtype, np.floating) and np.all(np.isfinite(sources)):
+            unit = np.clip(sources, 0, 1).astype(np.float32)
+        else:
+            return np.stack([preprocess(image) for image in sources])
+        c = SIZE // 14
+        corners = np.concatenate(
+            [unit[:, :c, :c], unit[:, :c, -c:], unit[:, -c:, :c], unit[:, -c:, -c:]], axis=1
+        ).reshape(len(unit), -1)
+        for i in np.nonzero(np.median(corners, axis=1) > 0.5)[0]:
+            unit[i] = _frame(unit[i], None)
+        return unit
+    if isinstance(sources, str | Path | bytes | Image.Image) or _is_array(sources):
+        sources = [sources]
+    framed = [preprocess(source, max_pixels=max_pixels, name=_name_of(source)) for source in sources]
+    return np.stack(framed) if framed else np.zeros((0, SIZE, SIZE), np.float32)
+
+
+def open_image(source: str | Path | bytes | Image.Image, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+               name: str | None = None) -> Image.Image:  # fmt: skip
+    """Open and fully decode an image, or raise ImageError saying what is wrong with it."""
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, bytes | bytearray | memoryview):
+        label = name or "uploaded image"
+        if len(source) == 0:
+            raise ImageError(f"{label} is empty (0 bytes): send an image file")
+        stream: Any = io.BytesIO(source)
+    else:
+        path = Path(source)
+        label = name or str(path)
+        if not path.exists():
+            raise ImageError(f"no such file: {label}: check the path")
+        if path.is_dir():
+            raise ImageError(f"{label} is a folder, not an image: pass an image file")
+        if path.stat().st_size == 0:
+            raise ImageError(f"{label} is empty (0 bytes): pass an image file")
+        stream = path
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we apply our own limit
+        try:
+            image = Image.open(stream)
+        except UnidentifiedImageError:
+            raise ImageError(
+                f"{label} is not an image this tool can read: use PNG, JPEG, GIF, BMP, TIFF or WebP"
+            ) from None
+        except Image.DecompressionBombError as exc:  # Pillow's own, far larger, limit
+            pixels = re.search(r"\((\d+) pixels\)", str(exc))
+            size = f"{int(pixels.group(1)) / 1e6:.0f} megapixels, " if pixels else ""
+            raise ImageError(f"{label} is {size}over the {max_pixels / 1e6:g}-megapixel limit: downscale it") from None
+        except OSError as exc:
+            raise ImageError(f"cannot read {label} ({exc}): check the file") from None
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageError(
+                f"{label} is {width}x{height} = {width * height / 1e6:.0f} megapixels, over the "
+                f"{max_pixels / 1e6:g}-megapixel limit: downscale it or raise the limit (--max-pixels)"
+            )
+        if width == 0 or height == 0:
+            raise ImageError(f"{label} has no pixels ({width}x{height}): pass a real image")
+        try:
+            if image.format == "JPEG":
+                image.draft(image.mode, (_WORKING_SIZE, _WORKING_SIZE))  # decode at 1/2..1/8 scale: fast
+            image.load()
+            return ImageOps.exif_transpose(image)
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError, Image.DecompressionBombError) as exc:
+            raise ImageError(
+                f"{label} is truncated or damaged ({_first_line(exc)}): re-export or re-download it"
+            ) from None
+
+
+def _pil_to_grey_alpha(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):  # 16/32-bit grey, float
+        if max(image.size) > _WORKING_SIZE:
+            image = image.convert("F")
+            image.thumbnail((_WORKING_SIZE, _WORKING_SIZE), Image.Resampling.BOX)
+        values = np.asarray(image, dtype=np.float32)
+        top = 1.0 if image.mode == "F" and values.max(initial=0) <= 1 else 65535.0
+        top = max(top, float(values.max(initial=0)))
+        return np.clip(values / np.float32(top), 0, 1), None
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    if has_alpha:
+        image = image.convert("RGBA")
+    elif image.mode != "L":
+        image = image.convert("RGB") if image.mode in ("CMYK", "YCbCr", "LAB", "HSV") else image
+        image = image.convert("L")  # palette and 1-bit included
+    if max(image.size) > _WORKING_SIZE:
+        image.thumbnail((_WORKING_SIZE, _WORKING_SIZE), Image.Resampling.BOX)
+    if has_alpha:
+        grey = _unit(np.asarray(image.convert("L")))
+        return grey, _unit(np.asarray(image.getchannel("A")))
+    return _unit(np.asarray(image)), None
+
+
+def _array_to_grey_alpha(array: np.ndarray, label: str) -> tuple[np.ndarray, np.ndarray | None]:
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # (C, H, W) -> (H, W, C), as torch stores images
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)) or min(array.shape[:2]) == 0:
+        raise ImageError(
+            f"{label} has shape {array.shape}: pass one image as (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4"
+        )
+    if array.dtype == np.uint8:
+        values = _unit(array)
+    elif array.dtype == np.uint16:
+        values = array.astype(np.float32) / np.float32(65535)
+    elif array.dtype == bool or np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating):
+        values = array.astype(np.float32)
+        if not np.all(np.isfinite(values)):
+            raise ImageError(f"{label} holds NaN or infinite values: pass pixel values in [0, 1]")
+        if values.max(initial=0) > 1:  # integers in a wider type: assume 8-bit or 16-bit range
+            values /= np.float32(255 if values.max() <= 255 else 65535)
+        values = np.clip(values, 0, 1)
+    else:
+        raise ImageError(f"{label} has dtype {array.dtype}: pass uint8, uint16 or float pixel values")
+    if values.ndim == 2:
+        return values, None
+    luma = values[..., 0] * 0.299 + values[..., 1] * 0.587 + values[..., 2] * 0.114
+    return luma.astype(np.float32), (values[..., 3] if values.shape[-1] == 4 else None)
+
+
+def _frame(grey: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """Steps 3-5 of the contract on a float greyscale image (and its alpha, if any)."""
+    if alpha is not None and alpha.min() < 1:
+        weight = alpha.sum()
+        object_level = float((grey * alpha).sum() / weight) if weight > 0 else 0.0
+        backdrop = np.float32(0.0 if object_level > 0.5 else 1.0)  # contrast with the object
+        grey = grey * alpha + backdrop * (1 - alpha)
+    background = _background_level(grey)
+    if grey.shape == (SIZE, SIZE) and background <= 0.5:
+        return np.ascontiguousarray(grey, dtype=np.float32)  # already a dataset-style image
+    if background > 0.5:
+        grey, background = 1 - grey, 1 - background
+    if background > 0:
+        grey = np.clip((grey - background) / (1 - background), 0, 1)
+    grey = grey.astype(np.float32)
+    if grey.shape == (SIZE, SIZE):
+        return np.ascontiguousarray(grey)
+    return _fit_and_centre(grey)
+
+
+def _fit_and_centre(grey: np.ndarray) -> np.ndarray:
+    rows, cols = np.nonzero(grey > TRIM_THRESHOLD)
+    canvas = np.zeros((SIZE, SIZE), dtype=np.float32)
+    if len(rows) == 0:
+        return canvas  # blank: nothing to frame
+    grey = grey[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    h, w = grey.shape
+    scale = SIZE / max(h, w)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    # Shrinking averages areas (BOX: exact inverse of an integer enlargement); growing interpolates.
+    resample = Image.Resampling.BOX if scale <= 1 else Image.Resampling.LANCZOS
+    resized = Image.fromarray(grey, mode="F").resize((new_w, new_h), resample)
+    # Centred with any odd pixel of margin on the top/left, as Fashion-MNIST itself was framed.
+    top, left = (SIZE - new_h + 1) // 2, (SIZE - new_w + 1) // 2
+    canvas[top : top + new_h, left : left + new_w] = np.clip(np.asarray(resized), 0, 1)
+    return canvas
+
+
+def _background_level(grey: np.ndarray) -> float:
+    """Median of the four corner patches: Fashion-MNIST trimmed by "the colour of the corner pixels"."""
+    c = max(1, min(grey.shape) // 14)  # 2x2 patches at 28x28
+    corners = [grey[:c, :c], grey[:c, -c:], grey[-c:, :c], grey[-c:, -c:]]
+    return float(np.median(np.concatenate([p.ravel() for p in corners])))
+
+
+def _unit(array: np.ndarray) -> np.ndarray:
+    # float32 division, as torchvision's ToTensor does: a dataset image maps to the same floats.
+    return array.astype(np.float32) / np.float32(255)
+
+
+def _name_of(source: object) -> str | None:
+    return str(source) if isinstance(source, str | Path) else None
+
+
+def _is_array(source: object) -> bool:
+    return isinstance(source, np.ndarray) or (hasattr(source, "detach") and hasattr(source, "numpy"))
+
+
+def _as_numpy(source: Any) -> np.ndarray:
+    if hasattr(source, "detach"):  # a torch tensor, without importing torch
+        return source.detach().cpu().numpy()
+    return source
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else type(exc).__name__

@@ -1,0 +1,154 @@
+"""Index bundles: round trip, integrity checks, and atomic replacement (old bundle never lost)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aesearch.bundle import MANIFEST, load_bundle, read_manifest
+from aesearch.checkpoint import save_checkpoint
+from aesearch.errors import BundleError
+from tests.conftest import folder_digest, make_bundle, tiny_checkpoint
+
+
+def test_round_trip(tiny_bundle):
+    bundle = load_bundle(tiny_bundle)
+    manifest = bundle.manifest
+    assert manifest["count"] == len(bundle) == 120
+    assert manifest["z_size"] == 314 and manifest["metric"] == "l2" and manifest["index_type"] == "flat"
+    assert manifest["encoder_sha256"] == bundle.checkpoint.encoder_sha256
+    assert set(manifest["files"]) == {"model.safetensors", "index.faiss", "images.npy", "metadata.npy"}
+    assert all(len(f["sha256"]) == 64 for f in manifest["files"].values())
+    assert {"format_version", "package_version", "created", "model"} <= set(manifest)
+    assert bundle.images.shape == (120, 28, 28) and bundle.images.dtype == np.uint8
+
+
+def corrupt(bundle: Path, how: str) -> None:
+    target = bundle / "index.faiss"
+    if how == "missing file":
+        target.unlink()
+    elif how == "truncated file":
+        target.write_bytes(target.read_bytes()[:-10])
+    elif how == "altered byte":
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        target.write_bytes(bytes(data))
+    elif how == "no manifest":
+        (bundle / MANIFEST).unlink()
+    elif how == "garbage manifest":
+        (bundle / MANIFEST).write_text("{not json")
+    elif how in ("newer format", "not ours", "no checksums"):
+        manifest = json.loads((bundle / MANIFEST).read_text())
+        if how == "newer format":
+            manifest["format_version"] = 99
+        elif how == "not ours":
+            manifest["format"] = "something-else"
+        else:
+            del manifest["files"]
+        (bundle / MANIFEST).write_text(json.dumps(manifest))
+    elif how == "other encoder":
+        # A valid checkpoint of another model, with the manifest's checksum updated to match it:
+        # only the encoder check can catch this one.
+        save_checkpoint(bundle / "model.safetensors", tiny_checkpoint(seed=9))
+        manifest = json.loads((bundle / MANIFEST).read_text())
+        from aesearch.bundle import _file_record
+
+        manifest["files"]["model.safetensors"] = _file_record(bundle / "model.safetensors")
+        (bundle / MANIFEST).write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("missing file", "index.faiss is missing: rebuild"),
+        ("truncated file", "index.faiss is damaged .* bytes"),
+        ("altered byte", "index.faiss is damaged \\(its SHA-256"),
+        ("no manifest", "has no manifest.json"),
+        ("garbage manifest", "manifest.json is damaged"),
+        ("newer format", "newer than this aesearch"),
+        ("not ours", "not an aesearch index manifest"),
+        ("no checksums", "does not list the bundle's files"),
+        ("other encoder", "does not match the index"),
+    ],
+)
+def test_damaged_bundles_are_refused_in_one_line(bundle_copy, how, message):
+    corrupt(bundle_copy, how)
+    with pytest.raises(BundleError, match=message) as info:
+        load_bundle(bundle_copy)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_and_wrong_paths(tmp_path):
+    with pytest.raises(BundleError, match=r"no index at .*run `aesearch build-index"):
+        load_bundle(tmp_path / "nowhere")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BundleError, match="is a file, not an index folder"):
+        read_manifest(tmp_path / "file")
+
+
+def test_a_checkpoint_that_does_not_match_is_refused(tiny_bundle, tmp_path):
+    other = save_checkpoint(tmp_path / "other.safetensors", tiny_checkpoint(seed=5))
+    with pytest.raises(BundleError, match=r"other\.safetensors does not match the index"):
+        load_bundle(tiny_bundle, model=other)
+    same = save_checkpoint(tmp_path / "same.safetensors", tiny_checkpoint(seed=0))
+    assert load_bundle(tiny_bundle, model=same).checkpoint.encoder_sha256 == tiny_checkpoint().encoder_sha256
+
+
+def test_rebuild_replaces_whole_and_leaves_nothing_behind(bundle_copy):
+    make_bundle(bundle_copy, n=60, metric="cosine")
+    assert load_bundle(bundle_copy).manifest["count"] == 60
+    assert [p.name for p in bundle_copy.parent.iterdir()] == [bundle_copy.name]
+
+
+def test_failed_build_leaves_the_old_bundle_unchanged(bundle_copy, monkeypatch):
+    before = folder_digest(bundle_copy)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("aesearch.bundle.np.save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        make_bundle(bundle_copy, n=60)
+    assert folder_digest(bundle_copy) == before
+    assert [p.name for p in bundle_copy.parent.iterdir()] == [bundle_copy.name]
+    load_bundle(bundle_copy)
+
+
+KILLED_BUILD = """
+import sys, time
+import numpy as np
+import aesearch.bundle
+from tests.conftest import make_bundle
+
+real_save = np.save
+def slow_save(*args, **kwargs):
+    real_save(*args, **kwargs)
+    print("writing", flush=True)
+    time.sleep(60)  # killed here, half-way through writing the new bundle
+
+aesearch.bundle.np.save = slow_save
+make_bundle(__import__("pathlib").Path(sys.argv[1]), n=60)
+"""
+
+
+def test_killed_build_leaves_the_old_bundle_loadable_and_unchanged(bundle_copy):
+    before = folder_digest(bundle_copy)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(bundle_copy)], cwd=root,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert folder_digest(bundle_copy) == before
+    assert load_bundle(bundle_copy).manifest["count"] == 120
+    leftovers = [p for p in bundle_copy.parent.iterdir() if p != bundle_copy]
+    assert leftovers, "the killed build's staging folder is expected beside the bundle"
+    make_bundle(bundle_copy, n=60)  # the next build cleans up after the killed one
+    assert [p.name for p in bundle_copy.parent.iterdir()] == [bundle_copy.name]

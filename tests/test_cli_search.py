@@ -1,0 +1,145 @@
+"""build-index, query and info through the CLI, and a one-line error for every bad input."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from aesearch.bundle import load_bundle
+from aesearch.checkpoint import save_checkpoint
+from aesearch.cli import cli
+from tests.conftest import folder_digest, tiny_checkpoint
+from tests.test_preprocess import write_bad_file
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.fixture
+def query_png(tiny_bundle, tmp_path):
+    path = tmp_path / "shoe.png"
+    Image.fromarray(load_bundle(tiny_bundle).images[42]).save(path)
+    return path
+
+
+def test_query_prints_a_table_and_writes_the_picture(tiny_bundle, query_png):
+    result = run("query", query_png, "-k", 5, "--index-dir", tiny_bundle)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith(f"Query: {query_png}")
+    assert lines[1].split() == ["rank", "id", "class", "split", "distance"]
+    assert lines[2].split()[:2] == ["1", "42"] and float(lines[2].split()[-1]) == 0.0
+    assert len(lines) == 2 + 5 + 1
+    picture = query_png.with_name("shoe.aesearch.png")
+    assert lines[-1] == f"Result picture: {picture}"
+    with Image.open(picture) as image:
+        assert image.width > 800 and image.height > 150
+
+
+def test_query_json(tiny_bundle, query_png, tmp_path):
+    out = tmp_path / "pictures" / "r.png"
+    result = run("query", query_png, "-k", 3, "--index-dir", tiny_bundle, "--json", "--out", out)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert payload["query"] == str(query_png) and payload["k"] == 3 and payload["picture"] == str(out)
+    assert isinstance(payload["reconstruction_mse"], float)
+    assert [set(h) for h in payload["hits"]] == [
+        {"rank", "id", "label", "label_name", "split", "position", "distance"}
+    ] * 3
+    assert payload["hits"][0]["id"] == 42 and out.exists()
+
+
+def test_query_by_id_without_a_picture(tiny_bundle, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run("query", "--id", 7, "-k", 2, "--index-dir", tiny_bundle, "--no-picture", "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert payload["hits"][0]["id"] == 7 and payload["picture"] is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_info_shows_the_manifest_and_verifies(tiny_bundle):
+    result = run("info", "--index-dir", tiny_bundle)
+    assert result.exit_code == 0, result.output
+    for expected in ("120", "flat", "l2", "314", "encoder sha256", "index.faiss", "Integrity: ok"):
+        assert expected in result.output
+    as_json = run("info", "--index-dir", tiny_bundle, "--json")
+    assert json.loads(as_json.output)["count"] == 120
+
+
+def test_build_index_with_a_given_model(fake_data_dir, tmp_path):
+    model = save_checkpoint(tmp_path / "m.safetensors", tiny_checkpoint())
+    index_dir = tmp_path / "idx"
+    result = run("build-index", "--model", model, "--index-dir", index_dir, "--data-dir", fake_data_dir,
+                 "--metric", "cosine")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    bundle = load_bundle(index_dir)
+    manifest = bundle.manifest
+    assert manifest["count"] == 70_000 and manifest["split_sizes"] == {"train": 60_000, "test": 10_000}
+    assert manifest["index_type"] == "flat" and manifest["metric"] == "cosine"
+    assert bundle.metadata["split"][60_000] == 1 and bundle.metadata["position"][60_001] == 1
+    np.testing.assert_array_equal(bundle.images[60_000], np.asarray(bundle.images[60_000]))
+    assert manifest["data_fingerprint"]["train"] != manifest["data_fingerprint"]["test"]
+
+
+BAD_QUERIES = [
+    (["query", "{bad}/missing.png"], "no such file"),
+    (["query", "{bad}"], "is a folder, not an image"),
+    (["query", "{bad}/empty.png"], "is empty"),
+    (["query", "{bad}/notes.png"], "not an image"),
+    (["query", "{bad}/cut.png"], "truncated or damaged"),
+    (["query", "{bad}/bomb.png"], "over the 50-megapixel limit"),
+    (["query", "{good}", "--max-pixels", "100"], "over the 0.0001-megapixel limit"),
+    (["query", "{good}", "-k", "0"], "k must be an integer from 1 to 120"),
+    (["query", "{good}", "-k", "-4"], "k must be an integer from 1 to 120"),
+    (["query", "{good}", "-k", "121"], "k must be an integer from 1 to 120"),
+    (["query", "--id", "500"], "id must be an integer from 0 to 119"),
+    (["query"], "give either an IMAGE file or --id N"),
+    (["query", "{good}", "--model", "{other_model}"], "does not match the index"),
+    (["query", "{good}", "--index-dir", "{bad}/nowhere"], "no index at .*run `aesearch build-index"),
+    (["info", "--index-dir", "{bad}/nowhere"], "no index at"),
+    (["build-index", "--index-type", "nonsense", "--index-dir", "{bad}/new"], "FAISS refuses index type"),
+    (["build-index", "--model", "{bad}/notes.png", "--index-dir", "{bad}/new"], "not an aesearch checkpoint"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_QUERIES)
+def test_bad_input_gives_one_line_and_changes_nothing(bundle_copy, tmp_path, query_png, args, message):
+    import re
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in ("empty.png", "notes.png", "cut.png", "bomb.png"):
+        write_bad_file(bad, name)
+    other_model = save_checkpoint(tmp_path / "other.safetensors", tiny_checkpoint(seed=3))
+    values = {"bad": bad, "good": query_png, "other_model": other_model}
+    argv = [a.format(**values) for a in args]
+    if "--index-dir" not in argv:
+        argv += ["--index-dir", str(bundle_copy)]
+    before = folder_digest(bundle_copy)
+    result = run(*argv)
+    assert result.exit_code == 1, result.output
+    assert re.search(message, result.output), result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert folder_digest(bundle_copy) == before
+
+
+@pytest.mark.parametrize("how", ["missing", "truncated", "altered"])
+def test_damaged_bundle_file_through_the_cli(bundle_copy, query_png, how):
+    target = bundle_copy / "images.npy"
+    if how == "missing":
+        target.unlink()
+    elif how == "truncated":
+        target.write_bytes(target.read_bytes()[:1000])
+    else:
+        data = bytearray(target.read_bytes())
+        data[-1] ^= 1
+        target.write_bytes(bytes(data))
+    before = folder_digest(bundle_copy)
+    result = run("query", query_png, "--index-dir", bundle_copy)
+    assert result.exit_code == 1 and "images.npy" in result.output and "rebuild" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert folder_digest(bundle_copy) == before
