@@ -24,8 +24,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+# Builds the default index once (training takes minutes); `aesearch build-index` rebuilds it.
 demo: setup
-	$(BIN)/aesearch build-index
+	@if [ -f indexes/fashion-mnist/manifest.json ]; then \
+	  echo "indexes/fashion-mnist exists: skipping the build (run .venv/bin/aesearch build-index to rebuild)"; \
+	else $(BIN)/aesearch build-index; fi
 	$(BIN)/aesearch query examples/ankle-boot.jpg -k 8 --out runs/ankle-boot.aesearch.png
 
 test: setup

@@ -13,6 +13,7 @@ from .engine import DEFAULT_INDEX_DIR
 from .errors import InvalidArgumentError
 from .index import IndexSpec, VectorIndex, check_index_type
 from .runtime import NumpyAutoEncoder
+from .trust import TrustCalibration, calibrate
 
 SPLITS = ("train", "test")
 _ENCODE_CHUNK = 4096
@@ -73,27 +74,65 @@ def build_index(
         metadata["label"][rows] = split.labels.cpu().numpy()
         offset += len(split)
 
-    vectors = encode_all(NumpyAutoEncoder.from_checkpoint(checkpoint), images, progress=progress)
-    if log:
-        log(f"Building {index_type} index ({metric}) of {len(vectors):,} vectors")
-    index = VectorIndex.build(vectors, spec)
-    manifest = write_bundle(
-        index_dir,
-        checkpoint=checkpoint,
-        index=index,
-        images=images,
-        metadata=metadata,
-        info={
-            "dataset": "Fashion-MNIST",
-            "class_names": list(data.class_names),
-            "split_names": list(SPLITS),
-            "split_sizes": {"train": len(data.train), "test": len(data.test)},
-            "data_fingerprint": {"train": data.train.fingerprint(), "test": data.test.fingerprint()},
-        },
-    )
+    info = {
+        "dataset": "Fashion-MNIST",
+        "class_names": list(data.class_names),
+        "split_names": list(SPLITS),
+        "split_sizes": {"train": len(data.train), "test": len(data.test)},
+        "data_fingerprint": {"train": data.train.fingerprint(), "test": data.test.fingerprint()},
+    }
+    manifest = assemble_bundle(
+        index_dir, checkpoint=checkpoint, images=images, metadata=metadata, info=info, spec=spec,
+        progress=progress, log=log,
+    )  # fmt: skip
     if log:
         log(f"Index written to {index_dir} ({manifest['count']:,} images, {index_type}, {metric})")
     return manifest
+
+
+def assemble_bundle(
+    index_dir: str | Path,
+    *,
+    checkpoint: Checkpoint,
+    images: np.ndarray,
+    metadata: np.ndarray,
+    info: dict,
+    spec: IndexSpec,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Encode images, index them, calibrate the trust score, and write the bundle atomically.
+
+    Split 0 of metadata is the training split: whitening, when the spec asks for one, is learned
+    on it alone, so evaluation on the other splits stays honest.
+    """
+    autoencoder = NumpyAutoEncoder.from_checkpoint(checkpoint)
+    vectors = encode_all(autoencoder, images, progress=progress)
+    if log:
+        log(f"Building {spec.index_type} index ({spec.metric}) of {len(vectors):,} vectors")
+    index = VectorIndex.build(vectors, spec, fit_rows=np.nonzero(metadata["split"] == 0)[0])
+    trust = calibrate_trust(autoencoder, images, vectors, index)
+    return write_bundle(
+        index_dir, checkpoint=checkpoint, index=index, images=images, metadata=metadata, info=info, trust=trust
+    )
+
+
+def calibrate_trust(
+    autoencoder: NumpyAutoEncoder, images: np.ndarray, vectors: np.ndarray, index: VectorIndex, *, sample: int = 5000
+) -> TrustCalibration:
+    """Reconstruction error of every image; nearest-other-image distance for a sample of them."""
+    errors = np.empty(len(images), dtype=np.float32)
+    for start in range(0, len(images), _ENCODE_CHUNK):
+        chunk = images[start : start + _ENCODE_CHUNK].astype(np.float32) / np.float32(255)
+        errors[start : start + len(chunk)] = (
+            (autoencoder.decode(vectors[start : start + len(chunk)]) - chunk) ** 2
+        ).mean(axis=(1, 2))
+    rng = np.random.default_rng(0)
+    probe = rng.choice(len(vectors), size=min(sample, len(vectors)), replace=False)
+    distances, ids = index.search(vectors[probe], min(2, len(vectors)))
+    # The nearest result is normally the image itself; take the nearest *other* one.
+    nearest_other = np.where(ids[:, 0] == probe, distances[:, -1], distances[:, 0])
+    return calibrate(errors, nearest_other, images)
 
 
 def encode_all(autoencoder: NumpyAutoEncoder, images: np.ndarray, *, progress: bool = True) -> np.ndarray:

@@ -7,6 +7,7 @@
       images.npy          (n, 28, 28) uint8: results can be shown without the dataset
       metadata.npy        (n,) records: split, position in its split, label
       transform.npz       optional: the affine transform (whitening) applied before the metric
+      trust.json          distributions of reconstruction error and nearest-neighbour distance
 
 A bundle is written into a temporary folder beside the target and swapped in whole (atomic.py);
 loading verifies the manifest, every checksum, and that index, encoder and arrays agree, and
@@ -28,6 +29,7 @@ from .atomic import atomic_folder
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .errors import BundleError, CheckpointError
 from .index import AffineTransform, IndexSpec, VectorIndex
+from .trust import TrustCalibration
 
 FORMAT = "aesearch-index"
 FORMAT_VERSION = 1
@@ -37,6 +39,7 @@ INDEX_FILE = "index.faiss"
 IMAGES_FILE = "images.npy"
 METADATA_FILE = "metadata.npy"
 TRANSFORM_FILE = "transform.npz"
+TRUST_FILE = "trust.json"
 METADATA_DTYPE = np.dtype([("split", "u1"), ("position", "<u4"), ("label", "u1")])
 
 
@@ -50,6 +53,7 @@ class Bundle:
     index: VectorIndex
     images: np.ndarray  # (n, 28, 28) uint8, memory-mapped
     metadata: np.ndarray  # (n,) METADATA_DTYPE
+    trust: TrustCalibration
 
     @property
     def class_names(self) -> list[str]:
@@ -64,7 +68,18 @@ class Bundle:
 
 
 def no_index_message(path: Path) -> str:
-    return f"no index at {path}: run `aesearch build-index --index-dir {path}` first"
+    where = f"{path} (from {Path.cwd()})" if not path.is_absolute() else str(path)
+    return f"no index at {where}: run `aesearch build-index --index-dir {path}` first, or pass --index-dir"
+
+
+def _rebuild(path: Path) -> str:
+    return f"rebuild with `aesearch build-index --index-dir {path}`"
+
+
+def manifest_digest(manifest: dict) -> str:
+    """SHA-256 of the manifest's content without its own digest: catches edits and damage."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def write_bundle(
@@ -75,6 +90,7 @@ def write_bundle(
     images: np.ndarray,
     metadata: np.ndarray,
     info: dict,
+    trust: TrustCalibration,
 ) -> dict:
     """Write a complete bundle atomically and return its manifest.
 
@@ -93,6 +109,7 @@ def write_bundle(
         np.save(staging / METADATA_FILE, np.asarray(metadata, dtype=METADATA_DTYPE))
         if index.transform is not None:
             np.savez(staging / TRANSFORM_FILE, mean=index.transform.mean, matrix=index.transform.matrix)
+        (staging / TRUST_FILE).write_text(json.dumps(trust.to_dict()) + "\n")
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -103,7 +120,7 @@ def write_bundle(
             "metric": index.spec.metric,
             "index_type": index.spec.index_type,
             "index_params": index.spec.params,
-            "transform": TRANSFORM_FILE if index.transform is not None else None,
+            "transform": index.spec.transform,
             "encoder_sha256": checkpoint.encoder_sha256,
             "model": {
                 "recipe": checkpoint.info.get("recipe"),
@@ -114,6 +131,7 @@ def write_bundle(
             **info,
             "files": {p.name: _file_record(p) for p in sorted(staging.iterdir())},
         }
+        manifest["manifest_sha256"] = manifest_digest(manifest)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -134,15 +152,18 @@ def read_manifest(path: str | Path) -> dict:
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{manifest_path} is damaged ({exc}): rebuild with `aesearch build-index`") from None
+        raise BundleError(f"{manifest_path} is damaged ({exc}): {_rebuild(path)}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BundleError(f"{manifest_path} is not an aesearch index manifest: rebuild with `aesearch build-index`")
+        raise BundleError(f"{manifest_path} is not an aesearch index manifest: {_rebuild(path)}")
     version = manifest.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise BundleError(
             f"{path} is index format {version}, newer than this aesearch ({__version__}) reads "
-            f"(format {FORMAT_VERSION}): upgrade aesearch or rebuild the index"
+            f"(format {FORMAT_VERSION}): upgrade aesearch or {_rebuild(path)}"
         )
+    if manifest.get("manifest_sha256") != manifest_digest(manifest):
+        raise BundleError(f"{manifest_path} was edited or damaged (its content does not match its SHA-256): "
+                          f"{_rebuild(path)}")  # fmt: skip
     return manifest
 
 
@@ -155,14 +176,16 @@ def load_bundle(path: str | Path, *, model: str | Path | None = None) -> Bundle:
     """
     path = Path(path)
     manifest = read_manifest(path)
-    rebuild = f"rebuild with `aesearch build-index --index-dir {path}`"
+    rebuild = _rebuild(path)
     files = manifest.get("files")
-    required = [MODEL_FILE, INDEX_FILE, IMAGES_FILE, METADATA_FILE] + (
-        [TRANSFORM_FILE] if manifest.get("transform") else []
-    )
+    has_transform = manifest.get("transform", "none") != "none"
+    required = [MODEL_FILE, INDEX_FILE, IMAGES_FILE, METADATA_FILE, TRUST_FILE]
+    required += [TRANSFORM_FILE] if has_transform else []
     if not isinstance(files, dict) or not set(required) <= set(files):
         raise BundleError(f"{path / MANIFEST} does not list the bundle's files: {rebuild}")
     for name, record in files.items():
+        if not isinstance(name, str) or Path(name).name != name or name in (".", "..", MANIFEST):
+            raise BundleError(f"{path / MANIFEST} lists {name!r}, which is not a file of the bundle: {rebuild}")
         _verify_file(path / name, record, rebuild)
 
     try:
@@ -174,19 +197,24 @@ def load_bundle(path: str | Path, *, model: str | Path | None = None) -> Bundle:
         raise BundleError(
             f"{which} does not match the index in {path} (encoder SHA-256 {checkpoint.encoder_sha256[:12]}..., "
             f"index built with {str(manifest.get('encoder_sha256'))[:12]}...): use the model the index was built "
-            f"with, or rebuild with `aesearch build-index --model {which.split()[-1]} --index-dir {path}`"
+            f"with, or build a new index for it with `aesearch build-index --model {which.split()[-1]} "
+            "--index-dir NEW_FOLDER`"
         )
 
     try:
         transform = None
-        if manifest.get("transform"):
+        if has_transform:
             with np.load(path / TRANSFORM_FILE, allow_pickle=False) as arrays:
                 transform = AffineTransform(arrays["mean"], arrays["matrix"])
-        spec = IndexSpec(manifest["index_type"], manifest["metric"], dict(manifest.get("index_params") or {}))
+        spec = IndexSpec(
+            manifest["index_type"], manifest["metric"], dict(manifest.get("index_params") or {}),
+            manifest.get("transform", "none"),
+        )  # fmt: skip
         index = VectorIndex.read(path / INDEX_FILE, spec, transform)
         images = np.load(path / IMAGES_FILE, mmap_mode="r", allow_pickle=False)
         metadata = np.load(path / METADATA_FILE, allow_pickle=False)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        trust = TrustCalibration.from_dict(json.loads((path / TRUST_FILE).read_text()))
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise BundleError(f"{path} holds a file that cannot be read ({_first_line(exc)}): {rebuild}") from None
 
     count, z_size = manifest.get("count"), checkpoint.model_config.z_size
@@ -200,7 +228,7 @@ def load_bundle(path: str | Path, *, model: str | Path | None = None) -> Bundle:
     for ok, problem in problems:
         if not ok:
             raise BundleError(f"{path} is inconsistent ({problem}): {rebuild}")
-    return Bundle(path, manifest, checkpoint, index, images, metadata)
+    return Bundle(path, manifest, checkpoint, index, images, metadata, trust)
 
 
 def _file_record(path: Path) -> dict:

@@ -176,7 +176,13 @@ def query(image, k, index_dir, query_id, out, no_picture, as_json, max_pixels, m
     if as_json:
         click.echo(json.dumps({"query": label, **result.to_dict(), "picture": str(picture) if picture else None}))
         return
-    click.echo(f"Query: {label}  (reconstruction MSE {result.reconstruction_mse:.4f})")
+    trust = result.trust
+    click.echo(
+        f"Query: {label}  (reconstruction MSE {result.reconstruction_mse:.4f}, "
+        f"percentile {trust.reconstruction_percentile:.1f} of indexed images)"
+    )
+    if trust.warning():
+        click.echo(trust.warning(), err=True)
     click.echo(f"{'rank':>4}  {'id':>6}  {'class':<12} {'split':<5}  {'distance':>9}")
     for hit in result.hits:
         click.echo(f"{hit.rank:>4}  {hit.id:>6}  {hit.label_name:<12} {hit.split:<5}  {hit.distance:>9.4f}")
@@ -193,8 +199,9 @@ def _default_picture_path(image: Path | None, query_id: int | None) -> Path:
 def _write_picture(engine, result, picture: Path, image: Path | None, query_id: int | None, label: str) -> None:
     from .atomic import check_writable
     from .preprocess import open_image
-    from .render import render_result
+    from .render import picture_format, render_result
 
+    picture_format(picture)
     check_writable(picture)
     original = open_image(image) if image is not None else None
     metric = engine.manifest["metric"]
@@ -204,10 +211,12 @@ def _write_picture(engine, result, picture: Path, image: Path | None, query_id: 
         query=result.query,
         reconstruction=result.reconstruction,
         neighbours=[
-            (engine.image(h.id), f"#{h.rank} {h.label_name}", f"{metric} {h.distance:.3f} · {h.split} {h.position}")
+            (engine.image(h.id), f"#{h.rank} {h.label_name}", f"id {h.id} · {metric} {h.distance:.3f}")
             for h in result.hits
         ],
-        title=f"{label} · k={len(result.hits)} · reconstruction MSE {result.reconstruction_mse:.4f}",
+        title=f"{label} · k={len(result.hits)} · reconstruction MSE {result.reconstruction_mse:.4f} "
+        f"(percentile {result.trust.reconstruction_percentile:.1f})",
+        warning=result.trust.warning(),
     )
 
 
@@ -228,6 +237,107 @@ def info(index_dir, as_json) -> None:
         click.echo(f"Integrity: ok (all {len(manifest['files'])} files match their SHA-256; encoder matches index)")
 
 
+@cli.command("eval")
+@INDEX_DIR_OPTION
+@click.option("--baselines", is_flag=True, help="Also score raw pixels and PCA to the z size, same protocol.")
+@click.option("--index-types", default=None,
+              help="Comma-separated approximate index types to compare with exact search (e.g. hnsw,ivf,sq8); "
+                   "'all' for hnsw,ivf,sq8. Default: the bundle's own, if approximate.")  # fmt: skip
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Report picture to write [default: INDEX_DIR-eval.png beside the bundle].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+def eval_command(index_dir, baselines, index_types, report, as_json) -> None:
+    """Measure search quality: test images as queries against the training images, by class label."""
+    from .atomic import check_writable
+    from .engine import SearchEngine
+    from .evaluate import evaluate
+    from .plots import eval_report
+
+    types = None
+    if index_types:
+        types = ["hnsw", "ivf", "sq8"] if index_types == "all" else [t.strip() for t in index_types.split(",") if t]
+    report_path = report or index_dir.with_name(f"{index_dir.name}-eval.png")
+    check_writable(report_path)
+    engine = SearchEngine.load(index_dir)
+    result = evaluate(engine, baselines=baselines, index_types=types)
+    eval_report(result, engine.bundle.images, report_path)
+    if as_json:
+        click.echo(json.dumps({**result.to_dict(), "report": str(report_path)}))
+        return
+    click.echo(format_eval(result))
+    click.echo(f"Report picture: {report_path}")
+
+
+@cli.command("map")
+@INDEX_DIR_OPTION
+@click.option("--query", "image", type=click.Path(path_type=Path), help="Mark this image and its hits on the map.")
+@click.option("--id", "query_id", type=int, help="Mark this indexed image and its hits instead.")
+@click.option("-k", "k", type=int, default=8, show_default=True, help="Hits to mark.")
+@click.option(
+    "--method",
+    type=click.Choice(["pca", "tsne"]),
+    default="pca",
+    show_default=True,
+    help="pca: every image, exact positions; tsne: a 10,000-image sample (needs scikit-learn).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PNG to write [default: INDEX_DIR-map-METHOD.png beside the bundle].",
+)
+def map_command(index_dir, image, query_id, k, method, out) -> None:
+    """Draw the indexed latents in 2-D, coloured by class; optionally mark a query and its hits."""
+    from .atomic import check_writable
+    from .engine import SearchEngine
+    from .errors import InvalidArgumentError
+    from .latent_map import latent_map
+
+    if image is not None and query_id is not None:
+        raise InvalidArgumentError("give --query IMAGE or --id N, not both")
+    out = out or index_dir.with_name(f"{index_dir.name}-map-{method}.png")
+    check_writable(out)
+    engine = SearchEngine.load(index_dir)
+    result, label = None, None
+    if image is not None:
+        result, label = engine.query(image, k), f"query {image.name}"
+    elif query_id is not None:
+        result, label = engine.query_id(query_id, k), f"query id {query_id}"
+    projection, path = latent_map(engine, out, method=method, query=result, query_label=label or "query")
+    cached = " (projection from cache)" if projection.from_cache else ""
+    click.echo(f"Map of {len(projection.ids):,} images{cached}: {path}")
+
+
+def format_eval(report) -> str:
+    lines = [
+        f"{report.n_queries:,} test queries against {report.n_database:,} training images; "
+        f"relevant = same class.  Test reconstruction MSE: {report.reconstruction_mse:.5f}",
+        "",
+        f"{'':<34} {'dims':>5} {'metric':>7} {'P@1':>7} {'P@10':>7} {'mAP@100':>8}",
+    ]
+    for row in report.retrieval:
+        lines.append(f"{row.name:<34} {row.dims:>5} {row.metric:>7} {row.p_at_1:>7.4f} {row.p_at_10:>7.4f} "
+                     f"{row.map_at_100:>8.4f}")  # fmt: skip
+    main = report.retrieval[0]
+    lines += ["", f"{'P@10 by class':<14}" + "".join(f"{r.name[:18]:>20}" for r in report.retrieval)]
+    for c, name in enumerate(report.class_names):
+        lines.append(f"{name:<14}" + "".join(f"{r.per_class_p_at_10[c]:>20.3f}" for r in report.retrieval))
+    lines += ["", "Most confused (share of a class's top-10 neighbours that belong to another class):"]
+    pairs = sorted(
+        ((main.confusion[a][b], a, b) for a in range(len(main.confusion)) for b in range(len(main.confusion))
+         if a != b), reverse=True,
+    )[:5]  # fmt: skip
+    lines += [f"  {report.class_names[a]:<12} -> {report.class_names[b]:<12} {share:.3f}" for share, a, b in pairs]
+    if report.indexes:
+        lines += ["", f"{'index':<10} {'recall@10':>10} {'p50 ms':>8} {'exact p50 ms':>13} {'speed-up':>9}  params"]
+        for idx in report.indexes:
+            lines.append(f"{idx.index_type:<10} {idx.recall_at_10:>10.4f} {idx.latency_ms_p50:>8.3f} "
+                         f"{idx.exact_latency_ms_p50:>13.3f} {idx.speedup:>8.1f}x  {idx.params}")  # fmt: skip
+    return "\n".join(lines)
+
+
 def format_manifest(index_dir: Path, manifest: dict) -> str:
     model = manifest.get("model") or {}
     params = manifest.get("index_params") or {}
@@ -236,7 +346,7 @@ def format_manifest(index_dir: Path, manifest: dict) -> str:
         ("images", f"{manifest.get('count', '?'):,} ({manifest.get('dataset', '?')}: "
                    + ", ".join(f"{n:,} {s}" for s, n in (manifest.get('split_sizes') or {}).items()) + ")"),
         ("index type", f"{manifest.get('index_type')}" + (f" {params}" if params else "")),
-        ("metric", f"{manifest.get('metric')}" + (" after the stored transform" if manifest.get("transform") else "")),
+        ("metric", f"{manifest.get('metric')}, transform {manifest.get('transform', 'none')}"),
         ("z size", str(manifest.get("z_size"))),
         ("model", f"recipe {model.get('recipe')}, test MSE {_fmt(model.get('test_mse'))}"),
         ("encoder sha256", str(manifest.get("encoder_sha256"))),

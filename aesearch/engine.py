@@ -17,6 +17,7 @@ from .bundle import Bundle, load_bundle
 from .errors import InvalidArgumentError
 from .preprocess import DEFAULT_MAX_PIXELS, ImageSource, preprocess_batch
 from .runtime import NumpyAutoEncoder
+from .trust import Trust
 
 DEFAULT_INDEX_DIR = Path("indexes/fashion-mnist")
 
@@ -46,12 +47,18 @@ class QueryResult:
     query: np.ndarray  # (28, 28) float32: the preprocessed image that was searched
     reconstruction: np.ndarray  # (28, 28) float32 in [0, 1]: what the decoder made of the query
     reconstruction_mse: float
+    trust: Trust  # percentiles of the query's reconstruction error and nearest distance; in_distribution
     latent: np.ndarray = field(repr=False)  # (z_size,) float32
+
+    @property
+    def in_distribution(self) -> bool:
+        return self.trust.in_distribution
 
     def to_dict(self) -> dict:
         return {
             "k": len(self.hits),
             "reconstruction_mse": self.reconstruction_mse,
+            **self.trust.to_dict(),
             "hits": [hit.to_dict() for hit in self.hits],
         }
 
@@ -74,6 +81,13 @@ class SearchEngine:
 
     def __len__(self) -> int:
         return len(self.bundle)
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        return (
+            f"SearchEngine({str(self.bundle.path)!r}: {len(self):,} images, z {m['z_size']}, "
+            f"{m['index_type']}, {m['metric']}, transform {m.get('transform', 'none')})"
+        )
 
     @property
     def manifest(self) -> dict:
@@ -137,7 +151,8 @@ class SearchEngine:
         for n, (row_ids, row_distances) in enumerate(zip(ids, distances, strict=True)):
             ranked = enumerate(zip(row_ids, row_distances, strict=True), start=1)
             hits = [self.hit(int(i), rank=rank, distance=d) for rank, (i, d) in ranked if i >= 0]
-            results.append(QueryResult(hits, queries[n], reconstructions[n], float(errors[n]), latents[n]))
+            trust = self.bundle.trust.assess(float(errors[n]), float(row_distances[0]), queries[n])
+            results.append(QueryResult(hits, queries[n], reconstructions[n], float(errors[n]), trust, latents[n]))
         return results
 
     # --- helpers ---

@@ -26,6 +26,7 @@ from .errors import InvalidArgumentError
 
 INDEX_TYPES = ("flat", "hnsw", "ivf", "sq8")
 METRICS = ("l2", "cosine")
+TRANSFORMS = ("none", "whiten")
 SMALL_BATCH = 16  # below this many queries, one thread is faster than several
 TARGET_RECALL = 0.99
 _ALL_THREADS = faiss.omp_get_max_threads()  # read once: later calls see what _threads set
@@ -35,16 +36,20 @@ _ALL_THREADS = faiss.omp_get_max_threads()  # read once: later calls see what _t
 class IndexSpec:
     """What kind of index, under which metric, with which parameters (recorded in the manifest).
 
-    index_type is one of INDEX_TYPES or any FAISS factory string (e.g. "IVF256,PQ32").
+    index_type is one of INDEX_TYPES or any FAISS factory string (e.g. "IVF256,PQ32"); transform
+    is "none" or "whiten" (PCA whitening learned when the index is built, see AffineTransform).
     """
 
     index_type: str = "flat"
     metric: str = "l2"
     params: dict = field(default_factory=dict)
+    transform: str = "none"
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
             raise InvalidArgumentError(f"unknown metric {self.metric!r}: choose one of {', '.join(METRICS)}")
+        if self.transform not in TRANSFORMS:
+            raise InvalidArgumentError(f"unknown transform {self.transform!r}: choose one of {', '.join(TRANSFORMS)}")
         if not self.index_type or not isinstance(self.index_type, str):
             raise InvalidArgumentError(f"index type must be one of {', '.join(INDEX_TYPES)} or a FAISS factory string")
 
@@ -66,6 +71,22 @@ class AffineTransform:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray((x - self.mean) @ self.matrix, dtype=np.float32)
 
+    @classmethod
+    def whitening(cls, vectors: np.ndarray, *, dims: int | None = None, shrinkage: float = 0.0) -> AffineTransform:
+        """PCA whitening learned on vectors: centre, rotate onto the principal axes, divide each
+        axis by sqrt(variance + shrinkage * largest variance), keep the top dims axes.
+
+        Shrinkage stops the low-variance (mostly noise) axes from being blown up to the same
+        weight as the informative ones.
+        """
+        x = np.asarray(vectors, dtype=np.float64)
+        mean = x.mean(axis=0)
+        variances, axes = np.linalg.eigh(np.cov(x - mean, rowvar=False))
+        order = np.argsort(variances)[::-1][:dims]
+        variances, axes = np.maximum(variances[order], 0), axes[:, order]
+        scale = 1 / np.sqrt(variances + shrinkage * variances[0] + 1e-12)
+        return cls(mean.astype(np.float32), np.ascontiguousarray(axes * scale, dtype=np.float32))
+
 
 class VectorIndex:
     """A FAISS index plus the metric, transform and tuned parameters it was built with."""
@@ -76,12 +97,30 @@ class VectorIndex:
 
     @classmethod
     def build(
-        cls, vectors: np.ndarray, spec: IndexSpec, transform: AffineTransform | None = None, *, seed: int = 0
+        cls,
+        vectors: np.ndarray,
+        spec: IndexSpec,
+        transform: AffineTransform | None = None,
+        *,
+        fit_rows: np.ndarray | None = None,
+        seed: int = 0,
     ) -> VectorIndex:
-        """Index vectors; approximate types get parameters sized for n and tuned for recall."""
+        """Index vectors; approximate types get parameters sized for n and tuned for recall.
+
+        Args:
+            transform: apply this learned transform; if None and spec.transform asks for one, it
+                is learned here, on vectors[fit_rows] (default: all vectors).
+        """
+        params = dict(spec.params)
+        if transform is None and spec.transform == "whiten":
+            params.setdefault("whiten_dims", None)
+            params.setdefault("whiten_shrinkage", 0.0)
+            sample = vectors if fit_rows is None else vectors[fit_rows]
+            transform = AffineTransform.whitening(
+                sample, dims=params["whiten_dims"], shrinkage=params["whiten_shrinkage"]
+            )
         prepared = _prepare(vectors, spec.metric, transform)
         n, d = prepared.shape
-        params = dict(spec.params)
         index = _new_index(spec.index_type, d, n, params)
         if not index.is_trained:
             rng = np.random.default_rng(seed)
@@ -89,7 +128,7 @@ class VectorIndex:
             index.train(sample)
         with _threads(n):
             index.add(prepared)
-        built = cls(index, IndexSpec(spec.index_type, spec.metric, params), transform)
+        built = cls(index, IndexSpec(spec.index_type, spec.metric, params, spec.transform), transform)
         if not spec.exact:
             built._tune(prepared, seed=seed)
         return built
@@ -108,6 +147,10 @@ class VectorIndex:
     def dim(self) -> int:
         """Dimension of the vectors given to search() (before any transform)."""
         return self.transform.mean.shape[0] if self.transform is not None else self.index.d
+
+    def search_space(self, vectors: np.ndarray) -> np.ndarray:
+        """Vectors as the index compares them: transformed, and unit length for cosine."""
+        return _prepare(vectors, self.spec.metric, self.transform)
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(n, dim) float32 -> (distances (n, k) float32, ids (n, k) int64); smaller is closer."""

@@ -49,3 +49,83 @@ def training_curve(history: Sequence[dict], path: str | Path, title: str = "") -
     ax_lr.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_lr.grid(alpha=0.3, which="both")
     return save_figure(fig, path)
+
+
+def eval_report(report, images, path: str | Path) -> Path:
+    """Per-class P@10 bars (the bundle beside its baselines) and a few test queries with their hits.
+
+    Args:
+        report: an evaluate.EvalReport.
+        images: the bundle's (n, 28, 28) uint8 images, to draw the example queries and hits.
+    """
+    plt = _pyplot()
+    import numpy as np
+
+    classes = report.class_names
+    examples = report.examples
+    hits_per_row = max((len(e["hits"]) for e in examples), default=0)
+    fig = plt.figure(figsize=(13, 5.2 + 1.25 * len(examples)))
+    grid = fig.add_gridspec(1 + len(examples), hits_per_row + 1, height_ratios=[4.5] + [1] * len(examples))
+    bars = fig.add_subplot(grid[0, :])
+    x = np.arange(len(classes))
+    width = 0.8 / len(report.retrieval)
+    for n, row in enumerate(report.retrieval):
+        bars.bar(x + (n - (len(report.retrieval) - 1) / 2) * width, row.per_class_p_at_10, width,
+                 label=f"{row.name}: P@10 {row.p_at_10:.3f}, mAP@100 {row.map_at_100:.3f}")  # fmt: skip
+    bars.set_xticks(x, classes, rotation=20)
+    bars.set_ylim(0, 1.05)
+    bars.set_ylabel("precision@10")
+    bars.grid(axis="y", alpha=0.3)
+    bars.legend(loc="lower left", fontsize=9)
+    bars.set_title(
+        f"{report.bundle}: {report.n_queries:,} test queries against {report.n_database:,} training images "
+        f"(test reconstruction MSE {report.reconstruction_mse:.5f})"
+    )
+    for r, example in enumerate(examples, start=1):
+        ax = fig.add_subplot(grid[r, 0])
+        ax.imshow(images[example["query_id"]], cmap="gray", vmin=0, vmax=255)
+        ax.set_title(f"query: {classes[example['label']]}", fontsize=8)
+        ax.axis("off")
+        for c, hit in enumerate(example["hits"], start=1):
+            ax = fig.add_subplot(grid[r, c])
+            ax.imshow(images[hit["id"]], cmap="gray", vmin=0, vmax=255)
+            good = hit["label"] == example["label"]
+            ax.set_title(classes[hit["label"]], fontsize=7, color="tab:green" if good else "tab:red")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_edgecolor("tab:green" if good else "tab:red")
+                spine.set_linewidth(2)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def latent_map_figure(coords, labels, class_names, path: str | Path, *, title: str, marks: dict | None = None) -> Path:
+    """Scatter of 2-D positions coloured by class; marks: the query and its hits, if any."""
+    plt = _pyplot()
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(10, 8.5))
+    colours = plt.get_cmap("tab10")
+    size = 2 if len(coords) > 20_000 else 6
+    for c, name in enumerate(class_names):
+        mask = labels == c
+        ax.scatter(coords[mask, 0], coords[mask, 1], s=size, alpha=0.35, color=colours(c % 10), label=name,
+                   linewidths=0, rasterized=True)  # fmt: skip
+    if marks is not None:
+        hits = np.asarray(marks["hits"])
+        ax.scatter(hits[:, 0], hits[:, 1], s=90, facecolors=[colours(h % 10) for h in marks["hit_labels"]],
+                   edgecolors="black", linewidths=1.2, zorder=3, label="its hits")  # fmt: skip
+        for rank, (x, y) in enumerate(hits, start=1):
+            ax.annotate(str(rank), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8, zorder=4)
+        ax.scatter(*marks["query"], s=420, marker="*", color="gold", edgecolors="black", linewidths=1.5, zorder=5,
+                   label=marks["label"])  # fmt: skip
+    ax.set_title(title, fontsize=11)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    legend = ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=3 if marks is None else 1,
+                       frameon=False)  # fmt: skip
+    for handle in legend.legend_handles[: len(class_names)]:
+        handle.set_alpha(1)
+        handle.set_sizes([40])
+    return save_figure(fig, path)

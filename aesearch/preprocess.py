@@ -10,7 +10,8 @@ and is applied identically by the CLI, the Python API and the server:
 3. Transparency is composited onto black or white, whichever contrasts with the opaque object,
    so transparent pixels become background.
 4. The background level is the median of the four corner patches. If it is light, the image is
-   negated; then the background level is mapped to 0 (black) and contrast stretched to match.
+   negated; then the background level is mapped to 0 (black) and the brightest pixel to 1
+   (white), as in every Fashion-MNIST image.
 5. Except for 28x28 inputs (taken as already framed): trim to the box of pixels more than 5%
    above the background, resize the longest edge to 28 (area average when shrinking), centre on a black 28x28 canvas.
 
@@ -52,6 +53,11 @@ def preprocess(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, nam
     """
     if _is_array(source):
         grey, alpha = _array_to_grey_alpha(np.asarray(_as_numpy(source)), name or "array")
+    elif not isinstance(source, str | Path | bytes | bytearray | memoryview | Image.Image):
+        raise ImageError(
+            f"cannot use a {type(source).__name__} as an image: pass a file path, the file's bytes, "
+            "a PIL image or an array"
+        )
     else:
         grey, alpha = _pil_to_grey_alpha(open_image(source, max_pixels=max_pixels, name=name))
     return _frame(grey, alpha)
@@ -115,15 +121,17 @@ def open_image(source: str | Path | bytes | Image.Image, *, max_pixels: int = DE
             ) from None
         except Image.DecompressionBombError as exc:  # Pillow's own, far larger, limit
             pixels = re.search(r"\((\d+) pixels\)", str(exc))
-            size = f"{int(pixels.group(1)) / 1e6:.0f} megapixels, " if pixels else ""
-            raise ImageError(f"{label} is {size}over the {max_pixels / 1e6:g}-megapixel limit: downscale it") from None
+            size = f"{_pixels(int(pixels.group(1)))}, " if pixels else ""
+            raise ImageError(
+                f"{label} is {size}over the limit of {_pixels(max_pixels)} (and Pillow's own): downscale it"
+            ) from None
         except OSError as exc:
             raise ImageError(f"cannot read {label} ({exc}): check the file") from None
         width, height = image.size
         if width * height > max_pixels:
             raise ImageError(
-                f"{label} is {width}x{height} = {width * height / 1e6:.0f} megapixels, over the "
-                f"{max_pixels / 1e6:g}-megapixel limit: downscale it or raise the limit (--max-pixels)"
+                f"{label} is {width}x{height} = {_pixels(width * height)}, over the limit of {_pixels(max_pixels)}: "
+                "downscale it or raise the limit (--max-pixels)"
             )
         if width == 0 or height == 0:
             raise ImageError(f"{label} has no pixels ({width}x{height}): pass a real image")
@@ -203,6 +211,9 @@ def _frame(grey: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
         grey, background = 1 - grey, 1 - background
     if background > 0:
         grey = np.clip((grey - background) / (1 - background), 0, 1)
+    peak = float(grey.max())
+    if peak > TRIM_THRESHOLD:
+        grey = grey / peak  # every Fashion-MNIST image's brightest pixel is white (>= 250 of 255)
     grey = grey.astype(np.float32)
     if grey.shape == (SIZE, SIZE):
         return np.ascontiguousarray(grey)
@@ -237,6 +248,10 @@ def _background_level(grey: np.ndarray) -> float:
 def _unit(array: np.ndarray) -> np.ndarray:
     # float32 division, as torchvision's ToTensor does: a dataset image maps to the same floats.
     return array.astype(np.float32) / np.float32(255)
+
+
+def _pixels(count: int) -> str:
+    return f"{count / 1e6:,.1f} megapixels" if count >= 1_000_000 else f"{count:,} pixels"
 
 
 def _name_of(source: object) -> str | None:

@@ -17,6 +17,8 @@ TILE = 140  # 28 x 5: every 28x28 image is enlarged 5x with nearest-neighbour, s
 GAP = 14
 LABEL_HEIGHT = 38
 COLUMNS = 5  # neighbours per row
+MAX_DRAWN = 50  # a picture of 70,000 neighbours helps nobody: the first 50 are drawn
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 BACKGROUND = (250, 250, 250)
 INK = (30, 30, 30)
 MUTED = (110, 110, 110)
@@ -42,6 +44,9 @@ def render_result(
         warning: one line shown in colour under the title (e.g. an out-of-distribution query).
     """
     font, small, bold = _font(15), _font(13), _font(17)
+    if len(neighbours) > MAX_DRAWN:
+        title = f"{title} · first {MAX_DRAWN} of {len(neighbours)} drawn"
+        neighbours = neighbours[:MAX_DRAWN]
     rows = max(1, -(-len(neighbours) // COLUMNS))
     left_width = 3 * TILE + 2 * GAP
     width = GAP + left_width + 2 * GAP + COLUMNS * TILE + (COLUMNS - 1) * GAP + GAP
@@ -75,8 +80,18 @@ def render_result(
 
     path = Path(path)
     with atomic_path(path) as tmp:
-        canvas.save(tmp, format="PNG", optimize=False)
+        canvas.save(tmp, format=picture_format(path))
     return path
+
+
+def picture_format(path: str | Path) -> str:
+    """The image format for a picture path, from its extension."""
+    from .errors import InvalidArgumentError
+
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise InvalidArgumentError(f"cannot write a picture as {path}: name it .png, .jpg or .webp")
+    return FORMATS[suffix]
 
 
 def _enlarge(image: np.ndarray) -> Image.Image:
@@ -87,15 +102,20 @@ def _enlarge(image: np.ndarray) -> Image.Image:
 
 
 def _fit(original: Image.Image) -> Image.Image:
-    """The user's image as they gave it, fitted into a tile on a checkerboard (shows transparency)."""
+    """The user's image as they gave it, fitted into a tile; a checkerboard shows transparency."""
+    transparent = original.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in original.info
+    if original.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):  # 16-bit and float: scale to 8-bit
+        values = np.asarray(original, dtype=np.float32)
+        original = Image.fromarray((values / max(float(values.max()), 1e-6) * 255).astype(np.uint8))
     image = original.convert("RGBA")
     image.thumbnail((TILE, TILE), Image.Resampling.LANCZOS)
     tile = Image.new("RGBA", (TILE, TILE), (255, 255, 255, 255))
-    checker = ImageDraw.Draw(tile)
-    for y in range(0, TILE, 10):
-        for x in range(0, TILE, 10):
-            if (x + y) // 10 % 2:
-                checker.rectangle([x, y, x + 9, y + 9], fill=(225, 225, 225, 255))
+    if transparent:
+        checker = ImageDraw.Draw(tile)
+        for y in range(0, TILE, 10):
+            for x in range(0, TILE, 10):
+                if (x + y) // 10 % 2:
+                    checker.rectangle([x, y, x + 9, y + 9], fill=(225, 225, 225, 255))
     tile.alpha_composite(image, ((TILE - image.width) // 2, (TILE - image.height) // 2))
     return tile.convert("RGB")
 

@@ -24,7 +24,7 @@ from .atomic import check_writable
 from .checkpoint import Checkpoint, save_checkpoint
 from .data import FashionMNIST, Split, load_fashion_mnist
 from .errors import InvalidArgumentError
-from .model import AutoEncoder, ModelConfig, to_patch_layout
+from .model import AutoEncoder, ModelConfig, from_patch_layout, to_patch_layout
 
 Precision = Literal["auto", "fp32", "bf16"]
 
@@ -39,6 +39,10 @@ class TrainConfig:
     lr: float = 3e-3  # Adam's lr (seed) or the one-cycle peak (default)
     schedule: Literal["plateau", "onecycle"] = "onecycle"
     weight_decay: float = 0.0
+    # Input corruption (denoising): the model sees a corrupted image and must rebuild the clean one.
+    noise: float = 0.0  # std of Gaussian noise added to input pixels
+    mask: float = 0.0  # fraction of input pixels set to 0
+    shift: int = 0  # inputs translated by up to this many pixels (one random shift per batch)
     z_size: int = 314
     seed: int = 0
     device: str = "auto"
@@ -51,6 +55,9 @@ class TrainConfig:
             (0 < self.lr <= 1, f"learning rate must be in (0, 1], got {self.lr}"),
             (self.schedule in ("plateau", "onecycle"), f"unknown schedule {self.schedule!r}"),
             (0 <= self.weight_decay < 1, f"weight decay must be in [0, 1), got {self.weight_decay}"),
+            (0 <= self.noise <= 1, f"noise must be in [0, 1], got {self.noise}"),
+            (0 <= self.mask < 1, f"mask must be in [0, 1), got {self.mask}"),
+            (0 <= self.shift <= 8, f"shift must be from 0 to 8 pixels, got {self.shift}"),
             (1 <= self.z_size <= 100_000, f"z size must be from 1 to 100000, got {self.z_size}"),
             (self.precision in ("auto", "fp32", "bf16"), f"precision must be auto, fp32 or bf16: {self.precision!r}"),
         ]  # fmt: skip
@@ -194,8 +201,9 @@ def fit(
         for step in range(steps_per_epoch):
             batch = patches[order[step * config.batch_size : (step + 1) * config.batch_size]]
             x = batch.float().div_(255.0)  # exactly ToTensor's scaling
+            x_in = _corrupt(x, config, generator)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                out = model.forward_patches(x)
+                out = model.forward_patches(x_in)
             loss = F.mse_loss(out.float(), x)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -236,6 +244,20 @@ def fit(
     if log:
         log(f"Test MSE: {result.test_mse:.5f} ({len(data.test):,} test images, {result.seconds:.1f} s training)")
     return result
+
+
+def _corrupt(x: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """The denoising inputs for a batch of patch-layout images (x itself when none is asked for)."""
+    if not (config.noise or config.mask or config.shift):
+        return x
+    if config.shift:
+        dy, dx = (torch.randint(-config.shift, config.shift + 1, (2,), generator=generator, device=x.device)).tolist()
+        x = to_patch_layout(torch.roll(from_patch_layout(x), shifts=(dy, dx), dims=(2, 3)))
+    if config.mask:
+        x = x * (torch.rand(x.shape, generator=generator, device=x.device) >= config.mask)
+    if config.noise:
+        x = (x + config.noise * torch.randn(x.shape, generator=generator, device=x.device)).clamp_(0, 1)
+    return x
 
 
 @torch.no_grad()

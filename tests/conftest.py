@@ -109,25 +109,24 @@ def tiny_checkpoint(z_size: int = 314, seed: int = 0):
 
 
 def make_bundle(path: Path, *, n: int = 120, checkpoint=None, index_type: str = "flat", metric: str = "l2",
-                transform=None) -> Path:  # fmt: skip
+                transform: str = "none", images=None, labels=None) -> Path:  # fmt: skip
     """Write a real bundle of n synthetic images (ids 0..n-1: 3/4 "train", 1/4 "test")."""
-    from aesearch.build import encode_all
-    from aesearch.bundle import METADATA_DTYPE, write_bundle
-    from aesearch.index import IndexSpec, VectorIndex
-    from aesearch.runtime import NumpyAutoEncoder
+    from aesearch.build import assemble_bundle
+    from aesearch.bundle import METADATA_DTYPE
+    from aesearch.index import IndexSpec
 
     checkpoint = checkpoint or tiny_checkpoint()
-    images = synthetic_images(n)
+    images = synthetic_images(n) if images is None else images
+    n = len(images)
     metadata = np.zeros(n, dtype=METADATA_DTYPE)
     n_train = n * 3 // 4
     metadata["split"][n_train:] = 1
     metadata["position"] = np.concatenate([np.arange(n_train), np.arange(n - n_train)])
-    metadata["label"] = synthetic_labels(n)
-    vectors = encode_all(NumpyAutoEncoder.from_checkpoint(checkpoint), images, progress=False)
-    index = VectorIndex.build(vectors, IndexSpec(index_type, metric), transform)
+    metadata["label"] = synthetic_labels(n) if labels is None else labels
     info = {"dataset": "synthetic", "class_names": ["ellipse", "rectangle", "ring"], "split_names": ["train", "test"],
             "split_sizes": {"train": n_train, "test": n - n_train}}  # fmt: skip
-    write_bundle(path, checkpoint=checkpoint, index=index, images=images, metadata=metadata, info=info)
+    assemble_bundle(path, checkpoint=checkpoint, images=images, metadata=metadata, info=info,
+                    spec=IndexSpec(index_type, metric, transform=transform))  # fmt: skip
     return path
 
 
@@ -147,3 +146,21 @@ def bundle_copy(tiny_bundle, tmp_path) -> Path:
 def folder_digest(path: Path) -> dict[str, bytes]:
     """Every file under path with its bytes: to prove nothing changed."""
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(tmp_path_factory) -> Path:
+    """A bundle whose model has actually learned the synthetic shapes (a few seconds of training)."""
+    import torch
+
+    from aesearch.data import FashionMNIST, Split
+    from aesearch.train import TrainConfig, fit, to_checkpoint
+
+    images = synthetic_images(720, seed=5)
+    labels = torch.from_numpy(synthetic_labels(720)).long()
+    x = torch.from_numpy(images)
+    data = FashionMNIST(Split("train", x[:600], labels[:600]), Split("test", x[600:], labels[600:]), Path("."))
+    config = TrainConfig.for_recipe("default", epochs=8, batch_size=32, lr=3e-3)
+    checkpoint = to_checkpoint(fit(config, data, progress=False, log=None))
+    return make_bundle(tmp_path_factory.mktemp("trained") / "bundle", checkpoint=checkpoint, images=images,
+                       labels=synthetic_labels(720))  # fmt: skip

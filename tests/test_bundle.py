@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aesearch.bundle import MANIFEST, load_bundle, read_manifest
+from aesearch.bundle import MANIFEST, load_bundle, manifest_digest, read_manifest
 from aesearch.checkpoint import save_checkpoint
 from aesearch.errors import BundleError
 from tests.conftest import folder_digest, make_bundle, tiny_checkpoint
@@ -22,7 +22,7 @@ def test_round_trip(tiny_bundle):
     assert manifest["count"] == len(bundle) == 120
     assert manifest["z_size"] == 314 and manifest["metric"] == "l2" and manifest["index_type"] == "flat"
     assert manifest["encoder_sha256"] == bundle.checkpoint.encoder_sha256
-    assert set(manifest["files"]) == {"model.safetensors", "index.faiss", "images.npy", "metadata.npy"}
+    assert set(manifest["files"]) == {"model.safetensors", "index.faiss", "images.npy", "metadata.npy", "trust.json"}
     assert all(len(f["sha256"]) == 64 for f in manifest["files"].values())
     assert {"format_version", "package_version", "created", "model"} <= set(manifest)
     assert bundle.images.shape == (120, 28, 28) and bundle.images.dtype == np.uint8
@@ -50,6 +50,15 @@ def corrupt(bundle: Path, how: str) -> None:
             manifest["format"] = "something-else"
         else:
             del manifest["files"]
+            manifest["manifest_sha256"] = manifest_digest(manifest)  # consistent, so deeper checks run
+        (bundle / MANIFEST).write_text(json.dumps(manifest))
+    elif how in ("edited metric", "file outside the bundle"):
+        manifest = json.loads((bundle / MANIFEST).read_text())
+        if how == "edited metric":
+            manifest["metric"] = "cosine"  # a plausible hand edit that would silently change results
+        else:
+            manifest["files"]["../../etc/passwd"] = {"sha256": "0" * 64, "bytes": 1}
+            manifest["manifest_sha256"] = manifest_digest(manifest)
         (bundle / MANIFEST).write_text(json.dumps(manifest))
     elif how == "other encoder":
         # A valid checkpoint of another model, with the manifest's checksum updated to match it:
@@ -59,6 +68,7 @@ def corrupt(bundle: Path, how: str) -> None:
         from aesearch.bundle import _file_record
 
         manifest["files"]["model.safetensors"] = _file_record(bundle / "model.safetensors")
+        manifest["manifest_sha256"] = manifest_digest(manifest)
         (bundle / MANIFEST).write_text(json.dumps(manifest))
 
 
@@ -74,6 +84,8 @@ def corrupt(bundle: Path, how: str) -> None:
         ("not ours", "not an aesearch index manifest"),
         ("no checksums", "does not list the bundle's files"),
         ("other encoder", "does not match the index"),
+        ("edited metric", "manifest.json was edited or damaged"),
+        ("file outside the bundle", "lists '../../etc/passwd', which is not a file of the bundle"),
     ],
 )
 def test_damaged_bundles_are_refused_in_one_line(bundle_copy, how, message):

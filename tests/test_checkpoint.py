@@ -119,3 +119,12 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path, kind, message):
     with pytest.raises(CheckpointError, match=message) as info:
         load_checkpoint(path)
     assert "\n" not in str(info.value)
+
+
+def test_saved_files_get_ordinary_permissions(tmp_path):
+    import os
+
+    path = save_checkpoint(tmp_path / "m.safetensors", make_checkpoint()[1])
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

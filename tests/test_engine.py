@@ -104,3 +104,11 @@ def test_bad_id(engine, id):
 def test_bad_vectors(engine):
     with pytest.raises(InvalidArgumentError, match="vectors must have shape"):
         engine.search(np.zeros((2, 5), np.float32), 3)
+
+
+def test_unusable_sources_and_repr(engine):
+    from aesearch.errors import ImageError
+
+    with pytest.raises(ImageError, match="cannot use a NoneType as an image"):
+        engine.query(None)
+    assert repr(engine).startswith("SearchEngine(") and "120 images" in repr(engine)

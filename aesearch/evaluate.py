@@ -1,0 +1,186 @@
+"""`aesearch eval`: how good the search is, measured on the labelled data, beside its baselines.
+
+Protocol (the same for every row of the report): the 10,000 test images are the queries, the
+60,000 training images the database, and a neighbour is relevant when it has the query's class.
+  * P@1, P@10, mAP@100 (metrics.py), per-class P@10, and the confusion of neighbour classes;
+  * the test-set reconstruction MSE of the bundle's model;
+  * for an approximate index: recall@10 against exact search on the same vectors, and the
+    single-query latency of both;
+  * baselines: raw pixels (784-d) and PCA to the z size, both with Euclidean distance.
+The bundle's own vectors are searched exactly as queries are: its metric and stored transform.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .engine import SearchEngine
+from .index import AffineTransform, IndexSpec, VectorIndex, recall_at_k
+from .metrics import (
+    mean_average_precision_at_k,
+    neighbour_confusion,
+    per_class_precision,
+    precision_at_k,
+    relevance,
+)
+
+DEPTH = 100  # neighbours retrieved per query: enough for mAP@100
+
+
+@dataclass
+class RetrievalScores:
+    name: str
+    dims: int
+    metric: str
+    p_at_1: float
+    p_at_10: float
+    map_at_100: float
+    per_class_p_at_10: list[float]
+    confusion: list[list[float]] = field(repr=False)
+
+
+@dataclass
+class IndexScores:
+    index_type: str
+    params: dict
+    recall_at_10: float
+    latency_ms_p50: float
+    exact_latency_ms_p50: float
+
+    @property
+    def speedup(self) -> float:
+        return self.exact_latency_ms_p50 / self.latency_ms_p50
+
+
+@dataclass
+class EvalReport:
+    bundle: str
+    class_names: list[str]
+    n_queries: int
+    n_database: int
+    reconstruction_mse: float
+    retrieval: list[RetrievalScores]  # the bundle's first, then any baselines
+    indexes: list[IndexScores]
+    examples: list[dict] = field(default_factory=list, repr=False)  # a few queries and their hits
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for scores, index in zip(data["indexes"], self.indexes, strict=True):
+            scores["speedup"] = index.speedup
+        return data
+
+
+def evaluate(
+    engine: SearchEngine,
+    *,
+    baselines: bool = False,
+    index_types: list[str] | None = None,
+    latency_queries: int = 200,
+    examples: int = 6,
+) -> EvalReport:
+    """Evaluate a bundle under the protocol above.
+
+    Args:
+        baselines: add raw pixels and PCA-to-z-size rows.
+        index_types: approximate index types to measure against exact search on the training
+            vectors (default: the bundle's own type when it is approximate).
+        latency_queries: single queries timed per index.
+        examples: test queries (with hits) kept for the report picture.
+    """
+    bundle = engine.bundle
+    split = bundle.metadata["split"]
+    labels = bundle.metadata["label"].astype(np.int64)
+    train_ids, test_ids = np.nonzero(split == 0)[0], np.nonzero(split == 1)[0]
+    assert len(train_ids) and len(test_ids), "evaluation needs both a train and a test split in the bundle"
+    n_classes = len(bundle.class_names)
+    train_labels, test_labels = labels[train_ids], labels[test_ids]
+
+    images = np.asarray(bundle.images)
+    latents = engine.encode(images)
+    test_pixels = images[test_ids].astype(np.float32) / np.float32(255)
+    reconstruction_mse = float(((engine.decode(latents[test_ids]) - test_pixels) ** 2).mean())
+
+    spec = IndexSpec("flat", bundle.index.spec.metric)
+    exact = VectorIndex.build(latents[train_ids], spec, bundle.index.transform)
+    depth = min(DEPTH, len(train_ids))
+    _, neighbours = exact.search(latents[test_ids], depth)
+    name = f"aesearch z ({bundle.index.spec.metric}{', transformed' if bundle.index.transform else ''})"
+    rows = [_scores(name, latents.shape[1], spec.metric, train_labels[neighbours], test_labels, n_classes)]
+
+    if baselines:
+        pixels = images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
+        for label, vectors in (
+            ("raw pixels", pixels),
+            (f"PCA-{latents.shape[1]} of pixels", _pca(pixels[train_ids], latents.shape[1])(pixels)),
+        ):
+            index = VectorIndex.build(vectors[train_ids], IndexSpec("flat", "l2"))
+            _, found = index.search(vectors[test_ids], depth)
+            rows.append(_scores(label, vectors.shape[1], "l2", train_labels[found], test_labels, n_classes))
+
+    types = (
+        index_types if index_types is not None else ([] if bundle.index.spec.exact else [bundle.index.spec.index_type])
+    )
+    index_rows = [
+        _index_scores(t, latents[train_ids], latents[test_ids], exact, bundle.index, neighbours, latency_queries)
+        for t in types
+    ]
+
+    rng = np.random.default_rng(0)
+    kept = [
+        {"query_id": int(test_ids[q]), "label": int(test_labels[q]),
+         "hits": [{"id": int(train_ids[h]), "label": int(train_labels[h])} for h in neighbours[q, :8]]}
+        for q in rng.choice(len(test_ids), size=min(examples, len(test_ids)), replace=False)
+    ]  # fmt: skip
+    return EvalReport(
+        bundle=str(bundle.path), class_names=list(bundle.class_names), n_queries=len(test_ids),
+        n_database=len(train_ids), reconstruction_mse=reconstruction_mse, retrieval=rows, indexes=index_rows,
+        examples=kept,
+    )  # fmt: skip
+
+
+def _scores(name: str, dims: int, metric: str, neighbour_labels: np.ndarray, query_labels: np.ndarray,
+            n_classes: int) -> RetrievalScores:  # fmt: skip
+    relevant = relevance(neighbour_labels, query_labels)
+    return RetrievalScores(
+        name=name, dims=dims, metric=metric,
+        p_at_1=precision_at_k(relevant, 1), p_at_10=precision_at_k(relevant, 10),
+        map_at_100=mean_average_precision_at_k(relevant, relevant.shape[1]),
+        per_class_p_at_10=per_class_precision(relevant, query_labels, 10, n_classes).tolist(),
+        confusion=neighbour_confusion(neighbour_labels, query_labels, 10, n_classes).tolist(),
+    )  # fmt: skip
+
+
+def _pca(train: np.ndarray, dims: int) -> AffineTransform:
+    """Projection on the top principal components of train (no whitening): the linear baseline."""
+    mean = train.mean(axis=0)
+    _, _, vt = np.linalg.svd(train - mean, full_matrices=False)
+    return AffineTransform(mean.astype(np.float32), np.ascontiguousarray(vt[:dims].T, dtype=np.float32))
+
+
+def _index_scores(index_type: str, database: np.ndarray, queries: np.ndarray, exact: VectorIndex,
+                  template: VectorIndex, truth: np.ndarray, latency_queries: int) -> IndexScores:  # fmt: skip
+    spec = IndexSpec(index_type, template.spec.metric)
+    approximate = VectorIndex.build(database, spec, template.transform)
+    _, found = approximate.search(queries, 10)
+    recall = recall_at_k(found, truth[:, :10])
+    probe = queries[:latency_queries]
+    return IndexScores(
+        index_type=index_type,
+        params=approximate.spec.params,
+        recall_at_10=recall,
+        latency_ms_p50=_single_query_p50(approximate, probe),
+        exact_latency_ms_p50=_single_query_p50(exact, probe),
+    )
+
+
+def _single_query_p50(index: VectorIndex, queries: np.ndarray) -> float:
+    index.search(queries[:1], 10)  # warm-up
+    samples = []
+    for row in queries:
+        start = time.perf_counter()
+        index.search(row[None], 10)
+        samples.append(time.perf_counter() - start)
+    return float(np.median(samples) * 1e3)

@@ -1,0 +1,144 @@
+"""`aesearch map`: the indexed latents in 2-D, coloured by class, with a query and its hits on it.
+
+The map is drawn in the space the search uses (the bundle's transform and metric applied), so
+what is near on the map is near for the search too, as far as two dimensions can show it.
+  * pca (default): all images, projected linearly; a query is projected exactly the same way.
+  * tsne (needs scikit-learn): a seeded sample of images; a query and its hits are placed at
+    their nearest sampled neighbour, since t-SNE cannot place new points.
+The projection is computed once per bundle and cached in the bundle's cache/ folder (keyed by
+the bundle's own checksums), so the next map only draws.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_path
+from .engine import QueryResult, SearchEngine
+from .errors import InvalidArgumentError
+
+METHODS = ("pca", "tsne")
+TSNE_SAMPLE = 10_000
+CACHE_DIR = "cache"
+
+
+@dataclass
+class Projection:
+    method: str
+    ids: np.ndarray  # (m,) ids of the projected images (all of them for pca, a sample for tsne)
+    coords: np.ndarray  # (m, 2)
+    mean: np.ndarray | None = None  # pca: x -> (x - mean) @ components
+    components: np.ndarray | None = None  # (d, 2)
+    vectors: np.ndarray | None = None  # tsne: the sampled search-space vectors, to place new points
+    from_cache: bool = False
+
+    def place(self, search_vectors: np.ndarray) -> np.ndarray:
+        """(n, d) vectors in search space -> (n, 2) positions on the map."""
+        if self.method == "pca":
+            return (search_vectors - self.mean) @ self.components
+        nearest = np.argmin(
+            (search_vectors**2).sum(1)[:, None] - 2 * search_vectors @ self.vectors.T + (self.vectors**2).sum(1)[None],
+            axis=1,
+        )
+        return self.coords[nearest]
+
+
+def project(engine: SearchEngine, method: str = "pca", *, cache: bool = True) -> Projection:
+    """The 2-D projection of the bundle's latents (from the cache when there is one)."""
+    if method not in METHODS:
+        raise InvalidArgumentError(f"unknown map method {method!r}: choose one of {', '.join(METHODS)}")
+    cache_path = engine.bundle.path / CACHE_DIR / f"map-{method}-{_bundle_key(engine)}.npz"
+    if cache and cache_path.is_file():
+        try:
+            with np.load(cache_path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+            return Projection(method, from_cache=True, **arrays)
+        except (OSError, ValueError, TypeError):
+            pass  # a damaged cache is recomputed
+    projection = _compute(engine, method)
+    if cache:
+        _save(projection, cache_path)
+    return projection
+
+
+def latent_map(
+    engine: SearchEngine,
+    out: str | Path,
+    *,
+    method: str = "pca",
+    query: QueryResult | None = None,
+    query_label: str = "query",
+    cache: bool = True,
+) -> tuple[Projection, Path]:
+    """Draw the map (and the query with its hits, if given) to out; return the projection too."""
+    from .plots import latent_map_figure
+
+    projection = project(engine, method, cache=cache)
+    labels = engine.bundle.metadata["label"][projection.ids]
+    marks = None
+    if query is not None:
+        search_space = _search_space(
+            engine, np.stack([query.latent] + [engine_latent(engine, h.id) for h in query.hits])
+        )
+        placed = projection.place(search_space)
+        marks = {"query": placed[0], "hits": placed[1:], "hit_labels": [h.label for h in query.hits],
+                 "label": query_label}  # fmt: skip
+    path = latent_map_figure(
+        projection.coords, labels, engine.bundle.class_names, out,
+        title=f"{engine.bundle.path}: {len(projection.ids):,} images, {method.upper()} of the search space",
+        marks=marks,
+    )  # fmt: skip
+    return projection, path
+
+
+def engine_latent(engine: SearchEngine, id: int) -> np.ndarray:
+    return engine.encode(engine.image(id)[None])[0]
+
+
+def _compute(engine: SearchEngine, method: str) -> Projection:
+    images = np.asarray(engine.bundle.images)
+    if method == "pca":
+        vectors = _search_space(engine, engine.encode(images))
+        mean = vectors.mean(axis=0)
+        _, _, vt = np.linalg.svd(vectors - mean, full_matrices=False)
+        components = np.ascontiguousarray(vt[:2].T, dtype=np.float32)
+        coords = (vectors - mean) @ components
+        return Projection("pca", np.arange(len(vectors)), coords.astype(np.float32), mean, components)
+    try:
+        from sklearn.manifold import TSNE
+    except ImportError:
+        raise InvalidArgumentError(
+            "the t-SNE map needs scikit-learn: `pip install scikit-learn` (or use --method pca)"
+        ) from None
+    rng = np.random.default_rng(0)
+    ids = np.sort(rng.choice(len(images), size=min(TSNE_SAMPLE, len(images)), replace=False))
+    vectors = _search_space(engine, engine.encode(images[ids]))
+    perplexity = float(min(30, max(2, (len(ids) - 1) / 3)))
+    coords = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0).fit_transform(vectors)
+    return Projection("tsne", ids, coords.astype(np.float32), vectors=vectors)
+
+
+def _search_space(engine: SearchEngine, latents: np.ndarray) -> np.ndarray:
+    return engine.bundle.index.search_space(latents)
+
+
+def _bundle_key(engine: SearchEngine) -> str:
+    files = engine.manifest["files"]
+    text = "".join(files[name]["sha256"] for name in sorted(files))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _save(projection: Projection, path: Path) -> None:
+    arrays = {"ids": projection.ids, "coords": projection.coords}
+    for name in ("mean", "components", "vectors"):
+        if getattr(projection, name) is not None:
+            arrays[name] = getattr(projection, name)
+    try:
+        with atomic_path(path) as tmp:
+            np.savez(tmp, **arrays)
+    except OSError:
+        pass  # a read-only bundle: the map is still drawn, only not cached

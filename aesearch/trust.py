@@ -1,0 +1,123 @@
+"""The trust score: does a query look like anything indexed, or do its neighbours mean little?
+
+Three signals, each placed as a percentile in its distribution over the indexed images, recorded
+at build time:
+  * reconstruction error: the AutoEncoder reconstructs what it was trained on well, and noise,
+    text or photos of other things badly;
+  * nearest-neighbour distance: how far the query's z lies from the closest indexed z, against
+    how far each indexed image lies from its own closest other image;
+  * content: the fraction of the 28x28 that holds the object (pixels above 5%).
+A query is out of distribution when its reconstruction error or neighbour distance is above
+the 99.5th percentile, when both are above the 95th (each alone is common, together rare), or
+when it holds less content than 99.9% of indexed images. A blank image needs the last rule: it
+reconstructs well (there is nothing to get wrong) and its z sits among the garments'.
+On the default Fashion-MNIST bundle these rules flag 0.6% of the test images (measured by
+scripts/bench_trust.py, which also lists what they flag among unlike inputs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+THRESHOLD_PERCENTILE = 99.5  # either signal alone above this: out of distribution
+JOINT_PERCENTILE = 95.0  # both signals above this: out of distribution
+CONTENT_PERCENTILE = 0.1  # less content than this percentile of indexed images: out of distribution
+CONTENT_LEVEL = 0.05  # a pixel counts as content above this (the preprocessing trim threshold)
+_LEVELS = np.linspace(0, 100, 1001)  # quantiles stored at 0.1-percentile steps
+
+
+@dataclass(frozen=True)
+class Trust:
+    reconstruction_percentile: float
+    neighbour_percentile: float
+    content_percentile: float
+
+    @property
+    def in_distribution(self) -> bool:
+        r, n = self.reconstruction_percentile, self.neighbour_percentile
+        return (
+            max(r, n) <= THRESHOLD_PERCENTILE
+            and min(r, n) <= JOINT_PERCENTILE
+            and self.content_percentile >= CONTENT_PERCENTILE
+        )
+
+    def warning(self) -> str | None:
+        """One line for the user when the query looks unlike the indexed images, else None."""
+        if self.in_distribution:
+            return None
+        if self.content_percentile < CONTENT_PERCENTILE:
+            reason = "it is almost empty"
+        else:
+            reason = (
+                f"its reconstruction error is above {self.reconstruction_percentile:.1f}% of indexed images' and "
+                f"it is farther from its nearest match than {self.neighbour_percentile:.1f}% of them are"
+            )
+        return f"Warning: this query looks unlike the indexed images ({reason}): its neighbours mean little"
+
+    def to_dict(self) -> dict:
+        return {
+            "reconstruction_percentile": self.reconstruction_percentile,
+            "neighbour_percentile": self.neighbour_percentile,
+            "content_percentile": self.content_percentile,
+            "in_distribution": self.in_distribution,
+        }
+
+
+@dataclass(frozen=True)
+class TrustCalibration:
+    """Quantiles (at 0.0, 0.1, ..., 100.0 percent) of the three signals over the indexed images."""
+
+    reconstruction_quantiles: np.ndarray
+    neighbour_quantiles: np.ndarray
+    content_quantiles: np.ndarray
+
+    def assess(self, reconstruction_mse: float, neighbour_distance: float, image: np.ndarray) -> Trust:
+        """image: the preprocessed 28x28 query in [0, 1]."""
+        return Trust(
+            _percentile(self.reconstruction_quantiles, reconstruction_mse),
+            _percentile(self.neighbour_quantiles, neighbour_distance),
+            _percentile(self.content_quantiles, content(image[None])[0]),
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "percent_levels": "0.0 to 100.0 in steps of 0.1",
+            "reconstruction_mse_quantiles": [float(v) for v in self.reconstruction_quantiles],
+            "neighbour_distance_quantiles": [float(v) for v in self.neighbour_quantiles],
+            "content_quantiles": [float(v) for v in self.content_quantiles],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrustCalibration:
+        names = ("reconstruction_mse_quantiles", "neighbour_distance_quantiles", "content_quantiles")
+        arrays = [np.asarray(data[name], dtype=np.float64) for name in names]
+        if any(a.shape != _LEVELS.shape for a in arrays):
+            raise ValueError("trust calibration must hold 1001 quantiles per signal")
+        return cls(*arrays)
+
+
+def content(images: np.ndarray) -> np.ndarray:
+    """(n, 28, 28) images in [0, 1] (or uint8) -> (n,) fraction of pixels that hold the object."""
+    threshold = CONTENT_LEVEL * 255 if images.dtype == np.uint8 else CONTENT_LEVEL
+    return (images > threshold).mean(axis=(1, 2))
+
+
+def calibrate(
+    reconstruction_errors: np.ndarray, neighbour_distances: np.ndarray, images: np.ndarray
+) -> TrustCalibration:
+    """From per-image reconstruction MSE, leave-one-out nearest-neighbour distance, and the images."""
+    return TrustCalibration(
+        np.percentile(np.asarray(reconstruction_errors, np.float64), _LEVELS),
+        np.percentile(np.asarray(neighbour_distances, np.float64), _LEVELS),
+        np.percentile(content(images), _LEVELS),
+    )
+
+
+def _percentile(quantiles: np.ndarray, value: float) -> float:
+    """Where value falls in the distribution, in percent (100 above its maximum)."""
+    if value > quantiles[-1]:
+        return 100.0
+    # Ties (e.g. many identical minimum values) resolve to the highest level holding the value.
+    return float(np.interp(value, quantiles, _LEVELS, left=0.0))

@@ -1,0 +1,134 @@
+"""Query speed: in-process latency, batch throughput, HNSW against exact, cold CLI, build time.
+
+Needs a built bundle (`aesearch build-index`); builds two more from its model in a temporary
+folder (flat and hnsw) to time build-index itself. Every figure comes from this one run.
+
+    python scripts/bench_query.py [--index-dir indexes/fashion-mnist] [--repeats 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from aesearch import SearchEngine, build_index
+
+
+def percentiles(samples: list[float]) -> str:
+    ms = sorted(s * 1e3 for s in samples)
+    p = lambda q: ms[min(len(ms) - 1, int(q * len(ms)))]  # noqa: E731
+    return f"p50 {p(0.5):7.3f} ms   p95 {p(0.95):7.3f} ms"
+
+
+def timed(fn, repeats: int) -> list[float]:
+    fn()  # warm-up
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def recall_excluding_self(found: np.ndarray, truth: np.ndarray, own: np.ndarray, k: int) -> float:
+    hits = 0
+    for f, t, me in zip(found, truth, own, strict=True):
+        hits += len(set(f[f != me][:k]) & set(t[t != me][:k]))
+    return hits / (len(own) * k)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--index-dir", default="indexes/fashion-mnist")
+    parser.add_argument("--repeats", type=int, default=300)
+    args = parser.parse_args()
+
+    engine = SearchEngine.load(args.index_dir)
+    n = len(engine)
+    print(f"bundle {args.index_dir}: {n:,} images, {engine.manifest['index_type']}, {engine.manifest['metric']}")
+    test_ids = np.arange(n - 10_000, n)  # the test split
+    image = engine.image(int(test_ids[0]))
+    with tempfile.TemporaryDirectory() as tmp:
+        png = Path(tmp) / "query.png"
+        Image.fromarray(image).save(png)
+
+        print("\n-- single query, in process (preprocess + encode + search + decode), k=8")
+        print(f"28x28 PNG file         {percentiles(timed(lambda: engine.query(png, k=8), args.repeats))}")
+        print(f"28x28 array            {percentiles(timed(lambda: engine.query(image, k=8), args.repeats))}")
+        photo = Path("examples/ankle-boot.jpg")
+        if photo.exists():
+            print(f"480x400 JPEG photo     {percentiles(timed(lambda: engine.query(photo, k=8), args.repeats))}")
+
+        from aesearch.preprocess import preprocess  # the parts, to see where the time goes
+
+        x = preprocess(png)[None]
+        z = engine.encode(x)
+        print(f"  preprocess (PNG)     {percentiles(timed(lambda: preprocess(png), args.repeats))}")
+        print(f"  encode               {percentiles(timed(lambda: engine.encode(x), args.repeats))}")
+        print(f"  search (flat)        {percentiles(timed(lambda: engine.search(z, 8), args.repeats))}")
+        print(f"  decode               {percentiles(timed(lambda: engine.decode(z), args.repeats))}")
+
+        import faiss
+
+        index = engine.bundle.index.index
+        for threads in (1, faiss.omp_get_max_threads()):
+            faiss.omp_set_num_threads(threads)
+            samples = timed(lambda: index.search(z, 8), args.repeats)
+            print(f"  raw FAISS flat scan, {threads} OpenMP thread(s): {percentiles(samples)}")
+
+        print("\n-- batch of 10,000 queries (the test split), exact search, k=10")
+        batch = np.asarray(engine.bundle.images[test_ids])
+        start = time.perf_counter()
+        engine.query_batch(batch, k=10)
+        seconds = time.perf_counter() - start
+        print(f"{len(batch) / seconds:,.0f} queries/s ({seconds:.2f} s, including preprocess, encode, decode)")
+
+        print("\n-- build-index with the bundle's trained model (encode 70k + index + write)")
+        model = Path(args.index_dir) / "model.safetensors"
+        built = {}
+        for index_type in ("flat", "hnsw"):
+            start = time.perf_counter()
+            build_index(Path(tmp) / index_type, model=model, index_type=index_type, progress=False, log=None)
+            built[index_type] = time.perf_counter() - start
+            print(f"{index_type:5s} {built[index_type]:6.1f} s (in process, data loading included)")
+
+        print("\n-- hnsw against exact, single queries")
+        hnsw = SearchEngine.load(Path(tmp) / "hnsw")
+        flat = SearchEngine.load(Path(tmp) / "flat")
+        params = hnsw.manifest["index_params"]
+        queries = flat.encode(batch[:1000])
+        _, truth = flat.search(queries, 11)
+        _, found = hnsw.search(queries, 11)
+        recall = recall_excluding_self(found, truth, test_ids[:1000], 10)
+        one = queries[:1]
+        flat_t = timed(lambda: flat.search(one, 10), args.repeats)
+        hnsw_t = timed(lambda: hnsw.search(one, 10), args.repeats)
+        print(f"hnsw {params}")
+        print(f"recall@10 against exact (1,000 test images, self excluded): {recall:.4f}")
+        print(f"search only: flat {percentiles(flat_t)}")
+        print(
+            f"             hnsw {percentiles(hnsw_t)}   ({statistics.median(flat_t) / statistics.median(hnsw_t):.1f}x)"
+        )
+        print(f"full query with hnsw: {percentiles(timed(lambda: hnsw.query(image, k=8), args.repeats))}")
+
+        print("\n-- cold `aesearch query IMAGE -k 8` (new process each time, picture written)")
+        cli = [sys.executable, "-m", "aesearch", "query", str(png), "-k", "8", "--index-dir", args.index_dir,
+               "--out", str(Path(tmp) / "r.png")]  # fmt: skip
+        walls = []
+        for _ in range(7):
+            start = time.perf_counter()
+            subprocess.run(cli, check=True, capture_output=True)
+            walls.append(time.perf_counter() - start)
+        print(f"median {statistics.median(walls):.2f} s, min {min(walls):.2f} s, max {max(walls):.2f} s over 7 runs")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""aesearch map: every image placed, the query and hits where they belong, the projection cached."""
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from aesearch.cli import cli
+from aesearch.engine import SearchEngine
+from aesearch.errors import InvalidArgumentError
+from aesearch.latent_map import latent_map, project
+
+
+@pytest.fixture
+def engine(bundle_copy):
+    return SearchEngine.load(bundle_copy)  # a copy: the map writes its cache into the bundle
+
+
+def test_pca_map_places_every_image_and_the_query_exactly(engine, tmp_path):
+    result = engine.query(engine.image(17), k=5)
+    projection, path = latent_map(engine, tmp_path / "map.png", query=result)
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert projection.coords.shape == (120, 2) and (projection.ids == np.arange(120)).all()
+    # Oracle: PCA of the search-space vectors, computed here with numpy's SVD.
+    vectors = engine.bundle.index.search_space(engine.encode(np.asarray(engine.bundle.images)))
+    centred = vectors - vectors.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    expected = centred @ vt[:2].T
+    signs = np.sign((projection.coords * expected).sum(0))  # principal axes are defined up to sign
+    np.testing.assert_allclose(projection.coords, expected * signs, atol=1e-3)
+    placed = projection.place(engine.bundle.index.search_space(result.latent[None]))
+    np.testing.assert_allclose(placed[0], projection.coords[17], atol=1e-4)  # the query is image 17
+
+
+def test_the_projection_is_cached_per_bundle(engine):
+    first = project(engine)
+    second = project(engine)
+    assert not first.from_cache and second.from_cache
+    np.testing.assert_array_equal(first.coords, second.coords)
+    assert len(list((engine.bundle.path / "cache").iterdir())) == 1
+    from aesearch.bundle import load_bundle
+
+    load_bundle(engine.bundle.path)  # the cache does not upset the bundle's own checks
+
+
+def test_tsne_map(engine, tmp_path):
+    pytest.importorskip("sklearn")
+    projection, _ = latent_map(engine, tmp_path / "tsne.png", method="tsne", query=engine.query_id(3, k=3))
+    assert projection.coords.shape == (120, 2)
+
+
+def test_bad_method(engine):
+    with pytest.raises(InvalidArgumentError, match="unknown map method"):
+        project(engine, "umap-ish")
+
+
+def test_cli_map(bundle_copy, tmp_path):
+    out = tmp_path / "m.png"
+    result = CliRunner().invoke(cli, ["map", "--index-dir", str(bundle_copy), "--id", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Map of 120 images" in result.output and out.exists()
+    again = CliRunner().invoke(cli, ["map", "--index-dir", str(bundle_copy), "--out", str(out)])
+    assert "(projection from cache)" in again.output

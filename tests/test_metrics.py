@@ -1,0 +1,44 @@
+"""Retrieval metrics against hand-computed examples."""
+
+import numpy as np
+import pytest
+
+from aesearch.metrics import (
+    average_precision_at_k,
+    mean_average_precision_at_k,
+    neighbour_confusion,
+    per_class_precision,
+    precision_at_k,
+    relevance,
+)
+
+# Two queries (labels 0 and 1), four ranked neighbours each.
+NEIGHBOURS = np.array([[0, 2, 0, 0], [2, 1, 2, 2]])
+QUERIES = np.array([0, 1])
+RELEVANT = relevance(NEIGHBOURS, QUERIES)  # [[T, F, T, T], [F, T, F, F]]
+
+
+def test_relevance():
+    assert RELEVANT.tolist() == [[True, False, True, True], [False, True, False, False]]
+
+
+def test_precision_at_k():
+    assert precision_at_k(RELEVANT, 1) == pytest.approx((1 + 0) / 2)
+    assert precision_at_k(RELEVANT, 4) == pytest.approx((3 / 4 + 1 / 4) / 2)
+
+
+def test_average_precision_by_hand():
+    # Query 0: relevant at ranks 1, 3, 4 -> (1/1 + 2/3 + 3/4) / 3.  Query 1: rank 2 -> (1/2) / 1.
+    ap = average_precision_at_k(RELEVANT, 4)
+    np.testing.assert_allclose(ap, [(1 + 2 / 3 + 3 / 4) / 3, 0.5])
+    assert mean_average_precision_at_k(RELEVANT, 4) == pytest.approx(((1 + 2 / 3 + 3 / 4) / 3 + 0.5) / 2)
+    # Cut at k=2: query 0 has rank 1 only -> 1.0; query 1 rank 2 -> 0.5.
+    np.testing.assert_allclose(average_precision_at_k(RELEVANT, 2), [1.0, 0.5])
+    # No relevant neighbour at all: AP 0, not NaN.
+    assert average_precision_at_k(np.zeros((1, 3), bool), 3).tolist() == [0.0]
+
+
+def test_per_class_precision_and_confusion():
+    np.testing.assert_allclose(per_class_precision(RELEVANT, QUERIES, 4, 3), [3 / 4, 1 / 4, np.nan])
+    confusion = neighbour_confusion(NEIGHBOURS, QUERIES, 4, 3)
+    np.testing.assert_allclose(confusion, [[3 / 4, 0, 1 / 4], [0, 1 / 4, 3 / 4], [0, 0, 0]])

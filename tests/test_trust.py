@@ -1,0 +1,94 @@
+"""The trust score: percentiles against the indexed distribution, and the out-of-distribution flag."""
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from matplotlib import cbook
+from PIL import Image
+
+from aesearch.cli import cli
+from aesearch.engine import SearchEngine
+from aesearch.trust import JOINT_PERCENTILE, THRESHOLD_PERCENTILE, calibrate
+
+
+def half_full(n):
+    """n images whose left half (or a bit more, varying) is content: coverage 0.5 to 0.6."""
+    images = np.zeros((n, 28, 28), np.float32)
+    for i in range(n):
+        images[i, :, : 14 + i % 3] = 1.0
+    return images
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    # Reconstruction errors uniform on 0..1, neighbour distances uniform on 0..10.
+    return calibrate(np.arange(1001) / 1000, np.arange(1001) / 100, half_full(1001))
+
+
+def test_percentiles_by_hand(calibration):
+    typical = half_full(1)[0]
+    trust = calibration.assess(0.25, 5.0, typical)
+    assert trust.reconstruction_percentile == pytest.approx(25.0)
+    assert trust.neighbour_percentile == pytest.approx(50.0)
+    assert trust.in_distribution and trust.warning() is None
+    assert (THRESHOLD_PERCENTILE, JOINT_PERCENTILE) == (99.5, 95.0)
+    assert calibration.assess(0.99, 1.0, typical).in_distribution  # 99th percentile alone: still in
+    assert not calibration.assess(0.999, 1.0, typical).in_distribution  # 99.9th alone: out
+    assert calibration.assess(0.96, 9.4, typical).in_distribution  # 96th and 94th: in
+    assert not calibration.assess(0.96, 9.6, typical).in_distribution  # both past the 95th: out
+    flagged = calibration.assess(2.0, 10.5, typical)
+    assert flagged.reconstruction_percentile == flagged.neighbour_percentile == 100.0
+    assert "reconstruction error" in flagged.warning() and "\n" not in flagged.warning()
+
+
+def test_an_empty_query_is_flagged_whatever_else(calibration):
+    empty = calibration.assess(0.1, 1.0, np.zeros((28, 28), np.float32))
+    assert empty.content_percentile == 0.0 and not empty.in_distribution
+    assert "almost empty" in empty.warning()
+
+
+def test_round_trip_through_dict(calibration):
+    again = type(calibration).from_dict(calibration.to_dict())
+    for name in ("reconstruction_quantiles", "neighbour_quantiles", "content_quantiles"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(calibration, name))
+
+
+@pytest.fixture(scope="module")
+def engine(trained_bundle):
+    return SearchEngine.load(trained_bundle)
+
+
+def out_of_distribution(photo: bool = False):
+    """Inputs unlike any indexed image. The photo only counts against a model of real garments
+    (tests/test_realdata.py): to a model of blobs and bars, a portrait framed to 28x28 is a blob."""
+    rng = np.random.default_rng(0)
+    inputs = {
+        "random noise": (rng.random((28, 28)) * 255).astype(np.uint8),
+        "blank": np.zeros((28, 28), np.uint8),
+        "checkerboard": (np.indices((28, 28)).sum(0) % 2 * 255).astype(np.uint8),
+    }
+    if photo:
+        with cbook.get_sample_data("grace_hopper.jpg") as f:
+            inputs["photo of a person"] = np.asarray(Image.open(f).convert("RGB"))
+    return inputs
+
+
+def test_indexed_images_are_in_distribution(engine):
+    results = engine.query_batch(np.asarray(engine.bundle.images[600:]), k=3)
+    assert np.mean([r.in_distribution for r in results]) >= 0.98
+
+
+@pytest.mark.parametrize("name", list(out_of_distribution()))
+def test_unlike_inputs_are_flagged(engine, name):
+    result = engine.query(out_of_distribution()[name], k=3)
+    assert not result.in_distribution, result.trust
+    assert result.to_dict()["in_distribution"] is False
+
+
+def test_cli_warns_in_one_line(trained_bundle, tmp_path):
+    path = tmp_path / "noise.png"
+    Image.fromarray(out_of_distribution()["random noise"]).save(path)
+    result = CliRunner().invoke(cli, ["query", str(path), "--index-dir", str(trained_bundle), "--no-picture"])
+    assert result.exit_code == 0
+    warnings = [line for line in result.output.splitlines() if line.startswith("Warning:")]
+    assert len(warnings) == 1 and "looks unlike the indexed images" in warnings[0]
