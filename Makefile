@@ -4,18 +4,25 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup setup-test demo test bench clean
 
 # Python packages into a virtual environment, then Fashion-MNIST if it is nowhere to be found
 # (Debian/Ubuntu: the dataset-fashion-mnist package; elsewhere torchvision downloads it on first use).
 setup: $(VENV)/.installed
 	@if ! $(BIN)/python -c "from aesearch.data import find_data_dir; raise SystemExit(find_data_dir() is None)"; then \
-	  if command -v apt-get >/dev/null; then \
-	    echo "Installing Fashion-MNIST (Debian package dataset-fashion-mnist)"; \
-	    $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist; \
-	  else \
-	    echo "Fashion-MNIST not found: torchvision will download it into ./data on first use"; \
-	  fi; \
+	  $(MAKE) --no-print-directory apt PACKAGES=dataset-fashion-mnist; fi
+
+# The tests also drive a real headless Chromium (Debian's chromium and chromium-driver).
+setup-test: setup
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  $(MAKE) --no-print-directory apt PACKAGES="chromium chromium-driver"; fi
+
+apt:
+	@if command -v apt-get >/dev/null; then \
+	  echo "Installing $(PACKAGES) (Debian packages)"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(PACKAGES); \
+	else \
+	  echo "No apt-get here: install $(PACKAGES) yourself (see README); the tests that need them are skipped"; \
 	fi
 
 $(VENV)/.installed: pyproject.toml
@@ -31,7 +38,7 @@ demo: setup
 	else $(BIN)/aesearch build-index; fi
 	$(BIN)/aesearch query examples/ankle-boot.jpg -k 8 --out runs/ankle-boot.aesearch.png
 
-test: setup
+test: setup-test
 	$(BIN)/ruff check aesearch tests scripts
 	$(BIN)/ruff format --check aesearch tests scripts
 	$(BIN)/python -m pytest
@@ -40,4 +47,4 @@ bench: setup
 	$(BIN)/python scripts/bench_train.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache test-artifacts

@@ -310,6 +310,30 @@ def map_command(index_dir, image, query_id, k, method, out) -> None:
     click.echo(f"Map of {len(projection.ids):,} images{cached}: {path}")
 
 
+@cli.command()
+@INDEX_DIR_OPTION
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Interface to listen on (localhost only by default)."
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--max-upload-mb",
+    type=click.FloatRange(0.01, 1024),
+    default=10,
+    show_default=True,
+    help="Refuse larger uploads (HTTP 413).",
+)
+def serve(index_dir, host, port, max_upload_mb) -> None:
+    """Serve the search page and its HTTP API (POST /api/search, GET /api/images/ID.png, /api/health)."""
+    import uvicorn
+
+    from .server import create_app
+
+    app = create_app(index_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024))
+    click.echo(f"Serving {index_dir} ({len(app.state.engine):,} images) on http://{host}:{port}/  (Ctrl-C stops)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
 def format_eval(report) -> str:
     lines = [
         f"{report.n_queries:,} test queries against {report.n_database:,} training images; "

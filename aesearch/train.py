@@ -43,6 +43,7 @@ class TrainConfig:
     noise: float = 0.0  # std of Gaussian noise added to input pixels
     mask: float = 0.0  # fraction of input pixels set to 0
     shift: int = 0  # inputs translated by up to this many pixels (one random shift per batch)
+    corrupt_until: float = 1.0  # corruption applies for this fraction of the epochs, then clean training
     z_size: int = 314
     seed: int = 0
     device: str = "auto"
@@ -58,6 +59,7 @@ class TrainConfig:
             (0 <= self.noise <= 1, f"noise must be in [0, 1], got {self.noise}"),
             (0 <= self.mask < 1, f"mask must be in [0, 1), got {self.mask}"),
             (0 <= self.shift <= 8, f"shift must be from 0 to 8 pixels, got {self.shift}"),
+            (0 <= self.corrupt_until <= 1, f"corrupt_until must be in [0, 1], got {self.corrupt_until}"),
             (1 <= self.z_size <= 100_000, f"z size must be from 1 to 100000, got {self.z_size}"),
             (self.precision in ("auto", "fp32", "bf16"), f"precision must be auto, fp32 or bf16: {self.precision!r}"),
         ]  # fmt: skip
@@ -201,7 +203,7 @@ def fit(
         for step in range(steps_per_epoch):
             batch = patches[order[step * config.batch_size : (step + 1) * config.batch_size]]
             x = batch.float().div_(255.0)  # exactly ToTensor's scaling
-            x_in = _corrupt(x, config, generator)
+            x_in = _corrupt(x, config, generator) if epoch <= config.corrupt_until * config.epochs else x
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 out = model.forward_patches(x_in)
             loss = F.mse_loss(out.float(), x)
@@ -255,8 +257,8 @@ def _corrupt(x: torch.Tensor, config: TrainConfig, generator: torch.Generator) -
         x = to_patch_layout(torch.roll(from_patch_layout(x), shifts=(dy, dx), dims=(2, 3)))
     if config.mask:
         x = x * (torch.rand(x.shape, generator=generator, device=x.device) >= config.mask)
-    if config.noise:
-        x = (x + config.noise * torch.randn(x.shape, generator=generator, device=x.device)).clamp_(0, 1)
+    if config.noise:  # zero-mean and unclipped: clipping would brighten the black background on average
+        x = x + config.noise * torch.randn(x.shape, generator=generator, device=x.device)
     return x
 
 

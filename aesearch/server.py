@@ -1,0 +1,148 @@
+"""`aesearch serve`: an HTTP API and a web page over one SearchEngine, loaded once.
+
+    POST /api/search?k=8        multipart field `image` -> the `aesearch query --json` object, plus
+                                the preprocessed query and the reconstruction as PNG data URLs
+    GET  /api/images/{id}.png   an indexed image (?scale=1..16 enlarges it, nearest neighbour)
+    GET  /api/health            bundle summary
+    GET  /                      the page (static/, no external resources)
+
+The engine is read-only and its arrays are shared between threads; FastAPI runs each request in
+its thread pool. Uploads over the limit are refused with 413 before they are read whole; a body
+that is not a usable image gets 400 with the CLI's one-line message; nothing ever writes to the
+bundle, and no route reads a file outside the package's static folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+
+from ._version import __version__
+from .engine import DEFAULT_INDEX_DIR, SearchEngine
+from .errors import AesearchError, InvalidArgumentError
+from .preprocess import DEFAULT_MAX_PIXELS
+
+STATIC_DIR = Path(__file__).parent / "static"
+DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+
+
+def create_app(
+    index_dir: str | Path = DEFAULT_INDEX_DIR,
+    *,
+    engine: SearchEngine | None = None,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> FastAPI:
+    """The app, with its bundle loaded and verified now (a bad bundle fails here, not per request)."""
+    engine = engine or SearchEngine.load(index_dir)
+    app = FastAPI(title="aesearch", version=__version__, docs_url="/api/docs", redoc_url=None)
+    app.add_middleware(_UploadLimit, max_bytes=max_upload_bytes)
+    app.state.engine = engine
+
+    @app.exception_handler(AesearchError)
+    async def _user_error(request: Request, exc: AesearchError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.get("/api/health")
+    def health() -> dict:
+        m = engine.manifest
+        return {
+            "status": "ok", "version": __version__, "count": len(engine), "z_size": m["z_size"],
+            "index_type": m["index_type"], "metric": m["metric"], "transform": m.get("transform", "none"),
+            "dataset": m.get("dataset"), "model": m.get("model", {}).get("recipe"),
+            "max_upload_bytes": max_upload_bytes,
+        }  # fmt: skip
+
+    @app.post("/api/search")
+    def search(image: UploadFile, k: int = Query(8, ge=1, le=1000)) -> dict:
+        if k > len(engine):
+            raise InvalidArgumentError(f"k must be an integer from 1 to {len(engine)}, got {k}")
+        data = image.file.read()
+        result = engine.query(data, k, max_pixels=max_pixels)
+        return {
+            "query": image.filename,
+            **result.to_dict(),
+            "query_png": _png_data_url(result.query),
+            "reconstruction_png": _png_data_url(result.reconstruction),
+        }
+
+    @app.get("/api/images/{id}.png")
+    def indexed_image(id: int, scale: int = Query(1, ge=1, le=16)) -> Response:
+        if not 0 <= id < len(engine):
+            raise HTTPException(404, f"no image {id}: ids run from 0 to {len(engine) - 1}")
+        image = Image.fromarray(engine.image(id))
+        if scale > 1:
+            image = image.resize((28 * scale, 28 * scale), Image.Resampling.NEAREST)
+        return Response(_png(image), media_type="image/png", headers={"Cache-Control": "public, max-age=86400"})
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _png_data_url(array: np.ndarray, scale: int = 8) -> str:
+    pixels = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
+    image = Image.fromarray(pixels).resize((28 * scale, 28 * scale), Image.Resampling.NEAREST)
+    return "data:image/png;base64," + base64.b64encode(_png(image)).decode()
+
+
+class _UploadLimit:
+    """ASGI middleware: 413 for a request body over max_bytes, checked as it streams in."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._too_large(send)
+        received = 0
+        too_large = False
+
+        async def counting_receive():
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    too_large = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded_send(message) -> None:
+            if not too_large:  # whatever the app answers to a cut-off body, the answer is 413
+                await send(message)
+
+        with contextlib.suppress(_BodyTooLarge):
+            await self.app(scope, counting_receive, guarded_send)
+        if too_large:
+            await self._too_large(send)
+
+    async def _too_large(self, send) -> None:
+        limit = f"{self.max_bytes / 1024 / 1024:g} MB"
+        response = JSONResponse({"detail": f"upload is over the {limit} limit: send a smaller image"}, 413)
+        await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+
+class _BodyTooLarge(Exception):
+    pass

@@ -1,0 +1,110 @@
+"""The HTTP API through FastAPI's test client: results, every error case, and a read-only bundle."""
+
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from aesearch.engine import SearchEngine
+from aesearch.server import create_app
+from tests.conftest import folder_digest
+from tests.test_preprocess import BAD_FILES
+
+
+@pytest.fixture(scope="module")
+def client(tiny_bundle):
+    return TestClient(create_app(tiny_bundle, max_upload_bytes=200_000))
+
+
+def png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_search_returns_the_cli_json_plus_pictures(client, tiny_bundle):
+    engine = SearchEngine.load(tiny_bundle)
+    response = client.post("/api/search?k=4", files={"image": ("q.png", png(engine.image(9)), "image/png")})
+    assert response.status_code == 200
+    body = response.json()
+    expected = engine.query(engine.image(9), k=4).to_dict()
+    assert body["hits"] == json.loads(json.dumps(expected["hits"]))  # same as `aesearch query --json`
+    assert body["k"] == 4 and body["query"] == "q.png" and body["hits"][0]["id"] == 9
+    assert {"reconstruction_mse", "reconstruction_percentile", "in_distribution"} <= set(body)
+    for key in ("query_png", "reconstruction_png"):
+        assert body[key].startswith("data:image/png;base64,")
+        image = Image.open(io.BytesIO(base64.b64decode(body[key].split(",", 1)[1])))
+        assert image.size == (224, 224)
+
+
+def test_health_and_images(client):
+    health = client.get("/api/health").json()
+    assert health["count"] == 120 and health["z_size"] == 314 and health["index_type"] == "flat"
+    response = client.get("/api/images/7.png?scale=3")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(response.content)).size == (84, 84)
+    page = client.get("/")
+    assert page.status_code == 200 and "aesearch" in page.text and "/static/app.js" in page.text
+    assert client.get("/static/app.js").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("request_", "status", "message"),
+    [
+        (("post", "/api/search?k=3", "notes.png"), 400, "not an image this tool can read"),
+        (("post", "/api/search?k=3", "cut.png"), 400, "truncated or damaged"),
+        (("post", "/api/search?k=3", "empty.png"), 400, "is empty"),
+        (("post", "/api/search?k=3", "big.png"), 400, "over the limit of 50.0 megapixels"),
+        (("post", "/api/search?k=0", "good"), 422, "greater than or equal to 1"),
+        (("post", "/api/search?k=abc", "good"), 422, "valid integer"),
+        (("post", "/api/search?k=121", "good"), 400, "k must be an integer from 1 to 120"),
+        (("post", "/api/search?k=3", "huge"), 413, "over the 0.190735 MB limit"),
+        (("post", "/api/search?k=3", None), 422, "Field required"),
+        (("get", "/api/images/120.png", None), 404, "no image 120"),
+        (("get", "/api/images/-1.png", None), 404, "no image -1"),
+        (("get", "/api/images/abc.png", None), 422, ""),
+        (("get", "/api/images/3.png?scale=99", None), 422, "less than or equal to 16"),
+        (("get", "/static/../manifest.json", None), 404, ""),
+        (("get", "/static/%2e%2e/server.py", None), 404, ""),
+    ],
+)
+def test_errors(client, tiny_bundle, request_, status, message):
+    method, url, upload = request_
+    before = folder_digest(tiny_bundle)
+    files = None
+    if upload == "good":
+        files = {"image": ("q.png", png(np.zeros((28, 28), np.uint8)), "image/png")}
+    elif upload == "huge":
+        files = {"image": ("huge.png", b"\x89PNG" + b"0" * 300_000, "image/png")}
+    elif upload is not None:
+        files = {"image": (upload, BAD_FILES[upload], "image/png")}
+    response = client.post(url, files=files) if method == "post" else client.get(url)
+    assert response.status_code == status, response.text
+    assert message in response.text
+    assert folder_digest(tiny_bundle) == before
+
+
+def test_concurrent_requests_agree(client, tiny_bundle):
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine = SearchEngine.load(tiny_bundle)
+    bodies = {i: png(engine.image(i)) for i in range(16)}
+
+    def ask(i):
+        response = client.post("/api/search?k=3", files={"image": ("q.png", bodies[i], "image/png")})
+        return i, response.json()["hits"][0]["id"]
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, list(bodies) * 4))
+    assert all(i == first for i, first in answers)
+
+
+def test_a_broken_bundle_fails_at_start_not_per_request(tmp_path):
+    from aesearch.errors import BundleError
+
+    with pytest.raises(BundleError, match="no index at"):
+        create_app(tmp_path / "missing")
