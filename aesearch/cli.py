@@ -103,9 +103,23 @@ INDEX_DIR_OPTION = click.option(
 @click.option(
     "--metric",
     type=click.Choice(["l2", "cosine"]),
-    default="l2",
+    default="cosine",
     show_default=True,
-    help="Distance between latent vectors.",
+    help="Distance between (transformed) latent vectors.",
+)
+@click.option(
+    "--transform",
+    type=click.Choice(["whiten", "none"]),
+    default="whiten",
+    show_default=True,
+    help="whiten: PCA whitening learned on the training images, applied to every vector and query.",
+)
+@click.option(
+    "--whiten-shrinkage",
+    type=click.FloatRange(0, 10),
+    default=0.03,
+    show_default=True,
+    help="Added to each axis's variance, as a fraction of the largest, before whitening.",
 )
 @click.option(
     "--recipe",
@@ -116,7 +130,9 @@ INDEX_DIR_OPTION = click.option(
 )
 @click.option("--epochs", type=click.IntRange(1, 10_000), help="Training epochs when no --model is given.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Folder holding Fashion-MNIST (else searched).")
-def build_index_command(index_dir, model, index_type, metric, recipe, epochs, data_dir) -> None:
+def build_index_command(
+    index_dir, model, index_type, metric, transform, whiten_shrinkage, recipe, epochs, data_dir
+) -> None:
     """Encode every Fashion-MNIST image (training a model first if needed) and write the index bundle.
 
     The bundle is built beside the target and swapped in only when complete: an interrupted build
@@ -127,8 +143,8 @@ def build_index_command(index_dir, model, index_type, metric, recipe, epochs, da
 
     config = TrainConfig.for_recipe(recipe, epochs=epochs) if model is None else None
     manifest = build_index(
-        index_dir, model=model, index_type=index_type, metric=metric, data_dir=data_dir, train_config=config,
-        log=click.echo,
+        index_dir, model=model, index_type=index_type, metric=metric, transform=transform,
+        whiten_shrinkage=whiten_shrinkage, data_dir=data_dir, train_config=config, log=click.echo,
     )  # fmt: skip
     click.echo(f"Done: {manifest['count']:,} images in {index_dir}. Try `aesearch query IMAGE --index-dir {index_dir}`")
 
@@ -240,6 +256,9 @@ def info(index_dir, as_json) -> None:
 @cli.command("eval")
 @INDEX_DIR_OPTION
 @click.option("--baselines", is_flag=True, help="Also score raw pixels and PCA to the z size, same protocol.")
+@click.option("--protocol", type=click.Choice(["test", "validation"]), default="test", show_default=True,
+              help="test: test images against training images; validation: the last 10,000 training images "
+                   "against the other 50,000 (for choosing settings).")  # fmt: skip
 @click.option("--index-types", default=None,
               help="Comma-separated approximate index types to compare with exact search (e.g. hnsw,ivf,sq8); "
                    "'all' for hnsw,ivf,sq8. Default: the bundle's own, if approximate.")  # fmt: skip
@@ -249,7 +268,7 @@ def info(index_dir, as_json) -> None:
     help="Report picture to write [default: INDEX_DIR-eval.png beside the bundle].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
-def eval_command(index_dir, baselines, index_types, report, as_json) -> None:
+def eval_command(index_dir, baselines, protocol, index_types, report, as_json) -> None:
     """Measure search quality: test images as queries against the training images, by class label."""
     from .atomic import check_writable
     from .engine import SearchEngine
@@ -262,7 +281,7 @@ def eval_command(index_dir, baselines, index_types, report, as_json) -> None:
     report_path = report or index_dir.with_name(f"{index_dir.name}-eval.png")
     check_writable(report_path)
     engine = SearchEngine.load(index_dir)
-    result = evaluate(engine, baselines=baselines, index_types=types)
+    result = evaluate(engine, protocol=protocol, baselines=baselines, index_types=types)
     eval_report(result, engine.bundle.images, report_path)
     if as_json:
         click.echo(json.dumps({**result.to_dict(), "report": str(report_path)}))
@@ -335,9 +354,10 @@ def serve(index_dir, host, port, max_upload_mb) -> None:
 
 
 def format_eval(report) -> str:
+    queries = "test" if report.protocol == "test" else "held-out training (validation)"
     lines = [
-        f"{report.n_queries:,} test queries against {report.n_database:,} training images; "
-        f"relevant = same class.  Test reconstruction MSE: {report.reconstruction_mse:.5f}",
+        f"{report.n_queries:,} {queries} queries against {report.n_database:,} training images; "
+        f"relevant = same class.  Reconstruction MSE of the queries: {report.reconstruction_mse:.5f}",
         "",
         f"{'':<34} {'dims':>5} {'metric':>7} {'P@1':>7} {'P@10':>7} {'mAP@100':>8}",
     ]

@@ -76,10 +76,10 @@ def eval_report(report, images, path: str | Path) -> Path:
     bars.set_ylim(0, 1.05)
     bars.set_ylabel("precision@10")
     bars.grid(axis="y", alpha=0.3)
-    bars.legend(loc="lower left", fontsize=9)
+    bars.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=len(report.retrieval), fontsize=9, frameon=False)
     bars.set_title(
-        f"{report.bundle}: {report.n_queries:,} test queries against {report.n_database:,} training images "
-        f"(test reconstruction MSE {report.reconstruction_mse:.5f})"
+        f"{report.bundle}: {report.n_queries:,} {report.protocol}-protocol queries against "
+        f"{report.n_database:,} training images (reconstruction MSE on the queries {report.reconstruction_mse:.5f})"
     )
     for r, example in enumerate(examples, start=1):
         ax = fig.add_subplot(grid[r, 0])

@@ -69,3 +69,13 @@ def test_cli_eval_prints_tables_json_and_writes_the_report(separable_bundle, tmp
                                        "--index-types", "hnsw"])  # fmt: skip
     payload = json.loads(as_json.output)
     assert payload["retrieval"][0]["p_at_10"] == 1.0 and payload["indexes"][0]["index_type"] == "hnsw"
+
+
+def test_validation_protocol_holds_out_training_images(tiny_bundle):
+    from aesearch.errors import InvalidArgumentError
+
+    report = evaluate(SearchEngine.load(tiny_bundle), protocol="validation")
+    assert (report.protocol, report.n_queries, report.n_database) == ("validation", 15, 75)
+    assert all(example["query_id"] >= 75 and example["query_id"] < 90 for example in report.examples)
+    with pytest.raises(InvalidArgumentError, match="unknown protocol"):
+        evaluate(SearchEngine.load(tiny_bundle), protocol="train")

@@ -31,11 +31,11 @@ def test_percentiles_by_hand(calibration):
     assert trust.reconstruction_percentile == pytest.approx(25.0)
     assert trust.neighbour_percentile == pytest.approx(50.0)
     assert trust.in_distribution and trust.warning() is None
-    assert (THRESHOLD_PERCENTILE, JOINT_PERCENTILE) == (99.5, 95.0)
+    assert (THRESHOLD_PERCENTILE, JOINT_PERCENTILE) == (99.5, 97.5)
     assert calibration.assess(0.99, 1.0, typical).in_distribution  # 99th percentile alone: still in
     assert not calibration.assess(0.999, 1.0, typical).in_distribution  # 99.9th alone: out
-    assert calibration.assess(0.96, 9.4, typical).in_distribution  # 96th and 94th: in
-    assert not calibration.assess(0.96, 9.6, typical).in_distribution  # both past the 95th: out
+    assert calibration.assess(0.98, 9.7, typical).in_distribution  # 98th and 97th: in
+    assert not calibration.assess(0.98, 9.8, typical).in_distribution  # both past the 97.5th: out
     flagged = calibration.assess(2.0, 10.5, typical)
     assert flagged.reconstruction_percentile == flagged.neighbour_percentile == 100.0
     assert "reconstruction error" in flagged.warning() and "\n" not in flagged.warning()
