@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,9 @@ SPLITS = ("train", "test")
 DEFAULT_METRIC = "cosine"
 DEFAULT_TRANSFORM = "whiten"
 DEFAULT_WHITEN_SHRINKAGE = 0.03
+# Each image's vector is z averaged over the two diagonal phases of the encoder's 2-pixel grid.
+DEFAULT_EMBEDDING_SHIFTS = ((0, 0), (1, 1))
+_CALIBRATION_SAMPLE = 20_000  # images whose reconstruction error calibrates the trust score
 _ENCODE_CHUNK = 4096
 
 
@@ -32,6 +35,7 @@ def build_index(
     metric: str = DEFAULT_METRIC,
     transform: str = DEFAULT_TRANSFORM,
     whiten_shrinkage: float = DEFAULT_WHITEN_SHRINKAGE,
+    embedding_shifts: Sequence[Sequence[int]] = DEFAULT_EMBEDDING_SHIFTS,
     data_dir: str | Path | None = None,
     train_config=None,
     progress: bool = True,
@@ -46,6 +50,8 @@ def build_index(
         metric: l2 or cosine.
         transform: none, or whiten (PCA whitening learned on the training split, applied to every
             vector and query; whiten_shrinkage damps the low-variance axes, see AffineTransform).
+        embedding_shifts: each image's vector is its z averaged over these (dy, dx) translations
+            (see NumpyAutoEncoder.embed); ((0, 0),) for the plain z.
     Returns:
         The new bundle's manifest. The previous bundle at index_dir, if any, is replaced only
         once the new one is complete.
@@ -95,7 +101,7 @@ def build_index(
     }
     manifest = assemble_bundle(
         index_dir, checkpoint=checkpoint, images=images, metadata=metadata, info=info, spec=spec,
-        progress=progress, log=log,
+        shifts=embedding_shifts, progress=progress, log=log,
     )  # fmt: skip
     if log:
         log(f"Index written to {index_dir} ({manifest['count']:,} images, {index_type}, {metric}, {transform})")
@@ -110,6 +116,7 @@ def assemble_bundle(
     metadata: np.ndarray,
     info: dict,
     spec: IndexSpec,
+    shifts: Sequence[Sequence[int]] = DEFAULT_EMBEDDING_SHIFTS,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict:
@@ -119,11 +126,12 @@ def assemble_bundle(
     on it alone, so evaluation on the other splits stays honest.
     """
     autoencoder = NumpyAutoEncoder.from_checkpoint(checkpoint)
-    vectors = encode_all(autoencoder, images, progress=progress)
+    vectors = encode_all(autoencoder, images, shifts, progress=progress)
     if log:
         log(f"Building {spec.index_type} index ({spec.metric}, transform {spec.transform}) of {len(vectors):,} vectors")
     index = VectorIndex.build(vectors, spec, fit_rows=np.nonzero(metadata["split"] == 0)[0])
     trust = calibrate_trust(autoencoder, images, vectors, index)
+    info = {**info, "embedding_shifts": [list(shift) for shift in shifts]}
     return write_bundle(
         index_dir, checkpoint=checkpoint, index=index, images=images, metadata=metadata, info=info, trust=trust
     )
@@ -132,14 +140,11 @@ def assemble_bundle(
 def calibrate_trust(
     autoencoder: NumpyAutoEncoder, images: np.ndarray, vectors: np.ndarray, index: VectorIndex, *, sample: int = 5000
 ) -> TrustCalibration:
-    """Reconstruction error of every image; nearest-other-image distance for a sample of them."""
-    errors = np.empty(len(images), dtype=np.float32)
-    for start in range(0, len(images), _ENCODE_CHUNK):
-        chunk = images[start : start + _ENCODE_CHUNK].astype(np.float32) / np.float32(255)
-        errors[start : start + len(chunk)] = (
-            (autoencoder.decode(vectors[start : start + len(chunk)]) - chunk) ** 2
-        ).mean(axis=(1, 2))
+    """Reconstruction error for a sample of images, nearest-other-image distance for a smaller one."""
     rng = np.random.default_rng(0)
+    chosen = np.sort(rng.choice(len(images), size=min(_CALIBRATION_SAMPLE, len(images)), replace=False))
+    pixels = images[chosen].astype(np.float32) / np.float32(255)
+    errors = ((autoencoder.decode(autoencoder.encode(pixels)) - pixels) ** 2).mean(axis=(1, 2))
     probe = rng.choice(len(vectors), size=min(sample, len(vectors)), replace=False)
     distances, ids = index.search(vectors[probe], min(2, len(vectors)))
     # The nearest result is normally the image itself; take the nearest *other* one.
@@ -147,15 +152,21 @@ def calibrate_trust(
     return calibrate(errors, nearest_other, images)
 
 
-def encode_all(autoencoder: NumpyAutoEncoder, images: np.ndarray, *, progress: bool = True) -> np.ndarray:
-    """(n, 28, 28) uint8 -> (n, z) float32, in chunks with a progress bar."""
+def encode_all(
+    autoencoder: NumpyAutoEncoder,
+    images: np.ndarray,
+    shifts: Sequence[Sequence[int]] = ((0, 0),),
+    *,
+    progress: bool = True,
+) -> np.ndarray:
+    """(n, 28, 28) uint8 -> (n, z) float32 vectors (z averaged over shifts), with a progress bar."""
     from tqdm.auto import tqdm
 
     vectors = np.empty((len(images), autoencoder.z_size), dtype=np.float32)
     with tqdm(total=len(images), desc="encoding", unit="img", disable=not progress, leave=False) as bar:
         for start in range(0, len(images), _ENCODE_CHUNK):
-            chunk = images[start : start + _ENCODE_CHUNK]
-            vectors[start : start + len(chunk)] = autoencoder.encode(chunk.astype(np.float32) / np.float32(255))
+            chunk = images[start : start + _ENCODE_CHUNK].astype(np.float32) / np.float32(255)
+            vectors[start : start + len(chunk)] = autoencoder.embed(chunk, shifts)
             bar.update(len(chunk))
     return vectors
 

@@ -73,7 +73,7 @@ def cli() -> None:
     help="Checkpoint to write; its training curve goes beside it.",
 )
 def train(recipe, epochs, batch_size, lr, z_size, seed, device, precision, data_dir, limit, out) -> None:
-    """Train the AutoEncoder and write a self-describing checkpoint plus a training-curve PNG."""
+    """Train the AutoEncoder; write a self-describing checkpoint and its training curve."""
     from .train import TrainConfig, curve_path, train_model
 
     config = TrainConfig.for_recipe(
@@ -122,6 +122,12 @@ INDEX_DIR_OPTION = click.option(
     help="Added to each axis's variance, as a fraction of the largest, before whitening.",
 )
 @click.option(
+    "--phase-pooling/--no-phase-pooling",
+    default=True,
+    show_default=True,
+    help="Average each image's z over the two diagonal phases of the encoder's 2-pixel grid.",
+)
+@click.option(
     "--recipe",
     type=click.Choice(["default", "seed"]),
     default="default",
@@ -131,20 +137,21 @@ INDEX_DIR_OPTION = click.option(
 @click.option("--epochs", type=click.IntRange(1, 10_000), help="Training epochs when no --model is given.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Folder holding Fashion-MNIST (else searched).")
 def build_index_command(
-    index_dir, model, index_type, metric, transform, whiten_shrinkage, recipe, epochs, data_dir
+    index_dir, model, index_type, metric, transform, whiten_shrinkage, phase_pooling, recipe, epochs, data_dir
 ) -> None:
-    """Encode every Fashion-MNIST image (training a model first if needed) and write the index bundle.
+    """Build the index bundle: train if needed, encode, index, write.
 
     The bundle is built beside the target and swapped in only when complete: an interrupted build
     leaves the previous one as it was.
     """
-    from .build import build_index
+    from .build import DEFAULT_EMBEDDING_SHIFTS, build_index
     from .train import TrainConfig
 
     config = TrainConfig.for_recipe(recipe, epochs=epochs) if model is None else None
     manifest = build_index(
         index_dir, model=model, index_type=index_type, metric=metric, transform=transform,
-        whiten_shrinkage=whiten_shrinkage, data_dir=data_dir, train_config=config, log=click.echo,
+        whiten_shrinkage=whiten_shrinkage, embedding_shifts=DEFAULT_EMBEDDING_SHIFTS if phase_pooling else ((0, 0),),
+        data_dir=data_dir, train_config=config, log=click.echo,
     )  # fmt: skip
     click.echo(f"Done: {manifest['count']:,} images in {index_dir}. Try `aesearch query IMAGE --index-dir {index_dir}`")
 
@@ -157,7 +164,8 @@ def build_index_command(
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Result picture to write [default: beside the query, IMAGE.aesearch.png].",
+    help="Result picture (.png, .jpg, .webp) [default: IMAGE.aesearch.png beside the query; for --id, "
+    "query-id-N.aesearch.png here].",
 )
 @click.option("--no-picture", is_flag=True, help="Do not write the result picture.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
@@ -170,7 +178,7 @@ def build_index_command(
     help="Use this checkpoint instead of the bundle's (must be the encoder the index was built with).",
 )
 def query(image, k, index_dir, query_id, out, no_picture, as_json, max_pixels, model) -> None:
-    """Find the K indexed images nearest to IMAGE, and draw them with the query's reconstruction."""
+    """Find the K images nearest to IMAGE; show them with the query's reconstruction."""
     from .engine import SearchEngine
     from .errors import InvalidArgumentError
 
@@ -269,7 +277,7 @@ def info(index_dir, as_json) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 def eval_command(index_dir, baselines, protocol, index_types, report, as_json) -> None:
-    """Measure search quality: test images as queries against the training images, by class label."""
+    """Measure search quality by class label, beside baselines and exact search."""
     from .atomic import check_writable
     from .engine import SearchEngine
     from .evaluate import evaluate
@@ -308,7 +316,7 @@ def eval_command(index_dir, baselines, protocol, index_types, report, as_json) -
     help="PNG to write [default: INDEX_DIR-map-METHOD.png beside the bundle].",
 )
 def map_command(index_dir, image, query_id, k, method, out) -> None:
-    """Draw the indexed latents in 2-D, coloured by class; optionally mark a query and its hits."""
+    """Draw the indexed latents in 2-D by class, with a query and its hits marked."""
     from .atomic import check_writable
     from .engine import SearchEngine
     from .errors import InvalidArgumentError
@@ -343,7 +351,10 @@ def map_command(index_dir, image, query_id, k, method, out) -> None:
     help="Refuse larger uploads (HTTP 413).",
 )
 def serve(index_dir, host, port, max_upload_mb) -> None:
-    """Serve the search page and its HTTP API (POST /api/search, GET /api/images/ID.png, /api/health)."""
+    """Serve the search page and its HTTP API.
+
+    POST /api/search?k=8 (multipart field `image`), GET /api/images/ID.png, GET /api/health, GET /.
+    """
     import uvicorn
 
     from .server import create_app

@@ -48,7 +48,7 @@ class QueryResult:
     reconstruction: np.ndarray  # (28, 28) float32 in [0, 1]: what the decoder made of the query
     reconstruction_mse: float
     trust: Trust  # percentiles of the query's reconstruction error and nearest distance; in_distribution
-    latent: np.ndarray = field(repr=False)  # (z_size,) float32
+    latent: np.ndarray = field(repr=False)  # (z_size,) float32: the vector that was searched
 
     @property
     def in_distribution(self) -> bool:
@@ -73,6 +73,8 @@ class SearchEngine:
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
         self.autoencoder = NumpyAutoEncoder.from_checkpoint(bundle.checkpoint)
+        # The index holds each image's z averaged over these translations (see NumpyAutoEncoder.embed).
+        self.shifts = [tuple(shift) for shift in bundle.manifest.get("embedding_shifts", [[0, 0]])]
 
     @classmethod
     def load(cls, index_dir: str | Path = DEFAULT_INDEX_DIR, *, model: str | Path | None = None) -> SearchEngine:
@@ -96,12 +98,20 @@ class SearchEngine:
     # --- building blocks ---
 
     def encode(self, images: np.ndarray | Sequence[ImageSource]) -> np.ndarray:
-        """Images (any the preprocessing contract takes, or an (n, 28, 28) array) -> (n, z_size) float32."""
-        return self.autoencoder.encode(preprocess_batch(images))
+        """Images -> (n, z_size) float32: the latent vectors as the index holds them, for search().
 
-    def decode(self, vectors: np.ndarray) -> np.ndarray:
-        """(n, z_size) latent vectors -> (n, 28, 28) float32 images in [0, 1]."""
-        return self.autoencoder.decode(vectors)
+        Each is the encoder's z averaged over the bundle's grid-phase translations of the image
+        (manifest "embedding_shifts"). Images: anything the preprocessing contract takes.
+        """
+        return self.autoencoder.embed(preprocess_batch(images), self.shifts)
+
+    def reconstruct(self, images: np.ndarray | Sequence[ImageSource]) -> np.ndarray:
+        """Images -> (n, 28, 28) float32: the decoder's output for each image's z."""
+        return self.autoencoder.decode(self.autoencoder.encode(preprocess_batch(images)))
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """(n, z_size) encoder outputs -> (n, 28, 28) float32 images in [0, 1]."""
+        return self.autoencoder.decode(z)
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(n, z_size) vectors -> (distances, ids), each (n, k), FAISS's convention (-1: no result)."""
@@ -143,9 +153,10 @@ class SearchEngine:
         """Many queries at once: one batched encode, search and decode."""
         self._check_k(k)
         queries = preprocess_batch(images, max_pixels=max_pixels)
-        latents = self.autoencoder.encode(queries)
-        reconstructions = self.autoencoder.decode(latents)
+        z = self.autoencoder.encode(queries)
+        reconstructions = self.autoencoder.decode(z)
         errors = ((reconstructions - queries) ** 2).mean(axis=(1, 2))
+        latents = self.autoencoder.embed(queries, self.shifts, z=z)
         distances, ids = self.bundle.index.search(latents, k)
         results = []
         for n, (row_ids, row_distances) in enumerate(zip(ids, distances, strict=True)):

@@ -118,7 +118,7 @@ def evaluate(
     images = np.asarray(bundle.images)
     latents = engine.encode(images)
     test_pixels = images[test_ids].astype(np.float32) / np.float32(255)  # the queries' pixels
-    reconstruction_mse = float(((engine.decode(latents[test_ids]) - test_pixels) ** 2).mean())
+    reconstruction_mse = float(((engine.reconstruct(images[test_ids]) - test_pixels) ** 2).mean())
 
     spec = IndexSpec("flat", bundle.index.spec.metric)
     exact = VectorIndex.build(latents[train_ids], spec, bundle.index.transform)

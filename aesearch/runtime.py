@@ -8,12 +8,14 @@ model (the oracle) to float32 rounding.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from .architecture import C1, C2, FLAT, GRID, IMAGE_SIZE, ModelConfig
 from .checkpoint import Checkpoint
 
-_CHUNK = 1024  # images per matmul block: bounds the working set to ~30 MB whatever n is
+_CHUNK = 256  # images per block: the ~6 MB of first-layer activations stay in cache (2x faster than 1024)
 
 
 class NumpyAutoEncoder:
@@ -56,6 +58,21 @@ class NumpyAutoEncoder:
             out[start : start + _CHUNK] = self._encode_chunk(images[start : start + _CHUNK])
         return out
 
+    def embed(
+        self, images: np.ndarray, shifts: Sequence[Sequence[int]] = ((0, 0),), *, z: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The mean of encode() over copies of the images translated by each (dy, dx) in shifts.
+
+        The encoder's stride-2 convolutions see an image differently depending on how it sits on
+        their 2-pixel grid; averaging z over grid phases removes that accident of alignment.
+        z: encode(images), if already computed, is reused for the (0, 0) shift.
+        """
+        images = np.asarray(images, dtype=np.float32).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+        total = np.zeros((len(images), self.z_size), dtype=np.float32)
+        for dy, dx in shifts:
+            total += z if (dy, dx) == (0, 0) and z is not None else self.encode(translate(images, dy, dx))
+        return total / np.float32(len(shifts))
+
     def decode(self, z: np.ndarray) -> np.ndarray:
         """(n, z_size) latent vectors -> (n, 28, 28) float32 images in [0, 1]."""
         z = np.asarray(z, dtype=np.float32).reshape(-1, self.z_size)
@@ -91,6 +108,18 @@ class NumpyAutoEncoder:
 
     def _leaky(self, x: np.ndarray) -> np.ndarray:
         return np.maximum(x, x * np.float32(self.config.negative_slope), out=x)
+
+
+def translate(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """(n, H, W) images moved down by dy and right by dx pixels, the vacated border filled with 0."""
+    if dy == 0 and dx == 0:
+        return images
+    out = np.zeros_like(images)
+    h, w = images.shape[1:]
+    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = images[
+        :, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
+    return out
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

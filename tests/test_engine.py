@@ -54,14 +54,20 @@ def test_search_equals_brute_force_over_the_stored_images(engine):
     np.testing.assert_allclose(distances, np.sort(brute, axis=1)[:, :6], rtol=1e-4, atol=1e-5)
 
 
-def test_encode_decode_match_the_torch_model(engine):
+def test_encode_reconstruct_decode_match_the_torch_model(engine):
+    """Oracle: the PyTorch model; encode() is its z averaged over the bundle's grid-phase shifts."""
+    assert engine.shifts == [(0, 0), (1, 1)]
     model = AutoEncoder.from_weights(engine.bundle.checkpoint.weights, engine.bundle.checkpoint.model_config)
     images = engine.bundle.images[:10].astype(np.float32) / 255
+    moved = np.zeros_like(images)
+    moved[:, 1:, 1:] = images[:, :-1, :-1]  # one pixel down and right, black filling in
     with torch.no_grad():
         z = model.encode(torch.from_numpy(images)[:, None]).numpy()
+        z_moved = model.encode(torch.from_numpy(moved)[:, None]).numpy()
         x = model.decode(torch.from_numpy(z))[:, 0].numpy()
-    np.testing.assert_allclose(engine.encode(images), z, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(engine.encode(images), (z + z_moved) / 2, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(engine.decode(z), x, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(engine.reconstruct(images), x, rtol=1e-4, atol=1e-5)
 
 
 def test_result_holds_query_reconstruction_and_error(engine):

@@ -34,7 +34,7 @@ def test_reconstruction_mse_is_the_models(separable_bundle):
     engine = SearchEngine.load(separable_bundle)
     report = evaluate(engine)
     test = np.asarray(engine.bundle.images[90:]).astype(np.float32) / 255
-    expected = float(((engine.decode(engine.encode(test)) - test) ** 2).mean())
+    expected = float(((engine.decode(engine.autoencoder.encode(test)) - test) ** 2).mean())
     assert report.reconstruction_mse == pytest.approx(expected, rel=1e-6)
 
 

@@ -118,3 +118,27 @@ def test_cli_train_without_data_says_how_to_get_it(no_real_data):
     assert result.exit_code == 1
     assert "apt-get install dataset-fashion-mnist" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_corruption_shifts_masks_and_adds_noise():
+    from aesearch.model import from_patch_layout, to_patch_layout
+    from aesearch.train import _corrupt
+
+    x = to_patch_layout(torch.from_numpy(synthetic_images(8)).float().div(255))
+    generator = torch.Generator().manual_seed(0)
+    shifted = from_patch_layout(_corrupt(x, quick(shift=2), generator))
+    rolls = [torch.roll(from_patch_layout(x), (dy, dx), dims=(2, 3)) for dy in range(-2, 3) for dx in range(-2, 3)]
+    assert any(torch.equal(shifted, r) for r in rolls)  # one shift, within 2 pixels, for the batch
+    masked = _corrupt(torch.ones(64, 7, 7, 2, 2, 2, 2), quick(mask=0.25), generator)
+    assert 0.2 < (masked == 0).float().mean() < 0.3
+    noisy = _corrupt(torch.zeros(64, 7, 7, 2, 2, 2, 2), quick(noise=0.1), generator)
+    assert abs(noisy.mean()) < 0.01 and 0.09 < noisy.std() < 0.11  # zero-mean, unclipped
+    assert _corrupt(x, quick(), generator) is x
+
+
+def test_corruption_stops_after_corrupt_until(tiny_data):
+    """corrupt_until=0 never corrupts: the run equals a plain one, weight for weight."""
+    plain = fit(quick(epochs=1, precision="fp32"), tiny_data, progress=False, log=None)
+    never = fit(quick(epochs=1, precision="fp32", shift=2, corrupt_until=0.0), tiny_data, progress=False, log=None)
+    for name, w in plain.model.weights().items():
+        assert (never.model.weights()[name] == w).all(), name
