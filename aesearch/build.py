@@ -21,6 +21,9 @@ SPLITS = ("train", "test")
 DEFAULT_METRIC = "cosine"
 DEFAULT_TRANSFORM = "whiten"
 DEFAULT_WHITEN_SHRINKAGE = 0.03
+# The top 192 principal axes: validation P@10 0.8411 against 0.8415 with all 314, for 40% less
+# scanning per query (scripts/ablation_retrieval.py).
+DEFAULT_WHITEN_DIMS = 192
 # Each image's vector is z averaged over the two diagonal phases of the encoder's 2-pixel grid.
 DEFAULT_EMBEDDING_SHIFTS = ((0, 0), (1, 1))
 _CALIBRATION_SAMPLE = 20_000  # images whose reconstruction error calibrates the trust score
@@ -35,6 +38,7 @@ def build_index(
     metric: str = DEFAULT_METRIC,
     transform: str = DEFAULT_TRANSFORM,
     whiten_shrinkage: float = DEFAULT_WHITEN_SHRINKAGE,
+    whiten_dims: int | None = DEFAULT_WHITEN_DIMS,
     embedding_shifts: Sequence[Sequence[int]] = DEFAULT_EMBEDDING_SHIFTS,
     data_dir: str | Path | None = None,
     train_config=None,
@@ -49,7 +53,8 @@ def build_index(
         index_type: flat (exact), hnsw, ivf, sq8, or a FAISS factory string.
         metric: l2 or cosine.
         transform: none, or whiten (PCA whitening learned on the training split, applied to every
-            vector and query; whiten_shrinkage damps the low-variance axes, see AffineTransform).
+            vector and query; whiten_shrinkage damps the low-variance axes, whiten_dims keeps that
+            many principal axes; see AffineTransform).
         embedding_shifts: each image's vector is its z averaged over these (dy, dx) translations
             (see NumpyAutoEncoder.embed); ((0, 0),) for the plain z.
     Returns:
@@ -61,7 +66,9 @@ def build_index(
     index_dir = Path(index_dir)
     if not 0 <= whiten_shrinkage <= 10:
         raise InvalidArgumentError(f"whitening shrinkage must be from 0 to 10, got {whiten_shrinkage}")
-    params = {"whiten_shrinkage": whiten_shrinkage} if transform == "whiten" else {}
+    if whiten_dims is not None and not 1 <= whiten_dims <= 100_000:
+        raise InvalidArgumentError(f"whitening dimensions must be a positive integer, got {whiten_dims}")
+    params = {"whiten_shrinkage": whiten_shrinkage, "whiten_dims": whiten_dims} if transform == "whiten" else {}
     spec = IndexSpec(index_type, metric, params, transform)
     checkpoint = load_checkpoint(model) if model is not None else None
     check_index_type(index_type, checkpoint.model_config.z_size if checkpoint else 314)
@@ -178,8 +185,7 @@ def encode_all(
         for start in range(0, len(images), _ENCODE_CHUNK):
             chunk = images[start : start + _ENCODE_CHUNK].astype(np.float32) / np.float32(255)
             rows = slice(start, start + len(chunk))
-            z[rows] = autoencoder.encode(chunk)
-            vectors[rows] = autoencoder.embed(chunk, shifts, z=z[rows])
+            z[rows], vectors[rows] = autoencoder.embed(chunk, shifts)
             bar.update(len(chunk))
     return z, vectors
 

@@ -122,6 +122,13 @@ INDEX_DIR_OPTION = click.option(
     help="Added to each axis's variance, as a fraction of the largest, before whitening.",
 )
 @click.option(
+    "--whiten-dims",
+    type=click.IntRange(1, 100_000),
+    default=192,
+    show_default=True,
+    help="Principal axes kept by the whitening (the vectors indexed have this many dimensions).",
+)
+@click.option(
     "--phase-pooling/--no-phase-pooling",
     default=True,
     show_default=True,
@@ -137,7 +144,17 @@ INDEX_DIR_OPTION = click.option(
 @click.option("--epochs", type=click.IntRange(1, 10_000), help="Training epochs when no --model is given.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Folder holding Fashion-MNIST (else searched).")
 def build_index_command(
-    index_dir, model, index_type, metric, transform, whiten_shrinkage, phase_pooling, recipe, epochs, data_dir
+    index_dir,
+    model,
+    index_type,
+    metric,
+    transform,
+    whiten_shrinkage,
+    whiten_dims,
+    phase_pooling,
+    recipe,
+    epochs,
+    data_dir,
 ) -> None:
     """Build the index bundle: train if needed, encode, index, write.
 
@@ -148,9 +165,10 @@ def build_index_command(
     from .train import TrainConfig
 
     config = TrainConfig.for_recipe(recipe, epochs=epochs) if model is None else None
+    shifts = DEFAULT_EMBEDDING_SHIFTS if phase_pooling else ((0, 0),)
     manifest = build_index(
         index_dir, model=model, index_type=index_type, metric=metric, transform=transform,
-        whiten_shrinkage=whiten_shrinkage, embedding_shifts=DEFAULT_EMBEDDING_SHIFTS if phase_pooling else ((0, 0),),
+        whiten_shrinkage=whiten_shrinkage, whiten_dims=whiten_dims, embedding_shifts=shifts,
         data_dir=data_dir, train_config=config, log=click.echo,
     )  # fmt: skip
     click.echo(f"Done: {manifest['count']:,} images in {index_dir}. Try `aesearch query IMAGE --index-dir {index_dir}`")

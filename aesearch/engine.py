@@ -103,7 +103,7 @@ class SearchEngine:
         Each is the encoder's z averaged over the bundle's grid-phase translations of the image
         (manifest "embedding_shifts"). Images: anything the preprocessing contract takes.
         """
-        return self.autoencoder.embed(preprocess_batch(images), self.shifts)
+        return self.autoencoder.embed(preprocess_batch(images), self.shifts)[1]
 
     def reconstruct(self, images: np.ndarray | Sequence[ImageSource]) -> np.ndarray:
         """Images -> (n, 28, 28) float32: the decoder's output for each image's z."""
@@ -153,10 +153,9 @@ class SearchEngine:
         """Many queries at once: one batched encode, search and decode."""
         self._check_k(k)
         queries = preprocess_batch(images, max_pixels=max_pixels)
-        z = self.autoencoder.encode(queries)
+        z, latents = self.autoencoder.embed(queries, self.shifts)
         reconstructions = self.autoencoder.decode(z)
         errors = ((reconstructions - queries) ** 2).mean(axis=(1, 2))
-        latents = self.autoencoder.embed(queries, self.shifts, z=z)
         distances, ids = self.bundle.index.search(latents, k)
         results = []
         for n, (row_ids, row_distances) in enumerate(zip(ids, distances, strict=True)):

@@ -28,7 +28,8 @@ INDEX_TYPES = ("flat", "hnsw", "ivf", "sq8")
 METRICS = ("l2", "cosine")
 TRANSFORMS = ("none", "whiten")
 SMALL_BATCH = 16  # below this many queries, one thread is faster than several
-TARGET_RECALL = 0.99
+# Tuning aims above the promised 0.99 so that queries other than the probes stay above it too.
+TARGET_RECALL = 0.995
 _ALL_THREADS = faiss.omp_get_max_threads()  # read once: later calls see what _threads set
 
 
@@ -294,14 +295,21 @@ def _to_distance(squared: np.ndarray, metric: str) -> np.ndarray:
 
 
 class _threads:
-    """Use one OpenMP thread for small batches (less overhead), every core for large ones."""
+    """Use one OpenMP thread for small batches (less overhead), every core for large ones.
+
+    Changing FAISS's thread count costs a fraction of a millisecond, so it is changed only when the
+    batch regime changes, and left as it is afterwards.
+    """
+
+    current = _ALL_THREADS
 
     def __init__(self, n_queries: int) -> None:
         self.n = 1 if n_queries < SMALL_BATCH else _ALL_THREADS
 
     def __enter__(self) -> None:
-        self.previous = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(self.n)
+        if _threads.current != self.n:
+            faiss.omp_set_num_threads(self.n)
+            _threads.current = self.n
 
     def __exit__(self, *exc: object) -> None:
-        faiss.omp_set_num_threads(self.previous)
+        pass

@@ -23,15 +23,18 @@ from aesearch.evaluate import evaluate
 
 RECIPES = {"seed": "seed recipe (the article's)", "default": "default recipe"}
 PHASES = ((0, 0), (1, 1))
-SEARCH_SPACES = [  # (label, metric, transform, whitening shrinkage, embedding shifts)
-    ("l2", "l2", "none", 0.0, ((0, 0),)),
-    ("cosine", "cosine", "none", 0.0, ((0, 0),)),
-    ("whiten + cosine", "cosine", "whiten", 0.0, ((0, 0),)),
-    ("whiten(0.01) + cosine", "cosine", "whiten", 0.01, ((0, 0),)),
-    ("whiten(0.03) + cosine", "cosine", "whiten", 0.03, ((0, 0),)),
-    ("phase pool + cosine", "cosine", "none", 0.0, PHASES),
-    ("phase pool + whiten(0.01) + cosine", "cosine", "whiten", 0.01, PHASES),
-    ("phase pool + whiten(0.03) + cosine", "cosine", "whiten", 0.03, PHASES),
+SEARCH_SPACES = [  # (label, metric, transform, whitening shrinkage, whitening dims, embedding shifts)
+    ("l2", "l2", "none", 0.0, None, ((0, 0),)),
+    ("cosine", "cosine", "none", 0.0, None, ((0, 0),)),
+    ("whiten + cosine", "cosine", "whiten", 0.0, None, ((0, 0),)),
+    ("whiten(0.01) + cosine", "cosine", "whiten", 0.01, None, ((0, 0),)),
+    ("whiten(0.03) + cosine", "cosine", "whiten", 0.03, None, ((0, 0),)),
+    ("phase pool + cosine", "cosine", "none", 0.0, None, PHASES),
+    ("phase pool + whiten(0.01) + cosine", "cosine", "whiten", 0.01, None, PHASES),
+    ("phase pool + whiten(0.03) + cosine", "cosine", "whiten", 0.03, None, PHASES),
+    ("  ... keeping 256 axes", "cosine", "whiten", 0.03, 256, PHASES),
+    ("  ... keeping 192 axes (default)", "cosine", "whiten", 0.03, 192, PHASES),
+    ("  ... keeping 128 axes", "cosine", "whiten", 0.03, 128, PHASES),
 ]
 
 
@@ -56,11 +59,11 @@ def main() -> None:
     baselines_pending = True
     with tempfile.TemporaryDirectory() as tmp:
         for name, path in models.items():
-            for label, metric, transform, shrinkage, shifts in SEARCH_SPACES:
+            for label, metric, transform, shrinkage, dims, shifts in SEARCH_SPACES:
                 start = time.perf_counter()
                 bundle = Path(tmp) / "bundle"
                 build_index(bundle, model=path, metric=metric, transform=transform, whiten_shrinkage=shrinkage,
-                            embedding_shifts=shifts, progress=False, log=None)  # fmt: skip
+                            whiten_dims=dims, embedding_shifts=shifts, progress=False, log=None)  # fmt: skip
                 engine = SearchEngine.load(bundle)
                 val = evaluate(engine, protocol="validation").retrieval[0]
                 test = evaluate(engine, baselines=baselines_pending).retrieval
