@@ -124,8 +124,7 @@ def evaluate(
     exact = VectorIndex.build(latents[train_ids], spec, bundle.index.transform)
     depth = min(DEPTH, len(train_ids))
     _, neighbours = exact.search(latents[test_ids], depth)
-    name = f"aesearch z ({bundle.index.spec.metric}{', transformed' if bundle.index.transform else ''})"
-    rows = [_scores(name, latents.shape[1], spec.metric, train_labels[neighbours], test_labels, n_classes)]
+    rows = [_scores(_describe(engine), exact.index.d, spec.metric, train_labels[neighbours], test_labels, n_classes)]
 
     if baselines:
         pixels = images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
@@ -156,6 +155,16 @@ def evaluate(
         n_database=len(train_ids), reconstruction_mse=reconstruction_mse, retrieval=rows, indexes=index_rows,
         examples=kept,
     )  # fmt: skip
+
+
+def _describe(engine: SearchEngine) -> str:
+    """A short name for the bundle's search space, e.g. "aesearch (pooled z, whiten-192, cosine)"."""
+    spec = engine.bundle.index.spec
+    parts = ["pooled z" if len(engine.shifts) > 1 else "z"]
+    if spec.transform == "whiten":
+        parts.append(f"whiten-{engine.bundle.index.index.d}")
+    parts.append(spec.metric)
+    return f"aesearch ({', '.join(parts)})"
 
 
 def _scores(name: str, dims: int, metric: str, neighbour_labels: np.ndarray, query_labels: np.ndarray,

@@ -127,8 +127,9 @@ class VectorIndex:
         index = _new_index(spec.index_type, d, n, params)
         if not index.is_trained:
             rng = np.random.default_rng(seed)
-            sample = prepared[rng.choice(n, size=min(n, 256 * 100), replace=False)] if n > 25_600 else prepared
-            index.train(sample)
+            # k-means wants at least 39 points per list; more than 100,000 adds little but time.
+            size = min(n, 100_000)
+            index.train(prepared[rng.choice(n, size=size, replace=False)] if size < n else prepared)
         with _threads(n):
             index.add(prepared)
         built = cls(index, IndexSpec(spec.index_type, spec.metric, params, spec.transform), transform)

@@ -23,7 +23,7 @@ def separable_bundle(tmp_path_factory):
 def test_perfectly_separable_data_scores_one(separable_bundle):
     report = evaluate(SearchEngine.load(separable_bundle), baselines=True)
     assert (report.n_queries, report.n_database) == (30, 90)
-    assert [row.name for row in report.retrieval] == ["aesearch z (l2)", "raw pixels", "PCA-314 of pixels"]
+    assert [row.name for row in report.retrieval] == ["aesearch (pooled z, l2)", "raw pixels", "PCA-314 of pixels"]
     for row in report.retrieval:
         assert (row.p_at_1, row.p_at_10, row.map_at_100) == (1.0, 1.0, 1.0)
         assert row.per_class_p_at_10 == [1.0, 1.0, 1.0]
