@@ -81,9 +81,8 @@ def latent_map(
     labels = engine.bundle.metadata["label"][projection.ids]
     marks = None
     if query is not None:
-        search_space = _search_space(
-            engine, np.stack([query.latent] + [engine_latent(engine, h.id) for h in query.hits])
-        )
+        hits = engine.encode(np.stack([engine.image(h.id) for h in query.hits]))
+        search_space = _search_space(engine, np.concatenate([query.latent[None], hits]))
         placed = projection.place(search_space)
         marks = {"query": placed[0], "hits": placed[1:], "hit_labels": [h.label for h in query.hits],
                  "label": query_label}  # fmt: skip
@@ -93,10 +92,6 @@ def latent_map(
         marks=marks,
     )  # fmt: skip
     return projection, path
-
-
-def engine_latent(engine: SearchEngine, id: int) -> np.ndarray:
-    return engine.encode(engine.image(id)[None])[0]
 
 
 def _compute(engine: SearchEngine, method: str) -> Projection:

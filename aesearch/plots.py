@@ -64,8 +64,8 @@ def eval_report(report, images, path: str | Path) -> Path:
     classes = report.class_names
     examples = report.examples
     hits_per_row = max((len(e["hits"]) for e in examples), default=0)
-    fig = plt.figure(figsize=(13, 5.2 + 1.25 * len(examples)))
-    grid = fig.add_gridspec(1 + len(examples), hits_per_row + 1, height_ratios=[4.5] + [1] * len(examples))
+    fig = plt.figure(figsize=(13, 4.2 + 1.6 * len(examples)))
+    grid = fig.add_gridspec(1 + len(examples), hits_per_row + 1, height_ratios=[2.6] + [1] * len(examples))
     bars = fig.add_subplot(grid[0, :])
     x = np.arange(len(classes))
     width = 0.8 / len(report.retrieval)
@@ -115,7 +115,9 @@ def latent_map_figure(coords, labels, class_names, path: str | Path, *, title: s
     if marks is not None:
         hits = np.asarray(marks["hits"])
         ax.scatter(hits[:, 0], hits[:, 1], s=90, facecolors=[colours(h % 10) for h in marks["hit_labels"]],
-                   edgecolors="black", linewidths=1.2, zorder=3, label="its hits")  # fmt: skip
+                   edgecolors="black", linewidths=1.2, zorder=3)  # fmt: skip
+        ax.scatter([], [], s=90, facecolors="white", edgecolors="black", linewidths=1.2,
+                   label="its hits, by rank (filled with their class colour)")  # fmt: skip
         for rank, (x, y) in enumerate(hits, start=1):
             ax.annotate(str(rank), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8, zorder=4)
         ax.scatter(*marks["query"], s=420, marker="*", color="gold", edgecolors="black", linewidths=1.5, zorder=5,
