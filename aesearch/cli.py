@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from . import tables
 from ._version import __version__
 from .errors import AesearchError
 
@@ -273,7 +274,7 @@ def info(index_dir, as_json) -> None:
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
     else:
-        click.echo(format_manifest(index_dir, manifest))
+        click.echo(tables.manifest_table(index_dir, manifest))
     load_bundle(index_dir)  # raises, with the reason, if anything does not check out
     if not as_json:
         click.echo(f"Integrity: ok (all {len(manifest['files'])} files match their SHA-256; encoder matches index)")
@@ -312,7 +313,7 @@ def eval_command(index_dir, baselines, protocol, index_types, report, as_json) -
     if as_json:
         click.echo(json.dumps({**result.to_dict(), "report": str(report_path)}))
         return
-    click.echo(format_eval(result))
+    click.echo(tables.eval_table(result))
     click.echo(f"Report picture: {report_path}")
 
 
@@ -384,63 +385,6 @@ def serve(index_dir, host, port, max_upload_mb) -> None:
     app = create_app(index_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024))
     click.echo(f"Serving {index_dir} ({len(app.state.engine):,} images) on http://{host}:{port}/  (Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
-
-
-def format_eval(report) -> str:
-    queries = "test" if report.protocol == "test" else "held-out training (validation)"
-    lines = [
-        f"{report.n_queries:,} {queries} queries against {report.n_database:,} training images; "
-        f"relevant = same class.  Reconstruction MSE of the queries: {report.reconstruction_mse:.5f}",
-        "",
-        f"{'':<40} {'dims':>5} {'metric':>7} {'P@1':>7} {'P@10':>7} {'mAP@100':>8}",
-    ]
-    for row in report.retrieval:
-        lines.append(f"{row.name:<40} {row.dims:>5} {row.metric:>7} {row.p_at_1:>7.4f} {row.p_at_10:>7.4f} "
-                     f"{row.map_at_100:>8.4f}")  # fmt: skip
-    main = report.retrieval[0]
-    short = ["aesearch", "pixels", "PCA"][: len(report.retrieval)]
-    lines += ["", f"{'P@10 by class':<14}" + "".join(f"{name:>10}" for name in short)]
-    for c, name in enumerate(report.class_names):
-        lines.append(f"{name:<14}" + "".join(f"{r.per_class_p_at_10[c]:>10.3f}" for r in report.retrieval))
-    lines += ["", "Most confused (share of a class's top-10 neighbours that belong to another class):"]
-    pairs = sorted(
-        ((main.confusion[a][b], a, b) for a in range(len(main.confusion)) for b in range(len(main.confusion))
-         if a != b), reverse=True,
-    )[:5]  # fmt: skip
-    lines += [f"  {report.class_names[a]:<12} -> {report.class_names[b]:<12} {share:.3f}" for share, a, b in pairs]
-    if report.indexes:
-        lines += ["", f"{'index':<10} {'recall@10':>10} {'p50 ms':>8} {'exact p50 ms':>13} {'speed-up':>9}  params"]
-        for idx in report.indexes:
-            lines.append(f"{idx.index_type:<10} {idx.recall_at_10:>10.4f} {idx.latency_ms_p50:>8.3f} "
-                         f"{idx.exact_latency_ms_p50:>13.3f} {idx.speedup:>8.1f}x  {idx.params}")  # fmt: skip
-    return "\n".join(lines)
-
-
-def format_manifest(index_dir: Path, manifest: dict) -> str:
-    model = manifest.get("model") or {}
-    params = manifest.get("index_params") or {}
-    rows = [
-        ("index", str(index_dir)),
-        ("images", f"{manifest.get('count', '?'):,} ({manifest.get('dataset', '?')}: "
-                   + ", ".join(f"{n:,} {s}" for s, n in (manifest.get('split_sizes') or {}).items()) + ")"),
-        ("index type", f"{manifest.get('index_type')}" + (f" {params}" if params else "")),
-        ("metric", f"{manifest.get('metric')}, transform {manifest.get('transform', 'none')}"),
-        ("z size", str(manifest.get("z_size"))),
-        ("model", f"recipe {model.get('recipe')}, test MSE {_fmt(model.get('test_mse'))}"),
-        ("encoder sha256", str(manifest.get("encoder_sha256"))),
-        ("created", f"{manifest.get('created')} by aesearch {manifest.get('package_version')} "
-                    f"(format {manifest.get('format_version')})"),
-    ]  # fmt: skip
-    width = max(len(name) for name, _ in rows)
-    lines = [f"{name:<{width}}  {value}" for name, value in rows]
-    lines.append("files")
-    for name, record in (manifest.get("files") or {}).items():
-        lines.append(f"  {name:<20} {record.get('bytes', 0) / 1e6:8.1f} MB  sha256 {str(record.get('sha256'))[:16]}...")
-    return "\n".join(lines)
-
-
-def _fmt(value: object) -> str:
-    return f"{value:.5f}" if isinstance(value, float) else str(value)
 
 
 def main() -> None:
