@@ -79,6 +79,8 @@ def build_index(
     from .data import load_fashion_mnist
 
     data = load_fashion_mnist(data_dir)
+    if log:
+        log(f"Fashion-MNIST from {data.source}")
     if checkpoint is None:
         checkpoint = _train(data, train_config, progress=progress, log=log)
     elif log:
@@ -181,7 +183,8 @@ def encode_all(
 
     z = np.empty((len(images), autoencoder.z_size), dtype=np.float32)
     vectors = np.empty_like(z)
-    with tqdm(total=len(images), desc="encoding", unit="img", disable=not progress, leave=False) as bar:
+    # disable=None: no bar when stderr is not a terminal
+    with tqdm(total=len(images), desc="encoding", unit="img", disable=None if progress else True, leave=False) as bar:
         for start in range(0, len(images), _ENCODE_CHUNK):
             chunk = images[start : start + _ENCODE_CHUNK].astype(np.float32) / np.float32(255)
             rows = slice(start, start + len(chunk))

@@ -201,10 +201,14 @@ def query(image, k, index_dir, query_id, out, no_picture, as_json, max_pixels, m
     from .engine import SearchEngine
     from .errors import InvalidArgumentError
 
-    if (image is None) == (query_id is None):
-        raise InvalidArgumentError("give either an IMAGE file or --id N (not both): see `aesearch query --help`")
+    if image is None and query_id is None:
+        raise InvalidArgumentError("give an IMAGE file to search with, or --id N for an indexed image")
+    if image is not None and query_id is not None:
+        raise InvalidArgumentError("give an IMAGE file or --id N, not both")
     if max_pixels < 1:
-        raise InvalidArgumentError(f"--max-pixels must be positive, got {max_pixels}")
+        raise InvalidArgumentError(
+            f"--max-pixels must be at least 1, got {max_pixels}: give a pixel count such as 50000000"
+        )
     engine = SearchEngine.load(index_dir, model=model)
     if query_id is not None:
         result = engine.query_id(query_id, k)
@@ -247,14 +251,13 @@ def _write_picture(engine, result, picture: Path, image: Path | None, query_id: 
     picture_format(picture)
     check_writable(picture)
     original = open_image(image) if image is not None else None
-    metric = engine.manifest["metric"]
     render_result(
         picture,
         original=original,
         query=result.query,
         reconstruction=result.reconstruction,
         neighbours=[
-            (engine.image(h.id), f"#{h.rank} {h.label_name}", f"id {h.id} · {metric} {h.distance:.3f}")
+            (engine.image(h.id), f"#{h.rank} {h.label_name}", f"id {h.id} · distance {h.distance:.3f}")
             for h in result.hits
         ],
         title=f"{label} · k={len(result.hits)} · reconstruction MSE {result.reconstruction_mse:.4f} "
@@ -266,17 +269,20 @@ def _write_picture(engine, result, picture: Path, image: Path | None, query_id: 
 @cli.command()
 @INDEX_DIR_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
-def info(index_dir, as_json) -> None:
+@click.option("--no-verify", "verify", is_flag=True, flag_value=False, default=True,
+              help="Show the manifest without checking the files (to inspect a damaged bundle).")  # fmt: skip
+def info(index_dir, as_json, verify) -> None:
     """Show what an index bundle holds and how it was built, and verify its checksums."""
     from .bundle import load_bundle, read_manifest
 
     manifest = read_manifest(index_dir)
+    if verify:
+        load_bundle(index_dir)  # one line saying what is wrong, if anything does not check out
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
     else:
         click.echo(tables.manifest_table(index_dir, manifest))
-    load_bundle(index_dir)  # raises, with the reason, if anything does not check out
-    if not as_json:
+    if verify and not as_json:
         click.echo(f"Integrity: ok (all {len(manifest['files'])} files match their SHA-256; encoder matches index)")
 
 
@@ -379,12 +385,33 @@ def serve(index_dir, host, port, max_upload_mb) -> None:
 
     from .server import create_app
 
+    app = create_app(index_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024))
+    sock = _listening_socket(host, port)
     # Requests run in parallel threads; BLAS's own thread pool would make them queue behind each
     # other (8 concurrent clients: 65 requests/s with it, 111 without; scripts/bench_server.py).
     threadpool_limits(limits=1, user_api="blas")
-    app = create_app(index_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024))
     click.echo(f"Serving {index_dir} ({len(app.state.engine):,} images) on http://{host}:{port}/  (Ctrl-C stops)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+
+
+def _listening_socket(host: str, port: int):
+    """Bind before announcing anything, so a busy port is one clear error, not a server that dies."""
+    import socket
+
+    from .errors import InvalidArgumentError
+
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        raise InvalidArgumentError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}): choose another --port or --host"
+        ) from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """Find Fashion-MNIST wherever it is and hold each split in memory as one uint8 tensor.
 
 Places searched, in order (the first holding all four files wins):
-  1. the folder given explicitly (``--data-dir``), then ``$AESEARCH_DATA_DIR``;
+  1. the folder given explicitly (``--data-dir``): then it is the only place looked in, and the
+     download goes there; otherwise ``$AESEARCH_DATA_DIR``;
   2. ``./data``, the local data folder (torchvision's downloads land there too);
   3. ``/usr/share/datasets/fashion-mnist``, where Debian's ``dataset-fashion-mnist`` installs it;
   4. torchvision's download into the local data folder (needs internet access).
@@ -72,9 +73,11 @@ class FashionMNIST:
 
 
 def candidate_dirs(data_dir: str | Path | None = None) -> list[Path]:
-    """The folders searched for the dataset, in order."""
-    dirs = [Path(d) for d in (data_dir, os.environ.get(DATA_DIR_ENV)) if d]
-    return [d.absolute() for d in (*dirs, LOCAL_DATA_DIR, DEBIAN_DATA_DIR)]
+    """The folders searched for the dataset, in order: only data_dir when one is given."""
+    if data_dir:
+        return [Path(data_dir).absolute()]
+    env = os.environ.get(DATA_DIR_ENV)
+    return [d.absolute() for d in (*([Path(env)] if env else []), LOCAL_DATA_DIR, DEBIAN_DATA_DIR)]
 
 
 def _find_file(folder: Path, name: str) -> Path | None:
@@ -104,7 +107,9 @@ def load_fashion_mnist(
 ) -> FashionMNIST:
     """Load both splits from the first place that has them (see the module docstring).
 
-    Raises DataNotFoundError naming every place searched when none has the data.
+    Raises DataNotFoundError naming every place searched when none has the data. An explicit
+    data_dir is the only place searched: asking for a folder and silently getting data from
+    another would be a surprise.
     """
     folder = find_data_dir(data_dir)
     if folder is not None:
@@ -116,6 +121,12 @@ def load_fashion_mnist(
             files = _files_in(target)
             if files is not None:
                 return _read(files, target, device)
+    if data_dir:
+        raise DataNotFoundError(
+            f"no Fashion-MNIST in {searched[0]} (the folder --data-dir names"
+            f"{'; the download into it failed' if download else ''}): put the four files there "
+            "(train/t10k images/labels, gzipped or not), or leave out --data-dir to search the usual places"
+        )
     places = ", ".join(str(p) for p in searched)
     raise DataNotFoundError(
         f"Fashion-MNIST not found (looked in {places}"

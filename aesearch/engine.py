@@ -136,23 +136,31 @@ class SearchEngine:
 
     # --- the query path ---
 
-    def query(self, image: ImageSource, k: int = 8, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> QueryResult:
+    def query(
+        self, image: ImageSource, k: int = 8, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None
+    ) -> QueryResult:
         """Preprocess one image, encode it, find its k nearest neighbours, and decode it.
 
         image: a path, the file's bytes, a PIL image, a numpy array or a torch tensor.
+        name: how to call the image in error messages (default: its path, or "the image data").
         """
-        return self.query_batch([image], k, max_pixels=max_pixels)[0]
+        return self.query_batch([image], k, max_pixels=max_pixels, name=name)[0]
 
     def query_id(self, id: int, k: int = 8) -> QueryResult:
         """Query with an indexed image (it finds itself first, at distance 0)."""
         return self.query_batch(self.image(id)[None], k)[0]
 
     def query_batch(
-        self, images: np.ndarray | Sequence[ImageSource], k: int = 8, *, max_pixels: int = DEFAULT_MAX_PIXELS
+        self,
+        images: np.ndarray | Sequence[ImageSource],
+        k: int = 8,
+        *,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        name: str | None = None,
     ) -> list[QueryResult]:
         """Many queries at once: one batched encode, search and decode."""
         self._check_k(k)
-        queries = preprocess_batch(images, max_pixels=max_pixels)
+        queries = preprocess_batch(images, max_pixels=max_pixels, name=name)
         z, latents = self.autoencoder.embed(queries, self.shifts)
         reconstructions = self.autoencoder.decode(z)
         errors = ((reconstructions - queries) ** 2).mean(axis=(1, 2))

@@ -37,7 +37,9 @@ def training_curve(history: Sequence[dict], path: str | Path, title: str = "") -
     fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(6.4, 5.6), sharex=True, height_ratios=(2, 1))
     ax_loss.plot(epochs, [h["loss"] for h in history], marker="o", label="mean training loss")
     ax_loss.plot(epochs, [h["last_batch_loss"] for h in history], marker=".", alpha=0.6, label="last batch loss")
-    ax_loss.set_yscale("log")
+    losses = [h["loss"] for h in history] + [h["last_batch_loss"] for h in history]
+    if max(losses) > 3 * min(losses):  # a log scale only where there is a range to show
+        ax_loss.set_yscale("log")
     ax_loss.set_ylabel("MSE")
     ax_loss.grid(alpha=0.3, which="both")
     ax_loss.legend()
@@ -47,6 +49,7 @@ def training_curve(history: Sequence[dict], path: str | Path, title: str = "") -
     ax_lr.set_ylabel("learning rate (end of epoch)")
     ax_lr.set_xlabel("epoch")
     ax_lr.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_lr.set_xlim(0.5, max(epochs) + 0.5)
     ax_lr.grid(alpha=0.3, which="both")
     return save_figure(fig, path)
 
@@ -118,8 +121,9 @@ def latent_map_figure(coords, labels, class_names, path: str | Path, *, title: s
                    edgecolors="black", linewidths=1.2, zorder=3)  # fmt: skip
         ax.scatter([], [], s=90, facecolors="white", edgecolors="black", linewidths=1.2,
                    label="its hits, by rank (filled with their class colour)")  # fmt: skip
-        for rank, (x, y) in enumerate(hits, start=1):
-            ax.annotate(str(rank), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8, zorder=4)
+        for rank, (x, y) in enumerate(hits, start=1):  # above the star, which may sit on a hit
+            ax.annotate(str(rank), (x, y), textcoords="offset points", xytext=(6, 6), fontsize=9, zorder=6,
+                        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})  # fmt: skip
         ax.scatter(*marks["query"], s=420, marker="*", color="gold", edgecolors="black", linewidths=1.5, zorder=5,
                    label=marks["label"])  # fmt: skip
     ax.set_title(title, fontsize=11)

@@ -64,12 +64,13 @@ def preprocess(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, nam
 
 
 def preprocess_batch(
-    sources: np.ndarray | Sequence[ImageSource], *, max_pixels: int = DEFAULT_MAX_PIXELS
+    sources: np.ndarray | Sequence[ImageSource], *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None
 ) -> np.ndarray:
     """preprocess() for many images -> (n, 28, 28) float32.
 
     A (n, 28, 28) uint8 or float array is handled in bulk (the same contract, vectorised):
     images with a dark background pass through, the others are framed one by one.
+    name: how to call the image(s) in error messages (default: the path, or "the image data").
     """
     if isinstance(sources, np.ndarray) and sources.ndim == 3 and sources.shape[1:] == (SIZE, SIZE):
         if sources.dtype == np.uint8:
@@ -87,7 +88,7 @@ def preprocess_batch(
         return unit
     if isinstance(sources, str | Path | bytes | Image.Image) or _is_array(sources):
         sources = [sources]
-    framed = [preprocess(source, max_pixels=max_pixels, name=_name_of(source)) for source in sources]
+    framed = [preprocess(source, max_pixels=max_pixels, name=name or _name_of(source)) for source in sources]
     return np.stack(framed) if framed else np.zeros((0, SIZE, SIZE), np.float32)
 
 
@@ -97,9 +98,9 @@ def open_image(source: str | Path | bytes | Image.Image, *, max_pixels: int = DE
     if isinstance(source, Image.Image):
         return source
     if isinstance(source, bytes | bytearray | memoryview):
-        label = name or "uploaded image"
+        label = name or "the image data"
         if len(source) == 0:
-            raise ImageError(f"{label} is empty (0 bytes): send an image file")
+            raise ImageError(f"{label} is empty (0 bytes): pass the contents of an image file")
         stream: Any = io.BytesIO(source)
     else:
         path = Path(source)

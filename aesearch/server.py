@@ -62,11 +62,11 @@ def create_app(
         }  # fmt: skip
 
     @app.post("/api/search")
-    def search(image: UploadFile, k: int = Query(8, ge=1, le=1000)) -> dict:
+    def search(image: UploadFile, k: int = Query(8, ge=1)) -> dict:
         if k > len(engine):
             raise InvalidArgumentError(f"k must be an integer from 1 to {len(engine)}, got {k}")
         data = image.file.read()
-        result = engine.query(data, k, max_pixels=max_pixels)
+        result = engine.query(data, k, max_pixels=max_pixels, name=f"uploaded file {image.filename or ''}".rstrip())
         return {
             "query": image.filename,
             **result.to_dict(),

@@ -39,14 +39,21 @@ def eval_table(report) -> str:
 def manifest_table(index_dir: Path, manifest: dict) -> str:
     """A bundle manifest as the summary `aesearch info` prints."""
     model = manifest.get("model") or {}
-    params = manifest.get("index_params") or {}
+    params = dict(manifest.get("index_params") or {})
+    whitening = {k: params.pop(k) for k in ("whiten_shrinkage", "whiten_dims") if k in params}
+    shifts = manifest.get("embedding_shifts") or [[0, 0]]
+    tuned = ", ".join(f"{k} {v}" for k, v in params.items())
+    splits = ", ".join(f"{n:,} {s}" for s, n in (manifest.get("split_sizes") or {}).items())
+    pooled = f", averaged over shifts {', '.join(str(tuple(s)) for s in shifts)}" if len(shifts) > 1 else ""
     rows = [
         ("index", str(index_dir)),
-        ("images", f"{manifest.get('count', '?'):,} ({manifest.get('dataset', '?')}: "
-                   + ", ".join(f"{n:,} {s}" for s, n in (manifest.get('split_sizes') or {}).items()) + ")"),
-        ("index type", f"{manifest.get('index_type')}" + (f" {params}" if params else "")),
-        ("metric", f"{manifest.get('metric')}, transform {manifest.get('transform', 'none')}"),
-        ("z size", str(manifest.get("z_size"))),
+        ("images", f"{manifest.get('count', '?'):,} ({manifest.get('dataset', '?')}: {splits})"),
+        ("vectors", f"z of {manifest.get('z_size')} dimensions{pooled}"),
+        ("transform", "none" if manifest.get("transform", "none") == "none" else
+                      f"{manifest['transform']}: {whitening.get('whiten_dims') or 'all'} axes kept, "
+                      f"shrinkage {whitening.get('whiten_shrinkage')}"),
+        ("metric", str(manifest.get("metric"))),
+        ("index type", f"{manifest.get('index_type')}" + (f" ({tuned})" if tuned else "")),
         ("model", f"recipe {model.get('recipe')}, test MSE {_fmt(model.get('test_mse'))}"),
         ("encoder sha256", str(manifest.get("encoder_sha256"))),
         ("created", f"{manifest.get('created')} by aesearch {manifest.get('package_version')} "

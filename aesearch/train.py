@@ -179,7 +179,10 @@ def fit(
     n = len(train_split)
     steps_per_epoch = n // config.batch_size  # drop_last, as in the seed
     if steps_per_epoch == 0:
-        raise InvalidArgumentError(f"batch size {config.batch_size} is larger than the {n} training images")
+        raise InvalidArgumentError(
+            f"batch size {config.batch_size} is larger than the {n} training images: lower --batch-size"
+            " (or raise --limit)"
+        )
 
     # Adam with no decay is the seed's optimiser exactly; AdamW only when decay is asked for.
     optimizer_class = torch.optim.AdamW if config.weight_decay else torch.optim.Adam
@@ -280,7 +283,8 @@ def _progress_bar(total: int, description: str, enabled: bool):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=description, unit="batch", leave=False, dynamic_ncols=True)
+    # disable=None: no bar when stderr is not a terminal (a log file gets the summary lines only)
+    return tqdm(total=total, desc=description, unit="batch", leave=False, dynamic_ncols=True, disable=None)
 
 
 def curve_path(checkpoint_path: str | Path) -> Path:
@@ -305,8 +309,14 @@ def train_model(
             is still measured on the whole test split.
     """
     if out is not None:
+        if Path(out).suffix != ".safetensors":
+            raise InvalidArgumentError(
+                f"a checkpoint is a .safetensors file: name it like {Path(out).stem}.safetensors"
+            )
         check_writable(out)
     data = load_fashion_mnist(data_dir)
+    if log:
+        log(f"Fashion-MNIST from {data.source}")
     if limit is not None:
         data = replace(data, train=data.train.head(limit))
     result = fit(config, data, progress=progress, log=log)

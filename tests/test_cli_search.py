@@ -97,7 +97,9 @@ BAD_QUERIES = [
     (["query", "{good}", "-k", "-4"], "k must be an integer from 1 to 120"),
     (["query", "{good}", "-k", "121"], "k must be an integer from 1 to 120"),
     (["query", "--id", "500"], "id must be an integer from 0 to 119"),
-    (["query"], "give either an IMAGE file or --id N"),
+    (["query"], "give an IMAGE file to search with, or --id N"),
+    (["query", "{good}", "--id", "3"], "give an IMAGE file or --id N, not both"),
+    (["query", "{good}", "--out", "{bad}/result.txt"], "name it .png, .jpg or .webp"),
     (["query", "{good}", "--model", "{other_model}"], "does not match the index"),
     (["query", "{good}", "--index-dir", "{bad}/nowhere"], "no index at .*run `aesearch build-index"),
     (["info", "--index-dir", "{bad}/nowhere"], "no index at"),
@@ -143,3 +145,31 @@ def test_damaged_bundle_file_through_the_cli(bundle_copy, query_png, how):
     assert result.exit_code == 1 and "images.npy" in result.output and "rebuild" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert folder_digest(bundle_copy) == before
+
+
+def test_serve_on_a_busy_port_is_one_line(tiny_bundle):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = run("serve", "--index-dir", tiny_bundle, "--port", port)
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"Error: cannot listen on 127.0.0.1:{port} (Address already in use): choose another --port or --host"
+    )
+
+
+def test_info_on_a_damaged_bundle_is_one_line_unless_asked_not_to_verify(bundle_copy):
+    (bundle_copy / "trust.json").write_text("{}")
+    result = run("info", "--index-dir", bundle_copy)
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert "trust.json is damaged" in result.output
+    unverified = run("info", "--index-dir", bundle_copy, "--no-verify")
+    assert unverified.exit_code == 0 and "Integrity" not in unverified.output and "trust.json" in unverified.output
+
+
+def test_train_refuses_a_checkpoint_name_that_is_not_safetensors(fake_data_dir, tmp_path):
+    result = run("train", "--data-dir", fake_data_dir, "--limit", "64", "--out", tmp_path / "model.txt")
+    assert result.exit_code == 1 and "name it like model.safetensors" in result.output

@@ -21,14 +21,23 @@ def place_files(folder, gz=True, torchvision_layout=False):
     return folder
 
 
-def test_nothing_found_names_every_place_and_both_remedies(no_real_data):
+def test_nothing_found_names_every_place_and_both_remedies(no_real_data, monkeypatch):
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(no_real_data / "from-env"))
     with pytest.raises(DataNotFoundError) as info:
-        data.load_fashion_mnist(no_real_data / "explicit")
+        data.load_fashion_mnist()
     message = str(info.value)
     assert "\n" not in message
-    for place in ("explicit", "data", "no-debian"):
+    for place in ("from-env", "data", "no-debian"):
         assert place in message
     assert "apt-get install dataset-fashion-mnist" in message and "internet" in message
+
+
+def test_an_explicit_folder_is_the_only_place_looked_in(no_real_data):
+    place_files(no_real_data / "no-debian")  # data elsewhere must not be used instead
+    assert data.find_data_dir(no_real_data / "mine") is None
+    with pytest.raises(DataNotFoundError, match=r"no Fashion-MNIST in .*mine .*--data-dir names") as info:
+        data.load_fashion_mnist(no_real_data / "mine")
+    assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("where", ["explicit", "env", "local", "debian"])
@@ -48,6 +57,7 @@ def test_search_order_prefers_explicit_then_env_then_local_then_debian(no_real_d
     monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp / "from-env"))
     assert data.find_data_dir(tmp / "mine") == tmp / "mine"
     assert data.find_data_dir() == tmp / "from-env"
+    assert data.candidate_dirs(tmp / "mine") == [tmp / "mine"]
     monkeypatch.delenv(data.DATA_DIR_ENV)
     assert data.find_data_dir() == tmp / "data"
     (tmp / "data" / NAMES[0]).with_suffix(".gz").unlink()  # an incomplete folder is skipped
