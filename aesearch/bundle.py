@@ -73,7 +73,7 @@ def no_index_message(path: Path) -> str:
 
 
 def _rebuild(path: Path) -> str:
-    return f"rebuild with `aesearch build-index --index-dir {path}`"
+    return f"rebuild with `aesearch build-index --index-dir {path}` (--model CHECKPOINT reuses a trained model)"
 
 
 def manifest_digest(manifest: dict) -> str:
