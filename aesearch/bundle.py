@@ -27,7 +27,7 @@ import numpy as np
 from ._version import __version__
 from .atomic import atomic_folder
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .errors import BundleError, CheckpointError
+from .errors import BundleError, CheckpointError, reason
 from .index import AffineTransform, IndexSpec, VectorIndex
 from .trust import TrustCalibration
 
@@ -215,7 +215,9 @@ def load_bundle(path: str | Path, *, model: str | Path | None = None) -> Bundle:
         metadata = np.load(path / METADATA_FILE, allow_pickle=False)
         trust = TrustCalibration.from_dict(json.loads((path / TRUST_FILE).read_text()))
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise BundleError(f"{path} holds a file that cannot be read ({_first_line(exc)}): {rebuild}") from None
+        raise BundleError(
+            f"{path} holds a file that cannot be read ({reason(exc, last_line=True)}): {rebuild}"
+        ) from None
 
     count, z_size = manifest.get("count"), checkpoint.model_config.z_size
     problems = [
@@ -254,8 +256,3 @@ def _sha256(path: Path) -> str:
         while chunk := f.read(1 << 22):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[-1][:160] if text else type(exc).__name__

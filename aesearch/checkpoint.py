@@ -20,7 +20,7 @@ import numpy as np
 from ._version import __version__
 from .architecture import ModelConfig, parameter_shapes
 from .atomic import atomic_path
-from .errors import CheckpointError
+from .errors import CheckpointError, reason
 
 FORMAT = "aesearch-checkpoint"
 FORMAT_VERSION = 1
@@ -89,7 +89,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             metadata = f.metadata() or {}
             weights = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
     except (SafetensorError, OSError, ValueError, MemoryError) as exc:
-        raise CheckpointError(f"{not_ours} ({_short(exc)}): pass a file written by `aesearch train`") from None
+        raise CheckpointError(f"{not_ours} ({reason(exc)}): pass a file written by `aesearch train`") from None
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{not_ours} (no aesearch metadata): pass a file written by `aesearch train`")
     try:
@@ -97,7 +97,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         version = int(record["format_version"])
         model_config = ModelConfig.from_dict(record["model_config"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path} has damaged metadata ({_short(exc)}): retrain with `aesearch train`") from None
+        raise CheckpointError(f"{path} has damaged metadata ({reason(exc)}): retrain with `aesearch train`") from None
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path} is checkpoint format {version}, newer than this aesearch ({__version__}) reads "
@@ -126,8 +126,3 @@ def _check_weights(weights: dict[str, np.ndarray], config: ModelConfig, path: Pa
             )
         if not np.all(np.isfinite(weights[name])):
             raise CheckpointError(f"{path} is damaged ({name} holds NaN or infinite values): retrain the model")
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:200]

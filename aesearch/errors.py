@@ -30,3 +30,9 @@ class ImageError(AesearchError):
 
 class InvalidArgumentError(AesearchError, ValueError):
     """An option or argument is out of range (k of 0, a negative batch size, ...)."""
+
+
+def reason(exc: BaseException, *, last_line: bool = False) -> str:
+    """A library exception as a short clause for our one-line messages (first or last line, capped)."""
+    lines = str(exc).strip().splitlines()
+    return (lines[-1] if last_line else lines[0])[:200] if lines else type(exc).__name__

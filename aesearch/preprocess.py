@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import ImageError, reason
 
 SIZE = 28
 DEFAULT_MAX_PIXELS = 50_000_000  # ~7000 x 7000; decompression bombs are refused before decoding
@@ -142,9 +142,7 @@ def open_image(source: str | Path | bytes | Image.Image, *, max_pixels: int = DE
             image.load()
             return ImageOps.exif_transpose(image)
         except (OSError, SyntaxError, ValueError, EOFError, IndexError, Image.DecompressionBombError) as exc:
-            raise ImageError(
-                f"{label} is truncated or damaged ({_first_line(exc)}): re-export or re-download it"
-            ) from None
+            raise ImageError(f"{label} is truncated or damaged ({reason(exc)}): re-export or re-download it") from None
 
 
 def _pil_to_grey_alpha(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
@@ -267,8 +265,3 @@ def _as_numpy(source: Any) -> np.ndarray:
     if hasattr(source, "detach"):  # a torch tensor, without importing torch
         return source.detach().cpu().numpy()
     return source
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:160] if text else type(exc).__name__
