@@ -9,7 +9,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Python packages into a virtual environment, then Fashion-MNIST if it is nowhere to be found
 # (Debian/Ubuntu: the dataset-fashion-mnist package; elsewhere torchvision downloads it on first use).
 setup: $(VENV)/.installed
-	@if ! $(BIN)/python -c "from aesearch.data import find_data_dir; raise SystemExit(find_data_dir() is None)"; then \
+	@if ! $(BIN)/python -c "from aesearch.sources.fashion_mnist import find_data_dir; raise SystemExit(find_data_dir() is None)"; then \
 	  $(MAKE) --no-print-directory apt PACKAGES=dataset-fashion-mnist; fi
 
 # The tests also drive a real headless Chromium (Debian's chromium and chromium-driver).

@@ -23,22 +23,22 @@ from .errors import (
 # No name here may equal a submodule's name: importing the submodule would rebind it.
 _LAZY = {
     # training side (imports torch)
-    "AutoEncoder": "model",
-    "TrainConfig": "train",
-    "TrainResult": "train",
-    "fit": "train",
-    "train_model": "train",
-    "load_fashion_mnist": "data",
+    "AutoEncoder": "model.network",
+    "TrainConfig": "training.train",
+    "TrainResult": "training.train",
+    "fit": "training.train",
+    "train_model": "training.train",
+    "load_fashion_mnist": "sources.fashion_mnist",
     # torch-free: the query path
-    "SearchEngine": "engine",
-    "QueryResult": "engine",
-    "Hit": "engine",
-    "build_index": "build",
-    "ModelConfig": "architecture",
-    "Checkpoint": "checkpoint",
-    "load_checkpoint": "checkpoint",
-    "save_checkpoint": "checkpoint",
-    "NumpyAutoEncoder": "runtime",
+    "SearchEngine": "search.engine",
+    "QueryResult": "search.engine",
+    "Hit": "search.engine",
+    "build_index": "pipelines.build",
+    "ModelConfig": "model.architecture",
+    "Checkpoint": "model.checkpoint",
+    "load_checkpoint": "model.checkpoint",
+    "save_checkpoint": "model.checkpoint",
+    "NumpyAutoEncoder": "model.runtime",
 }
 
 __all__ = [
@@ -81,11 +81,11 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .architecture import ModelConfig
-    from .build import build_index
-    from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-    from .data import load_fashion_mnist
-    from .engine import Hit, QueryResult, SearchEngine
-    from .model import AutoEncoder
-    from .runtime import NumpyAutoEncoder
-    from .train import TrainConfig, TrainResult, fit, train_model
+    from .model.architecture import ModelConfig
+    from .model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+    from .model.network import AutoEncoder
+    from .model.runtime import NumpyAutoEncoder
+    from .pipelines.build import build_index
+    from .search.engine import Hit, QueryResult, SearchEngine
+    from .sources.fashion_mnist import load_fashion_mnist
+    from .training.train import TrainConfig, TrainResult, fit, train_model

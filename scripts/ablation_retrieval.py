@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from aesearch import SearchEngine, TrainConfig, build_index, train_model
-from aesearch.evaluate import evaluate
+from aesearch.quality.evaluate import evaluate
 
 RECIPES = {"seed": "seed recipe (the article's)", "default": "default recipe"}
 PHASES = ((0, 0), (1, 1))

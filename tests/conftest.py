@@ -61,7 +61,7 @@ def write_fake_fashion_mnist(folder: Path, *, gz: bool = True, torchvision_layou
 @pytest.fixture
 def no_real_data(monkeypatch, tmp_path):
     """Hide every real place Fashion-MNIST could be found, and forbid downloads."""
-    from aesearch import data
+    from aesearch.sources import fashion_mnist as data
 
     monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
     monkeypatch.setattr(data, "DEBIAN_DATA_DIR", tmp_path / "no-debian")
@@ -78,7 +78,7 @@ def fake_data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def fake_data(fake_data_dir):
-    from aesearch.data import load_fashion_mnist
+    from aesearch.sources.fashion_mnist import load_fashion_mnist
 
     return load_fashion_mnist(fake_data_dir, download=False)
 
@@ -86,7 +86,7 @@ def fake_data(fake_data_dir):
 @pytest.fixture(scope="session")
 def real_data():
     """The real Fashion-MNIST. CI sets AESEARCH_REQUIRE_DATA=1 so a missing dataset fails there."""
-    from aesearch.data import find_data_dir, load_fashion_mnist
+    from aesearch.sources.fashion_mnist import find_data_dir, load_fashion_mnist
 
     if find_data_dir() is None and os.environ.get("AESEARCH_REQUIRE_DATA") != "1":
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
@@ -100,8 +100,8 @@ def tiny_checkpoint(z_size: int = 314, seed: int = 0):
     """A seeded random-init model: good enough to test every path, trained for none."""
     import torch
 
-    from aesearch.checkpoint import Checkpoint
-    from aesearch.model import AutoEncoder, ModelConfig
+    from aesearch.model.checkpoint import Checkpoint
+    from aesearch.model.network import AutoEncoder, ModelConfig
 
     torch.manual_seed(seed)
     model = AutoEncoder(ModelConfig(z_size=z_size))
@@ -111,9 +111,9 @@ def tiny_checkpoint(z_size: int = 314, seed: int = 0):
 def make_bundle(path: Path, *, n: int = 120, checkpoint=None, index_type: str = "flat", metric: str = "l2",
                 transform: str = "none", images=None, labels=None) -> Path:  # fmt: skip
     """Write a real bundle of n synthetic images (ids 0..n-1: 3/4 "train", 1/4 "test")."""
-    from aesearch.build import assemble_bundle
-    from aesearch.bundle import METADATA_DTYPE
-    from aesearch.index import IndexSpec
+    from aesearch.pipelines.build import assemble_bundle
+    from aesearch.search.index import IndexSpec
+    from aesearch.store.bundle import METADATA_DTYPE
 
     checkpoint = checkpoint or tiny_checkpoint()
     images = synthetic_images(n) if images is None else images
@@ -153,8 +153,8 @@ def trained_bundle(tmp_path_factory) -> Path:
     """A bundle whose model has actually learned the synthetic shapes (a few seconds of training)."""
     import torch
 
-    from aesearch.data import FashionMNIST, Split
-    from aesearch.train import TrainConfig, fit, to_checkpoint
+    from aesearch.sources.fashion_mnist import FashionMNIST, Split
+    from aesearch.training.train import TrainConfig, fit, to_checkpoint
 
     images = synthetic_images(720, seed=5)
     labels = torch.from_numpy(synthetic_labels(720)).long()

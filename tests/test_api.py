@@ -12,8 +12,8 @@ def test_every_exported_name_resolves():
 
 
 def test_exported_names_are_not_shadowed_by_submodules():
-    import aesearch.build
-    import aesearch.engine
+    import aesearch.pipelines.build
+    import aesearch.search.engine
 
     assert callable(aesearch.build_index) and isinstance(aesearch.SearchEngine, type)
 
@@ -25,7 +25,7 @@ def test_the_query_path_never_imports_torch(tiny_bundle, tmp_path):
         "from aesearch import SearchEngine\n"
         f"engine = SearchEngine.load({str(tiny_bundle)!r})\n"
         "engine.query(engine.image(3), k=2)\n"
-        "from aesearch.cli import cli\n"
+        "from aesearch.interfaces.cli import cli\n"
         "print(sorted(m for m in ('torch', 'torchvision', 'matplotlib') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)

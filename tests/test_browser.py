@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 from PIL import Image
 
-from aesearch.server import create_app
+from aesearch.interfaces.server import create_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -68,7 +68,7 @@ def test_upload_through_the_page_shows_reconstruction_and_k_neighbours(live_serv
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from aesearch.engine import SearchEngine
+    from aesearch.search.engine import SearchEngine
 
     query = tmp_path / "query.png"
     Image.fromarray(SearchEngine.load(trained_bundle).image(700)).save(query)  # a test-split image

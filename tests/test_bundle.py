@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aesearch.bundle import MANIFEST, load_bundle, manifest_digest, read_manifest
-from aesearch.checkpoint import save_checkpoint
 from aesearch.errors import BundleError
+from aesearch.model.checkpoint import save_checkpoint
+from aesearch.store.bundle import MANIFEST, load_bundle, manifest_digest, read_manifest
 from tests.conftest import folder_digest, make_bundle, tiny_checkpoint
 
 
@@ -65,7 +65,7 @@ def corrupt(bundle: Path, how: str) -> None:
         # only the encoder check can catch this one.
         save_checkpoint(bundle / "model.safetensors", tiny_checkpoint(seed=9))
         manifest = json.loads((bundle / MANIFEST).read_text())
-        from aesearch.bundle import _file_record
+        from aesearch.store.bundle import _file_record
 
         manifest["files"]["model.safetensors"] = _file_record(bundle / "model.safetensors")
         manifest["manifest_sha256"] = manifest_digest(manifest)
@@ -123,7 +123,7 @@ def test_failed_build_leaves_the_old_bundle_unchanged(bundle_copy, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("aesearch.bundle.np.save", disk_full)
+    monkeypatch.setattr("aesearch.store.bundle.np.save", disk_full)
     with pytest.raises(OSError, match="No space left"):
         make_bundle(bundle_copy, n=60)
     assert folder_digest(bundle_copy) == before
@@ -134,7 +134,7 @@ def test_failed_build_leaves_the_old_bundle_unchanged(bundle_copy, monkeypatch):
 KILLED_BUILD = """
 import sys, time
 import numpy as np
-import aesearch.bundle
+import aesearch.store.bundle
 from tests.conftest import make_bundle
 
 real_save = np.save
@@ -143,7 +143,7 @@ def slow_save(*args, **kwargs):
     print("writing", flush=True)
     time.sleep(60)  # killed here, half-way through writing the new bundle
 
-aesearch.bundle.np.save = slow_save
+aesearch.store.bundle.np.save = slow_save
 make_bundle(__import__("pathlib").Path(sys.argv[1]), n=60)
 """
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from aesearch.checkpoint import Checkpoint, encoder_sha256, load_checkpoint, save_checkpoint
 from aesearch.errors import CheckpointError
-from aesearch.model import AutoEncoder, ModelConfig
-from aesearch.runtime import NumpyAutoEncoder
+from aesearch.model.checkpoint import Checkpoint, encoder_sha256, load_checkpoint, save_checkpoint
+from aesearch.model.network import AutoEncoder, ModelConfig
+from aesearch.model.runtime import NumpyAutoEncoder
 
 
 def make_checkpoint(z_size=24, seed=0, **info):

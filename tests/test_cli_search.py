@@ -7,9 +7,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from aesearch.bundle import load_bundle
-from aesearch.checkpoint import save_checkpoint
-from aesearch.cli import cli
+from aesearch.interfaces.cli import cli
+from aesearch.model.checkpoint import save_checkpoint
+from aesearch.store.bundle import load_bundle
 from tests.conftest import folder_digest, tiny_checkpoint
 from tests.test_preprocess import write_bad_file
 

@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from aesearch import data
 from aesearch.errors import DataError, DataNotFoundError
+from aesearch.sources import fashion_mnist as data
 from tests.conftest import synthetic_images, write_fake_fashion_mnist, write_idx
 
 NAMES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]

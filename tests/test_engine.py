@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from aesearch.engine import SearchEngine
 from aesearch.errors import InvalidArgumentError
-from aesearch.model import AutoEncoder
+from aesearch.model.network import AutoEncoder
+from aesearch.search.engine import SearchEngine
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from aesearch.cli import cli
-from aesearch.engine import SearchEngine
-from aesearch.evaluate import evaluate
+from aesearch.interfaces.cli import cli
+from aesearch.quality.evaluate import evaluate
+from aesearch.search.engine import SearchEngine
 from tests.conftest import make_bundle, synthetic_images
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from aesearch.errors import InvalidArgumentError
-from aesearch.index import AffineTransform, IndexSpec, VectorIndex, check_index_type, recall_at_k
+from aesearch.search.index import AffineTransform, IndexSpec, VectorIndex, check_index_type, recall_at_k
 
 
 def clustered(n=3000, d=24, seed=0):

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from aesearch.cli import cli
-from aesearch.engine import SearchEngine
 from aesearch.errors import InvalidArgumentError
-from aesearch.latent_map import latent_map, project
+from aesearch.interfaces.cli import cli
+from aesearch.quality.latent_map import latent_map, project
+from aesearch.search.engine import SearchEngine
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_the_projection_is_cached_per_bundle(engine):
     assert not first.from_cache and second.from_cache
     np.testing.assert_array_equal(first.coords, second.coords)
     assert len(list((engine.bundle.path / "cache").iterdir())) == 1
-    from aesearch.bundle import load_bundle
+    from aesearch.store.bundle import load_bundle
 
     load_bundle(engine.bundle.path)  # the cache does not upset the bundle's own checks
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from aesearch.metrics import (
+from aesearch.quality.metrics import (
     average_precision_at_k,
     mean_average_precision_at_k,
     neighbour_confusion,

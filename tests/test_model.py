@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aesearch.model import AutoEncoder, ModelConfig, from_patch_layout, parameter_shapes, to_patch_layout
+from aesearch.model.network import AutoEncoder, ModelConfig, from_patch_layout, parameter_shapes, to_patch_layout
 
 
 def test_parameters_have_the_seed_shapes_and_count():

@@ -2,9 +2,9 @@
 
 import pytest
 
-from aesearch.data import CLASS_NAMES
-from aesearch.model import AutoEncoder
-from aesearch.train import TrainConfig, fit, reconstruction_mse
+from aesearch.model.network import AutoEncoder
+from aesearch.sources.fashion_mnist import CLASS_NAMES
+from aesearch.training.train import TrainConfig, fit, reconstruction_mse
 
 pytestmark = pytest.mark.realdata
 
@@ -33,9 +33,9 @@ def real_bundle(real_data, tmp_path_factory):
     """A small model trained on a slice for one epoch, then the real 70,000-image bundle."""
     from dataclasses import replace
 
-    from aesearch.build import build_index
-    from aesearch.checkpoint import save_checkpoint
-    from aesearch.train import to_checkpoint
+    from aesearch.model.checkpoint import save_checkpoint
+    from aesearch.pipelines.build import build_index
+    from aesearch.training.train import to_checkpoint
 
     folder = tmp_path_factory.mktemp("real")
     sliced = replace(real_data, train=real_data.train.head(4096), test=real_data.test.head(1000))
@@ -46,7 +46,7 @@ def real_bundle(real_data, tmp_path_factory):
 
 
 def test_real_bundle_finds_a_test_image_first_at_distance_zero(real_bundle, real_data):
-    from aesearch.engine import SearchEngine
+    from aesearch.search.engine import SearchEngine
 
     engine = SearchEngine.load(real_bundle)
     assert len(engine) == 70_000
@@ -59,7 +59,7 @@ def test_real_bundle_finds_a_test_image_first_at_distance_zero(real_bundle, real
 
 def test_real_images_in_other_forms_find_the_original_first(real_bundle, real_data):
     """Inverted, enlarged, RGBA, 16-bit, palette and off-centre versions of real test images."""
-    from aesearch.engine import SearchEngine
+    from aesearch.search.engine import SearchEngine
     from tests.test_preprocess import variants
 
     engine = SearchEngine.load(real_bundle)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from aesearch.checkpoint import Checkpoint
-from aesearch.model import AutoEncoder, ModelConfig
-from aesearch.runtime import NumpyAutoEncoder
+from aesearch.model.checkpoint import Checkpoint
+from aesearch.model.network import AutoEncoder, ModelConfig
+from aesearch.model.runtime import NumpyAutoEncoder
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from aesearch.engine import SearchEngine
-from aesearch.server import create_app
+from aesearch.interfaces.server import create_app
+from aesearch.search.engine import SearchEngine
 from tests.conftest import folder_digest
 from tests.test_preprocess import BAD_FILES
 

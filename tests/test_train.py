@@ -7,12 +7,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from aesearch.checkpoint import load_checkpoint
-from aesearch.cli import cli
-from aesearch.data import FashionMNIST, Split
 from aesearch.errors import InvalidArgumentError
-from aesearch.model import AutoEncoder, ModelConfig
-from aesearch.train import RECIPES, TrainConfig, curve_path, fit, reconstruction_mse
+from aesearch.interfaces.cli import cli
+from aesearch.model.checkpoint import load_checkpoint
+from aesearch.model.network import AutoEncoder, ModelConfig
+from aesearch.sources.fashion_mnist import FashionMNIST, Split
+from aesearch.training.train import RECIPES, TrainConfig, curve_path, fit, reconstruction_mse
 from tests.conftest import synthetic_images, synthetic_labels
 
 
@@ -121,8 +121,8 @@ def test_cli_train_without_data_says_how_to_get_it(no_real_data):
 
 
 def test_corruption_shifts_masks_and_adds_noise():
-    from aesearch.model import from_patch_layout, to_patch_layout
-    from aesearch.train import _corrupt
+    from aesearch.model.network import from_patch_layout, to_patch_layout
+    from aesearch.training.train import _corrupt
 
     x = to_patch_layout(torch.from_numpy(synthetic_images(8)).float().div(255))
     generator = torch.Generator().manual_seed(0)

@@ -6,9 +6,9 @@ from click.testing import CliRunner
 from matplotlib import cbook
 from PIL import Image
 
-from aesearch.cli import cli
-from aesearch.engine import SearchEngine
-from aesearch.trust import JOINT_PERCENTILE, THRESHOLD_PERCENTILE, calibrate
+from aesearch.interfaces.cli import cli
+from aesearch.search.engine import SearchEngine
+from aesearch.search.trust import JOINT_PERCENTILE, THRESHOLD_PERCENTILE, calibrate
 
 
 def half_full(n):

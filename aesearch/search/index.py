@@ -22,7 +22,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from .errors import InvalidArgumentError
+from aesearch.errors import InvalidArgumentError
 
 INDEX_TYPES = ("flat", "hnsw", "ivf", "sq8")
 METRICS = ("l2", "cosine")

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .architecture import C1, C2, FLAT, GRID, IMAGE_SIZE, ModelConfig, parameter_shapes
+from aesearch.model.architecture import C1, C2, FLAT, GRID, IMAGE_SIZE, ModelConfig, parameter_shapes
 
 __all__ = ["AutoEncoder", "ModelConfig", "from_patch_layout", "parameter_shapes", "to_patch_layout"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .atomic import atomic_path
+from aesearch.store.atomic import atomic_path
 
 
 def _pyplot():

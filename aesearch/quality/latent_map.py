@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
-from .engine import QueryResult, SearchEngine
-from .errors import InvalidArgumentError
+from aesearch.errors import InvalidArgumentError
+from aesearch.search.engine import QueryResult, SearchEngine
+from aesearch.store.atomic import atomic_path
 
 METHODS = ("pca", "tsne")
 TSNE_SAMPLE = 10_000
@@ -75,7 +75,7 @@ def latent_map(
     cache: bool = True,
 ) -> tuple[Projection, Path]:
     """Draw the map (and the query with its hits, if given) to out; return the projection too."""
-    from .plots import latent_map_figure
+    from aesearch.figures.plots import latent_map_figure
 
     projection = project(engine, method, cache=cache)
     labels = engine.bundle.metadata["label"][projection.ids]

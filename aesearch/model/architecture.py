@@ -1,6 +1,6 @@
 """The seed architecture's description: its configuration and parameter shapes.
 
-Torch-free on purpose: the PyTorch model (model.py), the NumPy runtime used on the query path
+Torch-free on purpose: the PyTorch model (network.py), the NumPy runtime used on the query path
 (runtime.py) and checkpoint validation (checkpoint.py) all read it.
 """
 

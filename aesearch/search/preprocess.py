@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError, reason
+from aesearch.errors import ImageError, reason
 
 SIZE = 28
 DEFAULT_MAX_PIXELS = 50_000_000  # ~7000 x 7000; decompression bombs are refused before decoding

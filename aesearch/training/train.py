@@ -20,11 +20,11 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from .atomic import check_writable
-from .checkpoint import Checkpoint, save_checkpoint
-from .data import FashionMNIST, Split, load_fashion_mnist
-from .errors import InvalidArgumentError
-from .model import AutoEncoder, ModelConfig, from_patch_layout, to_patch_layout
+from aesearch.errors import InvalidArgumentError
+from aesearch.model.checkpoint import Checkpoint, save_checkpoint
+from aesearch.model.network import AutoEncoder, ModelConfig, from_patch_layout, to_patch_layout
+from aesearch.sources.fashion_mnist import FashionMNIST, Split, load_fashion_mnist
+from aesearch.store.atomic import check_writable
 
 Precision = Literal["auto", "fp32", "bf16"]
 
@@ -322,7 +322,7 @@ def train_model(
     result = fit(config, data, progress=progress, log=log)
     if out is not None:
         save_checkpoint(out, to_checkpoint(result))
-        from .plots import training_curve
+        from aesearch.figures.plots import training_curve
 
         training_curve(
             [asdict(h) for h in result.history],

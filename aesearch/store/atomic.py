@@ -104,7 +104,7 @@ def _process_alive(pid: int) -> bool:
 
 def check_writable(path: str | Path) -> None:
     """Fail early, before hours of work, if a file cannot be written at path."""
-    from .errors import InvalidArgumentError
+    from aesearch.errors import InvalidArgumentError
 
     path = Path(path)
     if path.is_dir():

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import click
 
-from . import tables
-from ._version import __version__
-from .errors import AesearchError
+from aesearch._version import __version__
+from aesearch.errors import AesearchError
+from aesearch.interfaces import tables
 
 
 class _Group(click.Group):
@@ -75,7 +75,7 @@ def cli() -> None:
 )
 def train(recipe, epochs, batch_size, lr, z_size, seed, device, precision, data_dir, limit, out) -> None:
     """Train the AutoEncoder; write a self-describing checkpoint and its training curve."""
-    from .train import TrainConfig, curve_path, train_model
+    from aesearch.training.train import TrainConfig, curve_path, train_model
 
     config = TrainConfig.for_recipe(
         recipe, epochs=epochs, batch_size=batch_size, lr=lr, z_size=z_size, seed=seed, device=device,
@@ -162,8 +162,8 @@ def build_index_command(
     The bundle is built beside the target and swapped in only when complete: an interrupted build
     leaves the previous one as it was.
     """
-    from .build import DEFAULT_EMBEDDING_SHIFTS, build_index
-    from .train import TrainConfig
+    from aesearch.pipelines.build import DEFAULT_EMBEDDING_SHIFTS, build_index
+    from aesearch.training.train import TrainConfig
 
     config = TrainConfig.for_recipe(recipe, epochs=epochs) if model is None else None
     shifts = DEFAULT_EMBEDDING_SHIFTS if phase_pooling else ((0, 0),)
@@ -198,8 +198,8 @@ def build_index_command(
 )
 def query(image, k, index_dir, query_id, out, no_picture, as_json, max_pixels, model) -> None:
     """Find the K images nearest to IMAGE; show them with the query's reconstruction."""
-    from .engine import SearchEngine
-    from .errors import InvalidArgumentError
+    from aesearch.errors import InvalidArgumentError
+    from aesearch.search.engine import SearchEngine
 
     if image is None and query_id is None:
         raise InvalidArgumentError("give an IMAGE file to search with, or --id N for an indexed image")
@@ -244,9 +244,9 @@ def _default_picture_path(image: Path | None, query_id: int | None) -> Path:
 
 
 def _write_picture(engine, result, picture: Path, image: Path | None, query_id: int | None, label: str) -> None:
-    from .atomic import check_writable
-    from .preprocess import open_image
-    from .render import picture_format, render_result
+    from aesearch.figures.render import picture_format, render_result
+    from aesearch.search.preprocess import open_image
+    from aesearch.store.atomic import check_writable
 
     picture_format(picture)
     check_writable(picture)
@@ -273,7 +273,7 @@ def _write_picture(engine, result, picture: Path, image: Path | None, query_id: 
               help="Show the manifest without checking the files (to inspect a damaged bundle).")  # fmt: skip
 def info(index_dir, as_json, verify) -> None:
     """Show what an index bundle holds and how it was built, and verify its checksums."""
-    from .bundle import load_bundle, read_manifest
+    from aesearch.store.bundle import load_bundle, read_manifest
 
     manifest = read_manifest(index_dir)
     if verify:
@@ -303,10 +303,10 @@ def info(index_dir, as_json, verify) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 def eval_command(index_dir, baselines, protocol, index_types, report, as_json) -> None:
     """Measure search quality by class label, beside baselines and exact search."""
-    from .atomic import check_writable
-    from .engine import SearchEngine
-    from .evaluate import evaluate
-    from .plots import eval_report
+    from aesearch.figures.plots import eval_report
+    from aesearch.quality.evaluate import evaluate
+    from aesearch.search.engine import SearchEngine
+    from aesearch.store.atomic import check_writable
 
     types = None
     if index_types:
@@ -342,10 +342,10 @@ def eval_command(index_dir, baselines, protocol, index_types, report, as_json) -
 )
 def map_command(index_dir, image, query_id, k, method, out) -> None:
     """Draw the indexed latents in 2-D by class, with a query and its hits marked."""
-    from .atomic import check_writable
-    from .engine import SearchEngine
-    from .errors import InvalidArgumentError
-    from .latent_map import latent_map
+    from aesearch.errors import InvalidArgumentError
+    from aesearch.quality.latent_map import latent_map
+    from aesearch.search.engine import SearchEngine
+    from aesearch.store.atomic import check_writable
 
     if image is not None and query_id is not None:
         raise InvalidArgumentError("give --query IMAGE or --id N, not both")
@@ -383,7 +383,7 @@ def serve(index_dir, host, port, max_upload_mb) -> None:
     import uvicorn
     from threadpoolctl import threadpool_limits
 
-    from .server import create_app
+    from aesearch.interfaces.server import create_app
 
     app = create_app(index_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024))
     sock = _listening_socket(host, port)
@@ -398,7 +398,7 @@ def _listening_socket(host: str, port: int):
     """Bind before announcing anything, so a busy port is one clear error, not a server that dies."""
     import socket
 
-    from .errors import InvalidArgumentError
+    from aesearch.errors import InvalidArgumentError
 
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

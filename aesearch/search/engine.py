@@ -1,6 +1,6 @@
 """The search engine: the query path, wired in one place.
 
-    image -> preprocess (preprocess.py) -> encode (runtime.py) -> search (index.py) -> decode
+    image -> preprocess (preprocess.py) -> encode (model/runtime.py) -> search (index.py) -> decode
 
 No torch anywhere on this path: a cold `aesearch query` pays for NumPy, FAISS and Pillow only.
 """
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import Bundle, load_bundle
-from .errors import InvalidArgumentError
-from .preprocess import DEFAULT_MAX_PIXELS, ImageSource, preprocess_batch
-from .runtime import NumpyAutoEncoder
-from .trust import Trust
+from aesearch.errors import InvalidArgumentError
+from aesearch.model.runtime import NumpyAutoEncoder
+from aesearch.search.preprocess import DEFAULT_MAX_PIXELS, ImageSource, preprocess_batch
+from aesearch.search.trust import Trust
+from aesearch.store.bundle import Bundle, load_bundle
 
 DEFAULT_INDEX_DIR = Path("indexes/fashion-mnist")
 
@@ -78,7 +78,7 @@ class SearchEngine:
 
     @classmethod
     def load(cls, index_dir: str | Path = DEFAULT_INDEX_DIR, *, model: str | Path | None = None) -> SearchEngine:
-        """Load and verify a bundle (see bundle.py); model overrides its checkpoint if it matches."""
+        """Load and verify a bundle (see store/bundle.py); model overrides its checkpoint if it matches."""
         return cls(load_bundle(index_dir, model=model))
 
     def __len__(self) -> int:

@@ -19,16 +19,16 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .engine import SearchEngine
-from .errors import InvalidArgumentError
-from .index import AffineTransform, IndexSpec, VectorIndex, recall_at_k
-from .metrics import (
+from aesearch.errors import InvalidArgumentError
+from aesearch.quality.metrics import (
     mean_average_precision_at_k,
     neighbour_confusion,
     per_class_precision,
     precision_at_k,
     relevance,
 )
+from aesearch.search.engine import SearchEngine
+from aesearch.search.index import AffineTransform, IndexSpec, VectorIndex, recall_at_k
 
 DEPTH = 100  # neighbours retrieved per query: enough for mAP@100
 

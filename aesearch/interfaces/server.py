@@ -25,10 +25,10 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
-from ._version import __version__
-from .engine import DEFAULT_INDEX_DIR, SearchEngine
-from .errors import AesearchError, InvalidArgumentError
-from .preprocess import DEFAULT_MAX_PIXELS
+from aesearch._version import __version__
+from aesearch.errors import AesearchError, InvalidArgumentError
+from aesearch.search.engine import DEFAULT_INDEX_DIR, SearchEngine
+from aesearch.search.preprocess import DEFAULT_MAX_PIXELS
 
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import METADATA_DTYPE, write_bundle
-from .checkpoint import Checkpoint, load_checkpoint
-from .engine import DEFAULT_INDEX_DIR
-from .errors import InvalidArgumentError
-from .index import IndexSpec, VectorIndex, check_index_type
-from .runtime import NumpyAutoEncoder
-from .trust import TrustCalibration, calibrate
+from aesearch.errors import InvalidArgumentError
+from aesearch.model.checkpoint import Checkpoint, load_checkpoint
+from aesearch.model.runtime import NumpyAutoEncoder
+from aesearch.search.engine import DEFAULT_INDEX_DIR
+from aesearch.search.index import IndexSpec, VectorIndex, check_index_type
+from aesearch.search.trust import TrustCalibration, calibrate
+from aesearch.store.bundle import METADATA_DTYPE, write_bundle
 
 SPLITS = ("train", "test")
 # The default search space, chosen by scripts/ablation_retrieval.py on a validation split carved out
@@ -61,7 +61,7 @@ def build_index(
         The new bundle's manifest. The previous bundle at index_dir, if any, is replaced only
         once the new one is complete.
     """
-    from .atomic import check_writable
+    from aesearch.store.atomic import check_writable
 
     index_dir = Path(index_dir)
     if not 0 <= whiten_shrinkage <= 10:
@@ -76,7 +76,7 @@ def build_index(
         raise InvalidArgumentError(f"{index_dir} is a file: give a folder for the index (--index-dir)")
     check_writable(index_dir / "manifest.json")
 
-    from .data import load_fashion_mnist
+    from aesearch.sources.fashion_mnist import load_fashion_mnist
 
     data = load_fashion_mnist(data_dir)
     if log:
@@ -194,7 +194,7 @@ def encode_all(
 
 
 def _train(data, train_config, *, progress: bool, log) -> Checkpoint:
-    from .train import TrainConfig, fit, to_checkpoint
+    from aesearch.training.train import TrainConfig, fit, to_checkpoint
 
     config = train_config or TrainConfig.for_recipe("default")
     if log:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .atomic import atomic_path
+from aesearch.store.atomic import atomic_path
 
 TILE = 140  # 28 x 5: every 28x28 image is enlarged 5x with nearest-neighbour, so pixels stay crisp
 GAP = 14
@@ -86,7 +86,7 @@ def render_result(
 
 def picture_format(path: str | Path) -> str:
     """The image format for a picture path, from its extension."""
-    from .errors import InvalidArgumentError
+    from aesearch.errors import InvalidArgumentError
 
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:

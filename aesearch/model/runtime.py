@@ -2,7 +2,7 @@
 
 Importing torch costs about 2 s on the reference machine, more than the rest of a query
 together, so encoding and decoding at query time run here, on the checkpoint's weights, in the
-matmul-only form described in model.py. tests/test_runtime.py checks this against the PyTorch
+matmul-only form described in network.py. tests/test_runtime.py checks this against the PyTorch
 model (the oracle) to float32 rounding.
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .architecture import C1, C2, FLAT, GRID, IMAGE_SIZE, ModelConfig
-from .checkpoint import Checkpoint
+from aesearch.model.architecture import C1, C2, FLAT, GRID, IMAGE_SIZE, ModelConfig
+from aesearch.model.checkpoint import Checkpoint
 
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 _CHUNK = 256  # images per block: the ~6 MB of first-layer activations stay in cache (2x faster than 1024)
@@ -82,7 +82,7 @@ class NumpyAutoEncoder:
         if len(images) == 1:
             return self._encode_chunk(np.concatenate([images, images]))[:1]  # see _decode_chunk
         n = len(images)
-        # (n, k, r, p, l, s, q) -> (n, k, l, r, s, p, q): pixel (4k+2r+p, 4l+2s+q), as in model.py
+        # (n, k, r, p, l, s, q) -> (n, k, l, r, s, p, q): pixel (4k+2r+p, 4l+2s+q), as in network.py
         patches = images.reshape(n, GRID, 2, 2, GRID, 2, 2).transpose(0, 1, 4, 2, 5, 3, 6).reshape(n * 196, 4)
         h = self._leaky(patches @ self._w1)  # (n*7*7*2*2, 32)
         h = self._leaky(h.reshape(n * 49, 4 * C1) @ self._w2)  # (n*7*7, 64)

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ._version import __version__
-from .atomic import atomic_folder
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .errors import BundleError, CheckpointError, reason
-from .index import AffineTransform, IndexSpec, VectorIndex
-from .trust import TrustCalibration
+from aesearch._version import __version__
+from aesearch.errors import BundleError, CheckpointError, reason
+from aesearch.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from aesearch.search.index import AffineTransform, IndexSpec, VectorIndex
+from aesearch.search.trust import TrustCalibration
+from aesearch.store.atomic import atomic_folder
 
 FORMAT = "aesearch-index"
 FORMAT_VERSION = 1

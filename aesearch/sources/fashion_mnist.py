@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import DataError, DataNotFoundError
+from aesearch.errors import DataError, DataNotFoundError
 
 CLASS_NAMES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ._version import __version__
-from .architecture import ModelConfig, parameter_shapes
-from .atomic import atomic_path
-from .errors import CheckpointError, reason
+from aesearch._version import __version__
+from aesearch.errors import CheckpointError, reason
+from aesearch.model.architecture import ModelConfig, parameter_shapes
+from aesearch.store.atomic import atomic_path
 
 FORMAT = "aesearch-checkpoint"
 FORMAT_VERSION = 1

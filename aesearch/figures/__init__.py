@@ -1,0 +1,1 @@
+"""Pictures: the query result picture and matplotlib figures."""

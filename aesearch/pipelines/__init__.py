@@ -1,0 +1,1 @@
+"""The jobs that drive the layers below: building an index bundle."""

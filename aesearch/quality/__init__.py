@@ -1,0 +1,1 @@
+"""Measuring search quality: evaluation, metrics, the latent map."""

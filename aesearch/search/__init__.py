@@ -1,0 +1,1 @@
+"""The query path: preprocess -> encode -> search -> decode. Never imports torch."""

@@ -1,0 +1,1 @@
+"""Where images come from: Fashion-MNIST (found wherever it is installed)."""

@@ -1,0 +1,1 @@
+"""What is kept on disk: atomic writes and index bundles. Never imports torch."""

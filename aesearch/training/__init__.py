@@ -1,0 +1,1 @@
+"""Training the AutoEncoder (imports torch)."""
