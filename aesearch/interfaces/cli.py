@@ -301,7 +301,11 @@ def info(index_dir, as_json, verify) -> None:
     help="Report picture to write [default: INDEX_DIR-eval.png beside the bundle].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
-def eval_command(index_dir, baselines, protocol, index_types, report, as_json) -> None:
+@click.option("--exclude-near-duplicates", "near_duplicates", is_flag=False, flag_value=-1.0, default=None,
+              type=click.FloatRange(-1, 4), metavar="[T]",
+              help="Leave out each test query's near duplicates in the training split (distance <= T, default "
+                   "the `duplicates` threshold) before scoring.")  # fmt: skip
+def eval_command(index_dir, baselines, protocol, index_types, report, as_json, near_duplicates) -> None:
     """Measure search quality by class label, beside baselines and exact search."""
     from aesearch.figures.plots import eval_report
     from aesearch.quality.evaluate import evaluate
@@ -314,13 +318,69 @@ def eval_command(index_dir, baselines, protocol, index_types, report, as_json) -
     report_path = report or index_dir.with_name(f"{index_dir.name}-eval.png")
     check_writable(report_path)
     engine = SearchEngine.load(index_dir)
-    result = evaluate(engine, protocol=protocol, baselines=baselines, index_types=types)
+    if near_duplicates is not None and near_duplicates < 0:
+        from aesearch.quality.duplicates import DEFAULT_THRESHOLD
+
+        near_duplicates = DEFAULT_THRESHOLD
+    result = evaluate(engine, protocol=protocol, baselines=baselines, index_types=types,
+                      exclude_near_duplicates=near_duplicates)  # fmt: skip
     eval_report(result, engine.bundle.images, report_path)
     if as_json:
         click.echo(json.dumps({**result.to_dict(), "report": str(report_path)}))
         return
     click.echo(tables.eval_table(result))
     click.echo(f"Report picture: {report_path}")
+
+
+@cli.command()
+@INDEX_DIR_OPTION
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 4),
+    default=None,
+    help="Largest distance (as `query` reports it) between near duplicates [0.01]; 0: exact copies only.",
+)
+@click.option("--across-splits", is_flag=True, help="Only pairs in different splits (train/test leakage).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: threshold, pairs, groups.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV: one row per image in a group.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Picture of the largest groups [default: INDEX_DIR-duplicates.png beside the bundle].",
+)
+def duplicates(index_dir, threshold, across_splits, as_json, as_csv, out) -> None:  # fmt: skip
+    """Find groups of exact and near-duplicate images (range search + connected components)."""
+    from aesearch.errors import InvalidArgumentError
+    from aesearch.figures.groups import render_groups
+    from aesearch.figures.render import picture_format
+    from aesearch.quality.duplicates import DEFAULT_THRESHOLD, find_duplicates
+    from aesearch.search.engine import SearchEngine
+    from aesearch.store.atomic import check_writable
+
+    if as_json and as_csv:
+        raise InvalidArgumentError("give --json or --csv, not both")
+    out = out or index_dir.with_name(f"{index_dir.name}-duplicates.png")
+    picture_format(out)
+    check_writable(out)
+    engine = SearchEngine.load(index_dir)
+    threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+    report = find_duplicates(engine, threshold=threshold, across_splits=across_splits)
+    scope = " across splits" if across_splits else ""
+    render_groups(out, report.groups, engine.image, title=f"Duplicates{scope} at distance <= {threshold:g}")
+    if as_json:
+        click.echo(json.dumps({**report.to_dict(), "picture": str(out)}))
+    elif as_csv:
+        click.echo("group,id,split,path,exact,max_distance")
+        for n, group in enumerate(report.groups, start=1):
+            for id_, split, path in zip(group.ids, group.splits, group.paths, strict=True):
+                click.echo(f"{n},{id_},{split},{_csv_field(path)},{int(group.exact)},{group.max_distance}")
+    else:
+        click.echo(tables.duplicates_table(report))
+        click.echo(f"Picture: {out}")
+
+
+def _csv_field(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n\r') else text
 
 
 @cli.command("map")

@@ -11,6 +11,14 @@ def eval_table(report) -> str:
     lines = [
         f"{report.n_queries:,} {queries} queries against {report.n_database:,} training images; "
         f"relevant = same class.  Reconstruction MSE of the queries: {report.reconstruction_mse:.5f}",
+        *(
+            [
+                f"Left out: the training-split near duplicates (distance <= {report.near_duplicate_threshold:g}) of "
+                f"{report.queries_with_near_duplicates:,} queries"
+            ]
+            if report.near_duplicate_threshold is not None
+            else []
+        ),
         "",
         f"{'':<40} {'dims':>5} {'metric':>7} {'P@1':>7} {'P@10':>7} {'mAP@100':>8}",
     ]
@@ -69,3 +77,23 @@ def manifest_table(index_dir: Path, manifest: dict) -> str:
 
 def _fmt(value: object) -> str:
     return f"{value:.5f}" if isinstance(value, float) else str(value)
+
+
+def duplicates_table(report, *, shown: int = 10) -> str:
+    """A DuplicateReport as `aesearch duplicates` prints it: pairs by split, then the largest groups."""
+    search = report.method + (f", recall {report.probe_recall:.3f} on probes" if report.probe_recall else "")
+    lines = [
+        f"{report.n_images:,} images, threshold {report.threshold:g} ({report.metric} distance); "
+        f"{search}; {report.seconds:.1f} s",
+        "",
+        f"{'pairs':<24} {'exact':>8} {'near':>8}",
+    ]
+    lines += [f"{name:<24} {c['exact']:>8,} {c['near']:>8,}" for name, c in report.pairs.items()]
+    exact = sum(g.exact for g in report.groups)
+    lines += ["", f"{len(report.groups):,} groups ({exact:,} of exact copies), {report.images_in_groups:,} images"]
+    for n, group in enumerate(report.groups[:shown], start=1):
+        kind = "exact" if group.exact else f"<= {group.max_distance:.4f}"
+        members = [f"{i} {p or s}" for i, p, s in zip(group.ids, group.paths, group.splits, strict=True)]
+        more = f", ... ({len(members) - 6} more)" if len(members) > 6 else ""
+        lines.append(f"  {n:>3}. {len(group.ids)} images, {kind}: " + ", ".join(members[:6]) + more)
+    return "\n".join(lines)

@@ -69,6 +69,8 @@ class EvalReport:
     retrieval: list[RetrievalScores]  # the bundle's first, then any baselines
     indexes: list[IndexScores]
     examples: list[dict] = field(default_factory=list, repr=False)  # a few queries and their hits
+    near_duplicate_threshold: float | None = None  # neighbours this close across splits were left out
+    queries_with_near_duplicates: int = 0
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -89,6 +91,7 @@ def evaluate(
     index_types: list[str] | None = None,
     latency_queries: int = 200,
     examples: int = 6,
+    exclude_near_duplicates: float | None = None,
 ) -> EvalReport:
     """Evaluate a bundle under the protocol above.
 
@@ -100,6 +103,9 @@ def evaluate(
             vectors (default: the bundle's own type when it is approximate).
         latency_queries: single queries timed per index.
         examples: test queries (with hits) kept for the report picture.
+        exclude_near_duplicates: a distance threshold: each query's cross-split near duplicates
+            (its group in `aesearch duplicates --across-splits`) are removed from its neighbours,
+            so a test image is not rewarded for finding its own copy in the training split.
     """
     bundle = engine.bundle
     split = bundle.metadata["split"]
@@ -122,8 +128,11 @@ def evaluate(
 
     spec = IndexSpec("flat", bundle.index.spec.metric)
     exact = VectorIndex.build(latents[train_ids], spec, bundle.index.transform)
-    depth = min(DEPTH, len(train_ids))
-    _, neighbours = exact.search(latents[test_ids], depth)
+    excluded = _cross_split_duplicates(engine, exclude_near_duplicates, train_ids, test_ids, protocol)
+    extra = max((len(v) for v in excluded.values()), default=0)
+    depth = min(DEPTH, len(train_ids) - extra)  # every query keeps as many neighbours
+    _, neighbours = exact.search(latents[test_ids], depth + extra)
+    neighbours = _without(neighbours, excluded, depth)
     rows = [_scores(_describe(engine), exact.index.d, spec.metric, train_labels[neighbours], test_labels, n_classes)]
 
     if baselines:
@@ -133,7 +142,8 @@ def evaluate(
             (f"PCA-{latents.shape[1]} of pixels", _pca(pixels[train_ids], latents.shape[1])(pixels)),
         ):
             index = VectorIndex.build(vectors[train_ids], IndexSpec("flat", "l2"))
-            _, found = index.search(vectors[test_ids], depth)
+            _, found = index.search(vectors[test_ids], depth + extra)
+            found = _without(found, excluded, depth)
             rows.append(_scores(label, vectors.shape[1], "l2", train_labels[found], test_labels, n_classes))
 
     types = (
@@ -153,8 +163,37 @@ def evaluate(
     return EvalReport(
         bundle=str(bundle.path), protocol=protocol, class_names=list(bundle.class_names), n_queries=len(test_ids),
         n_database=len(train_ids), reconstruction_mse=reconstruction_mse, retrieval=rows, indexes=index_rows,
-        examples=kept,
+        examples=kept, near_duplicate_threshold=exclude_near_duplicates, queries_with_near_duplicates=len(excluded),
     )  # fmt: skip
+
+
+def _cross_split_duplicates(engine: SearchEngine, threshold: float | None, train_ids: np.ndarray,
+                            test_ids: np.ndarray, split_protocol: str) -> dict[int, np.ndarray]:  # fmt: skip
+    """Query row -> database rows in its cross-split duplicate group (empty without a threshold)."""
+    if threshold is None:
+        return {}
+    if split_protocol != "test":
+        raise InvalidArgumentError("near duplicates are excluded across the train/test splits: use --protocol test")
+    from aesearch.quality.duplicates import find_duplicates
+
+    train_row = {int(i): r for r, i in enumerate(train_ids)}
+    test_row = {int(i): r for r, i in enumerate(test_ids)}
+    excluded: dict[int, np.ndarray] = {}
+    for group in find_duplicates(engine, threshold=threshold, across_splits=True).groups:
+        database = np.array([train_row[i] for i in group.ids if i in train_row], dtype=np.int64)
+        for i in group.ids:
+            if i in test_row and len(database):
+                excluded[test_row[i]] = database
+    return excluded
+
+
+def _without(neighbours: np.ndarray, excluded: dict[int, np.ndarray], depth: int) -> np.ndarray:
+    """Each row's neighbours minus its excluded ones, cut to depth."""
+    out = neighbours[:, :depth].copy()
+    for row, drop in excluded.items():
+        kept = neighbours[row][~np.isin(neighbours[row], drop)]
+        out[row] = kept[:depth]
+    return out
 
 
 def _describe(engine: SearchEngine) -> str:

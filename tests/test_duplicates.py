@@ -1,0 +1,134 @@
+"""Duplicates: range search + connected components against brute-force oracles, on planted copies."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import make_bundle, synthetic_images, synthetic_labels
+
+from aesearch.interfaces.cli import cli
+from aesearch.quality.duplicates import connected_components, exact_classes, find_duplicates, near_pairs
+from aesearch.search.engine import SearchEngine
+
+
+def planted_images() -> tuple[np.ndarray, dict[str, list[int]]]:
+    """120 synthetic images with planted copies (ids 0-89 train, 90-119 test in make_bundle)."""
+    images = synthetic_images(120, seed=3)
+    images[10] = images[4]  # exact copy within train
+    images[95] = images[7]  # exact copy across splits
+    images[96] = images[7]  # ... a third member
+    images[20] = images[5]
+    images[20, 14, 14] = min(255, int(images[20, 14, 14]) + 3)  # near copy: one pixel a little brighter
+    return images, {"exact_train": [4, 10], "exact_across": [7, 95, 96], "near": [5, 20]}
+
+
+@pytest.fixture(scope="module")
+def planted_bundle(tmp_path_factory):
+    images, planted = planted_images()
+    path = make_bundle(tmp_path_factory.mktemp("dups") / "b", images=images, metric="cosine")
+    return path, planted
+
+
+def test_connected_components_match_scipy():
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components as oracle
+
+    rng = np.random.default_rng(0)
+    n = 500
+    a, b = rng.integers(0, n, 300), rng.integers(0, n, 300)
+    roots = connected_components(n, a, b)
+    _, labels = oracle(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)), directed=False)
+    # Same partition: two nodes share a root exactly when scipy gives them the same label.
+    assert len(np.unique(roots)) == len(np.unique(labels))
+    assert len(np.unique(np.stack([roots, labels]), axis=1)[0]) == len(np.unique(labels))
+    assert np.all(roots[roots] == roots), "every root is its own parent"
+
+
+@pytest.mark.parametrize("exact_limit", [10_000, 0], ids=["flat", "ivf"])
+def test_near_pairs_equal_brute_force(exact_limit):
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((1200, 16)).astype(np.float32)
+    x = np.concatenate([base, base[:60] + 0.01 * rng.standard_normal((60, 16)).astype(np.float32)])
+    radius = 0.05
+    squared = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    truth = {(i, j) for i, j in zip(*np.nonzero(squared < radius), strict=True) if i < j}
+    a, b, d, method, recall = near_pairs(x, radius, exact_limit=exact_limit)
+    found = set(zip(a.tolist(), b.tolist(), strict=True))
+    assert np.all(a < b) and len(found) == len(a), "each pair once, lower id first"
+    if exact_limit:
+        assert found == truth and recall is None and method == "exact range search"
+    else:
+        assert len(found & truth) >= 0.99 * len(truth) and found <= truth and recall >= 0.99
+    assert np.allclose(d, squared[a, b], atol=1e-4)
+
+
+def test_exact_classes_group_equal_pixels():
+    images, _ = planted_images()
+    classes = exact_classes(images)
+    assert classes[4] == classes[10] and classes[7] == classes[95] == classes[96]
+    assert classes[5] != classes[20]
+    assert len(np.unique(classes)) == 120 - 3
+
+
+def test_planted_copies_are_grouped(planted_bundle):
+    path, planted = planted_bundle
+    engine = SearchEngine.load(path)
+    report = find_duplicates(engine, threshold=0.001)
+    groups = {tuple(g.ids): g for g in report.groups}
+    assert groups[(7, 95, 96)].exact and groups[(4, 10)].exact
+    assert not groups[(5, 20)].exact and 0 < groups[(5, 20)].max_distance <= 0.001
+    assert [len(g.ids) for g in report.groups] == sorted((len(g.ids) for g in report.groups), reverse=True)
+    assert report.pairs["train/train"] == {"exact": 1, "near": 1}
+    assert report.pairs["train/test"]["exact"] == 2 and report.pairs["test/test"]["exact"] == 1
+
+    exact_only = find_duplicates(engine, threshold=0)
+    assert {tuple(g.ids) for g in exact_only.groups} == {(4, 10), (7, 95, 96)}
+
+    across = find_duplicates(engine, threshold=0.001, across_splits=True)
+    assert [g.ids for g in across.groups] == [[7, 95, 96]]
+    assert set(across.pairs) == {"train/test"}
+
+
+def test_duplicates_cli_json_csv_and_errors(planted_bundle, tmp_path):
+    path, _ = planted_bundle
+    runner = CliRunner()
+    out = tmp_path / "dups.png"
+    result = runner.invoke(cli, ["duplicates", "--index-dir", str(path), "--threshold", "0.001", "--json",
+                                 "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["threshold"] == 0.001 and data["groups"][0]["ids"] == [7, 95, 96]
+    assert data["groups"][0]["paths"] == ["", "", ""] and out.stat().st_size > 1000
+    result = runner.invoke(cli, ["duplicates", "--index-dir", str(path), "--csv", "--out", str(out)])
+    assert result.exit_code == 0 and result.output.splitlines()[0] == "group,id,split,path,exact,max_distance"
+    assert "1,7,train,,1,0.0" in result.output
+    for args, message in [
+        (["--json", "--csv"], "give --json or --csv, not both"),
+        (["--threshold", "-1"], "-1"),
+        (["--out", str(tmp_path / "x.gif")], "name it .png, .jpg or .webp"),
+    ]:
+        result = runner.invoke(cli, ["duplicates", "--index-dir", str(path), *args])
+        assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+
+
+def test_eval_excludes_cross_split_copies(tmp_path):
+    from aesearch.quality.evaluate import evaluate
+
+    images = synthetic_images(120, seed=4)
+    labels = synthetic_labels(120)
+    images[90:100] = images[0:10]  # ten test images are copies of training images
+    labels[90:100] = labels[0:10]
+    engine = SearchEngine.load(make_bundle(tmp_path / "b", images=images, labels=labels, metric="cosine"))
+    plain = evaluate(engine)
+    cleaned = evaluate(engine, exclude_near_duplicates=0.0001)
+    assert plain.queries_with_near_duplicates == 0 and cleaned.queries_with_near_duplicates == 10
+    assert cleaned.near_duplicate_threshold == 0.0001
+    hits = {e["query_id"]: [h["id"] for h in e["hits"]] for e in cleaned.examples}
+    for query, found in hits.items():
+        if 90 <= query < 100:
+            assert query - 90 not in found, "a query's own copy is left out of its neighbours"
+    with pytest.raises(Exception, match="--protocol test"):
+        evaluate(engine, protocol="validation", exclude_near_duplicates=0.01)
