@@ -74,7 +74,7 @@ def test_exact_classes_group_equal_pixels():
 
 
 def test_planted_copies_are_grouped(planted_bundle):
-    path, planted = planted_bundle
+    path, _ = planted_bundle
     engine = SearchEngine.load(path)
     report = find_duplicates(engine, threshold=0.001)
     groups = {tuple(g.ids): g for g in report.groups}
