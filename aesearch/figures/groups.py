@@ -32,7 +32,8 @@ def render_groups(path: str | Path, groups: list, image: Callable[[int], object]
     font, small, bold = _font(13), _font(11), _font(16)
     shown = groups[:MAX_GROUPS]
     caption_width = 150
-    width = GAP + caption_width + MAX_MEMBERS * (TILE + GAP)
+    columns = min(MAX_MEMBERS, max((len(g.ids) for g in shown), default=1))
+    width = max(560, GAP + caption_width + columns * (TILE + GAP))
     height = 36 + max(1, len(shown)) * (TILE + LABEL + GAP) + GAP
     canvas = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
