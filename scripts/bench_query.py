@@ -79,7 +79,7 @@ def main() -> None:
 
         import faiss
 
-        index, prepared = engine.bundle.index.index, engine.bundle.index.search_space(z)
+        index, prepared = engine.index.parts[0].index.index, engine.index.search_space(z)
         found = faiss.omp_get_max_threads()
         for threads in (1, len(os.sched_getaffinity(0))):
             faiss.omp_set_num_threads(threads)
@@ -90,7 +90,7 @@ def main() -> None:
         faiss.omp_set_num_threads(found)
 
         print("\n-- batch of 10,000 queries (the test split), exact search, k=10")
-        batch = np.asarray(engine.bundle.images[test_ids])
+        batch = engine.bundle.images(test_ids)
         start = time.perf_counter()
         engine.query_batch(batch, k=10)
         seconds = time.perf_counter() - start

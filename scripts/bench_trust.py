@@ -44,14 +44,14 @@ def main() -> None:
     parser.add_argument("--index-dir", default="indexes/fashion-mnist")
     args = parser.parse_args()
     engine = SearchEngine.load(args.index_dir)
-    ids = np.nonzero(engine.bundle.metadata["split"] == 1)[0]
-    results = engine.query_batch(np.asarray(engine.bundle.images[ids]), k=2)
+    ids = engine.bundle.live_ids()[engine.bundle.all_records()["split"] == 1]
+    results = engine.query_batch(engine.bundle.images(ids), k=2)
     # The test images are indexed too: judge each against its nearest *other* image, as a new
     # image of the same kind would be judged.
     flagged = 0
     for own, r in zip(ids, results, strict=True):
         nearest_other = next(h.distance for h in r.hits if h.id != own)
-        flagged += not engine.bundle.trust.assess(r.reconstruction_mse, nearest_other, r.query).in_distribution
+        flagged += not engine.trust.assess(r.reconstruction_mse, nearest_other, r.query).in_distribution
     print(f"genuine test images flagged (self excluded): {flagged} of {len(ids)} ({flagged / len(ids):.2%})")
     print(f"\n{'input':<22} {'recon %':>8} {'neighbour %':>12} {'content %':>10}  verdict")
     for name, image in unlike_inputs().items():

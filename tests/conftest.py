@@ -113,19 +113,19 @@ def make_bundle(path: Path, *, n: int = 120, checkpoint=None, index_type: str = 
     """Write a real bundle of n synthetic images (ids 0..n-1: 3/4 "train", 1/4 "test")."""
     from aesearch.pipelines.build import assemble_bundle
     from aesearch.search.index import IndexSpec
-    from aesearch.store.bundle import METADATA_DTYPE
+    from aesearch.store.records import new_records
 
     checkpoint = checkpoint or tiny_checkpoint()
     images = synthetic_images(n) if images is None else images
     n = len(images)
-    metadata = np.zeros(n, dtype=METADATA_DTYPE)
+    metadata = new_records(n)
     n_train = n * 3 // 4
     metadata["split"][n_train:] = 1
     metadata["position"] = np.concatenate([np.arange(n_train), np.arange(n - n_train)])
     metadata["label"] = synthetic_labels(n) if labels is None else labels
     info = {"dataset": "synthetic", "class_names": ["ellipse", "rectangle", "ring"], "split_names": ["train", "test"],
             "split_sizes": {"train": n_train, "test": n - n_train}}  # fmt: skip
-    assemble_bundle(path, checkpoint=checkpoint, images=images, metadata=metadata, info=info,
+    assemble_bundle(path, checkpoint=checkpoint, images=images, records=metadata, info=info,
                     spec=IndexSpec(index_type, metric, transform=transform))  # fmt: skip
     return path
 

@@ -12,7 +12,8 @@ import pytest
 
 from aesearch.errors import BundleError
 from aesearch.model.checkpoint import save_checkpoint
-from aesearch.store.bundle import MANIFEST, load_bundle, manifest_digest, read_manifest
+from aesearch.store.bundle import load_bundle, read_manifest
+from aesearch.store.manifest import MANIFEST, manifest_digest
 from tests.conftest import folder_digest, make_bundle, tiny_checkpoint
 
 
@@ -22,14 +23,18 @@ def test_round_trip(tiny_bundle):
     assert manifest["count"] == len(bundle) == 120
     assert manifest["z_size"] == 314 and manifest["metric"] == "l2" and manifest["index_type"] == "flat"
     assert manifest["encoder_sha256"] == bundle.checkpoint.encoder_sha256
-    assert set(manifest["files"]) == {"model.safetensors", "index.faiss", "images.npy", "metadata.npy", "trust.json"}
+    segment = {f"segments/base/{name}" for name in
+               ("records.npy", "images.npy", "embeddings.npy", "paths.bin", "path_offsets.npy", "index.faiss")}
+    assert set(manifest["files"]) == {"model.safetensors", "space/1/trust.json"} | segment
     assert all(len(f["sha256"]) == 64 for f in manifest["files"].values())
-    assert {"format_version", "package_version", "created", "model"} <= set(manifest)
-    assert bundle.images.shape == (120, 28, 28) and bundle.images.dtype == np.uint8
+    assert {"format_version", "package_version", "created", "model", "generation", "next_id"} <= set(manifest)
+    images = bundle.images(bundle.live_ids())
+    assert images.shape == (120, 28, 28) and images.dtype == np.uint8
+    np.testing.assert_array_equal(bundle.live_ids(), np.arange(120))
 
 
 def corrupt(bundle: Path, how: str) -> None:
-    target = bundle / "index.faiss"
+    target = bundle / "segments" / "base" / "index.faiss"
     if how == "missing file":
         target.unlink()
     elif how == "truncated file":
@@ -82,7 +87,7 @@ def corrupt(bundle: Path, how: str) -> None:
         ("garbage manifest", "manifest.json is damaged"),
         ("newer format", "newer than this aesearch"),
         ("not ours", "not an aesearch index manifest"),
-        ("no checksums", "does not list the bundle's files"),
+        ("no checksums", r"is invalid \(files: Field required\)"),
         ("other encoder", "does not match the index"),
         ("edited metric", "manifest.json was edited or damaged"),
         ("file outside the bundle", "lists '../../etc/passwd', which is not a file of the bundle"),
@@ -114,7 +119,12 @@ def test_a_checkpoint_that_does_not_match_is_refused(tiny_bundle, tmp_path):
 def test_rebuild_replaces_whole_and_leaves_nothing_behind(bundle_copy):
     make_bundle(bundle_copy, n=60, metric="cosine")
     assert load_bundle(bundle_copy).manifest["count"] == 60
-    assert [p.name for p in bundle_copy.parent.iterdir()] == [bundle_copy.name]
+    assert siblings(bundle_copy) == [bundle_copy.name]
+
+
+def siblings(bundle: Path) -> list[str]:
+    """What lies beside a bundle, but for its writer-lock file (kept: deleting lock files is racy)."""
+    return sorted(p.name for p in bundle.parent.iterdir() if p.name != f".{bundle.name}.lock")
 
 
 def test_failed_build_leaves_the_old_bundle_unchanged(bundle_copy, monkeypatch):
@@ -123,18 +133,18 @@ def test_failed_build_leaves_the_old_bundle_unchanged(bundle_copy, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("aesearch.store.bundle.np.save", disk_full)
+    monkeypatch.setattr("aesearch.store.segment.np.save", disk_full)
     with pytest.raises(OSError, match="No space left"):
         make_bundle(bundle_copy, n=60)
     assert folder_digest(bundle_copy) == before
-    assert [p.name for p in bundle_copy.parent.iterdir()] == [bundle_copy.name]
+    assert siblings(bundle_copy) == [bundle_copy.name]
     load_bundle(bundle_copy)
 
 
 KILLED_BUILD = """
 import sys, time
 import numpy as np
-import aesearch.store.bundle
+import aesearch.store.segment
 from tests.conftest import make_bundle
 
 real_save = np.save
@@ -143,7 +153,7 @@ def slow_save(*args, **kwargs):
     print("writing", flush=True)
     time.sleep(60)  # killed here, half-way through writing the new bundle
 
-aesearch.store.bundle.np.save = slow_save
+aesearch.store.segment.np.save = slow_save
 make_bundle(__import__("pathlib").Path(sys.argv[1]), n=60)
 """
 
@@ -160,7 +170,6 @@ def test_killed_build_leaves_the_old_bundle_loadable_and_unchanged(bundle_copy):
         proc.wait(timeout=30)
     assert folder_digest(bundle_copy) == before
     assert load_bundle(bundle_copy).manifest["count"] == 120
-    leftovers = [p for p in bundle_copy.parent.iterdir() if p != bundle_copy]
-    assert leftovers, "the killed build's staging folder is expected beside the bundle"
+    assert len(siblings(bundle_copy)) == 2, "the killed build's staging folder is expected beside the bundle"
     make_bundle(bundle_copy, n=60)  # the next build cleans up after the killed one
-    assert [p.name for p in bundle_copy.parent.iterdir()] == [bundle_copy.name]
+    assert siblings(bundle_copy) == [bundle_copy.name]

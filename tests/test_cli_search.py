@@ -21,7 +21,7 @@ def run(*args):
 @pytest.fixture
 def query_png(tiny_bundle, tmp_path):
     path = tmp_path / "shoe.png"
-    Image.fromarray(load_bundle(tiny_bundle).images[42]).save(path)
+    Image.fromarray(load_bundle(tiny_bundle).image(42)).save(path)
     return path
 
 
@@ -80,8 +80,9 @@ def test_build_index_with_a_given_model(fake_data_dir, tmp_path):
     manifest = bundle.manifest
     assert manifest["count"] == 70_000 and manifest["split_sizes"] == {"train": 60_000, "test": 10_000}
     assert manifest["index_type"] == "flat" and manifest["metric"] == "cosine"
-    assert bundle.metadata["split"][60_000] == 1 and bundle.metadata["position"][60_001] == 1
-    np.testing.assert_array_equal(bundle.images[60_000], np.asarray(bundle.images[60_000]))
+    records = bundle.records([59_999, 60_000, 60_001])
+    assert list(records["split"]) == [0, 1, 1] and list(records["position"]) == [59_999, 0, 1]
+    assert list(records["id"]) == [59_999, 60_000, 60_001]
     assert manifest["data_fingerprint"]["train"] != manifest["data_fingerprint"]["test"]
 
 
@@ -96,7 +97,7 @@ BAD_QUERIES = [
     (["query", "{good}", "-k", "0"], "k must be an integer from 1 to 120"),
     (["query", "{good}", "-k", "-4"], "k must be an integer from 1 to 120"),
     (["query", "{good}", "-k", "121"], "k must be an integer from 1 to 120"),
-    (["query", "--id", "500"], "id must be an integer from 0 to 119"),
+    (["query", "--id", "500"], "no image with id 500 in .*ids run from 0 to 119"),
     (["query"], "give an IMAGE file to search with, or --id N"),
     (["query", "{good}", "--id", "3"], "give an IMAGE file or --id N, not both"),
     (["query", "{good}", "--out", "{bad}/result.txt"], "name it .png, .jpg or .webp"),
@@ -131,7 +132,7 @@ def test_bad_input_gives_one_line_and_changes_nothing(bundle_copy, tmp_path, que
 
 @pytest.mark.parametrize("how", ["missing", "truncated", "altered"])
 def test_damaged_bundle_file_through_the_cli(bundle_copy, query_png, how):
-    target = bundle_copy / "images.npy"
+    target = bundle_copy / "segments" / "base" / "images.npy"
     if how == "missing":
         target.unlink()
     elif how == "truncated":
@@ -162,7 +163,7 @@ def test_serve_on_a_busy_port_is_one_line(tiny_bundle):
 
 
 def test_info_on_a_damaged_bundle_is_one_line_unless_asked_not_to_verify(bundle_copy):
-    (bundle_copy / "trust.json").write_text("{}")
+    (bundle_copy / "space" / "1" / "trust.json").write_text("{}")
     result = run("info", "--index-dir", bundle_copy)
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
     assert "trust.json is damaged" in result.output

@@ -46,7 +46,7 @@ def test_every_input_type_gives_the_same_answer(engine, tmp_path):
 
 def test_search_equals_brute_force_over_the_stored_images(engine):
     """Oracle: encode every stored image, rank by Euclidean distance with numpy."""
-    everything = engine.encode(engine.bundle.images[:])
+    everything = engine.encode(engine.bundle.images(engine.bundle.live_ids()))
     queries = everything[[3, 40, 90]] + 0.05
     distances, ids = engine.search(queries, 6)
     brute = np.sqrt(((queries[:, None] - everything[None]) ** 2).sum(-1))
@@ -58,7 +58,7 @@ def test_encode_reconstruct_decode_match_the_torch_model(engine):
     """Oracle: the PyTorch model; encode() is its z averaged over the bundle's grid-phase shifts."""
     assert engine.shifts == [(0, 0), (1, 1)]
     model = AutoEncoder.from_weights(engine.bundle.checkpoint.weights, engine.bundle.checkpoint.model_config)
-    images = engine.bundle.images[:10].astype(np.float32) / 255
+    images = engine.bundle.images(np.arange(10)).astype(np.float32) / 255
     moved = np.zeros_like(images)
     moved[:, 1:, 1:] = images[:, :-1, :-1]  # one pixel down and right, black filling in
     with torch.no_grad():
@@ -103,7 +103,7 @@ def test_bad_k(engine, k):
 
 @pytest.mark.parametrize("id", [-1, 120, 3.0])
 def test_bad_id(engine, id):
-    with pytest.raises(InvalidArgumentError, match="id must be an integer from 0 to 119"):
+    with pytest.raises(InvalidArgumentError, match=r"no image with id -?\d+ in .*ids run from 0 to 119|image id must be an integer"):
         engine.image(id)
 
 

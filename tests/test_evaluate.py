@@ -33,7 +33,7 @@ def test_perfectly_separable_data_scores_one(separable_bundle):
 def test_reconstruction_mse_is_the_models(separable_bundle):
     engine = SearchEngine.load(separable_bundle)
     report = evaluate(engine)
-    test = np.asarray(engine.bundle.images[90:]).astype(np.float32) / 255
+    test = engine.bundle.images(np.arange(90, len(engine))).astype(np.float32) / 255
     expected = float(((engine.decode(engine.autoencoder.encode(test)) - test) ** 2).mean())
     assert report.reconstruction_mse == pytest.approx(expected, rel=1e-6)
 
@@ -41,8 +41,8 @@ def test_reconstruction_mse_is_the_models(separable_bundle):
 def test_scores_on_mixed_data_agree_with_a_brute_force_count(tiny_bundle):
     engine = SearchEngine.load(tiny_bundle)
     report = evaluate(engine)
-    latents = engine.encode(np.asarray(engine.bundle.images))
-    labels = engine.bundle.metadata["label"]
+    latents = engine.encode(engine.bundle.images(engine.bundle.live_ids()))
+    labels = engine.bundle.all_records()["label"]
     train, test = latents[:90], latents[90:]
     distance = ((test[:, None] - train[None]) ** 2).sum(-1)
     top10 = np.argsort(distance, axis=1, kind="stable")[:, :10]

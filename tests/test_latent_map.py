@@ -21,13 +21,13 @@ def test_pca_map_places_every_image_and_the_query_exactly(engine, tmp_path):
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert projection.coords.shape == (120, 2) and (projection.ids == np.arange(120)).all()
     # Oracle: PCA of the search-space vectors, computed here with numpy's SVD.
-    vectors = engine.bundle.index.search_space(engine.encode(np.asarray(engine.bundle.images)))
+    vectors = engine.index.search_space(engine.encode(engine.bundle.images(engine.bundle.live_ids())))
     centred = vectors - vectors.mean(0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     expected = centred @ vt[:2].T
     signs = np.sign((projection.coords * expected).sum(0))  # principal axes are defined up to sign
     np.testing.assert_allclose(projection.coords, expected * signs, atol=1e-3)
-    placed = projection.place(engine.bundle.index.search_space(result.latent[None]))
+    placed = projection.place(engine.index.search_space(result.latent[None]))
     np.testing.assert_allclose(placed[0], projection.coords[17], atol=1e-4)  # the query is image 17
 
 

@@ -54,12 +54,12 @@ def training_curve(history: Sequence[dict], path: str | Path, title: str = "") -
     return save_figure(fig, path)
 
 
-def eval_report(report, images, path: str | Path) -> Path:
+def eval_report(report, image, path: str | Path) -> Path:
     """Per-class P@10 bars (the bundle beside its baselines) and a few test queries with their hits.
 
     Args:
         report: an evaluate.EvalReport.
-        images: the bundle's (n, 28, 28) uint8 images, to draw the example queries and hits.
+        image: id -> the indexed 28x28 uint8 image, to draw the example queries and hits.
     """
     plt = _pyplot()
     import numpy as np
@@ -86,12 +86,12 @@ def eval_report(report, images, path: str | Path) -> Path:
     )
     for r, example in enumerate(examples, start=1):
         ax = fig.add_subplot(grid[r, 0])
-        ax.imshow(images[example["query_id"]], cmap="gray", vmin=0, vmax=255)
+        ax.imshow(image(example["query_id"]), cmap="gray", vmin=0, vmax=255)
         ax.set_title(f"query: {classes[example['label']]}", fontsize=8)
         ax.axis("off")
         for c, hit in enumerate(example["hits"], start=1):
             ax = fig.add_subplot(grid[r, c])
-            ax.imshow(images[hit["id"]], cmap="gray", vmin=0, vmax=255)
+            ax.imshow(image(hit["id"]), cmap="gray", vmin=0, vmax=255)
             good = hit["label"] == example["label"]
             ax.set_title(classes[hit["label"]], fontsize=7, color="tab:green" if good else "tab:red")
             ax.set_xticks([])

@@ -273,11 +273,13 @@ def _write_picture(engine, result, picture: Path, image: Path | None, query_id: 
               help="Show the manifest without checking the files (to inspect a damaged bundle).")  # fmt: skip
 def info(index_dir, as_json, verify) -> None:
     """Show what an index bundle holds and how it was built, and verify its checksums."""
+    from aesearch.search.engine import SearchEngine
     from aesearch.store.bundle import load_bundle, read_manifest
 
     manifest = read_manifest(index_dir)
     if verify:
-        load_bundle(index_dir)  # one line saying what is wrong, if anything does not check out
+        # Every byte against its SHA-256, then everything an engine needs: one line if anything is off.
+        SearchEngine(load_bundle(index_dir, verify="full"))
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
     else:
@@ -324,7 +326,7 @@ def eval_command(index_dir, baselines, protocol, index_types, report, as_json, n
         near_duplicates = DEFAULT_THRESHOLD
     result = evaluate(engine, protocol=protocol, baselines=baselines, index_types=types,
                       exclude_near_duplicates=near_duplicates)  # fmt: skip
-    eval_report(result, engine.bundle.images, report_path)
+    eval_report(result, engine.image, report_path)
     if as_json:
         click.echo(json.dumps({**result.to_dict(), "report": str(report_path)}))
         return

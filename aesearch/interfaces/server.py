@@ -76,9 +76,11 @@ def create_app(
 
     @app.get("/api/images/{id}.png")
     def indexed_image(id: int, scale: int = Query(1, ge=1, le=16)) -> Response:
-        if not 0 <= id < len(engine):
-            raise HTTPException(404, f"no image {id}: ids run from 0 to {len(engine) - 1}")
-        image = Image.fromarray(engine.image(id))
+        try:
+            pixels = engine.image(id)
+        except InvalidArgumentError as exc:
+            raise HTTPException(404, str(exc)) from None
+        image = Image.fromarray(pixels)
         if scale > 1:
             image = image.resize((28 * scale, 28 * scale), Image.Resampling.NEAREST)
         return Response(_png(image), media_type="image/png", headers={"Cache-Control": "public, max-age=86400"})

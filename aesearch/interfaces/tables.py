@@ -66,12 +66,16 @@ def manifest_table(index_dir: Path, manifest: dict) -> str:
         ("encoder sha256", str(manifest.get("encoder_sha256"))),
         ("created", f"{manifest.get('created')} by aesearch {manifest.get('package_version')} "
                     f"(format {manifest.get('format_version')})"),
+        ("updated", f"{manifest.get('updated')} (generation {manifest.get('generation')})"),
+        ("segments", ", ".join(f"{s['name']}: {s['count']:,} {s.get('meta', {}).get('index_type', '')}".rstrip()
+                               for s in manifest.get("segments", [])) or "none"),
+        ("removed", f"{(manifest.get('tombstones') or {}).get('count', 0):,} images (tombstones, until a compaction)"),
     ]  # fmt: skip
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
     lines.append("files")
     for name, record in (manifest.get("files") or {}).items():
-        lines.append(f"  {name:<20} {record.get('bytes', 0) / 1e6:8.1f} MB  sha256 {str(record.get('sha256'))[:16]}...")
+        lines.append(f"  {name:<36} {record.get('bytes', 0) / 1e6:8.1f} MB  sha256 {str(record.get('sha256'))[:16]}...")
     return "\n".join(lines)
 
 

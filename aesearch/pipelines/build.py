@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -12,8 +13,10 @@ from aesearch.model.checkpoint import Checkpoint, load_checkpoint
 from aesearch.model.runtime import NumpyAutoEncoder
 from aesearch.search.engine import DEFAULT_INDEX_DIR
 from aesearch.search.index import IndexSpec, VectorIndex, check_index_type
+from aesearch.search.segments import INDEX_FILE
 from aesearch.search.trust import TrustCalibration, calibrate
-from aesearch.store.bundle import METADATA_DTYPE, write_bundle
+from aesearch.store.bundle import BundleWriter
+from aesearch.store.records import new_records, pixel_hashes
 
 SPLITS = ("train", "test")
 # The default search space, chosen by scripts/ablation_retrieval.py on a validation split carved out
@@ -92,13 +95,13 @@ def build_index(
         )
 
     images = np.concatenate([data.train.images.cpu().numpy(), data.test.images.cpu().numpy()])
-    metadata = np.zeros(len(images), dtype=METADATA_DTYPE)
+    records = new_records(len(images))
     offset = 0
     for split_number, split in enumerate((data.train, data.test)):
         rows = slice(offset, offset + len(split))
-        metadata["split"][rows] = split_number
-        metadata["position"][rows] = np.arange(len(split))
-        metadata["label"][rows] = split.labels.cpu().numpy()
+        records["split"][rows] = split_number
+        records["position"][rows] = np.arange(len(split))
+        records["label"][rows] = split.labels.cpu().numpy()
         offset += len(split)
 
     info = {
@@ -109,7 +112,7 @@ def build_index(
         "data_fingerprint": {"train": data.train.fingerprint(), "test": data.test.fingerprint()},
     }
     manifest = assemble_bundle(
-        index_dir, checkpoint=checkpoint, images=images, metadata=metadata, info=info, spec=spec,
+        index_dir, checkpoint=checkpoint, images=images, records=records, info=info, spec=spec,
         shifts=embedding_shifts, progress=progress, log=log,
     )  # fmt: skip
     if log:
@@ -122,7 +125,7 @@ def assemble_bundle(
     *,
     checkpoint: Checkpoint,
     images: np.ndarray,
-    metadata: np.ndarray,
+    records: np.ndarray,
     info: dict,
     spec: IndexSpec,
     shifts: Sequence[Sequence[int]] = DEFAULT_EMBEDDING_SHIFTS,
@@ -131,19 +134,46 @@ def assemble_bundle(
 ) -> dict:
     """Encode images, index them, calibrate the trust score, and write the bundle atomically.
 
-    Split 0 of metadata is the training split: whitening, when the spec asks for one, is learned
-    on it alone, so evaluation on the other splits stays honest.
+    records: one RECORD_DTYPE row per image (ids are assigned here, 0 to n-1, in this order; the
+    content hash is filled in when left empty). Split 0 is the training split: whitening, when the
+    spec asks for one, is learned on it alone, so evaluation on the other splits stays honest.
     """
     autoencoder = NumpyAutoEncoder.from_checkpoint(checkpoint)
     z, vectors = encode_all(autoencoder, images, shifts, progress=progress)
     if log:
         log(f"Building {spec.index_type} index ({spec.metric}, transform {spec.transform}) of {len(vectors):,} vectors")
-    index = VectorIndex.build(vectors, spec, fit_rows=np.nonzero(metadata["split"] == 0)[0])
+    index = VectorIndex.build(vectors, spec, fit_rows=np.nonzero(records["split"] == 0)[0])
     trust = calibrate_trust(autoencoder, images, z, vectors, index)
-    info = {**info, "embedding_shifts": [list(shift) for shift in shifts]}
-    return write_bundle(
-        index_dir, checkpoint=checkpoint, index=index, images=images, metadata=metadata, info=info, trust=trust
-    )
+    with BundleWriter.create(index_dir) as writer:
+        writer.set_model(checkpoint)
+        segment = writer.new_segment(len(images), name="base")
+        segment.records[:] = records
+        segment.records["id"] = writer.allocate_ids(len(images))
+        if not records["content_hash"].any():
+            segment.records["content_hash"] = pixel_hashes(images)
+        segment.images[:] = images
+        segment.embeddings[:] = vectors
+        index.write(segment.file(INDEX_FILE))
+        writer.add_segment(segment, meta={"index_type": index.spec.index_type, "index_params": index.spec.params})
+        if index.transform is not None:
+            np.savez(writer.space_file("transform.npz"), mean=index.transform.mean, matrix=index.transform.matrix)
+        writer.space_file("trust.json").write_text(json.dumps(trust.to_dict()) + "\n")
+        return writer.commit(
+            {
+                **info,
+                "embedding_shifts": [list(shift) for shift in shifts],
+                "metric": index.spec.metric,
+                "index_type": index.spec.index_type,
+                "index_params": index.spec.params,
+                "transform": index.spec.transform,
+                "model": {
+                    "recipe": checkpoint.info.get("recipe"),
+                    "test_mse": checkpoint.info.get("test_mse"),
+                    "train_config": checkpoint.info.get("train_config"),
+                    "data_fingerprint": checkpoint.info.get("data_fingerprint"),
+                },
+            }
+        )
 
 
 def calibrate_trust(

@@ -131,12 +131,13 @@ class _View:
     @classmethod
     def of(cls, engine) -> _View:
         bundle = engine.bundle
-        images = np.asarray(bundle.images)
-        vectors = bundle.index.search_space(engine.encode(images))
+        ids = bundle.live_ids()
+        images = bundle.images(ids)
+        vectors = engine.index.search_space(bundle.embeddings(ids))  # what the index holds
         return cls(
-            ids=np.arange(len(images), dtype=np.int64), images=images,
-            split=bundle.metadata["split"].astype(np.int64), split_names=list(bundle.split_names),
-            paths=[""] * len(images), vectors=vectors, metric=bundle.index.spec.metric,
+            ids=ids, images=images, split=bundle.records(ids)["split"].astype(np.int64),
+            split_names=list(bundle.split_names), paths=[bundle.path_of(int(i)) for i in ids], vectors=vectors,
+            metric=engine.index.spec.metric,
         )  # fmt: skip
 
     def radius(self, threshold: float) -> float:

@@ -108,8 +108,10 @@ def evaluate(
             so a test image is not rewarded for finding its own copy in the training split.
     """
     bundle = engine.bundle
-    split = bundle.metadata["split"]
-    labels = bundle.metadata["label"].astype(np.int64)
+    ids = bundle.live_ids()  # positions below index into ids
+    records = bundle.records(ids)
+    split = records["split"]
+    labels = records["label"].astype(np.int64)
     if protocol not in PROTOCOLS:
         raise InvalidArgumentError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
     train_ids, test_ids = np.nonzero(split == 0)[0], np.nonzero(split == 1)[0]
@@ -121,14 +123,14 @@ def evaluate(
     n_classes = len(bundle.class_names)
     train_labels, test_labels = labels[train_ids], labels[test_ids]
 
-    images = np.asarray(bundle.images)
-    latents = engine.encode(images)
+    images = bundle.images(ids)
+    latents = bundle.embeddings(ids)  # what the index holds: the encoder's pooled z of each image
     test_pixels = images[test_ids].astype(np.float32) / np.float32(255)  # the queries' pixels
     reconstruction_mse = float(((engine.reconstruct(images[test_ids]) - test_pixels) ** 2).mean())
 
-    spec = IndexSpec("flat", bundle.index.spec.metric)
-    exact = VectorIndex.build(latents[train_ids], spec, bundle.index.transform)
-    excluded = _cross_split_duplicates(engine, exclude_near_duplicates, train_ids, test_ids, protocol)
+    spec = IndexSpec("flat", engine.index.spec.metric)
+    exact = VectorIndex.build(latents[train_ids], spec, engine.index.transform)
+    excluded = _cross_split_duplicates(engine, exclude_near_duplicates, ids[train_ids], ids[test_ids], protocol)
     extra = max((len(v) for v in excluded.values()), default=0)
     depth = min(DEPTH, len(train_ids) - extra)  # every query keeps as many neighbours
     _, neighbours = exact.search(latents[test_ids], depth + extra)
@@ -147,17 +149,17 @@ def evaluate(
             rows.append(_scores(label, vectors.shape[1], "l2", train_labels[found], test_labels, n_classes))
 
     types = (
-        index_types if index_types is not None else ([] if bundle.index.spec.exact else [bundle.index.spec.index_type])
+        index_types if index_types is not None else ([] if engine.index.spec.exact else [engine.index.spec.index_type])
     )
     index_rows = [
-        _index_scores(t, latents[train_ids], latents[test_ids], exact, bundle.index, neighbours, latency_queries)
+        _index_scores(t, latents[train_ids], latents[test_ids], exact, engine.index, neighbours, latency_queries)
         for t in types
     ]
 
     rng = np.random.default_rng(0)
     kept = [
-        {"query_id": int(test_ids[q]), "label": int(test_labels[q]),
-         "hits": [{"id": int(train_ids[h]), "label": int(train_labels[h])} for h in neighbours[q, :8]]}
+        {"query_id": int(ids[test_ids[q]]), "label": int(test_labels[q]),
+         "hits": [{"id": int(ids[train_ids[h]]), "label": int(train_labels[h])} for h in neighbours[q, :8]]}
         for q in rng.choice(len(test_ids), size=min(examples, len(test_ids)), replace=False)
     ]  # fmt: skip
     return EvalReport(
@@ -169,7 +171,10 @@ def evaluate(
 
 def _cross_split_duplicates(engine: SearchEngine, threshold: float | None, train_ids: np.ndarray,
                             test_ids: np.ndarray, split_protocol: str) -> dict[int, np.ndarray]:  # fmt: skip
-    """Query row -> database rows in its cross-split duplicate group (empty without a threshold)."""
+    """Query row -> database rows in its cross-split duplicate group (empty without a threshold).
+
+    train_ids, test_ids: the bundle ids of the database and query rows.
+    """
     if threshold is None:
         return {}
     if split_protocol != "test":
@@ -198,10 +203,10 @@ def _without(neighbours: np.ndarray, excluded: dict[int, np.ndarray], depth: int
 
 def _describe(engine: SearchEngine) -> str:
     """A short name for the bundle's search space, e.g. "aesearch (pooled z, whiten-192, cosine)"."""
-    spec = engine.bundle.index.spec
+    spec = engine.index.spec
     parts = ["pooled z" if len(engine.shifts) > 1 else "z"]
     if spec.transform == "whiten":
-        parts.append(f"whiten-{engine.bundle.index.index.d}")
+        parts.append(f"whiten-{engine.index.search_dim}")
     parts.append(spec.metric)
     return f"aesearch ({', '.join(parts)})"
 
@@ -226,7 +231,7 @@ def _pca(train: np.ndarray, dims: int) -> AffineTransform:
 
 
 def _index_scores(index_type: str, database: np.ndarray, queries: np.ndarray, exact: VectorIndex,
-                  template: VectorIndex, truth: np.ndarray, latency_queries: int) -> IndexScores:  # fmt: skip
+                  template, truth: np.ndarray, latency_queries: int) -> IndexScores:  # fmt: skip
     spec = IndexSpec(index_type, template.spec.metric)
     approximate = VectorIndex.build(database, spec, template.transform)
     _, found = approximate.search(queries, 10)

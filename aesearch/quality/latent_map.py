@@ -78,7 +78,7 @@ def latent_map(
     from aesearch.figures.plots import latent_map_figure
 
     projection = project(engine, method, cache=cache)
-    labels = engine.bundle.metadata["label"][projection.ids]
+    labels = engine.bundle.records(projection.ids)["label"]
     marks = None
     if query is not None:
         hits = engine.encode(np.stack([engine.image(h.id) for h in query.hits]))
@@ -95,14 +95,14 @@ def latent_map(
 
 
 def _compute(engine: SearchEngine, method: str) -> Projection:
-    images = np.asarray(engine.bundle.images)
+    ids = engine.bundle.live_ids()
     if method == "pca":
-        vectors = _search_space(engine, engine.encode(images))
+        vectors = _search_space(engine, engine.bundle.embeddings(ids))
         mean = vectors.mean(axis=0)
         _, _, vt = np.linalg.svd(vectors - mean, full_matrices=False)
         components = np.ascontiguousarray(vt[:2].T, dtype=np.float32)
         coords = (vectors - mean) @ components
-        return Projection("pca", np.arange(len(vectors)), coords.astype(np.float32), mean, components)
+        return Projection("pca", ids, coords.astype(np.float32), mean, components)
     try:
         from sklearn.manifold import TSNE
     except ImportError:
@@ -110,15 +110,15 @@ def _compute(engine: SearchEngine, method: str) -> Projection:
             "the t-SNE map needs scikit-learn: `pip install scikit-learn` (or use --method pca)"
         ) from None
     rng = np.random.default_rng(0)
-    ids = np.sort(rng.choice(len(images), size=min(TSNE_SAMPLE, len(images)), replace=False))
-    vectors = _search_space(engine, engine.encode(images[ids]))
+    ids = np.sort(rng.choice(ids, size=min(TSNE_SAMPLE, len(ids)), replace=False))
+    vectors = _search_space(engine, engine.bundle.embeddings(ids))
     perplexity = float(min(30, max(2, (len(ids) - 1) / 3)))
     coords = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0).fit_transform(vectors)
     return Projection("tsne", ids, coords.astype(np.float32), vectors=vectors)
 
 
 def _search_space(engine: SearchEngine, latents: np.ndarray) -> np.ndarray:
-    return engine.bundle.index.search_space(latents)
+    return engine.index.search_space(latents)
 
 
 def _bundle_key(engine: SearchEngine) -> str:

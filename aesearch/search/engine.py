@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from aesearch.errors import InvalidArgumentError
+from aesearch.errors import BundleError, InvalidArgumentError
 from aesearch.model.runtime import NumpyAutoEncoder
 from aesearch.search.preprocess import DEFAULT_MAX_PIXELS, ImageSource, preprocess_batch
-from aesearch.search.trust import Trust
+from aesearch.search.segments import SegmentedIndex, load_trust_dict
+from aesearch.search.trust import Trust, TrustCalibration
 from aesearch.store.bundle import Bundle, load_bundle
 
 DEFAULT_INDEX_DIR = Path("indexes/fashion-mnist")
@@ -28,8 +29,8 @@ class Hit:
 
     rank: int
     id: int
-    label: int
-    label_name: str
+    label: int  # -1: the image has no label
+    label_name: str | None
     split: str
     position: int  # index within its split of the original dataset
     distance: float
@@ -73,6 +74,13 @@ class SearchEngine:
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
         self.autoencoder = NumpyAutoEncoder.from_checkpoint(bundle.checkpoint)
+        self.index = SegmentedIndex.from_bundle(bundle)
+        try:
+            self.trust = TrustCalibration.from_dict(load_trust_dict(bundle))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(
+                f"{bundle.path} has a damaged trust calibration ({exc!s:.80}): rebuild the index"
+            ) from None
         # The index holds each image's z averaged over these translations (see NumpyAutoEncoder.embed).
         self.shifts = [tuple(shift) for shift in bundle.manifest.get("embedding_shifts", [[0, 0]])]
 
@@ -119,17 +127,17 @@ class SearchEngine:
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.autoencoder.z_size:
             raise InvalidArgumentError(f"vectors must have shape (n, {self.autoencoder.z_size}), got {vectors.shape}")
-        return self.bundle.index.search(vectors, k)
+        return self.index.search(vectors, k)
 
     def image(self, id: int) -> np.ndarray:
         """The indexed 28x28 uint8 image with this id."""
-        return np.array(self.bundle.images[self._check_id(id)])
+        return self.bundle.image(self._check_id(id))
 
     def hit(self, id: int, *, rank: int = 0, distance: float = 0.0) -> Hit:
-        record = self.bundle.metadata[self._check_id(id)]
+        record = self.bundle.records([self._check_id(id)])[0]
         label = int(record["label"])
         return Hit(
-            rank=rank, id=int(id), label=label, label_name=self.bundle.class_names[label],
+            rank=rank, id=int(id), label=label, label_name=self.bundle.class_names[label] if label >= 0 else None,
             split=self.bundle.split_names[int(record["split"])], position=int(record["position"]),
             distance=float(distance),
         )  # fmt: skip
@@ -164,12 +172,12 @@ class SearchEngine:
         z, latents = self.autoencoder.embed(queries, self.shifts)
         reconstructions = self.autoencoder.decode(z)
         errors = ((reconstructions - queries) ** 2).mean(axis=(1, 2))
-        distances, ids = self.bundle.index.search(latents, k)
+        distances, ids = self.index.search(latents, k)
         results = []
         for n, (row_ids, row_distances) in enumerate(zip(ids, distances, strict=True)):
             ranked = enumerate(zip(row_ids, row_distances, strict=True), start=1)
             hits = [self.hit(int(i), rank=rank, distance=d) for rank, (i, d) in ranked if i >= 0]
-            trust = self.bundle.trust.assess(float(errors[n]), float(row_distances[0]), queries[n])
+            trust = self.trust.assess(float(errors[n]), float(row_distances[0]), queries[n])
             results.append(QueryResult(hits, queries[n], reconstructions[n], float(errors[n]), trust, latents[n]))
         return results
 
@@ -181,7 +189,7 @@ class SearchEngine:
             raise InvalidArgumentError(f"k must be an integer from 1 to {n} (the number of indexed images), got {k}")
 
     def _check_id(self, id: int) -> int:
-        n = len(self)
-        if isinstance(id, bool) or not isinstance(id, int | np.integer) or not 0 <= id < n:
-            raise InvalidArgumentError(f"id must be an integer from 0 to {n - 1}, got {id}")
+        if isinstance(id, bool) or not isinstance(id, int | np.integer):
+            raise InvalidArgumentError(f"an image id must be an integer, got {id!r}")
+        self.bundle.locate([id])  # one line naming the id if it is not in the bundle
         return int(id)

@@ -75,6 +75,16 @@ class AffineTransform:
         return np.ascontiguousarray((x - self.mean) @ self.matrix, dtype=np.float32)
 
     @classmethod
+    def checked(cls, mean: np.ndarray, matrix: np.ndarray, dims: int) -> AffineTransform:
+        """A transform read from disk: right shapes for dims-dimensional vectors, finite numbers."""
+        mean, matrix = np.asarray(mean), np.asarray(matrix)
+        if mean.shape != (dims,) or matrix.ndim != 2 or matrix.shape[0] != dims or not 1 <= matrix.shape[1] <= dims:
+            raise ValueError(f"transform of shape {mean.shape}, {matrix.shape} does not fit {dims}-d vectors")
+        if not (np.isfinite(mean).all() and np.isfinite(matrix).all()):
+            raise ValueError("transform holds NaN or infinity")
+        return cls(mean.astype(np.float32), np.ascontiguousarray(matrix, dtype=np.float32))
+
+    @classmethod
     def whitening(cls, vectors: np.ndarray, *, dims: int | None = None, shrinkage: float = 0.0) -> AffineTransform:
         """PCA whitening learned on vectors: centre, rotate onto the principal axes, divide each
         axis by sqrt(variance + shrinkage * largest variance), keep the top dims axes.
@@ -156,6 +166,25 @@ class VectorIndex:
         """Vectors as the index compares them: transformed, and unit length for cosine."""
         return _prepare(vectors, self.spec.metric, self.transform)
 
+    def search_prepared(
+        self, prepared: np.ndarray, k: int, *, params: faiss.SearchParameters | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors already in the search space -> (squared L2 distances, positions), FAISS's raw answer."""
+        with _threads(len(prepared)):
+            return self.index.search(prepared, k, params=params)
+
+    def search_parameters(self) -> faiss.SearchParameters:
+        """Fresh search parameters of this index's kind, carrying its tuned efSearch / nprobe."""
+        if _hnsw(self.index) is not None:
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = _hnsw(self.index).efSearch
+        elif _ivf(self.index) is not None:
+            params = faiss.SearchParametersIVF()
+            params.nprobe = _ivf(self.index).nprobe
+        else:
+            params = faiss.SearchParameters()
+        return params
+
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(n, dim) float32 -> (distances (n, k) float32, ids (n, k) int64); smaller is closer."""
         if k < 1:
@@ -163,7 +192,7 @@ class VectorIndex:
         prepared = _prepare(vectors, self.spec.metric, self.transform)
         with _threads(len(prepared)):
             squared, ids = self.index.search(prepared, k)
-        return _to_distance(squared, self.spec.metric), ids
+        return to_distance(squared, self.spec.metric), ids
 
     def _apply_search_params(self) -> None:
         params = self.spec.params
@@ -287,7 +316,7 @@ def _prepare(vectors: np.ndarray, metric: str, transform: AffineTransform | None
     return x
 
 
-def _to_distance(squared: np.ndarray, metric: str) -> np.ndarray:
+def to_distance(squared: np.ndarray, metric: str) -> np.ndarray:
     missing = squared >= np.finfo(np.float32).max / 2  # FAISS pads absent results with +inf-like values
     squared = np.maximum(squared, 0)  # BLAS rounding can give -1e-7 for identical vectors
     distance = squared / 2 if metric == "cosine" else np.sqrt(squared)  # 1 - cos = |a - b|^2 / 2 on unit vectors

@@ -49,26 +49,47 @@ def atomic_folder(target: str | Path) -> Iterator[Path]:
     renamed aside, so for a moment between two renames target is absent (never half-written).
     Staging folders left by a killed process are removed by the next build.
     """
+    staging = new_staging_folder(target)
+    try:
+        yield staging
+        publish_folder(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def new_staging_folder(target: str | Path, *, name: str | None = None) -> Path:
+    """A folder beside target to build its replacement in (removing what killed builds left).
+
+    name: a fixed staging name (a resumable build finds its folder again); default: a fresh one
+    tagged with this process's id.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_staging(target)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-{os.getpid()}-", dir=target.parent))
+    if name is not None:
+        staging = target.parent / name
+        staging.mkdir(exist_ok=True)
+    else:
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-{os.getpid()}-", dir=target.parent))
     os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700
-    try:
-        yield staging
-        for path in staging.rglob("*"):
-            if path.is_file():
-                _fsync(path)
-        if not target.exists():
-            os.replace(staging, target)
-        elif not _exchange(staging, target):
-            aside = staging.with_name(staging.name.replace(".building-", ".old-", 1))
-            os.replace(target, aside)
-            os.replace(staging, target)
-            staging = aside  # removed below
-        # After an exchange, staging holds the old folder.
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    return staging
+
+
+def publish_folder(staging: Path, target: str | Path) -> None:
+    """Put the complete folder staging in target's place atomically; the old target is removed."""
+    target = Path(target)
+    for path in staging.rglob("*"):
+        if path.is_file():
+            _fsync(path)
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    aside = staging
+    if not _exchange(staging, target):
+        aside = staging.with_name(f".{target.name}.old-{os.getpid()}-{staging.name[-8:]}")
+        os.replace(target, aside)
+        os.replace(staging, target)
+    shutil.rmtree(aside, ignore_errors=True)  # after an exchange, staging holds the old folder
 
 
 def _exchange(a: Path, b: Path) -> bool:

@@ -1,59 +1,66 @@
-"""Index bundles: one self-contained folder that describes, and checks, itself. Never imports torch.
+"""Index bundles: reading a consistent snapshot, and writing new states of it (see store/__init__.py).
 
-    indexes/fashion-mnist/
-      manifest.json       what built it, and the SHA-256 and size of every other file
-      model.safetensors   the checkpoint whose encoder produced the vectors
-      index.faiss         the FAISS index of every image's latent vector
-      images.npy          (n, 28, 28) uint8: results can be shown without the dataset
-      metadata.npy        (n,) records: split, position in its split, label
-      transform.npz       optional: the affine transform (whitening) applied before the metric
-      trust.json          distributions of reconstruction error and nearest-neighbour distance
+Reading: load_bundle() reads the manifest once, checks it whole, checks every file's size (and
+SHA-256, see VERIFY_ALL_BELOW), and maps the segments. It never sees a half state: every file a
+manifest names is complete before that manifest is published, and a writer publishing while a
+reader loads makes the reader start again from the new manifest.
 
-A bundle is written into a temporary folder beside the target and swapped in whole (atomic.py);
-loading verifies the manifest, every checksum, and that index, encoder and arrays agree, and
-refuses anything else with one line that says what is wrong and how to fix it.
+Writing: BundleWriter.create() stages a whole new bundle beside the target and swaps it in;
+BundleWriter.update() adds segments and tombstones to an existing one in place. Both hold the
+bundle's writer lock and publish with one rename.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
-import json
-from dataclasses import dataclass
+import secrets
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from aesearch._version import __version__
-from aesearch.errors import BundleError, CheckpointError, reason
+from aesearch.errors import BundleError, CheckpointError, InvalidArgumentError, reason
 from aesearch.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from aesearch.search.index import AffineTransform, IndexSpec, VectorIndex
-from aesearch.search.trust import TrustCalibration
-from aesearch.store.atomic import atomic_folder
+from aesearch.store.atomic import new_staging_folder, publish_folder
+from aesearch.store.lock import writer_lock
+from aesearch.store.manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    read_manifest,
+    rebuild_advice,
+    write_manifest,
+)
+from aesearch.store.segment import Segment, SegmentBuilder
 
-FORMAT = "aesearch-index"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 MODEL_FILE = "model.safetensors"
-INDEX_FILE = "index.faiss"
-IMAGES_FILE = "images.npy"
-METADATA_FILE = "metadata.npy"
-TRANSFORM_FILE = "transform.npz"
-TRUST_FILE = "trust.json"
-METADATA_DTYPE = np.dtype([("split", "u1"), ("position", "<u4"), ("label", "u1")])
+# Below this many bytes in all, loading checks every file's SHA-256 (70,000 images: ~0.2 s); above
+# it, sizes only plus the files under CHECK_FILES_BELOW, so a 10 M-image bundle opens in about a
+# second. `aesearch info` always checks everything.
+VERIFY_ALL_BELOW = 1 << 30
+CHECK_FILES_BELOW = 64 << 20
 
 
 @dataclass
 class Bundle:
-    """A loaded, verified index bundle."""
+    """A loaded, verified snapshot of a bundle: the segments one manifest names, minus its tombstones."""
 
     path: Path
     manifest: dict
     checkpoint: Checkpoint
-    index: VectorIndex
-    images: np.ndarray  # (n, 28, 28) uint8, memory-mapped
-    metadata: np.ndarray  # (n,) METADATA_DTYPE
-    trust: TrustCalibration
+    segments: list[Segment]
+    tombstones: np.ndarray  # sorted int64 ids removed
+    manifest_stat: tuple = field(repr=False, default=())
+    _live: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def generation(self) -> int:
+        return self.manifest["generation"]
 
     @property
     def class_names(self) -> list[str]:
@@ -64,189 +71,405 @@ class Bundle:
         return self.manifest["split_names"]
 
     def __len__(self) -> int:
-        return len(self.metadata)
+        return self.manifest["count"]
+
+    def changed(self) -> bool:
+        """Has a writer published a new state since this one was loaded? (one stat call)"""
+        return _stat(self.path / MANIFEST) != self.manifest_stat
+
+    def space_file(self, name: str) -> Path | None:
+        """A file the search space learned (transform.npz, trust.json), or None if it has none."""
+        space = self.manifest["space"]
+        return self.path / space["dir"] / name if name in space["files"] else None
+
+    def live_ids(self) -> np.ndarray:
+        """Every id that can be found, sorted."""
+        if self._live is None:
+            ids = np.concatenate([s.ids for s in self.segments]) if self.segments else np.zeros(0, np.int64)
+            ids = np.sort(ids)
+            self._live = ids[~_contains(self.tombstones, ids)] if len(self.tombstones) else ids
+        return self._live
+
+    def is_live(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        return _contains(self.live_ids(), ids)
+
+    def locate(self, ids) -> tuple[np.ndarray, np.ndarray]:
+        """(segment numbers, rows) of live ids; one line naming the first id that is not live."""
+        ids = np.atleast_1d(np.asarray(ids, dtype=np.int64))
+        where, rows = np.full(len(ids), -1), np.zeros(len(ids), dtype=np.int64)
+        for number, segment in enumerate(self.segments):
+            if segment.count == 0:
+                continue
+            found = np.minimum(np.searchsorted(segment.ids, ids), segment.count - 1)
+            hit = segment.ids[found] == ids
+            where[hit], rows[hit] = number, found[hit]
+        missing = (where < 0) | _contains(self.tombstones, ids)
+        if missing.any():
+            bad = int(ids[np.argmax(missing)])
+            raise InvalidArgumentError(f"no image with id {bad} in {self.path}: {self._id_hint()}")
+        return where, rows
+
+    def _id_hint(self) -> str:
+        live = self.live_ids()
+        if not len(live):
+            return "the bundle is empty"
+        if len(live) == live[-1] - live[0] + 1:
+            return f"ids run from {live[0]} to {live[-1]}"
+        return f"ids run from {live[0]} to {live[-1]}, with gaps where images were removed"
+
+    def _gather(self, ids, attribute: str) -> np.ndarray:
+        where, rows = self.locate(ids)
+        first = getattr(self.segments[where[0]], attribute) if len(where) else None
+        shape = first.shape[1:] if first is not None else ()
+        out = np.empty((len(rows), *shape), dtype=first.dtype if first is not None else np.float32)
+        for number in np.unique(where):
+            mask = where == number
+            out[mask] = getattr(self.segments[number], attribute)[rows[mask]]
+        return out
+
+    def images(self, ids) -> np.ndarray:
+        """(n, 28, 28) uint8: the preprocessed images of these ids."""
+        return self._gather(ids, "images")
+
+    def image(self, id: int) -> np.ndarray:
+        return self.images([id])[0]
+
+    def embeddings(self, ids) -> np.ndarray:
+        """(n, z) float32: the pooled encoder outputs of these ids (before any transform)."""
+        return self._gather(ids, "embeddings")
+
+    def records(self, ids) -> np.ndarray:
+        return self._gather(ids, "records")
+
+    def path_of(self, id: int) -> str:
+        """The image's path relative to its collection root ("" for dataset images)."""
+        (number,), (row,) = self.locate([id])
+        return self.segments[number].path(int(row))
+
+    def all_records(self) -> np.ndarray:
+        """Records of every live image, in id order."""
+        return self.records(self.live_ids())
 
 
-def no_index_message(path: Path) -> str:
-    where = f"{path} (from {Path.cwd()})" if not path.is_absolute() else str(path)
-    return f"no index at {where}: run `aesearch build-index --index-dir {path}` first, or pass --index-dir"
-
-
-def _rebuild(path: Path) -> str:
-    return f"rebuild with `aesearch build-index --index-dir {path}` (--model CHECKPOINT reuses a trained model)"
-
-
-def manifest_digest(manifest: dict) -> str:
-    """SHA-256 of the manifest's content without its own digest: catches edits and damage."""
-    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
-def write_bundle(
-    target: str | Path,
-    *,
-    checkpoint: Checkpoint,
-    index: VectorIndex,
-    images: np.ndarray,
-    metadata: np.ndarray,
-    info: dict,
-    trust: TrustCalibration,
-) -> dict:
-    """Write a complete bundle atomically and return its manifest.
-
-    Args:
-        info: recorded in the manifest as given (dataset name, class_names, split_names,
-            data_fingerprint, and anything else worth knowing about the build).
-    """
-    images = np.ascontiguousarray(images, dtype=np.uint8)
-    assert images.ndim == 3 and images.shape[1:] == (28, 28), f"images must be (n, 28, 28), got {images.shape}"
-    assert len(images) == len(metadata) == len(index), "images, metadata and index must hold the same ids"
-    assert index.dim == checkpoint.model_config.z_size, "index dimension must equal the encoder's z size"
-    with atomic_folder(target) as staging:
-        save_checkpoint(staging / MODEL_FILE, checkpoint)
-        index.write(staging / INDEX_FILE)
-        np.save(staging / IMAGES_FILE, images)
-        np.save(staging / METADATA_FILE, np.asarray(metadata, dtype=METADATA_DTYPE))
-        if index.transform is not None:
-            np.savez(staging / TRANSFORM_FILE, mean=index.transform.mean, matrix=index.transform.matrix)
-        (staging / TRUST_FILE).write_text(json.dumps(trust.to_dict()) + "\n")
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "package_version": __version__,
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "count": len(images),
-            "z_size": checkpoint.model_config.z_size,
-            "metric": index.spec.metric,
-            "index_type": index.spec.index_type,
-            "index_params": index.spec.params,
-            "transform": index.spec.transform,
-            "encoder_sha256": checkpoint.encoder_sha256,
-            "model": {
-                "recipe": checkpoint.info.get("recipe"),
-                "test_mse": checkpoint.info.get("test_mse"),
-                "train_config": checkpoint.info.get("train_config"),
-                "data_fingerprint": checkpoint.info.get("data_fingerprint"),
-            },
-            **info,
-            "files": {p.name: _file_record(p) for p in sorted(staging.iterdir())},
-        }
-        manifest["manifest_sha256"] = manifest_digest(manifest)
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
-
-
-def read_manifest(path: str | Path) -> dict:
-    """The manifest of the bundle at path, checked for format but not for file integrity."""
-    path = Path(path)
-    if not path.exists():
-        raise BundleError(no_index_message(path))
-    if not path.is_dir():
-        raise BundleError(f"{path} is a file, not an index folder: pass the folder `aesearch build-index` wrote")
-    manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
-        raise BundleError(
-            f"{path} has no {MANIFEST}, so it is not an aesearch index: rebuild it with "
-            f"`aesearch build-index --index-dir {path}`"
-        )
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{manifest_path} is damaged ({exc}): {_rebuild(path)}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BundleError(f"{manifest_path} is not an aesearch index manifest: {_rebuild(path)}")
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise BundleError(
-            f"{path} is index format {version}, newer than this aesearch ({__version__}) reads "
-            f"(format {FORMAT_VERSION}): upgrade aesearch or {_rebuild(path)}"
-        )
-    if manifest.get("manifest_sha256") != manifest_digest(manifest):
-        raise BundleError(f"{manifest_path} was edited or damaged (its content does not match its SHA-256): "
-                          f"{_rebuild(path)}")  # fmt: skip
-    return manifest
-
-
-def load_bundle(path: str | Path, *, model: str | Path | None = None) -> Bundle:
+def load_bundle(path: str | Path, *, model: str | Path | None = None, verify: str = "auto") -> Bundle:
     """Load and verify a bundle.
 
     Args:
         model: use this checkpoint instead of the bundle's own; refused unless its encoder is
             the one the index was built with.
+        verify: "auto" (every SHA-256 for bundles under 1 GiB, else sizes and small files),
+            "full" (every SHA-256), or "sizes".
     """
     path = Path(path)
+    if verify not in ("auto", "full", "sizes"):
+        raise InvalidArgumentError(f"verify must be auto, full or sizes, got {verify!r}")
+    for attempt in range(3):
+        before = _stat(path / MANIFEST)
+        try:
+            return _load(path, model, verify, before)
+        except BundleError:
+            # A writer published a new state while we read the old one: read the new one.
+            if attempt < 2 and before and _stat(path / MANIFEST) != before:
+                continue
+            raise
+    raise AssertionError("unreachable")
+
+
+def _load(path: Path, model, verify: str, stat: tuple) -> Bundle:
     manifest = read_manifest(path)
-    rebuild = _rebuild(path)
-    files = manifest.get("files")
-    has_transform = manifest.get("transform", "none") != "none"
-    required = [MODEL_FILE, INDEX_FILE, IMAGES_FILE, METADATA_FILE, TRUST_FILE]
-    required += [TRANSFORM_FILE] if has_transform else []
-    if not isinstance(files, dict) or not set(required) <= set(files):
-        raise BundleError(f"{path / MANIFEST} does not list the bundle's files: {rebuild}")
+    rebuild = rebuild_advice(path)
+    files = manifest["files"]
+    total = sum(record["bytes"] for record in files.values())
     for name, record in files.items():
-        if not isinstance(name, str) or Path(name).name != name or name in (".", "..", MANIFEST):
-            raise BundleError(f"{path / MANIFEST} lists {name!r}, which is not a file of the bundle: {rebuild}")
-        _verify_file(path / name, record, rebuild)
+        full = verify == "full" or (
+            verify == "auto" and (total <= VERIFY_ALL_BELOW or record["bytes"] < CHECK_FILES_BELOW)
+        )
+        _verify_file(path / name, record, rebuild, checksum=full)
 
     try:
         checkpoint = load_checkpoint(model if model is not None else path / MODEL_FILE)
     except CheckpointError as exc:
         raise BundleError(str(exc)) from None
-    if checkpoint.encoder_sha256 != manifest.get("encoder_sha256"):
+    if checkpoint.encoder_sha256 != manifest["encoder_sha256"]:
         which = f"checkpoint {model}" if model is not None else f"{path / MODEL_FILE}"
         raise BundleError(
             f"{which} does not match the index in {path} (encoder SHA-256 {checkpoint.encoder_sha256[:12]}..., "
-            f"index built with {str(manifest.get('encoder_sha256'))[:12]}...): use the model the index was built "
+            f"index built with {manifest['encoder_sha256'][:12]}...): use the model the index was built "
             f"with, or build a new index for it with `aesearch build-index --model {which.split()[-1]} "
             "--index-dir NEW_FOLDER`"
         )
+    z_size = checkpoint.model_config.z_size
+    if manifest["z_size"] != z_size:
+        raise BundleError(
+            f"{path} is inconsistent (manifest z size {manifest['z_size']} != model's {z_size}): {rebuild}"
+        )
 
     try:
-        transform = None
-        if has_transform:
-            with np.load(path / TRANSFORM_FILE, allow_pickle=False) as arrays:
-                transform = AffineTransform(arrays["mean"], arrays["matrix"])
-        spec = IndexSpec(
-            manifest["index_type"], manifest["metric"], dict(manifest.get("index_params") or {}),
-            manifest.get("transform", "none"),
-        )  # fmt: skip
-        index = VectorIndex.read(path / INDEX_FILE, spec, transform)
-        images = np.load(path / IMAGES_FILE, mmap_mode="r", allow_pickle=False)
-        metadata = np.load(path / METADATA_FILE, allow_pickle=False)
-        trust = TrustCalibration.from_dict(json.loads((path / TRUST_FILE).read_text()))
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        segments = [
+            Segment.open(path / "segments" / e["name"], e["name"], e.get("meta", {}), e["count"], z_size)
+            for e in manifest["segments"]
+        ]
+        tombstones = np.zeros(0, np.int64)
+        if manifest["tombstones"]:
+            tombstones = np.load(path / manifest["tombstones"]["file"], allow_pickle=False)
+    except BundleError as exc:
+        raise BundleError(f"{path}: {exc}: {rebuild}") from None
+    except (OSError, ValueError) as exc:
         raise BundleError(
             f"{path} holds a file that cannot be read ({reason(exc, last_line=True)}): {rebuild}"
         ) from None
+    problem = _consistency_problem(manifest, segments, tombstones)
+    if problem:
+        raise BundleError(f"{path} is inconsistent ({problem}): {rebuild}")
+    return Bundle(path, manifest, checkpoint, segments, tombstones, stat)
 
-    count, z_size = manifest.get("count"), checkpoint.model_config.z_size
-    problems = [
-        (manifest.get("z_size") == z_size, f"manifest z size {manifest.get('z_size')} != model z size {z_size}"),
-        (index.dim == z_size, f"index dimension {index.dim} != model z size {z_size}"),
-        (len(index) == count, f"index holds {len(index)} vectors, manifest says {count}"),
-        (images.shape == (count, 28, 28) and images.dtype == np.uint8, f"images are {images.shape} {images.dtype}"),
-        (metadata.shape == (count,) and metadata.dtype == METADATA_DTYPE, f"metadata is {metadata.shape}"),
-    ]
-    for ok, problem in problems:
-        if not ok:
-            raise BundleError(f"{path} is inconsistent ({problem}): {rebuild}")
-    return Bundle(path, manifest, checkpoint, index, images, metadata, trust)
+
+def _consistency_problem(manifest: dict, segments: list[Segment], tombstones: np.ndarray) -> str | None:
+    for entry, segment in zip(manifest["segments"], segments, strict=True):
+        ids = np.asarray(segment.ids)
+        if segment.count and not (ids[0] == entry["first_id"] and ids[-1] == entry["last_id"]):
+            return f"segment {segment.name} holds ids {ids[0]}-{ids[-1]}, the manifest says otherwise"
+        if segment.count > 1 and not bool(np.all(np.diff(ids) > 0)):
+            return f"segment {segment.name} has ids out of order"
+    if tombstones.dtype != np.int64 or tombstones.ndim != 1:
+        return "the tombstone file is not a list of ids"
+    if len(tombstones) != (manifest["tombstones"] or {}).get("count", 0):
+        return "the tombstone file does not hold the count the manifest says"
+    if len(tombstones) > 1 and not bool(np.all(np.diff(tombstones) > 0)):
+        return "the tombstones are not sorted"
+    return None
+
+
+class BundleWriter:
+    """Writes the next state of a bundle; see create() and update()."""
+
+    def __init__(self, root: Path, manifest: dict, *, creating: bool) -> None:
+        self.root, self.manifest, self.creating = root, manifest, creating
+        self._tombstones = None  # set when changed
+        self._new_files: set[str] = set()
+        self._space_dir: str | None = None
+        self.committed = False
+
+    # --- opening ---
+
+    @classmethod
+    @contextlib.contextmanager
+    def create(cls, target: str | Path, *, resume_key: str | None = None) -> Iterator[BundleWriter]:
+        """Write a whole new bundle beside target; commit() swaps it in atomically.
+
+        resume_key: names the staging folder (`.NAME.partial-KEY`) and keeps it after a failure,
+        so the same build run again finds the work already done (see scratch()).
+        """
+        target = Path(target)
+        if target.exists() and not target.is_dir():
+            raise InvalidArgumentError(f"{target} is a file: give a folder for the index (--index-dir)")
+        with writer_lock(target):
+            staged_name = f".{target.name}.partial-{resume_key}" if resume_key else None
+            for other in target.parent.glob(f".{target.name}.partial-*"):
+                if other.name != staged_name:  # one resumable build per target: the latest asked for
+                    shutil.rmtree(other, ignore_errors=True)
+            staging = new_staging_folder(target, name=staged_name)
+            writer = cls(staging, _empty_manifest(), creating=True)
+            writer._target = target
+            try:
+                yield writer
+            except BaseException:
+                if resume_key is None:
+                    shutil.rmtree(staging, ignore_errors=True)
+                raise
+            if not writer.committed:
+                shutil.rmtree(staging, ignore_errors=True)
+
+    @classmethod
+    @contextlib.contextmanager
+    def update(cls, path: str | Path) -> Iterator[BundleWriter]:
+        """Change the bundle at path in place: new segments, tombstones; commit() publishes."""
+        path = Path(path)
+        with writer_lock(path):
+            writer = cls(path, read_manifest(path), creating=False)
+            writer._collect_garbage()  # what writers killed before their commit left behind
+            try:
+                yield writer
+            finally:
+                if not writer.committed:
+                    writer._collect_garbage()
+
+    # --- editing ---
+
+    @property
+    def next_generation(self) -> int:
+        return self.manifest["generation"] + 1
+
+    def allocate_ids(self, n: int) -> np.ndarray:
+        """n new ids, never used before in this bundle."""
+        start = self.manifest["next_id"]
+        self.manifest["next_id"] = start + n
+        return np.arange(start, start + n, dtype=np.int64)
+
+    def set_model(self, checkpoint: Checkpoint) -> None:
+        """Store the checkpoint whose encoder makes the embeddings (a new bundle only)."""
+        assert self.creating, "the model of an existing bundle never changes"
+        save_checkpoint(self.root / MODEL_FILE, checkpoint)
+        self._new_files.add(MODEL_FILE)
+        self.manifest["encoder_sha256"] = checkpoint.encoder_sha256
+        self.manifest["z_size"] = checkpoint.model_config.z_size
+
+    def new_segment(self, count: int, *, name: str | None = None) -> SegmentBuilder:
+        """A segment to fill. A fixed name (resumable builds) reopens what a crashed run wrote."""
+        assert name is None or self.creating, "segments of an existing bundle get fresh names"
+        name = name or f"g{self.next_generation:06d}-{secrets.token_hex(3)}"
+        return SegmentBuilder(self.root / "segments" / name, count, self.manifest["z_size"])
+
+    def add_segment(self, segment: SegmentBuilder, meta: dict | None = None) -> None:
+        ids = np.asarray(segment.records["id"]).copy()
+        segment.seal()
+        name = segment.folder.name
+        files = sorted(p.name for p in segment.folder.iterdir() if p.is_file())
+        self.manifest["segments"].append(
+            {"name": name, "count": segment.count, "first_id": int(ids[0]) if len(ids) else -1,
+             "last_id": int(ids[-1]) if len(ids) else -1, "files": files, "meta": meta or {}}
+        )  # fmt: skip
+
+    def remove_ids(self, ids) -> None:
+        """Tombstone these ids (they must be in the bundle and not removed already)."""
+        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        current = self.tombstones()
+        self._tombstones = np.union1d(current, ids)
+
+    def drop_segments(self, names: list[str]) -> None:
+        """Stop listing these segments (a compaction has rewritten their live images elsewhere)."""
+        dropped = [s for s in self.manifest["segments"] if s["name"] in names]
+        self.manifest["segments"] = [s for s in self.manifest["segments"] if s["name"] not in names]
+        kept = self.tombstones()
+        for segment in dropped:
+            ids = np.load(self.root / "segments" / segment["name"] / "records.npy", mmap_mode="r")["id"]
+            kept = kept[~_contains(np.asarray(ids), kept)]
+        self._tombstones = kept
+
+    def tombstones(self) -> np.ndarray:
+        if self._tombstones is None:
+            entry = self.manifest["tombstones"]
+            self._tombstones = (
+                np.load(self.root / entry["file"], allow_pickle=False) if entry else np.zeros(0, np.int64)
+            )
+        return self._tombstones
+
+    def space_file(self, name: str) -> Path:
+        """Where to write a file of a newly learned search space (replacing the current one whole)."""
+        if self._space_dir is None:
+            self._space_dir = f"space/{self.next_generation}"
+            (self.root / self._space_dir).mkdir(parents=True, exist_ok=True)
+        return self.root / self._space_dir / name
+
+    def scratch(self, name: str) -> Path:
+        """A private file of this build (resume notes); never published."""
+        folder = self.root / ".scratch"
+        folder.mkdir(exist_ok=True)
+        return folder / name
+
+    # --- publishing ---
+
+    def commit(self, fields: dict | None = None) -> dict:
+        """Publish the new state with one rename; returns its manifest."""
+        m = self.manifest
+        m.update(fields or {})
+        generation = self.next_generation
+        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        m.update(generation=generation, updated=now, package_version=__version__, format_version=FORMAT_VERSION)
+        if self.creating:
+            m["created"] = now
+        if self._tombstones is not None:
+            if len(self._tombstones):
+                name = f"tombstones/{generation}.npy"
+                (self.root / "tombstones").mkdir(exist_ok=True)
+                np.save(self.root / name, self._tombstones.astype(np.int64))
+                self._new_files.add(name)
+                m["tombstones"] = {"file": name, "count": len(self._tombstones)}
+            else:
+                m["tombstones"] = None
+        if self._space_dir is not None:
+            folder = self.root / self._space_dir
+            m["space"] = {"dir": self._space_dir, "files": sorted(p.name for p in folder.iterdir() if p.is_file())}
+            self._new_files.update(f"{self._space_dir}/{name}" for name in m["space"]["files"])
+        m["count"] = sum(s["count"] for s in m["segments"]) - (m["tombstones"] or {}).get("count", 0)
+        referenced = _referenced_files(m)
+        files = {name: record for name, record in m["files"].items() if name in referenced}
+        for name in sorted(referenced - set(files)):
+            files[name] = _file_record(self.root / name)
+        m["files"] = files
+        scratch = self.root / ".scratch"
+        if self.creating:
+            shutil.rmtree(scratch, ignore_errors=True)
+            write_manifest(self.root, m)
+            read_manifest(self.root)  # never publish a manifest we would refuse to read
+            publish_folder(self.root, self._target)
+        else:
+            write_manifest(self.root, m)
+            self._collect_garbage()
+        self.committed = True
+        return m
+
+    def _collect_garbage(self) -> None:
+        """Remove segments, spaces and tombstone files no published manifest names."""
+        referenced = _referenced_files(read_manifest(self.root))
+        folders = {str(Path(name).parent) for name in referenced}
+        for kind in ("segments", "space"):
+            for folder in (self.root / kind).glob("*") if (self.root / kind).is_dir() else []:
+                if f"{kind}/{folder.name}" not in folders:
+                    shutil.rmtree(folder, ignore_errors=True)
+        for file in (self.root / "tombstones").glob("*") if (self.root / "tombstones").is_dir() else []:
+            if f"tombstones/{file.name}" not in referenced:
+                file.unlink(missing_ok=True)
+        for stale in self.root.glob(f".{MANIFEST}.*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
+def _empty_manifest() -> dict:
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "package_version": __version__, "created": "",
+        "updated": "", "generation": 0, "count": 0, "next_id": 0, "z_size": 1, "embedding_shifts": [[0, 0]],
+        "encoder_sha256": "", "class_names": [], "split_names": ["all"], "segments": [], "tombstones": None,
+        "space": {"dir": "space/0", "files": []}, "files": {},
+    }  # fmt: skip
+
+
+def _referenced_files(m: dict) -> set[str]:
+    names = {MODEL_FILE} | {f"{m['space']['dir']}/{f}" for f in m["space"]["files"]}
+    if m["tombstones"]:
+        names.add(m["tombstones"]["file"])
+    for segment in m["segments"]:
+        names.update(f"segments/{segment['name']}/{f}" for f in segment["files"])
+    return names
+
+
+def _contains(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Which of values occur in sorted_values (both int64)."""
+    if not len(sorted_values):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_values, values), len(sorted_values) - 1)
+    return sorted_values[at] == values
+
+
+def _stat(path: Path) -> tuple:
+    try:
+        s = path.stat()
+    except OSError:
+        return ()
+    return (s.st_ino, s.st_mtime_ns, s.st_size)
 
 
 def _file_record(path: Path) -> dict:
     return {"sha256": _sha256(path), "bytes": path.stat().st_size}
 
 
-def _verify_file(path: Path, record: object, rebuild: str) -> None:
+def _verify_file(path: Path, record: dict, rebuild: str, *, checksum: bool) -> None:
     if not path.is_file():
         raise BundleError(f"{path} is missing: {rebuild}")
-    if not isinstance(record, dict) or "sha256" not in record:
-        raise BundleError(f"the manifest has no checksum for {path.name}: {rebuild}")
-    if path.stat().st_size != record.get("bytes"):
-        raise BundleError(
-            f"{path} is damaged ({path.stat().st_size} bytes, manifest says {record.get('bytes')}): {rebuild}"
-        )
-    if _sha256(path) != record["sha256"]:
+    size = path.stat().st_size
+    if size != record["bytes"]:
+        raise BundleError(f"{path} is damaged ({size} bytes, manifest says {record['bytes']}): {rebuild}")
+    if checksum and _sha256(path) != record["sha256"]:
         raise BundleError(f"{path} is damaged (its SHA-256 differs from the manifest's): {rebuild}")
 
 
@@ -256,3 +479,7 @@ def _sha256(path: Path) -> str:
         while chunk := f.read(1 << 22):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_checksum(path: str | Path) -> str:
+    return _sha256(Path(path))

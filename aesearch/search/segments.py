@@ -1,0 +1,144 @@
+"""Search over a bundle's segments as one index: the base (possibly approximate) and the deltas
+that updates added (exact), minus the tombstoned ids, merged into one ranking of global ids.
+
+Why not FAISS's IndexShards: segments may be of different types, ids are global (not positions),
+and removed ids are skipped inside each search with a FAISS selector (SearchParameters(sel=...)),
+which works for every index type without rewriting it; HNSW, which cannot delete, is served the
+same way until a compaction rebuilds it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from aesearch.errors import BundleError
+from aesearch.search.index import AffineTransform, IndexSpec, VectorIndex, to_distance
+from aesearch.store.bundle import Bundle
+
+INDEX_FILE = "index.faiss"
+
+
+@dataclass
+class _Part:
+    index: VectorIndex
+    ids: np.ndarray  # (n,) global id of each position
+    removed: np.ndarray  # sorted positions whose ids are tombstoned
+    params: faiss.SearchParameters | None  # the selector that skips them (None: nothing removed)
+    selectors: tuple = ()  # SWIG does not own the selectors params point to: keep them alive here
+
+
+class SegmentedIndex:
+    """Every live image of a bundle, searchable as one index with global ids."""
+
+    def __init__(self, parts: list[_Part], spec: IndexSpec, transform: AffineTransform | None, count: int) -> None:
+        self.parts, self.spec, self.transform, self.count = parts, spec, transform, count
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle) -> SegmentedIndex:
+        m = bundle.manifest
+        transform = load_transform(bundle)
+        spec = IndexSpec(m["index_type"], m["metric"], dict(m.get("index_params") or {}), m.get("transform", "none"))
+        parts = []
+        for segment in bundle.segments:
+            if segment.count == 0:
+                continue
+            meta = segment.meta
+            segment_spec = IndexSpec(meta.get("index_type", "flat"), spec.metric, dict(meta.get("index_params") or {}),
+                                     spec.transform)  # fmt: skip
+            try:
+                index = VectorIndex.read(segment.file(INDEX_FILE), segment_spec, transform)
+            except RuntimeError as exc:
+                raise BundleError(
+                    f"{segment.file(INDEX_FILE)} cannot be read by FAISS ({exc!s:.120}): rebuild the index"
+                ) from None
+            if len(index) != segment.count:
+                raise BundleError(
+                    f"{segment.file(INDEX_FILE)} holds {len(index)} vectors, its segment {segment.count}: "
+                    "rebuild the index"
+                )
+            ids = np.asarray(segment.ids)
+            removed = np.nonzero(bundle.is_live(ids) == 0)[0] if len(bundle.tombstones) else np.zeros(0, np.int64)
+            parts.append(_Part(index, ids, removed, *_skipping(index, removed)))
+        return cls(parts, spec, transform, len(bundle))
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the vectors search() takes (before the transform)."""
+        if self.transform is not None:
+            return self.transform.mean.shape[0]
+        return self.parts[0].index.dim if self.parts else 0
+
+    @property
+    def search_dim(self) -> int:
+        """Dimension of the vectors as compared (after the transform)."""
+        return self.transform.matrix.shape[1] if self.transform is not None else self.dim
+
+    def search_space(self, vectors: np.ndarray) -> np.ndarray:
+        """Vectors as the index compares them: transformed, and unit length for cosine."""
+        return self.parts[0].index.search_space(vectors) if self.parts else np.asarray(vectors, np.float32)
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(n, dim) float32 -> (distances, ids), each (n, k); smaller is closer; -1 / inf where
+        fewer than k images are live."""
+        n = len(vectors)
+        if not self.parts:
+            return np.full((n, k), np.inf, np.float32), np.full((n, k), -1, np.int64)
+        prepared = self.search_space(vectors)
+        all_squared, all_ids = [], []
+        for part in self.parts:
+            squared, positions = part.index.search_prepared(prepared, min(k, len(part.ids)), params=part.params)
+            all_squared.append(squared)
+            all_ids.append(np.where(positions >= 0, part.ids[np.maximum(positions, 0)], -1))
+        squared, ids = np.concatenate(all_squared, axis=1), np.concatenate(all_ids, axis=1)
+        if len(self.parts) > 1 or squared.shape[1] < k:
+            order = np.argsort(squared, axis=1, kind="stable")[:, :k]
+            squared, ids = np.take_along_axis(squared, order, 1), np.take_along_axis(ids, order, 1)
+            if squared.shape[1] < k:
+                pad = k - squared.shape[1]
+                squared = np.pad(squared, ((0, 0), (0, pad)), constant_values=np.float32(np.finfo(np.float32).max))
+                ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+        ids = np.where(squared >= np.finfo(np.float32).max / 2, -1, ids)
+        return to_distance(squared, self.spec.metric), ids
+
+
+def load_transform(bundle: Bundle) -> AffineTransform | None:
+    path = bundle.space_file("transform.npz")
+    if path is None:
+        if bundle.manifest.get("transform", "none") != "none":
+            raise BundleError(
+                f"{bundle.path} has no transform.npz although its space says {bundle.manifest['transform']}"
+            )
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return AffineTransform.checked(arrays["mean"], arrays["matrix"], bundle.manifest["z_size"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise BundleError(f"{path} cannot be read ({exc!s:.120}): rebuild the index") from None
+
+
+def load_trust_dict(bundle: Bundle) -> dict:
+    path = bundle.space_file("trust.json")
+    if path is None:
+        raise BundleError(f"{bundle.path} has no trust.json: rebuild the index")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as exc:
+        raise BundleError(f"{path} cannot be read ({exc!s:.120}): rebuild the index") from None
+
+
+def _skipping(index: VectorIndex, removed: np.ndarray) -> tuple[faiss.SearchParameters | None, tuple]:
+    """Search parameters whose selector skips the removed positions (keeping the tuned knobs)."""
+    if not len(removed):
+        return None, ()
+    batch = faiss.IDSelectorBatch(removed.astype(np.int64))
+    selector = faiss.IDSelectorNot(batch)
+    params = index.search_parameters()
+    params.sel = selector
+    return params, (batch, selector)

@@ -1,0 +1,228 @@
+"""manifest.json: the one file that says what a bundle is. Read whole, validated whole, replaced whole.
+
+The schema is checked field by field (types, ranges, names, cross-references), not only by the
+checksum: a manifest with consistent checksums can still be wrong (edited by hand, written by a
+buggy tool). Checksums protect against damage, not against a malicious author; a bundle is also
+input to FAISS's native reader, so load only bundles you trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from aesearch._version import __version__
+from aesearch.errors import BundleError
+
+FORMAT = "aesearch-index"
+FORMAT_VERSION = 2
+MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 256 * 1024 * 1024  # a 10 M-image bundle's manifest is a few kB; refuse absurd files
+SEGMENT_FILES = ("records.npy", "images.npy", "embeddings.npy", "paths.bin", "path_offsets.npy")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+Count = Annotated[int, Field(ge=0, le=2**53)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class FileRecord(_Strict):
+    sha256: str
+    bytes: Count
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        if not _SHA256.match(value):
+            raise ValueError("not a SHA-256 hex digest")
+        return value
+
+
+class SegmentEntry(_Strict):
+    name: str
+    count: Count
+    first_id: int = Field(ge=-1)  # -1 for an empty segment
+    last_id: int = Field(ge=-1)
+    files: list[str]
+    meta: dict = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("not a segment name")
+        return value
+
+
+class TombstoneEntry(_Strict):
+    file: str
+    count: Count
+
+
+class SpaceEntry(_Strict):
+    dir: str
+    files: list[str]
+
+
+class Manifest(_Strict):
+    """The fields the store relies on; the pipelines and the search layer add their own."""
+
+    format: Literal["aesearch-index"]
+    format_version: int = Field(ge=1, le=FORMAT_VERSION)
+    package_version: str
+    created: str
+    updated: str
+    generation: Count
+    count: Count
+    next_id: Count
+    z_size: int = Field(ge=1, le=100_000)
+    embedding_shifts: list[Annotated[list[Annotated[int, Field(ge=-27, le=27)]], Field(min_length=2, max_length=2)]]
+    encoder_sha256: str
+    class_names: Annotated[list[str], Field(max_length=32_767)]
+    split_names: Annotated[list[str], Field(min_length=1, max_length=255)]
+    segments: list[SegmentEntry]
+    tombstones: TombstoneEntry | None
+    space: SpaceEntry
+    files: dict[str, FileRecord]
+    manifest_sha256: str
+
+    @field_validator("encoder_sha256")
+    @classmethod
+    def _encoder(cls, value: str) -> str:
+        if not _SHA256.match(value):
+            raise ValueError("not a SHA-256 hex digest")
+        return value
+
+
+def manifest_digest(manifest: dict) -> str:
+    """SHA-256 of the manifest's content without its own digest: catches edits and damage."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def rebuild_advice(path: Path) -> str:
+    return f"rebuild with `aesearch build-index --index-dir {path}` (--model CHECKPOINT reuses a trained model)"
+
+
+def no_index_message(path: Path) -> str:
+    where = f"{path} (from {Path.cwd()})" if not path.is_absolute() else str(path)
+    return f"no index at {where}: run `aesearch build-index --index-dir {path}` first, or pass --index-dir"
+
+
+def read_manifest(path: str | Path) -> dict:
+    """The manifest of the bundle at path, validated whole (schema, digest, cross-references).
+
+    File contents are not checked here: load_bundle does that.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(no_index_message(path))
+    if not path.is_dir():
+        raise BundleError(f"{path} is a file, not an index folder: pass the folder `aesearch build-index` wrote")
+    manifest_path = path / MANIFEST
+    rebuild = rebuild_advice(path)
+    if not manifest_path.is_file():
+        raise BundleError(f"{path} has no {MANIFEST}, so it is not an aesearch index: {rebuild}")
+    try:
+        with open(manifest_path, "rb") as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise ValueError("far too large")
+        manifest = json.loads(raw)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0][:120]
+        raise BundleError(f"{manifest_path} is damaged ({detail}): {rebuild}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{manifest_path} is not an aesearch index manifest: {rebuild}")
+    version = manifest.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise BundleError(
+            f"{path} is index format {version}, newer than this aesearch ({__version__}) reads "
+            f"(format {FORMAT_VERSION}): upgrade aesearch or {rebuild}"
+        )
+    if version == 1:
+        raise BundleError(
+            f"{path} is index format 1, from an older aesearch: rebuild it with `aesearch build-index "
+            f"--index-dir {path} --model {path / 'model.safetensors'}` (about ten seconds, no training)"
+        )
+    if manifest.get("manifest_sha256") != manifest_digest(manifest):
+        raise BundleError(f"{manifest_path} was edited or damaged (its content does not match its SHA-256): {rebuild}")
+    try:
+        parsed = Manifest.model_validate(manifest)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "the top level"
+        raise BundleError(f"{manifest_path} is invalid ({where}: {error['msg']}): {rebuild}") from None
+    problem = _cross_check(parsed)
+    if problem:
+        raise BundleError(f"{manifest_path} is inconsistent ({problem}): {rebuild}")
+    return manifest
+
+
+def _cross_check(m: Manifest) -> str | None:
+    for name in m.files:
+        pure = PurePosixPath(name)
+        if pure.is_absolute() or ".." in pure.parts or name in ("", ".", MANIFEST) or "\\" in name:
+            return f"it lists {name!r}, which is not a file of the bundle"
+    names = [segment.name for segment in m.segments]
+    if len(set(names)) != len(names):
+        return "a segment is listed twice"
+    total = 0
+    for segment in m.segments:
+        for file in SEGMENT_FILES:
+            if file not in segment.files:
+                return f"segment {segment.name} has no {file}"
+        for file in segment.files:
+            if f"segments/{segment.name}/{file}" not in m.files:
+                return f"segment {segment.name}'s file {file} is not listed"
+        if segment.count and not 0 <= segment.first_id <= segment.last_id < m.next_id:
+            return f"segment {segment.name} holds ids {segment.first_id}-{segment.last_id}, next id is {m.next_id}"
+        total += segment.count
+    removed = m.tombstones.count if m.tombstones else 0
+    if m.tombstones and m.tombstones.file not in m.files:
+        return f"the tombstone file {m.tombstones.file} is not listed"
+    for file in m.space.files:
+        if f"{m.space.dir}/{file}" not in m.files:
+            return f"the search-space file {m.space.dir}/{file} is not listed"
+    if total - removed != m.count:
+        return f"segments hold {total} images and {removed} are removed, but the count is {m.count}"
+    if "model.safetensors" not in m.files:
+        return "it lists no model.safetensors"
+    if not m.embedding_shifts:
+        return "no embedding shifts"
+    return None
+
+
+def write_manifest(folder: Path, manifest: dict) -> dict:
+    """Seal manifest with its digest and replace folder/manifest.json in one rename."""
+    manifest = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    manifest["manifest_sha256"] = manifest_digest(manifest)
+    target = folder / MANIFEST
+    tmp = folder / f".{MANIFEST}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            f.write(json.dumps(manifest, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(folder)
+    return manifest
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,129 @@
+"""Segments: immutable folders of images with stable ids, their records, embeddings and paths.
+
+A SegmentBuilder fills a segment through writable memory maps (a streaming build never holds
+more than a chunk in memory); once the writer lists it in a manifest it is never changed again.
+A Segment is the read side: every array memory-mapped, paths decoded on demand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from aesearch.errors import BundleError
+from aesearch.store.records import RECORD_DTYPE
+
+IMAGE_SHAPE = (28, 28)
+
+
+class SegmentBuilder:
+    """A segment being written: records, images and embeddings as writable memmaps of fixed size.
+
+    Reopening an existing builder folder (a resumed build) maps the arrays already there, so chunks
+    written before a crash are kept.
+    """
+
+    def __init__(self, folder: Path, count: int, z_size: int) -> None:
+        self.folder, self.count, self.z_size = folder, count, z_size
+        folder.mkdir(parents=True, exist_ok=True)
+        self.records = self._array("records.npy", (count,), RECORD_DTYPE)
+        self.images = self._array("images.npy", (count, *IMAGE_SHAPE), np.dtype(np.uint8))
+        self.embeddings = self._array("embeddings.npy", (count, z_size), np.dtype(np.float32))
+        self._paths: list[str] | None = None
+
+    def _array(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        path = self.folder / name
+        if path.exists():
+            try:
+                existing = np.load(path, mmap_mode="r+", allow_pickle=False)
+                if existing.shape == shape and existing.dtype == dtype:
+                    return existing
+            except (OSError, ValueError):
+                pass
+            path.unlink()
+        if 0 in shape:  # numpy cannot map an empty file
+            np.save(path, np.zeros(shape, dtype))
+            return np.load(path, allow_pickle=False)
+        return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+
+    def set_paths(self, paths: list[str]) -> None:
+        """UTF-8 paths relative to the collection root, one per row (default: all empty)."""
+        assert len(paths) == self.count, f"{len(paths)} paths for {self.count} images"
+        self._paths = list(paths)
+
+    def file(self, name: str) -> Path:
+        """Where to write an extra file of the segment (the search layer's index.faiss, ...)."""
+        assert "/" not in name and name not in ("", ".", ".."), f"not a file name: {name!r}"
+        return self.folder / name
+
+    def seal(self) -> None:
+        """Flush the arrays and write the paths: the segment is complete on disk."""
+        ids = np.asarray(self.records["id"])
+        assert self.count == 0 or bool(np.all(np.diff(ids) > 0)), "segment ids must be strictly increasing"
+        for array in (self.records, self.images, self.embeddings):
+            if isinstance(array, np.memmap):
+                array.flush()
+        encoded = [p.encode() for p in (self._paths or [""] * self.count)]
+        offsets = np.zeros(self.count + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(b) for b in encoded])
+        (self.folder / "paths.bin").write_bytes(b"".join(encoded))
+        np.save(self.folder / "path_offsets.npy", offsets)
+        self.records = self.images = self.embeddings = None  # release the maps
+
+
+@dataclass
+class Segment:
+    """A sealed segment, memory-mapped."""
+
+    name: str
+    folder: Path
+    meta: dict
+    records: np.ndarray  # (n,) RECORD_DTYPE, sorted by id
+    images: np.ndarray  # (n, 28, 28) uint8
+    embeddings: np.ndarray  # (n, z) float32
+    _offsets: np.ndarray = field(repr=False)
+    _paths: np.ndarray = field(repr=False)  # the UTF-8 blob, memory-mapped bytes
+
+    @classmethod
+    def open(cls, folder: Path, name: str, meta: dict, count: int, z_size: int) -> Segment:
+        def load(file: str) -> np.ndarray:
+            path = folder / file
+            return np.load(path, mmap_mode="r" if path.stat().st_size > 4096 else None, allow_pickle=False)
+
+        records, images, embeddings = load("records.npy"), load("images.npy"), load("embeddings.npy")
+        offsets = np.load(folder / "path_offsets.npy", allow_pickle=False)
+        blob_path = folder / "paths.bin"
+        blob = np.memmap(blob_path, dtype=np.uint8, mode="r") if blob_path.stat().st_size else np.zeros(0, np.uint8)
+        problems = [
+            (records.dtype == RECORD_DTYPE and records.shape == (count,), f"records are {records.shape}"),
+            (images.dtype == np.uint8 and images.shape == (count, *IMAGE_SHAPE), f"images are {images.shape}"),
+            (embeddings.dtype == np.float32 and embeddings.shape == (count, z_size),
+             f"embeddings are {embeddings.shape}"),
+            (offsets.dtype == np.int64 and offsets.shape == (count + 1,), f"path offsets are {offsets.shape}"),
+            (count == 0 or (offsets[0] == 0 and offsets[-1] == len(blob)), "path offsets do not match paths.bin"),
+        ]  # fmt: skip
+        for ok, problem in problems:
+            if not ok:
+                raise BundleError(f"segment {name} is inconsistent ({problem})")
+        return cls(name, folder, meta, records, images, embeddings, offsets, blob)
+
+    @property
+    def count(self) -> int:
+        return len(self.records)
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.records["id"]
+
+    def path(self, row: int) -> str:
+        start, end = int(self._offsets[row]), int(self._offsets[row + 1])
+        return bytes(self._paths[start:end]).decode()
+
+    def paths(self, rows: np.ndarray | None = None) -> list[str]:
+        rows = range(self.count) if rows is None else rows
+        return [self.path(int(row)) for row in rows]
+
+    def file(self, name: str) -> Path:
+        return self.folder / name
