@@ -109,7 +109,7 @@ def tiny_checkpoint(z_size: int = 314, seed: int = 0):
 
 
 def make_bundle(path: Path, *, n: int = 120, checkpoint=None, index_type: str = "flat", metric: str = "l2",
-                transform: str = "none", images=None, labels=None) -> Path:  # fmt: skip
+                transform: str = "none", images=None, labels=None, params=None) -> Path:  # fmt: skip
     """Write a real bundle of n synthetic images (ids 0..n-1: 3/4 "train", 1/4 "test")."""
     from aesearch.pipelines.build import assemble_bundle
     from aesearch.search.index import IndexSpec
@@ -126,7 +126,7 @@ def make_bundle(path: Path, *, n: int = 120, checkpoint=None, index_type: str = 
     info = {"dataset": "synthetic", "class_names": ["ellipse", "rectangle", "ring"], "split_names": ["train", "test"],
             "split_sizes": {"train": n_train, "test": n - n_train}}  # fmt: skip
     assemble_bundle(path, checkpoint=checkpoint, images=images, records=metadata, info=info,
-                    spec=IndexSpec(index_type, metric, transform=transform))  # fmt: skip
+                    spec=IndexSpec(index_type, metric, dict(params or {}), transform=transform))  # fmt: skip
     return path
 
 

@@ -23,8 +23,10 @@ def test_round_trip(tiny_bundle):
     assert manifest["count"] == len(bundle) == 120
     assert manifest["z_size"] == 314 and manifest["metric"] == "l2" and manifest["index_type"] == "flat"
     assert manifest["encoder_sha256"] == bundle.checkpoint.encoder_sha256
-    segment = {f"segments/base/{name}" for name in
-               ("records.npy", "images.npy", "embeddings.npy", "paths.bin", "path_offsets.npy", "index.faiss")}
+    segment = {
+        f"segments/base/{name}"
+        for name in ("records.npy", "images.npy", "embeddings.npy", "paths.bin", "path_offsets.npy", "index.faiss")
+    }
     assert set(manifest["files"]) == {"model.safetensors", "space/1/trust.json"} | segment
     assert all(len(f["sha256"]) == 64 for f in manifest["files"].values())
     assert {"format_version", "package_version", "created", "model", "generation", "next_id"} <= set(manifest)

@@ -103,7 +103,8 @@ def test_bad_k(engine, k):
 
 @pytest.mark.parametrize("id", [-1, 120, 3.0])
 def test_bad_id(engine, id):
-    with pytest.raises(InvalidArgumentError, match=r"no image with id -?\d+ in .*ids run from 0 to 119|image id must be an integer"):
+    message = r"no image with id -?\d+ in .*ids run from 0 to 119|image id must be an integer"
+    with pytest.raises(InvalidArgumentError, match=message):
         engine.image(id)
 
 

@@ -179,7 +179,7 @@ def assemble_bundle(
 def calibrate_trust(
     autoencoder: NumpyAutoEncoder,
     images: np.ndarray,
-    z: np.ndarray,
+    z: np.ndarray | None,
     vectors: np.ndarray,
     index: VectorIndex,
     *,
@@ -187,12 +187,13 @@ def calibrate_trust(
 ) -> TrustCalibration:
     """Reconstruction error for a sample of images, nearest-other-image distance for a smaller one.
 
-    z: the images' encoder outputs; vectors: what the index holds.
+    z: the images' encoder outputs (None: the sample is encoded here); vectors: what the index holds.
     """
     rng = np.random.default_rng(0)
     chosen = np.sort(rng.choice(len(images), size=min(_CALIBRATION_SAMPLE, len(images)), replace=False))
     pixels = images[chosen].astype(np.float32) / np.float32(255)
-    errors = ((autoencoder.decode(z[chosen]) - pixels) ** 2).mean(axis=(1, 2))
+    sample_z = autoencoder.encode(pixels) if z is None else z[chosen]
+    errors = ((autoencoder.decode(sample_z) - pixels) ** 2).mean(axis=(1, 2))
     probe = rng.choice(len(vectors), size=min(sample, len(vectors)), replace=False)
     distances, ids = index.search(vectors[probe], min(2, len(vectors)))
     # The nearest result is normally the image itself; take the nearest *other* one.

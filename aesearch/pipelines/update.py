@@ -1,0 +1,142 @@
+"""Changing a bundle in place: add images, remove them, compact. Each call is one atomic publish.
+
+    add      encode the new images, write them as one small delta segment with an exact (flat)
+             index in the bundle's current search space; cost in proportion to the images added
+    remove   tombstone the ids: a new tombstone file and manifest, nothing else rewritten
+    compact  fold every segment into a new base: the whitening is relearned from the stored
+             embeddings (no re-encoding), the bundle's index type rebuilt and retuned, the trust
+             score recalibrated; cost in proportion to the collection
+
+Between compactions the search space (whitening) learned at the last build or compaction is kept,
+so neighbours equal a fresh build's exactly when the transform is "none", and after a compaction
+in any case. compact_if_needed() runs one when the deltas or tombstones pass COMPACT_FRACTION of
+the collection or there are more than MAX_DELTA_SEGMENTS deltas.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from aesearch.errors import InvalidArgumentError
+from aesearch.model.runtime import NumpyAutoEncoder
+from aesearch.pipelines.build import calibrate_trust
+from aesearch.search.index import IndexSpec, VectorIndex
+from aesearch.search.segments import INDEX_FILE, load_transform
+from aesearch.store.bundle import Bundle, BundleWriter, load_bundle
+from aesearch.store.records import new_records, pixel_hashes
+
+COMPACT_FRACTION = 0.25
+MAX_DELTA_SEGMENTS = 16
+_TUNED = ("ef_search", "nprobe", "tuned_recall_at_10")  # retuned, not kept, by a compaction
+
+
+def add_images(
+    index_dir: str | Path,
+    images: np.ndarray,
+    *,
+    records: np.ndarray | None = None,
+    paths: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Add preprocessed (n, 28, 28) uint8 images as a new segment; returns their new ids.
+
+    records: RECORD_DTYPE rows for split, position, label, file size, mtime and content hash (ids
+    are assigned here; default: no label, split 0, the pixels' hash).
+    """
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise InvalidArgumentError(f"images to add must be (n, 28, 28) uint8, got shape {images.shape}")
+    if records is None:
+        records = new_records(len(images))
+        records["split"] = 0
+        records["content_hash"] = pixel_hashes(images)
+    if len(records) != len(images) or (paths is not None and len(paths) != len(images)):
+        raise InvalidArgumentError("give one record and one path per image")
+    with BundleWriter.update(index_dir) as writer:
+        bundle = load_bundle(index_dir, verify="sizes")  # under the lock: the state we extend
+        autoencoder = NumpyAutoEncoder.from_checkpoint(bundle.checkpoint)
+        shifts = [tuple(s) for s in bundle.manifest["embedding_shifts"]]
+        vectors = autoencoder.embed(images.astype(np.float32) / np.float32(255), shifts)[1]
+        index = _delta_index(bundle, vectors)
+        ids = writer.allocate_ids(len(images))
+        segment = writer.new_segment(len(images))
+        segment.records[:] = records
+        segment.records["id"] = ids
+        segment.images[:] = images
+        segment.embeddings[:] = vectors
+        if paths is not None:
+            segment.set_paths(list(paths))
+        index.write(segment.file(INDEX_FILE))
+        writer.add_segment(segment, meta={"index_type": "flat", "index_params": {}})
+        writer.commit()
+    return ids
+
+
+def remove_images(index_dir: str | Path, ids: Sequence[int] | np.ndarray) -> int:
+    """Tombstone these ids; returns how many were removed. Unknown or removed ids: one line."""
+    with BundleWriter.update(index_dir) as writer:
+        bundle = load_bundle(index_dir, verify="sizes")
+        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        bundle.locate(ids)  # names the first id that is not in the bundle
+        writer.remove_ids(ids)
+        writer.commit()
+    return len(ids)
+
+
+def needs_compaction(bundle: Bundle) -> bool:
+    deltas = bundle.segments[1:]
+    removed = len(bundle.tombstones)
+    added = sum(s.count for s in deltas)
+    return len(deltas) > MAX_DELTA_SEGMENTS or max(added, removed) > COMPACT_FRACTION * max(len(bundle), 1)
+
+
+def compact_if_needed(index_dir: str | Path) -> bool:
+    if needs_compaction(load_bundle(index_dir, verify="sizes")):
+        compact(index_dir)
+        return True
+    return False
+
+
+def compact(index_dir: str | Path) -> dict:
+    """Rewrite every live image into one new base segment, relearning what the build learned."""
+    with BundleWriter.update(index_dir) as writer:
+        bundle = load_bundle(index_dir, verify="sizes")
+        m = bundle.manifest
+        ids = bundle.live_ids()
+        records, images, embeddings = bundle.records(ids), bundle.images(ids), bundle.embeddings(ids)
+        paths = [bundle.path_of(int(i)) for i in ids] if _has_paths(bundle) else None
+        params = {k: v for k, v in (m.get("index_params") or {}).items() if k not in _TUNED}
+        spec = IndexSpec(m["index_type"], m["metric"], params, m.get("transform", "none"))
+        train = "train" in bundle.split_names
+        fit_rows = np.nonzero(records["split"] == bundle.split_names.index("train"))[0] if train else None
+        index = VectorIndex.build(embeddings, spec, fit_rows=fit_rows)
+        autoencoder = NumpyAutoEncoder.from_checkpoint(bundle.checkpoint)
+        trust = calibrate_trust(autoencoder, images, None, embeddings, index)
+
+        segment = writer.new_segment(len(ids))
+        segment.records[:] = records
+        segment.images[:] = images
+        segment.embeddings[:] = embeddings
+        if paths is not None:
+            segment.set_paths(paths)
+        index.write(segment.file(INDEX_FILE))
+        writer.drop_segments([s.name for s in bundle.segments])
+        writer.add_segment(segment, meta={"index_type": index.spec.index_type, "index_params": index.spec.params})
+        if index.transform is not None:
+            np.savez(writer.space_file("transform.npz"), mean=index.transform.mean, matrix=index.transform.matrix)
+        writer.space_file("trust.json").write_text(json.dumps(trust.to_dict()) + "\n")
+        return writer.commit({"index_params": index.spec.params})
+
+
+def _delta_index(bundle: Bundle, vectors: np.ndarray) -> VectorIndex:
+    """An exact index of the new vectors in the bundle's current search space."""
+    m = bundle.manifest
+    spec = IndexSpec("flat", m["metric"], {}, m.get("transform", "none"))
+    return VectorIndex.build(vectors, spec, load_transform(bundle))
+
+
+def _has_paths(bundle: Bundle) -> bool:
+    return any(s.file("paths.bin").stat().st_size for s in bundle.segments)
