@@ -124,7 +124,7 @@ class _View:
     images: np.ndarray  # (n, 28, 28) uint8
     split: np.ndarray  # (n,) int64 index into split_names
     split_names: list[str]
-    paths: list[str]  # "" for dataset images
+    bundle: object  # where paths are looked up, for the images that end in a group
     vectors: np.ndarray  # (n, d) float32 in the search space: transformed, unit length for cosine
     metric: str
 
@@ -132,12 +132,11 @@ class _View:
     def of(cls, engine) -> _View:
         bundle = engine.bundle
         ids = bundle.live_ids()
-        images = bundle.images(ids)
-        vectors = engine.index.search_space(bundle.embeddings(ids))  # what the index holds
+        # The stored embeddings, in the search space every query uses: no image is encoded again.
+        vectors = engine.index.search_space(bundle.embeddings(ids))
         return cls(
-            ids=ids, images=images, split=bundle.records(ids)["split"].astype(np.int64),
-            split_names=list(bundle.split_names), paths=[bundle.path_of(int(i)) for i in ids], vectors=vectors,
-            metric=engine.index.spec.metric,
+            ids=ids, images=bundle.images(ids), split=bundle.records(ids)["split"].astype(np.int64),
+            split_names=list(bundle.split_names), bundle=bundle, vectors=vectors, metric=engine.index.spec.metric,
         )  # fmt: skip
 
     def radius(self, threshold: float) -> float:
@@ -150,7 +149,8 @@ class _View:
         return (squared / 2 if self.metric == "cosine" else np.sqrt(squared)).astype(np.float32)
 
     def path(self, row: int) -> str:
-        return self.paths[row]
+        """The image's path relative to its collection root ("" for dataset images)."""
+        return self.bundle.path_of(int(self.ids[row]))
 
 
 def exact_classes(images: np.ndarray) -> np.ndarray:
