@@ -144,6 +144,20 @@ INDEX_DIR_OPTION = click.option(
 )
 @click.option("--epochs", type=click.IntRange(1, 10_000), help="Training epochs when no --model is given.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Folder holding Fashion-MNIST (else searched).")
+@click.option(
+    "--images",
+    "image_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Index the images in this folder (recursively) instead of Fashion-MNIST; repeatable.",
+)
+@click.option(
+    "--images-from",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Index the image files listed in this text file, one path a line.",
+)
+@click.option("--labels", type=click.Choice(["folders"]),
+              help="folders: each image's first-level subfolder is its class (for `aesearch eval`).")  # fmt: skip
 def build_index_command(
     index_dir,
     model,
@@ -156,6 +170,9 @@ def build_index_command(
     recipe,
     epochs,
     data_dir,
+    image_dirs,
+    images_from,
+    labels,
 ) -> None:
     """Build the index bundle: train if needed, encode, index, write.
 
@@ -167,12 +184,86 @@ def build_index_command(
 
     config = TrainConfig.for_recipe(recipe, epochs=epochs) if model is None else None
     shifts = DEFAULT_EMBEDDING_SHIFTS if phase_pooling else ((0, 0),)
+    if image_dirs or images_from:
+        _build_from_folders(index_dir, image_dirs, images_from, labels, model, index_type, metric, transform,
+                            whiten_shrinkage, whiten_dims, shifts, config)  # fmt: skip
+        return
+    if labels:
+        from aesearch.errors import InvalidArgumentError
+
+        raise InvalidArgumentError("--labels folders needs --images DIR or --images-from LIST")
     manifest = build_index(
         index_dir, model=model, index_type=index_type, metric=metric, transform=transform,
         whiten_shrinkage=whiten_shrinkage, whiten_dims=whiten_dims, embedding_shifts=shifts,
         data_dir=data_dir, train_config=config, log=click.echo,
     )  # fmt: skip
     click.echo(f"Done: {manifest['count']:,} images in {index_dir}. Try `aesearch query IMAGE --index-dir {index_dir}`")
+
+
+def _build_from_folders(index_dir, image_dirs, images_from, labels, model, index_type, metric, transform,
+                        whiten_shrinkage, whiten_dims, shifts, config) -> None:  # fmt: skip
+    from aesearch.pipelines.collection import build_from_folders
+    from aesearch.search.index import IndexSpec
+
+    params = {"whiten_shrinkage": whiten_shrinkage, "whiten_dims": whiten_dims} if transform == "whiten" else {}
+    manifest, skipped = build_from_folders(
+        index_dir, images=image_dirs, images_from=images_from, labels=labels, model=model,
+        spec=IndexSpec(index_type, metric, params, transform), shifts=shifts, train_config=config, log=click.echo,
+    )  # fmt: skip
+    _echo_skipped(skipped)
+    click.echo(f"Done: {manifest['count']:,} images in {index_dir}. Keep it current with "
+               f"`aesearch sync --index-dir {index_dir}`")  # fmt: skip
+
+
+def _echo_skipped(skipped, shown: int = 20) -> None:
+    """Unreadable files, one line each with its reason (at the end, so they are seen)."""
+    if skipped:
+        click.echo(f"Skipped {len(skipped):,} file(s) that could not be used:", err=True)
+        for item in skipped[:shown]:
+            click.echo(f"  {item.path}: {item.reason}", err=True)
+        if len(skipped) > shown:
+            click.echo(f"  ... and {len(skipped) - shown:,} more (--json lists them all)", err=True)
+
+
+@cli.command("sync")
+@INDEX_DIR_OPTION
+@click.option("--dry-run", is_flag=True, help="Say what would change; write nothing.")
+@click.option("--compact", is_flag=True, help="Also compact: one segment, search space learned again.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the lists of paths.")
+def sync_command(index_dir, dry_run, compact, as_json) -> None:
+    """Bring an index built with --images in step with its folders (added, changed, moved, removed)."""
+    from aesearch.pipelines.sync import sync
+
+    report = sync(index_dir, dry_run=dry_run, compact=compact)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+        return
+    _echo_skipped(report.skipped)
+    click.echo(report.summary())
+
+
+@cli.command("add")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@INDEX_DIR_OPTION
+def add_command(paths, index_dir) -> None:
+    """Index these image files (or folders of them) now; `sync` would find them too."""
+    from aesearch.pipelines.sync import add_files
+
+    report = add_files(index_dir, paths)
+    _echo_skipped(report.skipped)
+    click.echo(report.summary())
+
+
+@cli.command("remove")
+@click.argument("targets", nargs=-1, required=True)
+@INDEX_DIR_OPTION
+def remove_command(targets, index_dir) -> None:
+    """Remove images from the index by id or by path (the files are not touched)."""
+    from aesearch.pipelines.sync import remove
+
+    ids = remove(index_dir, list(targets))
+    click.echo(f"Removed {len(ids):,} image(s) from {index_dir}: ids {', '.join(map(str, ids[:20]))}"
+               + (" ..." if len(ids) > 20 else ""))  # fmt: skip
 
 
 @cli.command()
@@ -230,9 +321,10 @@ def query(image, k, index_dir, query_id, out, no_picture, as_json, max_pixels, m
     )
     if trust.warning():
         click.echo(trust.warning(), err=True)
-    click.echo(f"{'rank':>4}  {'id':>6}  {'class':<12} {'split':<5}  {'distance':>9}")
+    column = "path" if any(hit.path for hit in result.hits) else "class"
+    click.echo(f"{'rank':>4}  {'id':>6}  {column:<12} {'split':<5}  {'distance':>9}")
     for hit in result.hits:
-        click.echo(f"{hit.rank:>4}  {hit.id:>6}  {hit.label_name:<12} {hit.split:<5}  {hit.distance:>9.4f}")
+        click.echo(f"{hit.rank:>4}  {hit.id:>6}  {hit.name:<12} {hit.split:<5}  {hit.distance:>9.4f}")
     if picture:
         click.echo(f"Result picture: {picture}")
 
@@ -257,7 +349,7 @@ def _write_picture(engine, result, picture: Path, image: Path | None, query_id: 
         query=result.query,
         reconstruction=result.reconstruction,
         neighbours=[
-            (engine.image(h.id), f"#{h.rank} {h.label_name}", f"id {h.id} · distance {h.distance:.3f}")
+            (engine.image(h.id), f"#{h.rank} {h.name[-18:]}", f"id {h.id} · distance {h.distance:.3f}")
             for h in result.hits
         ],
         title=f"{label} · k={len(result.hits)} · reconstruction MSE {result.reconstruction_mse:.4f} "

@@ -3,13 +3,14 @@
     POST /api/search?k=8        multipart field `image` -> the `aesearch query --json` object, plus
                                 the preprocessed query and the reconstruction as PNG data URLs
     GET  /api/images/{id}.png   an indexed image (?scale=1..16 enlarges it, nearest neighbour)
-    GET  /api/health            bundle summary
+    GET  /api/health            bundle summary: count, and when it last changed (generation, updated)
     GET  /                      the page (static/, no external resources)
 
 The engine is read-only and its arrays are shared between threads; FastAPI runs each request in
-its thread pool. Uploads over the limit are refused with 413 before they are read whole; a body
-that is not a usable image gets 400 with the CLI's one-line message; nothing ever writes to the
-bundle, and no route reads a file outside the package's static folder.
+its thread pool. When a writer (sync, add, remove) publishes a new state, the next request swaps
+in a freshly loaded engine (search/live.py). Uploads over the limit are refused with 413 before
+they are read whole; a body that is not a usable image gets 400 with the CLI's one-line message;
+nothing ever writes to the bundle, and no route reads a file outside the package's static folder.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from PIL import Image
 from aesearch._version import __version__
 from aesearch.errors import AesearchError, InvalidArgumentError
 from aesearch.search.engine import DEFAULT_INDEX_DIR, SearchEngine
+from aesearch.search.live import LiveEngine
 from aesearch.search.preprocess import DEFAULT_MAX_PIXELS
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -42,10 +44,11 @@ def create_app(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> FastAPI:
     """The app, with its bundle loaded and verified now (a bad bundle fails here, not per request)."""
-    engine = engine or SearchEngine.load(index_dir)
+    live = LiveEngine(engine or SearchEngine.load(index_dir))  # follows updates (sync, add, remove)
     app = FastAPI(title="aesearch", version=__version__, docs_url="/api/docs", redoc_url=None)
     app.add_middleware(_UploadLimit, max_bytes=max_upload_bytes)
-    app.state.engine = engine
+    app.state.live = live
+    app.state.engine = live.get()
 
     @app.exception_handler(AesearchError)
     async def _user_error(request: Request, exc: AesearchError) -> JSONResponse:
@@ -53,9 +56,11 @@ def create_app(
 
     @app.get("/api/health")
     def health() -> dict:
+        engine = live.get()
         m = engine.manifest
         return {
             "status": "ok", "version": __version__, "count": len(engine), "z_size": m["z_size"],
+            "updated": m.get("updated"), "generation": m.get("generation"),
             "index_type": m["index_type"], "metric": m["metric"], "transform": m.get("transform", "none"),
             "dataset": m.get("dataset"), "model": m.get("model", {}).get("recipe"),
             "max_upload_bytes": max_upload_bytes,
@@ -63,6 +68,7 @@ def create_app(
 
     @app.post("/api/search")
     def search(image: UploadFile, k: int = Query(8, ge=1)) -> dict:
+        engine = live.get()
         if k > len(engine):
             raise InvalidArgumentError(f"k must be an integer from 1 to {len(engine)}, got {k}")
         data = image.file.read()
@@ -76,6 +82,7 @@ def create_app(
 
     @app.get("/api/images/{id}.png")
     def indexed_image(id: int, scale: int = Query(1, ge=1, le=16)) -> Response:
+        engine = live.get()
         try:
             pixels = engine.image(id)
         except InvalidArgumentError as exc:

@@ -128,6 +128,7 @@ def assemble_bundle(
     records: np.ndarray,
     info: dict,
     spec: IndexSpec,
+    paths: list[str] | None = None,
     shifts: Sequence[Sequence[int]] = DEFAULT_EMBEDDING_SHIFTS,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
@@ -135,7 +136,8 @@ def assemble_bundle(
     """Encode images, index them, calibrate the trust score, and write the bundle atomically.
 
     records: one RECORD_DTYPE row per image (ids are assigned here, 0 to n-1, in this order; the
-    content hash is filled in when left empty). Split 0 is the training split: whitening, when the
+    content hash is filled in when left empty); paths: each image's path relative to its collection
+    root, for collections of files. Split 0 is the training split: whitening, when the
     spec asks for one, is learned on it alone, so evaluation on the other splits stays honest.
     """
     autoencoder = NumpyAutoEncoder.from_checkpoint(checkpoint)
@@ -153,6 +155,8 @@ def assemble_bundle(
             segment.records["content_hash"] = pixel_hashes(images)
         segment.images[:] = images
         segment.embeddings[:] = vectors
+        if paths is not None:
+            segment.set_paths(paths)
         index.write(segment.file(INDEX_FILE))
         writer.add_segment(segment, meta={"index_type": index.spec.index_type, "index_params": index.spec.params})
         if index.transform is not None:

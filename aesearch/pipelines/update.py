@@ -7,6 +7,11 @@
              embeddings (no re-encoding), the bundle's index type rebuilt and retuned, the trust
              score recalibrated; cost in proportion to the collection
 
+    publish  write_delta(): a delta segment may hold ids already in the bundle (a sync's moved or
+             changed file: same id, newer copy); the newest copy of an id wins (store/bundle.py)
+    merge    more than MAX_DELTAS deltas are merged into one (cost: the deltas' size, not the base's),
+             so a query never searches many small segments
+
 Between compactions the search space (whitening) learned at the last build or compaction is kept,
 so neighbours equal a fresh build's exactly when the transform is "none", and after a compaction
 in any case. compact_if_needed() runs one when the deltas or tombstones pass COMPACT_FRACTION of
@@ -31,6 +36,7 @@ from aesearch.store.records import new_records, pixel_hashes
 
 COMPACT_FRACTION = 0.25
 MAX_DELTA_SEGMENTS = 16
+MAX_DELTAS = 4  # more delta segments than this are merged into one (each costs every query a search)
 _TUNED = ("ef_search", "nprobe", "tuned_recall_at_10")  # retuned, not kept, by a compaction
 
 
@@ -88,7 +94,7 @@ def remove_images(index_dir: str | Path, ids: Sequence[int] | np.ndarray) -> int
 
 def needs_compaction(bundle: Bundle) -> bool:
     deltas = bundle.segments[1:]
-    removed = len(bundle.tombstones)
+    removed = len(bundle.tombstones) + bundle.manifest.get("superseded", 0)  # dead copies either way
     added = sum(s.count for s in deltas)
     return len(deltas) > MAX_DELTA_SEGMENTS or max(added, removed) > COMPACT_FRACTION * max(len(bundle), 1)
 
@@ -140,3 +146,59 @@ def _delta_index(bundle: Bundle, vectors: np.ndarray) -> VectorIndex:
 
 def _has_paths(bundle: Bundle) -> bool:
     return any(s.file("paths.bin").stat().st_size for s in bundle.segments)
+
+
+def embed(bundle: Bundle, images: np.ndarray) -> np.ndarray:
+    """(n, 28, 28) uint8 -> (n, z) float32: the pooled encoder output, as the bundle stores it."""
+    autoencoder = NumpyAutoEncoder.from_checkpoint(bundle.checkpoint)
+    if not len(images):
+        return np.zeros((0, autoencoder.z_size), np.float32)
+    shifts = [tuple(s) for s in bundle.manifest["embedding_shifts"]]
+    return autoencoder.embed(images.astype(np.float32) / np.float32(255), shifts)[1]
+
+
+def write_delta(writer: BundleWriter, bundle: Bundle, records: np.ndarray, images: np.ndarray,
+                embeddings: np.ndarray, paths: Sequence[str]) -> None:  # fmt: skip
+    """Add one delta segment of these rows (ids set; new or already in the bundle), indexed exactly."""
+    if not len(records):
+        return
+    order = np.argsort(records["id"], kind="stable")  # a segment's ids are sorted
+    segment = writer.new_segment(len(records))
+    segment.records[:] = records[order]
+    segment.images[:] = images[order]
+    segment.embeddings[:] = embeddings[order]
+    segment.set_paths([paths[i] for i in order])
+    _delta_index(bundle, np.ascontiguousarray(embeddings[order])).write(segment.file(INDEX_FILE))
+    writer.add_segment(segment, meta={"index_type": "flat", "index_params": {}, "delta": True})
+
+
+def maintain(index_dir: str | Path, *, compact_now: bool = False) -> str | None:
+    """After an update: compact (if asked, or needs_compaction) or merge the deltas (more than
+    MAX_DELTAS); returns "compacted", "merged" or None. Each is its own atomic publish."""
+    bundle = load_bundle(index_dir, verify="sizes")
+    if compact_now or needs_compaction(bundle):
+        compact(index_dir)
+        return "compacted"
+    if len(bundle.segments) - 1 <= MAX_DELTAS:
+        return None
+    with BundleWriter.update(index_dir) as writer:
+        bundle = load_bundle(index_dir, verify="sizes")  # under the lock: the state we merge
+        deltas = list(range(1, len(bundle.segments)))
+        records, images, embeddings, paths = _live_rows(bundle, deltas)
+        write_delta(writer, bundle, records, images, embeddings, paths)
+        writer.drop_segments([bundle.segments[n].name for n in deltas])
+        writer.commit()
+    return "merged"
+
+
+def _live_rows(bundle: Bundle, numbers: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Records, images, embeddings and paths of the live rows of these segments."""
+    parts = []
+    for number in numbers:
+        segment = bundle.segments[number]
+        keep = np.ones(segment.count, bool)
+        keep[bundle.dead_rows(number)] = False
+        rows = np.flatnonzero(keep)
+        parts.append((segment.records[rows], segment.images[rows], segment.embeddings[rows], segment.paths(rows)))
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+            np.concatenate([p[2] for p in parts]), [path for p in parts for path in p[3]])  # fmt: skip

@@ -34,12 +34,21 @@ class Hit:
     split: str
     position: int  # index within its split of the original dataset
     distance: float
+    path: str = ""  # relative to its collection root; "" for dataset images
 
     def to_dict(self) -> dict:
-        return {
+        data = {
             "rank": self.rank, "id": self.id, "label": self.label, "label_name": self.label_name,
             "split": self.split, "position": self.position, "distance": self.distance,
         }  # fmt: skip
+        if self.path:
+            data["path"] = self.path
+        return data
+
+    @property
+    def name(self) -> str:
+        """How to show the hit: its path for a collection image, else its class."""
+        return self.path or self.label_name or "unlabelled"
 
 
 @dataclass(frozen=True)
@@ -139,8 +148,51 @@ class SearchEngine:
         return Hit(
             rank=rank, id=int(id), label=label, label_name=self.bundle.class_names[label] if label >= 0 else None,
             split=self.bundle.split_names[int(record["split"])], position=int(record["position"]),
-            distance=float(distance),
+            distance=float(distance), path=self.bundle.path_of(int(id)),
         )  # fmt: skip
+
+    # --- changing the collection (each call publishes a new state atomically; see pipelines/update.py) ---
+
+    def add(self, images, paths: Sequence[str] | None = None, labels: Sequence[int] | None = None) -> np.ndarray:
+        """Index more images (anything the preprocessing contract takes); returns their new ids.
+
+        paths: shown for each (relative to the collection root); labels: class numbers (-1: none).
+        """
+        from aesearch.pipelines.update import add_images, maintain
+        from aesearch.store.records import new_records, pixel_hashes
+
+        pixels = (preprocess_batch(images) * np.float32(255)).round().astype(np.uint8)
+        records = new_records(len(pixels))
+        records["content_hash"] = pixel_hashes(pixels)
+        if labels is not None:
+            if len(labels) != len(pixels) or any(not -1 <= int(x) < len(self.bundle.class_names) for x in labels):
+                raise InvalidArgumentError(
+                    f"give one label per image, each a class number from 0 to {len(self.bundle.class_names) - 1} or -1"
+                )
+            records["label"] = np.asarray(labels, dtype=np.int64)
+        ids = add_images(self.bundle.path, pixels, records=records, paths=paths)
+        maintain(self.bundle.path)
+        self._reload()
+        return ids
+
+    def remove(self, ids: Sequence[int]) -> None:
+        """Remove images by id (tombstones: their ids are never used again)."""
+        from aesearch.pipelines.update import maintain, remove_images
+
+        remove_images(self.bundle.path, [int(i) for i in ids])
+        maintain(self.bundle.path)
+        self._reload()
+
+    def sync(self, *, dry_run: bool = False):
+        """Bring a bundle built from folders in step with them; returns a SyncReport."""
+        from aesearch.pipelines.sync import sync
+
+        report = sync(self.bundle.path, dry_run=dry_run)
+        self._reload()
+        return report
+
+    def _reload(self) -> None:
+        self.__init__(load_bundle(self.bundle.path))
 
     # --- the query path ---
 

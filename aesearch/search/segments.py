@@ -26,7 +26,7 @@ INDEX_FILE = "index.faiss"
 class _Part:
     index: VectorIndex
     ids: np.ndarray  # (n,) global id of each position
-    removed: np.ndarray  # sorted positions whose ids are tombstoned
+    removed: np.ndarray  # sorted positions whose ids are tombstoned or superseded
     params: faiss.SearchParameters | None  # the selector that skips them (None: nothing removed)
     selectors: tuple = ()  # SWIG does not own the selectors params point to: keep them alive here
 
@@ -43,7 +43,7 @@ class SegmentedIndex:
         transform = load_transform(bundle)
         spec = IndexSpec(m["index_type"], m["metric"], dict(m.get("index_params") or {}), m.get("transform", "none"))
         parts = []
-        for segment in bundle.segments:
+        for number, segment in enumerate(bundle.segments):
             if segment.count == 0:
                 continue
             meta = segment.meta
@@ -61,7 +61,7 @@ class SegmentedIndex:
                     "rebuild the index"
                 )
             ids = np.asarray(segment.ids)
-            removed = np.nonzero(bundle.is_live(ids) == 0)[0] if len(bundle.tombstones) else np.zeros(0, np.int64)
+            removed = bundle.dead_rows(number)  # tombstoned, or superseded by a newer copy
             parts.append(_Part(index, ids, removed, *_skipping(index, removed)))
         return cls(parts, spec, transform, len(bundle))
 

@@ -57,6 +57,7 @@ class Bundle:
     tombstones: np.ndarray  # sorted int64 ids removed
     manifest_stat: tuple = field(repr=False, default=())
     _live: np.ndarray | None = field(default=None, repr=False)
+    _superseded: list[np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def generation(self) -> int:
@@ -86,16 +87,32 @@ class Bundle:
         """Every id that can be found, sorted."""
         if self._live is None:
             ids = np.concatenate([s.ids for s in self.segments]) if self.segments else np.zeros(0, np.int64)
-            ids = np.sort(ids)
+            ids = np.unique(ids) if len(self.segments) > 1 else np.asarray(ids)  # an id may be in two segments
             self._live = ids[~_contains(self.tombstones, ids)] if len(self.tombstones) else ids
         return self._live
+
+    def dead_rows(self, number: int) -> np.ndarray:
+        """Sorted rows of segment `number` that no search may return: tombstoned, or superseded by
+        a newer copy of the same id in a later segment (a sync's moved or changed file)."""
+        if self._superseded is None:
+            self._superseded = superseded_rows([s.ids for s in self.segments])
+        segment = self.segments[number]
+        dead = _contains(self.tombstones, np.asarray(segment.ids)) if len(self.tombstones) else None
+        rows = self._superseded[number]
+        if dead is None:
+            return rows
+        dead[rows] = True
+        return np.flatnonzero(dead)
 
     def is_live(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
         return _contains(self.live_ids(), ids)
 
     def locate(self, ids) -> tuple[np.ndarray, np.ndarray]:
-        """(segment numbers, rows) of live ids; one line naming the first id that is not live."""
+        """(segment numbers, rows) of live ids; one line naming the first id that is not live.
+
+        An id held by several segments is found in the last one: the newest copy wins.
+        """
         ids = np.atleast_1d(np.asarray(ids, dtype=np.int64))
         where, rows = np.full(len(ids), -1), np.zeros(len(ids), dtype=np.int64)
         for number, segment in enumerate(self.segments):
@@ -342,10 +359,17 @@ class BundleWriter:
         dropped = [s for s in self.manifest["segments"] if s["name"] in names]
         self.manifest["segments"] = [s for s in self.manifest["segments"] if s["name"] not in names]
         kept = self.tombstones()
+        remaining = [self._segment_ids(s) for s in self.manifest["segments"]]
         for segment in dropped:
-            ids = np.load(self.root / "segments" / segment["name"] / "records.npy", mmap_mode="r")["id"]
-            kept = kept[~_contains(np.asarray(ids), kept)]
+            ids = self._segment_ids(segment)
+            gone = _contains(np.asarray(ids), kept)
+            for other in remaining:  # an id whose older copy is still listed keeps its tombstone
+                gone &= ~_contains(np.asarray(other), kept)
+            kept = kept[~gone]
         self._tombstones = kept
+
+    def _segment_ids(self, entry: dict) -> np.ndarray:
+        return np.load(self.root / "segments" / entry["name"] / "records.npy", mmap_mode="r")["id"]
 
     def tombstones(self) -> np.ndarray:
         if self._tombstones is None:
@@ -392,7 +416,10 @@ class BundleWriter:
             folder = self.root / self._space_dir
             m["space"] = {"dir": self._space_dir, "files": sorted(p.name for p in folder.iterdir() if p.is_file())}
             self._new_files.update(f"{self._space_dir}/{name}" for name in m["space"]["files"])
-        m["count"] = sum(s["count"] for s in m["segments"]) - (m["tombstones"] or {}).get("count", 0)
+        # Older copies of ids a later segment holds again are dead; ids are counted once.
+        superseded = superseded_rows([self._segment_ids(s) for s in m["segments"]], m["segments"])
+        m["superseded"] = int(sum(len(rows) for rows in superseded))
+        m["count"] = sum(s["count"] for s in m["segments"]) - (m["tombstones"] or {}).get("count", 0) - m["superseded"]
         referenced = _referenced_files(m)
         files = {name: record for name, record in m["files"].items() if name in referenced}
         for name in sorted(referenced - set(files)):
@@ -441,6 +468,28 @@ def _referenced_files(m: dict) -> set[str]:
     for segment in m["segments"]:
         names.update(f"segments/{segment['name']}/{f}" for f in segment["files"])
     return names
+
+
+def superseded_rows(segment_ids: list[np.ndarray], entries: list[dict] | None = None) -> list[np.ndarray]:
+    """For each segment, the sorted rows whose id a later segment holds again.
+
+    Only the later ids are looked up in each (sorted) segment, so a large base with small deltas
+    costs a few binary searches, not a pass over the base; segments whose id ranges (from the
+    manifest entries, when given) cannot overlap are skipped.
+    """
+    out = [np.zeros(0, np.int64) for _ in segment_ids]
+    later = np.zeros(0, np.int64)
+    for number in range(len(segment_ids) - 1, -1, -1):
+        ids = segment_ids[number]
+        if len(later) and len(ids):
+            first, last = (entries[number]["first_id"], entries[number]["last_id"]) if entries else (ids[0], ids[-1])
+            candidates = later[(later >= first) & (later <= last)]
+            if len(candidates):
+                at = np.minimum(np.searchsorted(ids, candidates), len(ids) - 1)
+                out[number] = np.unique(at[np.asarray(ids[at]) == candidates])
+        if number:
+            later = np.union1d(later, np.asarray(ids))
+    return out
 
 
 def _contains(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -91,6 +91,7 @@ class Manifest(_Strict):
     split_names: Annotated[list[str], Field(min_length=1, max_length=255)]
     segments: list[SegmentEntry]
     tombstones: TombstoneEntry | None
+    superseded: Count = 0  # older copies of ids that a later segment holds again (moved, changed files)
     space: SpaceEntry
     files: dict[str, FileRecord]
     manifest_sha256: str
@@ -193,8 +194,11 @@ def _cross_check(m: Manifest) -> str | None:
     for file in m.space.files:
         if f"{m.space.dir}/{file}" not in m.files:
             return f"the search-space file {m.space.dir}/{file} is not listed"
-    if total - removed != m.count:
-        return f"segments hold {total} images and {removed} are removed, but the count is {m.count}"
+    if total - removed - m.superseded != m.count:
+        return (
+            f"segments hold {total} images, {removed} are removed and {m.superseded} superseded, "
+            f"but the count is {m.count}"
+        )
     if "model.safetensors" not in m.files:
         return "it lists no model.safetensors"
     if not m.embedding_shifts:

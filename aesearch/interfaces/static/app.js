@@ -81,11 +81,11 @@ function render(file, result, ms) {
     item.className = "hit";
     const img = document.createElement("img");
     img.src = `/api/images/${hit.id}.png?scale=6`;
-    img.alt = `${hit.label_name}, id ${hit.id}`;
+    img.alt = `${hit.path || hit.label_name}, id ${hit.id}`;
     img.loading = "lazy";
     const label = document.createElement("div");
     label.className = "label";
-    label.textContent = `#${hit.rank} ${hit.label_name}`;
+    label.textContent = `#${hit.rank} ${hit.path || hit.label_name || "unlabelled"}`;
     const meta = document.createElement("div");
     meta.className = "meta";
     meta.textContent = `distance ${hit.distance.toFixed(3)} · ${hit.split} · id ${hit.id}`;

@@ -1,0 +1,117 @@
+"""`aesearch build-index --images DIR`: a bundle of a user's own folders of images.
+
+The folders are scanned and read by sources/folders.py (decoding on every core), each file's
+record keeps its path relative to its root (the root's number is the record's `position`), size,
+mtime and content hash, and the label of its first-level folder with `--labels folders`. The
+bundle is then assembled by the same code as Fashion-MNIST's (pipelines/build.py), so the search
+space, the index and the trust score are built the same way; the only split is "collection", and
+the whitening is learned on all of it. Ids follow the sorted (root, path) order: 0 to n-1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from aesearch.errors import InvalidArgumentError
+from aesearch.model.checkpoint import Checkpoint, load_checkpoint
+from aesearch.search.index import IndexSpec, check_index_type
+from aesearch.sources.folders import Skipped, collection_roots, folder_label, read_files, scan
+from aesearch.store.records import NO_LABEL, new_records
+
+SPLIT_NAMES = ["collection"]
+LABEL_MODES = ("folders",)
+# Below this many images the default recipe trains a model that retrieves worse than reusing the
+# Fashion-MNIST one (scripts/bench_collection.py --train-sizes; README, "Your own images").
+SMALL_COLLECTION = 5_000
+
+
+def build_from_folders(
+    index_dir: str | Path,
+    *,
+    images: Sequence[str | Path] = (),
+    images_from: str | Path | None = None,
+    labels: str | None = None,
+    model: str | Path | None = None,
+    spec: IndexSpec,
+    shifts: Sequence[Sequence[int]],
+    train_config=None,
+    workers: int | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = print,
+) -> tuple[dict, list[Skipped]]:
+    """Index every image under the roots; returns the manifest and the files skipped (with reasons)."""
+    from aesearch.pipelines.build import assemble_bundle
+
+    if labels is not None and labels not in LABEL_MODES:
+        raise InvalidArgumentError(f"unknown --labels {labels!r}: use `folders` (or leave it out)")
+    roots = collection_roots(images, images_from)
+    checkpoint = load_checkpoint(model) if model is not None else None
+    check_index_type(spec.index_type, checkpoint.model_config.z_size if checkpoint else 314)
+    found = scan(roots)
+    if log:
+        log(f"Found {len(found.files):,} image files under {', '.join(str(r) for r in roots)}")
+    pixels, records, paths, skipped = read_collection(roots, found, labels, workers=workers)
+    if len(pixels) < 2:
+        raise InvalidArgumentError(
+            f"found {len(pixels)} readable image(s) under {', '.join(str(r) for r in roots)}: an index needs at "
+            "least 2 (PNG, JPEG, GIF, WebP, BMP or TIFF files, in any subfolder)"
+        )
+    class_names = sorted({folder_label(p) for p in paths} - {None}) if labels else []
+    if labels:
+        number = {name: n for n, name in enumerate(class_names)}
+        records["label"] = [number.get(folder_label(p), NO_LABEL) for p in paths]
+    if checkpoint is None:
+        checkpoint = _train_on(pixels, records, train_config, progress=progress, log=log)
+    info = {
+        "dataset": "folders",
+        "class_names": class_names,
+        "split_names": SPLIT_NAMES,
+        "collection": {"roots": [str(r) for r in roots], "labels": labels},
+    }
+    manifest = assemble_bundle(
+        index_dir, checkpoint=checkpoint, images=pixels, records=records, paths=paths, info=info, spec=spec,
+        shifts=shifts, progress=progress, log=log,
+    )  # fmt: skip
+    return manifest, found.skipped + skipped
+
+
+def read_collection(roots, found, labels, *, workers=None) -> tuple[np.ndarray, np.ndarray, list[str], list[Skipped]]:
+    """Read every file the scan found: (images, records without ids or labels, paths, skipped)."""
+    chunks = list(read_files(roots, found.files, workers=workers))
+    files = [f for chunk in chunks for f in chunk.files]
+    pixels = np.concatenate([c.images for c in chunks]) if chunks else np.zeros((0, 28, 28), np.uint8)
+    records = new_records(len(files))
+    records["position"] = [f.root for f in files]
+    records["bytes"] = [f.size for f in files]
+    records["mtime_ns"] = [f.mtime_ns for f in files]
+    if chunks:
+        records["content_hash"] = np.concatenate([c.hashes for c in chunks])
+    return pixels, records, [f.path for f in files], [s for c in chunks for s in c.skipped]
+
+
+def _train_on(pixels: np.ndarray, records: np.ndarray, train_config, *, progress: bool, log) -> Checkpoint:
+    """Train the seed AutoEncoder on the collection itself (a tenth held out for the test MSE)."""
+    import torch
+
+    from aesearch.sources.fashion_mnist import FashionMNIST, Split
+    from aesearch.training.train import TrainConfig, fit, to_checkpoint
+
+    if log and len(pixels) < SMALL_COLLECTION:
+        log(
+            f"Warning: {len(pixels):,} images are too few to train a good model (under {SMALL_COLLECTION:,}, "
+            "retrieval is worse than with a reused one): pass --model CKPT, e.g. the Fashion-MNIST model"
+        )
+    order = np.random.default_rng(0).permutation(len(pixels))
+    held = max(1, len(pixels) // 10)
+    x = torch.from_numpy(np.ascontiguousarray(pixels))
+    y = torch.from_numpy(np.maximum(records["label"].astype(np.int64), 0))
+    test, train = torch.from_numpy(np.sort(order[:held])), torch.from_numpy(np.sort(order[held:]))
+    data = FashionMNIST(Split("train", x[train], y[train]), Split("test", x[test], y[test]), Path("."))
+    config = train_config or TrainConfig.for_recipe("default")
+    if log:
+        log(f"No --model given: training one on the collection with the {config.recipe} recipe ({config.epochs} "
+            "epochs)")  # fmt: skip
+    return to_checkpoint(fit(config, data, progress=progress, log=log))
