@@ -7,9 +7,10 @@ from pathlib import Path
 
 def eval_table(report) -> str:
     """An EvalReport as the tables `aesearch eval` prints."""
-    queries = "test" if report.protocol == "test" else "held-out training (validation)"
+    queries = {"test": "test", "collection": "held-out (1 in 5)"}.get(report.protocol, "held-out training (validation)")
+    database = "other" if report.protocol == "collection" else "training"
     lines = [
-        f"{report.n_queries:,} {queries} queries against {report.n_database:,} training images; "
+        f"{report.n_queries:,} {queries} queries against {report.n_database:,} {database} images; "
         f"relevant = same class.  Reconstruction MSE of the queries: {report.reconstruction_mse:.5f}",
         *(
             [

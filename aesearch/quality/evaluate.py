@@ -3,7 +3,8 @@
 Protocol (the same for every row of the report): the 10,000 test images are the queries, the
 60,000 training images the database, and a neighbour is relevant when it has the query's class.
 The "validation" protocol instead queries the last 10,000 training images against the other
-50,000: settings are chosen on it, so the test figures stay untouched by the choice.
+50,000: settings are chosen on it, so the test figures stay untouched by the choice. A collection
+built from folders with `--labels folders` has one split: every 5th labelled image queries the others.
   * P@1, P@10, mAP@100 (metrics.py), per-class P@10, and the confusion of neighbour classes;
   * the test-set reconstruction MSE of the bundle's model;
   * for an approximate index: recall@10 against exact search on the same vectors, and the
@@ -81,6 +82,7 @@ class EvalReport:
 
 PROTOCOLS = ("test", "validation")
 VALIDATION_QUERIES = 10_000
+COLLECTION_HOLD_OUT = 5  # a one-split collection: every 5th labelled image (in id order) queries the rest
 
 
 def evaluate(
@@ -115,7 +117,15 @@ def evaluate(
     if protocol not in PROTOCOLS:
         raise InvalidArgumentError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
     train_ids, test_ids = np.nonzero(split == 0)[0], np.nonzero(split == 1)[0]
-    if protocol == "validation":
+    if len(bundle.split_names) == 1:  # a collection of files: hold out every 5th labelled image as a query
+        labelled = np.nonzero(labels >= 0)[0]
+        if not len(labelled):
+            raise InvalidArgumentError(
+                f"{bundle.path} has no labels: build it with `--labels folders` (one subfolder per class) to evaluate"
+            )
+        test_ids, train_ids = labelled[::COLLECTION_HOLD_OUT], np.setdiff1d(labelled, labelled[::COLLECTION_HOLD_OUT])
+        protocol = "collection"
+    elif protocol == "validation":
         held_out = min(VALIDATION_QUERIES, len(train_ids) // 6)
         train_ids, test_ids = train_ids[:-held_out], train_ids[-held_out:]
     if not (len(train_ids) and len(test_ids)):
@@ -177,7 +187,7 @@ def _cross_split_duplicates(engine: SearchEngine, threshold: float | None, train
     """
     if threshold is None:
         return {}
-    if split_protocol != "test":
+    if split_protocol != "test":  # the validation and collection protocols have no second split
         raise InvalidArgumentError("near duplicates are excluded across the train/test splits: use --protocol test")
     from aesearch.quality.duplicates import find_duplicates
 

@@ -195,10 +195,8 @@ def _cross_check(m: Manifest) -> str | None:
         if f"{m.space.dir}/{file}" not in m.files:
             return f"the search-space file {m.space.dir}/{file} is not listed"
     if total - removed - m.superseded != m.count:
-        return (
-            f"segments hold {total} images, {removed} are removed and {m.superseded} superseded, "
-            f"but the count is {m.count}"
-        )
+        superseded = f" ({m.superseded} older copies superseded)" if m.superseded else ""
+        return f"segments hold {total} images and {removed} are removed{superseded}, but the count is {m.count}"
     if "model.safetensors" not in m.files:
         return "it lists no model.safetensors"
     if not m.embedding_shifts:

@@ -1,0 +1,171 @@
+"""Collections on this machine: build from a folder of PNGs, sync, duplicates, query latency after updates.
+
+    python scripts/bench_collection.py --model runs/model.safetensors [--folder DIR] [--work DIR]
+    python scripts/bench_collection.py --train-sizes 1000,3000,10000   # when to train on the collection
+
+The folder is the 70,000 Fashion-MNIST images written as PNG files, one subfolder per class
+(written once, if missing). Targets (issue "Your own images"): build <= 30 s; sync with nothing
+changed <= 2 s, after adding 1,000 files <= 3 s, after removing them <= 1 s; duplicates <= 30 s and
+2 GiB; single-query latency after 10 updates within 10% of the freshly built bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from aesearch import SearchEngine
+from aesearch.pipelines.build import DEFAULT_EMBEDDING_SHIFTS
+from aesearch.pipelines.collection import build_from_folders
+from aesearch.pipelines.sync import sync
+from aesearch.search.index import IndexSpec
+from aesearch.sources.fashion_mnist import load_fashion_mnist
+
+SPEC = IndexSpec("flat", "cosine", {"whiten_shrinkage": 0.03, "whiten_dims": 192}, "whiten")
+
+
+def write_folder(out: Path) -> None:
+    data = load_fashion_mnist(download=False)
+    names = [n.replace("/", "-").replace(" ", "-") for n in data.class_names]
+    images = np.concatenate([data.train.images.numpy(), data.test.images.numpy()])
+    labels = np.concatenate([data.train.labels.numpy(), data.test.labels.numpy()])
+    for n, (image, label) in enumerate(zip(images, labels, strict=True)):
+        path = out / names[label] / f"{'train' if n < 60_000 else 'test'}-{n:05d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(path, compress_level=1)
+
+
+def timed(label: str, function, *args, **kwargs):
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    seconds = time.perf_counter() - start
+    print(f"{label:<44} {seconds:8.2f} s", flush=True)
+    return result, seconds
+
+
+def query_p50(index: Path, queries: np.ndarray) -> float:
+    engine = SearchEngine.load(index)
+    engine.query(queries[0], k=8)
+    samples = []
+    for query in queries:
+        start = time.perf_counter()
+        engine.query(query, k=8)
+        samples.append(time.perf_counter() - start)
+    return float(np.median(samples) * 1e3)
+
+
+def collection_benchmark(args) -> None:
+    folder, work = Path(args.folder), Path(args.work)
+    if not folder.is_dir():
+        timed("writing the 70,000 PNG files (once)", write_folder, folder)
+    index = work / "collection"
+    _, build = timed(
+        "build-index --images (70,000 PNGs, --model)", build_from_folders, index, images=[folder], labels="folders",
+        model=args.model, spec=SPEC, shifts=DEFAULT_EMBEDDING_SHIFTS, log=None,
+    )  # fmt: skip
+    fresh = work / "fresh-copy"
+    shutil.rmtree(fresh, ignore_errors=True)
+    shutil.copytree(index, fresh)
+    report, unchanged = timed("sync, nothing changed", sync, index)
+    assert report.changes == 0, report.summary()
+    # 1,000 new files: test images mirrored left-right (new content, same kind of picture)
+    data = load_fashion_mnist(download=False)
+    extra = folder / "added"
+    extra.mkdir(exist_ok=True)
+    for n, image in enumerate(data.test.images.numpy()[:1000]):
+        Image.fromarray(image[:, ::-1]).save(extra / f"mirrored-{n:04d}.png", compress_level=1)
+    report, added = timed("sync after adding 1,000 files", sync, index)
+    assert len(report.added) == 1000, report.summary()
+    shutil.rmtree(extra)
+    report, removed = timed("sync after removing them", sync, index)
+    assert len(report.removed) == 1000, report.summary()
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "aesearch", "duplicates", "--index-dir", str(index), "--out",
+                    str(work / "duplicates.png")], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    duplicates = time.perf_counter() - start
+    peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024 / 1024
+    print(f"{'duplicates over 70,000 images (process)':<44} {duplicates:8.2f} s, peak RSS {peak:.2f} GiB")
+
+    for n in range(10):  # ten updates of ten files each
+        part = folder / f"update-{n}"
+        part.mkdir(exist_ok=True)
+        for m, image in enumerate(data.test.images.numpy()[1000 + 10 * n : 1010 + 10 * n]):
+            Image.fromarray(image[::-1]).save(part / f"flipped-{m}.png")
+        sync(index)
+    queries = data.test.images.numpy()[5000:5300]
+    fresh_ms, updated_ms = [], []
+    for _ in range(3):  # interleaved, so both see the same load on this shared machine
+        fresh_ms.append(query_p50(fresh, queries))
+        updated_ms.append(query_p50(index, queries))
+    segments = len(SearchEngine.load(index).bundle.segments)
+    ratio = np.median(updated_ms) / np.median(fresh_ms)
+    print(f"{'query p50, fresh bundle':<44} {np.median(fresh_ms):8.2f} ms")
+    print(f"{f'query p50, after 10 updates ({segments} segments)':<44} {np.median(updated_ms):8.2f} ms ({ratio:.2f}x)")
+    for n in range(10):
+        shutil.rmtree(folder / f"update-{n}")
+    print(f"\nbuild {build:.1f} s; sync unchanged {unchanged:.2f} s, +1,000 {added:.2f} s, -1,000 {removed:.2f} s; "
+          f"duplicates {duplicates:.1f} s / {peak:.2f} GiB; latency after updates {ratio:.2f}x")  # fmt: skip
+
+
+def train_sizes(args) -> None:
+    """P@10 of a model trained on N images (default recipe) against the Fashion-MNIST model, both
+    indexing the same N training images and queried with 2,000 test images (relevance: class)."""
+    import torch
+
+    from aesearch.model.checkpoint import load_checkpoint
+    from aesearch.model.runtime import NumpyAutoEncoder
+    from aesearch.quality.metrics import precision_at_k, relevance
+    from aesearch.search.index import VectorIndex
+    from aesearch.sources.fashion_mnist import FashionMNIST, Split
+    from aesearch.training.train import TrainConfig, fit, to_checkpoint
+
+    data = load_fashion_mnist(download=False)
+    queries, query_labels = data.test.images.numpy()[:2000], data.test.labels.numpy()[:2000]
+
+    def p_at_10(checkpoint, images, labels) -> float:
+        model = NumpyAutoEncoder.from_checkpoint(checkpoint)
+        embed = lambda x: model.embed(x.astype(np.float32) / 255, DEFAULT_EMBEDDING_SHIFTS)[1]  # noqa: E731
+        index = VectorIndex.build(embed(images), SPEC)
+        _, found = index.search(embed(queries), 10)
+        return precision_at_k(relevance(labels[found], query_labels), 10)
+
+    reused = load_checkpoint(args.model)
+    for size in [int(s) for s in args.train_sizes.split(",")]:
+        x, y = data.train.images[:size], data.train.labels[:size]
+        held = max(1, size // 10)
+        split = FashionMNIST(Split("train", x[held:], y[held:]), Split("test", x[:held], y[:held]), Path("."))
+        start = time.perf_counter()
+        torch.manual_seed(0)
+        trained = to_checkpoint(fit(TrainConfig.for_recipe("default"), split, progress=False, log=None))
+        seconds = time.perf_counter() - start
+        own = p_at_10(trained, x.numpy(), y.numpy())
+        other = p_at_10(reused, x.numpy(), y.numpy())
+        print(
+            f"{size:>7,} images: trained on them P@10 {own:.4f} ({seconds:.0f} s), Fashion-MNIST model {other:.4f}",
+            flush=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="runs/model.safetensors", help="a trained checkpoint (--model)")
+    parser.add_argument("--folder", default="runs/fashion-mnist-png", help="the PNG folder (written if missing)")
+    parser.add_argument("--work", default="runs/bench-collection", help="where the bundles are written")
+    parser.add_argument("--train-sizes", help="instead: comma-separated collection sizes to train on, e.g. 1000,5000")
+    args = parser.parse_args()
+    Path(args.work).mkdir(parents=True, exist_ok=True)
+    train_sizes(args) if args.train_sizes else collection_benchmark(args)
+
+
+if __name__ == "__main__":
+    main()

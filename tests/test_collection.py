@@ -1,0 +1,280 @@
+"""Folder collections: build, sync, add, remove, against a fresh build of the final folder (the oracle)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from image_folders import png_bytes, write_image_folder
+
+from aesearch.errors import AesearchError, BundleError
+from aesearch.interfaces.cli import cli
+from aesearch.model.checkpoint import save_checkpoint
+from aesearch.pipelines.collection import build_from_folders
+from aesearch.pipelines.sync import sync
+from aesearch.search.engine import SearchEngine
+from aesearch.search.index import IndexSpec
+from aesearch.store.bundle import load_bundle
+from aesearch.store.lock import writer_lock
+from tests.conftest import folder_digest, synthetic_images, tiny_checkpoint
+from tests.test_store import assert_same_neighbours
+
+WHITEN = {"whiten_dims": 32, "whiten_shrinkage": 0.03}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_checkpoint(path, tiny_checkpoint())
+    return path
+
+
+def build(folder: Path, index: Path, model: Path, transform: str = "none") -> list:
+    spec = IndexSpec("flat", "cosine", WHITEN if transform == "whiten" else {}, transform)
+    _, skipped = build_from_folders(index, images=[folder], labels="folders", model=model, spec=spec,
+                                    shifts=((0, 0), (1, 1)), workers=1, log=None)  # fmt: skip
+    return skipped
+
+
+def paths_by_id(index: Path) -> dict[int, str]:
+    bundle = load_bundle(index)
+    return {int(i): bundle.path_of(int(i)) for i in bundle.live_ids()}
+
+
+def change_folder(root: Path) -> dict:
+    """Two new files, one removed, one moved to another class folder, one rewritten with new content."""
+    new = synthetic_images(3, seed=21)
+    (root / "ring/new-a.png").write_bytes(png_bytes(new[0]))
+    (root / "fresh/new-b.png").parent.mkdir()
+    (root / "fresh/new-b.png").write_bytes(png_bytes(new[1]))
+    (root / "ellipse/e-000.png").unlink()
+    (root / "rectangle/r-001.png").rename(root / "ring/was-r-001.png")
+    (root / "ring/r-002.png").write_bytes(png_bytes(new[2]))
+    return {"added": ["fresh/new-b.png", "ring/new-a.png"], "removed": ["ellipse/e-000.png"],
+            "moved": [("rectangle/r-001.png", "ring/was-r-001.png")], "changed": ["ring/r-002.png"]}  # fmt: skip
+
+
+def compare_with_fresh(tmp_path: Path, index: Path, folder: Path, model: Path, transform: str) -> None:
+    fresh = tmp_path / "fresh-index"
+    build(folder, fresh, model, transform)
+    by_path = {p: i for i, p in paths_by_id(index).items()}
+    fresh_paths = paths_by_id(fresh)
+    assert sorted(by_path) == sorted(fresh_paths.values()), "the same files are indexed"
+    mapping = np.full(max(fresh_paths) + 1, -1)
+    for i, p in fresh_paths.items():
+        mapping[i] = by_path[p]
+    queries = load_bundle(fresh).images(np.array(sorted(fresh_paths)))
+    assert_same_neighbours(index, fresh, mapping, queries)
+
+
+def test_build_keeps_paths_labels_sizes_hashes_and_lists_unreadable_files(tmp_path, model):
+    folder = write_image_folder(tmp_path / "pics")
+    skipped = build(folder.root, tmp_path / "idx", model)
+    assert sorted(s.path for s in skipped) == folder.broken
+    bundle = load_bundle(tmp_path / "idx")
+    assert bundle.split_names == ["collection"] and bundle.class_names == ["ellipse", "rectangle", "ring"]
+    records = bundle.records(bundle.live_ids())
+    for record in records:
+        path = bundle.path_of(int(record["id"]))
+        data = (folder.root / path).read_bytes()
+        assert record["bytes"] == len(data) and record["content_hash"] == hashlib.blake2b(data, digest_size=16).digest()
+        label = folder.labels[path]
+        assert record["label"] == (bundle.class_names.index(label) if label else -1)
+    assert sorted(paths_by_id(tmp_path / "idx").values()) == sorted(folder.images)
+
+    result = CliRunner().invoke(cli, ["query", str(folder.root / "ring/r-002.png"), "--index-dir",
+                                      str(tmp_path / "idx"), "--json", "--no-picture", "-k", "2"])  # fmt: skip
+    hit = json.loads(result.output)["hits"][0]
+    assert hit["path"] == "ring/r-002.png" and hit["label_name"] == "ring" and hit["distance"] < 1e-4
+
+
+@pytest.mark.parametrize("transform", ["none", "whiten"])
+def test_sync_after_adds_removes_moves_and_changes_equals_a_fresh_build(tmp_path, model, transform):
+    folder = write_image_folder(tmp_path / "pics")
+    index = tmp_path / "idx"
+    build(folder.root, index, model, transform)
+    before = {p: i for i, p in paths_by_id(index).items()}
+    expected = change_folder(folder.root)
+    report = sync(index, compact=transform == "whiten", workers=1)
+    assert (sorted(report.added), report.removed, report.moved, report.changed) == (
+        expected["added"],
+        expected["removed"],
+        expected["moved"],
+        expected["changed"],
+    )
+    after = {p: i for i, p in paths_by_id(index).items()}
+    assert after["ring/was-r-001.png"] == before["rectangle/r-001.png"], "a moved file keeps its id"
+    assert after["ring/r-002.png"] == before["ring/r-002.png"], "a changed file keeps its id"
+    assert min(after["ring/new-a.png"], after["fresh/new-b.png"]) > max(before.values()), "new ids are new"
+    bundle = load_bundle(index)
+    assert bundle.class_names[-1] == "fresh", "a new class folder is appended"
+    assert bundle.records([after["ring/was-r-001.png"]])["label"][0] == bundle.class_names.index("ring")
+    compare_with_fresh(tmp_path, index, folder.root, model, transform)
+    assert sync(index, workers=1).changes == 0
+
+
+def test_unchanged_sync_writes_nothing_and_a_second_writer_is_refused(tmp_path, model):
+    folder = write_image_folder(tmp_path / "pics")
+    index = tmp_path / "idx"
+    build(folder.root, index, model)
+    digest = folder_digest(index)
+    report = sync(index, workers=1)
+    assert report.changes == 0 and report.unchanged == len(folder.images) and len(report.skipped) == 3
+    assert folder_digest(index) == digest
+    with writer_lock(index), pytest.raises(BundleError, match="is being updated by process"):
+        sync(index)
+    result = CliRunner().invoke(cli, ["sync", "--index-dir", str(index)])
+    assert result.exit_code == 0 and "0 added, 0 changed, 0 moved, 0 removed, 3 skipped" in result.output
+
+
+KILLED_SYNC = """
+import sys, time
+from pathlib import Path
+import aesearch.store.bundle as store
+from aesearch.pipelines.sync import sync
+
+def stalled(*args, **kwargs):
+    print("segment written", flush=True)
+    time.sleep(60)  # killed here: the delta segment and tombstones are on disk, the manifest not replaced
+store.write_manifest = stalled
+sync(Path(sys.argv[1]), workers=1)
+"""
+
+
+def test_kill_9_during_sync_then_sync_again_loses_nothing_and_indexes_nothing_twice(tmp_path, model):
+    folder = write_image_folder(tmp_path / "pics")
+    index = tmp_path / "idx"
+    build(folder.root, index, model)
+    expected = change_folder(folder.root)
+    manifest = (index / "manifest.json").read_bytes()
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_SYNC, str(index)], cwd=root, stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(root)})  # fmt: skip
+    try:
+        assert proc.stdout.readline().strip() == "segment written"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert (index / "manifest.json").read_bytes() == manifest
+    assert len(SearchEngine.load(index)) == len(folder.images)
+    report = sync(index, workers=1)
+    assert sorted(report.added) == expected["added"] and report.moved == expected["moved"]
+    paths = list(paths_by_id(index).values())
+    assert len(paths) == len(set(paths)) == len(folder.images) + 1
+    assert sync(index, workers=1).changes == 0
+
+
+def test_a_reader_during_syncs_sees_a_whole_state(tmp_path, model):
+    folder = write_image_folder(tmp_path / "pics")
+    index = tmp_path / "idx"
+    build(folder.root, index, model)
+    query = load_bundle(index).images([0])
+    counts, errors, done = set(), [], threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                engine = SearchEngine.load(index)
+                result = engine.query(query[0], k=len(engine))
+                assert len(result.hits) == len(engine) == len({h.id for h in result.hits})
+                counts.add(len(engine))
+            except AesearchError as exc:  # never a half state; a load racing a publish retries
+                errors.append(str(exc))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        extra = synthetic_images(6, seed=33)
+        for n in range(3):
+            (folder.root / f"ring/extra-{n}.png").write_bytes(png_bytes(extra[n]))
+            sync(index, workers=1)
+    finally:
+        done.set()
+        reader.join()
+    assert not errors and counts <= {len(folder.images) + n for n in range(4)}
+
+
+def test_labelled_folder_eval_and_planted_duplicates(tmp_path, model):
+    from aesearch.quality.duplicates import find_duplicates
+    from aesearch.quality.evaluate import evaluate
+
+    folder = write_image_folder(tmp_path / "pics", n=45)
+    shutil.copy(folder.root / "ring/r-002.png", folder.root / "ellipse/copy-of-r-002.png")
+    shutil.copy(folder.root / "ring/r-002.png", folder.root / "ring/r-002-again.png")
+    build(folder.root, tmp_path / "idx", model)
+    engine = SearchEngine.load(tmp_path / "idx")
+    groups = find_duplicates(engine, threshold=0).groups
+    assert [sorted(g.paths) for g in groups] == [["ellipse/copy-of-r-002.png", "ring/r-002-again.png",
+                                                  "ring/r-002.png"]]  # fmt: skip
+
+    report = evaluate(engine)
+    labelled = int((engine.bundle.records(engine.bundle.live_ids())["label"] >= 0).sum())
+    assert report.protocol == "collection" and report.n_queries + report.n_database == labelled
+    assert report.n_queries == -(-labelled // 5)
+    result = CliRunner().invoke(
+        cli, ["eval", "--index-dir", str(tmp_path / "idx"), "--report", str(tmp_path / "e.png")]
+    )
+    assert result.exit_code == 0 and "held-out (1 in 5) queries" in result.output
+
+
+def test_the_server_serves_an_update_without_a_restart(tmp_path, model):
+    from fastapi.testclient import TestClient
+
+    from aesearch.interfaces.server import create_app
+
+    folder = write_image_folder(tmp_path / "pics")
+    index = tmp_path / "idx"
+    build(folder.root, index, model)
+    client = TestClient(create_app(index))
+    health = client.get("/api/health").json()
+    assert health["count"] == len(folder.images)
+    new = png_bytes(synthetic_images(1, seed=44)[0])
+    (folder.root / "ring/served.png").write_bytes(new)
+    sync(index, workers=1)
+    after = client.get("/api/health").json()
+    assert after["count"] == len(folder.images) + 1 and after["generation"] > health["generation"]
+    hits = client.post("/api/search?k=1", files={"image": ("q.png", new, "image/png")}).json()["hits"]
+    assert hits[0]["path"] == "ring/served.png"
+
+
+def test_engine_add_and_remove_and_explicit_cli_changes(tmp_path, model):
+    folder = write_image_folder(tmp_path / "pics")
+    index = tmp_path / "idx"
+    build(folder.root, index, model)
+    engine = SearchEngine.load(index)
+    n = len(engine)
+    ids = engine.add(synthetic_images(2, seed=50), paths=["api/a.png", "api/b.png"], labels=[2, -1])
+    assert len(engine) == n + 2 and engine.hit(int(ids[0])).path == "api/a.png"
+    assert engine.hit(int(ids[0])).label_name == "ring" and engine.hit(int(ids[1])).label is -1
+    engine.remove([int(ids[1])])
+    assert len(engine) == n + 1
+
+    runner = CliRunner()
+    (folder.root / "ring/added.png").write_bytes(png_bytes(synthetic_images(1, seed=51)[0]))
+    result = runner.invoke(cli, ["add", str(folder.root / "ring/added.png"), "--index-dir", str(index)])
+    assert result.exit_code == 0 and "1 added" in result.output
+    result = runner.invoke(cli, ["remove", "ring/added.png", "ellipse/e-000.png", "--index-dir", str(index)])
+    assert result.exit_code == 0 and "Removed 2 image(s)" in result.output
+    assert len(SearchEngine.load(index)) == n  # +2 -1 by the API, +1 -2 by the CLI
+    for args, message in [
+        (["remove", "no/such.png"], "no indexed image has the path no/such.png"),
+        (["remove", "999999"], "no image with id 999999"),
+        (["add", str(tmp_path)], "is not inside the collection's folders"),
+    ]:
+        result = runner.invoke(cli, [*args, "--index-dir", str(index)])
+        assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+def test_sync_refuses_a_dataset_bundle_in_one_line(tiny_bundle):
+    result = CliRunner().invoke(cli, ["sync", "--index-dir", str(tiny_bundle)])
+    assert result.exit_code == 1 and "was not built from folders of images" in result.output
