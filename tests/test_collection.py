@@ -278,3 +278,19 @@ def test_engine_add_and_remove_and_explicit_cli_changes(tmp_path, model):
 def test_sync_refuses_a_dataset_bundle_in_one_line(tiny_bundle):
     result = CliRunner().invoke(cli, ["sync", "--index-dir", str(tiny_bundle)])
     assert result.exit_code == 1 and "was not built from folders of images" in result.output
+
+
+def test_many_small_syncs_are_merged_and_still_equal_a_fresh_build(tmp_path, model):
+    from aesearch.pipelines.update import MAX_DELTAS
+
+    folder = write_image_folder(tmp_path / "pics")
+    index = tmp_path / "idx"
+    build(folder.root, index, model)
+    extra = synthetic_images(MAX_DELTAS + 2, seed=60)
+    for n, image in enumerate(extra):
+        (folder.root / f"ring/more-{n}.png").write_bytes(png_bytes(image))
+        if n == 2:
+            (folder.root / "ring/more-0.png").unlink()  # a delta's image removed: its tombstone goes with the merge
+        sync(index, workers=1)
+    assert len(load_bundle(index).segments) <= 1 + MAX_DELTAS
+    compare_with_fresh(tmp_path, index, folder.root, model, "none")
