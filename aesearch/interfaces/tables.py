@@ -53,6 +53,10 @@ def manifest_table(index_dir: Path, manifest: dict) -> str:
     shifts = manifest.get("embedding_shifts") or [[0, 0]]
     tuned = ", ".join(f"{k} {v}" for k, v in params.items())
     splits = ", ".join(f"{n:,} {s}" for s, n in (manifest.get("split_sizes") or {}).items())
+    collection = manifest.get("collection") or {}
+    if collection.get("roots"):  # built from folders: where from, and how labelled
+        labels = f", labels from {collection['labels']}" if collection.get("labels") else ""
+        splits = f"from {', '.join(collection['roots'])}{labels}"
     pooled = f", averaged over shifts {', '.join(str(tuple(s)) for s in shifts)}" if len(shifts) > 1 else ""
     rows = [
         ("index", str(index_dir)),

@@ -25,6 +25,9 @@ Guarantees, and how they are kept:
     opened the old manifest keeps a complete old state, one that opens the new one a complete new
     state. A kill -9 before the replace leaves files no manifest names; the next writer removes them.
   * Ids are allocated from the manifest's next_id, which only grows: never changed, never reused.
+    A later segment may hold an id again (a synced file that moved or changed keeps its id): the
+    newest copy wins, older ones are dead like tombstoned rows (the manifest counts them as
+    `superseded`), and a compaction drops them.
   * One writer at a time: an flock on `.NAME.lock` beside the bundle; a second one is refused in one
     line (the store never waits silently).
   * Every file is checksummed in the manifest, and the manifest checksums itself. Loading checks
