@@ -12,6 +12,7 @@ changed <= 2 s, after adding 1,000 files <= 3 s, after removing them <= 1 s; dup
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
 import subprocess
@@ -43,11 +44,18 @@ def write_folder(out: Path) -> None:
         Image.fromarray(image).save(path, compress_level=1)
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the decoding workers): on this shared
+    machine wall time depends on the others' load, CPU time much less."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def timed(label: str, function, *args, **kwargs):
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     result = function(*args, **kwargs)
     seconds = time.perf_counter() - start
-    print(f"{label:<44} {seconds:8.2f} s", flush=True)
+    print(f"{label:<44} {seconds:8.2f} s wall, {cpu_seconds() - cpu:7.2f} s CPU", flush=True)
     return result, seconds
 
 
@@ -89,12 +97,13 @@ def collection_benchmark(args) -> None:
     assert len(report.removed) == 1000, report.summary()
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     subprocess.run([sys.executable, "-m", "aesearch", "duplicates", "--index-dir", str(index), "--out",
                     str(work / "duplicates.png")], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
     duplicates = time.perf_counter() - start
     peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024 / 1024
-    print(f"{'duplicates over 70,000 images (process)':<44} {duplicates:8.2f} s, peak RSS {peak:.2f} GiB")
+    label = "duplicates over 70,000 images (process)"
+    print(f"{label:<44} {duplicates:8.2f} s wall, {cpu_seconds() - cpu:7.2f} s CPU, peak RSS {peak:.2f} GiB")
 
     for n in range(10):  # ten updates of ten files each
         part = folder / f"update-{n}"
@@ -113,8 +122,9 @@ def collection_benchmark(args) -> None:
     print(f"{f'query p50, after 10 updates ({segments} segments)':<44} {np.median(updated_ms):8.2f} ms ({ratio:.2f}x)")
     for n in range(10):
         shutil.rmtree(folder / f"update-{n}")
-    print(f"\nbuild {build:.1f} s; sync unchanged {unchanged:.2f} s, +1,000 {added:.2f} s, -1,000 {removed:.2f} s; "
-          f"duplicates {duplicates:.1f} s / {peak:.2f} GiB; latency after updates {ratio:.2f}x")  # fmt: skip
+    print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (a shared machine); build {build:.1f} s; "
+          f"sync unchanged {unchanged:.2f} s, +1,000 {added:.2f} s, -1,000 {removed:.2f} s; duplicates "
+          f"{duplicates:.1f} s / {peak:.2f} GiB; latency after updates {ratio:.2f}x")  # fmt: skip
 
 
 def train_sizes(args) -> None:

@@ -84,10 +84,9 @@ def indexed_files(bundle: Bundle) -> dict[tuple[int, str], tuple[int, int, int, 
         keep[bundle.dead_rows(number)] = False
         rows = np.flatnonzero(keep)
         records = segment.records[rows]
-        for record, path in zip(records, segment.paths(rows), strict=True):
-            out[(int(record["position"]), path)] = (
-                int(record["id"]), int(record["bytes"]), int(record["mtime_ns"]), bytes(record["content_hash"])
-            )  # fmt: skip
+        columns = [records[name].tolist() for name in ("position", "id", "bytes", "mtime_ns", "content_hash")]
+        for root, path, id_, size, mtime, digest in zip(columns[0], segment.paths(rows), *columns[1:], strict=True):
+            out[(root, path)] = (id_, size, mtime, digest)
     return out
 
 
@@ -105,10 +104,10 @@ def sync(index_dir: str | Path, *, dry_run: bool = False, compact: bool = False,
         found = scan(roots) if only is None else _scan_only(roots, only)
         report.skipped += found.skipped
         indexed = indexed_files(bundle)
-        on_disk = {f.key: f for f in found.files}
+        on_disk = {(f.root, f.path): f for f in found.files}
         if only is not None:
             on_disk.update({key: None for key in indexed})  # nothing vanishes in an explicit add
-        candidates = [f for f in found.files if _differs(f, indexed.get(f.key))]
+        candidates = [f for f in found.files if _differs(f, indexed.get((f.root, f.path)))]
         report.unchanged = len(found.files) - len(candidates)
         vanished = {key: indexed[key] for key in indexed.keys() - on_disk.keys()}
         chunks = list(read_files(roots, candidates, workers=workers))

@@ -19,6 +19,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -36,8 +37,7 @@ def content_hash(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=HASH_BYTES).digest()
 
 
-@dataclass(frozen=True)
-class FileEntry:
+class FileEntry(NamedTuple):  # a tuple: a scan makes one per file, and sorts and compares them
     root: int  # which of the scan's roots
     path: str  # relative to that root, "/"-separated (absolute for a listed file outside its list's folder)
     size: int
@@ -106,25 +106,33 @@ def scan(roots: Sequence[Path]) -> Scan:
             _scan_list(number, root, files, skipped)
         else:
             _scan_folder(number, root, files, skipped)
-    files.sort(key=lambda f: f.key)
+    files.sort()  # by root, then path (NamedTuple order)
     return Scan(list(roots), files, skipped)
 
 
 def _scan_folder(number: int, root: Path, files: list[FileEntry], skipped: list[Skipped]) -> None:
-    def refused(error: OSError) -> None:
-        skipped.append(Skipped(str(error.filename), f"cannot list this folder ({error.strerror})"))
-
-    for folder, subfolders, names in os.walk(root, onerror=refused):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        relative = os.path.relpath(folder, root)
-        prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
-        for name in names:
-            if name.startswith(".") or os.path.splitext(name)[1].lower() not in IMAGE_SUFFIXES:
+    """os.scandir, recursively: one stat per file and no path-string parsing beyond the suffix."""
+    folders = [(str(root), "")]
+    while folders:
+        folder, prefix = folders.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            skipped.append(Skipped(folder, f"cannot list this folder ({exc.strerror})"))
+            continue
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
                 continue
             try:
-                st = os.stat(os.path.join(folder, name))
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append((entry.path, f"{prefix}{name}/"))
+                    continue
+                if name[name.rfind(".") :].lower() not in IMAGE_SUFFIXES:
+                    continue
+                st = entry.stat()
             except OSError as exc:
-                skipped.append(Skipped(os.path.join(folder, name), _os_reason(exc)))
+                skipped.append(Skipped(entry.path, _os_reason(exc)))
                 continue
             files.append(FileEntry(number, prefix + name, st.st_size, st.st_mtime_ns))
 
