@@ -287,8 +287,17 @@ def remove_command(targets, index_dir) -> None:
     type=click.Path(path_type=Path),
     help="Use this checkpoint instead of the bundle's (must be the encoder the index was built with).",
 )
-def query(image, k, index_dir, query_id, out, no_picture, as_json, max_pixels, model) -> None:
-    """Find the K images nearest to IMAGE; show them with the query's reconstruction."""
+@click.option("--explain", is_flag=True,
+              help="Also write IMAGE.explain.png: difference maps and a latent path per hit.")  # fmt: skip
+@click.option("--more-like", "more_like", metavar="ID[,ID...]", help="Refine: indexed images to find more like.")
+@click.option("--less-like", "less_like", metavar="ID[,ID...]", help="Refine: indexed images to find fewer like.")
+def query(image, k, index_dir, query_id, out, no_picture, as_json, max_pixels, model, explain, more_like,
+          less_like) -> None:  # fmt: skip
+    """Find the K images nearest to IMAGE; show them with the query's reconstruction.
+
+    --more-like / --less-like refine the search with relevance feedback (hits marked less-like are
+    left out); run again with more marks for another round.
+    """
     from aesearch.errors import InvalidArgumentError
     from aesearch.search.engine import SearchEngine
 
@@ -300,6 +309,8 @@ def query(image, k, index_dir, query_id, out, no_picture, as_json, max_pixels, m
         raise InvalidArgumentError(
             f"--max-pixels must be at least 1, got {max_pixels}: give a pixel count such as 50000000"
         )
+    from aesearch.store.atomic import check_writable
+
     engine = SearchEngine.load(index_dir, model=model)
     if query_id is not None:
         result = engine.query_id(query_id, k)
@@ -307,12 +318,24 @@ def query(image, k, index_dir, query_id, out, no_picture, as_json, max_pixels, m
     else:
         result = engine.query(image, k, max_pixels=max_pixels)
         label = str(image)
+    if more_like or less_like:
+        result = engine.refine(result, _id_list(more_like, "--more-like"), _id_list(less_like, "--less-like"))
     picture = None
     if not no_picture:
         picture = out or _default_picture_path(image, query_id)
         _write_picture(engine, result, picture, image, query_id, label)
+    explained = None
+    if explain:
+        from aesearch.figures.explain import render_explanations
+        from aesearch.search.explain import explain_hits
+
+        explained = _default_picture_path(image, query_id, "explain")
+        check_writable(explained)
+        render_explanations(explained, explain_hits(engine, result, result.hits), title=f"Why these hits: {label}")
     if as_json:
-        click.echo(json.dumps({"query": label, **result.to_dict(), "picture": str(picture) if picture else None}))
+        extra = {"explain_picture": str(explained)} if explained else {}
+        click.echo(json.dumps({"query": label, **result.to_dict(), "picture": str(picture) if picture else None,
+                               **extra}))  # fmt: skip
         return
     trust = result.trust
     click.echo(
@@ -322,17 +345,41 @@ def query(image, k, index_dir, query_id, out, no_picture, as_json, max_pixels, m
     if trust.warning():
         click.echo(trust.warning(), err=True)
     column = "path" if any(hit.path for hit in result.hits) else "class"
-    click.echo(f"{'rank':>4}  {'id':>6}  {column:<12} {'split':<5}  {'distance':>9}")
+    marked = bool(result.feedback)
+    click.echo(f"{'rank':>4}  {'id':>6}  {column:<12} {'split':<5}  {'distance':>9}" + ("  mark" if marked else ""))
     for hit in result.hits:
-        click.echo(f"{hit.rank:>4}  {hit.id:>6}  {hit.name:<12} {hit.split:<5}  {hit.distance:>9.4f}")
+        mark = {"more": "  more like", None: ""}[result.feedback.mark(hit.id)] if marked else ""
+        click.echo(f"{hit.rank:>4}  {hit.id:>6}  {hit.name:<12} {hit.split:<5}  {hit.distance:>9.4f}{mark}")
+    if marked:
+        click.echo(f"Refined with relevance feedback; distances are to the refined query. "
+                   f"More like: {_ids_text(result.feedback.more)}; less like (left out): "
+                   f"{_ids_text(result.feedback.less)}")  # fmt: skip
     if picture:
         click.echo(f"Result picture: {picture}")
+    if explained:
+        click.echo(f"Explanation picture: {explained}")
 
 
-def _default_picture_path(image: Path | None, query_id: int | None) -> Path:
+def _id_list(text: str | None, option: str) -> list[int]:
+    """Parse ids like 12,345,6 into a list; one line naming the option for anything else."""
+    from aesearch.errors import InvalidArgumentError
+
+    if not text:
+        return []
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() for p in parts):
+        raise InvalidArgumentError(f"{option} takes indexed image ids separated by commas (e.g. 12,345), got {text!r}")
+    return [int(p) for p in parts]
+
+
+def _ids_text(ids) -> str:
+    return ", ".join(str(i) for i in ids) or "none"
+
+
+def _default_picture_path(image: Path | None, query_id: int | None, kind: str = "aesearch") -> Path:
     if image is None:
-        return Path(f"query-id-{query_id}.aesearch.png")
-    return image.with_name(f"{image.stem}.aesearch.png")
+        return Path(f"query-id-{query_id}.{kind}.png")
+    return image.with_name(f"{image.stem}.{kind}.png")
 
 
 def _write_picture(engine, result, picture: Path, image: Path | None, query_id: int | None, label: str) -> None:
@@ -356,6 +403,47 @@ def _write_picture(engine, result, picture: Path, image: Path | None, query_id: 
         f"(percentile {result.trust.reconstruction_percentile:.1f})",
         warning=result.trust.warning(),
     )
+
+
+@cli.command()
+@click.argument("start")
+@click.argument("end")
+@INDEX_DIR_OPTION
+@click.option("--steps", type=int, default=8, show_default=True, help="Images along the path, ends included (2-64).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="A .png strip or a .gif animation [default: interpolation-START-END.png here].")  # fmt: skip
+def interpolate(start, end, index_dir, steps, out) -> None:
+    """Decode the straight line in z between START and END (image files or indexed ids).
+
+    An argument that names an existing file is an image; otherwise digits are an indexed id.
+    """
+    from aesearch.figures.explain import render_interpolation
+    from aesearch.search.engine import SearchEngine
+    from aesearch.search.explain import interpolate as interpolate_images
+    from aesearch.store.atomic import check_writable
+
+    ends = [_image_or_id(value) for value in (start, end)]
+    names = [Path(v).stem if isinstance(v, Path) else f"id{v}" for v in ends]
+    out = out or Path(f"interpolation-{names[0]}-{names[1]}.png")
+    if out.suffix.lower() not in (".png", ".gif"):
+        from aesearch.errors import InvalidArgumentError
+
+        raise InvalidArgumentError(f"cannot write an interpolation as {out}: name it .png or .gif")
+    check_writable(out)
+    engine = SearchEngine.load(index_dir)
+    frames, fractions = interpolate_images(engine, ends[0], ends[1], steps=steps)
+    render_interpolation(out, frames, fractions, title=f"{start} -> {end}: decoder along the line in z")
+    click.echo(f"Interpolation ({steps} steps, linear in z): {out}")
+
+
+def _image_or_id(value: str) -> Path | int:
+    from aesearch.errors import InvalidArgumentError
+
+    if Path(value).exists():
+        return Path(value)
+    if value.isdigit():
+        return int(value)
+    raise InvalidArgumentError(f"{value} is neither an image file nor an indexed id: give a path or a number")
 
 
 @cli.command()
@@ -394,17 +482,33 @@ def info(index_dir, as_json, verify) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Report picture to write [default: INDEX_DIR-eval.png beside the bundle].",
 )
+@click.option("--feedback", "feedback_rounds", type=click.IntRange(1, 20),
+              help="Instead: measure relevance feedback over this many rounds of simulated users.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option("--exclude-near-duplicates", "near_duplicates", is_flag=False, flag_value=-1.0, default=None,
               type=click.FloatRange(-1, 4), metavar="[T]",
               help="Leave out each test query's near duplicates in the training split (distance <= T, default "
                    "the `duplicates` threshold) before scoring.")  # fmt: skip
-def eval_command(index_dir, baselines, protocol, index_types, report, as_json, near_duplicates) -> None:
+def eval_command(index_dir, baselines, protocol, index_types, report, feedback_rounds, as_json,
+                 near_duplicates) -> None:  # fmt: skip
     """Measure search quality by class label, beside baselines and exact search."""
+    from aesearch.errors import InvalidArgumentError
     from aesearch.figures.plots import eval_report
     from aesearch.quality.evaluate import evaluate
     from aesearch.search.engine import SearchEngine
     from aesearch.store.atomic import check_writable
+
+    if feedback_rounds is not None:
+        if baselines or index_types or report or near_duplicates is not None:
+            raise InvalidArgumentError(
+                "--feedback measures feedback alone: drop --baselines, --index-types, --report, "
+                "--exclude-near-duplicates"
+            )
+        from aesearch.quality.feedback import evaluate_feedback
+
+        result = evaluate_feedback(SearchEngine.load(index_dir), feedback_rounds, protocol=protocol)
+        click.echo(json.dumps(result.to_dict()) if as_json else tables.feedback_table(result))
+        return
 
     types = None
     if index_types:

@@ -106,3 +106,18 @@ def duplicates_table(report, *, shown: int = 10) -> str:
         more = f", ... ({len(members) - 6} more)" if len(members) > 6 else ""
         lines.append(f"  {n:>3}. {len(group.ids)} images, {kind}: " + ", ".join(members[:6]) + more)
     return "\n".join(lines)
+
+
+def feedback_table(report) -> str:
+    """A FeedbackReport as `aesearch eval --feedback N` prints it: one row per round."""
+    queries = "test" if report.protocol == "test" else "held-out training (validation)"
+    lines = [
+        f"{report.n_queries:,} {queries} queries against {report.n_database:,} training images; each round the "
+        "simulated user marks the 10 hits shown by class (same: more like, other: less like).",
+        "",
+        f"{'round':>5} {'marks':>6} {'P@10':>7} {'mAP@100':>8} {'new P@10':>9}",
+    ]
+    for r in report.rounds:
+        lines.append(f"{r.round:>5} {r.marks:>6.1f} {r.p_at_10:>7.4f} {r.map_at_100:>8.4f} {r.new_p_at_10:>9.4f}")
+    lines += ["", "marks: per query, before the round's search; new P@10: the 10 best images not yet marked."]
+    return "\n".join(lines)

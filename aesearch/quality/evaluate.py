@@ -110,26 +110,7 @@ def evaluate(
             so a test image is not rewarded for finding its own copy in the training split.
     """
     bundle = engine.bundle
-    ids = bundle.live_ids()  # positions below index into ids
-    records = bundle.records(ids)
-    split = records["split"]
-    labels = records["label"].astype(np.int64)
-    if protocol not in PROTOCOLS:
-        raise InvalidArgumentError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
-    train_ids, test_ids = np.nonzero(split == 0)[0], np.nonzero(split == 1)[0]
-    if len(bundle.split_names) == 1:  # a collection of files: hold out every 5th labelled image as a query
-        labelled = np.nonzero(labels >= 0)[0]
-        if not len(labelled):
-            raise InvalidArgumentError(
-                f"{bundle.path} has no labels: build it with `--labels folders` (one subfolder per class) to evaluate"
-            )
-        test_ids, train_ids = labelled[::COLLECTION_HOLD_OUT], np.setdiff1d(labelled, labelled[::COLLECTION_HOLD_OUT])
-        protocol = "collection"
-    elif protocol == "validation":
-        held_out = min(VALIDATION_QUERIES, len(train_ids) // 6)
-        train_ids, test_ids = train_ids[:-held_out], train_ids[-held_out:]
-    if not (len(train_ids) and len(test_ids)):
-        raise InvalidArgumentError("evaluation needs labelled images in both a train and a test split")
+    ids, train_ids, test_ids, labels, protocol = protocol_rows(engine, protocol)  # positions index into ids
     n_classes = len(bundle.class_names)
     train_labels, test_labels = labels[train_ids], labels[test_ids]
 
@@ -177,6 +158,35 @@ def evaluate(
         n_database=len(train_ids), reconstruction_mse=reconstruction_mse, retrieval=rows, indexes=index_rows,
         examples=kept, near_duplicate_threshold=exclude_near_duplicates, queries_with_near_duplicates=len(excluded),
     )  # fmt: skip
+
+
+def protocol_rows(engine: SearchEngine, protocol: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """(live ids, database rows, query rows, labels by row, protocol) under a protocol (module docstring).
+
+    Rows are positions into the live ids; a one-split collection gets the "collection" protocol.
+    """
+    bundle = engine.bundle
+    ids = bundle.live_ids()
+    records = bundle.records(ids)
+    split = records["split"]
+    labels = records["label"].astype(np.int64)
+    if protocol not in PROTOCOLS:
+        raise InvalidArgumentError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+    train_ids, test_ids = np.nonzero(split == 0)[0], np.nonzero(split == 1)[0]
+    if len(bundle.split_names) == 1:  # a collection of files: hold out every 5th labelled image as a query
+        labelled = np.nonzero(labels >= 0)[0]
+        if not len(labelled):
+            raise InvalidArgumentError(
+                f"{bundle.path} has no labels: build it with `--labels folders` (one subfolder per class) to evaluate"
+            )
+        test_ids, train_ids = labelled[::COLLECTION_HOLD_OUT], np.setdiff1d(labelled, labelled[::COLLECTION_HOLD_OUT])
+        protocol = "collection"
+    elif protocol == "validation":
+        held_out = min(VALIDATION_QUERIES, len(train_ids) // 6)
+        train_ids, test_ids = train_ids[:-held_out], train_ids[-held_out:]
+    if not (len(train_ids) and len(test_ids)):
+        raise InvalidArgumentError("evaluation needs labelled images in both a train and a test split")
+    return ids, train_ids, test_ids, labels, protocol
 
 
 def _cross_split_duplicates(engine: SearchEngine, threshold: float | None, train_ids: np.ndarray,

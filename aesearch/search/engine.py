@@ -10,15 +10,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from aesearch.errors import BundleError, InvalidArgumentError
 from aesearch.model.runtime import NumpyAutoEncoder
+from aesearch.search.feedback import Feedback
 from aesearch.search.preprocess import DEFAULT_MAX_PIXELS, ImageSource, preprocess_batch
 from aesearch.search.segments import SegmentedIndex, load_trust_dict
 from aesearch.search.trust import Trust, TrustCalibration
 from aesearch.store.bundle import Bundle, load_bundle
+
+if TYPE_CHECKING:
+    from aesearch.search.explain import Explanation
 
 DEFAULT_INDEX_DIR = Path("indexes/fashion-mnist")
 
@@ -59,17 +64,23 @@ class QueryResult:
     reconstruction_mse: float
     trust: Trust  # percentiles of the query's reconstruction error and nearest distance; in_distribution
     latent: np.ndarray = field(repr=False)  # (z_size,) float32: the vector that was searched
+    feedback: Feedback = field(default_factory=Feedback)  # marks behind these hits (engine.refine)
 
     @property
     def in_distribution(self) -> bool:
         return self.trust.in_distribution
 
     def to_dict(self) -> dict:
+        hits = [hit.to_dict() for hit in self.hits]
+        if self.feedback:
+            for hit in hits:
+                hit["mark"] = self.feedback.mark(hit["id"])
         return {
             "k": len(self.hits),
             "reconstruction_mse": self.reconstruction_mse,
             **self.trust.to_dict(),
-            "hits": [hit.to_dict() for hit in self.hits],
+            "hits": hits,
+            **(self.feedback.to_dict() if self.feedback else {}),
         }
 
 
@@ -137,6 +148,15 @@ class SearchEngine:
         if vectors.ndim != 2 or vectors.shape[1] != self.autoencoder.z_size:
             raise InvalidArgumentError(f"vectors must have shape (n, {self.autoencoder.z_size}), got {vectors.shape}")
         return self.index.search(vectors, k)
+
+    def search_space(self, vectors: np.ndarray) -> np.ndarray:
+        """(n, z_size) vectors from encode() -> the vectors the index compares (whitened, unit for cosine)."""
+        return self.index.search_space(np.asarray(vectors, dtype=np.float32))
+
+    def search_in_space(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Like search(), for vectors made in the search space (a refined query); see feedback.py."""
+        self._check_k(k)
+        return self.index.search_in_space(vectors, k)
 
     def image(self, id: int) -> np.ndarray:
         """The indexed 28x28 uint8 image with this id."""
@@ -232,6 +252,34 @@ class SearchEngine:
             trust = self.trust.assess(float(errors[n]), float(row_distances[0]), queries[n])
             results.append(QueryResult(hits, queries[n], reconstructions[n], float(errors[n]), trust, latents[n]))
         return results
+
+    def refine(self, result: QueryResult, more: Sequence[int] = (), less: Sequence[int] = (), *,
+               k: int | None = None) -> QueryResult:  # fmt: skip
+        """Search again with relevance feedback: these ids marked "more like this" / "less like this".
+
+        Marks add up over rounds (pass the refined result back in). Hits marked "less like" are left
+        out of the new hits and listed in result.feedback; see search/feedback.py for the method.
+        """
+        from aesearch.search.feedback import refine
+
+        return refine(self, result, more, less, k=k)
+
+    def explain(self, result: QueryResult, hit: Hit | int, *, steps: int = 8) -> Explanation:
+        """Why a hit matched: signed difference maps and a latent interpolation strip (search/explain.py).
+
+        hit: one of result.hits, or any indexed image's id.
+        """
+        from aesearch.search.explain import explain_hits
+
+        if not isinstance(hit, Hit):
+            hit = next((h for h in result.hits if h.id == hit), None) or self.hit(hit)
+        return explain_hits(self, result, [hit], steps=steps)[0]
+
+    def interpolate(self, start: ImageSource | int, end: ImageSource | int, *, steps: int = 8) -> np.ndarray:
+        """(steps, 28, 28): the decoder's images on the line from start's z to end's (ids or images)."""
+        from aesearch.search.explain import interpolate
+
+        return interpolate(self, start, end, steps=steps)[0]
 
     # --- helpers ---
 

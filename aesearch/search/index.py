@@ -194,6 +194,18 @@ class VectorIndex:
             squared, ids = self.index.search(prepared, k)
         return to_distance(squared, self.spec.metric), ids
 
+    def search_in_space(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Like search(), for vectors already in the search space (a refined query made there).
+
+        No transform is applied; for cosine they are scaled to unit length, so any direction works.
+        """
+        if k < 1:
+            raise InvalidArgumentError(f"k must be at least 1, got {k}")
+        prepared = in_space(vectors, self.spec.metric)
+        with _threads(len(prepared)):
+            squared, ids = self.index.search(prepared, k)
+        return to_distance(squared, self.spec.metric), ids
+
     def _apply_search_params(self) -> None:
         params = self.spec.params
         if "ef_search" in params:
@@ -298,6 +310,11 @@ def _ivf(index: faiss.Index):
         return faiss.extract_index_ivf(index)
     except RuntimeError:
         return None
+
+
+def in_space(vectors: np.ndarray, metric: str) -> np.ndarray:
+    """Vectors made in the search space (a refined query) as the index takes them: unit length for cosine."""
+    return _prepare(vectors, metric, None)
 
 
 def _prepare(vectors: np.ndarray, metric: str, transform: AffineTransform | None) -> np.ndarray:

@@ -16,7 +16,7 @@ import faiss
 import numpy as np
 
 from aesearch.errors import BundleError
-from aesearch.search.index import AffineTransform, IndexSpec, VectorIndex, to_distance
+from aesearch.search.index import AffineTransform, IndexSpec, VectorIndex, in_space, to_distance
 from aesearch.store.bundle import Bundle
 
 INDEX_FILE = "index.faiss"
@@ -87,10 +87,16 @@ class SegmentedIndex:
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(n, dim) float32 -> (distances, ids), each (n, k); smaller is closer; -1 / inf where
         fewer than k images are live."""
-        n = len(vectors)
+        return self._search_prepared(self.search_space(vectors), k)
+
+    def search_in_space(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Like search(), for vectors made in the search space (a refined query, search/feedback.py)."""
+        return self._search_prepared(in_space(vectors, self.spec.metric), k)
+
+    def _search_prepared(self, prepared: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        n = len(prepared)
         if not self.parts:
             return np.full((n, k), np.inf, np.float32), np.full((n, k), -1, np.int64)
-        prepared = self.search_space(vectors)
         all_squared, all_ids = [], []
         for part in self.parts:
             squared, positions = part.index.search_prepared(prepared, min(k, len(part.ids)), params=part.params)

@@ -1,0 +1,131 @@
+"""Pictures of explanations (search/explain.py), drawn with Pillow alone like render.py.
+
+    query | its reconstruction | colour key
+    #1 class  [hit] [pixels: hit - query] [reconstructions: hit - query] [z path: query ... hit]
+    ...
+Signed differences use one fixed scale for every map (-1 to +1 of full ink): red where the hit
+has more ink than the query, blue where the query has more, white where they agree, so maps of
+different hits can be compared by eye. Tiles shrink as k grows so a k = 50 picture stays a page
+one scrolls, with every pixel at least 2x2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from aesearch.figures.render import BACKGROUND, GAP, INK, MUTED, _font, picture_format
+from aesearch.store.atomic import atomic_path
+
+RED, BLUE = np.array([200, 30, 30], np.float32), np.array([30, 80, 210], np.float32)
+FORMATS = {".png": "PNG", ".gif": "GIF"}
+
+
+def signed_colours(difference: np.ndarray) -> np.ndarray:
+    """(H, W) values in [-1, 1] -> (H, W, 3) uint8: white at 0, red towards +1, blue towards -1."""
+    v = np.clip(np.asarray(difference, dtype=np.float32), -1, 1)[..., None]
+    white = np.float32(255)
+    out = np.where(v >= 0, white + v * (RED - white), white - v * (BLUE - white))
+    return out.round().astype(np.uint8)
+
+
+def grey(image: np.ndarray) -> np.ndarray:
+    """(H, W) floats in [0, 1] (or uint8) -> (H, W) uint8."""
+    array = np.asarray(image)
+    return array if array.dtype == np.uint8 else (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
+
+
+def strip(frames: np.ndarray) -> np.ndarray:
+    """(steps, 28, 28) -> (28, steps * 28 + steps - 1) uint8, frames side by side with 1-pixel gaps."""
+    steps, h, w = frames.shape
+    out = np.full((h, steps * w + steps - 1), 128, np.uint8)
+    for n, frame in enumerate(frames):
+        out[:, n * (w + 1) : n * (w + 1) + w] = grey(frame)
+    return out
+
+
+def render_explanations(path: str | Path, explanations: list, *, title: str) -> Path:
+    """Write one picture explaining every hit (rows in rank order) atomically; .png, .jpg or .webp."""
+    fmt = picture_format(path)
+    scale = 4 if len(explanations) <= 12 else 3 if len(explanations) <= 25 else 2
+    tile = 28 * scale
+    font, small, bold = _font(15), _font(13), _font(17)
+    steps = len(explanations[0].fractions) if explanations else 0
+    label_width, column, big = 150, max(tile, 112), 96  # columns wide enough for their captions
+    columns_x = [GAP + label_width + n * (column + GAP) for n in range(3)]
+    strip_x = columns_x[2] + column + GAP
+    width = max(strip_x + steps * (tile + 2) + GAP, 720)
+    header = 40 + big + 30
+    row_height = tile + GAP
+    height = header + 24 + len(explanations) * row_height + GAP
+    canvas = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    draw.text((GAP, 8), title, fill=INK, font=bold)
+    if explanations:
+        first = explanations[0]
+        for n, (image, caption) in enumerate([(first.query, "query (searched)"),
+                                              (first.query_reconstruction, "its reconstruction")]):  # fmt: skip
+            x = GAP + n * (column + GAP)
+            canvas.paste(_tile(grey(image), big), (x, 36))
+            draw.text((x, 36 + big + 4), caption, fill=INK, font=small)
+        key = np.linspace(-1, 1, 200)[None].repeat(14, 0)
+        key_x = GAP + 2 * (column + GAP) + GAP
+        canvas.paste(Image.fromarray(signed_colours(key)), (key_x, 50))
+        draw.text((key_x, 68), "-1: query has more ink", fill=(30, 80, 210), font=small)
+        draw.text((key_x, 86), "+1: hit has more ink", fill=(200, 30, 30), font=small)
+        draw.text((key_x, 104), "0: same", fill=MUTED, font=small)
+    y = header
+    captions = ["hit", "pixels: hit - query", "reconstructions", f"decoder along z: query -> hit ({steps} steps)"]
+    for x, caption in zip([*columns_x, strip_x], captions, strict=True):
+        draw.text((x, y), caption, fill=INK, font=small)
+    y += 24
+    for e in explanations:
+        draw.text((GAP, y + 4), f"#{e.hit.rank} {e.hit.label_name}", fill=INK, font=font)
+        draw.text((GAP, y + 24), f"id {e.hit.id}", fill=MUTED, font=small)
+        draw.text((GAP, y + 40), f"distance {e.hit.distance:.3f}", fill=MUTED, font=small)
+        canvas.paste(_tile(grey(e.image), tile), (columns_x[0], y))
+        canvas.paste(_tile(signed_colours(e.pixel_difference), tile), (columns_x[1], y))
+        canvas.paste(_tile(signed_colours(e.reconstruction_difference), tile), (columns_x[2], y))
+        for n, frame in enumerate(e.interpolation):
+            canvas.paste(_tile(grey(frame), tile), (strip_x + n * (tile + 2), y))
+        y += row_height
+    return _save(canvas, path, fmt)
+
+
+def render_interpolation(path: str | Path, frames: np.ndarray, fractions: np.ndarray, *, title: str) -> Path:
+    """The path between two images: a labelled strip (.png) or an animation there and back (.gif)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        from aesearch.errors import InvalidArgumentError
+
+        raise InvalidArgumentError(f"cannot write an interpolation as {path}: name it .png or .gif")
+    if suffix == ".gif":
+        images = [_tile(grey(f), 280).convert("P") for f in frames]
+        cycle = images + images[-2:0:-1]  # there and back
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            cycle[0].save(tmp, format="GIF", save_all=True, append_images=cycle[1:], duration=150, loop=0)
+        return path
+    tile = 112
+    width = max(GAP + len(frames) * (tile + GAP), 480)
+    canvas = Image.new("RGB", (width, 36 + tile + 28), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    draw.text((GAP, 8), title, fill=INK, font=_font(17))
+    for n, (frame, t) in enumerate(zip(frames, fractions, strict=True)):
+        x = GAP + n * (tile + GAP)
+        canvas.paste(_tile(grey(frame), tile), (x, 36))
+        draw.text((x, 36 + tile + 4), f"{t:.2f}", fill=MUTED, font=_font(13))
+    return _save(canvas, path, "PNG")
+
+
+def _tile(array: np.ndarray, size: int) -> Image.Image:
+    return Image.fromarray(array).resize((size, size), Image.Resampling.NEAREST).convert("RGB")
+
+
+def _save(canvas: Image.Image, path: str | Path, fmt: str) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format=fmt)
+    return path

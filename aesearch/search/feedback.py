@@ -1,0 +1,227 @@
+"""Relevance feedback: "more like this" / "less like this" marks turned into a better query.
+
+The method is a linear classifier learned per query, in the search space (whitened, unit-length
+vectors), the family of relevance-feedback methods that followed Rocchio (Rocchio 1971; linear
+SVMs and logistic regression for image retrieval, Tong & Chang 2001; Zhou & Huang 2003):
+
+  * positives: the query itself and every hit marked "more like this";
+  * negatives: every hit marked "less like this", plus a fixed random sample of the collection as
+    pseudo-negatives (most random images are of another kind: they teach the classifier what is
+    common to everything, which plain Rocchio cannot learn from ten marks);
+  * L2-regularised logistic regression whose prior is centred on the query (w0 = prior * q),
+    so a round with few marks stays close to the original search.
+
+Under cosine, ranking by the classifier's score w . x is exactly a nearest-neighbour search for
+w/|w| (every indexed vector has unit length), so the refined query runs on the same FAISS index,
+exact or approximate, with no candidate pool. Under an l2 bundle a score is not a distance, so
+the classic Rocchio point q + beta mean(more) - gamma mean(less) is searched instead.
+
+Weights were chosen on the validation protocol (scripts/feedback_study.py); the README gives the
+figures. One batched function serves both a single query (SearchEngine.refine) and ten thousand
+simulated users (quality/feedback.py), so what is measured is what users get.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from aesearch.errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from aesearch.search.engine import QueryResult, SearchEngine
+
+
+@dataclass(frozen=True)
+class FeedbackSettings:
+    """The classifier's weights (chosen on the validation protocol; see the module docstring)."""
+
+    method: str = "auto"  # "classifier", "rocchio", or "auto": the classifier under cosine, else Rocchio
+    regularisation: float = 0.1  # lambda in lambda/2 |w - w0|^2
+    prior: float = 2.0  # w0 = prior * query: where the classifier starts and is pulled back to
+    query_weight: float = 1.0  # the query counts as this many positive examples
+    pseudo_negatives: int = 1024  # random images of the collection taken as negatives
+    pseudo_weight: float = 5.0  # all pseudo-negatives together weigh as much as this many marks
+    iterations: int = 100  # gradient steps (the loss is convex; 100 steps of 1/L settle it)
+    seed: int = 0  # which images are the pseudo-negatives
+    rocchio_more: float = 2.0  # Rocchio's beta (the query's alpha is 1)
+    rocchio_less: float = 1.0  # Rocchio's gamma
+
+    def __post_init__(self) -> None:
+        if self.method not in ("auto", "classifier", "rocchio"):
+            raise InvalidArgumentError(f"unknown feedback method {self.method!r}: choose auto, classifier or rocchio")
+
+
+DEFAULT_SETTINGS = FeedbackSettings()
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """The marks a user has given so far (ids of indexed images)."""
+
+    more: tuple[int, ...] = ()
+    less: tuple[int, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.more or self.less)
+
+    def mark(self, id: int) -> str | None:
+        """How the user marked this image: "more", "less" or None."""
+        return "more" if id in self.more else "less" if id in self.less else None
+
+    def add(self, more: Iterable[int] = (), less: Iterable[int] = ()) -> Feedback:
+        """These marks on top of the earlier ones; a new mark replaces an older opposite one."""
+        more, less = _ids(more, "more-like"), _ids(less, "less-like")
+        if set(more) & set(less):
+            both = ", ".join(str(i) for i in sorted(set(more) & set(less)))
+            raise InvalidArgumentError(f"id {both} is marked both more-like and less-like: mark each id once")
+        keep_more = [i for i in self.more if i not in less]
+        keep_less = [i for i in self.less if i not in more]
+        return Feedback(tuple(dict.fromkeys(keep_more + more)), tuple(dict.fromkeys(keep_less + less)))
+
+    def to_dict(self) -> dict:
+        return {"more_like": list(self.more), "less_like": list(self.less)}
+
+
+def _ids(values: Iterable[int], what: str) -> list[int]:
+    out = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise InvalidArgumentError(f"{what} ids must be integers, got {value!r}")
+        out.append(int(value))
+    return out
+
+
+def refine(
+    engine: SearchEngine,
+    result: QueryResult,
+    more: Iterable[int] = (),
+    less: Iterable[int] = (),
+    *,
+    k: int | None = None,
+    settings: FeedbackSettings = DEFAULT_SETTINGS,
+) -> QueryResult:
+    """One more round of feedback: result's earlier marks plus these, searched again.
+
+    The refined hits leave out every image marked "less like this" (the user has said no to them;
+    result.feedback still lists them, so they stay visible as marks); images marked "more like this"
+    rank where the refined query puts them, normally first. Distances are to the refined query.
+    k: hits to return (default: as many as result has).
+    """
+    feedback = result.feedback.add(more, less)
+    k = len(result.hits) if k is None else k
+    for id in (*feedback.more, *feedback.less):
+        engine.hit(id)  # one line naming the bad id, before any work
+    query = engine.search_space(result.latent[None])
+    if not feedback:
+        distances, ids = engine.search_in_space(query, k)
+    else:
+        refined = refined_queries(
+            query, [_vectors(engine, feedback.more, query.shape[1])], [_vectors(engine, feedback.less, query.shape[1])],
+            _background(engine, settings), metric=engine.manifest["metric"], settings=settings,
+        )  # fmt: skip
+        distances, ids = engine.search_in_space(refined, min(len(engine), k + len(feedback.less)))
+    kept = [(int(i), float(d)) for i, d in zip(ids[0], distances[0], strict=True) if i >= 0 and i not in feedback.less]
+    hits = [engine.hit(i, rank=rank, distance=d) for rank, (i, d) in enumerate(kept[:k], start=1)]
+    return replace(result, hits=hits, feedback=feedback)
+
+
+def _vectors(engine: SearchEngine, ids: Sequence[int], dims: int) -> np.ndarray:
+    """Indexed images -> their (n, dims) vectors in the search space, as the index holds them."""
+    if not ids:
+        return np.zeros((0, dims), dtype=np.float32)
+    return engine.search_space(engine.bundle.embeddings(np.asarray(ids, dtype=np.int64)))
+
+
+_BACKGROUNDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _background(engine: SearchEngine, settings: FeedbackSettings) -> np.ndarray:
+    """The pseudo-negatives' vectors: read on the first refine, then kept for this engine's bundle."""
+    key = (id(engine.bundle), settings.pseudo_negatives, settings.seed)
+    cached = _BACKGROUNDS.get(engine)
+    if cached is None or cached[0] != key:
+        ids = engine.bundle.live_ids()[background_ids(len(engine), settings)]
+        cached = (key, engine.search_space(engine.bundle.embeddings(ids)))
+        _BACKGROUNDS[engine] = cached
+    return cached[1]
+
+
+def refined_queries(
+    queries: np.ndarray,
+    more: Sequence[np.ndarray],
+    less: Sequence[np.ndarray],
+    background: np.ndarray,
+    *,
+    metric: str = "cosine",
+    settings: FeedbackSettings = DEFAULT_SETTINGS,
+) -> np.ndarray:
+    """(n, d) queries and each one's marked vectors -> (n, d) refined queries, all in the search space.
+
+    Args:
+        queries: the original queries (as the index compares them: transformed, unit length for cosine).
+        more, less: per query, an (m, d) array of the vectors marked "more like" / "less like".
+        background: (b, d) pseudo-negatives (a random sample of the collection), shared by all queries.
+        metric: the bundle's; with settings.method "auto", cosine learns a classifier and l2 takes
+            the Rocchio point.
+    """
+    q = np.asarray(queries, dtype=np.float32)
+    n, d = q.shape
+    assert len(more) == len(less) == n, "one set of marks per query"
+    if settings.method == "rocchio" or (settings.method == "auto" and metric != "cosine"):
+        return _rocchio(q, more, less, settings)
+    pos, pos_mask = _padded(more, n, d)
+    neg, neg_mask = _padded(less, n, d)
+    bg = np.asarray(background, dtype=np.float32).reshape(-1, d)
+    bg_weight = settings.pseudo_weight / max(len(bg), 1)
+    w0 = settings.prior * q
+    w, b = w0.copy(), np.zeros(n, dtype=np.float32)
+    # Step 1/L: the logistic loss's curvature is at most 1/4 per unit vector times its weight.
+    total = settings.query_weight + pos_mask.sum(1) + neg_mask.sum(1) + (settings.pseudo_weight if len(bg) else 0)
+    step = (1.0 / (0.25 * (total + 1) + settings.regularisation)).astype(np.float32)
+    for _ in range(settings.iterations):
+        g_q = settings.query_weight * (_sigmoid((q * w).sum(1) + b) - 1)  # (n,) label 1
+        g_pos = pos_mask * (_sigmoid(np.einsum("nmd,nd->nm", pos, w) + b[:, None]) - 1)  # (n, m) label 1
+        g_neg = neg_mask * _sigmoid(np.einsum("nmd,nd->nm", neg, w) + b[:, None])  # (n, m) label 0
+        g_bg = bg_weight * _sigmoid(w @ bg.T + b[:, None])  # (n, b) label 0
+        grad_w = (g_q[:, None] * q + np.einsum("nm,nmd->nd", g_pos, pos) + np.einsum("nm,nmd->nd", g_neg, neg)
+                  + g_bg @ bg + settings.regularisation * (w - w0))  # fmt: skip
+        grad_b = g_q + g_pos.sum(1) + g_neg.sum(1) + g_bg.sum(1)
+        w -= step[:, None] * grad_w
+        b -= step * grad_b
+    return w
+
+
+def background_ids(count: int, settings: FeedbackSettings = DEFAULT_SETTINGS) -> np.ndarray:
+    """Which of `count` images serve as pseudo-negatives: a fixed, sorted random sample."""
+    size = min(settings.pseudo_negatives, count)
+    return np.sort(np.random.default_rng(settings.seed).choice(count, size=size, replace=False))
+
+
+def _rocchio(q: np.ndarray, more: Sequence[np.ndarray], less: Sequence[np.ndarray], s: FeedbackSettings) -> np.ndarray:
+    out = q.copy()
+    for i, (liked, disliked) in enumerate(zip(more, less, strict=True)):
+        if len(liked):
+            out[i] += s.rocchio_more * np.asarray(liked, dtype=np.float32).mean(0)
+        if len(disliked):
+            out[i] -= s.rocchio_less * np.asarray(disliked, dtype=np.float32).mean(0)
+    return out
+
+
+def _padded(groups: Sequence[np.ndarray], n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged (m_i, d) arrays -> (n, max m, d) zero-padded and an (n, max m) mask."""
+    width = max([len(g) for g in groups] + [1])
+    out, mask = np.zeros((n, width, d), dtype=np.float32), np.zeros((n, width), dtype=np.float32)
+    for i, group in enumerate(groups):
+        if len(group):
+            out[i, : len(group)] = group
+            mask[i, : len(group)] = 1
+    return out, mask
+
+
+def _sigmoid(t: np.ndarray) -> np.ndarray:
+    return np.float32(0.5) * (1 + np.tanh(np.float32(0.5) * t))  # no overflow warnings for large |t|

@@ -1,0 +1,181 @@
+"""Relevance feedback: the classifier against an optimiser, refine against brute force, eval against eval."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from scipy.optimize import minimize
+
+from aesearch.errors import InvalidArgumentError
+from aesearch.interfaces.cli import cli
+from aesearch.quality.evaluate import evaluate
+from aesearch.quality.feedback import evaluate_feedback
+from aesearch.search.engine import SearchEngine
+from aesearch.search.feedback import DEFAULT_SETTINGS, Feedback, FeedbackSettings, background_ids, refined_queries
+from tests.conftest import make_bundle
+
+
+@pytest.fixture(scope="module")
+def cosine_bundle(tmp_path_factory):
+    return make_bundle(tmp_path_factory.mktemp("cosine") / "bundle", metric="cosine")
+
+
+@pytest.fixture(scope="module")
+def engine(cosine_bundle):
+    return SearchEngine.load(cosine_bundle)
+
+
+def unit(rng, n, d):
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_classifier_reaches_the_optimum_of_its_objective():
+    """Oracle: scipy's L-BFGS on the same regularised, weighted logistic loss."""
+    rng = np.random.default_rng(0)
+    d = 12
+    q, more, less, background = unit(rng, 1, d), unit(rng, 4, d), unit(rng, 3, d), unit(rng, 40, d)
+    s = FeedbackSettings(iterations=3000)
+    w = refined_queries(q, [more], [less], background, settings=s)[0]
+
+    x = np.concatenate([q, more, less, background]).astype(np.float64)
+    y = np.array([1] * 5 + [0] * 43)
+    weight = np.array([s.query_weight] + [1] * 7 + [s.pseudo_weight / 40] * 40)
+
+    def objective(params):
+        w, b = params[:d], params[d]
+        t = x @ w + b
+        loss = weight * (np.logaddexp(0, t) - y * t)
+        return loss.sum() + s.regularisation / 2 * ((w - s.prior * q[0]) ** 2).sum()
+
+    best = minimize(objective, np.concatenate([s.prior * q[0], [0]]), method="L-BFGS-B", options={"gtol": 1e-10})
+    np.testing.assert_allclose(w, best.x[:d], atol=2e-3)
+    # and the default number of steps is already close: the same ranking direction
+    w100 = refined_queries(q, [more], [less], background)[0]
+    assert np.dot(w100, best.x[:d]) / np.linalg.norm(w100) / np.linalg.norm(best.x[:d]) > 0.999
+
+
+def test_a_batch_is_refined_exactly_as_each_query_alone():
+    rng = np.random.default_rng(1)
+    d = 8
+    queries, background = unit(rng, 3, d), unit(rng, 30, d)
+    more = [unit(rng, 2, d), np.zeros((0, d), np.float32), unit(rng, 5, d)]
+    less = [unit(rng, 1, d), unit(rng, 3, d), np.zeros((0, d), np.float32)]
+    batch = refined_queries(queries, more, less, background)
+    for i in range(3):
+        alone = refined_queries(queries[i : i + 1], [more[i]], [less[i]], background)
+        np.testing.assert_allclose(batch[i], alone[0], rtol=1e-5, atol=1e-6)
+
+
+def test_l2_bundles_use_the_rocchio_point():
+    rng = np.random.default_rng(2)
+    q, more, less = rng.normal(size=(1, 5)), rng.normal(size=(3, 5)), rng.normal(size=(2, 5))
+    out = refined_queries(q, [more], [less], np.zeros((0, 5)), metric="l2")
+    s = DEFAULT_SETTINGS
+    np.testing.assert_allclose(out[0], q[0] + s.rocchio_more * more.mean(0) - s.rocchio_less * less.mean(0),
+                               rtol=1e-5)  # fmt: skip
+
+
+def test_marks_add_up_and_a_new_mark_replaces_the_opposite_one():
+    f = Feedback().add(more=[1, 2], less=[3])
+    f = f.add(more=[3], less=[2, 4])
+    assert (f.more, f.less) == ((1, 3), (2, 4))
+    assert (f.mark(1), f.mark(4), f.mark(9)) == ("more", "less", None)
+    with pytest.raises(InvalidArgumentError, match="marked both more-like and less-like"):
+        Feedback().add(more=[5], less=[5])
+    with pytest.raises(InvalidArgumentError, match="ids must be integers"):
+        Feedback().add(more=["7"])
+
+
+def test_refine_equals_brute_force_over_the_stored_images(engine):
+    """Oracle: the refined query scored against every image's search-space vector with numpy."""
+    result = engine.query_id(100, k=10)
+    more, less = [result.hits[2].id, result.hits[4].id], [result.hits[1].id, result.hits[3].id]
+    refined = engine.refine(result, more=more, less=less)
+
+    everything = engine.search_space(engine.encode(np.stack([engine.image(i) for i in range(len(engine))])))
+    background_rows = background_ids(len(engine))
+    w = refined_queries(engine.search_space(result.latent[None]), [everything[more]], [everything[less]],
+                        everything[background_rows])[0]  # fmt: skip
+    scores = everything @ (w / np.linalg.norm(w))
+    order = [int(i) for i in np.argsort(-scores, kind="stable") if i not in less][:10]
+    assert [h.id for h in refined.hits] == order
+    np.testing.assert_allclose([h.distance for h in refined.hits], 1 - scores[order], atol=1e-5)
+    assert [h.rank for h in refined.hits] == list(range(1, 11))
+    assert refined.feedback == Feedback(tuple(more), tuple(less))
+    assert refined.query is result.query and refined.trust == result.trust
+
+
+def test_rounds_accumulate_and_less_like_hits_stay_out(engine):
+    result = engine.query_id(7, k=8)
+    first = engine.refine(result, more=[result.hits[1].id], less=[result.hits[2].id])
+    second = engine.refine(first, less=[first.hits[3].id])
+    assert second.feedback.more == (result.hits[1].id,)
+    assert second.feedback.less == (result.hits[2].id, first.hits[3].id)
+    assert not {h.id for h in second.hits} & set(second.feedback.less)
+    assert len(second.hits) == 8
+    data = second.to_dict()
+    assert data["less_like"] == list(second.feedback.less)
+    assert {h["id"]: h["mark"] for h in data["hits"]}[result.hits[1].id] == "more"
+    assert "more_like" not in result.to_dict()  # plain queries keep their JSON as it was
+
+
+def test_refine_with_no_marks_is_the_plain_search(engine):
+    result = engine.query_id(30, k=6)
+    assert engine.refine(result).hits == result.hits
+
+
+@pytest.mark.parametrize(("more", "less", "message"), [
+    ([500], [], "no image with id 500"),
+    ([], [-1], "id -1"),
+    ([3], [3], "marked both"),
+])  # fmt: skip
+def test_bad_marks_are_refused(engine, more, less, message):
+    with pytest.raises(InvalidArgumentError, match=message):
+        engine.refine(engine.query_id(0, k=4), more=more, less=less)
+
+
+def test_feedback_eval_round_zero_is_the_plain_eval(engine):
+    """Oracle: round 0 is the plain search, so it scores what `evaluate` scores."""
+    plain = evaluate(engine).retrieval[0]
+    report = evaluate_feedback(engine, 2)
+    assert [r.round for r in report.rounds] == [0, 1, 2]
+    assert report.rounds[0].p_at_10 == pytest.approx(plain.p_at_10)
+    assert report.rounds[0].map_at_100 == pytest.approx(plain.map_at_100)
+    assert report.rounds[0].marks == 0 and report.rounds[1].marks == 10
+    assert report.rounds[2].marks > 10
+    assert all(0 <= r.p_at_10 <= 1 and 0 <= r.new_p_at_10 <= 1 for r in report.rounds)
+
+
+def test_cli_query_with_marks_and_eval_feedback(cosine_bundle):
+    runner = CliRunner()
+    args = ["query", "--id", "5", "-k", "6", "--index-dir", str(cosine_bundle), "--no-picture"]
+    plain = json.loads(runner.invoke(cli, [*args, "--json"]).output)
+    ids = [h["id"] for h in plain["hits"]]
+    out = runner.invoke(cli, [*args, "--json", "--more-like", f"{ids[1]},{ids[2]}", "--less-like", str(ids[3])])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert data["more_like"] == ids[1:3] and data["less_like"] == [ids[3]]
+    assert ids[3] not in [h["id"] for h in data["hits"]]
+    table = runner.invoke(cli, [*args, "--more-like", str(ids[1])])
+    assert "more like" in table.output and "Refined with relevance feedback" in table.output
+
+    report = runner.invoke(cli, ["eval", "--index-dir", str(cosine_bundle), "--feedback", "1"])
+    assert report.exit_code == 0, report.output
+    assert "new P@10" in report.output and len(report.output.splitlines()) == 7
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--more-like", "1,x"], "--more-like takes indexed image ids separated by commas"),
+    (["--less-like", "-3"], "--less-like takes indexed image ids"),
+    (["--more-like", "999"], "no image with id 999"),
+])  # fmt: skip
+def test_cli_bad_marks_are_one_line(cosine_bundle, args, message):
+    out = CliRunner().invoke(cli, ["query", "--id", "5", "--no-picture", "--index-dir", str(cosine_bundle), *args])
+    assert out.exit_code == 1 and message in out.output and len(out.output.strip().splitlines()) == 1
+
+
+def test_cli_eval_feedback_refuses_other_reports(cosine_bundle):
+    out = CliRunner().invoke(cli, ["eval", "--index-dir", str(cosine_bundle), "--feedback", "2", "--baselines"])
+    assert out.exit_code == 1 and "--feedback measures feedback alone" in out.output
