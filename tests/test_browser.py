@@ -1,4 +1,4 @@
-"""End to end in a real headless Chromium: upload through the page, wait for the results, screenshot.
+"""End to end in a real headless Chromium: upload, sketch, mark and explain through the page; screenshots.
 
 Uses Debian's chromium and chromium-driver (`.ci/run` installs them). Skipped where they are
 missing, except when AESEARCH_REQUIRE_BROWSER=1 (as in CI), where it fails instead.
@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import uvicorn
 from PIL import Image
@@ -59,6 +60,7 @@ def browser(tmp_path_factory):
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--window-size=1280,1100", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):  # fmt: skip
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # to check the page logs no JS errors
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     yield driver
     driver.quit()
@@ -104,3 +106,116 @@ def test_a_broken_upload_shows_the_one_line_error(live_server, browser, tmp_path
     browser.find_element(By.ID, "file-input").send_keys(str(bad))
     WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "error").is_displayed())
     assert "not an image this tool can read" in browser.find_element(By.ID, "error").text
+
+
+def _hit_ids(driver) -> list[str]:
+    """The ids shown, read in one go (the list is re-rendered as results arrive)."""
+    return driver.execute_script("return [...document.querySelectorAll('#hits .hit')].map(e => e.dataset.id)")
+
+
+def _loaded(driver, element) -> bool:
+    return driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", element)
+
+
+def test_sketch_searches_as_the_stroke_grows(live_server, browser):
+    """A stroke drawn with real pointer events: results appear mid-stroke and change as it grows."""
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.actions.interaction import POINTER_MOUSE
+    from selenium.webdriver.common.actions.pointer_input import PointerInput
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(live_server)
+    WebDriverWait(browser, 20).until(lambda d: "images" in d.find_element(By.ID, "bundle").text)
+    canvas = browser.find_element(By.ID, "canvas")
+    size = canvas.size["width"]
+    pointer = PointerInput(POINTER_MOUSE, "pen-like mouse")
+
+    def stroke(points, *, down: bool, up: bool) -> None:
+        actions = ActionBuilder(browser, mouse=pointer, duration=30)
+        x0, y0 = points[0]
+        actions.pointer_action.move_to(canvas, int((x0 - 0.5) * size), int((y0 - 0.5) * size))
+        if down:
+            actions.pointer_action.pointer_down()
+        for x, y in points[1:]:
+            actions.pointer_action.move_to(canvas, int((x - 0.5) * size), int((y - 0.5) * size))
+        if up:
+            actions.pointer_action.pointer_up()
+        actions.perform()
+
+    stroke([(0.3, 0.3), (0.4, 0.3), (0.5, 0.32)], down=True, up=False)  # a short bar, pointer still down
+    WebDriverWait(browser, 20).until(lambda d: len(_hit_ids(d)) == 8)
+    first = _hit_ids(browser)
+    assert browser.find_element(By.ID, "status").text.startswith("8 neighbours of sketch.png")
+    # the stroke grows into a large ring: the results must change
+    ring = [(0.5 + 0.3 * np.cos(a), 0.5 + 0.3 * np.sin(a)) for a in np.linspace(-1.2, 2 * np.pi, 24)]
+    stroke([(0.5, 0.32), *ring], down=False, up=True)
+    WebDriverWait(browser, 20).until(lambda d: _hit_ids(d) != first and len(_hit_ids(d)) == 8)
+    reconstruction = browser.find_element(By.ID, "sketch-reconstruction")
+    WebDriverWait(browser, 10).until(lambda d: _loaded(d, reconstruction))
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(ARTIFACTS / "browser-sketch.png"))
+
+    browser.find_element(By.ID, "undo").click()  # back to no strokes: the reconstruction goes
+    WebDriverWait(browser, 10).until(lambda d: not d.find_element(By.ID, "sketch-reconstruction").get_attribute("src"))
+
+
+def test_marks_refine_the_hits_and_stay_visible(live_server, browser, trained_bundle, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from aesearch.search.engine import SearchEngine
+
+    query = tmp_path / "ring.png"
+    Image.fromarray(SearchEngine.load(trained_bundle).image(702)).save(query)
+    browser.get(live_server)
+    WebDriverWait(browser, 20).until(lambda d: "images" in d.find_element(By.ID, "bundle").text)
+    browser.find_element(By.ID, "file-input").send_keys(str(query))
+    WebDriverWait(browser, 30).until(lambda d: len(_hit_ids(d)) == 8)
+    before = _hit_ids(browser)
+    less = before[1]
+    browser.find_element(By.CSS_SELECTOR, f'#hits .hit[data-id="{less}"] .mark-less').click()
+    WebDriverWait(browser, 20).until(lambda d: less not in _hit_ids(d) and len(_hit_ids(d)) == 8)
+    WebDriverWait(browser, 20).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#marked .mark")) == 1)
+    more = _hit_ids(browser)[2]  # one of the refined hits
+    browser.find_element(By.CSS_SELECTOR, f'#hits .hit[data-id="{more}"] .mark-more').click()
+    WebDriverWait(browser, 20).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#marked .mark")) == 2)
+    assert browser.find_element(By.ID, "marks").is_displayed()
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#marked .mark.marked-less")) == 1
+    tray = browser.execute_script(
+        "return [...document.querySelectorAll('#marked .mark')].map(e => [e.className, e.textContent])"
+    )
+    assert any("marked-more" in c and more in t for c, t in tray) and any(
+        "marked-less" in c and less in t for c, t in tray
+    )
+    for liked in browser.find_elements(By.CSS_SELECTOR, f'#hits .hit[data-id="{more}"]'):  # marked where shown
+        assert "marked-more" in liked.get_attribute("class")
+        assert liked.find_element(By.CSS_SELECTOR, ".mark-more").get_attribute("aria-pressed") == "true"
+    assert "refined by 2 marks" in browser.find_element(By.ID, "status").text
+
+    browser.find_element(By.ID, "explain").click()  # explanations for every hit
+    WebDriverWait(browser, 20).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#hits .explanation img")) == 24)
+    WebDriverWait(browser, 10).until(
+        lambda d: all(_loaded(d, img) for img in d.find_elements(By.CSS_SELECTOR, "#hits .explanation img"))
+    )
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#marked .mark")) == 2  # marks survive the toggle
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(ARTIFACTS / "browser-desktop.png"))
+    try:
+        browser.set_window_size(390, 844)  # a phone
+        WebDriverWait(browser, 10).until(lambda d: d.execute_script("return window.innerWidth") <= 400)
+        overflow = browser.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"the page is {overflow} px wider than a phone screen"
+        assert browser.find_element(By.ID, "canvas").size["width"] <= 390
+        browser.execute_script("window.scrollTo(0, 0)")
+        assert browser.save_screenshot(str(ARTIFACTS / "browser-phone.png"))
+    finally:
+        browser.set_window_size(1280, 1100)
+
+    foreign = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+        ".filter(n => !n.startsWith(location.origin + '/'))"
+    )
+    assert foreign == [], f"the page loaded from outside: {foreign}"
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == [], errors

@@ -1,7 +1,9 @@
 """`aesearch serve`: an HTTP API and a web page over one SearchEngine, loaded once.
 
     POST /api/search?k=8        multipart field `image` -> the `aesearch query --json` object, plus
-                                the preprocessed query and the reconstruction as PNG data URLs
+                                the preprocessed query and the reconstruction as PNG data URLs;
+                                &more=ID,ID&less=ID refines it with feedback marks, &explain=true
+                                adds difference maps and interpolation strips (steering.py)
     GET  /api/images/{id}.png   an indexed image (?scale=1..16 enlarges it, nearest neighbour)
     GET  /api/health            bundle summary: count, and when it last changed (generation, updated)
     GET  /                      the page (static/, no external resources)
@@ -28,6 +30,7 @@ from PIL import Image
 
 from aesearch._version import __version__
 from aesearch.errors import AesearchError, InvalidArgumentError
+from aesearch.interfaces import steering
 from aesearch.search.engine import DEFAULT_INDEX_DIR, SearchEngine
 from aesearch.search.live import LiveEngine
 from aesearch.search.preprocess import DEFAULT_MAX_PIXELS
@@ -67,17 +70,23 @@ def create_app(
         }  # fmt: skip
 
     @app.post("/api/search")
-    def search(image: UploadFile, k: int = Query(8, ge=1)) -> dict:
+    def search(
+        image: UploadFile, k: int = Query(8, ge=1), more: str | None = None, less: str | None = None,
+        explain: bool = False,
+    ) -> dict:  # fmt: skip
         engine = live.get()
         if k > len(engine):
             raise InvalidArgumentError(f"k must be an integer from 1 to {len(engine)}, got {k}")
         data = image.file.read()
         result = engine.query(data, k, max_pixels=max_pixels, name=f"uploaded file {image.filename or ''}".rstrip())
+        result = steering.steer(engine, result, more=more, less=less)  # feedback marks, if any
         return {
             "query": image.filename,
             **result.to_dict(),
             "query_png": _png_data_url(result.query),
             "reconstruction_png": _png_data_url(result.reconstruction),
+            **({"marked": steering.marked_hits(engine, result)} if result.feedback else {}),
+            **({"explanations": steering.explanations(engine, result)} if explain else {}),
         }
 
     @app.get("/api/images/{id}.png")

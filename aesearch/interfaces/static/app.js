@@ -1,8 +1,17 @@
-// The aesearch page: send an image to /api/search, show what the model understood and the hits.
-"use strict";
+// The aesearch page: search with a file or a sketch, see what the model understood, steer the hits.
+// Marks ("more like this" / "less like this") live here and go with every search; the server keeps
+// no state between requests. No inline handlers or styles: everything is wired with addEventListener.
+import { setUpSketch } from "/static/sketch.js";
 
 const $ = (id) => document.getElementById(id);
-let busy = false;
+
+const state = {
+  query: null, // { blob, name, sketch }: what is searched
+  marks: new Map(), // id -> "more" | "less"
+  sequence: 0, // the latest request; older answers are dropped
+  inFlight: false,
+  pending: false, // a newer search is waiting for the one in flight
+};
 
 async function loadHealth() {
   try {
@@ -23,47 +32,81 @@ function showError(message) {
   $("status").textContent = "";
 }
 
-async function search(file) {
-  if (!file || busy) return;
-  busy = true;
+function setQuery(blob, name, sketch) {
+  state.query = { blob, name, sketch };
+  state.marks.clear(); // marks belong to one query
+}
+
+// One search at a time; while one is in flight only the newest request waits (a sketch changes fast).
+async function search() {
+  if (!state.query) return;
+  if (state.inFlight) {
+    state.pending = true;
+    return;
+  }
+  state.inFlight = true;
+  state.pending = false;
+  const sequence = ++state.sequence;
+  const { blob, name, sketch } = state.query;
   $("error").hidden = true;
-  $("status").textContent = `Searching for ${file.name}…`;
+  if (!sketch) $("status").textContent = `Searching for ${name}…`;
   const k = Math.max(1, parseInt($("k").value, 10) || 8);
+  const params = new URLSearchParams({ k: String(k) });
+  const more = [...state.marks].filter(([, m]) => m === "more").map(([id]) => id);
+  const less = [...state.marks].filter(([, m]) => m === "less").map(([id]) => id);
+  if (more.length) params.set("more", more.join(","));
+  if (less.length) params.set("less", less.join(","));
+  if ($("explain").checked) params.set("explain", "true");
   const form = new FormData();
-  form.append("image", file, file.name);
+  form.append("image", blob, name);
   try {
     const started = performance.now();
-    const response = await fetch(`/api/search?k=${k}`, { method: "POST", body: form });
+    const response = await fetch(`/api/search?${params}`, { method: "POST", body: form });
     const body = await response.json().catch(() => ({}));
+    if (sequence !== state.sequence || state.query?.blob !== blob) return; // superseded
     if (!response.ok) {
       const detail = Array.isArray(body.detail) ? body.detail.map((d) => d.msg).join("; ") : body.detail;
       showError(detail || `the server answered ${response.status}`);
       return;
     }
-    render(file, body, performance.now() - started);
+    render(body, performance.now() - started);
   } catch (error) {
     showError(`could not reach the server: ${error.message}`);
   } finally {
-    busy = false;
+    state.inFlight = false;
+    if (state.pending) search();
   }
 }
 
-function render(file, result, ms) {
+function picture(src, alt, className) {
+  const img = document.createElement("img");
+  img.src = src;
+  img.alt = alt;
+  if (className) img.className = className;
+  return img;
+}
+
+function render(result, ms) {
+  const { blob, name, sketch } = state.query;
   const sent = $("sent");
   if (sent.dataset.url) URL.revokeObjectURL(sent.dataset.url);
-  sent.dataset.url = URL.createObjectURL(file);
+  sent.dataset.url = URL.createObjectURL(blob);
   sent.src = sent.dataset.url;
   $("preprocessed").src = result.query_png;
   $("reconstruction").src = result.reconstruction_png;
-  $("summary").innerHTML = "";
+  if (sketch) {
+    $("sketch-reconstruction").src = result.reconstruction_png;
+    $("sketch-reconstruction").hidden = false;
+  }
+  $("summary").replaceChildren();
   const lines = [
     ["reconstruction MSE", result.reconstruction_mse.toFixed(4)],
     ["higher than", `${result.reconstruction_percentile.toFixed(1)}% of indexed images`],
     ["nearest match farther than", `${result.neighbour_percentile.toFixed(1)}% of theirs`],
   ];
-  for (const [name, value] of lines) {
+  for (const [label, value] of lines) {
     const p = document.createElement("p");
-    p.append(`${name}: `);
+    p.append(`${label}: `);
     const b = document.createElement("b");
     b.textContent = value;
     p.append(b);
@@ -74,40 +117,120 @@ function render(file, result, ms) {
   warning.textContent = result.in_distribution ? "" :
     "This image looks unlike anything indexed, so its neighbours mean little.";
 
+  renderMarks(result.marked || []);
+  const explanations = new Map((result.explanations || []).map((e) => [e.id, e]));
+  $("explain-key").hidden = explanations.size === 0;
   const list = $("hits");
-  list.innerHTML = "";
-  for (const hit of result.hits) {
+  list.replaceChildren();
+  for (const hit of result.hits) list.append(hitItem(hit, explanations.get(hit.id)));
+  $("results").hidden = false;
+  const refined = result.more_like ? ` (refined by ${state.marks.size} marks)` : "";
+  $("status").textContent = `${result.hits.length} neighbours of ${name}${refined} in ${Math.round(ms)} ms`;
+}
+
+function hitItem(hit, explanation) {
+  const item = document.createElement("li");
+  item.className = "hit";
+  item.dataset.id = hit.id;
+  const mark = state.marks.get(hit.id);
+  if (mark) item.classList.add(`marked-${mark}`);
+  const name = hit.path || hit.label_name || "unlabelled";
+  const img = picture(`/api/images/${hit.id}.png?scale=6`, `${name}, id ${hit.id}`);
+  img.loading = "lazy";
+  const label = document.createElement("div");
+  label.className = "label";
+  label.textContent = `#${hit.rank} ${name}`;
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  meta.textContent = `distance ${hit.distance.toFixed(3)} · ${hit.split} · id ${hit.id}`;
+  item.append(img, label, meta);
+  if (explanation) {
+    const box = document.createElement("div");
+    box.className = "explanation";
+    box.append(
+      picture(explanation.pixel_difference_png, "pixel difference, hit minus query", "diff"),
+      picture(explanation.reconstruction_difference_png, "reconstruction difference, hit minus query", "diff"),
+      picture(explanation.interpolation_png, `the decoder along z from the query to the hit, ${explanation.steps} steps`,
+        "path"),
+    );
+    item.append(box);
+  }
+  const buttons = document.createElement("div");
+  buttons.className = "feedback";
+  for (const [kind, text] of [["more", "+ more like this"], ["less", "\u2212 less like this"]]) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = `mark-${kind}`;
+    button.textContent = text;
+    button.setAttribute("aria-pressed", String(mark === kind));
+    button.addEventListener("click", () => {
+      if (state.marks.get(hit.id) === kind) state.marks.delete(hit.id);
+      else state.marks.set(hit.id, kind);
+      search();
+    });
+    buttons.append(button);
+  }
+  item.append(buttons);
+  return item;
+}
+
+function renderMarks(marked) {
+  const list = $("marked");
+  list.replaceChildren();
+  for (const hit of marked) {
     const item = document.createElement("li");
-    item.className = "hit";
-    const img = document.createElement("img");
-    img.src = `/api/images/${hit.id}.png?scale=6`;
-    img.alt = `${hit.path || hit.label_name}, id ${hit.id}`;
-    img.loading = "lazy";
-    const label = document.createElement("div");
-    label.className = "label";
-    label.textContent = `#${hit.rank} ${hit.path || hit.label_name || "unlabelled"}`;
-    const meta = document.createElement("div");
-    meta.className = "meta";
-    meta.textContent = `distance ${hit.distance.toFixed(3)} · ${hit.split} · id ${hit.id}`;
-    item.append(img, label, meta);
+    item.className = `mark marked-${hit.mark}`;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.title = `remove the mark on id ${hit.id}`;
+    const name = hit.path || hit.label_name || "unlabelled";
+    button.append(picture(`/api/images/${hit.id}.png?scale=3`, `${name}, id ${hit.id}`));
+    const text = document.createElement("span");
+    text.textContent = `${hit.mark === "more" ? "+ more" : "\u2212 less"}: ${name} · ${hit.id}`;
+    button.append(text);
+    button.addEventListener("click", () => {
+      state.marks.delete(hit.id);
+      search();
+    });
+    item.append(button);
     list.append(item);
   }
-  $("results").hidden = false;
-  $("status").textContent = `${result.hits.length} neighbours of ${file.name} in ${Math.round(ms)} ms`;
+  $("marks").hidden = marked.length === 0;
 }
 
 function setUp() {
   const drop = $("drop");
-  $("file-input").addEventListener("change", (event) => search(event.target.files[0]));
+  const searchFile = (file) => {
+    if (!file) return;
+    setQuery(file, file.name, false);
+    search();
+  };
+  $("file-input").addEventListener("change", (event) => searchFile(event.target.files[0]));
   for (const name of ["dragenter", "dragover"]) {
     drop.addEventListener(name, (event) => { event.preventDefault(); drop.classList.add("over"); });
   }
   for (const name of ["dragleave", "drop"]) {
     drop.addEventListener(name, (event) => { event.preventDefault(); drop.classList.remove("over"); });
   }
-  drop.addEventListener("drop", (event) => search(event.dataTransfer.files[0]));
+  drop.addEventListener("drop", (event) => searchFile(event.dataTransfer.files[0]));
   drop.addEventListener("keydown", (event) => {
     if (event.key === "Enter" || event.key === " ") $("file-input").click();
+  });
+  $("explain").addEventListener("change", () => search());
+  $("k").addEventListener("change", () => search());
+  $("clear-marks").addEventListener("click", () => {
+    state.marks.clear();
+    search();
+  });
+  setUpSketch({
+    onSketch(blob) {
+      setQuery(blob, "sketch.png", true);
+      search();
+    },
+    onClear() {
+      $("sketch-reconstruction").removeAttribute("src");
+      $("sketch-reconstruction").hidden = true;
+    },
   });
   loadHealth();
 }
