@@ -168,6 +168,7 @@ def test_marks_refine_the_hits_and_stay_visible(live_server, browser, trained_bu
 
     query = tmp_path / "ring.png"
     Image.fromarray(SearchEngine.load(trained_bundle).image(702)).save(query)
+    browser.get_log("browser")  # drain what earlier tests logged (a deliberate 400): this page's own count
     browser.get(live_server)
     WebDriverWait(browser, 20).until(lambda d: "images" in d.find_element(By.ID, "bundle").text)
     browser.find_element(By.ID, "file-input").send_keys(str(query))
