@@ -60,13 +60,18 @@ def timed(label: str, function, *args, **kwargs):
 
 
 def query_p50(index: Path, queries: np.ndarray) -> float:
+    """Single-query p50 in ms, BLAS on one thread as `serve` runs it (a loaded machine otherwise
+    makes BLAS's spinning threads the measurement)."""
+    from threadpoolctl import threadpool_limits
+
     engine = SearchEngine.load(index)
-    engine.query(queries[0], k=8)
-    samples = []
-    for query in queries:
-        start = time.perf_counter()
-        engine.query(query, k=8)
-        samples.append(time.perf_counter() - start)
+    with threadpool_limits(limits=1, user_api="blas"):
+        engine.query(queries[0], k=8)
+        samples = []
+        for query in queries:
+            start = time.perf_counter()
+            engine.query(query, k=8)
+            samples.append(time.perf_counter() - start)
     return float(np.median(samples) * 1e3)
 
 

@@ -294,3 +294,16 @@ def test_many_small_syncs_are_merged_and_still_equal_a_fresh_build(tmp_path, mod
         sync(index, workers=1)
     assert len(load_bundle(index).segments) <= 1 + MAX_DELTAS
     compare_with_fresh(tmp_path, index, folder.root, model, "none")
+
+
+def test_without_a_model_one_is_trained_on_the_collection_with_a_warning(tmp_path):
+    from aesearch.training.train import TrainConfig
+
+    folder = write_image_folder(tmp_path / "pics", n=30)
+    lines: list[str] = []
+    spec = IndexSpec("flat", "cosine", {}, "none")
+    config = TrainConfig.for_recipe("default", epochs=1, batch_size=16)
+    manifest, _ = build_from_folders(tmp_path / "idx", images=[folder.root], spec=spec, shifts=((0, 0),),
+                                     train_config=config, workers=1, log=lines.append)  # fmt: skip
+    assert manifest["count"] == len(folder.images) and manifest["model"]["recipe"] == "default"
+    assert any(line.startswith("Warning: 32 images are too few") and "--model" in line for line in lines)
