@@ -28,6 +28,7 @@ from aesearch.errors import InvalidArgumentError
 from aesearch.pipelines.update import embed, maintain, remove_images, write_delta
 from aesearch.sources.folders import FileEntry, Skipped, folder_label, read_files, scan
 from aesearch.store.bundle import Bundle, BundleWriter, load_bundle
+from aesearch.store.manifest import read_manifest
 from aesearch.store.records import NO_LABEL, new_records
 
 
@@ -164,9 +165,9 @@ def sync(index_dir: str | Path, *, dry_run: bool = False, compact: bool = False,
             embeddings[encode_rows] = embed(bundle, images[encode_rows])
         write_delta(writer, bundle, records, pixels, embeddings, [f.path for f in files])
         writer.remove_ids([entry[0] for entry in vanished.values()])
-        writer.commit({"class_names": class_names})
+        published = writer.commit({"class_names": class_names})
     report.maintenance = maintain(index_dir, compact_now=compact)
-    report.count = len(load_bundle(index_dir, verify="sizes"))
+    report.count = read_manifest(index_dir)["count"] if report.maintenance else published["count"]
     report.seconds = round(time.perf_counter() - start, 3)
     return report
 
