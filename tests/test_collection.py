@@ -307,3 +307,26 @@ def test_without_a_model_one_is_trained_on_the_collection_with_a_warning(tmp_pat
                                      train_config=config, workers=1, log=lines.append)  # fmt: skip
     assert manifest["count"] == len(folder.images) and manifest["model"]["recipe"] == "default"
     assert any(line.startswith("Warning: 32 images are too few") and "--model" in line for line in lines)
+
+
+def test_a_missing_root_or_an_unlistable_folder_never_reads_as_deleted_files(tmp_path, model, monkeypatch):
+    folder = write_image_folder(tmp_path / "pics")
+    index = tmp_path / "idx"
+    build(folder.root, index, model)
+    digest = folder_digest(index)
+    real_scandir = os.scandir
+
+    def refusing(path):
+        if str(path).endswith("/ring"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    report = sync(index, workers=1)
+    assert report.removed == [] and any("cannot list this folder" in s.reason for s in report.skipped)
+    assert folder_digest(index) == digest
+    monkeypatch.setattr(os, "scandir", real_scandir)
+    folder.root.rename(tmp_path / "unplugged")
+    result = CliRunner().invoke(cli, ["sync", "--index-dir", str(index)])
+    assert result.exit_code == 1 and "is missing: reconnect or restore it" in result.output
+    assert folder_digest(index) == digest

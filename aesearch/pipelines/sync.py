@@ -9,7 +9,8 @@ Mark and sweep, as rclip does, on (root, path, size, mtime):
         mtime moved: its record is refreshed (same id and vector), counted as changed;
       - anything else new: added (new ids);
   * indexed files no longer found: removed (tombstones);
-  * unreadable files: skipped, with a reason; an indexed file that became unreadable keeps its entry.
+  * unreadable files: skipped, with a reason; an indexed file that became unreadable keeps its entry,
+    and so do the files of a folder that cannot be listed; a missing root stops the sync in one line.
 Everything goes into one update (a delta segment and tombstones) published atomically, then the
 bundle is merged or compacted if it needs it (update.py). A kill -9 at any moment leaves the last
 published state; running sync again redoes the unpublished part, so nothing is lost or indexed twice.
@@ -102,6 +103,12 @@ def sync(index_dir: str | Path, *, dry_run: bool = False, compact: bool = False,
     with BundleWriter.update(index_dir) as writer:  # the lock first: a second sync is refused in one line
         bundle = load_bundle(index_dir, verify="sizes")
         roots, labels = collection_of(bundle)
+        for root in roots:  # an unmounted disk must not read as "every file was deleted"
+            if not root.exists():
+                raise InvalidArgumentError(
+                    f"{root}, a folder this index was built from, is missing: reconnect or restore it, then sync "
+                    "again (nothing was changed)"
+                )
         found = scan(roots) if only is None else _scan_only(roots, only)
         report.skipped += found.skipped
         indexed = indexed_files(bundle)
@@ -110,7 +117,11 @@ def sync(index_dir: str | Path, *, dry_run: bool = False, compact: bool = False,
             on_disk.update({key: None for key in indexed})  # nothing vanishes in an explicit add
         candidates = [f for f in found.files if _differs(f, indexed.get((f.root, f.path)))]
         report.unchanged = len(found.files) - len(candidates)
-        vanished = {key: indexed[key] for key in indexed.keys() - on_disk.keys()}
+        unlisted = [s.unlisted for s in found.skipped if s.unlisted]  # folders we could not look into
+        vanished = {
+            key: indexed[key] for key in indexed.keys() - on_disk.keys()
+            if not any(key[0] == root and key[1].startswith(prefix) for root, prefix in unlisted)
+        }  # fmt: skip
         chunks = list(read_files(roots, candidates, workers=workers))
         report.skipped += [s for c in chunks for s in c.skipped]
         files = [f for c in chunks for f in c.files]

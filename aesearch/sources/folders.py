@@ -52,6 +52,7 @@ class FileEntry(NamedTuple):  # a tuple: a scan makes one per file, and sorts an
 class Skipped:
     path: str  # as the user would type it: the root joined with the relative path
     reason: str  # one line: what is wrong with it
+    unlisted: tuple[int, str] | None = None  # a folder that could not be listed: (root, relative prefix)
 
 
 @dataclass
@@ -118,7 +119,7 @@ def _scan_folder(number: int, root: Path, files: list[FileEntry], skipped: list[
         try:
             entries = list(os.scandir(folder))
         except OSError as exc:
-            skipped.append(Skipped(folder, f"cannot list this folder ({exc.strerror})"))
+            skipped.append(Skipped(folder, f"cannot list this folder ({exc.strerror})", unlisted=(number, prefix)))
             continue
         for entry in entries:
             name = entry.name
