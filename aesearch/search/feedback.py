@@ -142,7 +142,7 @@ _BACKGROUNDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _background(engine: SearchEngine, settings: FeedbackSettings) -> np.ndarray:
     """The pseudo-negatives' vectors: read on the first refine, then kept for this engine's bundle."""
-    key = (id(engine.bundle), settings.pseudo_negatives, settings.seed)
+    key = (id(engine.bundle), engine.bundle.generation, len(engine), settings.pseudo_negatives, settings.seed)
     cached = _BACKGROUNDS.get(engine)
     if cached is None or cached[0] != key:
         ids = engine.bundle.live_ids()[background_ids(len(engine), settings)]
