@@ -1,0 +1,122 @@
+"""`--index-type auto`: which FAISS index for how many vectors under a memory budget. No torch.
+
+The tiers follow FAISS's guidelines ("Guidelines to choose an index") and autofaiss's heuristics,
+cut to what serves this project on a small machine:
+
+  * exact (flat) up to EXACT_MAX vectors: a full scan of 200,000 x 192 floats is a few ms on one
+    core and needs no tuning, and every answer is the true one;
+  * IVF-Flat in the middle, while the full vectors fit the budget: k-means on a sample trains in
+    seconds, recall is tuned with nprobe, and its inverted lists are memory-mapped on load
+    (faiss.IO_FLAG_MMAP), so query and serve start in about a second. HNSW is as fast to query
+    but cannot be memory-mapped and builds slowly on two cores, so auto leaves it to explicit
+    `--index-type hnsw`;
+  * OPQ + IVF + PQ above: each vector becomes a code of m bytes (m the largest of PQ_CODE_BYTES
+    that fits the budget, with its 8-byte id), and the candidates it finds are re-ranked exactly
+    against the full vectors, which stay on disk (memory-mapped embeddings), so the index in RAM
+    costs tens of bytes per vector while the final order is exact.
+
+nlist is about 4 sqrt(n) lists rounded to a power of two (FAISS: 4-16 sqrt(n)), capped at
+MAX_NLIST: k-means cost grows with nlist times its 39-points-per-list sample, and 4,096 lists
+already keep a scan to a few thousand codes per probed list at ten million vectors.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+
+from aesearch.errors import InvalidArgumentError
+
+EXACT_MAX = 200_000
+DEFAULT_MAX_INDEX_MEMORY = 256 * 2**20  # bytes; `--max-index-memory` changes it
+MAX_NLIST = 4096
+PQ_CODE_BYTES = (64, 48, 32, 24, 16, 8)  # PQ sub-quantizers of 8 bits: m bytes per vector
+ID_BYTES = 8  # an IVF list keeps each vector's int64 id beside its code
+RERANK_FACTOR = 10  # candidates re-ranked per result wanted, before tuning
+# Compressed indexes are tuned to this recall@10 against exact search (after re-ranking); the
+# uncompressed ones keep aesearch.search.index.TARGET_RECALL.
+COMPRESSED_TARGET_RECALL = 0.95
+_UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "M": 2**20, "MB": 2**20, "G": 2**30, "GB": 2**30, "T": 2**40}
+
+
+@dataclass(frozen=True)
+class IndexChoice:
+    """What auto picked, with the parameters to build it and why (recorded in the manifest)."""
+
+    index_type: str  # "flat", "ivf", or a FAISS factory string such as "OPQ32_192,IVF4096,PQ32"
+    params: dict = field(default_factory=dict)  # nlist, rerank_factor, target_recall ...
+    bytes_per_vector: float = 0.0  # estimated RAM of the loaded index, per vector
+    reason: str = ""
+
+    @property
+    def compressed(self) -> bool:
+        return "rerank_factor" in self.params
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def choose_index(n: int, dim: int, max_memory: int = DEFAULT_MAX_INDEX_MEMORY) -> IndexChoice:
+    """The index for n vectors of dim floats (the search space's dimension) within max_memory bytes."""
+    if n < 0 or dim < 1:
+        raise InvalidArgumentError(f"cannot choose an index for {n} vectors of {dim} dimensions")
+    if max_memory <= 0:
+        raise InvalidArgumentError(f"--max-index-memory must be positive, got {max_memory}")
+    full = 4 * dim  # bytes of one float32 vector
+    budget = max_memory / max(n, 1)  # bytes per vector allowed
+    budget_text = format_bytes(max_memory)
+    if n <= EXACT_MAX and full <= budget:
+        return IndexChoice("flat", {}, full, f"{n:,} vectors: exact search is fast enough and needs no tuning")
+    nlist = ivf_lists(n)
+    centroids = nlist * full / max(n, 1)
+    if full + ID_BYTES + centroids <= budget:
+        return IndexChoice(
+            "ivf", {"nlist": nlist}, round(full + ID_BYTES + centroids, 1),
+            f"{n:,} vectors of {full} bytes fit {budget_text}: IVF-Flat, memory-mapped, tuned nprobe",
+        )  # fmt: skip
+    for m in PQ_CODE_BYTES:
+        if m > dim:
+            continue
+        rotated = dim - dim % m  # OPQ's output dimension: a multiple of m
+        overhead = (nlist * rotated * 4 + dim * rotated * 4) / max(n, 1)  # centroids and the OPQ matrix
+        cost = m + ID_BYTES + overhead
+        if cost <= budget:
+            return IndexChoice(
+                f"OPQ{m}_{rotated},IVF{nlist},PQ{m}",
+                {"nlist": nlist, "pq_bytes": m, "rerank_factor": RERANK_FACTOR,
+                 "target_recall": COMPRESSED_TARGET_RECALL},
+                round(cost, 1),
+                f"{n:,} full vectors ({format_bytes(n * full)}) exceed {budget_text}: "
+                f"OPQ+IVF+PQ codes of {m} bytes, candidates re-ranked exactly from the memory-mapped embeddings",
+            )  # fmt: skip
+    smallest = PQ_CODE_BYTES[-1] + ID_BYTES
+    raise InvalidArgumentError(
+        f"--max-index-memory {budget_text} is too small for {n:,} vectors (at least {smallest} bytes each): "
+        f"give at least {format_bytes(n * smallest * 1.1)}"
+    )
+
+
+def ivf_lists(n: int) -> int:
+    """About 4 sqrt(n) inverted lists as a power of two, at least 39 training points each, <= MAX_NLIST."""
+    if n < 2 * 39:
+        return 1
+    target = max(1, min(4 * math.sqrt(n), n / 39, MAX_NLIST))
+    return min(MAX_NLIST, 2 ** round(math.log2(target)))
+
+
+def parse_memory(text: str | int) -> int:
+    """ "512M", "2G", "1.5GB", "300000" (bytes) -> bytes; one-line error otherwise."""
+    if isinstance(text, int):
+        return text
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?B?)\s*", str(text).upper())
+    if not match or float(match.group(1)) <= 0:
+        raise InvalidArgumentError(f"cannot read memory size {text!r}: give bytes or a size such as 512M or 2G")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def format_bytes(size: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size:.0f} B"

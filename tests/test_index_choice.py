@@ -1,0 +1,69 @@
+"""--index-type auto: the tier and parameters chosen across sizes and memory budgets."""
+
+from __future__ import annotations
+
+import pytest
+
+from aesearch.errors import InvalidArgumentError
+from aesearch.search.index_choice import (
+    DEFAULT_MAX_INDEX_MEMORY,
+    EXACT_MAX,
+    MAX_NLIST,
+    choose_index,
+    ivf_lists,
+    parse_memory,
+)
+
+
+@pytest.mark.parametrize(
+    ("n", "budget", "kind"),
+    [
+        (70_000, DEFAULT_MAX_INDEX_MEMORY, "flat"),
+        (EXACT_MAX, DEFAULT_MAX_INDEX_MEMORY, "flat"),
+        (EXACT_MAX + 1, DEFAULT_MAX_INDEX_MEMORY, "ivf"),
+        (1_000_000, DEFAULT_MAX_INDEX_MEMORY, "OPQ64_192,IVF4096,PQ64"),
+        (10_000_000, DEFAULT_MAX_INDEX_MEMORY, "OPQ16_192,IVF4096,PQ16"),
+        (10_000_000, parse_memory("1G"), "OPQ64_192,IVF4096,PQ64"),
+        (1_000_000, parse_memory("2G"), "ivf"),
+        (
+            70_000,
+            parse_memory("40M"),
+            "OPQ64_192,IVF1024,PQ64",
+        ),  # a budget too small for flat is respected below EXACT_MAX too
+    ],
+)
+def test_tier_follows_size_and_budget(n, budget, kind):
+    choice = choose_index(n, 192, budget)
+    assert choice.index_type == kind
+    assert choice.bytes_per_vector * n <= budget  # the estimate honours the budget it was given
+    assert choice.compressed == kind.startswith("OPQ")
+
+
+def test_compressed_tier_stays_under_100_bytes_per_vector_at_scale():
+    for n in (1_000_000, 10_000_000):
+        assert choose_index(n, 192).bytes_per_vector <= 100
+
+
+def test_budget_too_small_is_one_line_with_advice():
+    with pytest.raises(InvalidArgumentError, match=r"too small for 10,000,000 vectors.*give at least"):
+        choose_index(10_000_000, 192, parse_memory("50M"))
+
+
+def test_ivf_lists_power_of_two_with_enough_training_points():
+    for n in (100, 5_000, 300_000, 10_000_000):
+        nlist = ivf_lists(n)
+        assert nlist & (nlist - 1) == 0 and nlist <= MAX_NLIST
+        assert n / nlist >= 39 / 2  # rounding to a power of two may halve the points per list at most
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("512M", 512 * 2**20), ("2G", 2 * 2**30), ("1.5GB", int(1.5 * 2**30)), ("300", 300)]
+)
+def test_parse_memory(text, value):
+    assert parse_memory(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "lots", "-1G", "0", "3X"])
+def test_parse_memory_refuses_nonsense(text):
+    with pytest.raises(InvalidArgumentError, match="cannot read memory size"):
+        parse_memory(text)

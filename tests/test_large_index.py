@@ -1,0 +1,60 @@
+"""Streamed index building, exact re-ranking and tuning against a numpy brute-force oracle."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+from aesearch.search.index_choice import IndexChoice
+from aesearch.search.large import RerankingIndex, build_streamed, exact_knn, read_index, tune_streamed
+
+
+def clustered(n: int, d: int = 32, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((40, d)).astype(np.float32) * 3
+    return (centres[rng.integers(0, 40, n)] + rng.standard_normal((n, d))).astype(np.float32)
+
+
+def brute_force(queries: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
+    squared = ((queries[:, None, :] - vectors[None]) ** 2).sum(-1)
+    return np.argsort(squared, axis=1, kind="stable")[:, :k]
+
+
+def test_exact_knn_over_chunks_equals_brute_force():
+    vectors, queries = clustered(1000), clustered(20, seed=1)
+    _, rows = exact_knn(queries, (vectors[i : i + 137] for i in range(0, 1000, 137)), 10)
+    assert (rows == brute_force(queries, vectors, 10)).mean() > 0.99  # ties may swap equal distances
+
+
+def test_reranking_returns_exact_order_of_its_candidates():
+    vectors, queries = clustered(3000), clustered(30, seed=2)
+    choice = IndexChoice("OPQ8_32,IVF16,PQ8x4", {"nlist": 16, "rerank_factor": 1000})
+    index = build_streamed(choice, 32, vectors, np.array_split(vectors, 7))
+    faiss.extract_index_ivf(index).nprobe = 16
+    reranking = RerankingIndex(index, lambda rows: vectors[rows], factor=1000)  # every vector a candidate
+    squared, rows = reranking.search(queries, 10)
+    assert (rows == brute_force(queries, vectors, 10)).all()
+    expected = ((queries[:, None, :] - vectors[rows]) ** 2).sum(-1)
+    np.testing.assert_allclose(squared, expected, rtol=1e-5)
+
+
+def test_tuning_reaches_target_recall_with_reranking():
+    vectors = clustered(4000)
+    choice = IndexChoice("IVF32,PQ8x4", {"nlist": 32, "rerank_factor": 2})
+    index = RerankingIndex(build_streamed(choice, 32, vectors, [vectors]), lambda rows: vectors[rows], 2)
+    own = np.arange(0, 4000, 40)
+    _, truth = exact_knn(vectors[own], [vectors], 11)
+    params = tune_streamed(index, vectors[own], own, truth, 0.95)
+    assert params["tuned_recall_at_10"] >= 0.95
+    assert params["nprobe"] >= 1 and params["rerank_factor"] >= 2
+
+
+def test_chosen_index_builds_streamed_and_loads_memory_mapped(tmp_path):
+    n = 2000
+    vectors = clustered(n)
+    choice = IndexChoice("ivf", {"nlist": 32})  # the middle tier (auto picks it above EXACT_MAX)
+    index = build_streamed(choice, 32, vectors, np.array_split(vectors, 3))
+    assert index.ntotal == n
+    faiss.write_index(index, str(tmp_path / "index.faiss"))
+    loaded = read_index(tmp_path / "index.faiss", mmap=True)
+    assert (loaded.search(vectors[:5], 3)[1] == index.search(vectors[:5], 3)[1]).all()
