@@ -19,6 +19,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from aesearch.search.index import AffineTransform, IndexSpec, VectorIndex
 from aesearch.search.index_choice import IndexChoice
 
 VectorsOf = Callable[[np.ndarray], np.ndarray]  # rows -> (len(rows), d) search-space float32 vectors
@@ -42,10 +43,10 @@ class RerankingIndex:
     def d(self) -> int:
         return self.index.d
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, params=None) -> tuple[np.ndarray, np.ndarray]:
         """(n, d) prepared queries -> (squared L2 (n, k), rows (n, k)), -1 / inf where fewer exist."""
         wanted = min(self.ntotal, max(k, k * self.factor))
-        _, candidates = self.index.search(queries, wanted)
+        _, candidates = self.index.search(queries, wanted, params=params)
         squared = np.full((len(queries), k), np.finfo(np.float32).max, dtype=np.float32)
         rows = np.full((len(queries), k), -1, dtype=np.int64)
         flat = candidates[candidates >= 0]
@@ -62,6 +63,27 @@ class RerankingIndex:
         return squared, rows
 
 
+class RerankedVectorIndex(VectorIndex):
+    """A VectorIndex whose FAISS index is a RerankingIndex over a segment's memory-mapped embeddings."""
+
+    def __init__(self, inner: VectorIndex, embeddings: np.ndarray, factor: int) -> None:
+        self._inner = inner
+        self.spec, self.transform = inner.spec, inner.transform
+        self.index = RerankingIndex(inner.index, lambda rows: self.search_space(embeddings[rows]), factor)
+
+    def search_parameters(self) -> faiss.SearchParameters:
+        return self._inner.search_parameters()
+
+
+def read_segment_index(segment, spec: IndexSpec, transform: AffineTransform | None) -> VectorIndex:
+    """A segment's index as the query path uses it: IVF kinds memory-mapped (query and serve start in
+    about a second whatever the size), compressed ones re-ranked against the segment's embeddings."""
+    path = segment.file("index.faiss")
+    index = VectorIndex(read_index(path, mmap="IVF" in spec.index_type.upper()), spec, transform)
+    factor = spec.params.get("rerank_factor")
+    return RerankedVectorIndex(index, segment.embeddings, int(factor)) if factor else index
+
+
 def build_streamed(
     choice: IndexChoice, dim: int, sample: np.ndarray, chunks: Iterable[np.ndarray], *, seed: int = 0
 ) -> faiss.Index:
@@ -74,8 +96,12 @@ def build_streamed(
         index = faiss.index_factory(dim, choice.index_type, faiss.METRIC_L2)
     if not index.is_trained:
         _limit_opq_training(index)
-        ivf = faiss.extract_index_ivf(index)
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
         ivf.cp.seed = seed  # k-means starts from the same centroids every build
+        if hasattr(ivf, "do_polysemous_training"):
+            # The factory turns on polysemous training (an annealing over code orders, minutes on two
+            # cores) for a Hamming filter we never use: the candidates are re-ranked exactly instead.
+            ivf.do_polysemous_training = False
         index.train(np.ascontiguousarray(sample, dtype=np.float32))
     for chunk in chunks:
         index.add(np.ascontiguousarray(chunk, dtype=np.float32))

@@ -17,6 +17,7 @@ import numpy as np
 
 from aesearch.errors import BundleError
 from aesearch.search.index import AffineTransform, IndexSpec, VectorIndex, in_space, to_distance
+from aesearch.search.large import read_segment_index
 from aesearch.store.bundle import Bundle
 
 INDEX_FILE = "index.faiss"
@@ -50,7 +51,7 @@ class SegmentedIndex:
             segment_spec = IndexSpec(meta.get("index_type", "flat"), spec.metric, dict(meta.get("index_params") or {}),
                                      spec.transform)  # fmt: skip
             try:
-                index = VectorIndex.read(segment.file(INDEX_FILE), segment_spec, transform)
+                index = read_segment_index(segment, segment_spec, transform)
             except RuntimeError as exc:
                 raise BundleError(
                     f"{segment.file(INDEX_FILE)} cannot be read by FAISS ({exc!s:.120}): rebuild the index"

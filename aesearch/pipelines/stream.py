@@ -1,0 +1,298 @@
+"""The streaming build: any ChunkSource -> a bundle, in memory bounded by the chunk size, resumable.
+
+    pass 1  each chunk is encoded and written straight into the segment's memory-mapped records,
+            images and embeddings; the whitening's moments (sum and sum of outer products) are
+            accumulated, and the reconstruction error of the trust calibration's sample is kept.
+            After every chunk the maps are flushed and a small state file is replaced atomically:
+            kill -9 loses at most the chunk in flight, and the same command resumes after the
+            last finished one (BundleWriter.create(resume_key=...) keeps the staging folder).
+    pass 2  the whitening is solved from the moments; the index (`--index-type auto`:
+            index_choice.py) is trained on a sample and filled chunk by chunk from the embeddings
+            on disk, tuned to a target recall@10 against an exact streamed scan, and written.
+Only chunks, the sample and the index itself are ever in memory. The encoder runs wherever
+`encode` says: in this process (the default), or on a Dask cluster (pipelines/distributed.py),
+with identical vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from aesearch.errors import InvalidArgumentError
+from aesearch.model.checkpoint import Checkpoint
+from aesearch.search.index import IndexSpec
+from aesearch.search.index_choice import DEFAULT_MAX_INDEX_MEMORY, IndexChoice, choose_index
+from aesearch.sources.chunks import ChunkSource
+from aesearch.store.bundle import BundleWriter
+from aesearch.store.records import NO_LABEL, new_records, pixel_hashes
+
+DEFAULT_CHUNK = 16_384  # images per chunk: ~150 MB of working arrays while encoding with two phases
+_CALIBRATION_SAMPLE = 20_000  # images whose reconstruction error calibrates the trust score
+_TRAIN_SAMPLE = 100_000  # vectors the index is trained on (k-means and PQ gain little beyond)
+_PROBES = 500  # probe queries for tuning
+_SEGMENT = "base"
+
+# encode(images uint8 (n,28,28), want rows) -> (vectors (n, z) float32, reconstruction MSE of want rows)
+Encoder = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """How to build: the search space (as build-index's options) and the streaming knobs."""
+
+    index_type: str = "auto"
+    metric: str = "cosine"
+    transform: str = "whiten"
+    whiten_shrinkage: float = 0.03
+    whiten_dims: int | None = 192
+    shifts: tuple = ((0, 0), (1, 1))
+    max_index_memory: int = DEFAULT_MAX_INDEX_MEMORY
+    chunk_size: int = DEFAULT_CHUNK
+    seed: int = 0
+
+
+def local_encoder(checkpoint: Checkpoint, shifts: Sequence[Sequence[int]]) -> Encoder:
+    """The encoder of this process (NumpyAutoEncoder on every core)."""
+    from aesearch.model.runtime import NumpyAutoEncoder
+
+    autoencoder = NumpyAutoEncoder.from_checkpoint(checkpoint)
+    return lambda images, want: encode_chunk(autoencoder, images, want, shifts)
+
+
+def encode_chunk(autoencoder, images: np.ndarray, want: np.ndarray, shifts) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors of a chunk, and the reconstruction MSE of its rows `want` (the trust sample)."""
+    pixels = images.astype(np.float32) / np.float32(255)
+    z, vectors = autoencoder.embed(pixels, shifts)
+    errors = ((autoencoder.decode(z[want]) - pixels[want]) ** 2).mean(axis=(1, 2)) if len(want) else np.zeros(0)
+    return vectors, errors.astype(np.float64)
+
+
+def stream_build(
+    index_dir: str | Path,
+    source: ChunkSource,
+    checkpoint: Checkpoint,
+    options: StreamOptions = StreamOptions(),
+    *,
+    encoder: Encoder | None = None,
+    encoded: Callable[[Iterator], Iterator] | None = None,
+    info: dict | None = None,
+    log: Callable[[str], None] | None = print,
+) -> dict:
+    """Build the bundle at index_dir from source; resumes a build of the same source killed earlier.
+
+    encoded: optional map over (chunk, want) pairs yielding (chunk, vectors, errors) in order (the
+    distributed path); default: encoder (default: local_encoder) applied chunk by chunk.
+    Returns the new bundle's manifest.
+    """
+    if options.chunk_size < 1:
+        raise InvalidArgumentError(f"--chunk-size must be positive, got {options.chunk_size}")
+    if source.count < 2:
+        raise InvalidArgumentError(f"{source.describe()}: an index needs at least 2 images")
+    IndexSpec(options.index_type, options.metric, {}, options.transform)  # refuses a bad metric or transform
+    shifts = tuple(tuple(s) for s in options.shifts)
+    key = hashlib.sha256(json.dumps([source.fingerprint, checkpoint.encoder_sha256, shifts]).encode()).hexdigest()
+    with BundleWriter.create(index_dir, resume_key=key[:16]) as writer:
+        writer.set_model(checkpoint)
+        segment = writer.new_segment(source.count, name=_SEGMENT)
+        state = _State.load(writer.scratch("state.npz"), source.count, checkpoint.model_config.z_size, options.seed)
+        if state.rows and log:
+            log(f"Resuming: {state.rows:,} of {source.count:,} images already encoded")
+        if log:
+            log(f"Encoding {source.describe()} in chunks of {options.chunk_size:,}")
+        _encode_pass(source, segment, state, writer, options, encoder or local_encoder(checkpoint, shifts), encoded)
+        rows = state.rows
+        if rows < source.count:
+            raise InvalidArgumentError(f"{source.describe()} yielded {rows:,} images, fewer than it announced")
+        transform = state.whitening(options) if options.transform == "whiten" else None
+        index, choice, params = _index_pass(segment.embeddings, transform, options, log)
+        faiss_write(index, segment.file("index.faiss"))
+        trust = _trust(segment, state, index, transform, options)
+        if transform is not None:
+            np.savez(writer.space_file("transform.npz"), mean=transform.mean, matrix=transform.matrix)
+        writer.space_file("trust.json").write_text(json.dumps(trust.to_dict()) + "\n")
+        meta = {"index_type": choice.index_type, "index_params": params}
+        writer.add_segment(segment, meta=meta)
+        fields = {
+            **source.info(),
+            **(info or {}),
+            "embedding_shifts": [list(s) for s in shifts],
+            "metric": options.metric,
+            "index_type": choice.index_type,
+            "index_params": params,
+            "index_choice": {
+                "reason": choice.reason,
+                "bytes_per_vector": params.get("bytes_per_vector"),
+                "max_index_memory": options.max_index_memory,
+            },
+            "transform": options.transform,
+            "model": {"recipe": checkpoint.info.get("recipe"), "test_mse": checkpoint.info.get("test_mse")},
+        }
+        manifest = writer.commit(fields)
+    if log:
+        log(f"Index written to {index_dir} ({manifest['count']:,} images, {choice.index_type}: {choice.reason})")
+    return manifest
+
+
+def faiss_write(index, path: Path) -> None:
+    import faiss
+
+    faiss.write_index(getattr(index, "index", index), str(path))
+
+
+def _encode_pass(source, segment, state, writer, options, encoder, encoded) -> None:
+    from tqdm.auto import tqdm
+
+    def pending() -> Iterator:
+        row = state.rows
+        for chunk in source.chunks(options.chunk_size, start=state.cursor):
+            want = state.calibration_rows(row, len(chunk))
+            yield chunk, want
+            row += len(chunk)
+
+    results = encoded(pending()) if encoded else ((c, *encoder(c.images, w)) for c, w in pending())
+    with tqdm(total=source.count, initial=state.rows, desc="encoding", unit="img", disable=None, leave=False) as bar:
+        for chunk, vectors, errors in results:
+            rows = slice(state.rows, state.rows + len(chunk))
+            records = new_records(len(chunk))
+            records["id"] = np.arange(rows.start, rows.stop)
+            for column, values in (("label", chunk.labels), ("split", chunk.split), ("position", chunk.positions),
+                                   ("bytes", chunk.sizes), ("mtime_ns", chunk.mtimes_ns)):  # fmt: skip
+                if values is not None:
+                    records[column] = values
+            records["content_hash"] = chunk.hashes if chunk.hashes is not None else pixel_hashes(chunk.images)
+            segment.records[rows], segment.images[rows], segment.embeddings[rows] = records, chunk.images, vectors
+            for array in (segment.records, segment.images, segment.embeddings):
+                array.flush()  # on disk before the state says the chunk is done
+            fit = (records["split"] == source.fit_split) if source.fit_split is not None else slice(None)
+            state.add(vectors[fit], errors, chunk.cursor, len(chunk))
+            state.save(writer.scratch("state.npz"))
+            bar.update(len(chunk))
+    writer.manifest["next_id"] = state.rows  # ids 0..n-1, as allocate_ids would have given them
+
+
+def _index_pass(embeddings: np.ndarray, transform, options: StreamOptions, log):
+    """The index over the embeddings on disk: chosen, trained on a sample, filled, tuned."""
+    from aesearch.search import large
+    from aesearch.search.index import TARGET_RECALL
+
+    n = len(embeddings)
+
+    def prepared(rows) -> np.ndarray:
+        return _prepare(embeddings[rows], options.metric, transform)
+
+    def chunks() -> Iterator[np.ndarray]:
+        for start in range(0, n, options.chunk_size):
+            yield prepared(slice(start, start + options.chunk_size))
+
+    dim = transform.matrix.shape[1] if transform is not None else embeddings.shape[1]
+    if options.index_type == "auto":
+        choice = choose_index(n, dim, options.max_index_memory)
+    else:
+        choice = IndexChoice(options.index_type, {}, 0.0, "asked for with --index-type")
+    if log:
+        log(f"Index: {choice.index_type} ({choice.reason})")
+    rng = np.random.default_rng(options.seed)
+    sample = np.sort(rng.choice(n, size=min(n, _TRAIN_SAMPLE), replace=False))
+    index = large.build_streamed(choice, dim, prepared(sample), chunks(), seed=options.seed)
+    params = {k: v for k, v in choice.params.items() if k != "target_recall"}
+    if choice.compressed:
+        index = large.RerankingIndex(index, prepared, choice.params["rerank_factor"])
+    if choice.index_type != "flat":
+        own = np.sort(rng.choice(n, size=min(n, _PROBES), replace=False))
+        queries = prepared(own)
+        _, truth = large.exact_knn(queries, chunks(), 11)
+        target = choice.params.get("target_recall", TARGET_RECALL)
+        params.update(large.tune_streamed(index, queries, own, truth, target))
+        params["target_recall"] = target
+    params["bytes_per_vector"] = round(_index_bytes(index) / n, 1)
+    return index, choice, params
+
+
+def _index_bytes(index) -> int:
+    import faiss
+
+    return len(faiss.serialize_index(getattr(index, "index", index)))
+
+
+def _trust(segment, state, index, transform, options):
+    """The trust calibration: the sample's reconstruction errors, nearest-other distances of probes."""
+    from aesearch.search.index import to_distance
+    from aesearch.search.trust import calibrate
+
+    n = len(segment.embeddings)
+    rng = np.random.default_rng(options.seed + 2)
+    probe = np.sort(rng.choice(n, size=min(3000, n), replace=False))
+    squared, rows = index.search(_prepare(segment.embeddings[probe], options.metric, transform), 2)
+    distances = to_distance(squared, options.metric)
+    nearest_other = np.where(rows[:, 0] == probe, distances[:, -1], distances[:, 0])
+    return calibrate(state.errors[~np.isnan(state.errors)], nearest_other, segment.images[state.sample])
+
+
+def _prepare(vectors: np.ndarray, metric: str, transform) -> np.ndarray:
+    from aesearch.search.index import _prepare as prepare
+
+    return prepare(np.asarray(vectors, dtype=np.float32), metric, transform)
+
+
+class _State:
+    """What pass 1 has done: cursor, rows, whitening moments, the trust sample's errors."""
+
+    def __init__(self, count: int, z: int, seed: int) -> None:
+        rng = np.random.default_rng(seed + 3)
+        self.sample = np.sort(rng.choice(count, size=min(count, _CALIBRATION_SAMPLE), replace=False))
+        self.errors = np.full(len(self.sample), np.nan)
+        self.cursor = self.rows = self.fitted = 0
+        self.total = np.zeros(z)
+        self.outer = np.zeros((z, z))
+
+    @classmethod
+    def load(cls, path: Path, count: int, z: int, seed: int) -> _State:
+        state = cls(count, z, seed)
+        if path.exists():
+            with np.load(path) as saved:
+                state.cursor, state.rows, state.fitted = (int(saved[k]) for k in ("cursor", "rows", "fitted"))
+                state.total, state.outer, state.errors = saved["total"], saved["outer"], saved["errors"]
+        return state
+
+    def calibration_rows(self, start: int, n: int) -> np.ndarray:
+        """Rows of a chunk starting at row `start` that belong to the trust sample (chunk-relative)."""
+        lo, hi = np.searchsorted(self.sample, [start, start + n])
+        return self.sample[lo:hi] - start
+
+    def add(self, vectors: np.ndarray, errors: np.ndarray, cursor: int, n: int) -> None:
+        x = vectors.astype(np.float64)
+        self.total += x.sum(axis=0)
+        self.outer += x.T @ x
+        self.fitted += len(x)
+        lo, hi = np.searchsorted(self.sample, [self.rows, self.rows + n])
+        self.errors[lo:hi] = errors
+        self.cursor, self.rows = cursor, self.rows + n
+
+    def save(self, path: Path) -> None:
+        partial = path.with_suffix(".partial.npz")
+        np.savez(partial, cursor=self.cursor, rows=self.rows, fitted=self.fitted, total=self.total,
+                 outer=self.outer, errors=self.errors)  # fmt: skip
+        os.replace(partial, path)
+
+    def whitening(self, options: StreamOptions):
+        """PCA whitening from the moments: the same formula as AffineTransform.whitening."""
+        from aesearch.search.index import AffineTransform
+
+        n = self.fitted
+        mean = self.total / n
+        covariance = (self.outer - n * np.outer(mean, mean)) / max(n - 1, 1)
+        variances, axes = np.linalg.eigh(covariance)
+        order = np.argsort(variances)[::-1][: options.whiten_dims]
+        variances, axes = np.maximum(variances[order], 0), axes[:, order]
+        scale = 1 / np.sqrt(variances + options.whiten_shrinkage * variances[0] + 1e-12)
+        return AffineTransform(mean.astype(np.float32), np.ascontiguousarray(axes * scale, dtype=np.float32))
+
+
+__all__ = ["DEFAULT_CHUNK", "NO_LABEL", "StreamOptions", "encode_chunk", "local_encoder", "stream_build"]

@@ -1,0 +1,81 @@
+"""In-memory arrays as a ChunkSource: Fashion-MNIST (70,000 images, 55 MB) and tests.
+
+Fashion-MNIST is small enough to read whole; what the streaming build must not hold is the
+collection's vectors and a second copy of its images, and those it streams from here too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+import numpy as np
+
+from aesearch.sources.chunks import Chunk
+
+
+class ArraySource:
+    """images (n, 28, 28) uint8 with optional labels and splits, yielded in row order."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray | None = None, split: np.ndarray | None = None,
+                 positions: np.ndarray | None = None, *, split_names: list[str] | None = None,
+                 class_names: list[str] | None = None, fit_split: int | None = None, info: dict | None = None,
+                 name: str = "images") -> None:  # fmt: skip
+        assert images.dtype == np.uint8 and images.shape[1:] == (28, 28), f"bad images {images.dtype} {images.shape}"
+        self.images, self.labels, self.split, self.positions = images, labels, split, positions
+        self._split_names, self._class_names, self._fit_split = split_names or ["collection"], class_names, fit_split
+        self._info, self.name = info or {}, name
+
+    @property
+    def count(self) -> int:
+        return len(self.images)
+
+    @property
+    def split_names(self) -> list[str]:
+        return self._split_names
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self._class_names
+
+    @property
+    def fit_split(self) -> int | None:
+        return self._fit_split
+
+    @property
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(np.ascontiguousarray(self.images).tobytes())
+        for array in (self.labels, self.split):
+            digest.update(b"-" if array is None else np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
+
+    def describe(self) -> str:
+        return f"{self.count:,} {self.name}"
+
+    def info(self) -> dict:
+        return {"class_names": self._class_names or [], "split_names": self._split_names, **self._info}
+
+    def chunks(self, chunk_size: int, start: int = 0) -> Iterator[Chunk]:
+        for begin in range(start, self.count, chunk_size):
+            rows = slice(begin, min(self.count, begin + chunk_size))
+            yield Chunk(
+                images=np.ascontiguousarray(self.images[rows]),
+                cursor=rows.stop,
+                labels=None if self.labels is None else self.labels[rows],
+                split=None if self.split is None else self.split[rows],
+                positions=np.arange(rows.start, rows.stop) if self.positions is None else self.positions[rows],
+            )
+
+
+def fashion_mnist_source(data) -> ArraySource:
+    """Both splits of a loaded FashionMNIST, train first (ids 0-59,999), whitening fitted on train."""
+    train, test = data.train, data.test
+    return ArraySource(
+        np.concatenate([train.images.cpu().numpy(), test.images.cpu().numpy()]),
+        np.concatenate([train.labels.cpu().numpy(), test.labels.cpu().numpy()]).astype(np.int16),
+        np.repeat(np.array([0, 1], np.uint8), [len(train), len(test)]),
+        np.concatenate([np.arange(len(train)), np.arange(len(test))]),
+        split_names=["train", "test"], class_names=list(data.class_names), fit_split=0, name="Fashion-MNIST images",
+        info={"dataset": "Fashion-MNIST", "split_sizes": {"train": len(train), "test": len(test)},
+              "data_fingerprint": {"train": train.fingerprint(), "test": test.fingerprint()}},
+    )  # fmt: skip

@@ -1,0 +1,143 @@
+"""The streaming build: equal to the in-memory build, resumable after kill -9, bounded by a chunk."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_bundle, synthetic_images, synthetic_labels, tiny_checkpoint
+
+from aesearch.pipelines.stream import StreamOptions, stream_build
+from aesearch.search.engine import SearchEngine
+from aesearch.sources.arrays import ArraySource
+from aesearch.sources.shards import ShardSource, write_manifest, write_shard
+from aesearch.store.bundle import load_bundle
+
+N = 300
+
+
+def source(n: int = N) -> ArraySource:
+    images, n_train = synthetic_images(n), n * 3 // 4
+    split = np.repeat(np.array([0, 1], np.uint8), [n_train, n - n_train])
+    positions = np.concatenate([np.arange(n_train), np.arange(n - n_train)])
+    return ArraySource(images, synthetic_labels(n).astype(np.int16), split, positions, split_names=["train", "test"],
+                       class_names=["ellipse", "rectangle", "ring"], fit_split=0, name="synthetic")  # fmt: skip
+
+
+def test_streamed_bundle_equals_in_memory_build(tmp_path):
+    checkpoint = tiny_checkpoint()
+    memory = make_bundle(tmp_path / "memory", n=N, checkpoint=checkpoint, metric="cosine", transform="whiten",
+                         params={"whiten_dims": 64, "whiten_shrinkage": 0.03})  # fmt: skip
+    options = StreamOptions(index_type="flat", whiten_dims=64, chunk_size=37)
+    stream_build(tmp_path / "stream", source(), checkpoint, options, log=None)
+    a, b = load_bundle(memory), load_bundle(tmp_path / "stream")
+    (sa,), (sb,) = a.segments, b.segments
+    np.testing.assert_array_equal(sa.images, sb.images)
+    # The same vectors, chunked or not, to float32 rounding: BLAS rounds a row differently in blocks of
+    # different shapes (37-image chunks here, 4096 in memory).
+    np.testing.assert_allclose(sa.embeddings, sb.embeddings, rtol=1e-5, atol=1e-7)
+    for column in ("id", "split", "position", "label", "content_hash"):
+        np.testing.assert_array_equal(sa.records[column], sb.records[column])
+    ea, eb = SearchEngine(a), SearchEngine(b)
+    queries = np.asarray(sa.embeddings[::7])
+    da, ia = ea.index.search(queries, 10)
+    db, ib = eb.index.search(queries, 10)
+    assert (ia == ib).mean() > 0.99  # whitening from streamed moments: same neighbours
+    np.testing.assert_allclose(da, db, atol=1e-4)
+
+
+def test_auto_builds_compressed_index_with_exact_reranking(tmp_path):
+    """A budget too small for full vectors: IVF+PQ, re-ranked from the memory-mapped embeddings."""
+    n = 2000
+    images = np.resize(synthetic_images(400), (n, 28, 28))
+    images = np.clip(images.astype(int) + np.random.default_rng(0).integers(0, 40, images.shape), 0, 255)
+    options = StreamOptions(whiten_dims=32, shifts=((0, 0),), chunk_size=500, max_index_memory=n * 100)
+    manifest = stream_build(tmp_path / "b", ArraySource(images.astype(np.uint8)), tiny_checkpoint(), options, log=None)
+    assert (
+        manifest["index_type"].startswith("IVF")
+        and "PQ" in manifest["index_type"]
+        and manifest["index_params"]["rerank_factor"] >= 10
+    )
+    assert manifest["index_params"]["bytes_per_vector"] <= 100
+    assert manifest["index_params"]["tuned_recall_at_10"] >= 0.95
+    engine = SearchEngine(load_bundle(tmp_path / "b"))
+    queries = np.asarray(engine.bundle.segments[0].embeddings[:20])
+    prepared = engine.index.search_space(queries)
+    everything = engine.index.search_space(np.asarray(engine.bundle.segments[0].embeddings))
+    distances, ids = engine.index.search(queries, 5)
+    exact = ((prepared[:, None] - everything[ids]) ** 2).sum(-1) / 2  # cosine distance of what was returned
+    np.testing.assert_allclose(distances, exact, atol=1e-5)  # re-ranked: exact distances, in order
+    assert (np.diff(distances, axis=1) >= 0).all()
+
+
+def write_shards(folder: Path, n: int, per_shard: int) -> Path:
+    folder.mkdir()
+    images, labels = synthetic_images(n, seed=3), synthetic_labels(n)
+    shards = [write_shard(folder, i, images[s : s + per_shard], labels[s : s + per_shard])
+              for i, s in enumerate(range(0, n, per_shard))]  # fmt: skip
+    write_manifest(folder, shards, name="test", class_names=["a", "b", "c"])
+    return folder
+
+
+def test_shard_source_chunks_cover_every_row_and_resume_from_a_cursor(tmp_path):
+    folder = write_shards(tmp_path / "shards", 250, 100)
+    shards = ShardSource(folder)
+    chunks = list(shards.chunks(64))
+    assert [len(c) for c in chunks] == [64, 36, 64, 36, 50]  # never across a shard
+    np.testing.assert_array_equal(np.concatenate([c.images for c in chunks]), synthetic_images(250, seed=3))
+    later = list(shards.chunks(64, start=chunks[1].cursor))
+    np.testing.assert_array_equal(later[0].images, chunks[2].images)
+
+
+KILLED_BUILD = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, "tests")
+    from conftest import tiny_checkpoint
+    from aesearch.pipelines import stream
+    from aesearch.pipelines.stream import StreamOptions, stream_build
+    from aesearch.sources.shards import ShardSource
+    done = []
+    original = stream._State.save
+    def save(self, path):
+        original(self, path)
+        done.append(self.rows)
+        print(self.rows, flush=True)
+        if len(done) == int(sys.argv[3]):
+            os.kill(os.getpid(), signal.SIGKILL)  # kill -9 right after a chunk is recorded
+    stream._State.save = save
+    stream_build(sys.argv[2], ShardSource(sys.argv[1]), tiny_checkpoint(),
+                 StreamOptions(index_type="flat", whiten_dims=32, chunk_size=40), log=None)
+""")
+
+
+def test_kill_9_then_same_command_resumes_after_last_finished_chunk(tmp_path):
+    folder = write_shards(tmp_path / "shards", 200, 100)
+    env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
+    run = [sys.executable, "-c", KILLED_BUILD, str(folder), str(tmp_path / "b")]
+    killed = subprocess.run([*run, "2"], capture_output=True, text=True, env=env, timeout=120)
+    assert killed.returncode == -signal.SIGKILL and killed.stdout.split() == ["40", "80"]
+    assert not (tmp_path / "b").exists()  # nothing published
+    resumed = subprocess.run([*run, "0"], capture_output=True, text=True, env=env, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.split() == ["100", "140", "180", "200"]  # finished chunks not redone (chunks end at shards)
+    fresh = tmp_path / "fresh"
+    stream_build(fresh, ShardSource(folder), tiny_checkpoint(),
+                 StreamOptions(index_type="flat", whiten_dims=32, chunk_size=40), log=None)  # fmt: skip
+    (a,), (b,) = load_bundle(tmp_path / "b").segments, load_bundle(fresh).segments
+    np.testing.assert_array_equal(a.embeddings, b.embeddings)
+    np.testing.assert_array_equal(a.records, b.records)
+
+
+@pytest.mark.parametrize("bad", ["chunk", "tiny"])
+def test_bad_stream_input_is_one_line(tmp_path, bad):
+    from aesearch.errors import InvalidArgumentError
+
+    options = StreamOptions(chunk_size=0 if bad == "chunk" else 10)
+    with pytest.raises(InvalidArgumentError, match="chunk-size must be positive|at least 2 images"):
+        stream_build(tmp_path / "b", source(300 if bad == "chunk" else 1), tiny_checkpoint(), options, log=None)
