@@ -29,7 +29,7 @@ def test_exact_knn_over_chunks_equals_brute_force():
 def test_reranking_returns_exact_order_of_its_candidates():
     vectors, queries = clustered(3000), clustered(30, seed=2)
     choice = IndexChoice("OPQ8_32,IVF16,PQ8x4", {"nlist": 16, "rerank_factor": 1000})
-    index = build_streamed(choice, 32, vectors, np.array_split(vectors, 7))
+    index = build_streamed(choice, 32, 3000, vectors, np.array_split(vectors, 7))
     faiss.extract_index_ivf(index).nprobe = 16
     reranking = RerankingIndex(index, lambda rows: vectors[rows], factor=1000)  # every vector a candidate
     squared, rows = reranking.search(queries, 10)
@@ -41,7 +41,7 @@ def test_reranking_returns_exact_order_of_its_candidates():
 def test_tuning_reaches_target_recall_with_reranking():
     vectors = clustered(4000)
     choice = IndexChoice("IVF32,PQ8x4", {"nlist": 32, "rerank_factor": 2})
-    index = RerankingIndex(build_streamed(choice, 32, vectors, [vectors]), lambda rows: vectors[rows], 2)
+    index = RerankingIndex(build_streamed(choice, 32, 4000, vectors, [vectors]), lambda rows: vectors[rows], 2)
     own = np.arange(0, 4000, 40)
     _, truth = exact_knn(vectors[own], [vectors], 11)
     params = tune_streamed(index, vectors[own], own, truth, 0.95)
@@ -53,7 +53,7 @@ def test_chosen_index_builds_streamed_and_loads_memory_mapped(tmp_path):
     n = 2000
     vectors = clustered(n)
     choice = IndexChoice("ivf", {"nlist": 32})  # the middle tier (auto picks it above EXACT_MAX)
-    index = build_streamed(choice, 32, vectors, np.array_split(vectors, 3))
+    index = build_streamed(choice, 32, n, vectors, np.array_split(vectors, 3))
     assert index.ntotal == n
     faiss.write_index(index, str(tmp_path / "index.faiss"))
     loaded = read_index(tmp_path / "index.faiss", mmap=True)

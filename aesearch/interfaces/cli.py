@@ -99,7 +99,28 @@ INDEX_DIR_OPTION = click.option(
 @INDEX_DIR_OPTION
 @click.option("--model", type=click.Path(path_type=Path), help="Reuse this checkpoint instead of training one.")
 @click.option(
-    "--index-type", default="flat", show_default=True, help="flat (exact), hnsw, ivf, sq8, or a FAISS factory string."
+    "--index-type",
+    default="auto",
+    show_default=True,
+    help="auto (from the size and --max-index-memory), flat (exact), hnsw, ivf, sq8, or a FAISS factory string.",
+)
+@click.option(
+    "--max-index-memory",
+    default="256M",
+    show_default=True,
+    help="Memory the loaded index may take (auto picks exact, IVF-Flat or IVF+PQ with re-ranking).",
+)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(1, 10_000_000),
+    default=16_384,
+    show_default=True,
+    help="Images encoded at a time: peak memory follows it; an interrupted build resumes after the last.",
+)
+@click.option(
+    "--cluster",
+    help="Encode on a Dask cluster: its scheduler address, or `local` for two local workers "
+    "(needs `pip install aesearch[distributed]`).",
 )
 @click.option(
     "--metric",
@@ -173,6 +194,9 @@ def build_index_command(
     image_dirs,
     images_from,
     labels,
+    max_index_memory,
+    chunk_size,
+    cluster,
 ) -> None:
     """Build the index bundle: train if needed, encode, index, write.
 
@@ -180,10 +204,21 @@ def build_index_command(
     leaves the previous one as it was.
     """
     from aesearch.pipelines.build import DEFAULT_EMBEDDING_SHIFTS, build_index
+    from aesearch.search.index_choice import parse_memory
+    from aesearch.sources.shards import is_shard_folder
     from aesearch.training.train import TrainConfig
 
     config = TrainConfig.for_recipe(recipe, epochs=epochs) if model is None else None
     shifts = DEFAULT_EMBEDDING_SHIFTS if phase_pooling else ((0, 0),)
+    stream = {"max_index_memory": parse_memory(max_index_memory), "chunk_size": chunk_size, "cluster": cluster}
+    if len(image_dirs) == 1 and not images_from and is_shard_folder(image_dirs[0]):
+        from aesearch.pipelines.stream import StreamOptions, build_from_shards
+
+        options = StreamOptions(index_type=index_type, metric=metric, transform=transform, shifts=shifts,
+                                whiten_shrinkage=whiten_shrinkage, whiten_dims=whiten_dims, **stream)  # fmt: skip
+        manifest = build_from_shards(index_dir, image_dirs[0], model=model, options=options, log=click.echo)
+        click.echo(f"Done: {manifest['count']:,} images in {index_dir}.")
+        return
     if image_dirs or images_from:
         _build_from_folders(index_dir, image_dirs, images_from, labels, model, index_type, metric, transform,
                             whiten_shrinkage, whiten_dims, shifts, config)  # fmt: skip
@@ -195,7 +230,7 @@ def build_index_command(
     manifest = build_index(
         index_dir, model=model, index_type=index_type, metric=metric, transform=transform,
         whiten_shrinkage=whiten_shrinkage, whiten_dims=whiten_dims, embedding_shifts=shifts,
-        data_dir=data_dir, train_config=config, log=click.echo,
+        data_dir=data_dir, train_config=config, log=click.echo, stream=stream,
     )  # fmt: skip
     click.echo(f"Done: {manifest['count']:,} images in {index_dir}. Try `aesearch query IMAGE --index-dir {index_dir}`")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -13,10 +12,8 @@ from aesearch.model.checkpoint import Checkpoint, load_checkpoint
 from aesearch.model.runtime import NumpyAutoEncoder
 from aesearch.search.engine import DEFAULT_INDEX_DIR
 from aesearch.search.index import IndexSpec, VectorIndex, check_index_type
-from aesearch.search.segments import INDEX_FILE
 from aesearch.search.trust import TrustCalibration, calibrate
-from aesearch.store.bundle import BundleWriter
-from aesearch.store.records import new_records, pixel_hashes
+from aesearch.store.records import new_records
 
 SPLITS = ("train", "test")
 # The default search space, chosen by scripts/ablation_retrieval.py on a validation split carved out
@@ -37,7 +34,7 @@ def build_index(
     index_dir: str | Path = DEFAULT_INDEX_DIR,
     *,
     model: str | Path | None = None,
-    index_type: str = "flat",
+    index_type: str = "auto",
     metric: str = DEFAULT_METRIC,
     transform: str = DEFAULT_TRANSFORM,
     whiten_shrinkage: float = DEFAULT_WHITEN_SHRINKAGE,
@@ -47,13 +44,16 @@ def build_index(
     train_config=None,
     progress: bool = True,
     log: Callable[[str], None] | None = print,
+    stream: dict | None = None,
 ) -> dict:
     """Build the bundle for all 70,000 Fashion-MNIST images (train ids first, then test).
 
     Args:
         model: a checkpoint to reuse; without one, a model is trained with train_config
             (default: the default recipe) and stored in the bundle.
-        index_type: flat (exact), hnsw, ivf, sq8, or a FAISS factory string.
+        index_type: auto (chosen from the size and max_index_memory: index_choice.py), flat (exact),
+            hnsw, ivf, sq8, or a FAISS factory string.
+        stream: extra StreamOptions: max_index_memory (bytes), chunk_size.
         metric: l2 or cosine.
         transform: none, or whiten (PCA whitening learned on the training split, applied to every
             vector and query; whiten_shrinkage damps the low-variance axes, whiten_dims keeps that
@@ -113,10 +113,11 @@ def build_index(
     }
     manifest = assemble_bundle(
         index_dir, checkpoint=checkpoint, images=images, records=records, info=info, spec=spec,
-        shifts=embedding_shifts, progress=progress, log=log,
+        shifts=embedding_shifts, progress=progress, log=log, stream=stream,
     )  # fmt: skip
     if log:
-        log(f"Index written to {index_dir} ({manifest['count']:,} images, {index_type}, {metric}, {transform})")
+        kind = manifest["index_type"]
+        log(f"Index written to {index_dir} ({manifest['count']:,} images, {kind}, {metric}, {transform})")
     return manifest
 
 
@@ -132,52 +133,35 @@ def assemble_bundle(
     shifts: Sequence[Sequence[int]] = DEFAULT_EMBEDDING_SHIFTS,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    stream: dict | None = None,
 ) -> dict:
     """Encode images, index them, calibrate the trust score, and write the bundle atomically.
+
+    The work is the streaming build's (pipelines/stream.py), fed from these arrays; stream holds its
+    extra StreamOptions (max_index_memory, chunk_size).
 
     records: one RECORD_DTYPE row per image (ids are assigned here, 0 to n-1, in this order; the
     content hash is filled in when left empty); paths: each image's path relative to its collection
     root, for collections of files. Split 0 is the training split: whitening, when the
     spec asks for one, is learned on it alone, so evaluation on the other splits stays honest.
     """
-    autoencoder = NumpyAutoEncoder.from_checkpoint(checkpoint)
-    z, vectors = encode_all(autoencoder, images, shifts, progress=progress)
-    if log:
-        log(f"Building {spec.index_type} index ({spec.metric}, transform {spec.transform}) of {len(vectors):,} vectors")
-    index = VectorIndex.build(vectors, spec, fit_rows=np.nonzero(records["split"] == 0)[0])
-    trust = calibrate_trust(autoencoder, images, z, vectors, index)
-    with BundleWriter.create(index_dir) as writer:
-        writer.set_model(checkpoint)
-        segment = writer.new_segment(len(images), name="base")
-        segment.records[:] = records
-        segment.records["id"] = writer.allocate_ids(len(images))
-        if not records["content_hash"].any():
-            segment.records["content_hash"] = pixel_hashes(images)
-        segment.images[:] = images
-        segment.embeddings[:] = vectors
-        if paths is not None:
-            segment.set_paths(paths)
-        index.write(segment.file(INDEX_FILE))
-        writer.add_segment(segment, meta={"index_type": index.spec.index_type, "index_params": index.spec.params})
-        if index.transform is not None:
-            np.savez(writer.space_file("transform.npz"), mean=index.transform.mean, matrix=index.transform.matrix)
-        writer.space_file("trust.json").write_text(json.dumps(trust.to_dict()) + "\n")
-        return writer.commit(
-            {
-                **info,
-                "embedding_shifts": [list(shift) for shift in shifts],
-                "metric": index.spec.metric,
-                "index_type": index.spec.index_type,
-                "index_params": index.spec.params,
-                "transform": index.spec.transform,
-                "model": {
-                    "recipe": checkpoint.info.get("recipe"),
-                    "test_mse": checkpoint.info.get("test_mse"),
-                    "train_config": checkpoint.info.get("train_config"),
-                    "data_fingerprint": checkpoint.info.get("data_fingerprint"),
-                },
-            }
-        )
+    from aesearch.pipelines.stream import StreamOptions, stream_build
+    from aesearch.sources.arrays import ArraySource
+
+    info = dict(info)
+    split_names = info.pop("split_names", None) or ["collection"]
+    class_names = info.pop("class_names", None)
+    source = ArraySource(
+        images, records=records, paths=paths, split_names=split_names, class_names=class_names,
+        fit_split=0 if len(split_names) > 1 else None, info=info, name="images",
+    )  # fmt: skip
+    params = spec.params
+    options = StreamOptions(
+        index_type=spec.index_type, metric=spec.metric, transform=spec.transform,
+        whiten_shrinkage=params.get("whiten_shrinkage", 0.0), whiten_dims=params.get("whiten_dims"),
+        shifts=tuple(tuple(s) for s in shifts), **(stream or {}),
+    )  # fmt: skip
+    return stream_build(index_dir, source, checkpoint, options, log=log)
 
 
 def calibrate_trust(

@@ -16,9 +16,11 @@ with identical vectors.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,7 @@ DEFAULT_CHUNK = 16_384  # images per chunk: ~150 MB of working arrays while enco
 _CALIBRATION_SAMPLE = 20_000  # images whose reconstruction error calibrates the trust score
 _TRAIN_SAMPLE = 100_000  # vectors the index is trained on (k-means and PQ gain little beyond)
 _PROBES = 500  # probe queries for tuning
+_EXACT_FIT = 100_000  # up to this many vectors the whitening is fitted on them directly (<= 126 MB)
 _SEGMENT = "base"
 
 # encode(images uint8 (n,28,28), want rows) -> (vectors (n, z) float32, reconstruction MSE of want rows)
@@ -56,6 +59,7 @@ class StreamOptions:
     max_index_memory: int = DEFAULT_MAX_INDEX_MEMORY
     chunk_size: int = DEFAULT_CHUNK
     seed: int = 0
+    cluster: str | None = None  # a Dask scheduler address, "local" (two throwaway workers), or None: here
 
 
 def local_encoder(checkpoint: Checkpoint, shifts: Sequence[Sequence[int]]) -> Encoder:
@@ -98,46 +102,95 @@ def stream_build(
     IndexSpec(options.index_type, options.metric, {}, options.transform)  # refuses a bad metric or transform
     shifts = tuple(tuple(s) for s in options.shifts)
     key = hashlib.sha256(json.dumps([source.fingerprint, checkpoint.encoder_sha256, shifts]).encode()).hexdigest()
-    with BundleWriter.create(index_dir, resume_key=key[:16]) as writer:
-        writer.set_model(checkpoint)
-        segment = writer.new_segment(source.count, name=_SEGMENT)
-        state = _State.load(writer.scratch("state.npz"), source.count, checkpoint.model_config.z_size, options.seed)
-        if state.rows and log:
-            log(f"Resuming: {state.rows:,} of {source.count:,} images already encoded")
-        if log:
-            log(f"Encoding {source.describe()} in chunks of {options.chunk_size:,}")
-        _encode_pass(source, segment, state, writer, options, encoder or local_encoder(checkpoint, shifts), encoded)
-        rows = state.rows
-        if rows < source.count:
-            raise InvalidArgumentError(f"{source.describe()} yielded {rows:,} images, fewer than it announced")
-        transform = state.whitening(options) if options.transform == "whiten" else None
-        index, choice, params = _index_pass(segment.embeddings, transform, options, log)
-        faiss_write(index, segment.file("index.faiss"))
-        trust = _trust(segment, state, index, transform, options)
-        if transform is not None:
-            np.savez(writer.space_file("transform.npz"), mean=transform.mean, matrix=transform.matrix)
-        writer.space_file("trust.json").write_text(json.dumps(trust.to_dict()) + "\n")
-        meta = {"index_type": choice.index_type, "index_params": params}
-        writer.add_segment(segment, meta=meta)
-        fields = {
-            **source.info(),
-            **(info or {}),
-            "embedding_shifts": [list(s) for s in shifts],
-            "metric": options.metric,
-            "index_type": choice.index_type,
-            "index_params": params,
-            "index_choice": {
-                "reason": choice.reason,
-                "bytes_per_vector": params.get("bytes_per_vector"),
-                "max_index_memory": options.max_index_memory,
-            },
-            "transform": options.transform,
-            "model": {"recipe": checkpoint.info.get("recipe"), "test_mse": checkpoint.info.get("test_mse")},
-        }
-        manifest = writer.commit(fields)
+    with contextlib.ExitStack() as stack:
+        if options.cluster is not None and encoded is None:
+            from aesearch.pipelines.distributed import cluster_encoder
+
+            encoded = stack.enter_context(cluster_encoder(options.cluster, checkpoint, shifts, log=log))
+        writer = stack.enter_context(BundleWriter.create(index_dir, resume_key=key[:16]))
+        try:
+            return _build(writer, index_dir, source, checkpoint, options, shifts, encoder, encoded, info, log)
+        except Exception:
+            # An error (disk full, bad data) leaves nothing behind; an interruption (kill -9, Ctrl-C)
+            # leaves the staging folder for the same command to resume.
+            shutil.rmtree(writer.root, ignore_errors=True)
+            raise
+
+
+def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, encoded, info, log) -> dict:
+    writer.set_model(checkpoint)
+    segment = writer.new_segment(source.count, name=_SEGMENT)
+    state = _State.load(writer.scratch("state.npz"), source.count, checkpoint.model_config.z_size, options.seed)
+    if state.rows and log:
+        log(f"Resuming: {state.rows:,} of {source.count:,} images already encoded")
+    if log:
+        log(f"Encoding {source.describe()} in chunks of {options.chunk_size:,}")
+    _encode_pass(source, segment, state, writer, options, encoder or local_encoder(checkpoint, shifts), encoded)
+    rows = state.rows
+    if rows < source.count:
+        raise InvalidArgumentError(f"{source.describe()} yielded {rows:,} images, fewer than it announced")
+    transform = _whitening(segment, source, state, options) if options.transform == "whiten" else None
+    index, choice, params = _index_pass(segment.embeddings, transform, options, log)
+    faiss_write(index, segment.file("index.faiss"))
+    trust = _trust(segment, state, index, transform, options)
+    if transform is not None:
+        np.savez(writer.space_file("transform.npz"), mean=transform.mean, matrix=transform.matrix)
+    writer.space_file("trust.json").write_text(json.dumps(trust.to_dict()) + "\n")
+    meta = {"index_type": choice.index_type, "index_params": params}
+    writer.add_segment(segment, meta=meta)
+    fields = {
+        **source.info(),
+        **(info or {}),
+        "embedding_shifts": [list(s) for s in shifts],
+        "metric": options.metric,
+        "index_type": choice.index_type,
+        "index_params": params,
+        "index_choice": {
+            "reason": choice.reason,
+            "bytes_per_vector": params.get("bytes_per_vector"),
+            "max_index_memory": options.max_index_memory,
+        },
+        "transform": options.transform,
+        "model": {k: checkpoint.info.get(k) for k in ("recipe", "test_mse", "train_config", "data_fingerprint")},
+    }
+    manifest = writer.commit(fields)
     if log:
         log(f"Index written to {index_dir} ({manifest['count']:,} images, {choice.index_type}: {choice.reason})")
     return manifest
+
+
+def _whitening(segment, source, state, options):
+    """Up to _EXACT_FIT vectors to fit: AffineTransform.whitening on them, read back from disk (the very
+    computation an in-memory build and a compaction make: the same space to the last bit); more: the
+    streamed moments, which need no second pass and no memory beyond a z x z matrix."""
+    from aesearch.search.index import AffineTransform
+
+    if state.fitted > _EXACT_FIT:
+        return state.whitening(options)
+    split = np.asarray(segment.records["split"])
+    rows = np.nonzero(split == source.fit_split)[0] if source.fit_split is not None else slice(None)
+    vectors = np.asarray(segment.embeddings[rows])
+    return AffineTransform.whitening(vectors, dims=options.whiten_dims, shrinkage=options.whiten_shrinkage)
+
+
+def build_from_shards(
+    index_dir: str | Path,
+    folder: str | Path,
+    *,
+    model: str | Path | None,
+    options: StreamOptions = StreamOptions(),
+    log: Callable[[str], None] | None = print,
+) -> dict:
+    """`build-index --images DIR` for a shard folder (scripts/make_collection.py): streamed, with a given model."""
+    from aesearch.model.checkpoint import load_checkpoint
+    from aesearch.sources.shards import ShardSource
+
+    if model is None:
+        raise InvalidArgumentError(
+            f"{folder} is a shard collection: pass --model CKPT (e.g. the Fashion-MNIST model); training on "
+            "millions of images is not part of build-index"
+        )
+    return stream_build(index_dir, ShardSource(folder), load_checkpoint(model), options, log=log)
 
 
 def faiss_write(index, path: Path) -> None:
@@ -157,6 +210,7 @@ def _encode_pass(source, segment, state, writer, options, encoder, encoded) -> N
             row += len(chunk)
 
     results = encoded(pending()) if encoded else ((c, *encoder(c.images, w)) for c, w in pending())
+    paths = _PathLog(writer.scratch("paths.txt"), state.rows)
     with tqdm(total=source.count, initial=state.rows, desc="encoding", unit="img", disable=None, leave=False) as bar:
         for chunk, vectors, errors in results:
             rows = slice(state.rows, state.rows + len(chunk))
@@ -170,11 +224,14 @@ def _encode_pass(source, segment, state, writer, options, encoder, encoded) -> N
             segment.records[rows], segment.images[rows], segment.embeddings[rows] = records, chunk.images, vectors
             for array in (segment.records, segment.images, segment.embeddings):
                 array.flush()  # on disk before the state says the chunk is done
+            paths.append(chunk.paths, len(chunk))
             fit = (records["split"] == source.fit_split) if source.fit_split is not None else slice(None)
             state.add(vectors[fit], errors, chunk.cursor, len(chunk))
             state.save(writer.scratch("state.npz"))
             bar.update(len(chunk))
     writer.manifest["next_id"] = state.rows  # ids 0..n-1, as allocate_ids would have given them
+    if paths.any:
+        segment.set_paths(paths.read(state.rows))
 
 
 def _index_pass(embeddings: np.ndarray, transform, options: StreamOptions, log):
@@ -196,12 +253,16 @@ def _index_pass(embeddings: np.ndarray, transform, options: StreamOptions, log):
         choice = choose_index(n, dim, options.max_index_memory)
     else:
         choice = IndexChoice(options.index_type, {}, 0.0, "asked for with --index-type")
+        if options.index_type == "hnsw":
+            choice.params["M"] = 32
     if log:
         log(f"Index: {choice.index_type} ({choice.reason})")
     rng = np.random.default_rng(options.seed)
     sample = np.sort(rng.choice(n, size=min(n, _TRAIN_SAMPLE), replace=False))
-    index = large.build_streamed(choice, dim, prepared(sample), chunks(), seed=options.seed)
-    params = {k: v for k, v in choice.params.items() if k != "target_recall"}
+    index = large.build_streamed(choice, dim, n, prepared(sample), chunks(), seed=options.seed)
+    params = {k: v for k, v in choice.params.items() if k != "target_recall"}  # _new_index adds its sizes
+    if transform is not None:  # recorded as the in-memory build does: a compaction relearns the same space
+        params.update(whiten_shrinkage=options.whiten_shrinkage, whiten_dims=options.whiten_dims)
     if choice.compressed:
         index = large.RerankingIndex(index, prepared, choice.params["rerank_factor"])
     if choice.index_type != "flat":
@@ -241,6 +302,27 @@ def _prepare(vectors: np.ndarray, metric: str, transform) -> np.ndarray:
     return prepare(np.asarray(vectors, dtype=np.float32), metric, transform)
 
 
+class _PathLog:
+    """Each chunk's paths, one JSON string a line, appended to a scratch file: a resumed build keeps them."""
+
+    def __init__(self, path: Path, rows: int) -> None:
+        self.path = path
+        kept = self.read(rows) if path.exists() else []
+        self.any = any(kept)
+        path.write_text("".join(f"{json.dumps(p)}\n" for p in kept))
+
+    def append(self, paths: list[str] | None, n: int) -> None:
+        if paths is not None:
+            self.any = self.any or any(paths)
+        with open(self.path, "a") as f:
+            f.write("".join(f"{json.dumps(p)}\n" for p in (paths or [""] * n)))
+
+    def read(self, rows: int) -> list[str]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines()[:rows]]
+
+
 class _State:
     """What pass 1 has done: cursor, rows, whitening moments, the trust sample's errors."""
 
@@ -249,6 +331,7 @@ class _State:
         self.sample = np.sort(rng.choice(count, size=min(count, _CALIBRATION_SAMPLE), replace=False))
         self.errors = np.full(len(self.sample), np.nan)
         self.cursor = self.rows = self.fitted = 0
+        self.reference = np.zeros(z)  # moments are taken about the first chunk's mean: no cancellation
         self.total = np.zeros(z)
         self.outer = np.zeros((z, z))
 
@@ -259,6 +342,7 @@ class _State:
             with np.load(path) as saved:
                 state.cursor, state.rows, state.fitted = (int(saved[k]) for k in ("cursor", "rows", "fitted"))
                 state.total, state.outer, state.errors = saved["total"], saved["outer"], saved["errors"]
+                state.reference = saved["reference"]
         return state
 
     def calibration_rows(self, start: int, n: int) -> np.ndarray:
@@ -268,6 +352,9 @@ class _State:
 
     def add(self, vectors: np.ndarray, errors: np.ndarray, cursor: int, n: int) -> None:
         x = vectors.astype(np.float64)
+        if self.fitted == 0 and len(x):
+            self.reference = x.mean(axis=0)
+        x -= self.reference
         self.total += x.sum(axis=0)
         self.outer += x.T @ x
         self.fitted += len(x)
@@ -278,7 +365,7 @@ class _State:
     def save(self, path: Path) -> None:
         partial = path.with_suffix(".partial.npz")
         np.savez(partial, cursor=self.cursor, rows=self.rows, fitted=self.fitted, total=self.total,
-                 outer=self.outer, errors=self.errors)  # fmt: skip
+                 outer=self.outer, errors=self.errors, reference=self.reference)  # fmt: skip
         os.replace(partial, path)
 
     def whitening(self, options: StreamOptions):
@@ -286,8 +373,9 @@ class _State:
         from aesearch.search.index import AffineTransform
 
         n = self.fitted
-        mean = self.total / n
-        covariance = (self.outer - n * np.outer(mean, mean)) / max(n - 1, 1)
+        shifted = self.total / n
+        covariance = (self.outer - n * np.outer(shifted, shifted)) / max(n - 1, 1)
+        mean = shifted + self.reference
         variances, axes = np.linalg.eigh(covariance)
         order = np.argsort(variances)[::-1][: options.whiten_dims]
         variances, axes = np.maximum(variances[order], 0), axes[:, order]

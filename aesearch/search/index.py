@@ -259,7 +259,7 @@ def _without_self(ids: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
 
 def check_index_type(index_type: str, dim: int) -> None:
     """Fail early (before any training) on an index type FAISS would refuse."""
-    if index_type not in INDEX_TYPES:
+    if index_type not in (*INDEX_TYPES, "auto"):  # auto: aesearch.search.index_choice
         _new_index(index_type, dim, 100_000, {})
 
 

@@ -85,20 +85,22 @@ def read_segment_index(segment, spec: IndexSpec, transform: AffineTransform | No
 
 
 def build_streamed(
-    choice: IndexChoice, dim: int, sample: np.ndarray, chunks: Iterable[np.ndarray], *, seed: int = 0
+    choice: IndexChoice, dim: int, n: int, sample: np.ndarray, chunks: Iterable[np.ndarray], *, seed: int = 0
 ) -> faiss.Index:
-    """choice's index for dim-dimensional vectors: trained on sample, then the chunks added in order."""
-    if choice.index_type == "flat":
-        index = faiss.IndexFlatL2(dim)
-    elif choice.index_type == "ivf":
-        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, int(choice.params["nlist"]))
-    else:
-        index = faiss.index_factory(dim, choice.index_type, faiss.METRIC_L2)
+    """choice's index for n dim-dimensional vectors: trained on sample, then the chunks added in order."""
+    from aesearch.search.index import _new_index
+
+    # flat, hnsw, ivf, sq8 or a factory string, with the parameters sized as the in-memory build does
+    index = _new_index(choice.index_type, dim, n, choice.params)
     if not index.is_trained:
         _limit_opq_training(index)
-        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
-        ivf.cp.seed = seed  # k-means starts from the same centroids every build
-        if hasattr(ivf, "do_polysemous_training"):
+        try:
+            ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+        except RuntimeError:  # a scalar quantizer: trained, but not an IVF
+            ivf = None
+        if ivf is not None:
+            ivf.cp.seed = seed  # k-means starts from the same centroids every build
+        if ivf is not None and hasattr(ivf, "do_polysemous_training"):
             # The factory turns on polysemous training (an annealing over code orders, minutes on two
             # cores) for a Hamming filter we never use: the candidates are re-ranked exactly instead.
             ivf.do_polysemous_training = False
@@ -163,6 +165,11 @@ def tune_streamed(
         return recall_at_k(_without(found, own_rows, k), _without(truth, own_rows, k))
 
     reached = recall()
+    hnsw = getattr(faiss.downcast_index(base), "hnsw", None) if not isinstance(base, RerankingIndex) else None
+    if hnsw is not None:
+        hnsw.efSearch = 16
+        while (reached := recall()) < target and hnsw.efSearch < 4096:
+            hnsw.efSearch *= 2
     if ivf is not None:
         ivf.nprobe = 1
         while (reached := recall()) < target and ivf.nprobe < min(ivf.nlist, 256):
@@ -172,6 +179,8 @@ def tune_streamed(
             index.factor *= 2
             reached = recall()
     params = {"tuned_recall_at_10": round(reached, 4)}
+    if hnsw is not None:
+        params["ef_search"] = int(hnsw.efSearch)
     if ivf is not None:
         params["nprobe"] = int(ivf.nprobe)
     if isinstance(index, RerankingIndex):

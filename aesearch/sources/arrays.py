@@ -20,9 +20,14 @@ class ArraySource:
     def __init__(self, images: np.ndarray, labels: np.ndarray | None = None, split: np.ndarray | None = None,
                  positions: np.ndarray | None = None, *, split_names: list[str] | None = None,
                  class_names: list[str] | None = None, fit_split: int | None = None, info: dict | None = None,
-                 name: str = "images") -> None:  # fmt: skip
+                 name: str = "images", records: np.ndarray | None = None,
+                 paths: list[str] | None = None) -> None:  # fmt: skip
+        """records (RECORD_DTYPE, ids ignored), when given, supply labels, splits, positions and file facts."""
         assert images.dtype == np.uint8 and images.shape[1:] == (28, 28), f"bad images {images.dtype} {images.shape}"
+        if records is not None:
+            labels, split, positions = records["label"], records["split"], records["position"]
         self.images, self.labels, self.split, self.positions = images, labels, split, positions
+        self.records, self.paths = records, paths
         self._split_names, self._class_names, self._fit_split = split_names or ["collection"], class_names, fit_split
         self._info, self.name = info or {}, name
 
@@ -45,8 +50,9 @@ class ArraySource:
     @property
     def fingerprint(self) -> str:
         digest = hashlib.sha256(np.ascontiguousarray(self.images).tobytes())
-        for array in (self.labels, self.split):
+        for array in (self.labels, self.split, self.records):
             digest.update(b"-" if array is None else np.ascontiguousarray(array).tobytes())
+        digest.update("\n".join(self.paths or []).encode())
         return digest.hexdigest()
 
     def describe(self) -> str:
@@ -58,12 +64,18 @@ class ArraySource:
     def chunks(self, chunk_size: int, start: int = 0) -> Iterator[Chunk]:
         for begin in range(start, self.count, chunk_size):
             rows = slice(begin, min(self.count, begin + chunk_size))
+            records = None if self.records is None else self.records[rows]
+            hashes = None if records is None or not records["content_hash"].any() else records["content_hash"]
             yield Chunk(
                 images=np.ascontiguousarray(self.images[rows]),
                 cursor=rows.stop,
                 labels=None if self.labels is None else self.labels[rows],
                 split=None if self.split is None else self.split[rows],
                 positions=np.arange(rows.start, rows.stop) if self.positions is None else self.positions[rows],
+                paths=None if self.paths is None else self.paths[rows],
+                sizes=None if records is None else records["bytes"],
+                mtimes_ns=None if records is None else records["mtime_ns"],
+                hashes=hashes,
             )
 
 

@@ -1,0 +1,164 @@
+"""Scale: build cost, memory, recall and query speed of streamed builds from 100 k to 10 M images.
+
+    python scripts/make_collection.py --size 1000000 --out data/fm-1m       # and 100k, 10M
+    python scripts/bench_scale.py --model model.safetensors --work /tmp/scale \\
+        data/fm-100k data/fm-1m [data/fm-10m] [--cluster local] [--out results.jsonl] [--plot cost.png]
+
+For each shard collection (and, with --cluster, again on that Dask cluster) it runs
+`aesearch build-index --images DIR --model CKPT` in a child process (wall time, peak RSS of the
+child and its workers), then, in this process, loads the bundle (start time), and measures:
+  * index RAM per vector: the loaded FAISS index's bytes (codes, ids, centroids) / vectors; the
+    full vectors kept on disk for re-ranking are reported apart (embedding bytes per vector);
+  * recall@10 of 1,000 held-out queries (Fashion-MNIST *test* images: the collections are made
+    from the training split) against an exact scan of the same vectors;
+  * query p50: one 28x28 image end to end (preprocess, encode, search, decode), 200 times;
+  * batch q/s: 1,000 queries in one query_batch call.
+Each row is appended to --out as one JSON line as soon as it is measured, so a run cut short still
+reports; the table is printed from that file. Timings on a shared machine are noisy: say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("collections", nargs="+", type=Path, help="shard folders (scripts/make_collection.py)")
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--work", type=Path, required=True, help="where the bundles are built")
+    parser.add_argument("--cluster", help="also build on this Dask cluster (`local`: two local workers)")
+    parser.add_argument("--cluster-only", action="store_true", help="with --cluster: only the cluster rows")
+    parser.add_argument("--out", type=Path, default=Path("bench_scale.jsonl"))
+    parser.add_argument("--plot", type=Path, help="write the cost-versus-size plot here")
+    parser.add_argument("--extra", nargs="*", default=[], help="more build-index options, e.g. --max-index-memory 1G")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    for folder in args.collections:
+        modes = ([] if args.cluster_only else [None]) + ([args.cluster] if args.cluster else [])
+        for cluster in modes:
+            row = measure(folder, args.model, args.work, cluster, args.extra)
+            with open(args.out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+    rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
+    print(table(rows))
+    if args.plot:
+        plot(rows, args.plot)
+
+
+def measure(folder: Path, model: Path, work: Path, cluster: str | None, extra: list[str]) -> dict:
+    name = folder.name + ("-cluster" if cluster else "")
+    bundle = work / name
+    command = [sys.executable, "-m", "aesearch", "build-index", "--images", str(folder), "--model", str(model),
+               "--index-dir", str(bundle), *extra] + (["--cluster", cluster] if cluster else [])  # fmt: skip
+    start = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    log = child.stdout.read()
+    if status != 0:
+        return {"collection": name, "error": log.strip().splitlines()[-1] if log.strip() else f"status {status}"}
+    row = {"collection": name, "mode": "cluster" if cluster else "local", "build_s": round(wall, 1),
+           # ru_maxrss of the largest child process (KiB on Linux): the build, or a cluster worker
+           "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2)}  # fmt: skip
+    row.update(search_figures(bundle))
+    return row
+
+
+def search_figures(bundle: Path) -> dict:
+    from aesearch import SearchEngine
+    from aesearch.search.large import exact_knn
+    from aesearch.sources.fashion_mnist import load_fashion_mnist
+
+    start = time.perf_counter()
+    engine = SearchEngine.load(bundle)
+    load_s = time.perf_counter() - start
+    manifest = engine.manifest
+    (segment,) = engine.bundle.segments
+    n = segment.count
+    queries = load_fashion_mnist().test.images.numpy()[:1000]  # held out: the collections come from train
+
+    vectors = engine.encode(queries)
+    _, found = engine.search(vectors, 10)
+    prepared = engine.index.search_space(vectors)
+    chunk = 65_536
+    embeddings = segment.embeddings
+    chunks = (engine.index.search_space(np.asarray(embeddings[s : s + chunk])) for s in range(0, n, chunk))
+    _, truth = exact_knn(prepared, chunks, 10)
+    recall = float(np.mean([len(np.intersect1d(f, t)) / 10 for f, t in zip(found, truth, strict=True)]))
+
+    single = []
+    for i in range(201):
+        t = time.perf_counter()
+        engine.query(queries[i % len(queries)], k=10)
+        if i:  # the first warms the caches
+            single.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    engine.query_batch(queries, k=10)
+    batch_qps = len(queries) / (time.perf_counter() - t)
+    params = manifest.get("index_params") or {}
+    return {
+        "n": n,
+        "index_type": manifest["index_type"],
+        "index_bytes_per_vector": params.get("bytes_per_vector"),
+        "embedding_bytes_per_vector_on_disk": int(embeddings.shape[1] * 4),
+        "tuned_recall_at_10": params.get("tuned_recall_at_10"),
+        "recall_at_10": round(recall, 4),
+        "load_s": round(load_s, 2),
+        "query_p50_ms": round(statistics.median(single) * 1e3, 2),
+        "batch_qps": round(batch_qps),
+        "load_average": round(os.getloadavg()[0], 1),
+    }
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| collection | mode | build (wall) | peak RSS | index | index RAM / vector | recall@10 | load | "
+             "query p50 | batch q/s | load avg |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['collection']} | failed: {r['error']} |" + " |" * 9)
+            continue
+        lines.append(
+            f"| {r['n']:,} | {r['mode']} | {r['build_s'] / 60:.1f} min | {r['peak_rss_gib']:.2f} GiB | "
+            f"{r['index_type']} | {r['index_bytes_per_vector']} B | {r['recall_at_10']:.3f} | {r['load_s']:.2f} s | "
+            f"{r['query_p50_ms']:.2f} ms | {r['batch_qps']:,} | {r['load_average']} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    local = sorted((r for r in rows if r.get("mode") == "local"), key=lambda r: r["n"])
+    if not local:
+        return
+    n = [r["n"] for r in local]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    keys = ("build_s", "peak_rss_gib", "index_bytes_per_vector")
+    labels = ("build wall time (s)", "peak RSS (GiB)", "index RAM per vector (B)")
+    for ax, key, label in zip(axes, keys, labels, strict=True):
+        ax.plot(n, [r[key] for r in local], "o-")
+        ax.set_xscale("log")
+        ax.set_xlabel("images")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Streamed build-index, shared 2-core machine (scripts/bench_scale.py)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+if __name__ == "__main__":
+    main()

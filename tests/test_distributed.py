@@ -1,0 +1,39 @@
+"""The distributed path on a local Dask cluster of two workers: the same vectors as a plain run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import synthetic_images, tiny_checkpoint
+
+from aesearch.errors import InvalidArgumentError
+from aesearch.pipelines.stream import StreamOptions, stream_build
+from aesearch.sources.arrays import ArraySource
+from aesearch.store.bundle import load_bundle
+
+pytest.importorskip("dask.distributed")
+
+
+def test_local_two_worker_cluster_gives_identical_vectors_and_answers(tmp_path):
+    from aesearch.search.engine import SearchEngine
+
+    source = ArraySource(synthetic_images(300, seed=5))
+    options = StreamOptions(index_type="flat", whiten_dims=32, chunk_size=64)
+    stream_build(tmp_path / "plain", source, tiny_checkpoint(), options, log=None)
+    on_cluster = StreamOptions(**{**options.__dict__, "cluster": "local"})
+    stream_build(tmp_path / "cluster", source, tiny_checkpoint(), on_cluster, log=None)
+    (a,), (b,) = load_bundle(tmp_path / "plain").segments, load_bundle(tmp_path / "cluster").segments
+    np.testing.assert_array_equal(a.embeddings, b.embeddings)
+    np.testing.assert_array_equal(a.records, b.records)
+    queries = synthetic_images(20, seed=9)
+    plain, cluster = SearchEngine.load(tmp_path / "plain"), SearchEngine.load(tmp_path / "cluster")
+    assert (plain.search(plain.encode(queries), 5)[1] == cluster.search(cluster.encode(queries), 5)[1]).all()
+
+
+@pytest.mark.parametrize("address", ["nonsense", "tcp://127.0.0.1:9"])
+def test_bad_cluster_address_is_one_line(tmp_path, address):
+    options = StreamOptions(index_type="flat", chunk_size=64, cluster=address)
+    with pytest.raises(InvalidArgumentError, match="scheduler") as error:
+        stream_build(tmp_path / "b", ArraySource(synthetic_images(10)), tiny_checkpoint(), options, log=None)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "b").exists()
