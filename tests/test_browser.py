@@ -160,6 +160,27 @@ def test_sketch_searches_as_the_stroke_grows(live_server, browser):
     WebDriverWait(browser, 10).until(lambda d: not d.find_element(By.ID, "sketch-reconstruction").get_attribute("src"))
 
 
+@pytest.mark.parametrize("kind", ["touch", "pen"])
+def test_touch_and_pen_draw_too(live_server, browser, kind):
+    """Pointer events of every kind draw: a finger or a pen stroke searches like a mouse stroke."""
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.actions.pointer_input import PointerInput
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(live_server)
+    WebDriverWait(browser, 20).until(lambda d: "images" in d.find_element(By.ID, "bundle").text)
+    canvas = browser.find_element(By.ID, "canvas")
+    actions = ActionBuilder(browser, mouse=PointerInput(kind, kind), duration=30)
+    actions.pointer_action.move_to(canvas, -60, -40).pointer_down(pressure=0.8)
+    for x, y in ((-20, -40), (20, -30), (40, 10), (20, 50), (-30, 50)):
+        actions.pointer_action.move_to(canvas, x, y)
+    actions.pointer_action.pointer_up()
+    actions.perform()
+    WebDriverWait(browser, 20).until(lambda d: len(_hit_ids(d)) == 8)
+    assert "of sketch.png" in browser.find_element(By.ID, "status").text
+
+
 def test_marks_refine_the_hits_and_stay_visible(live_server, browser, trained_bundle, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
