@@ -15,16 +15,21 @@ pytest.importorskip("dask.distributed")
 
 
 def test_local_two_worker_cluster_gives_identical_vectors_and_answers(tmp_path):
+    """Encoding on the workers, and the IVF+PQ filled by both workers and merged: the same bundle."""
     from aesearch.search.engine import SearchEngine
 
-    source = ArraySource(synthetic_images(300, seed=5))
-    options = StreamOptions(index_type="flat", whiten_dims=32, chunk_size=64)
+    images = np.resize(synthetic_images(400, seed=5), (1200, 28, 28))
+    noisy = images.astype(int) + np.random.default_rng(1).integers(0, 40, images.shape)
+    source = ArraySource(np.clip(noisy, 0, 255).astype(np.uint8))
+    # A budget too small for full vectors: auto picks IVF+PQ, which the cluster fills in two shards.
+    options = StreamOptions(whiten_dims=32, shifts=((0, 0),), chunk_size=100, max_index_memory=1200 * 100)
     stream_build(tmp_path / "plain", source, tiny_checkpoint(), options, log=None)
     on_cluster = StreamOptions(**{**options.__dict__, "cluster": "local"})
     stream_build(tmp_path / "cluster", source, tiny_checkpoint(), on_cluster, log=None)
     (a,), (b,) = load_bundle(tmp_path / "plain").segments, load_bundle(tmp_path / "cluster").segments
     np.testing.assert_array_equal(a.embeddings, b.embeddings)
     np.testing.assert_array_equal(a.records, b.records)
+    assert "PQ" in a.meta["index_type"] and a.file("index.faiss").read_bytes() == b.file("index.faiss").read_bytes()
     queries = synthetic_images(20, seed=9)
     plain, cluster = SearchEngine.load(tmp_path / "plain"), SearchEngine.load(tmp_path / "cluster")
     assert (plain.search(plain.encode(queries), 5)[1] == cluster.search(cluster.encode(queries), 5)[1]).all()

@@ -141,3 +141,25 @@ def test_bad_stream_input_is_one_line(tmp_path, bad):
     options = StreamOptions(chunk_size=0 if bad == "chunk" else 10)
     with pytest.raises(InvalidArgumentError, match=r"chunk-size must be positive|at least 2 images"):
         stream_build(tmp_path / "b", source(300 if bad == "chunk" else 1), tiny_checkpoint(), options, log=None)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "is a shard collection: pass --model"),
+        (["--model", "{model}", "--cluster", "nonsense"], "is not a scheduler address"),
+        (["--model", "{model}", "--max-index-memory", "lots"], "cannot read memory size"),
+    ],
+)
+def test_build_index_from_shards_bad_input_is_one_line(tmp_path, extra, message):
+    from click.testing import CliRunner
+
+    from aesearch.interfaces.cli import cli
+    from aesearch.model.checkpoint import save_checkpoint
+
+    folder = write_shards(tmp_path / "shards", 50, 50)
+    model = save_checkpoint(tmp_path / "m.safetensors", tiny_checkpoint())
+    args = ["build-index", "--images", folder, "--index-dir", tmp_path / "b", *extra]
+    result = CliRunner().invoke(cli, [str(a).format(model=model) for a in args])
+    assert result.exit_code == 1 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "b").exists()

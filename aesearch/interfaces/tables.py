@@ -67,6 +67,7 @@ def manifest_table(index_dir: Path, manifest: dict) -> str:
                       f"shrinkage {whitening.get('whiten_shrinkage')}"),
         ("metric", str(manifest.get("metric"))),
         ("index type", f"{manifest.get('index_type')}" + (f" ({tuned})" if tuned else "")),
+        *([("index choice", manifest["index_choice"]["reason"])] if manifest.get("index_choice") else []),
         ("model", f"recipe {model.get('recipe')}, test MSE {_fmt(model.get('test_mse'))}"),
         ("encoder sha256", str(manifest.get("encoder_sha256"))),
         ("created", f"{manifest.get('created')} by aesearch {manifest.get('package_version')} "

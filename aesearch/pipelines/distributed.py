@@ -9,7 +9,9 @@ encode_chunk, the same order, so the vectors (and the answers) are identical to 
 Each worker holds one EncoderActor: the model is shipped once and kept warm, and chunks stream to
 the actors round-robin with a bounded number in flight (memory stays bounded by the chunk size).
 Chunks travel to the workers and vectors back through Dask, so on a real cluster the collection
-need not be on the workers' disks; the bundle is written by the client, as in a local build.
+need not be on the workers' disks; the bundle is written by the client, as in a local build. The
+IVF is trained once on a sample by the client; the workers then add one contiguous range of rows
+each to copies of it, and the client merges the shards in row order (ClusterSession.fill).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -42,12 +45,72 @@ class EncoderActor:
 
         return encode_chunk(self.autoencoder, images, want, self.shifts)
 
+    # A shard of the index: a copy of the trained, empty IVF, filled with a contiguous range of rows.
+    def start_shard(self, trained: np.ndarray, first: int) -> None:
+        import faiss
+
+        self.shard, self.next_row = faiss.deserialize_index(trained), first
+
+    def add(self, vectors: np.ndarray) -> None:
+        self.shard.add_with_ids(vectors, np.arange(self.next_row, self.next_row + len(vectors), dtype=np.int64))
+        self.next_row += len(vectors)
+
+    def finish_shard(self) -> np.ndarray:
+        import faiss
+
+        blob, self.shard = faiss.serialize_index(self.shard), None
+        return blob
+
+
+class ClusterSession:
+    """What the streaming build does on the cluster: encode chunks (call it), fill an IVF (fill())."""
+
+    def __init__(self, actors: list) -> None:
+        self.actors = actors
+
+    def __call__(self, pairs: Iterator) -> Iterator:
+        """(chunk, want) pairs -> (chunk, vectors, errors), in order, chunks round-robin over the actors."""
+        waiting: deque = deque()
+        for number, (chunk, want) in enumerate(pairs):
+            waiting.append((chunk, self.actors[number % len(self.actors)].encode(chunk.images, want)))
+            if len(waiting) >= _IN_FLIGHT * len(self.actors):
+                done, future = waiting.popleft()
+                yield (done, *future.result())
+        while waiting:
+            done, future = waiting.popleft()
+            yield (done, *future.result())
+
+    def fill(self, index, n: int, vectors_of: Callable[[slice], np.ndarray], chunk_size: int):
+        """FAISS's recipe for big IVFs: the trained index copied to every worker, each adds one contiguous
+        range of rows, and the shards are merged in row order (so each list holds its vectors in the
+        order a single add gives). None when index is not a plain IVF (the caller adds here)."""
+        import faiss
+
+        if not isinstance(faiss.downcast_index(index), faiss.IndexIVF) or len(self.actors) < 2:
+            return None
+        trained = faiss.serialize_index(index)
+        bounds = np.linspace(0, n, len(self.actors) + 1).astype(int)
+
+        def run(w: int) -> np.ndarray:
+            actor, (lo, hi) = self.actors[w], bounds[w : w + 2]
+            actor.start_shard(trained, int(lo)).result()
+            for start in range(lo, hi, chunk_size):
+                actor.add(vectors_of(slice(start, min(hi, start + chunk_size)))).result()
+            return actor.finish_shard().result()
+
+        with ThreadPoolExecutor(len(self.actors)) as pool:
+            shards = list(pool.map(run, range(len(self.actors))))
+        merged = faiss.deserialize_index(shards[0])  # not downcast: the downcast proxy would not own it
+        for blob in shards[1:]:
+            merged.merge_from(faiss.deserialize_index(blob), 0)  # ids were given at add: keep them
+        return merged
+
 
 @contextlib.contextmanager
 def cluster_encoder(
     address: str, checkpoint: Checkpoint, shifts: Sequence[Sequence[int]], *, log: Callable[[str], None] | None = None
-) -> Iterator[Callable[[Iterator], Iterator]]:
-    """A map over (chunk, want) pairs yielding (chunk, vectors, errors) in order, computed on the cluster."""
+) -> Iterator[ClusterSession]:
+    """A session on the cluster: encoding of the build's chunks, and filling of its IVF index."""
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError:
@@ -75,18 +138,7 @@ def cluster_encoder(
             for w in workers
         ]  # fmt: skip
 
-        def encoded(pairs: Iterator) -> Iterator:
-            waiting: deque = deque()
-            for number, (chunk, want) in enumerate(pairs):
-                waiting.append((chunk, actors[number % len(actors)].encode(chunk.images, want)))
-                if len(waiting) >= _IN_FLIGHT * len(actors):
-                    done, future = waiting.popleft()
-                    yield (done, *future.result())
-            while waiting:
-                done, future = waiting.popleft()
-                yield (done, *future.result())
-
-        yield encoded
+        yield ClusterSession(actors)
 
 
 def _connect(client_class, address: str):

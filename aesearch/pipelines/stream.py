@@ -106,7 +106,9 @@ def stream_build(
         if options.cluster is not None and encoded is None:
             from aesearch.pipelines.distributed import cluster_encoder
 
-            encoded = stack.enter_context(cluster_encoder(options.cluster, checkpoint, shifts, log=log))
+            encoded = stack.enter_context(
+                cluster_encoder(options.cluster, checkpoint, shifts, log=log)
+            )  # encodes; .fill
         writer = stack.enter_context(BundleWriter.create(index_dir, resume_key=key[:16]))
         try:
             return _build(writer, index_dir, source, checkpoint, options, shifts, encoder, encoded, info, log)
@@ -130,7 +132,7 @@ def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, enco
     if rows < source.count:
         raise InvalidArgumentError(f"{source.describe()} yielded {rows:,} images, fewer than it announced")
     transform = _whitening(segment, source, state, options) if options.transform == "whiten" else None
-    index, choice, params = _index_pass(segment.embeddings, transform, options, log)
+    index, choice, params = _index_pass(segment.embeddings, transform, options, log, getattr(encoded, "fill", None))
     faiss_write(index, segment.file("index.faiss"))
     trust = _trust(segment, state, index, transform, options)
     if transform is not None:
@@ -234,7 +236,7 @@ def _encode_pass(source, segment, state, writer, options, encoder, encoded) -> N
         segment.set_paths(paths.read(state.rows))
 
 
-def _index_pass(embeddings: np.ndarray, transform, options: StreamOptions, log):
+def _index_pass(embeddings: np.ndarray, transform, options: StreamOptions, log, fill=None):
     """The index over the embeddings on disk: chosen, trained on a sample, filled, tuned."""
     from aesearch.search import large
     from aesearch.search.index import TARGET_RECALL
@@ -259,7 +261,11 @@ def _index_pass(embeddings: np.ndarray, transform, options: StreamOptions, log):
         log(f"Index: {choice.index_type} ({choice.reason})")
     rng = np.random.default_rng(options.seed)
     sample = np.sort(rng.choice(n, size=min(n, _TRAIN_SAMPLE), replace=False))
-    index = large.build_streamed(choice, dim, n, prepared(sample), chunks(), seed=options.seed)
+
+    def add(trained):  # on the cluster when there is one and the index is an IVF, else here chunk by chunk
+        return fill(trained, n, prepared, options.chunk_size) if fill is not None else None
+
+    index = large.build_streamed(choice, dim, n, prepared(sample), chunks(), seed=options.seed, fill=add)
     params = {k: v for k, v in choice.params.items() if k != "target_recall"}  # _new_index adds its sizes
     if transform is not None:  # recorded as the in-memory build does: a compaction relearns the same space
         params.update(whiten_shrinkage=options.whiten_shrinkage, whiten_dims=options.whiten_dims)

@@ -85,9 +85,19 @@ def read_segment_index(segment, spec: IndexSpec, transform: AffineTransform | No
 
 
 def build_streamed(
-    choice: IndexChoice, dim: int, n: int, sample: np.ndarray, chunks: Iterable[np.ndarray], *, seed: int = 0
+    choice: IndexChoice,
+    dim: int,
+    n: int,
+    sample: np.ndarray,
+    chunks: Iterable[np.ndarray],
+    *,
+    seed: int = 0,
+    fill: Callable[[faiss.Index], faiss.Index | None] | None = None,
 ) -> faiss.Index:
-    """choice's index for n dim-dimensional vectors: trained on sample, then the chunks added in order."""
+    """choice's index for n dim-dimensional vectors: trained on sample, then the chunks added in order.
+
+    fill: given the trained index, returns it filled elsewhere (a cluster), or None to add here.
+    """
     from aesearch.search.index import _new_index
 
     # flat, hnsw, ivf, sq8 or a factory string, with the parameters sized as the in-memory build does
@@ -105,6 +115,9 @@ def build_streamed(
             # cores) for a Hamming filter we never use: the candidates are re-ranked exactly instead.
             ivf.do_polysemous_training = False
         index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    filled = fill(index) if fill is not None else None
+    if filled is not None:
+        return filled
     for chunk in chunks:
         index.add(np.ascontiguousarray(chunk, dtype=np.float32))
     return index
