@@ -10,9 +10,10 @@ because it compares every pair in one matrix):
   * exact copies are found by sorting the pixel rows, O(n log n);
   * near pairs come from a FAISS range search, in blocks of queries, keeping each pair once:
     exact (flat) up to EXACT_LIMIT images, an IVF index above, whose nprobe is raised until it finds
-    the true nearest other image of PROBES sample images (recall >= TARGET_RECALL): near
-    duplicates sit far closer than a typical nearest neighbour, so they are found at least as well;
-  * components come from a vectorised union-find over the pairs (components.py's idea in 20 lines).
+    the true nearest other image (recall >= TARGET_RECALL) of the sample images that have one within
+    a few times the radius: the pairs searched for are that close, and close pairs share an IVF
+    list far more often than typical neighbours do;
+  * components come from a vectorised union-find over the pairs.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from aesearch.errors import InvalidArgumentError
 # a few pixels; from 0.01 to 0.02 some are, some are two similar items; beyond, mostly the latter.
 DEFAULT_THRESHOLD = 0.01
 EXACT_LIMIT = 20_000  # flat range search costs n^2 d: 2 s at 20,000 images, 25 s at 70,000 here
-PROBES = 1000
+PROBES = 4000  # sample images whose exact nearest neighbour is computed to tune the IVF
+NEAR_PROBE_FACTOR = 4  # ... judged on those with a neighbour within 4x the (squared) radius
+MIN_NEAR_PROBES = 20  # fewer than this: judged on all probes
 TARGET_RECALL = 0.99
 MAX_PAIRS = 20_000_000  # 320 MB of pairs: beyond that the threshold groups everything with everything
 _BLOCK = 4096  # queries per range search call: bounds the memory of one call's results
@@ -177,28 +180,31 @@ def near_pairs(
         index.add(x)
         method = "exact range search"
     else:
-        index, recall = _tuned_ivf(x, seed)
+        index, recall = _tuned_ivf(x, seed, radius)
         ivf = faiss.extract_index_ivf(index)
         method = f"IVF range search ({ivf.nlist} lists, nprobe {ivf.nprobe})"
     found_a, found_b, found_d, total = [], [], [], 0
     for start in range(0, n, _BLOCK):
         limits, dist, ids = index.range_search(x[start : start + _BLOCK], float(radius))
         rows = np.repeat(np.arange(start, start + len(limits) - 1), np.diff(limits.astype(np.int64)))
-        keep = ids > rows  # each pair once, and no image with itself
-        found_a.append(rows[keep])
-        found_b.append(ids[keep])
+        keep = ids != rows  # no image with itself; a pair found from either side counts (an IVF
+        found_a.append(np.minimum(rows[keep], ids[keep]))  # may miss it from one side only)
+        found_b.append(np.maximum(rows[keep], ids[keep]))
         found_d.append(dist[keep])
         total += int(keep.sum())
-        if total > MAX_PAIRS:
+        if total > 2 * MAX_PAIRS:
             raise InvalidArgumentError(
                 f"more than {MAX_PAIRS:,} pairs are within this threshold: it groups nearly everything; "
                 "lower --threshold"
             )
-    return np.concatenate(found_a), np.concatenate(found_b), np.concatenate(found_d), method, recall
+    a, b, d = np.concatenate(found_a), np.concatenate(found_b), np.concatenate(found_d)
+    _, first = np.unique(a * n + b, return_index=True)  # each pair once, lower id first
+    return a[first], b[first], d[first], method, recall
 
 
-def _tuned_ivf(x: np.ndarray, seed: int) -> tuple[faiss.Index, float]:
-    """An IVF-Flat index over x with nprobe raised until nearest-other recall on probes is reached."""
+def _tuned_ivf(x: np.ndarray, seed: int, radius: float) -> tuple[faiss.Index, float]:
+    """An IVF-Flat index over x with nprobe raised until it finds the nearest other image of the
+    probe images that have one within NEAR_PROBE_FACTOR x the radius (all probes if too few do)."""
     n, d = x.shape
     rng = np.random.default_rng(seed)
     nlist = int(min(2 * np.sqrt(n), n // 39))
@@ -211,9 +217,16 @@ def _tuned_ivf(x: np.ndarray, seed: int) -> tuple[faiss.Index, float]:
     probes = np.sort(rng.choice(n, size=min(n, PROBES), replace=False))
     exact = faiss.IndexFlatL2(d)
     exact.add(x)
-    truth = _nearest_other(exact.search(x[probes], 2)[1], probes)
+    distances, ids = exact.search(x[probes], 2)
+    truth = _nearest_other(ids, probes)
+    # Pairs within the radius are what is searched for: judge recall on the probes that have a
+    # neighbour that close (a few times the radius, so there are enough of them). Close pairs
+    # share a list far more often than typical neighbours do, so this needs a smaller nprobe.
+    close = np.where(ids[:, 0] == probes, distances[:, 1], distances[:, 0]) <= NEAR_PROBE_FACTOR * radius
+    if close.sum() >= MIN_NEAR_PROBES:
+        probes, truth = probes[close], truth[close]
     ivf = faiss.extract_index_ivf(index)
-    ivf.nprobe = 2
+    ivf.nprobe = 2  # the floor: a neighbour just across a list boundary is common even for close pairs
     while True:
         recall = float(np.mean(_nearest_other(index.search(x[probes], 2)[1], probes) == truth))
         if recall >= TARGET_RECALL or ivf.nprobe >= nlist:
