@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import mmap
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
@@ -226,6 +227,7 @@ def _encode_pass(source, segment, state, writer, options, encoder, encoded) -> N
             segment.records[rows], segment.images[rows], segment.embeddings[rows] = records, chunk.images, vectors
             for array in (segment.records, segment.images, segment.embeddings):
                 array.flush()  # on disk before the state says the chunk is done
+                release(array)
             paths.append(chunk.paths, len(chunk))
             fit = (records["split"] == source.fit_split) if source.fit_split is not None else slice(None)
             state.add(vectors[fit], errors, chunk.cursor, len(chunk))
@@ -249,6 +251,7 @@ def _index_pass(embeddings: np.ndarray, transform, options: StreamOptions, log, 
     def chunks() -> Iterator[np.ndarray]:
         for start in range(0, n, options.chunk_size):
             yield prepared(slice(start, start + options.chunk_size))
+            release(embeddings)
 
     dim = transform.matrix.shape[1] if transform is not None else embeddings.shape[1]
     if options.index_type == "auto":
@@ -280,6 +283,17 @@ def _index_pass(embeddings: np.ndarray, transform, options: StreamOptions, log, 
         params["target_recall"] = target
     params["bytes_per_vector"] = round(_index_bytes(index) / n, 1)
     return index, choice, params
+
+
+def release(array: np.ndarray) -> None:
+    """Drop a memory map's pages from this process (they stay in the file and the page cache).
+
+    Without it every page written or read stays mapped, and the build's resident set grows with the
+    collection (20 GB of images and embeddings at ten million) although the kernel could drop them.
+    """
+    mapped = getattr(array, "_mmap", None) or getattr(getattr(array, "base", None), "_mmap", None)
+    if mapped is not None and hasattr(mmap, "MADV_DONTNEED"):
+        mapped.madvise(mmap.MADV_DONTNEED)
 
 
 def _index_bytes(index) -> int:
