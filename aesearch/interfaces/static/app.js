@@ -121,6 +121,7 @@ function render(result, ms) {
   const explanations = new Map((result.explanations || []).map((e) => [e.id, e]));
   $("explain-key").hidden = explanations.size === 0;
   const list = $("hits");
+  list.classList.toggle("explaining", explanations.size > 0); // wider cards: the strip stays readable at k = 50
   list.replaceChildren();
   for (const hit of result.hits) list.append(hitItem(hit, explanations.get(hit.id)));
   $("results").hidden = false;
