@@ -2,13 +2,16 @@
 
 Needs a built bundle (`aesearch build-index`); builds two more from its model in a temporary
 folder (flat and hnsw) to time build-index itself. Every figure comes from this one run.
+--load runs one CPU-bound process per core beside the single queries (a busy machine);
+--single-only stops after the single-query figures.
 
-    python scripts/bench_query.py [--index-dir indexes/fashion-mnist] [--repeats 300]
+    python scripts/bench_query.py [--index-dir indexes/fashion-mnist] [--repeats 300] [--load] [--single-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -39,6 +42,22 @@ def timed(fn, repeats: int) -> list[float]:
     return samples
 
 
+def _spin() -> None:
+    while True:
+        pass
+
+
+def busy_machine(on: bool) -> list[multiprocessing.Process]:
+    """One CPU-bound process per core (none if not on): the load that single queries must bear."""
+    procs = [
+        multiprocessing.Process(target=_spin, daemon=True) for _ in range(len(os.sched_getaffinity(0)) if on else 0)
+    ]
+    for proc in procs:
+        proc.start()
+    time.sleep(0.5 if on else 0)
+    return procs
+
+
 def recall_excluding_self(found: np.ndarray, truth: np.ndarray, own: np.ndarray, k: int) -> float:
     hits = 0
     for f, t, me in zip(found, truth, own, strict=True):
@@ -50,6 +69,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index-dir", default="indexes/fashion-mnist")
     parser.add_argument("--repeats", type=int, default=300)
+    parser.add_argument("--load", action="store_true", help="one CPU-bound process per core beside the single queries")
+    parser.add_argument("--single-only", action="store_true", help="stop after the single-query figures")
     args = parser.parse_args()
 
     engine = SearchEngine.load(args.index_dir)
@@ -61,7 +82,9 @@ def main() -> None:
         png = Path(tmp) / "query.png"
         Image.fromarray(image).save(png)
 
-        print("\n-- single query, in process (preprocess + encode + search + decode), k=8")
+        load = busy_machine(args.load)
+        print("\n-- single query, in process (preprocess + encode + search + decode), k=8"
+              + (f", {len(load)} CPU-bound processes beside it" if load else ""))  # fmt: skip
         print(f"28x28 PNG file         {percentiles(timed(lambda: engine.query(png, k=8), args.repeats))}")
         print(f"28x28 array            {percentiles(timed(lambda: engine.query(image, k=8), args.repeats))}")
         photo = Path("examples/ankle-boot.jpg")
@@ -88,6 +111,10 @@ def main() -> None:
                 f"  raw FAISS scan of {index.ntotal:,} x {index.d}, {threads} OpenMP thread(s): {percentiles(samples)}"
             )
         faiss.omp_set_num_threads(found)
+        for proc in load:
+            proc.terminate()
+        if args.single_only:
+            return
 
         print("\n-- batch of 10,000 queries (the test split), exact search, k=10")
         batch = engine.bundle.images(test_ids)

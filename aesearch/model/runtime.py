@@ -8,16 +8,13 @@ model (the oracle) to float32 rounding.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
 
 from aesearch.model.architecture import C1, C2, FLAT, GRID, IMAGE_SIZE, ModelConfig
 from aesearch.model.checkpoint import Checkpoint
-
-_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-_CHUNK = 256  # images per block: the ~6 MB of first-layer activations stay in cache (2x faster than 1024)
+from aesearch.rowwise import map_blocks, matmul
 
 
 class NumpyAutoEncoder:
@@ -52,12 +49,18 @@ class NumpyAutoEncoder:
     def z_size(self) -> int:
         return self.config.z_size
 
-    def encode(self, images: np.ndarray) -> np.ndarray:
-        """(n, 28, 28) float32 images in [0, 1] -> (n, z_size) float32 latent vectors."""
-        images = np.asarray(images, dtype=np.float32).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
-        return _blockwise(self._encode_chunk, images, (self.z_size,))
+    def encode(self, images: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+        """(n, 28, 28) float32 images in [0, 1] -> (n, z_size) float32 latent vectors.
 
-    def embed(self, images: np.ndarray, shifts: Sequence[Sequence[int]] = ((0, 0),)) -> tuple[np.ndarray, np.ndarray]:
+        A row's vector is the same whatever batch it comes in and however many threads run
+        (aesearch/rowwise.py); threads: None picks one for a few images, every core for many.
+        """
+        images = np.asarray(images, dtype=np.float32).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+        return map_blocks(self._encode_chunk, images, (self.z_size,), threads)
+
+    def embed(
+        self, images: np.ndarray, shifts: Sequence[Sequence[int]] = ((0, 0),), *, threads: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(z, vectors): encode(images), and its mean over copies translated by each (dy, dx) in shifts.
 
         The encoder's stride-2 convolutions see an image differently depending on how it sits on
@@ -67,37 +70,30 @@ class NumpyAutoEncoder:
         images = np.asarray(images, dtype=np.float32).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
         n = len(images)
         copies = [(0, 0)] + [tuple(s) for s in shifts if tuple(s) != (0, 0)]
-        everything = self.encode(np.concatenate([translate(images, dy, dx) for dy, dx in copies]))
+        everything = self.encode(np.concatenate([translate(images, dy, dx) for dy, dx in copies]), threads=threads)
         z = everything[:n]
         used = [i for i, shift in enumerate(copies) if shift in {tuple(s) for s in shifts}]
         vectors = everything.reshape(len(copies), n, self.z_size)[used].mean(axis=0, dtype=np.float32)
         return z, vectors
 
-    def decode(self, z: np.ndarray) -> np.ndarray:
+    def decode(self, z: np.ndarray, *, threads: int | None = None) -> np.ndarray:
         """(n, z_size) latent vectors -> (n, 28, 28) float32 images in [0, 1]."""
         z = np.asarray(z, dtype=np.float32).reshape(-1, self.z_size)
-        return _blockwise(self._decode_chunk, z, (IMAGE_SIZE, IMAGE_SIZE))
+        return map_blocks(self._decode_chunk, z, (IMAGE_SIZE, IMAGE_SIZE), threads)
 
     def _encode_chunk(self, images: np.ndarray) -> np.ndarray:
-        if len(images) == 1:
-            return self._encode_chunk(np.concatenate([images, images]))[:1]  # see _decode_chunk
         n = len(images)
         # (n, k, r, p, l, s, q) -> (n, k, l, r, s, p, q): pixel (4k+2r+p, 4l+2s+q), as in network.py
         patches = images.reshape(n, GRID, 2, 2, GRID, 2, 2).transpose(0, 1, 4, 2, 5, 3, 6).reshape(n * 196, 4)
-        h = self._leaky(patches @ self._w1)  # (n*7*7*2*2, 32)
-        h = self._leaky(h.reshape(n * 49, 4 * C1) @ self._w2)  # (n*7*7, 64)
-        return self._leaky(h.reshape(n, FLAT) @ self._w3 + self._b3)  # (n, z)
+        h = self._leaky(matmul(patches, self._w1))  # (n*7*7*2*2, 32)
+        h = self._leaky(matmul(h.reshape(n * 49, 4 * C1), self._w2))  # (n*7*7, 64)
+        return self._leaky(matmul(h.reshape(n, FLAT), self._w3) + self._b3)  # (n, z)
 
     def _decode_chunk(self, z: np.ndarray) -> np.ndarray:
-        if len(z) == 1:
-            # BLAS takes a matrix-vector path for one row, rounding differently from the matrix
-            # path; two rows keep a lone query bit-identical to its row in any batch, so an
-            # indexed image queried alone is found at distance exactly 0.
-            return self._decode_chunk(np.concatenate([z, z]))[:1]
         n = len(z)
-        h = self._leaky(z @ self._w4 + self._b4)  # (n, 7*7*64)
-        h = self._leaky(h.reshape(n * 49, C2) @ self._w5)  # (n*7*7, 2*2*32)
-        logits = h.reshape(n * 196, C1) @ self._w6  # (n*7*7*2*2, 2*2)
+        h = self._leaky(matmul(z, self._w4) + self._b4)  # (n, 7*7*64)
+        h = self._leaky(matmul(h.reshape(n * 49, C2), self._w5))  # (n*7*7, 2*2*32)
+        logits = matmul(h.reshape(n * 196, C1), self._w6)  # (n*7*7*2*2, 2*2)
         out = (
             logits.reshape(n, GRID, GRID, 2, 2, 2, 2).transpose(0, 1, 3, 5, 2, 4, 6).reshape(n, IMAGE_SIZE, IMAGE_SIZE)
         )
@@ -105,33 +101,6 @@ class NumpyAutoEncoder:
 
     def _leaky(self, x: np.ndarray) -> np.ndarray:
         return np.maximum(x, x * np.float32(self.config.negative_slope), out=x)
-
-
-def _blockwise(compute, inputs: np.ndarray, row_shape: tuple[int, ...]) -> np.ndarray:
-    """compute() over blocks of _CHUNK rows; many blocks run on all cores, one BLAS thread each.
-
-    The layers' shapes keep BLAS's own threading from using two cores well (the element-wise steps
-    run on one), so large batches are split across threads instead: 2.5x on two cores. A row's
-    result is the same whichever way it is computed (tests/test_runtime.py).
-    """
-    out = np.empty((len(inputs), *row_shape), dtype=np.float32)
-    starts = range(0, len(inputs), _CHUNK)
-    workers = min(len(starts), _CORES)
-    if workers <= 1:
-        for start in starts:
-            out[start : start + _CHUNK] = compute(inputs[start : start + _CHUNK])
-        return out
-
-    def run(start: int) -> None:
-        out[start : start + _CHUNK] = compute(inputs[start : start + _CHUNK])
-
-    from concurrent.futures import ThreadPoolExecutor
-
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        list(pool.map(run, starts))
-    return out
 
 
 def translate(images: np.ndarray, dy: int, dx: int) -> np.ndarray:

@@ -8,7 +8,9 @@ fewer than k results exist. What this layer adds:
   * an optional affine transform (a whitening learned at build time) applied before the metric;
   * distances reported so that smaller is closer, whatever the metric;
   * OpenMP threads chosen per call: one thread for a handful of queries (a single 70k x 314 flat
-    scan took 3.5 ms with 1 thread and 9.5 ms with 2 on the reference machine), all for batches;
+    scan took 3.5 ms with 1 thread and 9.5 ms with 2 on the reference machine), all for batches.
+    OpenMP keeps this setting per calling thread, so concurrent queries do not disturb each other;
+  * a row's result that does not depend on the batch it came in (aesearch/rowwise.py);
   * approximate indexes tuned at build time to a target recall@10 against exact search.
 """
 
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,14 +27,13 @@ import faiss
 import numpy as np
 
 from aesearch.errors import InvalidArgumentError
+from aesearch.rowwise import matmul, threads_for
 
 INDEX_TYPES = ("flat", "hnsw", "ivf", "sq8")
 METRICS = ("l2", "cosine")
 TRANSFORMS = ("none", "whiten")
-SMALL_BATCH = 16  # below this many queries, one thread is faster than several
 # Tuning aims above the promised 0.99 so that queries other than the probes stay above it too.
 TARGET_RECALL = 0.995
-_ALL_THREADS = faiss.omp_get_max_threads()  # read once: later calls see what _threads set
 
 
 @dataclass(frozen=True)
@@ -70,9 +73,7 @@ class AffineTransform:
     matrix: np.ndarray  # (d_in, d_out)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        if len(x) == 1:  # BLAS's matrix-vector path rounds differently: keep one row bit-identical
-            return self(np.concatenate([x, x]))[:1]
-        return np.ascontiguousarray((x - self.mean) @ self.matrix, dtype=np.float32)
+        return np.ascontiguousarray(matmul(x - self.mean, self.matrix), dtype=np.float32)
 
     @classmethod
     def checked(cls, mean: np.ndarray, matrix: np.ndarray, dims: int) -> AffineTransform:
@@ -341,22 +342,18 @@ def to_distance(squared: np.ndarray, metric: str) -> np.ndarray:
     return distance.astype(np.float32)
 
 
-class _threads:
-    """Use one OpenMP thread for small batches (less overhead), every core for large ones.
-
-    Changing FAISS's thread count costs a fraction of a millisecond, so it is changed only when the
-    batch regime changes, and left as it is afterwards.
+@contextmanager
+def _threads(n_queries: int) -> Iterator[None]:
+    """FAISS's OpenMP threads for one call over n_queries (one for a handful, else as configured),
+    restored afterwards. OpenMP's thread count is a per-thread setting: this touches only the
+    calling thread, so concurrent queries in other threads are not disturbed.
     """
-
-    current = _ALL_THREADS
-
-    def __init__(self, n_queries: int) -> None:
-        self.n = 1 if n_queries < SMALL_BATCH else _ALL_THREADS
-
-    def __enter__(self) -> None:
-        if _threads.current != self.n:
-            faiss.omp_set_num_threads(self.n)
-            _threads.current = self.n
-
-    def __exit__(self, *exc: object) -> None:
-        pass
+    before = faiss.omp_get_max_threads()
+    wanted = 1 if threads_for(n_queries) == 1 else before
+    if wanted != before:
+        faiss.omp_set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        if wanted != before:
+            faiss.omp_set_num_threads(before)
