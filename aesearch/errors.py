@@ -5,7 +5,14 @@ The CLI prints these as one line and exits with status 1; anything else that esc
 
 
 class AesearchError(Exception):
-    """A problem the user can fix. The message is one line: what is wrong, then what to do."""
+    """A problem the user can fix. The message is one line: what is wrong, then what to do.
+
+    It stays one line whatever it quotes: control characters (a newline in a file name, say)
+    are shown escaped, so nothing quoted can split the line or forge another.
+    """
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
 
 
 class DataNotFoundError(AesearchError):
@@ -36,3 +43,10 @@ def reason(exc: BaseException, *, last_line: bool = False) -> str:
     """A library exception as a short clause for our one-line messages (first or last line, capped)."""
     lines = str(exc).strip().splitlines()
     return (lines[-1] if last_line else lines[0])[:200] if lines else type(exc).__name__
+
+
+def one_line(text: str) -> str:
+    """text with newlines, tabs and other control characters shown as escapes (\\n, \\x1b, ...)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

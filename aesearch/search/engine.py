@@ -139,15 +139,12 @@ class SearchEngine:
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         """(n, z_size) encoder outputs -> (n, 28, 28) float32 images in [0, 1]."""
-        return self.autoencoder.decode(z)
+        return self.autoencoder.decode(self._check_vectors(z, "z"))
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(n, z_size) vectors -> (distances, ids), each (n, k), FAISS's convention (-1: no result)."""
-        self._check_k(k)
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != self.autoencoder.z_size:
-            raise InvalidArgumentError(f"vectors must have shape (n, {self.autoencoder.z_size}), got {vectors.shape}")
-        return self.index.search(vectors, k)
+        k = self._check_k(k)
+        return self.index.search(self._check_vectors(vectors, "vectors"), k)
 
     def search_space(self, vectors: np.ndarray) -> np.ndarray:
         """(n, z_size) vectors from encode() -> the vectors the index compares (whitened, unit for cosine)."""
@@ -239,7 +236,7 @@ class SearchEngine:
         name: str | None = None,
     ) -> list[QueryResult]:
         """Many queries at once: one batched encode, search and decode."""
-        self._check_k(k)
+        k = self._check_k(k)
         queries = preprocess_batch(images, max_pixels=max_pixels, name=name)
         z, latents = self.autoencoder.embed(queries, self.shifts)
         reconstructions = self.autoencoder.decode(z)
@@ -283,10 +280,25 @@ class SearchEngine:
 
     # --- helpers ---
 
-    def _check_k(self, k: int) -> None:
+    def _check_k(self, k: int) -> int:
         n = len(self)
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= n:
-            raise InvalidArgumentError(f"k must be an integer from 1 to {n} (the number of indexed images), got {k}")
+            raise InvalidArgumentError(f"k must be an integer from 1 to {n} (the number of indexed images), got {k!r}")
+        return int(k)  # FAISS takes a Python int, not numpy's
+
+    def _check_vectors(self, vectors: np.ndarray, what: str) -> np.ndarray:
+        """(n, z_size) finite float32, or InvalidArgumentError saying what is wrong."""
+        z = self.autoencoder.z_size
+        try:
+            array = np.asarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError):
+            kind = type(vectors).__name__
+            raise InvalidArgumentError(f"{what} must be numbers of shape (n, {z}), got a {kind}") from None
+        if array.ndim != 2 or array.shape[1] != z:
+            raise InvalidArgumentError(f"{what} must have shape (n, {z}), got {array.shape}")
+        if not np.all(np.isfinite(array)):
+            raise InvalidArgumentError(f"{what} hold NaN or infinite values: pass finite vectors")
+        return array
 
     def _check_id(self, id: int) -> int:
         if isinstance(id, bool) or not isinstance(id, int | np.integer):

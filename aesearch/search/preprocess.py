@@ -52,14 +52,21 @@ def preprocess(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, nam
         name: how to call the image in error messages (defaults to the path, or "image").
     """
     if _is_array(source):
-        grey, alpha = _array_to_grey_alpha(np.asarray(_as_numpy(source)), name or "array")
+        grey, alpha = _array_to_grey_alpha(np.asarray(_as_numpy(source)), name or "the array", max_pixels)
     elif not isinstance(source, str | Path | bytes | bytearray | memoryview | Image.Image):
         raise ImageError(
             f"cannot use a {type(source).__name__} as an image: pass a file path, the file's bytes, "
             "a PIL image or an array"
         )
     else:
-        grey, alpha = _pil_to_grey_alpha(open_image(source, max_pixels=max_pixels, name=name))
+        image = open_image(source, max_pixels=max_pixels, name=name)
+        label = name or _name_of(source) or "the image"
+        try:
+            grey, alpha = _pil_to_grey_alpha(image)
+        except Exception as exc:  # a mode Pillow cannot convert, a palette that does not match...
+            raise ImageError(f"{label} cannot be converted to greyscale ({reason(exc)}): re-export it as PNG") from None
+        if not np.all(np.isfinite(grey)):
+            raise ImageError(f"{label} holds NaN or infinite pixel values: pass finite pixel values")
     return _frame(grey, alpha)
 
 
@@ -75,10 +82,10 @@ def preprocess_batch(
     if isinstance(sources, np.ndarray) and sources.ndim == 3 and sources.shape[1:] == (SIZE, SIZE):
         if sources.dtype == np.uint8:
             unit = _unit(sources)
-        elif np.issubdtype(sources.dtype, np.floating) and np.all(np.isfinite(sources)):
-            unit = np.clip(sources, 0, 1).astype(np.float32)
-        else:
-            return np.stack([preprocess(image) for image in sources])
+        elif np.issubdtype(sources.dtype, np.floating) and np.all(np.isfinite(sources)) and sources.max(initial=0) <= 1:
+            unit = np.clip(sources, 0, 1).astype(np.float32)  # as preprocess() treats each: negatives to 0
+        else:  # other dtypes, NaN, or values above 1 (scaled per image): exactly the single-image path
+            return np.stack([preprocess(image, name=name) for image in sources]) if len(sources) else _none()
         c = SIZE // 14
         corners = np.concatenate(
             [unit[:, :c, :c], unit[:, :c, -c:], unit[:, -c:, :c], unit[:, -c:, -c:]], axis=1
@@ -86,63 +93,87 @@ def preprocess_batch(
         for i in np.nonzero(np.median(corners, axis=1) > 0.5)[0]:
             unit[i] = _frame(unit[i], None)
         return unit
-    if isinstance(sources, str | Path | bytes | Image.Image) or _is_array(sources):
+    if isinstance(sources, str | Path | bytes | bytearray | memoryview | Image.Image) or _is_array(sources):
         sources = [sources]
+    if not isinstance(sources, Sequence | np.ndarray):
+        raise ImageError(
+            f"cannot use a {type(sources).__name__} as images: pass a list of images or an (n, 28, 28) array"
+        )
     framed = [preprocess(source, max_pixels=max_pixels, name=name or _name_of(source)) for source in sources]
-    return np.stack(framed) if framed else np.zeros((0, SIZE, SIZE), np.float32)
+    return np.stack(framed) if framed else _none()
+
+
+def _none() -> np.ndarray:
+    return np.zeros((0, SIZE, SIZE), np.float32)
 
 
 def open_image(source: str | Path | bytes | Image.Image, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                name: str | None = None) -> Image.Image:  # fmt: skip
-    """Open and fully decode an image, or raise ImageError saying what is wrong with it."""
+    """Open and fully decode an image, or raise ImageError saying what is wrong with it.
+
+    A PIL image passed in is decoded here too (Image.open is lazy), so a damaged file opened by
+    the caller fails here, with our message, not later inside the preprocessing.
+    """
     if isinstance(source, Image.Image):
-        return source
+        label, image = name or "the PIL image", source
+    else:
+        label, stream = _stream(source, name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # our own pixel limit; damage gives our own error, not a warning
+            try:
+                image = Image.open(stream)
+            except UnidentifiedImageError:
+                raise ImageError(
+                    f"{label} is not an image this tool can read: use PNG, JPEG, GIF, BMP, TIFF or WebP"
+                ) from None
+            except Image.DecompressionBombError as exc:  # Pillow's own, far larger, limit
+                pixels = re.search(r"\((\d+) pixels\)", str(exc))
+                size = f"{_pixels(int(pixels.group(1)))}, " if pixels else ""
+                raise ImageError(
+                    f"{label} is {size}over the limit of {_pixels(max_pixels)} (and Pillow's own): downscale it"
+                ) from None
+            except PermissionError:
+                raise ImageError(f"cannot read {label}: permission denied: check the file's permissions") from None
+            except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError... for damaged headers
+                raise ImageError(f"cannot read {label} ({reason(exc)}): check the file") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(
+            f"{label} is {width}x{height} = {_pixels(width * height)}, over the limit of {_pixels(max_pixels)}: "
+            "downscale it or raise the limit (--max-pixels)"
+        )
+    if width == 0 or height == 0:
+        raise ImageError(f"{label} has no pixels ({width}x{height}): pass a real image")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if image.format == "JPEG" and image is not source:
+                image.draft(image.mode, (_WORKING_SIZE, _WORKING_SIZE))  # decode at 1/2..1/8 scale: fast
+            image.load()
+            return ImageOps.exif_transpose(image)
+        except Exception as exc:  # damaged data: OSError, ValueError, SyntaxError, EOFError, struct.error...
+            raise ImageError(f"{label} is truncated or damaged ({reason(exc)}): re-export or re-download it") from None
+
+
+def _stream(source: str | Path | bytes, name: str | None) -> tuple[str, Any]:
+    """(label for messages, what Image.open reads) for a path or the file's bytes."""
     if isinstance(source, bytes | bytearray | memoryview):
         label = name or "the image data"
         if len(source) == 0:
             raise ImageError(f"{label} is empty (0 bytes): pass the contents of an image file")
-        stream: Any = io.BytesIO(source)
-    else:
-        path = Path(source)
-        label = name or str(path)
+        return label, io.BytesIO(source)
+    path = Path(source)
+    label = name or str(path)
+    try:
         if not path.exists():
             raise ImageError(f"no such file: {label}: check the path")
         if path.is_dir():
             raise ImageError(f"{label} is a folder, not an image: pass an image file")
         if path.stat().st_size == 0:
-            raise ImageError(f"{label} is empty (0 bytes): pass an image file")
-        stream = path
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we apply our own limit
-        try:
-            image = Image.open(stream)
-        except UnidentifiedImageError:
-            raise ImageError(
-                f"{label} is not an image this tool can read: use PNG, JPEG, GIF, BMP, TIFF or WebP"
-            ) from None
-        except Image.DecompressionBombError as exc:  # Pillow's own, far larger, limit
-            pixels = re.search(r"\((\d+) pixels\)", str(exc))
-            size = f"{_pixels(int(pixels.group(1)))}, " if pixels else ""
-            raise ImageError(
-                f"{label} is {size}over the limit of {_pixels(max_pixels)} (and Pillow's own): downscale it"
-            ) from None
-        except OSError as exc:
-            raise ImageError(f"cannot read {label} ({exc}): check the file") from None
-        width, height = image.size
-        if width * height > max_pixels:
-            raise ImageError(
-                f"{label} is {width}x{height} = {_pixels(width * height)}, over the limit of {_pixels(max_pixels)}: "
-                "downscale it or raise the limit (--max-pixels)"
-            )
-        if width == 0 or height == 0:
-            raise ImageError(f"{label} has no pixels ({width}x{height}): pass a real image")
-        try:
-            if image.format == "JPEG":
-                image.draft(image.mode, (_WORKING_SIZE, _WORKING_SIZE))  # decode at 1/2..1/8 scale: fast
-            image.load()
-            return ImageOps.exif_transpose(image)
-        except (OSError, SyntaxError, ValueError, EOFError, IndexError, Image.DecompressionBombError) as exc:
-            raise ImageError(f"{label} is truncated or damaged ({reason(exc)}): re-export or re-download it") from None
+            raise ImageError(f"{label} is empty (0 bytes), or not a regular file: pass an image file")
+    except OSError as exc:  # a name too long, a path through a file, a loop of links...
+        raise ImageError(f"cannot read {label} ({exc.strerror or reason(exc)}): check the path") from None
+    return label, path
 
 
 def _pil_to_grey_alpha(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
@@ -151,6 +182,8 @@ def _pil_to_grey_alpha(image: Image.Image) -> tuple[np.ndarray, np.ndarray | Non
             image = image.convert("F")
             image.thumbnail((_WORKING_SIZE, _WORKING_SIZE), Image.Resampling.BOX)
         values = np.asarray(image, dtype=np.float32)
+        if not np.all(np.isfinite(values)):
+            return values, None  # refused by the caller
         top = 1.0 if image.mode == "F" and values.max(initial=0) <= 1 else 65535.0
         top = max(top, float(values.max(initial=0)))
         return np.clip(values / np.float32(top), 0, 1), None
@@ -168,7 +201,7 @@ def _pil_to_grey_alpha(image: Image.Image) -> tuple[np.ndarray, np.ndarray | Non
     return _unit(np.asarray(image)), None
 
 
-def _array_to_grey_alpha(array: np.ndarray, label: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _array_to_grey_alpha(array: np.ndarray, label: str, max_pixels: int) -> tuple[np.ndarray, np.ndarray | None]:
     if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
         array = np.moveaxis(array, 0, -1)  # (C, H, W) -> (H, W, C), as torch stores images
     if array.ndim == 3 and array.shape[-1] == 1:
@@ -176,6 +209,11 @@ def _array_to_grey_alpha(array: np.ndarray, label: str) -> tuple[np.ndarray, np.
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)) or min(array.shape[:2]) == 0:
         raise ImageError(
             f"{label} has shape {array.shape}: pass one image as (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4"
+        )
+    if array.shape[0] * array.shape[1] > max_pixels:
+        raise ImageError(
+            f"{label} is {array.shape[1]}x{array.shape[0]} = {_pixels(array.shape[0] * array.shape[1])}, over the "
+            f"limit of {_pixels(max_pixels)}: downscale it or raise the limit (max_pixels)"
         )
     if array.dtype == np.uint8:
         values = _unit(array)
@@ -265,6 +303,21 @@ def _is_array(source: object) -> bool:
 
 
 def _as_numpy(source: Any) -> np.ndarray:
-    if hasattr(source, "detach"):  # a torch tensor, without importing torch
-        return source.detach().cpu().numpy()
-    return source
+    if not hasattr(source, "detach"):
+        return source
+    # A torch tensor, without importing torch. bfloat16 and float16 become float32 (NumPy has no
+    # bfloat16); sparse, meta, quantized and complex tensors are refused with our own message.
+    try:
+        tensor = source.detach()
+        if getattr(tensor, "is_sparse", False) or getattr(tensor, "is_meta", False) or tensor.is_complex():
+            raise TypeError
+        tensor = tensor.cpu()
+        if tensor.is_floating_point() and tensor.dtype.itemsize < 4:
+            tensor = tensor.float()
+        return np.asarray(tensor.numpy())
+    except Exception:
+        dtype, layout = getattr(source, "dtype", "?"), getattr(source, "layout", "?")
+        raise ImageError(
+            f"cannot use a torch tensor of dtype {dtype} ({layout}, on {getattr(source, 'device', '?')}) as an image: "
+            "pass a dense CPU tensor of uint8 or float values, e.g. tensor.float()"
+        ) from None
