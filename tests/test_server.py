@@ -17,7 +17,7 @@ from tests.test_preprocess import BAD_FILES
 
 @pytest.fixture(scope="module")
 def client(tiny_bundle):
-    return TestClient(create_app(tiny_bundle, max_upload_bytes=200_000))
+    return TestClient(create_app(tiny_bundle, max_upload_bytes=200_000), base_url="http://localhost")
 
 
 def png(image: np.ndarray) -> bytes:
@@ -58,7 +58,7 @@ def test_health_and_images(client):
         (("post", "/api/search?k=3", "notes.png"), 400, "not an image this tool can read"),
         (("post", "/api/search?k=3", "cut.png"), 400, "truncated or damaged"),
         (("post", "/api/search?k=3", "empty.png"), 400, "is empty"),
-        (("post", "/api/search?k=3", "big.png"), 400, "over the limit of 50.0 megapixels"),
+        (("post", "/api/search?k=3", "big.png"), 400, "over the limit of 16.0 megapixels"),
         (("post", "/api/search?k=0", "good"), 422, "greater than or equal to 1"),
         (("post", "/api/search?k=abc", "good"), 422, "valid integer"),
         (("post", "/api/search?k=121", "good"), 400, "k must be an integer from 1 to 120"),

@@ -668,23 +668,44 @@ def map_command(index_dir, image, query_id, k, method, out) -> None:
     show_default=True,
     help="Refuse larger uploads (HTTP 413).",
 )
-def serve(index_dir, host, port, max_upload_mb) -> None:
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(1, 1_000_000_000),
+    default=16_000_000,
+    show_default=True,
+    help="Refuse uploads with more pixels, before decoding (each decode takes up to ~5 bytes a pixel).",
+)
+@click.option(
+    "--decode-slots",
+    type=click.IntRange(1, 256),
+    default=2,
+    show_default=True,
+    help="Uploads decoded at once; with --max-pixels this bounds the server's memory.",
+)
+@click.option(
+    "--allowed-host",
+    multiple=True,
+    help="Answer requests for this Host name too (localhost names always; '*' for any). Repeatable.",
+)
+@click.option("--cors-origin", multiple=True, help="Let pages from this origin read the API (none by default).")
+def serve(index_dir, host, port, max_upload_mb, max_pixels, decode_slots, allowed_host, cors_origin) -> None:
     """Serve the search page and its HTTP API.
 
     POST /api/search?k=8 (multipart field `image`), GET /api/images/ID.png, GET /api/health, GET /.
     """
     import uvicorn
-    from threadpoolctl import threadpool_limits
 
     from aesearch.interfaces.server import create_app
 
-    app = create_app(index_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024))
+    # The address served on is a name clients use; 0.0.0.0 and :: are not.
+    hosts = [*allowed_host, *([host] if host not in ("0.0.0.0", "::", "") else [])]
+    app = create_app(index_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels,
+                     decode_slots=decode_slots, allowed_hosts=hosts, cors_origins=cors_origin)  # fmt: skip
     sock = _listening_socket(host, port)
-    # Requests run in parallel threads; BLAS's own thread pool would make them queue behind each
-    # other (8 concurrent clients: 65 requests/s with it, 111 without; scripts/bench_server.py).
-    threadpool_limits(limits=1, user_api="blas")
     click.echo(f"Serving {index_dir} ({len(app.state.engine):,} images) on http://{host}:{port}/  (Ctrl-C stops)")
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    # Idle connections close after 5 s; past 64 open connections new ones get 503 at once.
+    config = uvicorn.Config(app, log_level="warning", timeout_keep_alive=5, limit_concurrency=64)
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def _listening_socket(host: str, port: int):

@@ -13,6 +13,8 @@ its thread pool. When a writer (sync, add, remove) publishes a new state, the ne
 in a freshly loaded engine (search/live.py). Uploads over the limit are refused with 413 before
 they are read whole; a body that is not a usable image gets 400 with the CLI's one-line message;
 nothing ever writes to the bundle, and no route reads a file outside the package's static folder.
+security.py adds the Host allow-list, security headers, body time limits and decode slots; no
+interactive API docs (they would load scripts from a CDN): the schema is at /api/openapi.json.
 """
 
 from __future__ import annotations
@@ -20,42 +22,83 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
+from aesearch import defaults
 from aesearch._version import __version__
 from aesearch.errors import AesearchError, InvalidArgumentError
 from aesearch.interfaces import steering
-from aesearch.search.engine import DEFAULT_INDEX_DIR, SearchEngine
+from aesearch.interfaces.security import LOCAL_HOSTS, Busy, DecodeSlots, Guard
+from aesearch.search.engine import SearchEngine
 from aesearch.search.live import LiveEngine
-from aesearch.search.preprocess import DEFAULT_MAX_PIXELS
 
 STATIC_DIR = Path(__file__).parent / "static"
-DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_UPLOAD_BYTES = defaults.SERVER_MAX_UPLOAD_BYTES
+_ECHO = 80  # characters of a client's input quoted back in an error, at most
+
+
+class _GuardedApp(FastAPI):
+    """FastAPI with security.Guard outside everything, Starlette's own error answers included."""
+
+    guard_options: dict | None = None
+
+    def build_middleware_stack(self):
+        return Guard(super().build_middleware_stack(), **(self.guard_options or {}))
 
 
 def create_app(
-    index_dir: str | Path = DEFAULT_INDEX_DIR,
+    index_dir: str | Path = defaults.INDEX_DIR,
     *,
     engine: SearchEngine | None = None,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int = defaults.SERVER_MAX_PIXELS,
+    decode_slots: int = defaults.SERVER_DECODE_SLOTS,
+    allowed_hosts: Sequence[str] = LOCAL_HOSTS,
+    cors_origins: Sequence[str] = (),
 ) -> FastAPI:
-    """The app, with its bundle loaded and verified now (a bad bundle fails here, not per request)."""
+    """The app, with its bundle loaded and verified now (a bad bundle fails here, not per request).
+
+    Args:
+        max_pixels: uploads with more pixels are refused before decoding (server-side limit).
+        decode_slots: uploads decoded at once; with max_pixels this bounds the server's memory.
+        allowed_hosts: Host header names answered (DNS rebinding defence); "*" answers any.
+        cors_origins: origins whose pages may read the API from a browser (none by default).
+    """
     live = LiveEngine(engine or SearchEngine.load(index_dir))  # follows updates (sync, add, remove)
-    app = FastAPI(title="aesearch", version=__version__, docs_url="/api/docs", redoc_url=None)
+    app = _GuardedApp(title="aesearch", version=__version__, docs_url=None, redoc_url=None,
+                      openapi_url="/api/openapi.json")  # fmt: skip
+    app.guard_options = {"allowed_hosts": [*LOCAL_HOSTS, *allowed_hosts]}
     app.add_middleware(_UploadLimit, max_bytes=max_upload_bytes)
+    if cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"])
     app.state.live = live
     app.state.engine = live.get()
+    slots = DecodeSlots(decode_slots)
 
     @app.exception_handler(AesearchError)
     async def _user_error(request: Request, exc: AesearchError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(Busy)
+    async def _busy(request: Request, exc: Busy) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default answer quotes the input back whole (kilobytes, if that is what was sent).
+        problems = [f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg', 'invalid')}"
+                    for e in exc.errors()[:3]]  # fmt: skip
+        return JSONResponse({"detail": "; ".join(problems)[:300]}, status_code=422)
 
     @app.get("/api/health")
     def health() -> dict:
@@ -77,11 +120,13 @@ def create_app(
         engine = live.get()
         if k > len(engine):
             raise InvalidArgumentError(f"k must be an integer from 1 to {len(engine)}, got {k}")
-        data = image.file.read()
-        result = engine.query(data, k, max_pixels=max_pixels, name=f"uploaded file {image.filename or ''}".rstrip())
+        filename = (image.filename or "")[:_ECHO]
+        with slots.slot():
+            data = image.file.read()
+            result = engine.query(data, k, max_pixels=max_pixels, name=f"uploaded file {filename}".rstrip())
         result = steering.steer(engine, result, more=more, less=less)  # feedback marks, if any
         return {
-            "query": image.filename,
+            "query": filename,
             **result.to_dict(),
             "query_png": _png_data_url(result.query),
             "reconstruction_png": _png_data_url(result.reconstruction),
