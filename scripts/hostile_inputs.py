@@ -1,0 +1,413 @@
+"""A catalogue of hostile inputs against the CLI, the Python API and the server; prints the counts.
+
+    python scripts/hostile_inputs.py [--index-dir indexes/fashion-mnist] [--only cli,api,server]
+
+Run it with PYTHONPATH pointing at another checkout to compare versions: it uses the public API,
+the `aesearch` command (as `python -m aesearch`) and `aesearch serve` over HTTP only. Each case is
+judged as one of
+  ok         a right answer, or a one-line error with a non-zero exit (CLI) or a 4xx (server)
+  traceback  the CLI printed a Python traceback
+  raw        the Python API raised something other than aesearch's own errors
+  500        the server answered 500 (or dropped the connection)
+  wrong      a silently wrong or unclear answer: NaN in --json, a multi-line error, exit 0 for bad
+             input, an indexed image not at distance 0, a missing security header, a stalled
+             upload held open, peak server memory over 1 GiB...
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from aesearch import SearchEngine
+
+try:
+    from aesearch.errors import AesearchError
+except ImportError:  # pragma: no cover
+    AesearchError = Exception
+
+GIB = 1024**3
+
+
+def _png(array: np.ndarray, **options) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, format="PNG", **options)
+    return out.getvalue()
+
+
+def _chunked(png: bytes, extra: tuple[bytes, bytes], *, replace_ihdr: bytes | None = None) -> bytes:
+    """png with one more chunk after IHDR (valid CRC), or with IHDR's data replaced."""
+    length = struct.unpack(">I", png[8:12])[0]
+    ihdr_end = 8 + 12 + length
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    head = png[:ihdr_end] if replace_ihdr is None else png[:8] + chunk(b"IHDR", replace_ihdr)
+    return head + chunk(*extra) + png[ihdr_end:]
+
+
+def make_files(folder: Path, engine: SearchEngine) -> dict[str, Path]:
+    """The hostile files (and one good one), written into folder."""
+    image = engine.image(len(engine) - 1)
+    good = _png(image)
+    files = {
+        "good.png": good,
+        "zero-length-sRGB.png": _chunked(good, (b"sRGB", b"")),
+        "short-cHRM.png": _chunked(good, (b"cHRM", b"\0\0\0")),
+        "short-pHYs.png": _chunked(good, (b"pHYs", b"\1")),
+        "bad-tRNS.png": _chunked(good, (b"tRNS", b"\0" * 700)),
+        "zTXt-bomb.png": _chunked(good, (b"zTXt", b"k\0\0" + zlib.compress(b"\0" * (1 << 24), 9))),
+        "iCCP-bomb.png": _chunked(good, (b"iCCP", b"k\0\0" + zlib.compress(b"\0" * (1 << 24), 9))),
+        "garbage-IHDR.png": _chunked(good, (b"tEXt", b"a\0b"), replace_ihdr=b"\xff" * 13),
+        "truncated.png": good[: len(good) // 2],
+        "text.png": b"just some text, not an image\n",
+        "empty.png": b"",
+        "truncated.jpg": _jpeg(image)[:300],
+    }
+    nan = np.full((40, 40), np.nan, np.float32)
+    files["nan-float.tiff"] = _tiff(Image.fromarray(nan, "F"))
+    inf = np.zeros((40, 40), np.float32)
+    inf[10:30, 10:30] = np.inf
+    files["inf-float.tiff"] = _tiff(Image.fromarray(inf, "F"))
+    files["int32.tiff"] = _tiff(Image.fromarray(image.astype(np.int32) * 16843009, "I"))
+    files["one-pixel.png"] = _png(np.full((1, 1), 255, np.uint8))
+    files["line\nbreak.png"] = b"not an image"
+    files["x" * 300 + ".png"] = good  # a name too long for the file system: not written
+    paths = {}
+    for name, data in files.items():
+        path = folder / name
+        with contextlib.suppress(OSError):
+            path.write_bytes(data)
+        paths[name] = path
+    (folder / "a-folder.png").mkdir()
+    paths["a-folder.png"] = folder / "a-folder.png"
+    paths["missing.png"] = folder / "missing.png"
+    return paths
+
+
+def _jpeg(image: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, format="JPEG")
+    return out.getvalue()
+
+
+def _tiff(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="TIFF")
+    return out.getvalue()
+
+
+# --- the CLI ---
+
+
+def cli_cases(files: dict[str, Path], index_dir: str, tmp: Path) -> list[tuple[str, list[str], bool]]:
+    """(name, arguments, should it succeed)."""
+    q = ["query", "--index-dir", index_dir, "-k", "3", "--json"]
+    cases = [(f"query {name!r}", [*q, str(path)], name in ("good.png", "int32.tiff", "one-pixel.png"))
+             for name, path in files.items()]  # fmt: skip
+    good = str(files["good.png"])
+    cases += [
+        ("query -k 0", [*q[:-3], "-k", "0", good], False),
+        ("query -k huge", [*q[:-3], "-k", "99999999999", good], False),
+        ("query --index-dir missing", ["query", "--index-dir", str(tmp / "none"), good], False),
+        ("query --index-dir a file", ["query", "--index-dir", good, good], False),
+        ("query --out /proc", ["query", "--index-dir", index_dir, good, "--out", "/proc/aesearch.png"], False),
+        ("query --out in a file", ["query", "--index-dir", index_dir, good, "--out", f"{good}/x.png"], False),
+        ("query --out name too long", ["query", "--index-dir", index_dir, good, "--out", str(tmp / ("y" * 300))],
+         False),
+        ("query --out no parent", ["query", "--index-dir", index_dir, good, "--out", "/proc/none/x.png"], False),
+        ("info --index-dir missing", ["info", "--index-dir", str(tmp / "none")], False),
+        ("build-index --out /proc", ["build-index", "--index-dir", "/proc/aesearch-index",
+                                     "--model", str(Path(index_dir) / "model.safetensors")], False),
+    ]  # fmt: skip
+    return cases
+
+
+def run_cli(cases, env) -> Counter:
+    counts: Counter = Counter()
+    for name, args, should_work in cases:
+        done = subprocess.run([sys.executable, "-m", "aesearch", *args], capture_output=True, text=True, env=env,
+                              timeout=300)  # fmt: skip
+        err = done.stderr.strip()
+        if "Traceback" in err:
+            verdict = "traceback"
+        elif should_work:
+            verdict = "ok" if done.returncode == 0 and _finite_json(done.stdout) else "wrong"
+        else:
+            verdict = "ok" if done.returncode != 0 and err and len(err.splitlines()) == 1 else "wrong"
+        counts[verdict] += 1
+        if verdict != "ok":
+            print(f"  cli {verdict:9s} {name}: exit {done.returncode}, {err.splitlines()[-1:] or done.stdout[:80]}")
+    return counts
+
+
+def _finite_json(text: str) -> bool:
+    if not text.strip():
+        return True  # a picture was asked for, not JSON
+    try:
+        json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+        return True
+    except ValueError:
+        return False
+
+
+# --- the Python API ---
+
+
+def api_cases(files: dict[str, Path], engine: SearchEngine) -> list[tuple[str, object, bool]]:
+    """(name, a function to call, should it succeed)."""
+    import torch
+
+    good = files["good.png"]
+    image = engine.image(3)
+    nan = np.zeros((28, 28), np.float32)
+    nan[5, 5] = np.nan
+    lazy = Image.open(io.BytesIO(good.read_bytes()[:-40]))
+    z = engine.encode(image[None])
+    cases = [(f"query {name!r}", (lambda p=path: engine.query(p, k=3)), name in ("good.png", "int32.tiff",
+              "one-pixel.png")) for name, path in files.items()]  # fmt: skip
+    cases += [
+        ("lazy damaged PIL image", lambda: engine.query(lazy, k=3), False),
+        ("NaN array", lambda: engine.query(nan, k=3), False),
+        ("inf tensor", lambda: engine.query(torch.full((28, 28), float("inf")), k=3), False),
+        ("NaN batch", lambda: engine.query_batch(np.stack([nan, nan]), k=3), False),
+        ("bfloat16 tensor", lambda: engine.query(torch.from_numpy(image).to(torch.bfloat16), k=3), True),
+        ("sparse tensor", lambda: engine.query(torch.from_numpy(image).float().to_sparse(), k=3), False),
+        ("meta tensor", lambda: engine.query(torch.empty((28, 28), device="meta"), k=3), False),
+        ("zero-size array", lambda: engine.query(np.zeros((0, 28), np.uint8), k=3), False),
+        ("zero-size PIL image", lambda: engine.query(Image.new("L", (0, 3)), k=3), False),
+        ("4-D array", lambda: engine.query(np.zeros((2, 2, 28, 28), np.uint8), k=3), False),
+        ("None", lambda: engine.query(None, k=3), False),
+        ("an int as images", lambda: engine.query_batch(5, k=3), False),
+        ("k numpy int64", lambda: engine.query(image, k=np.int64(3)), True),
+        ("k 0", lambda: engine.query(image, k=0), False),
+        ("k '3'", lambda: engine.query(image, k="3"), False),
+        ("search 1-D vector", lambda: engine.search(z[0], 3), False),
+        ("search wrong width", lambda: engine.search(z[:, :-1], 3), False),
+        ("search NaN vector", lambda: engine.search(np.full_like(z, np.nan), 3), False),
+        ("search strings", lambda: engine.search([["a"] * z.shape[1]], 3), False),
+        ("decode wrong width", lambda: engine.decode(np.zeros((2, z.shape[1] * 2), np.float32)), False),
+        ("decode flat", lambda: engine.decode(np.zeros(z.shape[1] * 3, np.float32)), False),
+        ("decode NaN", lambda: engine.decode(np.full_like(z, np.nan)), False),
+        ("image id -1", lambda: engine.image(-1), False),
+        ("image id numpy", lambda: engine.image(np.int32(4)), True),
+    ]
+    return cases
+
+
+def run_api(cases) -> Counter:
+    counts: Counter = Counter()
+    for name, call, should_work in cases:
+        try:
+            result = call()
+        except AesearchError as exc:
+            verdict = "wrong" if should_work or "\n" in str(exc) else "ok"
+            detail = str(exc)[:90]
+        except Exception as exc:
+            verdict, detail = "raw", f"{type(exc).__name__}: {str(exc)[:80]}"
+        else:
+            verdict = "ok" if should_work and _finite(result) else "wrong"
+            detail = "returned a result" if not should_work else "non-finite result"
+        counts[verdict] += 1
+        if verdict != "ok":
+            print(f"  api {verdict:9s} {name}: {detail!r}")
+    return counts
+
+
+def _finite(result: object) -> bool:
+    if hasattr(result, "to_dict"):
+        return _finite_json(json.dumps(result.to_dict()))
+    if isinstance(result, tuple | list):
+        return all(_finite(r) for r in result)
+    return bool(np.all(np.isfinite(np.asarray(result, dtype=np.float64))))
+
+
+# --- the server ---
+
+
+class Server:
+    """`aesearch serve` in a subprocess, on a free port."""
+
+    def __init__(self, index_dir: str, env: dict) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.proc = subprocess.Popen([sys.executable, "-m", "aesearch", "serve", "--index-dir", index_dir,
+                                      "--port", str(self.port)], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        self.proc.stdout.readline()  # "Serving ..."
+        for _ in range(600):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+
+    def peak_rss(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def request(self, method: str, path: str, *, body: bytes = b"", headers: dict | None = None, timeout: float = 60):
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body or None, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        except OSError:
+            return 0, {}, b""
+        finally:
+            conn.close()
+
+    def upload(self, data: bytes, name: str = "q.png", k: int | str = 3, headers: dict | None = None):
+        boundary = "hostileboundary"
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
+                f"Content-Type: application/octet-stream\r\n\r\n"
+            ).encode()
+            + data
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        kind = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        return self.request("POST", f"/api/search?k={k}", body=body, headers={**kind, **(headers or {})})
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def run_server(files: dict[str, Path], engine: SearchEngine, index_dir: str, env: dict) -> tuple[Counter, dict]:
+    counts: Counter = Counter()
+    figures: dict = {}
+    server = Server(index_dir, env)
+
+    def judge(name: str, verdict: str, detail: str = "") -> None:
+        counts[verdict] += 1
+        if verdict != "ok":
+            print(f"  server {verdict:9s} {name} {detail}")
+
+    try:
+        for name, path in files.items():
+            if not path.is_file():
+                continue
+            status, _, body = server.upload(path.read_bytes(), name=name.replace("\n", " ")[:60])
+            should_work = name in ("good.png", "int32.tiff", "one-pixel.png")
+            if status >= 500 or status == 0:
+                judge(f"upload {name!r}", "500", f"{status}")
+            elif should_work:
+                right = status == 200 and _finite_json(body.decode())
+                judge(f"upload {name!r}", "ok" if right else "wrong", f"{status}")
+            else:
+                judge(f"upload {name!r}", "ok" if 400 <= status < 500 else "wrong", f"{status}")
+        good = files["good.png"].read_bytes()
+        status, _, body = server.upload(good, k="9" * 5000)
+        judge("k of 5,000 digits", "ok" if 400 <= status < 500 and len(body) < 1000 else "wrong", f"{len(body)} bytes")
+        status, _, body = server.upload(b"x", name="n" * 3000 + ".png")
+        judge("3,000-character file name", "ok" if 400 <= status < 500 and len(body) < 1000 else "wrong",
+              f"{len(body)} bytes")  # fmt: skip
+        status, _, _ = server.request("GET", "/api/health", headers={"Host": "attacker.example"})
+        judge("foreign Host header (DNS rebinding)", "ok" if status == 400 else "wrong", f"{status}")
+        status, headers, _ = server.request("GET", "/")
+        lower = {k.lower(): v for k, v in headers.items()}
+        for header in ("content-security-policy", "x-content-type-options", "x-frame-options", "referrer-policy"):
+            judge(f"header {header}", "ok" if header in lower else "wrong", "missing")
+        status, _, body = server.request("GET", "/api/docs")
+        judge("API docs from a CDN", "wrong" if status == 200 and b"cdn" in body else "ok")
+        status, headers, _ = server.request("GET", "/api/health", headers={"Origin": "https://attacker.example"})
+        judge("CORS for any origin", "wrong" if "access-control-allow-origin" in {k.lower() for k in headers} else "ok")
+        figures["stalled upload held open (s)"] = held = _stalled(server)
+        judge("stalled upload", "ok" if held < 40 else "wrong", f"held {held:.0f} s")
+        # Distance 0 for dataset images, whatever thread serves them.
+        ids = np.random.default_rng(0).choice(len(engine), 100, replace=False)
+        bodies = {int(i): _png(engine.image(int(i))) for i in ids}
+
+        def ask(i: int) -> bool:
+            status, _, body = server.upload(bodies[i], k=1)
+            hit = json.loads(body)["hits"][0] if status == 200 else {}
+            return hit.get("id") == i and hit.get("distance") == 0.0
+
+        with ThreadPoolExecutor(8) as pool:
+            found = list(pool.map(ask, bodies))
+        figures["dataset uploads at distance 0"] = f"{sum(found)} of {len(found)}"
+        judge("dataset images at distance 0", "ok" if all(found) else "wrong", f"{sum(found)} of {len(found)}")
+        # Memory: 12 uploads at once of a large blank canvas (a few KB each).
+        canvas = _png(np.full((7000, 7000), 255, np.uint8))
+        before = server.peak_rss()
+        with ThreadPoolExecutor(12) as pool:
+            statuses = list(pool.map(lambda _: server.upload(canvas)[0], range(12)))
+        peak = server.peak_rss()
+        figures["server peak memory, 12 blank 49 MP canvases (MiB)"] = f"{before / 2**20:.0f} -> {peak / 2**20:.0f}"
+        bounded = peak < GIB and 0 not in statuses
+        judge("12 large canvases at once", "ok" if bounded else "wrong", f"{peak / 2**20:.0f} MiB")
+    finally:
+        server.stop()
+    return counts, figures
+
+
+def _stalled(server: Server, give_up: float = 60) -> float:
+    """Seconds the server keeps a connection whose body stops coming (give_up: we stop waiting)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=give_up) as conn:
+        conn.sendall(f"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Length: 100000\r\n"
+                     "Content-Type: multipart/form-data; boundary=x\r\n\r\n--x\r\n".encode())  # fmt: skip
+        start = time.monotonic()
+        with contextlib.suppress(OSError):
+            conn.recv(100)
+        return time.monotonic() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--index-dir", default="indexes/fashion-mnist")
+    parser.add_argument("--only", default="cli,api,server")
+    args = parser.parse_args()
+    import aesearch
+
+    print(f"aesearch from {Path(aesearch.__file__).parent}, bundle {args.index_dir}")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    engine = SearchEngine.load(args.index_dir)
+    table = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = make_files(Path(tmp), engine)
+        if "api" in args.only:
+            table["Python API"] = run_api(api_cases(files, engine))
+        if "cli" in args.only:
+            table["CLI"] = run_cli(cli_cases(files, args.index_dir, Path(tmp)), env)
+        figures = {}
+        if "server" in args.only:
+            table["server"], figures = run_server(files, engine, args.index_dir, env)
+    print("\n| surface | cases | ok | tracebacks | raw exceptions | HTTP 500 | wrong or unclear |")
+    print("|---|---|---|---|---|---|---|")
+    total: Counter = Counter()
+    for surface, counts in table.items():
+        total.update(counts)
+        print(f"| {surface} | {sum(counts.values())} | {counts['ok']} | {counts['traceback']} | {counts['raw']} | "
+              f"{counts['500']} | {counts['wrong']} |")  # fmt: skip
+    print(f"| all | {sum(total.values())} | {total['ok']} | {total['traceback']} | {total['raw']} | {total['500']} | "
+          f"{total['wrong']} |")  # fmt: skip
+    for name, value in figures.items():
+        print(f"{name}: {value}")
+
+
+if __name__ == "__main__":
+    main()
