@@ -86,11 +86,13 @@ def test_download_is_the_last_resort_and_lands_in_local_folder(no_real_data, mon
 
 
 def test_loads_what_was_written(fake_data):
-    """Oracle: the arrays written to the IDX files come back, as uint8 tensors."""
+    """Oracle: the arrays written to the IDX files come back, as uint8 arrays (tensors after to())."""
     expected = np.resize(synthetic_images(64, seed=1), (60_000, 28, 28))
-    assert fake_data.train.images.dtype.is_floating_point is False
+    assert fake_data.train.images.dtype == np.uint8 and fake_data.train.labels.dtype == np.int64
     assert fake_data.train.images.shape == (60_000, 28, 28) and fake_data.test.images.shape == (10_000, 28, 28)
-    np.testing.assert_array_equal(fake_data.train.images.numpy(), expected)
+    np.testing.assert_array_equal(fake_data.train.images, expected)
+    on_cpu = fake_data.test.to("cpu")
+    assert str(on_cpu.images.dtype) == "torch.uint8" and on_cpu.fingerprint() == fake_data.test.fingerprint()
     assert fake_data.train.labels.max() <= 9
     assert fake_data.train.fingerprint() != fake_data.test.fingerprint()
     assert fake_data.train.fingerprint() == fake_data.train.head(60_000).fingerprint()

@@ -75,6 +75,7 @@ def cli() -> None:
 )
 def train(recipe, epochs, batch_size, lr, z_size, seed, device, precision, data_dir, limit, out) -> None:
     """Train the AutoEncoder; write a self-describing checkpoint and its training curve."""
+    _need_torch("training")
     from aesearch.training.train import TrainConfig, curve_path, train_model
 
     config = TrainConfig.for_recipe(
@@ -206,9 +207,13 @@ def build_index_command(
     from aesearch.pipelines.build import DEFAULT_EMBEDDING_SHIFTS, build_index
     from aesearch.search.index_choice import parse_memory
     from aesearch.sources.shards import is_shard_folder
-    from aesearch.training.train import TrainConfig
 
-    config = TrainConfig.for_recipe(recipe, epochs=epochs) if model is None else None
+    config = None
+    if model is None:  # training first: the one part that needs PyTorch
+        _need_torch("build-index without --model (it trains a model first)")
+        from aesearch.training.train import TrainConfig
+
+        config = TrainConfig.for_recipe(recipe, epochs=epochs)
     shifts = DEFAULT_EMBEDDING_SHIFTS if phase_pooling else ((0, 0),)
     stream = {"max_index_memory": parse_memory(max_index_memory), "chunk_size": chunk_size, "cluster": cluster}
     if len(image_dirs) == 1 and not images_from and is_shard_folder(image_dirs[0]):
@@ -726,6 +731,19 @@ def _listening_socket(host: str, port: int):
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def _need_torch(what: str) -> None:
+    """One line, not an ImportError, when the lean install (no PyTorch) is asked to train."""
+    try:
+        import torch  # noqa: F401  (needed right after anyway)
+    except ImportError:
+        from aesearch.errors import InvalidArgumentError
+
+        raise InvalidArgumentError(
+            f"{what} needs PyTorch, which this install leaves out: pip install 'aesearch[train]' "
+            "(or pass --model CHECKPOINT to build-index)"
+        ) from None
 
 
 def main() -> None:

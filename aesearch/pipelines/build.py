@@ -94,14 +94,14 @@ def build_index(
             else f"Using {model}"
         )
 
-    images = np.concatenate([data.train.images.cpu().numpy(), data.test.images.cpu().numpy()])
+    images = np.concatenate([data.train.arrays()[0], data.test.arrays()[0]])
     records = new_records(len(images))
     offset = 0
     for split_number, split in enumerate((data.train, data.test)):
         rows = slice(offset, offset + len(split))
         records["split"][rows] = split_number
         records["position"][rows] = np.arange(len(split))
-        records["label"][rows] = split.labels.cpu().numpy()
+        records["label"][rows] = split.arrays()[1]
         offset += len(split)
 
     info = {

@@ -1,4 +1,4 @@
-"""Find Fashion-MNIST wherever it is and hold each split in memory as one uint8 tensor.
+"""Find Fashion-MNIST wherever it is and hold each split in memory as one uint8 array.
 
 Places searched, in order (the first holding all four files wins):
   1. the folder given explicitly (``--data-dir``): then it is the only place looked in, and the
@@ -7,7 +7,8 @@ Places searched, in order (the first holding all four files wins):
   3. ``/usr/share/datasets/fashion-mnist``, where Debian's ``dataset-fashion-mnist`` installs it;
   4. torchvision's download into the local data folder (needs internet access).
 In each folder the files may sit directly or in torchvision's ``FashionMNIST/raw/`` layout,
-gzipped or not. Parsing is torchvision's own.
+gzipped or not. The IDX files are parsed here with NumPy, so building an index over the dataset
+needs no PyTorch (only the download and training do); Split.to(device) gives torch tensors.
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import torch
+import numpy as np
 
 from aesearch.errors import DataError, DataNotFoundError
 
@@ -40,24 +40,34 @@ _FILES = {
 
 @dataclass(frozen=True)
 class Split:
-    """One split: images (n, 28, 28) uint8 and labels (n,) int64, on one device."""
+    """One split: images (n, 28, 28) uint8 and labels (n,) int64: NumPy arrays as loaded, torch
+    tensors on a device after to(device) (for training)."""
 
     name: str
-    images: torch.Tensor
-    labels: torch.Tensor
+    images: Any  # np.ndarray, or torch.Tensor after to()
+    labels: Any
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(images uint8 (n, 28, 28), labels int64 (n,)) as NumPy arrays, wherever they are held."""
+        return _numpy(self.images).astype(np.uint8, copy=False), _numpy(self.labels).astype(np.int64, copy=False)
+
     def fingerprint(self) -> str:
         """SHA-256 of the pixels and labels: identifies the data, not the files it came from."""
+        images, labels = self.arrays()
         digest = hashlib.sha256()
-        digest.update(self.images.cpu().contiguous().numpy().tobytes())
-        digest.update(self.labels.cpu().to(torch.uint8).numpy().tobytes())
+        digest.update(np.ascontiguousarray(images).tobytes())
+        digest.update(labels.astype(np.uint8).tobytes())
         return digest.hexdigest()
 
-    def to(self, device: torch.device | str) -> Split:
-        return Split(self.name, self.images.to(device), self.labels.to(device))
+    def to(self, device: Any) -> Split:
+        """The split as torch tensors on device (imports torch: training only)."""
+        import torch
+
+        images, labels = (torch.as_tensor(a).to(device) for a in self.arrays())
+        return Split(self.name, images, labels)
 
     def head(self, n: int) -> Split:
         """The first n examples (a slice for quick runs and tests)."""
@@ -102,14 +112,14 @@ def find_data_dir(data_dir: str | Path | None = None) -> Path | None:
 def load_fashion_mnist(
     data_dir: str | Path | None = None,
     *,
-    device: torch.device | str = "cpu",
+    device: Any = None,
     download: bool = True,
 ) -> FashionMNIST:
     """Load both splits from the first place that has them (see the module docstring).
 
     Raises DataNotFoundError naming every place searched when none has the data. An explicit
     data_dir is the only place searched: asking for a folder and silently getting data from
-    another would be a surprise.
+    another would be a surprise. device: None keeps NumPy arrays; a torch device gives tensors.
     """
     folder = find_data_dir(data_dir)
     if folder is not None:
@@ -137,8 +147,10 @@ def load_fashion_mnist(
 
 
 def _download(target: Path) -> bool:
-    from torchvision.datasets import FashionMNIST as TorchvisionFashionMNIST
-
+    try:
+        from torchvision.datasets import FashionMNIST as TorchvisionFashionMNIST
+    except ImportError:
+        return False  # the lean install: reported by the caller with the alternatives
     try:
         TorchvisionFashionMNIST(root=str(target), train=True, download=True)
     except (RuntimeError, OSError):
@@ -146,36 +158,47 @@ def _download(target: Path) -> bool:
     return True
 
 
-def _read(files: dict[str, Path], folder: Path, device: torch.device | str) -> FashionMNIST:
-    from torchvision.datasets.mnist import read_image_file, read_label_file
-
+def _read(files: dict[str, Path], folder: Path, device: Any) -> FashionMNIST:
     splits = {}
-    with tempfile.TemporaryDirectory(prefix="aesearch-data-") as scratch:
-        for split, (images_name, labels_name, expected) in _FILES.items():
-            try:
-                images = read_image_file(_decompressed(files[images_name], Path(scratch)))
-                labels = read_label_file(_decompressed(files[labels_name], Path(scratch)))
-            except (AssertionError, OSError, EOFError, RuntimeError, ValueError) as exc:
-                raise DataError(
-                    f"Fashion-MNIST files in {folder} are damaged ({type(exc).__name__}: {exc}): "
-                    "reinstall them (`sudo apt-get install --reinstall dataset-fashion-mnist`) or delete them "
-                    "so they are downloaded again"
-                ) from None
-            if images.shape != (expected, 28, 28) or labels.shape != (expected,) or int(labels.max()) > 9:
-                raise DataError(
-                    f"Fashion-MNIST {split} files in {folder} hold {tuple(images.shape)} images and "
-                    f"{tuple(labels.shape)} labels, expected ({expected}, 28, 28) and ({expected},): "
-                    "replace them with the original files"
-                )
-            splits[split] = Split(split, images.contiguous(), labels.long()).to(device)
+    for split, (images_name, labels_name, expected) in _FILES.items():
+        try:
+            images = read_idx(files[images_name], ndim=3)
+            labels = read_idx(files[labels_name], ndim=1).astype(np.int64)
+        except (OSError, EOFError, ValueError, gzip.BadGzipFile) as exc:
+            raise DataError(
+                f"Fashion-MNIST files in {folder} are damaged ({type(exc).__name__}: {exc}): "
+                "reinstall them (`sudo apt-get install --reinstall dataset-fashion-mnist`) or delete them "
+                "so they are downloaded again"
+            ) from None
+        if images.shape != (expected, 28, 28) or labels.shape != (expected,) or int(labels.max()) > 9:
+            raise DataError(
+                f"Fashion-MNIST {split} files in {folder} hold {tuple(images.shape)} images and "
+                f"{tuple(labels.shape)} labels, expected ({expected}, 28, 28) and ({expected},): "
+                "replace them with the original files"
+            )
+        splits[split] = Split(split, images, labels)
+        if device is not None:
+            splits[split] = splits[split].to(device)
     return FashionMNIST(train=splits["train"], test=splits["test"], source=folder)
 
 
-def _decompressed(path: Path, scratch: Path) -> str:
-    """A path torchvision can parse: the file itself, or a decompressed copy in scratch."""
-    if path.suffix != ".gz":
-        return str(path)
-    out = scratch / path.stem
-    with gzip.open(path, "rb") as src, open(out, "wb") as dst:
-        shutil.copyfileobj(src, dst)
-    return str(out)
+def read_idx(path: Path, *, ndim: int) -> np.ndarray:
+    """An IDX (MNIST-format) file of unsigned bytes, gzipped or not, as a NumPy array.
+
+    Layout: two zero bytes, type code 0x08 (uint8), the number of dimensions, each dimension as a
+    big-endian uint32, then the data. Anything else raises ValueError saying what is wrong.
+    """
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08 or data[3] != ndim:
+        raise ValueError(f"{path.name} is not a {ndim}-dimensional IDX file of unsigned bytes")
+    header = 4 + 4 * ndim
+    shape = tuple(int(d) for d in np.frombuffer(data[4:header], dtype=">u4")) if len(data) >= header else ()
+    if len(shape) != ndim or len(data) != header + int(np.prod(shape)):
+        raise ValueError(f"{path.name} holds {len(data) - min(header, len(data))} bytes of data, its header says "
+                         f"shape {shape}")  # fmt: skip
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()
+
+
+def _numpy(array: Any) -> np.ndarray:
+    return array.detach().cpu().numpy() if hasattr(array, "detach") else np.asarray(array)

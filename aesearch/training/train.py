@@ -273,7 +273,7 @@ def reconstruction_mse(
     model.eval()
     total = 0.0
     for start in range(0, len(split), batch_size):
-        x = to_patch_layout(split.images[start : start + batch_size].to(device)).float().div_(255.0)
+        x = to_patch_layout(torch.as_tensor(split.images[start : start + batch_size]).to(device)).float().div_(255.0)
         total += F.mse_loss(model.forward_patches(x), x, reduction="sum").item()
     return total / (len(split) * 28 * 28)
 
