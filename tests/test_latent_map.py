@@ -60,3 +60,23 @@ def test_cli_map(bundle_copy, tmp_path):
     assert "Map of 120 images" in result.output and out.exists()
     again = CliRunner().invoke(cli, ["map", "--index-dir", str(bundle_copy), "--out", str(out)])
     assert "(projection from cache)" in again.output
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [{"coords": np.full((120, 2), np.nan, np.float32)}, {"ids": np.arange(1000, 1120)},
+     {"components": np.zeros((3, 2), np.float32)}, {"coords": np.zeros((5, 2), np.float32)},
+     {"ids": np.zeros(120, np.float32)}],
+)  # fmt: skip
+def test_a_stale_or_damaged_cache_is_recomputed(bundle_copy, damage):
+    from aesearch.search.engine import SearchEngine
+
+    engine = SearchEngine.load(bundle_copy)
+    good = project(engine)
+    path = next((bundle_copy / "cache").iterdir())
+    arrays = dict(np.load(path))
+    np.savez(path, **{**arrays, **damage})
+    again = project(engine)
+    assert not again.from_cache
+    np.testing.assert_array_equal(again.coords, good.coords)
+    assert project(engine).from_cache  # rewritten whole

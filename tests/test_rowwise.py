@@ -54,7 +54,7 @@ def test_concurrent_queries_in_threads_match_one_batch(tiny_bundle):
     from aesearch.search.engine import SearchEngine
 
     engine = SearchEngine.load(tiny_bundle)
-    images = engine.bundle.images[:24]
+    images = np.stack([engine.image(i) for i in range(24)])
     expected = engine.encode(images)
     got: dict[int, np.ndarray] = {}
 

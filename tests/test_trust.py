@@ -92,3 +92,17 @@ def test_cli_warns_in_one_line(trained_bundle, tmp_path):
     assert result.exit_code == 0
     warnings = [line for line in result.output.splitlines() if line.startswith("Warning:")]
     assert len(warnings) == 1 and "looks unlike the indexed images" in warnings[0]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_calibration_with_non_finite_or_unordered_quantiles_is_refused(bad):
+    from aesearch.search.trust import TrustCalibration
+
+    levels = list(np.linspace(0, 1, 1001))
+    good = {name: levels for name in ("reconstruction_mse_quantiles", "neighbour_distance_quantiles",
+                                      "content_quantiles")}  # fmt: skip
+    TrustCalibration.from_dict(good)
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        TrustCalibration.from_dict({**good, "content_quantiles": [*levels[:-1], bad]})
+    with pytest.raises(ValueError, match="must not decrease"):
+        TrustCalibration.from_dict({**good, "neighbour_distance_quantiles": levels[::-1]})

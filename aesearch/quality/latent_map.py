@@ -56,9 +56,11 @@ def project(engine: SearchEngine, method: str = "pca", *, cache: bool = True) ->
         try:
             with np.load(cache_path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
-            return Projection(method, from_cache=True, **arrays)
-        except (OSError, ValueError, TypeError):
-            pass  # a damaged cache is recomputed
+            cached = Projection(method, from_cache=True, **arrays)
+            if _fits(cached, engine):
+                return cached
+        except (OSError, ValueError, TypeError, EOFError):
+            pass  # a damaged or stale cache is recomputed (and rewritten)
     projection = _compute(engine, method)
     if cache:
         _save(projection, cache_path)
@@ -115,6 +117,33 @@ def _compute(engine: SearchEngine, method: str) -> Projection:
     perplexity = float(min(30, max(2, (len(ids) - 1) / 3)))
     coords = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0).fit_transform(vectors)
     return Projection("tsne", ids, coords.astype(np.float32), vectors=vectors)
+
+
+def _fits(projection: Projection, engine: SearchEngine) -> bool:
+    """Whether a cached projection is whole and right for this bundle: the cache is not covered by
+    the manifest's checksums, so it is checked here like any input (shapes, dtypes, finite numbers,
+    ids that are live in the bundle; for pca exactly the live ids)."""
+    ids, coords = projection.ids, projection.coords
+    d = engine.index.search_dim
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer) or coords.shape != (len(ids), 2):
+        return False
+    arrays = [coords]
+    if projection.method == "pca":
+        if projection.mean is None or projection.components is None or projection.vectors is not None:
+            return False
+        if projection.mean.shape != (d,) or projection.components.shape != (d, 2):
+            return False
+        if not np.array_equal(ids, engine.bundle.live_ids()):
+            return False
+        arrays += [projection.mean, projection.components]
+    else:
+        if projection.vectors is None or projection.vectors.shape != (len(ids), d) or projection.mean is not None:
+            return False
+        live = engine.bundle.live_ids()
+        if len(ids) == 0 or not np.isin(ids, live).all():
+            return False
+        arrays.append(projection.vectors)
+    return all(np.issubdtype(a.dtype, np.floating) and np.isfinite(a).all() for a in arrays)
 
 
 def _search_space(engine: SearchEngine, latents: np.ndarray) -> np.ndarray:

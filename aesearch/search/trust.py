@@ -95,6 +95,12 @@ class TrustCalibration:
         arrays = [np.asarray(data[name], dtype=np.float64) for name in names]
         if any(a.shape != _LEVELS.shape for a in arrays):
             raise ValueError("trust calibration must hold 1001 quantiles per signal")
+        # Checksums prove the file is what the builder wrote, not that the builder was right: NaN
+        # would make every percentile NaN (and --json print NaN, which is not JSON).
+        if not all(np.isfinite(a).all() for a in arrays):
+            raise ValueError("trust quantiles hold NaN or infinity")
+        if any((np.diff(a) < 0).any() for a in arrays):
+            raise ValueError("trust quantiles must not decrease")
         return cls(*arrays)
 
 
