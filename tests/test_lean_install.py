@@ -59,7 +59,7 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision
 @pytest.mark.parametrize(
     "args",
     [["info"], ["query", "--id", "3", "-k", "2", "--json", "--no-picture"], ["eval", "--json"],
-     ["map", "--out", "map.png"]],
+     ["map", "--out", "map.png"], ["duplicates", "--json"]],
 )  # fmt: skip
 def test_commands_over_a_bundle_work_without_torch(tiny_bundle, tmp_path, args):
     done = run_cli([*args, "--index-dir", str(tiny_bundle)], tmp_path)
