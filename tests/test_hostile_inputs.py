@@ -146,3 +146,66 @@ def test_unreadable_file_gives_one_line(tmp_path):
     locked.chmod(0)
     with pytest.raises(ImageError, match="permission denied"):
         preprocess(locked)
+
+
+# --- files and the operating system: checked before the work, one line each ---
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [("/proc/aesearch-test.png", "cannot write"), ("/proc/none/x.png", "cannot write"),
+     ("{file}/inside.png", "is a file, not a folder"), ("{tmp}/" + "y" * 300 + ".png", "over 255 bytes"),
+     ("{tmp}/new/deeper/x.png", "outside the current folder"), ("{tmp}", "is a folder")],
+)  # fmt: skip
+def test_unwritable_targets_are_refused_before_any_work(tmp_path, target, message):
+    from aesearch.store.atomic import check_writable
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(InvalidArgumentError, match=message) as caught:
+        check_writable(target.format(file=afile, tmp=tmp_path))
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "new").exists()
+
+
+def test_writable_targets_pass_and_free_space_is_checked(tmp_path, monkeypatch):
+    from aesearch.store.atomic import check_writable
+
+    monkeypatch.chdir(tmp_path)
+    check_writable(tmp_path / "x.png")
+    check_writable("runs/deeper/x.png")  # inside the current folder: created when written
+    check_writable(tmp_path / "bundle" / "manifest.json", own_folder=True)
+    with pytest.raises(InvalidArgumentError, match="MB free there"):
+        check_writable(tmp_path / "x.png", need_bytes=1 << 60)
+
+
+def test_cli_writes_to_impossible_places_give_one_line(tiny_bundle, tmp_path):
+    from click.testing import CliRunner
+
+    from aesearch.interfaces.cli import cli
+
+    runner = CliRunner()
+    model = next(tiny_bundle.rglob("model.safetensors"))
+    for args in (["query", "--id", "1", "--index-dir", str(tiny_bundle), "--out", "/proc/x.png"],
+                 ["build-index", "--index-dir", "/proc/aesearch-index", "--model", str(model)],
+                 ["map", "--index-dir", str(tiny_bundle), "--out", str(tmp_path / ("z" * 300) / "m.png")]):  # fmt: skip
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit | None)
+        assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output, result.output
+
+
+def test_os_errors_during_a_command_are_one_line(tiny_bundle, monkeypatch):
+    import errno
+
+    from click.testing import CliRunner
+
+    import aesearch.figures.render as render
+    from aesearch.interfaces.cli import cli
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "/some/where\nodd.png")
+
+    monkeypatch.setattr(render, "atomic_path", disk_full)
+    result = CliRunner().invoke(cli, ["query", "--id", "1", "--index-dir", str(tiny_bundle), "--out", "q.png"])
+    assert result.exit_code == 1 and "No space left on device" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "odd.png" in result.output

@@ -35,6 +35,12 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("Interrupted: nothing was replaced.", err=True)
             sys.exit(130)
+        except OSError as exc:  # the disk filled up, or a file or permission changed during the run
+            from aesearch.errors import one_line
+
+            where = f" ({exc.filename})" if exc.filename else ""
+            advice = "nothing was replaced; free some space or fix the permissions, then run it again"
+            raise click.ClickException(one_line(f"{exc.strerror or exc}{where}: {advice}")) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

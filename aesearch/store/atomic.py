@@ -123,18 +123,49 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def check_writable(path: str | Path) -> None:
-    """Fail early, before hours of work, if a file cannot be written at path."""
-    from aesearch.errors import InvalidArgumentError
+def check_writable(path: str | Path, *, need_bytes: int = 0, own_folder: bool = False) -> None:
+    """Fail early, before minutes of work, if a file cannot be written at path.
+
+    Checks what can be known before writing: every name fits the file system (255 bytes), the
+    nearest existing folder takes a new file (tried, not guessed from permission bits: root may
+    write anywhere but /proc or a read-only mount), need_bytes fit in its free space, and no
+    folder would be created outside the current folder without being asked for (a typo in
+    --out should not leave new folders elsewhere on the disk). own_folder: path's folder is itself
+    what is being made (a bundle), so only the folders above it count as created on the way.
+    """
+    from aesearch.errors import InvalidArgumentError, one_line
 
     path = Path(path)
-    if path.is_dir():
-        raise InvalidArgumentError(f"{path} is a folder: give a file path to write to")
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise InvalidArgumentError(f"cannot write {path}: {parent} is not a writable folder")
+    shown = one_line(str(path))
+    too_long = [part for part in path.parts if len(os.fsencode(part)) > 255]
+    if too_long:
+        raise InvalidArgumentError(f"cannot write {shown[:120]}...: a name in it is over 255 bytes: shorten it")
+    try:
+        if path.is_dir():
+            raise InvalidArgumentError(f"{shown} is a folder: give a file path to write to")
+        parent = path.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise InvalidArgumentError(f"cannot write {shown}: {one_line(str(parent))} is a file, not a folder")
+        fd, probe = tempfile.mkstemp(prefix=".aesearch-write-test-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+        free = os.statvfs(parent).f_bavail * os.statvfs(parent).f_frsize
+    except OSError as exc:
+        raise InvalidArgumentError(f"cannot write {shown} ({exc.strerror or exc}): choose a writable place") from None
+    if need_bytes and free < need_bytes:
+        raise InvalidArgumentError(
+            f"cannot write {shown}: {free / 2**20:,.0f} MB free there, about {need_bytes / 2**20:,.0f} MB needed: "
+            "free some space or choose another place"
+        )
+    missing = path.absolute().parent.parent if own_folder else path.absolute().parent
+    cwd = Path.cwd().absolute()
+    if not missing.exists() and not missing.is_relative_to(cwd):
+        raise InvalidArgumentError(
+            f"the folder {one_line(str(missing))} does not exist and is outside the current folder: "
+            f"create it first (mkdir -p {one_line(str(missing))}) or check the path"
+        )
 
 
 def _umask() -> int:
