@@ -4,6 +4,7 @@ Uses Debian's chromium and chromium-driver (`.ci/run` installs them). Skipped wh
 missing, except when AESEARCH_REQUIRE_BROWSER=1 (as in CI), where it fails instead.
 """
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -51,6 +52,10 @@ def browser(tmp_path_factory):
             missing = f"Chromium or ChromeDriver missing ({CHROMIUM}, {CHROMEDRIVER})"
             pytest.fail(f"{missing}: apt-get install chromium chromium-driver")
         pytest.skip("Chromium not installed (apt-get install chromium chromium-driver)")
+    if importlib.util.find_spec("selenium") is None:
+        if os.environ.get("AESEARCH_REQUIRE_BROWSER") == "1":
+            pytest.fail("selenium missing: pip install -e '.[test]'")
+        pytest.skip("selenium not installed (pip install -e '.[test]')")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -38,7 +39,8 @@ def test_query_prints_a_table_and_writes_the_picture(tiny_bundle, query_png):
         assert image.width > 800 and image.height > 150
 
 
-def test_query_json(tiny_bundle, query_png, tmp_path):
+def test_query_json(tiny_bundle, query_png, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # pictures/ is made inside the current folder (elsewhere it is refused)
     out = tmp_path / "pictures" / "r.png"
     result = run("query", query_png, "-k", 3, "--index-dir", tiny_bundle, "--json", "--out", out)
     assert result.exit_code == 0, result.output
@@ -83,6 +85,10 @@ def test_build_index_with_a_given_model(fake_data_dir, tmp_path):
     assert list(records["split"]) == [0, 1, 1] and list(records["position"]) == [59_999, 0, 1]
     assert list(records["id"]) == [59_999, 60_000, 60_001]
     assert manifest["data_fingerprint"]["train"] != manifest["data_fingerprint"]["test"]
+    from aesearch.sources.fashion_mnist import load_fashion_mnist  # oracle: the files it was built from
+
+    data = load_fashion_mnist(fake_data_dir, download=False)
+    np.testing.assert_array_equal(bundle.images([59_999, 60_000]), [data.train.images[-1], data.test.images[0]])
 
 
 BAD_QUERIES = [

@@ -77,7 +77,8 @@ def test_bad_settings(overrides, message):
         TrainConfig.for_recipe("fancy")
 
 
-def test_cli_train_writes_checkpoint_and_curve(fake_data_dir, tmp_path):
+def test_cli_train_writes_checkpoint_and_curve(fake_data_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # models/ is made inside the current folder (elsewhere it is refused)
     out = tmp_path / "models" / "tiny.safetensors"
     result = CliRunner().invoke(
         cli,
@@ -126,9 +127,15 @@ def test_corruption_shifts_masks_and_adds_noise():
 
     x = to_patch_layout(torch.from_numpy(synthetic_images(8)).float().div(255))
     generator = torch.Generator().manual_seed(0)
-    shifted = from_patch_layout(_corrupt(x, quick(shift=2), generator))
-    rolls = [torch.roll(from_patch_layout(x), (dy, dx), dims=(2, 3)) for dy in range(-2, 3) for dx in range(-2, 3)]
-    assert any(torch.equal(shifted, r) for r in rolls)  # one shift, within 2 pixels, for the batch
+    seen = set()
+    for _ in range(12):  # one shift per batch, within 2 pixels; never the zero roll's copy alone
+        shifted = from_patch_layout(_corrupt(x, quick(shift=2), generator))
+        rolls = {(dy, dx): torch.roll(from_patch_layout(x), (dy, dx), dims=(2, 3))
+                 for dy in range(-2, 3) for dx in range(-2, 3)}  # fmt: skip
+        matches = [shift for shift, rolled in rolls.items() if torch.equal(shifted, rolled)]
+        assert len(matches) == 1
+        seen.add(matches[0])
+    assert len(seen) > 2 and seen != {(0, 0)}  # the batches really are moved, by different amounts
     masked = _corrupt(torch.ones(64, 7, 7, 2, 2, 2, 2), quick(mask=0.25), generator)
     assert 0.2 < (masked == 0).float().mean() < 0.3
     noisy = _corrupt(torch.zeros(64, 7, 7, 2, 2, 2, 2), quick(noise=0.1), generator)

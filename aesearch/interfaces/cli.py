@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from aesearch import defaults
 from aesearch._version import __version__
 from aesearch.errors import AesearchError
 from aesearch.interfaces import tables
@@ -60,7 +61,9 @@ def cli() -> None:
 @click.option("--epochs", type=click.IntRange(1, 10_000), help="Epochs to run [recipe's: 15].")
 @click.option("--batch-size", type=click.IntRange(1, 60_000), help="Batch size [recipe's].")
 @click.option("--lr", type=click.FloatRange(0, 1, min_open=True), help="Learning rate (peak for one-cycle) [recipe's].")
-@click.option("--z-size", type=click.IntRange(1, 100_000), default=314, show_default=True, help="Latent size.")
+@click.option(
+    "--z-size", type=click.IntRange(1, 100_000), default=defaults.Z_SIZE, show_default=True, help="Latent size"
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (init and shuffling).")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option(
@@ -97,7 +100,7 @@ def train(recipe, epochs, batch_size, lr, z_size, seed, device, precision, data_
 
 
 INDEX_DIR_OPTION = click.option(
-    "--index-dir", type=click.Path(path_type=Path), default=Path("indexes/fashion-mnist"), show_default=True,
+    "--index-dir", type=click.Path(path_type=Path), default=defaults.INDEX_DIR, show_default=True,
     help="The index bundle folder.",
 )  # fmt: skip
 
@@ -146,14 +149,14 @@ INDEX_DIR_OPTION = click.option(
 @click.option(
     "--whiten-shrinkage",
     type=click.FloatRange(0, 10),
-    default=0.03,
+    default=defaults.WHITEN_SHRINKAGE,
     show_default=True,
     help="Added to each axis's variance, as a fraction of the largest, before whitening.",
 )
 @click.option(
     "--whiten-dims",
     type=click.IntRange(1, 100_000),
-    default=192,
+    default=defaults.WHITEN_DIMS,
     show_default=True,
     help="Principal axes kept by the whitening (the vectors indexed have this many dimensions).",
 )
@@ -326,7 +329,11 @@ def remove_command(targets, index_dir) -> None:
 @click.option("--no-picture", is_flag=True, help="Do not write the result picture.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 @click.option(
-    "--max-pixels", type=int, default=50_000_000, show_default=True, help="Refuse larger images before decoding them."
+    "--max-pixels",
+    type=int,
+    default=defaults.MAX_PIXELS,
+    show_default=True,
+    help="Refuse larger images before decoding.",
 )
 @click.option(
     "--model",
@@ -682,14 +689,14 @@ def map_command(index_dir, image, query_id, k, method, out) -> None:
 @click.option(
     "--max-pixels",
     type=click.IntRange(1, 1_000_000_000),
-    default=16_000_000,
+    default=defaults.SERVER_MAX_PIXELS,
     show_default=True,
     help="Refuse uploads with more pixels, before decoding (each decode takes up to ~5 bytes a pixel).",
 )
 @click.option(
     "--decode-slots",
     type=click.IntRange(1, 256),
-    default=2,
+    default=defaults.SERVER_DECODE_SLOTS,
     show_default=True,
     help="Uploads decoded at once; with --max-pixels this bounds the server's memory.",
 )

@@ -8,17 +8,31 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-IMAGE_SIZE = 28
+from aesearch import defaults
+
+IMAGE_SIZE = defaults.IMAGE_SIZE
 C1, C2 = 32, 64  # channels after the first and the second convolution
 GRID = IMAGE_SIZE // 4  # 7: the spatial size after two stride-2 convolutions
 FLAT = C2 * GRID * GRID  # 3136
+
+# Patch layout (see network.py): pixel (h, w) with h = 4k + 2r + p and w = 4l + 2s + q sits at
+# (k, l, r, s, p, q). An image viewed as (B, k, r, p, l, s, q) goes to patch layout by TO_PATCHES,
+# and back by FROM_PATCHES; the PyTorch model and the NumPy runtime both use these.
+PIXEL_AXES = (GRID, 2, 2, GRID, 2, 2)  # (k, r, p, l, s, q)
+TO_PATCHES = (0, 1, 4, 2, 5, 3, 6)  # (B, k, r, p, l, s, q) -> (B, k, l, r, s, p, q)
+FROM_PATCHES = (0, 1, 3, 5, 2, 4, 6)  # (B, k, l, r, s, p, q) -> (B, k, r, p, l, s, q)
+# The weights in patch layout, from the state_dict's shapes (identical in both implementations):
+W2_TO_PATCHES = (0, 2, 3, 1)  # conv (out, in, r, s) -> (out, r, s, in)
+W3_TO_PATCHES = (0, 2, 3, 1)  # linear (z, c, k, l) -> (z, k, l, c)
+W4_TO_PATCHES = (1, 2, 0, 3)  # linear (c, k, l, z) -> (k, l, c, z)
+B4_TO_PATCHES = (1, 2, 0)  # its bias (c, k, l) -> (k, l, c)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild an AutoEncoder; stored in every checkpoint."""
 
-    z_size: int = 314
+    z_size: int = defaults.Z_SIZE
     negative_slope: float = 0.01  # LeakyReLU slope: PyTorch's default, as in the seed
 
     def __post_init__(self) -> None:

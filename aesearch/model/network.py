@@ -18,7 +18,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aesearch.model.architecture import C1, C2, FLAT, GRID, IMAGE_SIZE, ModelConfig, parameter_shapes
+from aesearch.model.architecture import (
+    B4_TO_PATCHES,
+    C1,
+    C2,
+    FLAT,
+    FROM_PATCHES,
+    GRID,
+    IMAGE_SIZE,
+    PIXEL_AXES,
+    TO_PATCHES,
+    W2_TO_PATCHES,
+    W3_TO_PATCHES,
+    W4_TO_PATCHES,
+    ModelConfig,
+    parameter_shapes,
+)
 
 __all__ = ["AutoEncoder", "ModelConfig", "from_patch_layout", "parameter_shapes", "to_patch_layout"]
 
@@ -77,8 +92,8 @@ class AutoEncoder(nn.Module):
         b, slope = xp.shape[0], self.config.negative_slope
         conv1, conv2, linear = self.encoder[0], self.encoder[2], self.encoder[5]
         w1 = conv1.weight.reshape(C1, 4)  # (out, p*q)
-        w2 = conv2.weight.permute(0, 2, 3, 1).reshape(C2, 4 * C1)  # (out, r*s*in)
-        w3 = linear.weight.unflatten(1, (C2, GRID, GRID)).permute(0, 2, 3, 1).flatten(1)  # (z, k*l*c)
+        w2 = conv2.weight.permute(W2_TO_PATCHES).reshape(C2, 4 * C1)  # (out, r*s*in)
+        w3 = linear.weight.unflatten(1, (C2, GRID, GRID)).permute(W3_TO_PATCHES).flatten(1)  # (z, k*l*c)
         h = F.leaky_relu(xp.reshape(b * 196, 4) @ w1.t(), slope)  # (B*7*7*2*2, 32)
         h = F.leaky_relu(h.view(b * 49, 4 * C1) @ w2.t(), slope)  # (B*7*7, 64)
         return F.leaky_relu(F.linear(h.view(b, FLAT), w3, linear.bias), slope)  # (B, z)
@@ -87,9 +102,9 @@ class AutoEncoder(nn.Module):
         """(B, z_size) -> (B, 7, 7, 2, 2, 2, 2) patch-layout images; equal to decode()."""
         b, slope = z.shape[0], self.config.negative_slope
         linear, convt1, convt2 = self.decoder[0], self.decoder[3], self.decoder[5]
-        w4 = linear.weight.unflatten(0, (C2, GRID, GRID)).permute(1, 2, 0, 3).flatten(0, 2)  # (k*l*c, z)
-        b4 = linear.bias.view(C2, GRID, GRID).permute(1, 2, 0).flatten()
-        w5 = convt1.weight.permute(0, 2, 3, 1).reshape(C2, 4 * C1)  # (in, r*s*out)
+        w4 = linear.weight.unflatten(0, (C2, GRID, GRID)).permute(W4_TO_PATCHES).flatten(0, 2)  # (k*l*c, z)
+        b4 = linear.bias.view(C2, GRID, GRID).permute(B4_TO_PATCHES).flatten()
+        w5 = convt1.weight.permute(W2_TO_PATCHES).reshape(C2, 4 * C1)  # (in, r*s*out)
         w6 = convt2.weight.reshape(C1, 4)  # (in, p*q)
         h = F.leaky_relu(F.linear(z, w4, b4), slope)  # (B, 7*7*64)
         h = F.leaky_relu(h.view(b * 49, C2) @ w5, slope)  # (B*7*7, 2*2*32)
@@ -103,11 +118,10 @@ class AutoEncoder(nn.Module):
 def to_patch_layout(images: torch.Tensor) -> torch.Tensor:
     """(B, [1,] 28, 28) -> (B, 7, 7, 2, 2, 2, 2): pixel (4k+2r+p, 4l+2s+q) goes to (k, l, r, s, p, q)."""
     b = images.shape[0]
-    # (B, k, r, p, l, s, q) -> (B, k, l, r, s, p, q)
-    return images.reshape(b, GRID, 2, 2, GRID, 2, 2).permute(0, 1, 4, 2, 5, 3, 6).contiguous()
+    return images.reshape(b, *PIXEL_AXES).permute(TO_PATCHES).contiguous()
 
 
 def from_patch_layout(patches: torch.Tensor) -> torch.Tensor:
     """(B, 7, 7, 2, 2, 2, 2) -> (B, 1, 28, 28), the inverse of to_patch_layout."""
     b = patches.shape[0]
-    return patches.permute(0, 1, 3, 5, 2, 4, 6).reshape(b, 1, IMAGE_SIZE, IMAGE_SIZE)
+    return patches.permute(FROM_PATCHES).reshape(b, 1, IMAGE_SIZE, IMAGE_SIZE)

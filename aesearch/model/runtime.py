@@ -12,7 +12,21 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from aesearch.model.architecture import C1, C2, FLAT, GRID, IMAGE_SIZE, ModelConfig
+from aesearch.model.architecture import (
+    B4_TO_PATCHES,
+    C1,
+    C2,
+    FLAT,
+    FROM_PATCHES,
+    GRID,
+    IMAGE_SIZE,
+    PIXEL_AXES,
+    TO_PATCHES,
+    W2_TO_PATCHES,
+    W3_TO_PATCHES,
+    W4_TO_PATCHES,
+    ModelConfig,
+)
 from aesearch.model.checkpoint import Checkpoint
 from aesearch.rowwise import map_blocks, matmul
 
@@ -29,16 +43,16 @@ class NumpyAutoEncoder:
             return np.ascontiguousarray(array, dtype=f32)
 
         self._w1 = arranged(weights["encoder.0.weight"].reshape(C1, 4).T)  # (p*q, 32)
-        self._w2 = arranged(weights["encoder.2.weight"].transpose(0, 2, 3, 1).reshape(C2, 4 * C1).T)  # (r*s*c, 64)
+        self._w2 = arranged(weights["encoder.2.weight"].transpose(W2_TO_PATCHES).reshape(C2, 4 * C1).T)  # (r*s*c, 64)
         self._w3 = arranged(
-            weights["encoder.5.weight"].reshape(z, C2, GRID, GRID).transpose(0, 2, 3, 1).reshape(z, FLAT).T
+            weights["encoder.5.weight"].reshape(z, C2, GRID, GRID).transpose(W3_TO_PATCHES).reshape(z, FLAT).T
         )
         self._b3 = arranged(weights["encoder.5.bias"])
         self._w4 = arranged(
-            weights["decoder.0.weight"].reshape(C2, GRID, GRID, z).transpose(1, 2, 0, 3).reshape(FLAT, z).T
+            weights["decoder.0.weight"].reshape(C2, GRID, GRID, z).transpose(W4_TO_PATCHES).reshape(FLAT, z).T
         )
-        self._b4 = arranged(weights["decoder.0.bias"].reshape(C2, GRID, GRID).transpose(1, 2, 0).reshape(FLAT))
-        self._w5 = arranged(weights["decoder.3.weight"].transpose(0, 2, 3, 1).reshape(C2, 4 * C1))  # (in, r*s*out)
+        self._b4 = arranged(weights["decoder.0.bias"].reshape(C2, GRID, GRID).transpose(B4_TO_PATCHES).reshape(FLAT))
+        self._w5 = arranged(weights["decoder.3.weight"].transpose(W2_TO_PATCHES).reshape(C2, 4 * C1))  # (in, r*s*out)
         self._w6 = arranged(weights["decoder.5.weight"].reshape(C1, 4))  # (in, p*q)
 
     @classmethod
@@ -83,8 +97,7 @@ class NumpyAutoEncoder:
 
     def _encode_chunk(self, images: np.ndarray) -> np.ndarray:
         n = len(images)
-        # (n, k, r, p, l, s, q) -> (n, k, l, r, s, p, q): pixel (4k+2r+p, 4l+2s+q), as in network.py
-        patches = images.reshape(n, GRID, 2, 2, GRID, 2, 2).transpose(0, 1, 4, 2, 5, 3, 6).reshape(n * 196, 4)
+        patches = images.reshape(n, *PIXEL_AXES).transpose(TO_PATCHES).reshape(n * 196, 4)  # (n*7*7*2*2, 2*2)
         h = self._leaky(matmul(patches, self._w1))  # (n*7*7*2*2, 32)
         h = self._leaky(matmul(h.reshape(n * 49, 4 * C1), self._w2))  # (n*7*7, 64)
         return self._leaky(matmul(h.reshape(n, FLAT), self._w3) + self._b3)  # (n, z)
@@ -94,9 +107,7 @@ class NumpyAutoEncoder:
         h = self._leaky(matmul(z, self._w4) + self._b4)  # (n, 7*7*64)
         h = self._leaky(matmul(h.reshape(n * 49, C2), self._w5))  # (n*7*7, 2*2*32)
         logits = matmul(h.reshape(n * 196, C1), self._w6)  # (n*7*7*2*2, 2*2)
-        out = (
-            logits.reshape(n, GRID, GRID, 2, 2, 2, 2).transpose(0, 1, 3, 5, 2, 4, 6).reshape(n, IMAGE_SIZE, IMAGE_SIZE)
-        )
+        out = logits.reshape(n, GRID, GRID, 2, 2, 2, 2).transpose(FROM_PATCHES).reshape(n, IMAGE_SIZE, IMAGE_SIZE)
         return _sigmoid(out)
 
     def _leaky(self, x: np.ndarray) -> np.ndarray:

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from aesearch import defaults
 from aesearch.errors import InvalidArgumentError
+from aesearch.model.architecture import ModelConfig
 from aesearch.model.checkpoint import Checkpoint, load_checkpoint
 from aesearch.model.runtime import NumpyAutoEncoder
 from aesearch.search.engine import DEFAULT_INDEX_DIR
@@ -20,10 +22,8 @@ SPLITS = ("train", "test")
 # of the training images: cosine similarity after PCA whitening with shrinkage.
 DEFAULT_METRIC = "cosine"
 DEFAULT_TRANSFORM = "whiten"
-DEFAULT_WHITEN_SHRINKAGE = 0.03
-# The top 192 principal axes: validation P@10 0.8411 against 0.8415 with all 314, for 40% less
-# scanning per query (scripts/ablation_retrieval.py).
-DEFAULT_WHITEN_DIMS = 192
+DEFAULT_WHITEN_SHRINKAGE = defaults.WHITEN_SHRINKAGE  # why these values: aesearch/defaults.py
+DEFAULT_WHITEN_DIMS = defaults.WHITEN_DIMS
 # A bundle's bytes per image: image 784, pooled z 1,256, whitened vector 768, records ~60; checked
 # free before the encoding starts, not found missing after it.
 _BYTES_PER_IMAGE = 3_000
@@ -77,7 +77,10 @@ def build_index(
     params = {"whiten_shrinkage": whiten_shrinkage, "whiten_dims": whiten_dims} if transform == "whiten" else {}
     spec = IndexSpec(index_type, metric, params, transform)
     checkpoint = load_checkpoint(model) if model is not None else None
-    check_index_type(index_type, checkpoint.model_config.z_size if checkpoint else 314)
+    z_size = checkpoint.model_config.z_size if checkpoint else ModelConfig().z_size
+    # The index holds the vectors as searched: after whitening, whiten_dims of them (PQ32 is valid
+    # at 192 dimensions though not at 314; PQ157 the other way round).
+    check_index_type(index_type, min(whiten_dims or z_size, z_size) if transform == "whiten" else z_size)
     if index_dir.exists() and not index_dir.is_dir():
         raise InvalidArgumentError(f"{index_dir} is a file: give a folder for the index (--index-dir)")
     check_writable(index_dir / "manifest.json", own_folder=True, need_bytes=_BYTES_PER_IMAGE * 70_000)
@@ -198,7 +201,7 @@ def encode_all(
     shifts: Sequence[Sequence[int]] = ((0, 0),),
     *,
     progress: bool = True,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """(n, 28, 28) uint8 -> (z, vectors): the encoder's outputs and the vectors to index (z averaged
     over shifts), both (n, z_size) float32, with a progress bar."""
     from tqdm.auto import tqdm

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from aesearch import defaults
 from aesearch.errors import BundleError, InvalidArgumentError
 from aesearch.model.runtime import NumpyAutoEncoder
 from aesearch.search.feedback import Feedback
@@ -25,7 +26,7 @@ from aesearch.store.bundle import Bundle, load_bundle
 if TYPE_CHECKING:
     from aesearch.search.explain import Explanation
 
-DEFAULT_INDEX_DIR = Path("indexes/fashion-mnist")
+DEFAULT_INDEX_DIR = defaults.INDEX_DIR
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from aesearch import defaults
 from aesearch.errors import ImageError, reason
 
-SIZE = 28
-DEFAULT_MAX_PIXELS = 50_000_000  # ~7000 x 7000; decompression bombs are refused before decoding
+SIZE = defaults.IMAGE_SIZE
+DEFAULT_MAX_PIXELS = defaults.MAX_PIXELS  # decompression bombs are refused before decoding
 TRIM_THRESHOLD = 0.05  # Fashion-MNIST's own trimming threshold: 5% away from the background
 _WORKING_SIZE = 1024  # larger images are shrunk to this before the float work; 28 px is the goal
 

@@ -20,6 +20,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from aesearch import defaults
 from aesearch.errors import InvalidArgumentError
 from aesearch.model.checkpoint import Checkpoint, save_checkpoint
 from aesearch.model.network import AutoEncoder, ModelConfig, from_patch_layout, to_patch_layout
@@ -44,7 +45,7 @@ class TrainConfig:
     mask: float = 0.0  # fraction of input pixels set to 0
     shift: int = 0  # inputs translated by up to this many pixels (one random shift per batch)
     corrupt_until: float = 1.0  # corruption applies for this fraction of the epochs, then clean training
-    z_size: int = 314
+    z_size: int = defaults.Z_SIZE
     seed: int = 0
     device: str = "auto"
     precision: Precision = "auto"
