@@ -102,7 +102,10 @@ def main() -> None:
 
         import faiss
 
-        index, prepared = engine.index.parts[0].index.index, engine.index.search_space(z)
+        try:
+            index, prepared = engine.index.parts[0].index.index, engine.index.search_space(z)
+        except AttributeError:  # aesearch 0.1 (one index per bundle): for side-by-side comparisons
+            index, prepared = engine.bundle.index.index, engine.bundle.index.search_space(z)
         found = faiss.omp_get_max_threads()
         for threads in (1, len(os.sched_getaffinity(0))):
             faiss.omp_set_num_threads(threads)
