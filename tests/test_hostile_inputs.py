@@ -209,3 +209,19 @@ def test_os_errors_during_a_command_are_one_line(tiny_bundle, monkeypatch):
     result = CliRunner().invoke(cli, ["query", "--id", "1", "--index-dir", str(tiny_bundle), "--out", "q.png"])
     assert result.exit_code == 1 and "No space left on device" in result.output
     assert len(result.output.strip().splitlines()) == 1 and "odd.png" in result.output
+
+
+def test_index_type_is_checked_on_the_whitened_dimension(tiny_bundle, tmp_path, monkeypatch):
+    """PQ157 divides 314 but not the 192 whitened axes the index holds; PQ32 the other way round."""
+    from aesearch.errors import DataNotFoundError
+    from aesearch.pipelines.build import build_index
+    from aesearch.sources import fashion_mnist
+
+    monkeypatch.setattr(fashion_mnist, "_download", lambda target: False)
+    model = next(tiny_bundle.rglob("model.safetensors"))
+    with pytest.raises(InvalidArgumentError, match="FAISS refuses index type 'PQ157' for 192-dimensional"):
+        build_index(tmp_path / "a", model=model, index_type="PQ157", transform="whiten", whiten_dims=192,
+                    data_dir=tmp_path / "none", log=None)  # fmt: skip
+    with pytest.raises(DataNotFoundError):  # accepted: the build goes on to look for the data
+        build_index(tmp_path / "b", model=model, index_type="PQ32", transform="whiten", whiten_dims=192,
+                    data_dir=tmp_path / "none", log=None)  # fmt: skip
