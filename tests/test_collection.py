@@ -235,7 +235,7 @@ def test_the_server_serves_an_update_without_a_restart(tmp_path, model):
     folder = write_image_folder(tmp_path / "pics")
     index = tmp_path / "idx"
     build(folder.root, index, model)
-    client = TestClient(create_app(index))
+    client = TestClient(create_app(index), base_url="http://localhost")
     health = client.get("/api/health").json()
     assert health["count"] == len(folder.images)
     new = png_bytes(synthetic_images(1, seed=44)[0])
