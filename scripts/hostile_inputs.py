@@ -5,7 +5,8 @@
 Run it with PYTHONPATH pointing at another checkout to compare versions: it uses the public API,
 the `aesearch` command (as `python -m aesearch`) and `aesearch serve` over HTTP only. Each case is
 judged as one of
-  ok         a right answer, or a one-line error with a non-zero exit (CLI) or a 4xx (server)
+  ok         a right answer, or a one-line error with a non-zero exit (CLI) or a 4xx (server); for
+             files that are off-spec but readable (a tRNS chunk of the wrong length) either
   traceback  the CLI printed a Python traceback
   raw        the Python API raised something other than aesearch's own errors
   500        the server answered 500 (or dropped the connection)
@@ -43,6 +44,8 @@ except ImportError:  # pragma: no cover
     AesearchError = Exception
 
 GIB = 1024**3
+WORKS = ("good.png", "int32.tiff", "one-pixel.png")  # the files that must give a result
+EITHER = ("bad-tRNS.png",)  # off-spec but readable: a result or a one-line error are both right
 
 
 def _png(array: np.ndarray, **options) -> bytes:
@@ -102,6 +105,11 @@ def make_files(folder: Path, engine: SearchEngine) -> dict[str, Path]:
     return paths
 
 
+def _expect(name: str) -> bool | None:
+    """True: must give a result; False: must be refused; None: either."""
+    return True if name in WORKS else None if name in EITHER else False
+
+
 def _jpeg(image: np.ndarray) -> bytes:
     out = io.BytesIO()
     Image.fromarray(image).save(out, format="JPEG")
@@ -120,8 +128,7 @@ def _tiff(image: Image.Image) -> bytes:
 def cli_cases(files: dict[str, Path], index_dir: str, tmp: Path) -> list[tuple[str, list[str], bool]]:
     """(name, arguments, should it succeed)."""
     q = ["query", "--index-dir", index_dir, "-k", "3", "--json"]
-    cases = [(f"query {name!r}", [*q, str(path)], name in ("good.png", "int32.tiff", "one-pixel.png"))
-             for name, path in files.items()]  # fmt: skip
+    cases = [(f"query {name!r}", [*q, str(path)], _expect(name)) for name, path in files.items()]
     good = str(files["good.png"])
     cases += [
         ("query -k 0", [*q[:-3], "-k", "0", good], False),
@@ -148,6 +155,8 @@ def run_cli(cases, env) -> Counter:
         err = done.stderr.strip()
         if "Traceback" in err:
             verdict = "traceback"
+        elif should_work is None and done.returncode == 0:
+            verdict = "ok" if _finite_json(done.stdout) else "wrong"
         elif should_work:
             verdict = "ok" if done.returncode == 0 and _finite_json(done.stdout) else "wrong"
         else:
@@ -181,8 +190,7 @@ def api_cases(files: dict[str, Path], engine: SearchEngine) -> list[tuple[str, o
     nan[5, 5] = np.nan
     lazy = Image.open(io.BytesIO(good.read_bytes()[:-40]))
     z = engine.encode(image[None])
-    cases = [(f"query {name!r}", (lambda p=path: engine.query(p, k=3)), name in ("good.png", "int32.tiff",
-              "one-pixel.png")) for name, path in files.items()]  # fmt: skip
+    cases = [(f"query {name!r}", (lambda p=path: engine.query(p, k=3)), _expect(name)) for name, path in files.items()]
     cases += [
         ("lazy damaged PIL image", lambda: engine.query(lazy, k=3), False),
         ("NaN array", lambda: engine.query(nan, k=3), False),
@@ -218,12 +226,12 @@ def run_api(cases) -> Counter:
         try:
             result = call()
         except AesearchError as exc:
-            verdict = "wrong" if should_work or "\n" in str(exc) else "ok"
+            verdict = "wrong" if should_work or "\n" in str(exc) else "ok"  # None (either): an error is fine
             detail = str(exc)[:90]
         except Exception as exc:
             verdict, detail = "raw", f"{type(exc).__name__}: {str(exc)[:80]}"
         else:
-            verdict = "ok" if should_work and _finite(result) else "wrong"
+            verdict = "ok" if should_work is not False and _finite(result) else "wrong"
             detail = "returned a result" if not should_work else "non-finite result"
         counts[verdict] += 1
         if verdict != "ok":
@@ -312,9 +320,12 @@ def run_server(files: dict[str, Path], engine: SearchEngine, index_dir: str, env
             if not _is_file(path):
                 continue
             status, _, body = server.upload(path.read_bytes(), name=name.replace("\n", " ")[:60])
-            should_work = name in ("good.png", "int32.tiff", "one-pixel.png")
+            should_work = _expect(name)
             if status >= 500 or status == 0:
                 judge(f"upload {name!r}", "500", f"{status}")
+            elif should_work is None:
+                right = (status == 200 and _finite_json(body.decode())) or 400 <= status < 500
+                judge(f"upload {name!r}", "ok" if right else "wrong", f"{status}")
             elif should_work:
                 right = status == 200 and _finite_json(body.decode())
                 judge(f"upload {name!r}", "ok" if right else "wrong", f"{status}")
@@ -351,13 +362,15 @@ def run_server(files: dict[str, Path], engine: SearchEngine, index_dir: str, env
             found = list(pool.map(ask, bodies))
         figures["dataset uploads at distance 0"] = f"{sum(found)} of {len(found)}"
         judge("dataset images at distance 0", "ok" if all(found) else "wrong", f"{sum(found)} of {len(found)}")
-        # Memory: 12 uploads at once of a large blank canvas (a few KB each).
-        canvas = _png(np.full((7000, 7000), 255, np.uint8))
+        # Memory: 12 uploads at once of a large blank RGBA canvas (a few KB each, 16 megapixels:
+        # under both versions' pixel limits, so each is decoded).
+        canvas = _png(np.full((4000, 4000, 4), 255, np.uint8))
         before = server.peak_rss()
         with ThreadPoolExecutor(12) as pool:
             statuses = list(pool.map(lambda _: server.upload(canvas)[0], range(12)))
         peak = server.peak_rss()
-        figures["server peak memory, 12 blank 49 MP canvases (MiB)"] = f"{before / 2**20:.0f} -> {peak / 2**20:.0f}"
+        key = "server peak memory, 12 blank 16 MP RGBA canvases at once (MiB)"
+        figures[key] = f"{before / 2**20:.0f} -> {peak / 2**20:.0f}"
         bounded = peak < GIB and 0 not in statuses
         judge("12 large canvases at once", "ok" if bounded else "wrong", f"{peak / 2**20:.0f} MiB")
     finally:
