@@ -6,6 +6,7 @@ import io
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -111,12 +112,31 @@ def test_a_dataset_image_finds_itself_at_distance_zero_on_any_thread(client, eng
     assert all(i == found and distance == 0.0 for i, found, distance in answers), answers
 
 
-def test_decode_slots_bound_concurrent_decodes():
-    slots = DecodeSlots(1, wait_s=0.05)
-    with slots.slot(), pytest.raises(Busy, match="busy"), slots.slot():
-        pass
-    with slots.slot():  # released again
-        pass
+def test_decodes_run_on_the_slots_threads_only_and_a_long_wait_is_refused():
+    import threading
+
+    slots = DecodeSlots(2, wait_s=0.2)
+    names: set[str] = set()
+    release = threading.Event()
+
+    def work() -> str:
+        names.add(threading.current_thread().name)
+        release.wait(2)
+        return "done"
+
+    with ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(slots.run, work) for _ in range(6)]
+        time.sleep(0.5)
+        release.set()
+        outcomes = []
+        for future in futures:
+            try:
+                outcomes.append(future.result())
+            except Busy:
+                outcomes.append("busy")
+    assert len(names) <= 2 and all(name.startswith("aesearch-decode") for name in names)
+    assert outcomes.count("done") >= 2 and "busy" in outcomes
+    assert slots.run(lambda: 7) == 7  # free again
 
 
 def test_a_stalled_body_is_cut_off_with_408(engine):

@@ -121,9 +121,8 @@ def create_app(
         if k > len(engine):
             raise InvalidArgumentError(f"k must be an integer from 1 to {len(engine)}, got {k}")
         filename = (image.filename or "")[:_ECHO]
-        with slots.slot():
-            data = image.file.read()
-            result = engine.query(data, k, max_pixels=max_pixels, name=f"uploaded file {filename}".rstrip())
+        name = f"uploaded file {filename}".rstrip()
+        result = slots.run(lambda: engine.query(image.file.read(), k, max_pixels=max_pixels, name=name))
         result = steering.steer(engine, result, more=more, less=less)  # feedback marks, if any
         return {
             "query": filename,
