@@ -23,7 +23,7 @@ def engine(tiny_bundle):
 
 @pytest.fixture(scope="module")
 def client(tiny_bundle, engine):
-    return TestClient(create_app(tiny_bundle, engine=engine))
+    return TestClient(create_app(tiny_bundle, engine=engine), base_url="http://localhost")
 
 
 def post(client, image, **params):
