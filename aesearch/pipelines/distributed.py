@@ -120,7 +120,7 @@ def cluster_encoder(
     with contextlib.ExitStack() as stack:
         if address == "local":
             cluster = stack.enter_context(
-                LocalCluster(n_workers=LOCAL_WORKERS, threads_per_worker=1, processes=True, dashboard_address=None)
+                LocalCluster(n_workers=LOCAL_WORKERS, threads_per_worker=1, processes=True, dashboard_address=":0")
             )
             client = stack.enter_context(Client(cluster))
         else:
