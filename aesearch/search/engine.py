@@ -161,12 +161,14 @@ class SearchEngine:
         return self.bundle.image(self._check_id(id))
 
     def hit(self, id: int, *, rank: int = 0, distance: float = 0.0) -> Hit:
-        record = self.bundle.records([self._check_id(id)])[0]
+        number, row = self._locate(id)  # one lookup serves the record and the path
+        segment = self.bundle.segments[number]
+        record = segment.records[row]
         label = int(record["label"])
         return Hit(
             rank=rank, id=int(id), label=label, label_name=self.bundle.class_names[label] if label >= 0 else None,
             split=self.bundle.split_names[int(record["split"])], position=int(record["position"]),
-            distance=float(distance), path=self.bundle.path_of(int(id)),
+            distance=float(distance), path=segment.path(row),
         )  # fmt: skip
 
     # --- changing the collection (each call publishes a new state atomically; see pipelines/update.py) ---
@@ -302,7 +304,12 @@ class SearchEngine:
         return array
 
     def _check_id(self, id: int) -> int:
+        self._locate(id)
+        return int(id)
+
+    def _locate(self, id: int) -> tuple[int, int]:
+        """(segment number, row) of a live id; one line naming the id if it is not in the bundle."""
         if isinstance(id, bool) or not isinstance(id, int | np.integer):
             raise InvalidArgumentError(f"an image id must be an integer, got {id!r}")
-        self.bundle.locate([id])  # one line naming the id if it is not in the bundle
-        return int(id)
+        (number,), (row,) = self.bundle.locate([id])
+        return int(number), int(row)
