@@ -36,8 +36,8 @@ SPEC = IndexSpec("flat", "cosine", {"whiten_shrinkage": 0.03, "whiten_dims": 192
 def write_folder(out: Path) -> None:
     data = load_fashion_mnist(download=False)
     names = [n.replace("/", "-").replace(" ", "-") for n in data.class_names]
-    images = np.concatenate([data.train.images.numpy(), data.test.images.numpy()])
-    labels = np.concatenate([data.train.labels.numpy(), data.test.labels.numpy()])
+    images = np.concatenate([data.train.images, data.test.images])
+    labels = np.concatenate([data.train.labels, data.test.labels])
     for n, (image, label) in enumerate(zip(images, labels, strict=True)):
         path = out / names[label] / f"{'train' if n < 60_000 else 'test'}-{n:05d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,7 +109,7 @@ def collection_benchmark(args) -> None:
     data = load_fashion_mnist(download=False)
     extra = folder / "added"
     extra.mkdir(exist_ok=True)
-    for n, image in enumerate(data.test.images.numpy()[:1000]):
+    for n, image in enumerate(data.test.images[:1000]):
         Image.fromarray(image[:, ::-1]).save(extra / f"mirrored-{n:04d}.png", compress_level=1)
     report, added = timed("sync after adding 1,000 files", sync, index)
     assert len(report.added) == 1000, report.summary()
@@ -129,10 +129,10 @@ def collection_benchmark(args) -> None:
     for n in range(10):  # ten updates of ten files each
         part = folder / f"update-{n}"
         part.mkdir(exist_ok=True)
-        for m, image in enumerate(data.test.images.numpy()[1000 + 10 * n : 1010 + 10 * n]):
+        for m, image in enumerate(data.test.images[1000 + 10 * n : 1010 + 10 * n]):
             Image.fromarray(image[::-1]).save(part / f"flipped-{m}.png")
         sync(index)
-    ratio = latency(fresh, index, data.test.images.numpy()[5000:5300])
+    ratio = latency(fresh, index, data.test.images[5000:5300])
     for n in range(10):
         shutil.rmtree(folder / f"update-{n}")
     print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (a shared machine); build {build:.1f} s; "
@@ -153,7 +153,7 @@ def train_sizes(args) -> None:
     from aesearch.training.train import TrainConfig, fit, to_checkpoint
 
     data = load_fashion_mnist(download=False)
-    queries, query_labels = data.test.images.numpy()[:2000], data.test.labels.numpy()[:2000]
+    queries, query_labels = data.test.images[:2000], data.test.labels[:2000]
 
     def p_at_10(checkpoint, images, labels) -> float:
         model = NumpyAutoEncoder.from_checkpoint(checkpoint)
@@ -171,8 +171,8 @@ def train_sizes(args) -> None:
         torch.manual_seed(0)
         trained = to_checkpoint(fit(TrainConfig.for_recipe("default"), split, progress=False, log=None))
         seconds = time.perf_counter() - start
-        own = p_at_10(trained, x.numpy(), y.numpy())
-        other = p_at_10(reused, x.numpy(), y.numpy())
+        own = p_at_10(trained, x, y)
+        other = p_at_10(reused, x, y)
         print(
             f"{size:>7,} images: trained on them P@10 {own:.4f} ({seconds:.0f} s), Fashion-MNIST model {other:.4f}",
             flush=True,
@@ -189,7 +189,7 @@ def main() -> None:
     args = parser.parse_args()
     Path(args.work).mkdir(parents=True, exist_ok=True)
     if args.latency_only:
-        queries = load_fashion_mnist(download=False).test.images.numpy()[5000:5300]
+        queries = load_fashion_mnist(download=False).test.images[5000:5300]
         latency(Path(args.work) / "fresh-copy", Path(args.work) / "collection", queries)
     else:
         train_sizes(args) if args.train_sizes else collection_benchmark(args)

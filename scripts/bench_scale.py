@@ -86,7 +86,7 @@ def search_figures(bundle: Path) -> dict:
     manifest = engine.manifest
     (segment,) = engine.bundle.segments
     n = segment.count
-    queries = load_fashion_mnist().test.images.numpy()[:1000]  # held out: the collections come from train
+    queries = load_fashion_mnist().test.images[:1000]  # held out: the collections come from train
 
     vectors = engine.encode(queries)
     _, found = engine.search(vectors, 10)
