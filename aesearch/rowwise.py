@@ -33,7 +33,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 SLAB = 8  # rows per BLAS call: every row goes through the same kernel
-BLOCK = 256  # rows per thread's work item: the first layer's activations stay in cache
+# Rows per thread's work item. Small enough that its temporaries (~0.8 MB at 32 rows) are reused
+# from malloc's heap: at 256 rows (6 MB each) glibc sometimes maps and unmaps them on every call,
+# and the page faults cost as much as the arithmetic (scripts/bench_encode.py). Rows are independent
+# of blocks (slabs), so the vectors are the same for any BLOCK.
+BLOCK = 32
 SMALL_BATCH = 16  # below this many rows, one thread is faster than several
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
