@@ -204,7 +204,22 @@ def tune_streamed(
 def read_index(path: str | Path, *, mmap: bool) -> faiss.Index:
     """Read an index file; IVF indexes memory-mapped (their lists stay on disk until probed)."""
     flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
-    return faiss.read_index(str(path), flags)
+    index = faiss.read_index(str(path), flags)
+    if mmap:
+        _no_prefetch_threads(index)
+    return index
+
+
+def _no_prefetch_threads(index: faiss.Index) -> None:
+    """Memory-mapped lists (OnDiskInvertedLists) start prefetch threads on every search, to touch the
+    probed lists in parallel: ~2.2 ms per single query here, ten times the search itself (70,000
+    vectors, nprobe 64: 2.4 ms against 0.16 ms with none). The page cache serves the lists as well."""
+    try:
+        lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
+    except RuntimeError:  # not an IVF
+        return
+    if hasattr(lists, "prefetch_nthread"):
+        lists.prefetch_nthread = 0
 
 
 def _without(rows: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
