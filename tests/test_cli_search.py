@@ -80,7 +80,7 @@ def test_build_index_with_a_given_model(fake_data_dir, tmp_path):
     bundle = load_bundle(index_dir)
     manifest = bundle.manifest
     assert manifest["count"] == 70_000 and manifest["split_sizes"] == {"train": 60_000, "test": 10_000}
-    assert manifest["index_type"] == "flat" and manifest["metric"] == "cosine"
+    assert manifest["index_type"] == "ivf" and manifest["metric"] == "cosine"  # 70,000 vectors: auto picks IVF
     records = bundle.records([59_999, 60_000, 60_001])
     assert list(records["split"]) == [0, 1, 1] and list(records["position"]) == [59_999, 0, 1]
     assert list(records["id"]) == [59_999, 60_000, 60_001]

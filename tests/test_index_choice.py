@@ -7,7 +7,7 @@ import pytest
 from aesearch.errors import InvalidArgumentError
 from aesearch.search.index_choice import (
     DEFAULT_MAX_INDEX_MEMORY,
-    EXACT_MAX,
+    EXACT_MAX_SCAN,
     MAX_NLIST,
     choose_index,
     ivf_lists,
@@ -18,9 +18,10 @@ from aesearch.search.index_choice import (
 @pytest.mark.parametrize(
     ("n", "budget", "kind"),
     [
-        (70_000, DEFAULT_MAX_INDEX_MEMORY, "flat"),
-        (EXACT_MAX, DEFAULT_MAX_INDEX_MEMORY, "flat"),
-        (EXACT_MAX + 1, DEFAULT_MAX_INDEX_MEMORY, "ivf"),
+        (10_000, DEFAULT_MAX_INDEX_MEMORY, "flat"),
+        (EXACT_MAX_SCAN // 192, DEFAULT_MAX_INDEX_MEMORY, "flat"),
+        (EXACT_MAX_SCAN // 192 + 1, DEFAULT_MAX_INDEX_MEMORY, "ivf"),
+        (70_000, DEFAULT_MAX_INDEX_MEMORY, "ivf"),  # Fashion-MNIST: a full scan is most of a query
         (1_000_000, DEFAULT_MAX_INDEX_MEMORY, "IVF4096,PQ64"),
         (10_000_000, DEFAULT_MAX_INDEX_MEMORY, "IVF4096,PQ16"),
         (10_000_000, parse_memory("1G"), "IVF4096,PQ64"),
@@ -29,7 +30,7 @@ from aesearch.search.index_choice import (
             70_000,
             parse_memory("40M"),
             "IVF1024,PQ64",
-        ),  # a budget too small for flat is respected below EXACT_MAX too
+        ),  # a budget too small for IVF-Flat gives PQ codes
     ],
 )
 def test_tier_follows_size_and_budget(n, budget, kind):
@@ -67,3 +68,8 @@ def test_parse_memory(text, value):
 def test_parse_memory_refuses_nonsense(text):
     with pytest.raises(InvalidArgumentError, match="cannot read memory size"):
         parse_memory(text)
+
+
+def test_exact_tier_is_bounded_by_the_floats_a_query_scans():
+    assert choose_index(15_000, 192).index_type == "flat"  # 2.9 M floats
+    assert choose_index(15_000, 314).index_type == "ivf"  # unwhitened z: 4.7 M floats per scan

@@ -52,7 +52,7 @@ def test_tuning_reaches_target_recall_with_reranking():
 def test_chosen_index_builds_streamed_and_loads_memory_mapped(tmp_path):
     n = 2000
     vectors = clustered(n)
-    choice = IndexChoice("ivf", {"nlist": 32})  # the middle tier (auto picks it above EXACT_MAX)
+    choice = IndexChoice("ivf", {"nlist": 32})  # the middle tier (auto picks it above EXACT_MAX_SCAN floats)
     index = build_streamed(choice, 32, n, vectors, np.array_split(vectors, 3))
     assert index.ntotal == n
     faiss.write_index(index, str(tmp_path / "index.faiss"))

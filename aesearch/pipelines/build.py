@@ -121,9 +121,6 @@ def build_index(
         index_dir, checkpoint=checkpoint, images=images, records=records, info=info, spec=spec,
         shifts=embedding_shifts, progress=progress, log=log, stream=stream,
     )  # fmt: skip
-    if log:
-        kind = manifest["index_type"]
-        log(f"Index written to {index_dir} ({manifest['count']:,} images, {kind}, {metric}, {transform})")
     return manifest
 
 

@@ -158,7 +158,10 @@ def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, enco
     }
     manifest = writer.commit(fields)
     if log:
-        log(f"Index written to {index_dir} ({manifest['count']:,} images, {choice.index_type}: {choice.reason})")
+        log(
+            f"Index written to {index_dir} ({manifest['count']:,} images, {choice.index_type}, {options.metric}, "
+            f"{options.transform})"
+        )
     return manifest
 
 

@@ -3,8 +3,11 @@
 The tiers follow FAISS's guidelines ("Guidelines to choose an index") and autofaiss's heuristics,
 cut to what serves this project on a small machine:
 
-  * exact (flat) up to EXACT_MAX vectors: a full scan of 200,000 x 192 floats is a few ms on one
-    core and needs no tuning, and every answer is the true one;
+  * exact (flat) while a full scan stays under EXACT_MAX_SCAN floats (20,000 vectors of 192
+    dimensions): about 1 ms on one core here, no tuning, and every answer is the true one. Beyond
+    that the scan is most of a query: 70,000 x 192 took 3.4 ms quiet and 7-8 ms beside one busy
+    process per core, where an IVF-Flat tuned to recall@10 0.995 took 0.4 ms
+    (scripts/bench_query.py --load), so a single query's p50 under load fits 8 ms only with IVF;
   * IVF-Flat in the middle, while the full vectors fit the budget: k-means on a sample trains in
     seconds, recall is tuned with nprobe, and its inverted lists are memory-mapped on load
     (faiss.IO_FLAG_MMAP), so query and serve start in about a second. HNSW is as fast to query
@@ -32,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 
 from aesearch.errors import InvalidArgumentError
 
-EXACT_MAX = 200_000
+EXACT_MAX_SCAN = 4_000_000  # floats scanned per query by an exact index (16 MB: ~1 ms on one core)
 DEFAULT_MAX_INDEX_MEMORY = 256 * 2**20  # bytes; `--max-index-memory` changes it
 MAX_NLIST = 4096
 PQ_CODE_BYTES = (64, 48, 32, 24, 16, 8)  # PQ sub-quantizers of 8 bits: m bytes per vector
@@ -70,7 +73,7 @@ def choose_index(n: int, dim: int, max_memory: int = DEFAULT_MAX_INDEX_MEMORY) -
     full = 4 * dim  # bytes of one float32 vector
     budget = max_memory / max(n, 1)  # bytes per vector allowed
     budget_text = format_bytes(max_memory)
-    if n <= EXACT_MAX and full <= budget:
+    if n * dim <= EXACT_MAX_SCAN and full <= budget:
         return IndexChoice("flat", {}, full, f"{n:,} vectors: exact search is fast enough and needs no tuning")
     nlist = ivf_lists(n)
     centroids = nlist * full / max(n, 1)
