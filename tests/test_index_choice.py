@@ -22,14 +22,14 @@ from aesearch.search.index_choice import (
         (EXACT_MAX_SCAN // 192, DEFAULT_MAX_INDEX_MEMORY, "flat"),
         (EXACT_MAX_SCAN // 192 + 1, DEFAULT_MAX_INDEX_MEMORY, "ivf"),
         (70_000, DEFAULT_MAX_INDEX_MEMORY, "ivf"),  # Fashion-MNIST: a full scan is most of a query
-        (1_000_000, DEFAULT_MAX_INDEX_MEMORY, "IVF4096,PQ64"),
-        (10_000_000, DEFAULT_MAX_INDEX_MEMORY, "IVF4096,PQ16"),
-        (10_000_000, parse_memory("1G"), "IVF4096,PQ64"),
+        (1_000_000, DEFAULT_MAX_INDEX_MEMORY, "IVF4096,PQ96x4fs"),
+        (10_000_000, DEFAULT_MAX_INDEX_MEMORY, "IVF4096,PQ32x4fs"),
+        (10_000_000, parse_memory("1G"), "IVF4096,PQ96x4fs"),
         (1_000_000, parse_memory("2G"), "ivf"),
         (
             70_000,
             parse_memory("40M"),
-            "IVF1024,PQ64",
+            "IVF1024,PQ96x4fs",
         ),  # a budget too small for IVF-Flat gives PQ codes
     ],
 )
@@ -73,3 +73,8 @@ def test_parse_memory_refuses_nonsense(text):
 def test_exact_tier_is_bounded_by_the_floats_a_query_scans():
     assert choose_index(15_000, 192).index_type == "flat"  # 2.9 M floats
     assert choose_index(15_000, 314).index_type == "ivf"  # unwhitened z: 4.7 M floats per scan
+
+
+def test_no_pq_code_fits_the_dimension_is_one_line_with_advice():
+    with pytest.raises(InvalidArgumentError, match=r"no PQ code .* divides 7: give at least .*--whiten-dims"):
+        choose_index(10_000_000, 7, parse_memory("50M"))

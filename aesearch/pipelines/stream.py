@@ -251,11 +251,6 @@ def _index_pass(embeddings: np.ndarray, transform, options: StreamOptions, log, 
     def prepared(rows) -> np.ndarray:
         return _prepare(embeddings[rows], options.metric, transform)
 
-    def chunks() -> Iterator[np.ndarray]:
-        for start in range(0, n, options.chunk_size):
-            yield prepared(slice(start, start + options.chunk_size))
-            release(embeddings)
-
     dim = transform.matrix.shape[1] if transform is not None else embeddings.shape[1]
     if options.index_type == "auto":
         choice = choose_index(n, dim, options.max_index_memory)
@@ -266,7 +261,23 @@ def _index_pass(embeddings: np.ndarray, transform, options: StreamOptions, log, 
     if log:
         log(f"Index: {choice.index_type} ({choice.reason})")
     rng = np.random.default_rng(options.seed)
-    sample = np.sort(rng.choice(n, size=min(n, _TRAIN_SAMPLE), replace=False))
+    # k-means wants 39 points per list (FAISS warns below that); PQ and small IVFs gain little beyond 100,000
+    trained_on = min(n, max(_TRAIN_SAMPLE, 39 * int(choice.params.get("nlist", 0))))
+    sample = np.sort(rng.choice(n, size=trained_on, replace=False))
+    # Probe queries for tuning, and their true neighbours, found in the same pass that adds the vectors:
+    # preparing (whitening) every vector is a third of the index's cost, so it is done once.
+    tuned = choice.index_type != "flat"
+    own = np.sort(rng.choice(n, size=min(n, _PROBES), replace=False)) if tuned else None
+    queries = prepared(own) if tuned else None
+    truth = large.ExactNeighbours(queries, 11) if tuned else None
+
+    def chunks() -> Iterator[np.ndarray]:
+        for start in range(0, n, options.chunk_size):
+            chunk = prepared(slice(start, start + options.chunk_size))
+            if truth is not None:
+                truth.add(chunk)
+            yield chunk
+            release(embeddings)
 
     def add(trained):  # on the cluster when there is one and the index is an IVF, else here chunk by chunk
         return fill(trained, n, prepared, options.chunk_size) if fill is not None else None
@@ -277,12 +288,13 @@ def _index_pass(embeddings: np.ndarray, transform, options: StreamOptions, log, 
         params.update(whiten_shrinkage=options.whiten_shrinkage, whiten_dims=options.whiten_dims)
     if choice.compressed:
         index = large.RerankingIndex(index, prepared, choice.params["rerank_factor"])
-    if choice.index_type != "flat":
-        own = np.sort(rng.choice(n, size=min(n, _PROBES), replace=False))
-        queries = prepared(own)
-        _, truth = large.exact_knn(queries, chunks(), 11)
+    if tuned:
+        if truth.rows == 0:  # the cluster added the vectors: one pass here for the true neighbours
+            for _ in chunks():
+                pass
+        assert truth.rows == n, f"true neighbours over {truth.rows} of {n} vectors"
         target = choice.params.get("target_recall", TARGET_RECALL)
-        params.update(large.tune_streamed(index, queries, own, truth, target))
+        params.update(large.tune_streamed(index, queries, own, truth.result()[1], target))
         params["target_recall"] = target
     params["bytes_per_vector"] = round(_index_bytes(index) / n, 1)
     return index, choice, params

@@ -27,7 +27,7 @@ import faiss
 import numpy as np
 
 from aesearch.errors import InvalidArgumentError
-from aesearch.rowwise import matmul, threads_for
+from aesearch.rowwise import map_blocks, matmul, threads_for
 
 INDEX_TYPES = ("flat", "hnsw", "ivf", "sq8")
 METRICS = ("l2", "cosine")
@@ -73,7 +73,9 @@ class AffineTransform:
     matrix: np.ndarray  # (d_in, d_out)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(matmul(x - self.mean, self.matrix), dtype=np.float32)
+        """(n, d_in) -> (n, d_out) float32; a few rows on this thread, many on every core (rowwise)."""
+        x = np.asarray(x, dtype=np.float32)
+        return map_blocks(lambda rows: matmul(rows - self.mean, self.matrix), x, (self.matrix.shape[1],), None)
 
     @classmethod
     def checked(cls, mean: np.ndarray, matrix: np.ndarray, dims: int) -> AffineTransform:

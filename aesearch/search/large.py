@@ -137,18 +137,33 @@ def _limit_opq_training(index: faiss.Index) -> None:
 
 def exact_knn(queries: np.ndarray, chunks: Iterable[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
     """True k nearest rows (squared L2) of each query over vectors given chunk by chunk, in row order."""
-    heap = faiss.ResultHeap(len(queries), k)
-    offset = 0
+    neighbours = ExactNeighbours(queries, k)
     for chunk in chunks:
-        squared, rows = faiss.knn(queries, np.ascontiguousarray(chunk, dtype=np.float32), min(k, len(chunk)))
-        if rows.shape[1] < k:  # a chunk smaller than k: pad so the heap sees k columns
-            pad = k - rows.shape[1]
+        neighbours.add(chunk)
+    return neighbours.result()
+
+
+class ExactNeighbours:
+    """exact_knn fed one chunk at a time, so that a pass over the vectors made for another reason (adding
+    them to an index) also finds the probes' true neighbours."""
+
+    def __init__(self, queries: np.ndarray, k: int) -> None:
+        self.queries, self.k, self.rows = queries, k, 0
+        self._heap = faiss.ResultHeap(len(queries), k)
+
+    def add(self, chunk: np.ndarray) -> None:
+        chunk = np.ascontiguousarray(chunk, dtype=np.float32)
+        squared, rows = faiss.knn(self.queries, chunk, min(self.k, len(chunk)))
+        if rows.shape[1] < self.k:  # a chunk smaller than k: pad so the heap sees k columns
+            pad = self.k - rows.shape[1]
             squared = np.pad(squared, ((0, 0), (0, pad)), constant_values=np.finfo(np.float32).max)
             rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=-1)
-        heap.add_result(squared, np.where(rows >= 0, rows + offset, -1))
-        offset += len(chunk)
-    heap.finalize()
-    return heap.D, heap.I
+        self._heap.add_result(squared, np.where(rows >= 0, rows + self.rows, -1))
+        self.rows += len(chunk)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        self._heap.finalize()
+        return self._heap.D, self._heap.I
 
 
 def tune_streamed(
