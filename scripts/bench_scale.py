@@ -41,12 +41,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench_scale.jsonl"))
     parser.add_argument("--plot", type=Path, help="write the cost-versus-size plot here")
     parser.add_argument("--extra", nargs="*", default=[], help="more build-index options, e.g. --max-index-memory 1G")
+    parser.add_argument(
+        "--search-only",
+        action="store_true",
+        help="measure the search figures of bundles already built in --work (rows say so)",
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     for folder in args.collections:
         modes = ([] if args.cluster_only else [None]) + ([args.cluster] if args.cluster else [])
         for cluster in modes:
-            row = measure(folder, args.model, args.work, cluster, args.extra)
+            if args.search_only:
+                name = folder.name + ("-cluster" if cluster else "")
+                row = {"collection": name, "mode": "search-only", **search_figures(args.work / name)}
+            else:
+                row = measure(folder, args.model, args.work, cluster, args.extra)
             with open(args.out, "a") as f:
                 f.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
@@ -128,8 +137,9 @@ def table(rows: list[dict]) -> str:
         if "error" in r:
             lines.append(f"| {r['collection']} | failed: {r['error']} |" + " |" * 9)
             continue
+        build = f"{r['build_s'] / 60:.1f} min | {r['peak_rss_gib']:.2f} GiB" if "build_s" in r else " | "
         lines.append(
-            f"| {r['n']:,} | {r['mode']} | {r['build_s'] / 60:.1f} min | {r['peak_rss_gib']:.2f} GiB | "
+            f"| {r['n']:,} | {r['mode']} | {build} | "
             f"{r['index_type']} | {r['index_bytes_per_vector']} B | {r['recall_at_10']:.3f} | {r['load_s']:.2f} s | "
             f"{r['query_p50_ms']:.2f} ms | {r['batch_qps']:,} | {r['load_average']} |"
         )

@@ -46,8 +46,10 @@ PQ_SUBQUANTIZERS = (96, 64, 48, 32, 24, 16)  # of 4 bits each: m/2 bytes per vec
 ID_BYTES = 8  # an IVF list keeps each vector's int64 id beside its code
 RERANK_FACTOR = 10  # candidates re-ranked per result wanted, before tuning
 # Compressed indexes are tuned to this recall@10 against exact search (after re-ranking); the
-# uncompressed ones keep aesearch.search.index.TARGET_RECALL.
-COMPRESSED_TARGET_RECALL = 0.95
+# uncompressed ones keep aesearch.search.index.TARGET_RECALL. It aims above the 0.95 promised
+# because the probes are indexed vectors and new images come out lower: at 1 M, tuned to 0.95 on
+# the probes (nprobe 16), 1,000 held-out Fashion-MNIST test images reached 0.916.
+COMPRESSED_TARGET_RECALL = 0.97
 _UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "M": 2**20, "MB": 2**20, "G": 2**30, "GB": 2**30, "T": 2**40}
 
 
