@@ -119,3 +119,20 @@ def test_unusable_sources_and_repr(engine):
     with pytest.raises(ImageError, match="cannot use a NoneType as an image"):
         engine.query(None)
     assert repr(engine).startswith("SearchEngine(") and "120 images" in repr(engine)
+
+
+def test_hits_of_a_query_are_those_looked_up_one_by_one_across_segments(bundle_copy):
+    """query() locates all its hits in one lookup; each must equal hit() for its id (the oracle), also
+    for ids in a delta segment and with one removed."""
+    from conftest import synthetic_images
+
+    engine = SearchEngine.load(bundle_copy)
+    added = engine.add(synthetic_images(6, seed=3), paths=[f"new/{i}.png" for i in range(6)])
+    engine.remove([int(added[0]), 5])
+    for query in (engine.image(int(added[1])), engine.image(7)):
+        result = engine.query(query, k=12)
+        assert [h.rank for h in result.hits] == list(range(1, 13))
+        assert not {int(added[0]), 5} & {h.id for h in result.hits}
+        for h in result.hits:
+            assert h == engine.hit(h.id, rank=h.rank, distance=h.distance)
+    assert engine.query(engine.image(int(added[1])), k=1).hits[0].path == "new/1.png"

@@ -58,3 +58,17 @@ def test_chosen_index_builds_streamed_and_loads_memory_mapped(tmp_path):
     faiss.write_index(index, str(tmp_path / "index.faiss"))
     loaded = read_index(tmp_path / "index.faiss", mmap=True)
     assert (loaded.search(vectors[:5], 3)[1] == index.search(vectors[:5], 3)[1]).all()
+
+
+def test_memory_mapped_ivf_lists_search_without_prefetch_threads(tmp_path):
+    """FAISS's on-disk lists start prefetch threads on every search (ms per query): turned off on read."""
+    vectors = clustered(2000)
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(32), 32, 16)
+    index.train(vectors)
+    index.add(vectors)
+    faiss.write_index(index, str(tmp_path / "ivf.faiss"))
+    mapped = read_index(tmp_path / "ivf.faiss", mmap=True)
+    lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(mapped).invlists)
+    assert isinstance(lists, faiss.OnDiskInvertedLists) and lists.prefetch_nthread == 0
+    faiss.extract_index_ivf(mapped).nprobe = index.nprobe = 4
+    np.testing.assert_array_equal(mapped.search(vectors[:20], 5)[1], index.search(vectors[:20], 5)[1])

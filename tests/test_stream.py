@@ -163,3 +163,18 @@ def test_build_index_from_shards_bad_input_is_one_line(tmp_path, extra, message)
     result = CliRunner().invoke(cli, [str(a).format(model=model) for a in args])
     assert result.exit_code == 1 and message in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "b").exists()
+
+
+def test_one_chunk_ahead_keeps_order_and_passes_errors_on():
+    from aesearch.pipelines.stream import _one_ahead
+
+    assert list(_one_ahead(iter(range(7)))) == list(range(7))
+
+    def failing():
+        yield 1
+        raise OSError("shard 3 unreadable")
+
+    ahead = _one_ahead(failing())
+    assert next(ahead) == 1
+    with pytest.raises(OSError, match="shard 3 unreadable"):
+        next(ahead)

@@ -77,17 +77,3 @@ class ArraySource:
                 mtimes_ns=None if records is None else records["mtime_ns"],
                 hashes=hashes,
             )
-
-
-def fashion_mnist_source(data) -> ArraySource:
-    """Both splits of a loaded FashionMNIST, train first (ids 0-59,999), whitening fitted on train."""
-    train, test = data.train, data.test
-    return ArraySource(
-        np.concatenate([train.images.cpu().numpy(), test.images.cpu().numpy()]),
-        np.concatenate([train.labels.cpu().numpy(), test.labels.cpu().numpy()]).astype(np.int16),
-        np.repeat(np.array([0, 1], np.uint8), [len(train), len(test)]),
-        np.concatenate([np.arange(len(train)), np.arange(len(test))]),
-        split_names=["train", "test"], class_names=list(data.class_names), fit_split=0, name="Fashion-MNIST images",
-        info={"dataset": "Fashion-MNIST", "split_sizes": {"train": len(train), "test": len(test)},
-              "data_fingerprint": {"train": train.fingerprint(), "test": test.fingerprint()}},
-    )  # fmt: skip
