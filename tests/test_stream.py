@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,9 +17,12 @@ from conftest import make_bundle, synthetic_images, synthetic_labels, tiny_check
 
 from aesearch.pipelines.stream import StreamOptions, stream_build
 from aesearch.search.engine import SearchEngine
+from aesearch.search.large import SEARCH_VECTORS_FILE
 from aesearch.sources.arrays import ArraySource
-from aesearch.sources.shards import ShardSource, write_manifest, write_shard
+from aesearch.sources.shards import ShardSource, write_shard
+from aesearch.sources.shards import write_manifest as write_collection_manifest
 from aesearch.store.bundle import load_bundle
+from aesearch.store.manifest import write_manifest
 
 N = 300
 
@@ -74,6 +79,24 @@ def test_auto_builds_compressed_index_with_exact_reranking(tmp_path):
     exact = ((prepared[:, None] - everything[ids]) ** 2).sum(-1) / 2  # cosine distance of what was returned
     np.testing.assert_allclose(distances, exact, atol=1e-5)  # re-ranked: exact distances, in order
     assert (np.diff(distances, axis=1) >= 0).all()
+    # Re-ranking reads the search vectors kept beside the index: the embeddings as compared, row for row.
+    kept = np.load(engine.bundle.segments[0].file(SEARCH_VECTORS_FILE))
+    np.testing.assert_allclose(kept, everything, atol=1e-6)
+    batch = engine.query_batch(images[:40].astype(np.uint8), k=5)
+    singles = [engine.query(image.astype(np.uint8), k=5) for image in images[:40]]
+    assert [[h.id for h in r.hits] for r in batch] == [[h.id for h in r.hits] for r in singles]
+    # A bundle built before they were kept transforms the embeddings per query instead: same answers.
+    older = tmp_path / "older"
+    shutil.copytree(tmp_path / "b", older)
+    (segment,) = load_bundle(older).segments
+    segment.file(SEARCH_VECTORS_FILE).unlink()
+    manifest = json.loads((older / "manifest.json").read_text())
+    manifest["segments"][0]["files"].remove(SEARCH_VECTORS_FILE)
+    del manifest["files"][f"segments/{segment.name}/{SEARCH_VECTORS_FILE}"]
+    write_manifest(older, manifest)
+    old_distances, old_ids = SearchEngine(load_bundle(older)).index.search(queries, 5)
+    np.testing.assert_array_equal(old_ids, ids)
+    np.testing.assert_allclose(old_distances, distances, atol=1e-6)
 
 
 def write_shards(folder: Path, n: int, per_shard: int) -> Path:
@@ -81,7 +104,7 @@ def write_shards(folder: Path, n: int, per_shard: int) -> Path:
     images, labels = synthetic_images(n, seed=3), synthetic_labels(n)
     shards = [write_shard(folder, i, images[s : s + per_shard], labels[s : s + per_shard])
               for i, s in enumerate(range(0, n, per_shard))]  # fmt: skip
-    write_manifest(folder, shards, name="test", class_names=["a", "b", "c"])
+    write_collection_manifest(folder, shards, name="test", class_names=["a", "b", "c"])
     return folder
 
 
@@ -141,6 +164,25 @@ def test_bad_stream_input_is_one_line(tmp_path, bad):
     options = StreamOptions(chunk_size=0 if bad == "chunk" else 10)
     with pytest.raises(InvalidArgumentError, match=r"chunk-size must be positive|at least 2 images"):
         stream_build(tmp_path / "b", source(300 if bad == "chunk" else 1), tiny_checkpoint(), options, log=None)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (StreamOptions(max_index_memory=1000), "--max-index-memory 1000 B is too small for 300"),
+        (StreamOptions(index_type="PQ157", whiten_dims=192), "FAISS refuses index type 'PQ157'"),
+    ],
+)
+def test_impossible_index_is_refused_before_encoding(tmp_path, options, message):
+    """The count and the search dimension are known up front: no hours of encoding before the error."""
+    from aesearch.errors import InvalidArgumentError
+
+    def encoder(images, want):
+        raise AssertionError("encoded before the index was checked")
+
+    with pytest.raises(InvalidArgumentError, match=message):
+        stream_build(tmp_path / "b", source(), tiny_checkpoint(), options, encoder=encoder, log=None)
+    assert not (tmp_path / "b").exists()
 
 
 @pytest.mark.parametrize(

@@ -102,6 +102,7 @@ def stream_build(
     if source.count < 2:
         raise InvalidArgumentError(f"{source.describe()}: an index needs at least 2 images")
     IndexSpec(options.index_type, options.metric, {}, options.transform)  # refuses a bad metric or transform
+    _refuse_impossible_index(source.count, checkpoint.model_config.z_size, options)
     shifts = tuple(tuple(s) for s in options.shifts)
     key = hashlib.sha256(json.dumps([source.fingerprint, checkpoint.encoder_sha256, shifts]).encode()).hexdigest()
     with contextlib.ExitStack() as stack:
@@ -134,7 +135,8 @@ def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, enco
     if rows < source.count:
         raise InvalidArgumentError(f"{source.describe()} yielded {rows:,} images, fewer than it announced")
     transform = _whitening(segment, source, state, options) if options.transform == "whiten" else None
-    index, choice, params = _index_pass(segment.embeddings, transform, options, log, getattr(encoded, "fill", None))
+    fill = getattr(encoded, "fill", None)
+    index, choice, params = _index_pass(segment.embeddings, segment.file, transform, options, log, fill)
     faiss_write(index, segment.file("index.faiss"))
     trust = _trust(segment, state, index, transform, options)
     if transform is not None:
@@ -164,6 +166,18 @@ def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, enco
             f"{options.transform})"
         )
     return manifest
+
+
+def _refuse_impossible_index(n: int, z: int, options: StreamOptions) -> None:
+    """The index's errors (a budget auto cannot meet, a factory string FAISS refuses for the search
+    space) before the encoding pass, not after it: the count and the dimension are known already."""
+    from aesearch.search.index import _new_index
+
+    dim = min(options.whiten_dims or z, z) if options.transform == "whiten" else z
+    if options.index_type == "auto":
+        choose_index(n, dim, options.max_index_memory)
+    else:
+        _new_index(options.index_type, dim, n, {})
 
 
 def _whitening(segment, source, state, options):
@@ -257,15 +271,22 @@ def _one_ahead(items: Iterator) -> Iterator:
             yield item
 
 
-def _index_pass(embeddings: np.ndarray, transform, options: StreamOptions, log, fill=None):
-    """The index over the embeddings on disk: chosen, trained on a sample, filled, tuned."""
+def _index_pass(embeddings: np.ndarray, segment_file, transform, options: StreamOptions, log, fill=None):
+    """The index over the embeddings on disk: chosen, trained on a sample, filled, tuned.
+
+    segment_file(name): where the segment's files go (the search vectors of a compressed index).
+    """
     from aesearch.search import large
     from aesearch.search.index import TARGET_RECALL
 
     n = len(embeddings)
 
     def prepared(rows) -> np.ndarray:
-        return _prepare(embeddings[rows], options.metric, transform)
+        vectors = _prepare(embeddings[rows], options.metric, transform)
+        # Scattered rows (the training sample, re-ranking candidates while tuning) map the pages around
+        # each one: without this the whole file ends up in the resident set (12 GB at ten million).
+        release(embeddings)
+        return vectors
 
     dim = transform.matrix.shape[1] if transform is not None else embeddings.shape[1]
     if options.index_type == "auto":
@@ -287,13 +308,19 @@ def _index_pass(embeddings: np.ndarray, transform, options: StreamOptions, log, 
     queries = prepared(own) if tuned else None
     truth = large.ExactNeighbours(queries, 11) if tuned else None
 
+    # A compressed index re-ranks its candidates with their search-space vectors, kept on disk.
+    kept = _open_search_vectors(segment_file(large.SEARCH_VECTORS_FILE), n, dim) if choice.compressed else None
+
     def chunks() -> Iterator[np.ndarray]:
         for start in range(0, n, options.chunk_size):
             chunk = prepared(slice(start, start + options.chunk_size))
             if truth is not None:
                 truth.add(chunk)
+            if kept is not None:
+                kept[start : start + len(chunk)] = chunk
+                kept.flush()
+                release(kept)
             yield chunk
-            release(embeddings)
 
     def add(trained):  # on the cluster when there is one and the index is an IVF, else here chunk by chunk
         return fill(trained, n, prepared, options.chunk_size) if fill is not None else None
@@ -302,12 +329,12 @@ def _index_pass(embeddings: np.ndarray, transform, options: StreamOptions, log, 
     params = {k: v for k, v in choice.params.items() if k != "target_recall"}  # _new_index adds its sizes
     if transform is not None:  # recorded as the in-memory build does: a compaction relearns the same space
         params.update(whiten_shrinkage=options.whiten_shrinkage, whiten_dims=options.whiten_dims)
+    if tuned and truth.rows == 0:  # the cluster added the vectors: one pass here for the true neighbours
+        for _ in chunks():
+            pass
     if choice.compressed:
-        index = large.RerankingIndex(index, prepared, choice.params["rerank_factor"])
+        index = large.RerankingIndex(index, lambda rows: _rows(kept, rows), choice.params["rerank_factor"])
     if tuned:
-        if truth.rows == 0:  # the cluster added the vectors: one pass here for the true neighbours
-            for _ in chunks():
-                pass
         assert truth.rows == n, f"true neighbours over {truth.rows} of {n} vectors"
         target = choice.params.get("target_recall", TARGET_RECALL)
         params.update(large.tune_streamed(index, queries, own, truth.result()[1], target))
@@ -325,6 +352,17 @@ def release(array: np.ndarray) -> None:
     mapped = getattr(array, "_mmap", None) or getattr(getattr(array, "base", None), "_mmap", None)
     if mapped is not None and hasattr(mmap, "MADV_DONTNEED"):
         mapped.madvise(mmap.MADV_DONTNEED)
+
+
+def _open_search_vectors(path: Path, n: int, dim: int) -> np.ndarray:
+    return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
+
+
+def _rows(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows of a memory map, its pages released after (tuning reads candidates all over the file)."""
+    found = np.asarray(vectors[rows])
+    release(vectors)
+    return found
 
 
 def _index_bytes(index) -> int:

@@ -99,7 +99,7 @@ def choose_index(n: int, dim: int, max_memory: int = DEFAULT_MAX_INDEX_MEMORY) -
                  "target_recall": COMPRESSED_TARGET_RECALL},
                 round(cost, 1),
                 f"{n:,} full vectors ({format_bytes(n * full)}) exceed {budget_text}: IVF + 4-bit PQ codes of "
-                f"{m // 2} bytes (fast scan), candidates re-ranked exactly from the memory-mapped embeddings",
+                f"{m // 2} bytes (fast scan), candidates re-ranked exactly from their full vectors on disk",
             )  # fmt: skip
     if not fitting:
         raise InvalidArgumentError(

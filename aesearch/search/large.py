@@ -19,10 +19,16 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from aesearch.errors import BundleError
 from aesearch.search.index import AffineTransform, IndexSpec, VectorIndex
 from aesearch.search.index_choice import IndexChoice
 
 VectorsOf = Callable[[np.ndarray], np.ndarray]  # rows -> (len(rows), d) search-space float32 vectors
+
+# A compressed segment keeps its vectors as the index compares them (transformed, unit length for
+# cosine) beside its embeddings: re-ranking reads a candidate's 768 bytes and compares, instead of
+# reading 1,256 and transforming (12 MFLOP a query at 100 candidates: half of a batch's time at 1 M).
+SEARCH_VECTORS_FILE = "search_vectors.npy"
 
 
 class RerankingIndex:
@@ -47,29 +53,36 @@ class RerankingIndex:
         """(n, d) prepared queries -> (squared L2 (n, k), rows (n, k)), -1 / inf where fewer exist."""
         wanted = min(self.ntotal, max(k, k * self.factor))
         _, candidates = self.index.search(queries, wanted, params=params)
-        squared = np.full((len(queries), k), np.finfo(np.float32).max, dtype=np.float32)
-        rows = np.full((len(queries), k), -1, dtype=np.int64)
-        flat = candidates[candidates >= 0]
-        unique, where = np.unique(flat, return_inverse=True)  # sorted rows: sequential reads from disk
-        full = self.vectors_of(unique)
-        position = 0
-        for i, row in enumerate(candidates):
-            found = row[row >= 0]
-            vectors = full[where[position : position + len(found)]]
-            position += len(found)
-            exact = ((vectors - queries[i]) ** 2).sum(axis=1, dtype=np.float32)
-            best = np.argsort(exact, kind="stable")[:k]
-            squared[i, : len(best)], rows[i, : len(best)] = exact[best], found[best]
+        found = candidates >= 0
+        unique, where = np.unique(candidates[found], return_inverse=True)  # sorted rows: sequential reads
+        full = np.ascontiguousarray(self.vectors_of(unique), dtype=np.float32)
+        slots = np.full(candidates.shape, -1, dtype=np.int64)
+        slots[found] = where
+        # Each query against its own candidates, in FAISS's C++ (no gathered copy of their vectors: 7x
+        # faster than NumPy at 100 candidates a query); every distance is one pair's sum, whatever the batch.
+        exact = np.empty(candidates.shape, dtype=np.float32)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if len(full):
+            faiss.fvec_L2sqr_by_idx(faiss.swig_ptr(exact), faiss.swig_ptr(queries), faiss.swig_ptr(full),
+                                    faiss.swig_ptr(slots), queries.shape[1], len(queries), slots.shape[1])  # fmt: skip
+        exact[~found] = np.finfo(np.float32).max
+        best = np.argsort(exact, axis=1, kind="stable")[:, :k]
+        squared = np.take_along_axis(exact, best, axis=1)
+        rows = np.where(np.take_along_axis(found, best, axis=1), np.take_along_axis(candidates, best, axis=1), -1)
+        if squared.shape[1] < k:  # fewer vectors than k
+            pad = ((0, 0), (0, k - squared.shape[1]))
+            squared = np.pad(squared, pad, constant_values=np.finfo(np.float32).max)
+            rows = np.pad(rows, pad, constant_values=-1)
         return squared, rows
 
 
 class RerankedVectorIndex(VectorIndex):
-    """A VectorIndex whose FAISS index is a RerankingIndex over a segment's memory-mapped embeddings."""
+    """A VectorIndex whose FAISS index is a RerankingIndex over a segment's memory-mapped vectors."""
 
-    def __init__(self, inner: VectorIndex, embeddings: np.ndarray, factor: int) -> None:
+    def __init__(self, inner: VectorIndex, vectors_of: VectorsOf, factor: int) -> None:
         self._inner = inner
         self.spec, self.transform = inner.spec, inner.transform
-        self.index = RerankingIndex(inner.index, lambda rows: self.search_space(embeddings[rows]), factor)
+        self.index = RerankingIndex(inner.index, vectors_of, factor)
 
     def search_parameters(self) -> faiss.SearchParameters:
         return self._inner.search_parameters()
@@ -77,11 +90,24 @@ class RerankedVectorIndex(VectorIndex):
 
 def read_segment_index(segment, spec: IndexSpec, transform: AffineTransform | None) -> VectorIndex:
     """A segment's index as the query path uses it: IVF kinds memory-mapped (query and serve start in
-    about a second whatever the size), compressed ones re-ranked against the segment's embeddings."""
+    about a second whatever the size), compressed ones re-ranked against the segment's search
+    vectors (bundles built before those were kept: its embeddings, transformed per query)."""
     path = segment.file("index.faiss")
     index = VectorIndex(read_index(path, mmap="IVF" in spec.index_type.upper()), spec, transform)
     factor = spec.params.get("rerank_factor")
-    return RerankedVectorIndex(index, segment.embeddings, int(factor)) if factor else index
+    if not factor:
+        return index
+    stored = segment.file(SEARCH_VECTORS_FILE)
+    if not stored.exists():
+        embeddings = segment.embeddings
+        return RerankedVectorIndex(index, lambda rows: index.search_space(embeddings[rows]), int(factor))
+    vectors = np.load(stored, mmap_mode="r", allow_pickle=False)
+    if vectors.dtype != np.float32 or vectors.shape != (segment.count, index.index.d):
+        raise BundleError(
+            f"{stored} holds {vectors.dtype} {vectors.shape}, not ({segment.count}, {index.index.d}) float32: "
+            "rebuild the index"
+        )
+    return RerankedVectorIndex(index, lambda rows: vectors[rows], int(factor))
 
 
 def build_streamed(
