@@ -220,3 +220,14 @@ def test_one_chunk_ahead_keeps_order_and_passes_errors_on():
     assert next(ahead) == 1
     with pytest.raises(OSError, match="shard 3 unreadable"):
         next(ahead)
+
+
+def test_read_rows_block_by_block_equals_fancy_indexing(tmp_path):
+    from aesearch.pipelines.stream import read_rows
+
+    array = np.lib.format.open_memmap(tmp_path / "a.npy", mode="w+", dtype=np.float32, shape=(5000, 3))
+    array[:] = np.arange(15000, dtype=np.float32).reshape(5000, 3)
+    rows = np.sort(np.random.default_rng(0).choice(5000, 4500, replace=False))
+    np.testing.assert_array_equal(read_rows(array, rows), array[rows])  # three blocks of 2048
+    np.testing.assert_array_equal(read_rows(array, slice(10, 20)), array[10:20])
+    assert read_rows(array, np.zeros(0, dtype=np.int64)).shape == (0, 3)

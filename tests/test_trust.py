@@ -41,6 +41,24 @@ def test_percentiles_by_hand(calibration):
     assert "reconstruction error" in flagged.warning() and "\n" not in flagged.warning()
 
 
+def test_a_batch_is_assessed_as_each_query_alone(calibration):
+    """assess_many against the scalar formula (np.interp on one value, 100 above the maximum)."""
+    from aesearch.search.trust import _LEVELS
+
+    rng = np.random.default_rng(0)
+    errors, distances = rng.uniform(0, 1.2, 50), rng.uniform(0, 12, 50)
+    errors[:3] = [0.0, 1.0, np.inf]
+    images = np.concatenate([half_full(25), np.zeros((25, 28, 28), np.float32)])
+    many = calibration.assess_many(errors, distances, images)
+    for trust, error, distance in zip(many, errors, distances, strict=True):
+        expected = 100.0 if error > 1.0 else float(np.interp(error, np.arange(1001) / 1000, _LEVELS))
+        assert trust.reconstruction_percentile == pytest.approx(expected)
+        expected = 100.0 if distance > 10.0 else float(np.interp(distance, np.arange(1001) / 100, _LEVELS))
+        assert trust.neighbour_percentile == pytest.approx(expected)
+    assert many == [calibration.assess(e, d, i) for e, d, i in zip(errors, distances, images, strict=True)]
+    assert [t.in_distribution for t in many[25:]] == [False] * 25  # empty images: flagged
+
+
 def test_an_empty_query_is_flagged_whatever_else(calibration):
     empty = calibration.assess(0.1, 1.0, np.zeros((28, 28), np.float32))
     assert empty.content_percentile == 0.0 and not empty.in_distribution

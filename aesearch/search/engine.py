@@ -279,11 +279,11 @@ class SearchEngine:
         reconstructions = self.autoencoder.decode(z)
         errors = ((reconstructions - queries) ** 2).mean(axis=(1, 2))
         distances, ids = self.index.search(latents, k)
-        results = []
-        for n, hits in enumerate(self._hits(ids, distances)):
-            trust = self.trust.assess(float(errors[n]), float(distances[n, 0]), queries[n])
-            results.append(QueryResult(hits, queries[n], reconstructions[n], float(errors[n]), trust, latents[n]))
-        return results
+        trusts = self.trust.assess_many(errors, distances[:, 0], queries)
+        return [
+            QueryResult(hits, queries[n], reconstructions[n], float(errors[n]), trusts[n], latents[n])
+            for n, hits in enumerate(self._hits(ids, distances))
+        ]
 
     def refine(self, result: QueryResult, more: Sequence[int] = (), less: Sequence[int] = (), *,
                k: int | None = None) -> QueryResult:  # fmt: skip

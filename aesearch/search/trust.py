@@ -75,11 +75,17 @@ class TrustCalibration:
 
     def assess(self, reconstruction_mse: float, neighbour_distance: float, image: np.ndarray) -> Trust:
         """image: the preprocessed 28x28 query in [0, 1]."""
-        return Trust(
+        return self.assess_many(np.array([reconstruction_mse]), np.array([neighbour_distance]), image[None])[0]
+
+    def assess_many(self, reconstruction_mse: np.ndarray, neighbour_distance: np.ndarray,
+                    images: np.ndarray) -> list[Trust]:  # fmt: skip
+        """assess() for a batch of queries, as columns (50 us a query one by one)."""
+        columns = (
             _percentile(self.reconstruction_quantiles, reconstruction_mse),
             _percentile(self.neighbour_quantiles, neighbour_distance),
-            _percentile(self.content_quantiles, content(image[None])[0]),
+            _percentile(self.content_quantiles, content(images)),
         )
+        return [Trust(*levels) for levels in zip(*(c.tolist() for c in columns), strict=True)]
 
     def to_dict(self) -> dict:
         return {
@@ -121,9 +127,8 @@ def calibrate(
     )
 
 
-def _percentile(quantiles: np.ndarray, value: float) -> float:
-    """Where value falls in the distribution, in percent (100 above its maximum)."""
-    if value > quantiles[-1]:
-        return 100.0
+def _percentile(quantiles: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Where each value falls in the distribution, in percent (100 above its maximum)."""
+    values = np.asarray(values, dtype=np.float64)
     # Ties (e.g. many identical minimum values) resolve to the highest level holding the value.
-    return float(np.interp(value, quantiles, _LEVELS, left=0.0))
+    return np.where(values > quantiles[-1], 100.0, np.interp(values, quantiles, _LEVELS, left=0.0))
