@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import faiss
 import numpy as np
+import pytest
 
+from aesearch.search.index import recall_at_k
 from aesearch.search.index_choice import IndexChoice
-from aesearch.search.large import RerankingIndex, build_streamed, exact_knn, read_index, tune_streamed
+from aesearch.search.large import RerankingIndex, _without, build_streamed, exact_knn, read_index, tune_streamed
 
 
 def clustered(n: int, d: int = 32, seed: int = 0) -> np.ndarray:
@@ -47,6 +49,21 @@ def test_tuning_reaches_target_recall_with_reranking():
     params = tune_streamed(index, vectors[own], own, truth, 0.95)
     assert params["tuned_recall_at_10"] >= 0.95
     assert params["nprobe"] >= 1 and params["rerank_factor"] >= 2
+
+    def recall(nprobe: int, factor: int) -> float:
+        search = faiss.SearchParametersIVF()
+        search.nprobe, index.factor = nprobe, factor
+        found = index.search(vectors[own], 11, params=search)[1]
+        return recall_at_k(_without(found, own, 10), _without(truth, own, 10))
+
+    # The fewest of each: half the candidates miss the target even with every list probed, and half the
+    # lists miss it with the candidates chosen.
+    nprobe, factor = params["nprobe"], params["rerank_factor"]
+    assert recall(nprobe, factor) == pytest.approx(params["tuned_recall_at_10"], abs=1e-4)
+    if factor > 2:
+        assert recall(32, factor // 2) < 0.95
+    if nprobe > 1:
+        assert recall(nprobe // 2, factor) < 0.95
 
 
 def test_chosen_index_builds_streamed_and_loads_memory_mapped(tmp_path):

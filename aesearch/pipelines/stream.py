@@ -138,7 +138,6 @@ def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, enco
     transform = _whitening(segment, source, state, options) if options.transform == "whiten" else None
     fill = getattr(encoded, "fill", None)
     index, choice, params = _index_pass(segment.embeddings, segment.file, transform, options, log, fill)
-    faiss_write(index, segment.file("index.faiss"))
     trust = _trust(segment, state, index, transform, options)
     if transform is not None:
         np.savez(writer.space_file("transform.npz"), mean=transform.mean, matrix=transform.matrix)
@@ -336,7 +335,10 @@ def _index_pass(embeddings: np.ndarray, segment_file, transform, options: Stream
         target = choice.params.get("target_recall", TARGET_RECALL)
         params.update(large.tune_streamed(index, queries, own, truth.result()[1], target))
         params["target_recall"] = target
-    params["bytes_per_vector"] = round(_index_bytes(index) / n, 1)
+    # What a loaded index holds is what its file holds (codes, ids, centroids); measured on the file, as
+    # serializing it into memory to count would double the index in the resident set.
+    faiss_write(index, segment_file("index.faiss"))
+    params["bytes_per_vector"] = round(segment_file("index.faiss").stat().st_size / n, 1)
     return index, choice, params
 
 
@@ -374,12 +376,6 @@ def read_rows(array: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
     return np.concatenate(blocks) if blocks else np.asarray(array[rows])
 
 
-def _index_bytes(index) -> int:
-    import faiss
-
-    return len(faiss.serialize_index(getattr(index, "index", index)))
-
-
 def _trust(segment, state, index, transform, options):
     """The trust calibration: the sample's reconstruction errors, nearest-other distances of probes."""
     from aesearch.search.index import to_distance
@@ -391,7 +387,7 @@ def _trust(segment, state, index, transform, options):
     squared, rows = index.search(_prepare(read_rows(segment.embeddings, probe), options.metric, transform), 2)
     distances = to_distance(squared, options.metric)
     nearest_other = np.where(rows[:, 0] == probe, distances[:, -1], distances[:, 0])
-    return calibrate(state.errors[~np.isnan(state.errors)], nearest_other, segment.images[state.sample])
+    return calibrate(state.errors[~np.isnan(state.errors)], nearest_other, read_rows(segment.images, state.sample))
 
 
 def _prepare(vectors: np.ndarray, metric: str, transform) -> np.ndarray:
