@@ -57,7 +57,7 @@ def main() -> None:
             else:
                 budget = ["--max-index-memory", args.max_index_memory] if args.max_index_memory else []
                 row = measure(folder, args.model, args.work, cluster, budget)
-                row["max_index_memory"] = args.max_index_memory or "default (256M)"
+                row["max_index_memory"] = args.max_index_memory or "default (256M, or 64 B a vector)"
             with open(args.out, "a") as f:
                 f.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
@@ -140,7 +140,7 @@ def table(rows: list[dict]) -> str:
             lines.append(f"| {r['collection']} | failed: {r['error']} |" + " |" * 9)
             continue
         build = f"{r['build_s'] / 60:.1f} min | {r['peak_rss_gib']:.2f} GiB" if "build_s" in r else " | "
-        budget = r.get("max_index_memory", "default (256M)")
+        budget = r.get("max_index_memory", "default")
         mode = r["mode"] if budget.startswith("default") else f"{r['mode']}, --max-index-memory {budget}"
         lines.append(
             f"| {r['n']:,} | {mode} | {build} | "

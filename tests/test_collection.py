@@ -330,3 +330,100 @@ def test_a_missing_root_or_an_unlistable_folder_never_reads_as_deleted_files(tmp
     result = CliRunner().invoke(cli, ["sync", "--index-dir", str(index)])
     assert result.exit_code == 1 and "is missing: reconnect or restore it" in result.output
     assert folder_digest(index) == digest
+
+
+def test_streamed_folder_build_equals_the_whole_folder_read_into_memory(tmp_path, model):
+    """Files read a few at a time (chunks of 5, unreadable ones between them) give the bundle that the
+    same files read at once and encoded whole give (the in-memory build: the oracle)."""
+    from aesearch.model.checkpoint import load_checkpoint
+    from aesearch.pipelines.build import assemble_bundle
+    from aesearch.pipelines.collection import read_collection
+    from aesearch.sources.folders import FolderSource, scan
+
+    folder = write_image_folder(tmp_path / "pics")
+    _write_bytes(folder.root / "zz-only-broken/bad.png", b"not an image")  # a class folder of unreadable files only
+    spec = IndexSpec("flat", "cosine", WHITEN, "whiten")
+    _, skipped = build_from_folders(tmp_path / "stream", images=[folder.root], labels="folders", model=model, spec=spec,
+                                    shifts=((0, 0),), workers=1, stream={"chunk_size": 5}, log=None)  # fmt: skip
+    source = FolderSource(scan([folder.root]), "folders", workers=1)
+    assert all(len(chunk) <= 5 for chunk in source.chunks(5)), "a chunk never holds more than chunk_size images"
+    pixels, records, paths, unread = read_collection(source)
+    assemble_bundle(tmp_path / "memory", checkpoint=load_checkpoint(model), images=pixels, records=records,
+                    paths=paths, info=source.info(), spec=spec, shifts=((0, 0),), prune_classes=True)  # fmt: skip
+    assert (
+        sorted(s.path for s in skipped) == sorted(s.path for s in unread) == [*folder.broken, "zz-only-broken/bad.png"]
+    )
+    a, b = load_bundle(tmp_path / "stream"), load_bundle(tmp_path / "memory")
+    assert a.class_names == b.class_names == ["ellipse", "rectangle", "ring"], "no class of unreadable files only"
+    (sa,), (sb,) = a.segments, b.segments
+    np.testing.assert_array_equal(sa.images, sb.images)
+    np.testing.assert_array_equal(sa.records, sb.records)
+    assert sa.paths() == sb.paths() == sorted(folder.images)
+    np.testing.assert_allclose(sa.embeddings, sb.embeddings, rtol=1e-5, atol=1e-7)  # chunk shapes round differently
+    queries = np.asarray(sa.embeddings)
+    assert (SearchEngine(a).index.search(queries, 5)[1] == SearchEngine(b).index.search(queries, 5)[1]).mean() > 0.99
+
+
+KILLED_FOLDER_BUILD = """
+import os, signal, sys
+from pathlib import Path
+from aesearch.pipelines import stream
+from aesearch.pipelines.collection import build_from_folders
+from aesearch.search.index import IndexSpec
+from aesearch.sources import folders
+
+read = []
+original_read = folders._read_batch
+def counted(base, items):
+    read.extend(path for _, path in items)
+    return original_read(base, items)
+folders._read_batch = counted
+original_save = stream._State.save
+def save(self, path):
+    original_save(self, path)
+    print("chunk", self.rows + self.skipped, flush=True)
+    if self.rows + self.skipped >= int(sys.argv[3]):
+        os.kill(os.getpid(), signal.SIGKILL)  # kill -9 right after a chunk is recorded
+stream._State.save = save
+_, skipped = build_from_folders(sys.argv[2], images=[sys.argv[1]], labels="folders", model=sys.argv[4],
+                                spec=IndexSpec("flat", "cosine", {}, "none"), shifts=((0, 0),), workers=1,
+                                stream={"chunk_size": 8}, log=None)
+print("read", len(read), "skipped", len(skipped), flush=True)
+"""
+
+
+def test_kill_9_during_a_folder_build_then_the_same_command_reads_only_the_files_left(tmp_path, model):
+    folder = write_image_folder(tmp_path / "pics")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    run = [sys.executable, "-c", KILLED_FOLDER_BUILD, str(folder.root), str(tmp_path / "idx")]
+    killed = subprocess.run([*run, "16", str(model)], capture_output=True, text=True, env=env, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    done = int(killed.stdout.split()[-1])
+    assert not (tmp_path / "idx").exists(), "nothing published by the killed build"
+    resumed = subprocess.run([*run, "999", str(model)], capture_output=True, text=True, env=env, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    files = len(folder.images) + len(folder.broken)
+    # Files read before the kill are not read again; the unreadable ones among them are still reported.
+    assert resumed.stdout.split()[-4:] == ["read", str(files - done), "skipped", str(len(folder.broken))]
+    fresh = tmp_path / "fresh"
+    spec = IndexSpec("flat", "cosine", {}, "none")
+    build_from_folders(fresh, images=[folder.root], labels="folders", model=model, spec=spec, shifts=((0, 0),),
+                       workers=1, log=None)  # fmt: skip
+    a, b = load_bundle(tmp_path / "idx"), load_bundle(fresh)
+    (sa,), (sb,) = a.segments, b.segments
+    np.testing.assert_array_equal(sa.records, sb.records)
+    assert sa.paths() == sb.paths() and a.class_names == b.class_names
+    np.testing.assert_allclose(sa.embeddings, sb.embeddings, rtol=1e-5, atol=1e-7)
+
+
+def test_folder_builds_take_the_streaming_options(tmp_path, model):
+    folder = write_image_folder(tmp_path / "pics")
+    result = CliRunner().invoke(cli, ["build-index", "--images", str(folder.root), "--model", str(model),
+                                      "--index-dir", str(tmp_path / "idx"), "--max-index-memory", "1K"])  # fmt: skip
+    assert result.exit_code != 0 and "--max-index-memory 1.0 KiB is too small" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "idx").exists()
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)

@@ -10,6 +10,7 @@ from aesearch.search.index_choice import (
     EXACT_MAX_SCAN,
     MAX_NLIST,
     choose_index,
+    default_max_index_memory,
     ivf_lists,
     parse_memory,
 )
@@ -24,6 +25,7 @@ from aesearch.search.index_choice import (
         (70_000, DEFAULT_MAX_INDEX_MEMORY, "ivf"),  # Fashion-MNIST: a full scan is most of a query
         (1_000_000, DEFAULT_MAX_INDEX_MEMORY, "IVF4096,PQ96x4fs"),
         (10_000_000, DEFAULT_MAX_INDEX_MEMORY, "IVF4096,PQ32x4fs"),
+        (10_000_000, None, "IVF4096,PQ96x4fs"),  # the default budget grows to 64 B a vector past 4.2 M
         (10_000_000, parse_memory("1G"), "IVF4096,PQ96x4fs"),
         (1_000_000, parse_memory("2G"), "ivf"),
         (
@@ -36,13 +38,19 @@ from aesearch.search.index_choice import (
 def test_tier_follows_size_and_budget(n, budget, kind):
     choice = choose_index(n, 192, budget)
     assert choice.index_type == kind
-    assert choice.bytes_per_vector * n <= budget  # the estimate honours the budget it was given
+    assert choice.bytes_per_vector * n <= (budget or default_max_index_memory(n))  # the estimate honours the budget
     assert choice.compressed == ("PQ" in kind)
 
 
 def test_compressed_tier_stays_under_100_bytes_per_vector_at_scale():
     for n in (1_000_000, 10_000_000):
         assert choose_index(n, 192).bytes_per_vector <= 100
+
+
+def test_default_budget_is_a_floor_or_64_bytes_a_vector():
+    assert default_max_index_memory(1_000) == default_max_index_memory(4_000_000) == DEFAULT_MAX_INDEX_MEMORY
+    assert default_max_index_memory(10_000_000) == 640_000_000
+    assert choose_index(1_000_000, 192) == choose_index(1_000_000, 192, DEFAULT_MAX_INDEX_MEMORY)
 
 
 def test_budget_too_small_is_one_line_with_advice():
@@ -78,3 +86,19 @@ def test_exact_tier_is_bounded_by_the_floats_a_query_scans():
 def test_no_pq_code_fits_the_dimension_is_one_line_with_advice():
     with pytest.raises(InvalidArgumentError, match=r"no PQ code .* divides 7: give at least .*--whiten-dims"):
         choose_index(10_000_000, 7, parse_memory("50M"))
+
+
+def test_the_estimate_of_a_fast_scan_index_bounds_its_real_size():
+    """Fast scan pads every list to blocks of 32 codes: the estimate counts a block per list, so an index
+    auto chose within a budget holds no more than the budget (measured on the serialized index)."""
+    import faiss
+    import numpy as np
+
+    n, dim = 20_000, 32
+    vectors = np.random.default_rng(0).standard_normal((n, dim)).astype(np.float32)
+    choice = choose_index(n, dim, n * 30)
+    assert choice.compressed
+    index = faiss.index_factory(dim, choice.index_type)
+    index.train(vectors)
+    index.add(vectors)
+    assert len(faiss.serialize_index(index)) / n <= choice.bytes_per_vector <= 30

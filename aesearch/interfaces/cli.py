@@ -116,9 +116,9 @@ INDEX_DIR_OPTION = click.option(
 )
 @click.option(
     "--max-index-memory",
-    default="256M",
-    show_default=True,
-    help="Memory the loaded index may take (auto picks exact, IVF-Flat or IVF+PQ with re-ranking).",
+    default=None,
+    help="Memory the loaded index may take (auto picks exact, IVF-Flat or IVF+PQ with re-ranking)  "
+    "[default: 256M, or 64 bytes an image where that is more]",
 )
 @click.option(
     "--chunk-size",
@@ -224,7 +224,8 @@ def build_index_command(
 
         config = TrainConfig.for_recipe(recipe, epochs=epochs)
     shifts = DEFAULT_EMBEDDING_SHIFTS if phase_pooling else ((0, 0),)
-    stream = {"max_index_memory": parse_memory(max_index_memory), "chunk_size": chunk_size, "cluster": cluster}
+    budget = parse_memory(max_index_memory) if max_index_memory is not None else None
+    stream = {"max_index_memory": budget, "chunk_size": chunk_size, "cluster": cluster}
     if len(image_dirs) == 1 and not images_from and is_shard_folder(image_dirs[0]):
         from aesearch.pipelines.stream import StreamOptions, build_from_shards
 
@@ -235,7 +236,7 @@ def build_index_command(
         return
     if image_dirs or images_from:
         _build_from_folders(index_dir, image_dirs, images_from, labels, model, index_type, metric, transform,
-                            whiten_shrinkage, whiten_dims, shifts, config)  # fmt: skip
+                            whiten_shrinkage, whiten_dims, shifts, config, stream)  # fmt: skip
         return
     if labels:
         from aesearch.errors import InvalidArgumentError
@@ -250,14 +251,15 @@ def build_index_command(
 
 
 def _build_from_folders(index_dir, image_dirs, images_from, labels, model, index_type, metric, transform,
-                        whiten_shrinkage, whiten_dims, shifts, config) -> None:  # fmt: skip
+                        whiten_shrinkage, whiten_dims, shifts, config, stream) -> None:  # fmt: skip
     from aesearch.pipelines.collection import build_from_folders
     from aesearch.search.index import IndexSpec
 
     params = {"whiten_shrinkage": whiten_shrinkage, "whiten_dims": whiten_dims} if transform == "whiten" else {}
     manifest, skipped = build_from_folders(
         index_dir, images=image_dirs, images_from=images_from, labels=labels, model=model,
-        spec=IndexSpec(index_type, metric, params, transform), shifts=shifts, train_config=config, log=click.echo,
+        spec=IndexSpec(index_type, metric, params, transform), shifts=shifts, train_config=config, stream=stream,
+        log=click.echo,
     )  # fmt: skip
     _echo_skipped(skipped)
     click.echo(f"Done: {manifest['count']:,} images in {index_dir}. Keep it current with "

@@ -137,6 +137,7 @@ def assemble_bundle(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     stream: dict | None = None,
+    prune_classes: bool = False,
 ) -> dict:
     """Encode images, index them, calibrate the trust score, and write the bundle atomically.
 
@@ -145,10 +146,11 @@ def assemble_bundle(
 
     records: one RECORD_DTYPE row per image (ids are assigned here, 0 to n-1, in this order; the
     content hash is filled in when left empty); paths: each image's path relative to its collection
-    root, for collections of files. Split 0 is the training split: whitening, when the
+    root, for collections of files; prune_classes: drop the class names no image has (folders whose
+    files were all unreadable), renumbering the labels. Split 0 is the training split: whitening, when the
     spec asks for one, is learned on it alone, so evaluation on the other splits stays honest.
     """
-    from aesearch.pipelines.stream import StreamOptions, stream_build
+    from aesearch.pipelines.stream import stream_build
     from aesearch.sources.arrays import ArraySource
 
     info = dict(info)
@@ -158,13 +160,20 @@ def assemble_bundle(
         images, records=records, paths=paths, split_names=split_names, class_names=class_names,
         fit_split=0 if len(split_names) > 1 else None, info=info, name="images",
     )  # fmt: skip
+    source.prune_classes = prune_classes
+    return stream_build(index_dir, source, checkpoint, stream_options(spec, shifts, stream), log=log)
+
+
+def stream_options(spec: IndexSpec, shifts: Sequence[Sequence[int]], stream: dict | None = None):
+    """The streaming build's options for an IndexSpec, embedding shifts, and extra StreamOptions."""
+    from aesearch.pipelines.stream import StreamOptions
+
     params = spec.params
-    options = StreamOptions(
+    return StreamOptions(
         index_type=spec.index_type, metric=spec.metric, transform=spec.transform,
         whiten_shrinkage=params.get("whiten_shrinkage", 0.0), whiten_dims=params.get("whiten_dims"),
         shifts=tuple(tuple(s) for s in shifts), **(stream or {}),
     )  # fmt: skip
-    return stream_build(index_dir, source, checkpoint, options, log=log)
 
 
 def calibrate_trust(

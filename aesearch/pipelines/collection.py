@@ -1,11 +1,12 @@
 """`aesearch build-index --images DIR`: a bundle of a user's own folders of images.
 
-The folders are scanned and read by sources/folders.py (decoding on every core), each file's
-record keeps its path relative to its root (the root's number is the record's `position`), size,
-mtime and content hash, and the label of its first-level folder with `--labels folders`. The
-bundle is then assembled by the same code as Fashion-MNIST's (pipelines/build.py), so the search
-space, the index and the trust score are built the same way; the only split is "collection", and
-the whitening is learned on all of it. Ids follow the sorted (root, path) order: 0 to n-1.
+The folders are scanned and read by sources/folders.py (FolderSource: decoding on every core),
+each file's record keeps its path relative to its root (the root's number is the record's
+`position`), size, mtime and content hash, and the label of its first-level folder with `--labels
+folders`. The bundle is built by the streaming build (pipelines/stream.py), as Fashion-MNIST's and
+a shard collection's are, so the search space, the index and the trust score are built the same
+way; the only split is "collection", and the whitening is learned on all of it. Ids follow the
+sorted (root, path) order of the files that could be read: 0 to n-1.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ import numpy as np
 from aesearch.errors import InvalidArgumentError
 from aesearch.model.checkpoint import Checkpoint, load_checkpoint
 from aesearch.search.index import IndexSpec, check_index_type
-from aesearch.sources.folders import Skipped, collection_roots, folder_label, read_files, scan
-from aesearch.store.records import NO_LABEL, new_records
+from aesearch.sources.folders import FolderSource, Skipped, collection_roots, scan
+from aesearch.store.records import new_records
 
-SPLIT_NAMES = ["collection"]
 LABEL_MODES = ("folders",)
 # Below this many images the default recipe trains a model that retrieves worse than reusing the
 # Fashion-MNIST one (scripts/bench_collection.py --train-sizes; README, "Your own images").
@@ -39,11 +39,19 @@ def build_from_folders(
     shifts: Sequence[Sequence[int]],
     train_config=None,
     workers: int | None = None,
+    stream: dict | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = print,
 ) -> tuple[dict, list[Skipped]]:
-    """Index every image under the roots; returns the manifest and the files skipped (with reasons)."""
-    from aesearch.pipelines.build import assemble_bundle
+    """Index every image under the roots; returns the manifest and the files skipped (with reasons).
+
+    With a model the files are read as the streaming build asks for them, a chunk at a time: memory
+    stays bounded by the chunk size, and a build killed midway resumes without reading again what
+    it had encoded. Without one, the images are read into memory first, to train a model on them.
+    stream: extra StreamOptions (max_index_memory, chunk_size, cluster).
+    """
+    from aesearch.pipelines.build import assemble_bundle, stream_options
+    from aesearch.pipelines.stream import stream_build
 
     if labels is not None and labels not in LABEL_MODES:
         raise InvalidArgumentError(f"unknown --labels {labels!r}: use `folders` (or leave it out)")
@@ -53,43 +61,43 @@ def build_from_folders(
     found = scan(roots)
     if log:
         log(f"Found {len(found.files):,} image files under {', '.join(str(r) for r in roots)}")
-    pixels, records, paths, skipped = read_collection(roots, found, labels, workers=workers)
+    if len(found.files) < 2:
+        raise InvalidArgumentError(
+            f"found {len(found.files)} image file(s) under {', '.join(str(r) for r in roots)}: an index needs at "
+            "least 2 (PNG, JPEG, GIF, WebP, BMP or TIFF files, in any subfolder)"
+        )
+    source = FolderSource(found, labels, workers=workers)
+    skipped: list[Skipped] = []
+    if checkpoint is not None:
+        options = stream_options(spec, shifts, stream)
+        manifest = stream_build(index_dir, source, checkpoint, options, log=log, skipped=skipped.extend)
+        return manifest, found.skipped + skipped
+    pixels, records, paths, skipped = read_collection(source)
     if len(pixels) < 2:
         raise InvalidArgumentError(
             f"found {len(pixels)} readable image(s) under {', '.join(str(r) for r in roots)}: an index needs at "
             "least 2 (PNG, JPEG, GIF, WebP, BMP or TIFF files, in any subfolder)"
         )
-    class_names = sorted({folder_label(p) for p in paths} - {None}) if labels else []
-    if labels:
-        number = {name: n for n, name in enumerate(class_names)}
-        records["label"] = [number.get(folder_label(p), NO_LABEL) for p in paths]
-    if checkpoint is None:
-        checkpoint = _train_on(pixels, records, train_config, progress=progress, log=log)
-    info = {
-        "dataset": "folders",
-        "class_names": class_names,
-        "split_names": SPLIT_NAMES,
-        "collection": {"roots": [str(r) for r in roots], "labels": labels},
-    }
+    checkpoint = _train_on(pixels, records, train_config, progress=progress, log=log)
     manifest = assemble_bundle(
-        index_dir, checkpoint=checkpoint, images=pixels, records=records, paths=paths, info=info, spec=spec,
-        shifts=shifts, progress=progress, log=log,
+        index_dir, checkpoint=checkpoint, images=pixels, records=records, paths=paths, info=source.info(),
+        spec=spec, shifts=shifts, progress=progress, log=log, stream=stream, prune_classes=True,
     )  # fmt: skip
     return manifest, found.skipped + skipped
 
 
-def read_collection(roots, found, labels, *, workers=None) -> tuple[np.ndarray, np.ndarray, list[str], list[Skipped]]:
-    """Read every file the scan found: (images, records without ids or labels, paths, skipped)."""
-    chunks = list(read_files(roots, found.files, workers=workers))
-    files = [f for chunk in chunks for f in chunk.files]
+def read_collection(source: FolderSource) -> tuple[np.ndarray, np.ndarray, list[str], list[Skipped]]:
+    """Every file of a folder source in memory: (images, records without ids, paths, skipped)."""
+    chunks = list(source.chunks(source.count or 1))
     pixels = np.concatenate([c.images for c in chunks]) if chunks else np.zeros((0, 28, 28), np.uint8)
-    records = new_records(len(files))
-    records["position"] = [f.root for f in files]
-    records["bytes"] = [f.size for f in files]
-    records["mtime_ns"] = [f.mtime_ns for f in files]
+    records = new_records(len(pixels))
     if chunks:
-        records["content_hash"] = np.concatenate([c.hashes for c in chunks])
-    return pixels, records, [f.path for f in files], [s for c in chunks for s in c.skipped]
+        for column, name in (("position", "positions"), ("bytes", "sizes"), ("mtime_ns", "mtimes_ns"),
+                             ("content_hash", "hashes"), ("label", "labels")):  # fmt: skip
+            if getattr(chunks[0], name) is not None:
+                records[column] = np.concatenate([getattr(c, name) for c in chunks])
+    paths = [p for c in chunks for p in c.paths]
+    return pixels, records, paths, [s for c in chunks for s in c.skipped]
 
 
 def _train_on(pixels: np.ndarray, records: np.ndarray, train_config, *, progress: bool, log) -> Checkpoint:

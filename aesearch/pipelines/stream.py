@@ -32,7 +32,7 @@ import numpy as np
 from aesearch.errors import InvalidArgumentError
 from aesearch.model.checkpoint import Checkpoint
 from aesearch.search.index import IndexSpec
-from aesearch.search.index_choice import DEFAULT_MAX_INDEX_MEMORY, IndexChoice, choose_index
+from aesearch.search.index_choice import IndexChoice, choose_index, default_max_index_memory
 from aesearch.sources.chunks import ChunkSource
 from aesearch.store.bundle import BundleWriter
 from aesearch.store.records import NO_LABEL, new_records, pixel_hashes
@@ -59,7 +59,7 @@ class StreamOptions:
     whiten_shrinkage: float = 0.03
     whiten_dims: int | None = 192
     shifts: tuple = ((0, 0), (1, 1))
-    max_index_memory: int = DEFAULT_MAX_INDEX_MEMORY
+    max_index_memory: int | None = None  # bytes; None: default_max_index_memory(n)
     chunk_size: int = DEFAULT_CHUNK
     seed: int = 0
     cluster: str | None = None  # a Dask scheduler address, "local" (two throwaway workers), or None: here
@@ -75,6 +75,8 @@ def local_encoder(checkpoint: Checkpoint, shifts: Sequence[Sequence[int]]) -> En
 
 def encode_chunk(autoencoder, images: np.ndarray, want: np.ndarray, shifts) -> tuple[np.ndarray, np.ndarray]:
     """Vectors of a chunk, and the reconstruction MSE of its rows `want` (the trust sample)."""
+    if not len(images):  # a chunk of files that all turned out unreadable
+        return np.zeros((0, autoencoder.z_size), np.float32), np.zeros(0)
     pixels = images.astype(np.float32) / np.float32(255)
     z, vectors = autoencoder.embed(pixels, shifts)
     errors = ((autoencoder.decode(z[want]) - pixels[want]) ** 2).mean(axis=(1, 2)) if len(want) else np.zeros(0)
@@ -91,11 +93,14 @@ def stream_build(
     encoded: Callable[[Iterator], Iterator] | None = None,
     info: dict | None = None,
     log: Callable[[str], None] | None = print,
+    skipped: Callable[[list], None] | None = None,
 ) -> dict:
     """Build the bundle at index_dir from source; resumes a build of the same source killed earlier.
 
     encoded: optional map over (chunk, want) pairs yielding (chunk, vectors, errors) in order (the
     distributed path); default: encoder (default: local_encoder) applied chunk by chunk.
+    skipped: called once, before the index is built, with every item the source could not use
+    (chunks' `skipped`, those found before a resume included).
     Returns the new bundle's manifest.
     """
     if options.chunk_size < 1:
@@ -115,7 +120,7 @@ def stream_build(
             )  # encodes; .fill
         writer = stack.enter_context(BundleWriter.create(index_dir, resume_key=key[:16]))
         try:
-            return _build(writer, index_dir, source, checkpoint, options, shifts, encoder, encoded, info, log)
+            return _build(writer, index_dir, source, checkpoint, options, shifts, encoder, encoded, info, log, skipped)
         except Exception:
             # An error (disk full, bad data) leaves nothing behind; an interruption (kill -9, Ctrl-C)
             # leaves the staging folder for the same command to resume.
@@ -123,18 +128,33 @@ def stream_build(
             raise
 
 
-def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, encoded, info, log) -> dict:
+def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, encoded, info, log, report) -> dict:
     writer.set_model(checkpoint)
-    segment = writer.new_segment(source.count, name=_SEGMENT)
     state = _State.load(writer.scratch("state.npz"), source.count, checkpoint.model_config.z_size, options.seed)
+    # Sized for every item; cut to the images there are once the pass is done (here, or before a kill).
+    segment = writer.new_segment(state.rows if state.done(source.count) else source.count, name=_SEGMENT)
     if state.rows and log:
-        log(f"Resuming: {state.rows:,} of {source.count:,} images already encoded")
+        log(f"Resuming: {state.rows + state.skipped:,} of {source.count:,} items already read")
     if log:
         log(f"Encoding {source.describe()} in chunks of {options.chunk_size:,}")
-    _encode_pass(source, segment, state, writer, options, encoder or local_encoder(checkpoint, shifts), encoded)
+    paths, skipped = _encode_pass(source, segment, state, writer, options,
+                                  encoder or local_encoder(checkpoint, shifts), encoded)  # fmt: skip
     rows = state.rows
-    if rows < source.count:
-        raise InvalidArgumentError(f"{source.describe()} yielded {rows:,} images, fewer than it announced")
+    if not state.done(source.count):
+        read = rows + state.skipped
+        raise InvalidArgumentError(f"{source.describe()} yielded {read:,} items, fewer than it announced")
+    if report is not None:
+        report(skipped)
+    if rows < 2:
+        raise InvalidArgumentError(
+            f"{source.describe()}: {rows} could be used ({len(skipped):,} could not): an index needs at least 2 images"
+        )
+    if segment.count > rows:
+        segment.close()
+        segment = writer.new_segment(rows, name=_SEGMENT)
+    if paths is not None:
+        segment.set_paths(paths)
+    class_names = _prune_classes(segment, source) if getattr(source, "prune_classes", False) else None
     transform = _whitening(segment, source, state, options) if options.transform == "whiten" else None
     fill = getattr(encoded, "fill", None)
     index, choice, params = _index_pass(segment.embeddings, segment.file, transform, options, log, fill)
@@ -146,6 +166,7 @@ def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, enco
     writer.add_segment(segment, meta=meta)
     fields = {
         **source.info(),
+        **({"class_names": class_names} if class_names is not None else {}),
         **(info or {}),
         "embedding_shifts": [list(s) for s in shifts],
         "metric": options.metric,
@@ -154,7 +175,7 @@ def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, enco
         "index_choice": {
             "reason": choice.reason,
             "bytes_per_vector": params.get("bytes_per_vector"),
-            "max_index_memory": options.max_index_memory,
+            "max_index_memory": options.max_index_memory or default_max_index_memory(rows),
         },
         "transform": options.transform,
         "model": {k: checkpoint.info.get(k) for k in ("recipe", "test_mse", "train_config", "data_fingerprint")},
@@ -166,6 +187,25 @@ def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, enco
             f"{options.transform})"
         )
     return manifest
+
+
+def _prune_classes(segment, source) -> list[str]:
+    """The source's class names that label at least one image, the labels renumbered to match (in place)."""
+    names = list(source.class_names or [])
+    labels = segment.records["label"]
+    used = np.zeros(len(names) + 1, dtype=bool)  # the last slot counts NO_LABEL (-1)
+    for start in range(0, len(labels), _READ_BLOCK * 64):
+        used[np.asarray(labels[start : start + _READ_BLOCK * 64])] = True
+    kept = np.flatnonzero(used[:-1])
+    if len(kept) < len(names):
+        number = np.full(len(names) + 1, NO_LABEL, dtype=labels.dtype)
+        number[kept] = np.arange(len(kept))
+        for start in range(0, len(labels), _READ_BLOCK * 64):
+            block = slice(start, start + _READ_BLOCK * 64)
+            segment.records["label"][block] = number[np.asarray(labels[block])]
+        segment.records.flush()
+    release(segment.records)
+    return [names[i] for i in kept]
 
 
 def _refuse_impossible_index(n: int, z: int, options: StreamOptions) -> None:
@@ -220,7 +260,9 @@ def faiss_write(index, path: Path) -> None:
     faiss.write_index(getattr(index, "index", index), str(path))
 
 
-def _encode_pass(source, segment, state, writer, options, encoder, encoded) -> None:
+def _encode_pass(source, segment, state, writer, options, encoder, encoded) -> tuple[list | None, list]:
+    """Every chunk encoded and written; returns the images' paths (None: none has one) and the items the
+    source could not use (those of a resumed build's earlier run too)."""
     from tqdm.auto import tqdm
 
     def pending() -> Iterator:
@@ -231,8 +273,10 @@ def _encode_pass(source, segment, state, writer, options, encoder, encoded) -> N
             row += len(chunk)
 
     results = encoded(pending()) if encoded else _one_ahead((c, *encoder(c.images, w)) for c, w in pending())
-    paths = _PathLog(writer.scratch("paths.txt"), state.rows)
-    with tqdm(total=source.count, initial=state.rows, desc="encoding", unit="img", disable=None, leave=False) as bar:
+    paths = _LineLog(writer.scratch("paths.txt"), state.rows)
+    skipped = _LineLog(writer.scratch("skipped.txt"), state.skipped)
+    done = state.rows + state.skipped
+    with tqdm(total=source.count, initial=done, desc="encoding", unit="img", disable=None, leave=False) as bar:
         for chunk, vectors, errors in results:
             rows = slice(state.rows, state.rows + len(chunk))
             records = new_records(len(chunk))
@@ -246,14 +290,14 @@ def _encode_pass(source, segment, state, writer, options, encoder, encoded) -> N
             for array in (segment.records, segment.images, segment.embeddings):
                 array.flush()  # on disk before the state says the chunk is done
                 release(array)
-            paths.append(chunk.paths, len(chunk))
+            paths.append(chunk.paths or [""] * len(chunk))
+            skipped.append(chunk.skipped or [])
             fit = (records["split"] == source.fit_split) if source.fit_split is not None else slice(None)
-            state.add(vectors[fit], errors, chunk.cursor, len(chunk))
+            state.add(vectors[fit], errors, chunk.cursor, len(chunk), len(chunk.skipped or []))
             state.save(writer.scratch("state.npz"))
-            bar.update(len(chunk))
+            bar.update(len(chunk) + len(chunk.skipped or []))
     writer.manifest["next_id"] = state.rows  # ids 0..n-1, as allocate_ids would have given them
-    if paths.any:
-        segment.set_paths(paths.read(state.rows))
+    return (paths.read(state.rows) if paths.any else None), skipped.read(state.skipped)
 
 
 def _one_ahead(items: Iterator) -> Iterator:
@@ -391,7 +435,8 @@ def _trust(segment, state, index, transform, options):
     squared, rows = np.concatenate([a[0] for a in answers]), np.concatenate([a[1] for a in answers])
     distances = to_distance(squared, options.metric)
     nearest_other = np.where(rows[:, 0] == probe, distances[:, -1], distances[:, 0])
-    return calibrate(state.errors[~np.isnan(state.errors)], nearest_other, read_rows(segment.images, state.sample))
+    encoded = state.sample < n  # the sample is drawn from the items: rows past the images it holds are not
+    return calibrate(state.errors[encoded], nearest_other, read_rows(segment.images, state.sample[encoded]))
 
 
 def _prepare(vectors: np.ndarray, metric: str, transform) -> np.ndarray:
@@ -400,25 +445,39 @@ def _prepare(vectors: np.ndarray, metric: str, transform) -> np.ndarray:
     return prepare(np.asarray(vectors, dtype=np.float32), metric, transform)
 
 
-class _PathLog:
-    """Each chunk's paths, one JSON string a line, appended to a scratch file: a resumed build keeps them."""
+class _LineLog:
+    """Items of every chunk (paths, skipped files), one JSON value a line, appended to a scratch file.
 
-    def __init__(self, path: Path, rows: int) -> None:
+    A resumed build keeps the first `kept` lines, those of the chunks its state records as done.
+    """
+
+    def __init__(self, path: Path, kept: int) -> None:
         self.path = path
-        kept = self.read(rows) if path.exists() else []
-        self.any = any(kept)
-        path.write_text("".join(f"{json.dumps(p)}\n" for p in kept))
+        lines = self._lines()[:kept]
+        self.any = any(json.loads(line) for line in lines)
+        path.write_text("".join(f"{line}\n" for line in lines))
 
-    def append(self, paths: list[str] | None, n: int) -> None:
-        if paths is not None:
-            self.any = self.any or any(paths)
+    def append(self, items: list) -> None:
+        self.any = self.any or any(items)
         with open(self.path, "a") as f:
-            f.write("".join(f"{json.dumps(p)}\n" for p in (paths or [""] * n)))
+            f.write("".join(f"{json.dumps(_plain(item))}\n" for item in items))
 
-    def read(self, rows: int) -> list[str]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines()[:rows]]
+    def read(self, count: int) -> list:
+        return [_revive(json.loads(line)) for line in self._lines()[:count]]
+
+    def _lines(self) -> list[str]:
+        return self.path.read_text().splitlines() if self.path.exists() else []
+
+
+def _plain(item):
+    """A Skipped as [path, reason]; paths as they are."""
+    return [item.path, item.reason] if hasattr(item, "reason") else item
+
+
+def _revive(value):
+    from aesearch.sources.folders import Skipped
+
+    return Skipped(*value) if isinstance(value, list) else value
 
 
 class _State:
@@ -428,7 +487,7 @@ class _State:
         rng = np.random.default_rng(seed + 3)
         self.sample = np.sort(rng.choice(count, size=min(count, _CALIBRATION_SAMPLE), replace=False))
         self.errors = np.full(len(self.sample), np.nan)
-        self.cursor = self.rows = self.fitted = 0
+        self.cursor = self.rows = self.fitted = self.skipped = 0
         self.reference = np.zeros(z)  # moments are taken about the first chunk's mean: no cancellation
         self.total = np.zeros(z)
         self.outer = np.zeros((z, z))
@@ -441,6 +500,7 @@ class _State:
                 state.cursor, state.rows, state.fitted = (int(saved[k]) for k in ("cursor", "rows", "fitted"))
                 state.total, state.outer, state.errors = saved["total"], saved["outer"], saved["errors"]
                 state.reference = saved["reference"]
+                state.skipped = int(saved["skipped"]) if "skipped" in saved else 0
         return state
 
     def calibration_rows(self, start: int, n: int) -> np.ndarray:
@@ -448,7 +508,11 @@ class _State:
         lo, hi = np.searchsorted(self.sample, [start, start + n])
         return self.sample[lo:hi] - start
 
-    def add(self, vectors: np.ndarray, errors: np.ndarray, cursor: int, n: int) -> None:
+    def done(self, count: int) -> bool:
+        """Every one of the source's count items read: encoded, or skipped as unusable."""
+        return self.rows + self.skipped >= count
+
+    def add(self, vectors: np.ndarray, errors: np.ndarray, cursor: int, n: int, skipped: int = 0) -> None:
         x = vectors.astype(np.float64)
         if self.fitted == 0 and len(x):
             self.reference = x.mean(axis=0)
@@ -458,12 +522,12 @@ class _State:
         self.fitted += len(x)
         lo, hi = np.searchsorted(self.sample, [self.rows, self.rows + n])
         self.errors[lo:hi] = errors
-        self.cursor, self.rows = cursor, self.rows + n
+        self.cursor, self.rows, self.skipped = cursor, self.rows + n, self.skipped + skipped
 
     def save(self, path: Path) -> None:
         partial = path.with_suffix(".partial.npz")
-        np.savez(partial, cursor=self.cursor, rows=self.rows, fitted=self.fitted, total=self.total,
-                 outer=self.outer, errors=self.errors, reference=self.reference)  # fmt: skip
+        np.savez(partial, cursor=self.cursor, rows=self.rows, fitted=self.fitted, skipped=self.skipped,
+                 total=self.total, outer=self.outer, errors=self.errors, reference=self.reference)  # fmt: skip
         os.replace(partial, path)
 
     def whitening(self, options: StreamOptions):

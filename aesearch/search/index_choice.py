@@ -14,7 +14,8 @@ cut to what serves this project on a small machine:
     but cannot be memory-mapped and builds slowly on two cores, so auto leaves it to explicit
     `--index-type hnsw`;
   * IVF + PQ above: each vector becomes a code of m/2 bytes (m sub-quantizers of 4 bits, the
-    largest m of PQ_SUBQUANTIZERS that fits the budget, with its 8-byte id), searched with FAISS's
+    largest m of PQ_SUBQUANTIZERS that fits the budget, with its 8-byte id; fast scan stores each
+    list in blocks of 32 codes, so up to a block per list is padding), searched with FAISS's
     fast-scan kernels (IVFnlist,PQmx4fs: the distance tables fit SIMD registers), and the
     candidates it finds are re-ranked exactly against the full vectors, which stay on disk
     (memory-mapped embeddings), so the index in RAM costs tens of bytes per vector while the final
@@ -25,6 +26,11 @@ cut to what serves this project on a small machine:
     training it took about 1.4 s per iteration on just 2,000 vectors here, and the exact re-ranking
     already recovers what the rotation would add. `--index-type "OPQ32_192,IVF4096,PQ32"` still
     builds one.
+
+The default budget is 256 MiB, or 64 bytes a vector where that is more (above 4.2 M vectors): enough
+for the largest code, PQ96x4fs (56.6 bytes a vector at 10 M). At 10 M, 256 MiB left 16-byte codes
+(PQ32x4fs) that needed 800 candidates re-ranked a query for the target recall, and batch search
+missed 1,000 queries/s (944); PQ96x4fs needed 100 and made 1,038 (README, "Scale").
 
 nlist is about 4 sqrt(n) lists rounded to a power of two (FAISS: 4-16 sqrt(n)), capped at
 MAX_NLIST: k-means cost grows with nlist times its 39-points-per-list sample, and 4,096 lists
@@ -40,10 +46,12 @@ from dataclasses import asdict, dataclass, field
 from aesearch.errors import InvalidArgumentError
 
 EXACT_MAX_SCAN = 4_000_000  # floats scanned per query by an exact index (16 MB: ~1 ms on one core)
-DEFAULT_MAX_INDEX_MEMORY = 256 * 2**20  # bytes; `--max-index-memory` changes it
+DEFAULT_MAX_INDEX_MEMORY = 256 * 2**20  # bytes: the default budget (`--max-index-memory` changes it) ...
+DEFAULT_BYTES_PER_VECTOR = 64  # ... or this much a vector, where that is more (see above)
 MAX_NLIST = 4096
 PQ_SUBQUANTIZERS = (96, 64, 48, 32, 24, 16)  # of 4 bits each: m/2 bytes per vector
 ID_BYTES = 8  # an IVF list keeps each vector's int64 id beside its code
+FAST_SCAN_BLOCK = 32  # codes per block of a fast-scan list: each list is padded to whole blocks
 RERANK_FACTOR = 10  # candidates re-ranked per result wanted, before tuning
 # Compressed indexes are tuned to this recall@10 against exact search (after re-ranking); the
 # uncompressed ones keep aesearch.search.index.TARGET_RECALL. It aims above the 0.95 promised
@@ -70,8 +78,15 @@ class IndexChoice:
         return asdict(self)
 
 
-def choose_index(n: int, dim: int, max_memory: int = DEFAULT_MAX_INDEX_MEMORY) -> IndexChoice:
-    """The index for n vectors of dim floats (the search space's dimension) within max_memory bytes."""
+def default_max_index_memory(n: int) -> int:
+    """The budget auto works to when none is given, for n vectors."""
+    return max(DEFAULT_MAX_INDEX_MEMORY, DEFAULT_BYTES_PER_VECTOR * n)
+
+
+def choose_index(n: int, dim: int, max_memory: int | None = None) -> IndexChoice:
+    """The index for n vectors of dim floats (the search space's dimension) within max_memory bytes
+    (default: default_max_index_memory(n))."""
+    max_memory = default_max_index_memory(n) if max_memory is None else max_memory
     if n < 0 or dim < 1:
         raise InvalidArgumentError(f"cannot choose an index for {n} vectors of {dim} dimensions")
     if max_memory <= 0:
@@ -91,7 +106,7 @@ def choose_index(n: int, dim: int, max_memory: int = DEFAULT_MAX_INDEX_MEMORY) -
     # PQ splits the vector into m equal parts of 2 or more dimensions
     fitting = [m for m in PQ_SUBQUANTIZERS if dim % m == 0 and dim // m >= 2]
     for m in fitting:
-        cost = m / 2 + ID_BYTES + centroids
+        cost = m / 2 + ID_BYTES + centroids + nlist * FAST_SCAN_BLOCK * m / 2 / max(n, 1)  # codes, ids, padding
         if cost <= budget:
             return IndexChoice(
                 f"IVF{nlist},PQ{m}x4fs",

@@ -17,6 +17,8 @@ from aesearch.sources.chunks import Chunk
 class ArraySource:
     """images (n, 28, 28) uint8 with optional labels and splits, yielded in row order."""
 
+    prune_classes = False  # True: the build drops class names no image has (see FolderSource)
+
     def __init__(self, images: np.ndarray, labels: np.ndarray | None = None, split: np.ndarray | None = None,
                  positions: np.ndarray | None = None, *, split_names: list[str] | None = None,
                  class_names: list[str] | None = None, fit_split: int | None = None, info: dict | None = None,

@@ -34,6 +34,7 @@ class Chunk:
     sizes: np.ndarray | None = None  # (n,) int64 file sizes in bytes (files only)
     mtimes_ns: np.ndarray | None = None  # (n,) int64 (files only)
     hashes: np.ndarray | None = None  # (n,) S16 content hashes (files only)
+    skipped: list | None = None  # items read since the previous chunk that gave no image (folders.Skipped)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -48,7 +49,7 @@ class ChunkSource(Protocol):
 
     @property
     def count(self) -> int:
-        """How many images it yields at most (the segment is sized for this many)."""
+        """How many items it holds: each yields an image or is listed in a chunk's `skipped`."""
 
     @property
     def split_names(self) -> list[str]: ...

@@ -15,6 +15,7 @@ aborts a build or a sync. Torch-free, like the query path.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from aesearch.errors import AesearchError, InvalidArgumentError, reason
+from aesearch.sources.chunks import NO_LABEL, Chunk
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
 HASH_BYTES = 16
@@ -182,6 +184,96 @@ def folder_label(path: str) -> str | None:
     """The first-level subfolder a file is in (its class with `--labels folders`), or None at the top."""
     head, sep, _ = path.partition("/")
     return head if sep and not path.startswith("/") else None
+
+
+def folder_classes(files: Sequence[FileEntry]) -> list[str]:
+    """The class names of `--labels folders`: every first-level subfolder that holds image files, sorted."""
+    return sorted({folder_label(f.path) for f in files} - {None})
+
+
+class FolderSource:
+    """The ChunkSource of a scanned collection: files are read (on every core) as the build asks for them.
+
+    count is the number of files found. A file that cannot be used yields no image: it is listed in
+    its chunk's `skipped`, so a build may hold fewer images than count. The cursor is a position in
+    the scan's file list, so a resumed build reads none of the files before it. With
+    labels="folders", labels number folder_classes(); the build drops the classes whose files all
+    turned out unreadable (prune_classes).
+    """
+
+    prune_classes = True
+
+    def __init__(self, found: Scan, labels: str | None = None, *, workers: int | None = None) -> None:
+        self.found, self.labels, self.workers = found, labels, workers
+        self._class_names = folder_classes(found.files) if labels else []
+        self._number = {name: n for n, name in enumerate(self._class_names)}
+
+    @property
+    def count(self) -> int:
+        return len(self.found.files)
+
+    @property
+    def split_names(self) -> list[str]:
+        return ["collection"]
+
+    @property
+    def class_names(self) -> list[str]:
+        return self._class_names
+
+    @property
+    def fit_split(self) -> int | None:
+        return None
+
+    @property
+    def fingerprint(self) -> str:
+        """The scan itself: every file's path, size and mtime (a file changed since: the build starts over)."""
+        digest = hashlib.sha256(json.dumps([[str(r) for r in self.found.roots], self.labels]).encode())
+        for f in self.found.files:
+            digest.update(f"{f.root}\0{f.path}\0{f.size}\0{f.mtime_ns}\n".encode())
+        return digest.hexdigest()
+
+    def describe(self) -> str:
+        return f"{self.count:,} image files under {', '.join(str(r) for r in self.found.roots)}"
+
+    def info(self) -> dict:
+        return {
+            "dataset": "folders",
+            "class_names": self._class_names,
+            "split_names": self.split_names,
+            "collection": {"roots": [str(r) for r in self.found.roots], "labels": self.labels},
+        }
+
+    def chunks(self, chunk_size: int, start: int = 0) -> Iterator[Chunk]:
+        """Chunks of at most chunk_size images; each holds the files read since the previous one."""
+        batch = max(1, min(BATCH, chunk_size))
+        pieces: list[ReadChunk] = []
+        held = 0  # images in pieces
+        cursor = start
+        for piece in read_files(self.found.roots, self.found.files[start:], workers=self.workers, batch=batch):
+            if held and held + len(piece.files) > chunk_size:
+                yield self._chunk(pieces, cursor)
+                pieces, held = [], 0
+            pieces.append(piece)
+            held += len(piece.files)
+            cursor += len(piece.files) + len(piece.skipped)
+        if pieces:
+            yield self._chunk(pieces, cursor)
+
+    def _chunk(self, pieces: list[ReadChunk], cursor: int) -> Chunk:
+        files = [f for piece in pieces for f in piece.files]
+        return Chunk(
+            images=np.concatenate([p.images for p in pieces]),
+            cursor=cursor,
+            labels=np.array([self._number.get(folder_label(f.path), NO_LABEL) for f in files], dtype=np.int16)
+            if self.labels
+            else None,
+            positions=np.array([f.root for f in files], dtype=np.int64),  # which root (as read_collection)
+            paths=[f.path for f in files],
+            sizes=np.array([f.size for f in files], dtype=np.int64),
+            mtimes_ns=np.array([f.mtime_ns for f in files], dtype=np.int64),
+            hashes=np.concatenate([p.hashes for p in pieces]),
+            skipped=[s for p in pieces for s in p.skipped],
+        )
 
 
 def read_files(

@@ -7,6 +7,8 @@ A Segment is the read side: every array memory-mapped, paths decoded on demand.
 
 from __future__ import annotations
 
+import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +43,10 @@ class SegmentBuilder:
                 existing = np.load(path, mmap_mode="r+", allow_pickle=False)
                 if existing.shape == shape and existing.dtype == dtype:
                     return existing
+                if existing.shape[1:] == shape[1:] and existing.dtype == dtype and len(existing) > shape[0]:
+                    del existing  # unmapped before the file is cut short
+                    shrink_npy(path, shape[0])  # fewer images than items (unreadable files): keep the first rows
+                    return self._array(name, shape, dtype)
             except (OSError, ValueError):
                 pass
             path.unlink()
@@ -48,6 +54,13 @@ class SegmentBuilder:
             np.save(path, np.zeros(shape, dtype))
             return np.load(path, allow_pickle=False)
         return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+
+    def close(self) -> None:
+        """Flush and unmap the arrays (reopen the folder with a SegmentBuilder to go on)."""
+        for array in (self.records, self.images, self.embeddings):
+            if isinstance(array, np.memmap):
+                array.flush()
+        self.records = self.images = self.embeddings = None
 
     def set_paths(self, paths: list[str]) -> None:
         """UTF-8 paths relative to the collection root, one per row (default: all empty)."""
@@ -72,6 +85,38 @@ class SegmentBuilder:
         (self.folder / "paths.bin").write_bytes(b"".join(encoded))
         np.save(self.folder / "path_offsets.npy", offsets)
         self.records = self.images = self.embeddings = None  # release the maps
+
+
+def shrink_npy(path: Path, rows: int) -> None:
+    """Keep the first `rows` rows of a .npy file, in place: its header's shape rewritten, the file cut short.
+
+    NumPy pads every header so that the first dimension can change without moving the data
+    (np.lib.format's GROWTH_AXIS_MAX_DIGITS); should a header ever come out a different length,
+    the rows are copied to a new file instead.
+    """
+    fmt = np.lib.format
+    with open(path, "r+b") as f:
+        version = fmt.read_magic(f)
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(f)
+        offset = f.tell()
+        assert not fortran_order and rows <= shape[0], f"cannot shrink {path} {shape} to {rows} rows"
+        header = io.BytesIO()
+        write_header = fmt.write_array_header_1_0 if version == (1, 0) else fmt.write_array_header_2_0
+        write_header(header, {"descr": fmt.dtype_to_descr(dtype), "fortran_order": False, "shape": (rows, *shape[1:])})
+        if len(header.getvalue()) == offset:
+            f.seek(0)
+            f.write(header.getvalue())
+            f.truncate(offset + rows * dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64)))
+            return
+    old = np.load(path, mmap_mode="r", allow_pickle=False)
+    partial = path.with_name(path.name + ".partial")
+    new = np.lib.format.open_memmap(partial, mode="w+", dtype=dtype, shape=(rows, *shape[1:]))
+    for start in range(0, rows, 65536):
+        new[start : start + 65536] = old[start : start + 65536]
+    new.flush()
+    del old, new
+    os.replace(partial, path)
 
 
 @dataclass
