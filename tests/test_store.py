@@ -202,3 +202,25 @@ def test_deeply_nested_or_huge_manifests_are_one_line(tmp_path):
     (bundle / MANIFEST).write_text('{"format": "aesearch-index", "count": ' + "9" * 5000 + "}")
     with pytest.raises(BundleError, match="damaged"):
         load_bundle(bundle)
+
+
+def test_a_segment_reopened_with_fewer_rows_keeps_the_first_ones_in_place(tmp_path):
+    """A streamed build sized for every file, cut to the images it got (here, or after a kill -9 between
+    the end of encoding and the cut): the first rows survive, byte for byte, in files of the new size."""
+    from aesearch.store.records import new_records
+    from aesearch.store.segment import SegmentBuilder
+
+    segment = SegmentBuilder(tmp_path / "seg", 10, 8)
+    records = new_records(10)
+    records["id"] = np.arange(10)
+    images = synthetic_images(10)
+    vectors = np.random.default_rng(0).standard_normal((10, 8)).astype(np.float32)
+    segment.records[:], segment.images[:], segment.embeddings[:] = records, images, vectors
+    segment.close()
+    cut = SegmentBuilder(tmp_path / "seg", 7, 8)
+    np.testing.assert_array_equal(cut.records, records[:7])
+    np.testing.assert_array_equal(cut.images, images[:7])
+    np.testing.assert_array_equal(cut.embeddings, vectors[:7])
+    cut.close()
+    assert np.load(tmp_path / "seg" / "embeddings.npy").shape == (7, 8)
+    assert (tmp_path / "seg" / "images.npy").stat().st_size == 128 + 7 * 784  # header, then the rows only

@@ -231,3 +231,20 @@ def test_read_rows_block_by_block_equals_fancy_indexing(tmp_path):
     np.testing.assert_array_equal(read_rows(array, rows), array[rows])  # three blocks of 2048
     np.testing.assert_array_equal(read_rows(array, slice(10, 20)), array[10:20])
     assert read_rows(array, np.zeros(0, dtype=np.int64)).shape == (0, 3)
+
+
+def test_a_chunk_is_encoded_in_slices_with_the_vectors_of_one_batch():
+    """encode_chunk works _ENCODE_SLICE images at a time (working arrays reused from the heap): the
+    vectors and the trust sample's errors are those of the whole chunk encoded at once, bit for bit."""
+    from aesearch.model.runtime import NumpyAutoEncoder
+    from aesearch.pipelines import stream
+
+    autoencoder = NumpyAutoEncoder.from_checkpoint(tiny_checkpoint())
+    images = synthetic_images(stream._ENCODE_SLICE + 300, seed=5)
+    want = np.array([0, 7, stream._ENCODE_SLICE - 1, stream._ENCODE_SLICE, stream._ENCODE_SLICE + 299])
+    vectors, errors = stream.encode_chunk(autoencoder, images, want, ((0, 0), (1, 1)))
+    pixels = images.astype(np.float32) / np.float32(255)
+    z, whole = autoencoder.embed(pixels, ((0, 0), (1, 1)))
+    np.testing.assert_array_equal(vectors, whole)
+    expected = ((autoencoder.decode(z[want]) - pixels[want]) ** 2).mean(axis=(1, 2))
+    np.testing.assert_array_equal(errors, expected)

@@ -36,8 +36,9 @@ class EncoderActor:
     def __init__(self, weights: dict, z_size: int, negative_slope: float, shifts: Sequence[Sequence[int]]) -> None:
         from aesearch.model.architecture import ModelConfig
         from aesearch.model.runtime import NumpyAutoEncoder
+        from aesearch.pipelines.stream import keep_freed_memory
 
-        _keep_freed_memory()
+        keep_freed_memory()  # also undoes the allocator setting Dask's nanny gives its workers
         self.autoencoder = NumpyAutoEncoder(weights, ModelConfig(z_size=z_size, negative_slope=negative_slope))
         self.shifts = [tuple(s) for s in shifts]
 
@@ -61,29 +62,6 @@ class EncoderActor:
 
         blob, self.shard = faiss.serialize_index(self.shard), None
         return blob
-
-
-def _keep_freed_memory() -> None:
-    """Undo, in this worker, the allocator setting Dask's nanny gives every worker process.
-
-    The nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536 (to hand freed memory back to the OS
-    quickly); that also fixes glibc's mmap threshold, so the encoder's per-block temporaries (about
-    0.8 MB each) are mapped and unmapped on every use and their pages faulted in again: a chunk took
-    1.6x as long to encode on a worker as in a plain process (2.6-2.9 s against 1.6-1.9 s for
-    16,384 images, measured here). Temporaries up to 32 MB come from the heap again, and up to
-    64 MB of freed heap is kept; a no-op where the C library is not glibc.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
-    mallopt(m_mmap_threshold, 32 << 20)
-    mallopt(m_trim_threshold, 64 << 20)
 
 
 class ClusterSession:

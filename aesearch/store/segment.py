@@ -41,14 +41,16 @@ class SegmentBuilder:
         if path.exists():
             try:
                 existing = np.load(path, mmap_mode="r+", allow_pickle=False)
-                if existing.shape == shape and existing.dtype == dtype:
-                    return existing
-                if existing.shape[1:] == shape[1:] and existing.dtype == dtype and len(existing) > shape[0]:
-                    del existing  # unmapped before the file is cut short
-                    shrink_npy(path, shape[0])  # fewer images than items (unreadable files): keep the first rows
-                    return self._array(name, shape, dtype)
             except (OSError, ValueError):
-                pass
+                existing = None  # unreadable: written again below
+            if existing is not None and existing.shape == shape and existing.dtype == dtype:
+                return existing
+            same_rows = existing is not None and existing.dtype == dtype and existing.shape[1:] == shape[1:]
+            if same_rows and len(existing) > shape[0] > 0:
+                del existing  # unmapped before the file is cut short
+                shrink_npy(path, shape[0])  # fewer images than items (unreadable files): keep the first rows
+                return np.load(path, mmap_mode="r+", allow_pickle=False)
+            del existing
             path.unlink()
         if 0 in shape:  # numpy cannot map an empty file
             np.save(path, np.zeros(shape, dtype))
