@@ -62,3 +62,28 @@ def test_bad_cluster_address_is_one_line(tmp_path, address):
         stream_build(tmp_path / "b", ArraySource(synthetic_images(10)), tiny_checkpoint(), options, log=None)
     assert "\n" not in str(error.value)
     assert not (tmp_path / "b").exists()
+
+
+def test_a_folder_of_image_files_builds_on_the_cluster_as_here(tmp_path):
+    """`build-index --images FOLDER --cluster local`: files read here, encoded on the workers, unreadable
+    ones listed; the same bundle as a plain build."""
+    from click.testing import CliRunner
+    from image_folders import write_image_folder
+
+    from aesearch.interfaces.cli import cli
+    from aesearch.model.checkpoint import save_checkpoint
+
+    folder = write_image_folder(tmp_path / "pics")
+    save_checkpoint(tmp_path / "model.safetensors", tiny_checkpoint())
+    built = {}
+    for name, extra in (("plain", []), ("cluster", ["--cluster", "local"])):
+        args = ["build-index", "--images", str(folder.root), "--labels", "folders", "--chunk-size", "8",
+                "--model", str(tmp_path / "model.safetensors"), "--whiten-dims", "32"]  # fmt: skip
+        result = CliRunner().invoke(cli, [*args, "--index-dir", str(tmp_path / name), *extra])
+        assert result.exit_code == 0, result.output
+        assert "Skipped 3 file(s)" in result.output
+        built[name] = load_bundle(tmp_path / name)
+    (a,), (b,) = built["plain"].segments, built["cluster"].segments
+    np.testing.assert_array_equal(a.embeddings, b.embeddings)
+    np.testing.assert_array_equal(a.records, b.records)
+    assert a.paths() == b.paths() and built["plain"].class_names == built["cluster"].class_names
