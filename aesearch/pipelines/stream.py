@@ -166,7 +166,7 @@ def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, enco
     state = _State.load(writer.scratch("state.npz"), source.count, checkpoint.model_config.z_size, options.seed)
     # Sized for every item; cut to the images there are once the pass is done (here, or before a kill).
     segment = writer.new_segment(state.rows if state.done(source.count) else source.count, name=_SEGMENT)
-    if state.rows and log:
+    if state.rows + state.skipped and log:
         log(f"Resuming: {state.rows + state.skipped:,} of {source.count:,} items already read")
     if log:
         log(f"Encoding {source.describe()} in chunks of {options.chunk_size:,}")
@@ -179,8 +179,10 @@ def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, enco
     if report is not None:
         report(skipped)
     if rows < 2:
+        example = f", e.g. {skipped[0].path}: {skipped[0].reason}" if skipped else ""
         raise InvalidArgumentError(
-            f"{source.describe()}: {rows} could be used ({len(skipped):,} could not): an index needs at least 2 images"
+            f"{source.describe()}: {rows} could be used ({len(skipped):,} could not{example}): an index needs at "
+            "least 2 readable images"
         )
     if segment.count > rows:
         segment.close()
