@@ -56,7 +56,8 @@ def main() -> None:
         for cluster in modes:
             if args.search_only:
                 name = folder.name + ("-cluster" if cluster else "")
-                row = {"collection": name, "mode": "search-only", **search_figures(args.work / name)}
+                mode = "search-only" + (", cluster" if cluster else "")
+                row = {"collection": name, "mode": mode, **search_figures(args.work / name)}
             else:
                 budget = ["--max-index-memory", args.max_index_memory] if args.max_index_memory else []
                 row = measure(folder, args.model, args.work, cluster, budget)
