@@ -116,10 +116,10 @@ def refine(
     k = len(result.hits) if k is None else k
     for id in (*feedback.more, *feedback.less):
         engine.hit(id)  # one line naming the bad id, before any work
-    query = engine.search_space(result.latent[None])
-    if not feedback:
-        distances, ids = engine.search_in_space(query, k)
+    if not feedback:  # the plain search's own path: normalizing its unit vector again can move the last bit
+        distances, ids = engine.search(result.latent[None], k)
     else:
+        query = engine.search_space(result.latent[None])
         refined = refined_queries(
             query, [_vectors(engine, feedback.more, query.shape[1])], [_vectors(engine, feedback.less, query.shape[1])],
             _background(engine, settings), metric=engine.manifest["metric"], settings=settings,
