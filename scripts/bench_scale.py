@@ -16,6 +16,7 @@ child and its workers), then, in this process, loads the bundle (start time), an
 both twice: cold, the bundle's files dropped from the page cache first (as on a machine that just
 started; the first query is reported apart), and warm, the files the query path reads (index,
 search vectors, records) read through once, as a server that has run a while has them.
+--load times the single queries beside one CPU-bound process per core (bench_query.py's load).
 Each row is appended to --out as one JSON line as soon as it is measured, so a run cut short still
 reports; the table is printed from that file. Timings on a shared machine are noisy: say so.
 """
@@ -45,6 +46,11 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, help="write the cost-versus-size plot here")
     parser.add_argument("--max-index-memory", help="build-index's budget (default: its own); rows record it")
     parser.add_argument(
+        "--load",
+        action="store_true",
+        help="single queries timed beside one CPU-bound process per core (a busy machine; rows say so)",
+    )
+    parser.add_argument(
         "--search-only",
         action="store_true",
         help="measure the search figures of bundles already built in --work (rows say so)",
@@ -57,10 +63,10 @@ def main() -> None:
             if args.search_only:
                 name = folder.name + ("-cluster" if cluster else "")
                 mode = "search-only" + (", cluster" if cluster else "")
-                row = {"collection": name, "mode": mode, **search_figures(args.work / name)}
+                row = {"collection": name, "mode": mode, **search_figures(args.work / name, args.load)}
             else:
                 budget = ["--max-index-memory", args.max_index_memory] if args.max_index_memory else []
-                row = measure(folder, args.model, args.work, cluster, budget)
+                row = measure(folder, args.model, args.work, cluster, budget, args.load)
                 row["max_index_memory"] = args.max_index_memory or "default (256M, or 64 B a vector)"
             with open(args.out, "a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -71,7 +77,7 @@ def main() -> None:
         plot(rows, args.plot)
 
 
-def measure(folder: Path, model: Path, work: Path, cluster: str | None, extra: list[str]) -> dict:
+def measure(folder: Path, model: Path, work: Path, cluster: str | None, extra: list[str], load: bool) -> dict:
     name = folder.name + ("-cluster" if cluster else "")
     bundle = work / name
     command = [sys.executable, "-m", "aesearch", "build-index", "--images", str(folder), "--model", str(model),
@@ -86,17 +92,19 @@ def measure(folder: Path, model: Path, work: Path, cluster: str | None, extra: l
     row = {"collection": name, "mode": "cluster" if cluster else "local", "build_s": round(wall, 1),
            # ru_maxrss of the largest child process (KiB on Linux): the build, or a cluster worker
            "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2)}  # fmt: skip
-    row.update(search_figures(bundle))
+    row.update(search_figures(bundle, load))
     return row
 
 
-def search_figures(bundle: Path) -> dict:
+def search_figures(bundle: Path, load: bool = False) -> dict:
     """Recall, load time and query speed, first with the bundle's files out of the page cache (a
     fresh machine, or a server just started), then with them in it (a server that has run a while).
 
     Warm means the files the query path reads (index, search vectors, records) were just read
     through once; the recall pass reads the vectors anyway, so it does that for free."""
     import gc
+
+    from bench_query import busy_machine  # scripts/ is on the path when this script runs
 
     from aesearch import SearchEngine
     from aesearch.search.large import SEARCH_VECTORS_FILE, exact_knn
@@ -125,11 +133,13 @@ def search_figures(bundle: Path) -> dict:
             _, truth = exact_knn(prepared, chunks, 10)
             recall = float(np.mean([len(np.intersect1d(f, t)) / 10 for f, t in zip(found, truth, strict=True)]))
             read_through(segment.folder / name for name in ("records.npy", "index.faiss"))
-        single = []
+        single, busy = [], busy_machine(load)
         for i in range(201):
             t = time.perf_counter()
             engine.query(queries[i % len(queries)], k=10)
             single.append(time.perf_counter() - t)
+        for process in busy:
+            process.terminate()
         first_ms, single = single[0] * 1e3, single[1:]  # the first also warms the code paths
         if cache == "cold":  # the single queries warmed some pages: start the batch cold again
             engine = segment = None
@@ -142,6 +152,7 @@ def search_figures(bundle: Path) -> dict:
         prefix = "cold_" if cache == "cold" else ""
         row.update({f"{prefix}load_s": round(load_s, 2), f"{prefix}first_query_ms": round(first_ms, 2),
                     f"{prefix}query_p50_ms": round(statistics.median(single) * 1e3, 2),
+                    f"{prefix}query_p95_ms": round(float(np.percentile(single, 95)) * 1e3, 2),
                     f"{prefix}batch_qps": round(batch_qps)})  # fmt: skip
         if evicted is not None:
             row["cold_evicted_gib"] = round(evicted / 2**30, 2)
@@ -158,6 +169,7 @@ def search_figures(bundle: Path) -> dict:
                 "tuned_recall_at_10": params.get("tuned_recall_at_10"),
                 "recall_at_10": round(recall, 4),
                 **row,
+                "busy_processes": len(os.sched_getaffinity(0)) if load else 0,  # beside the single queries
                 "load_average": round(os.getloadavg()[0], 1),
             }
         engine = segment = None
@@ -200,6 +212,7 @@ def table(rows: list[dict]) -> str:
         build = f"{r['build_s'] / 60:.1f} min | {r['peak_rss_gib']:.2f} GiB" if "build_s" in r else " | "
         budget = r.get("max_index_memory", "default")
         mode = r["mode"] if budget.startswith("default") else f"{r['mode']}, --max-index-memory {budget}"
+        mode += f", single queries beside {r['busy_processes']} busy processes" if r.get("busy_processes") else ""
         cold = (f"{r['cold_load_s']:.2f} s, {r['cold_first_query_ms']:.0f} ms, {r['cold_query_p50_ms']:.2f} ms, "
                 f"{r['cold_batch_qps']:,}" if "cold_load_s" in r else "")  # fmt: skip
         lines.append(
