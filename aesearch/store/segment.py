@@ -141,7 +141,7 @@ class Segment:
             return np.load(path, mmap_mode="r" if path.stat().st_size > 4096 else None, allow_pickle=False)
 
         records, images, embeddings = load("records.npy"), load("images.npy"), load("embeddings.npy")
-        offsets = np.load(folder / "path_offsets.npy", allow_pickle=False)
+        offsets = load("path_offsets.npy")  # mapped too: 80 MB at 10 M images, read a pair at a time
         blob_path = folder / "paths.bin"
         blob = np.memmap(blob_path, dtype=np.uint8, mode="r") if blob_path.stat().st_size else np.zeros(0, np.uint8)
         problems = [
