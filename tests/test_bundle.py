@@ -72,9 +72,10 @@ def corrupt(bundle: Path, how: str) -> None:
         # only the encoder check can catch this one.
         save_checkpoint(bundle / "model.safetensors", tiny_checkpoint(seed=9))
         manifest = json.loads((bundle / MANIFEST).read_text())
-        from aesearch.store.bundle import _file_record
+        from aesearch.store.bundle import file_checksum
 
-        manifest["files"]["model.safetensors"] = _file_record(bundle / "model.safetensors")
+        model = bundle / "model.safetensors"
+        manifest["files"]["model.safetensors"] = {"sha256": file_checksum(model), "bytes": model.stat().st_size}
         manifest["manifest_sha256"] = manifest_digest(manifest)
         (bundle / MANIFEST).write_text(json.dumps(manifest))
 
@@ -100,6 +101,20 @@ def test_damaged_bundles_are_refused_in_one_line(bundle_copy, how, message):
     with pytest.raises(BundleError, match=message) as info:
         load_bundle(bundle_copy)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("cores", [1, 2, 3])
+def test_checksums_on_several_cores_come_back_in_order(tmp_path, monkeypatch, cores):
+    import hashlib
+
+    from aesearch.store import bundle as store
+
+    monkeypatch.setattr(store, "CORES", cores)
+    paths = []
+    for n, size in enumerate([10, 5_000_000, 0, 70_000, 3]):  # the biggest is hashed first, returned second
+        paths.append(tmp_path / f"f{n}")
+        paths[-1].write_bytes(np.random.default_rng(n).integers(0, 256, size, dtype=np.uint8).tobytes())
+    assert store._sha256_many(paths) == [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
 
 
 def test_missing_and_wrong_paths(tmp_path):

