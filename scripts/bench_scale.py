@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from aesearch.errors import AesearchError
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -57,17 +59,22 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    failed = 0
     for folder in args.collections:
         modes = ([] if args.cluster_only else [None]) + ([args.cluster] if args.cluster else [])
         for cluster in modes:
             if args.search_only:
                 name = folder.name + ("-cluster" if cluster else "")
                 mode = "search-only" + (", cluster" if cluster else "")
-                row = {"collection": name, "mode": mode, **search_figures(args.work / name, args.load)}
+                try:
+                    row = {"collection": name, "mode": mode, **search_figures(args.work / name, args.load)}
+                except AesearchError as exc:  # no bundle there, or a damaged one: its one line, as a build's
+                    row = {"collection": name, "error": str(exc)}
             else:
                 budget = ["--max-index-memory", args.max_index_memory] if args.max_index_memory else []
                 row = measure(folder, args.model, args.work, cluster, budget, args.load)
                 row["max_index_memory"] = args.max_index_memory or "default (256M, or 64 B a vector)"
+            failed += "error" in row
             with open(args.out, "a") as f:
                 f.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
@@ -75,6 +82,8 @@ def main() -> None:
     print(table(rows))
     if args.plot:
         plot(rows, args.plot)
+    if failed:
+        sys.exit(f"error: {failed} of this run's measurements failed (see their rows)")
 
 
 def measure(folder: Path, model: Path, work: Path, cluster: str | None, extra: list[str], load: bool) -> dict:
