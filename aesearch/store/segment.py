@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from aesearch.errors import BundleError
+from aesearch.store.paths import decode_path, encode_path
 from aesearch.store.records import RECORD_DTYPE
 
 IMAGE_SHAPE = (28, 28)
@@ -65,7 +66,8 @@ class SegmentBuilder:
         self.records = self.images = self.embeddings = None
 
     def set_paths(self, paths: list[str]) -> None:
-        """UTF-8 paths relative to the collection root, one per row (default: all empty)."""
+        """Paths relative to the collection root, one per row (default: all empty); stored as the
+        file system's bytes (store/paths.py)."""
         assert len(paths) == self.count, f"{len(paths)} paths for {self.count} images"
         self._paths = list(paths)
 
@@ -81,7 +83,7 @@ class SegmentBuilder:
         for array in (self.records, self.images, self.embeddings):
             if isinstance(array, np.memmap):
                 array.flush()
-        encoded = [p.encode() for p in (self._paths or [""] * self.count)]
+        encoded = [encode_path(p) for p in (self._paths or [""] * self.count)]
         offsets = np.zeros(self.count + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([len(b) for b in encoded])
         (self.folder / "paths.bin").write_bytes(b"".join(encoded))
@@ -177,17 +179,17 @@ class Segment:
 
     def path(self, row: int) -> str:
         start, end = int(self._offsets[row]), int(self._offsets[row + 1])
-        return bytes(self._paths[start:end]).decode()
+        return decode_path(bytes(self._paths[start:end]))
 
     def paths(self, rows: np.ndarray | None = None) -> list[str]:
         """The paths of these rows (default: all)."""
         rows = np.arange(self.count) if rows is None else np.asarray(rows, dtype=np.int64)
         starts, ends = self._offsets[rows].tolist(), self._offsets[rows + 1].tolist()
         if len(rows) <= _FEW_PATHS:  # a query's hits: only their bytes are read
-            return [bytes(self._paths[start:end]).decode() for start, end in zip(starts, ends, strict=True)]
+            return [decode_path(bytes(self._paths[start:end])) for start, end in zip(starts, ends, strict=True)]
         # Many (a sync, a compaction): one read of the blob, 70,000 paths in ~0.05 s, not a memmap slice each.
         blob = bytes(self._paths)
-        return [blob[start:end].decode() for start, end in zip(starts, ends, strict=True)]
+        return [decode_path(blob[start:end]) for start, end in zip(starts, ends, strict=True)]
 
     def file(self, name: str) -> Path:
         return self.folder / name
