@@ -18,6 +18,11 @@ INDEX_DIR = Path("indexes/fashion-mnist")
 WHITEN_SHRINKAGE = 0.03
 WHITEN_DIMS = 192
 
+# --- keeping a collection in sync ---
+# A sync that would remove more than this share of the indexed images (or every image of a root)
+# is refused unless --allow-mass-removal: an unmounted disk looks exactly like deleted files.
+MASS_REMOVAL_SHARE = 0.5
+
 # --- query images ---
 # Pixels an image may have, checked before it is decoded (decompression bombs). The library's
 # limit is generous (~7000 x 7000); the server's is lower because it decodes for strangers, up to

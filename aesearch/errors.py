@@ -31,6 +31,10 @@ class BundleError(AesearchError):
     """An index bundle is missing, damaged, from a newer format, or inconsistent."""
 
 
+class EmptyIndexError(AesearchError):
+    """The bundle holds no image (every one was removed): nothing to search until images are added."""
+
+
 class ImageError(AesearchError):
     """A query image cannot be read: missing, not an image, truncated, or too large."""
 

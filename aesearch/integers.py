@@ -41,13 +41,22 @@ def check_int(value: object, name: str, *, low: int = 0, high: int = MAX_ID) -> 
 
 
 def check_ints(values: object, name: str, *, low: int = 0, high: int = MAX_ID) -> list[int]:
-    """A flat sequence (list, tuple, 1-D array) of integers, each checked as check_int does."""
-    if isinstance(values, str | bytes | dict) or values is None or not isinstance(values, Sequence | np.ndarray):
+    """A flat collection (list, tuple, set, 1-D array) of integers, each checked as check_int does."""
+    if isinstance(values, str | bytes) or not isinstance(values, Sequence | np.ndarray | set | frozenset):
         raise InvalidArgumentError(f"{name} must be a list of integers, got {type(values).__name__}")
     if isinstance(values, np.ndarray) and values.ndim != 1:
         raise InvalidArgumentError(f"{name} must be a flat list of integers, got an array of shape {values.shape}")
     items = values.tolist() if isinstance(values, np.ndarray) else list(values)
-    return [check_int(item, name, low=low, high=high) for item in items]
+    out = []
+    for position, item in enumerate(items):
+        try:
+            out.append(check_int(item, name, low=low, high=high))
+        except InvalidArgumentError:
+            shown = repr(item) if isinstance(item, str | bytes | int) else type(item).__name__
+            raise InvalidArgumentError(
+                f"{name} must be integers {_range_text(low, high)}; item {position} is {_short_text(shown)}"
+            ) from None
+    return out
 
 
 def parse_int(text: str, name: str, *, low: int = 0, high: int = MAX_ID) -> int:
@@ -55,10 +64,12 @@ def parse_int(text: str, name: str, *, low: int = 0, high: int = MAX_ID) -> int:
     stripped = text.strip() if isinstance(text, str) else ""
     negative = low < 0 and stripped.startswith("-")
     digits = stripped[1:] if negative else stripped
-    if not _DIGITS.fullmatch(digits) or len(digits) > _MAX_DIGITS:
+    if not _DIGITS.fullmatch(digits):
         raise InvalidArgumentError(
             f"{name} must be an integer {_range_text(low, high)} written in digits 0-9, got {_quote(text)}"
         )
+    if len(digits.lstrip("0")) > _MAX_DIGITS:
+        raise InvalidArgumentError(f"{name} must be an integer {_range_text(low, high)}, got {len(digits)} digits")
     return check_int(-int(digits) if negative else int(digits), name, low=low, high=high)
 
 
@@ -78,6 +89,10 @@ def parse_int_list(text: str, name: str, *, low: int = 0, high: int = MAX_ID) ->
 def _short(number: int) -> str:
     text = str(number)
     return text if len(text) <= 24 else f"{text[:10]}...({len(text)} digits)"
+
+
+def _short_text(text: str) -> str:
+    return text if len(text) <= 24 else f"{text[:10]}...({len(text)} characters)"
 
 
 def _quote(text: object) -> str:

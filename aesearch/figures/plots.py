@@ -21,9 +21,12 @@ def _pyplot():
 
 
 def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    from aesearch.figures.render import figure_format
+
     path = Path(path)
+    kind = figure_format(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=kind)
     _pyplot().close(fig)
     return path
 
@@ -115,9 +118,14 @@ def latent_map_figure(coords, labels, class_names, path: str | Path, *, title: s
         mask = labels == c
         ax.scatter(coords[mask, 0], coords[mask, 1], s=size, alpha=0.35, color=colours(c % 10), label=name,
                    linewidths=0, rasterized=True)  # fmt: skip
+    unlabelled = (labels < 0) | (labels >= len(class_names))  # a collection without --labels: every image
+    if unlabelled.any():
+        ax.scatter(coords[unlabelled, 0], coords[unlabelled, 1], s=size, alpha=0.35, color="grey", label="unlabelled",
+                   linewidths=0, rasterized=True)  # fmt: skip
     if marks is not None:
         hits = np.asarray(marks["hits"])
-        ax.scatter(hits[:, 0], hits[:, 1], s=90, facecolors=[colours(h % 10) for h in marks["hit_labels"]],
+        ax.scatter(hits[:, 0], hits[:, 1], s=90, facecolors=[colours(h % 10) if 0 <= h < len(class_names) else "grey"
+                                                         for h in marks["hit_labels"]],
                    edgecolors="black", linewidths=1.2, zorder=3)  # fmt: skip
         ax.scatter([], [], s=90, facecolors="white", edgecolors="black", linewidths=1.2,
                    label="its hits, by rank (filled with their class colour)")  # fmt: skip

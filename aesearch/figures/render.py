@@ -94,6 +94,20 @@ def picture_format(path: str | Path) -> str:
     return FORMATS[suffix]
 
 
+# What matplotlib figures (maps, evaluation reports) are written as: the raster formats above plus vectors.
+FIGURE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".pdf": "pdf", ".svg": "svg"}
+
+
+def figure_format(path: str | Path) -> str:
+    """matplotlib's format name for a figure path, from its extension; one line for anything else."""
+    from aesearch.errors import InvalidArgumentError
+
+    suffix = Path(path).suffix.lower()
+    if suffix not in FIGURE_FORMATS:
+        raise InvalidArgumentError(f"cannot write a figure as {path}: name it .png, .jpg, .webp, .pdf or .svg")
+    return FIGURE_FORMATS[suffix]
+
+
 def _enlarge(image: np.ndarray) -> Image.Image:
     array = np.asarray(image)
     if array.dtype != np.uint8:

@@ -15,7 +15,28 @@ import click
 from aesearch import defaults
 from aesearch._version import __version__
 from aesearch.errors import AesearchError
+from aesearch.integers import MAX_ID, check_int, parse_int
 from aesearch.interfaces import tables
+
+
+class Integer(click.ParamType):
+    """An integer option read as aesearch.integers reads every integer: ASCII digits, range-checked.
+
+    click's own INT takes whatever int() takes: "٣" (an Arabic-Indic three), "1_000", " 12 ".
+    """
+
+    name = "integer"
+
+    def __init__(self, low: int = 0, high: int = MAX_ID) -> None:
+        self.low, self.high = low, high
+
+    def convert(self, value, param, ctx) -> int:
+        try:
+            if isinstance(value, int) and not isinstance(value, bool):  # a default
+                return check_int(value, "the value", low=self.low, high=self.high)
+            return parse_int(value, "the value", low=self.low, high=self.high)
+        except AesearchError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 class _Group(click.Group):
@@ -58,13 +79,11 @@ def cli() -> None:
     show_default=True,
     help="default: ours (one-cycle, lower MSE); seed: the article's recipe exactly.",
 )
-@click.option("--epochs", type=click.IntRange(1, 10_000), help="Epochs to run [recipe's: 15].")
-@click.option("--batch-size", type=click.IntRange(1, 60_000), help="Batch size [recipe's].")
+@click.option("--epochs", type=Integer(1, 10_000), help="Epochs to run [recipe's: 15].")
+@click.option("--batch-size", type=Integer(1, 60_000), help="Batch size [recipe's].")
 @click.option("--lr", type=click.FloatRange(0, 1, min_open=True), help="Learning rate (peak for one-cycle) [recipe's].")
-@click.option(
-    "--z-size", type=click.IntRange(1, 100_000), default=defaults.Z_SIZE, show_default=True, help="Latent size"
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (init and shuffling).")
+@click.option("--z-size", type=Integer(1, 100_000), default=defaults.Z_SIZE, show_default=True, help="Latent size")
+@click.option("--seed", type=Integer(), default=0, show_default=True, help="Random seed (init and shuffling).")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option(
     "--precision",
@@ -74,7 +93,7 @@ def cli() -> None:
     help="auto: bfloat16 matmuls where the hardware has them, else float32.",
 )
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Folder holding Fashion-MNIST (else searched).")
-@click.option("--limit", type=click.IntRange(1, 60_000), help="Train on the first N training images only.")
+@click.option("--limit", type=Integer(1, 60_000), help="Train on the first N training images only.")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -122,7 +141,7 @@ INDEX_DIR_OPTION = click.option(
 )
 @click.option(
     "--chunk-size",
-    type=click.IntRange(1, 10_000_000),
+    type=Integer(1, 10_000_000),
     default=16_384,
     show_default=True,
     help="Images encoded at a time: peak memory follows it; an interrupted build resumes after the last.",
@@ -155,7 +174,7 @@ INDEX_DIR_OPTION = click.option(
 )
 @click.option(
     "--whiten-dims",
-    type=click.IntRange(1, 100_000),
+    type=Integer(1, 100_000),
     default=defaults.WHITEN_DIMS,
     show_default=True,
     help="Principal axes kept by the whitening (the vectors indexed have this many dimensions).",
@@ -173,7 +192,7 @@ INDEX_DIR_OPTION = click.option(
     show_default=True,
     help="Training recipe when no --model is given.",
 )
-@click.option("--epochs", type=click.IntRange(1, 10_000), help="Training epochs when no --model is given.")
+@click.option("--epochs", type=Integer(1, 10_000), help="Training epochs when no --model is given.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Folder holding Fashion-MNIST (else searched).")
 @click.option(
     "--images",
@@ -281,11 +300,14 @@ def _echo_skipped(skipped, shown: int = 20) -> None:
 @click.option("--dry-run", is_flag=True, help="Say what would change; write nothing.")
 @click.option("--compact", is_flag=True, help="Also compact: one segment, search space learned again.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the lists of paths.")
-def sync_command(index_dir, dry_run, compact, as_json) -> None:
+@click.option("--allow-mass-removal", is_flag=True,
+              help="Remove even a whole folder's images, or more than half of the index (refused otherwise: "
+                   "an unmounted disk looks like deleted files).")  # fmt: skip
+def sync_command(index_dir, dry_run, compact, as_json, allow_mass_removal) -> None:
     """Bring an index built with --images in step with its folders (added, changed, moved, removed)."""
     from aesearch.pipelines.sync import sync
 
-    report = sync(index_dir, dry_run=dry_run, compact=compact)
+    report = sync(index_dir, dry_run=dry_run, compact=compact, allow_mass_removal=allow_mass_removal)
     if as_json:
         click.echo(json.dumps(report.to_dict()))
         return
@@ -319,9 +341,9 @@ def remove_command(targets, index_dir) -> None:
 
 @cli.command()
 @click.argument("image", required=False, type=click.Path(path_type=Path))
-@click.option("-k", "k", type=int, default=8, show_default=True, help="Number of neighbours.")
+@click.option("-k", "k", type=Integer(1), default=8, show_default=True, help="Number of neighbours.")
 @INDEX_DIR_OPTION
-@click.option("--id", "query_id", type=int, help="Query with the indexed image of this id instead of a file.")
+@click.option("--id", "query_id", type=Integer(), help="Query with the indexed image of this id instead of a file.")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -332,7 +354,7 @@ def remove_command(targets, index_dir) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 @click.option(
     "--max-pixels",
-    type=int,
+    type=Integer(1),
     default=defaults.MAX_PIXELS,
     show_default=True,
     help="Refuse larger images before decoding.",
@@ -355,15 +377,12 @@ def query(image, k, index_dir, query_id, out, no_picture, as_json, max_pixels, m
     """
     from aesearch.errors import InvalidArgumentError
     from aesearch.search.engine import SearchEngine
+    from aesearch.store.paths import shown
 
     if image is None and query_id is None:
         raise InvalidArgumentError("give an IMAGE file to search with, or --id N for an indexed image")
     if image is not None and query_id is not None:
         raise InvalidArgumentError("give an IMAGE file or --id N, not both")
-    if max_pixels < 1:
-        raise InvalidArgumentError(
-            f"--max-pixels must be at least 1, got {max_pixels}: give a pixel count such as 50000000"
-        )
     from aesearch.store.atomic import check_writable
 
     engine = SearchEngine.load(index_dir, model=model)
@@ -394,7 +413,7 @@ def query(image, k, index_dir, query_id, out, no_picture, as_json, max_pixels, m
         return
     trust = result.trust
     click.echo(
-        f"Query: {label}  (reconstruction MSE {result.reconstruction_mse:.4f}, "
+        f"Query: {shown(label)}  (reconstruction MSE {result.reconstruction_mse:.4f}, "
         f"percentile {trust.reconstruction_percentile:.1f} of indexed images)"
     )
     if trust.warning():
@@ -404,7 +423,7 @@ def query(image, k, index_dir, query_id, out, no_picture, as_json, max_pixels, m
     click.echo(f"{'rank':>4}  {'id':>6}  {column:<12} {'split':<5}  {'distance':>9}" + ("  mark" if marked else ""))
     for hit in result.hits:
         mark = {"more": "  more like", None: ""}[result.feedback.mark(hit.id)] if marked else ""
-        click.echo(f"{hit.rank:>4}  {hit.id:>6}  {hit.name:<12} {hit.split:<5}  {hit.distance:>9.4f}{mark}")
+        click.echo(f"{hit.rank:>4}  {hit.id:>6}  {shown(hit.name):<12} {hit.split:<5}  {hit.distance:>9.4f}{mark}")
     if marked:
         click.echo(f"Refined with relevance feedback; distances are to the refined query. "
                    f"More like: {_ids_text(result.feedback.more)}; less like (left out): "
@@ -417,14 +436,9 @@ def query(image, k, index_dir, query_id, out, no_picture, as_json, max_pixels, m
 
 def _id_list(text: str | None, option: str) -> list[int]:
     """Parse ids like 12,345,6 into a list; one line naming the option for anything else."""
-    from aesearch.errors import InvalidArgumentError
+    from aesearch.integers import parse_int_list
 
-    if not text:
-        return []
-    parts = [p.strip() for p in text.split(",")]
-    if not all(p.isdigit() for p in parts):
-        raise InvalidArgumentError(f"{option} takes indexed image ids separated by commas (e.g. 12,345), got {text!r}")
-    return [int(p) for p in parts]
+    return parse_int_list(text or "", option)
 
 
 def _ids_text(ids) -> str:
@@ -464,7 +478,7 @@ def _write_picture(engine, result, picture: Path, image: Path | None, query_id: 
 @click.argument("start")
 @click.argument("end")
 @INDEX_DIR_OPTION
-@click.option("--steps", type=int, default=8, show_default=True, help="Images along the path, ends included (2-64).")
+@click.option("--steps", type=Integer(2, 64), default=8, show_default=True, help="Images along the path, both ends.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="A .png strip or a .gif animation [default: interpolation-START-END.png here].")  # fmt: skip
 def interpolate(start, end, index_dir, steps, out) -> None:
@@ -493,12 +507,14 @@ def interpolate(start, end, index_dir, steps, out) -> None:
 
 def _image_or_id(value: str) -> Path | int:
     from aesearch.errors import InvalidArgumentError
+    from aesearch.integers import parse_int
+    from aesearch.store.paths import shown
 
     if Path(value).exists():
         return Path(value)
-    if value.isdigit():
-        return int(value)
-    raise InvalidArgumentError(f"{value} is neither an image file nor an indexed id: give a path or a number")
+    if value.strip().isascii() and value.strip().isdigit():
+        return parse_int(value, "an indexed id")
+    raise InvalidArgumentError(f"{shown(value)} is neither an image file nor an indexed id: give a path or a number")
 
 
 @cli.command()
@@ -537,7 +553,7 @@ def info(index_dir, as_json, verify) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Report picture to write [default: INDEX_DIR-eval.png beside the bundle].",
 )
-@click.option("--feedback", "feedback_rounds", type=click.IntRange(1, 20),
+@click.option("--feedback", "feedback_rounds", type=Integer(1, 20),
               help="Instead: measure relevance feedback over this many rounds of simulated users.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option("--exclude-near-duplicates", "near_duplicates", is_flag=False, flag_value=-1.0, default=None,
@@ -568,7 +584,10 @@ def eval_command(index_dir, baselines, protocol, index_types, report, feedback_r
     types = None
     if index_types:
         types = ["hnsw", "ivf", "sq8"] if index_types == "all" else [t.strip() for t in index_types.split(",") if t]
+    from aesearch.figures.render import figure_format
+
     report_path = report or index_dir.with_name(f"{index_dir.name}-eval.png")
+    figure_format(report_path)
     check_writable(report_path)
     engine = SearchEngine.load(index_dir)
     if near_duplicates is not None and near_duplicates < 0:
@@ -639,8 +658,8 @@ def _csv_field(text: str) -> str:
 @cli.command("map")
 @INDEX_DIR_OPTION
 @click.option("--query", "image", type=click.Path(path_type=Path), help="Mark this image and its hits on the map.")
-@click.option("--id", "query_id", type=int, help="Mark this indexed image and its hits instead.")
-@click.option("-k", "k", type=int, default=8, show_default=True, help="Hits to mark.")
+@click.option("--id", "query_id", type=Integer(), help="Mark this indexed image and its hits instead.")
+@click.option("-k", "k", type=Integer(1), default=8, show_default=True, help="Hits to mark.")
 @click.option(
     "--method",
     type=click.Choice(["pca", "tsne"]),
@@ -662,7 +681,10 @@ def map_command(index_dir, image, query_id, k, method, out) -> None:
 
     if image is not None and query_id is not None:
         raise InvalidArgumentError("give --query IMAGE or --id N, not both")
+    from aesearch.figures.render import figure_format
+
     out = out or index_dir.with_name(f"{index_dir.name}-map-{method}.png")
+    figure_format(out)
     check_writable(out)
     engine = SearchEngine.load(index_dir)
     result, label = None, None

@@ -10,7 +10,16 @@ Mark and sweep, as rclip does, on (root, path, size, mtime):
       - anything else new: added (new ids);
   * indexed files no longer found: removed (tombstones);
   * unreadable files: skipped, with a reason; an indexed file that became unreadable keeps its entry,
-    and so do the files of a folder that cannot be listed; a missing root stops the sync in one line.
+    and so do the files of a folder that cannot be listed; a missing root stops the sync in one line;
+  * images added through the Python API (SearchEngine.add) have no file: they are pinned (their
+    record's root is PINNED) and no sync removes them.
+
+A sync never empties an index by accident. An unmounted disk, a symlink to an empty folder or an
+emptied list file look like a root whose every file was deleted; the sync refuses in one line, with
+nothing written, when a root that holds indexed images now has none, or when more than
+MASS_REMOVAL_SHARE of the indexed images would go, unless allow_mass_removal is given
+(`--allow-mass-removal`). Ids are never reused: an image removed by mistake and synced back gets a
+new id, so an id someone kept can never come to mean another image.
 Everything goes into one update (a delta segment and tombstones) published atomically, then the
 bundle is merged or compacted if it needs it (update.py). A kill -9 at any moment leaves the last
 published state; running sync again redoes the unpublished part, so nothing is lost or indexed twice.
@@ -25,12 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
-from aesearch.errors import InvalidArgumentError
+from aesearch import defaults
+from aesearch.errors import AesearchError, InvalidArgumentError
+from aesearch.integers import check_int, parse_int
 from aesearch.pipelines.update import embed, maintain, remove_images, write_delta
 from aesearch.sources.folders import FileEntry, Skipped, folder_label, read_files, scan
 from aesearch.store.bundle import Bundle, BundleWriter, load_bundle
 from aesearch.store.manifest import read_manifest
-from aesearch.store.records import NO_LABEL, new_records
+from aesearch.store.paths import shown
+from aesearch.store.records import NO_LABEL, PINNED, new_records
 
 
 @dataclass
@@ -43,6 +55,7 @@ class SyncReport:
     unchanged: int = 0
     dry_run: bool = False
     maintenance: str | None = None  # "merged", "compacted" or None
+    refused: str | None = None  # a dry run that a real sync would refuse: why (see MassRemovalError)
     count: int = 0  # images indexed after the sync
     seconds: float = 0.0
 
@@ -56,7 +69,8 @@ class SyncReport:
                  f"{self.unchanged:,} unchanged"]  # fmt: skip
         tail = f"; {self.maintenance}" if self.maintenance else ""
         head = "Dry run (nothing written): " if self.dry_run else ""
-        return f"{head}{', '.join(parts)} ({self.count:,} images, {self.seconds:.1f} s{tail})"
+        refused = f". A sync would refuse: {self.refused}" if self.refused else ""
+        return f"{head}{', '.join(parts)} ({self.count:,} images, {self.seconds:.1f} s{tail}){refused}"
 
     def to_dict(self) -> dict:
         return {
@@ -64,7 +78,12 @@ class SyncReport:
             "moved": [{"from": a, "to": b} for a, b in self.moved], "removed": self.removed,
             "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped], "unchanged": self.unchanged,
             "dry_run": self.dry_run, "maintenance": self.maintenance, "count": self.count, "seconds": self.seconds,
+            "refused": self.refused,
         }  # fmt: skip
+
+
+class MassRemovalError(AesearchError):
+    """A sync would remove a whole root's images, or more than MASS_REMOVAL_SHARE of the index."""
 
 
 def collection_of(bundle: Bundle) -> tuple[list[Path], str | None]:
@@ -92,11 +111,38 @@ def indexed_files(bundle: Bundle) -> dict[tuple[int, str], tuple[int, int, int, 
     return out
 
 
+_MASS_REMOVAL_ADVICE = (
+    "If a disk is unmounted or a folder moved, reconnect or restore it and sync again; if the files are "
+    "really gone, run `aesearch sync --allow-mass-removal`"
+)
+
+
+def mass_removal(roots: Sequence[Path], indexed: dict, on_disk: dict, vanished: dict) -> str | None:
+    """Why removing `vanished` looks like an accident (a root emptied, or most of the index), or None."""
+    for number, root in enumerate(roots):
+        had = sum(1 for key in vanished if key[0] == number)
+        if had and not any(key[0] == number for key in on_disk):
+            return (
+                f"{root} holds no image files now, but {had:,} indexed images came from it "
+                "(an unmounted disk or an emptied folder looks like this)"
+            )
+    share = len(vanished) / max(1, sum(1 for key in indexed if key[0] != PINNED))
+    if share > defaults.MASS_REMOVAL_SHARE:
+        return (
+            f"it would remove {len(vanished):,} of {len(indexed):,} indexed images ({share:.0%}, more than "
+            f"{defaults.MASS_REMOVAL_SHARE:.0%})"
+        )
+    return None
+
+
 def sync(index_dir: str | Path, *, dry_run: bool = False, compact: bool = False, workers: int | None = None,
-         only: set[tuple[int, str]] | None = None, log: Callable[[str], None] | None = None) -> SyncReport:  # fmt: skip
+         only: set[tuple[int, str]] | None = None, allow_mass_removal: bool = False,
+         log: Callable[[str], None] | None = None) -> SyncReport:  # fmt: skip
     """Bring the bundle at index_dir in step with its folders (see the module docstring).
 
     only: sync just these (root, path) files and remove nothing (`aesearch add`).
+    allow_mass_removal: publish a sync that removes a whole root's images or more than
+        MASS_REMOVAL_SHARE of the index (refused otherwise: MassRemovalError).
     """
     start = time.perf_counter()
     report = SyncReport(dry_run=dry_run)
@@ -120,7 +166,7 @@ def sync(index_dir: str | Path, *, dry_run: bool = False, compact: bool = False,
         unlisted = [s.unlisted for s in found.skipped if s.unlisted]  # folders we could not look into
         vanished = {
             key: indexed[key] for key in indexed.keys() - on_disk.keys()
-            if not any(key[0] == root and key[1].startswith(prefix) for root, prefix in unlisted)
+            if key[0] != PINNED and not any(key[0] == root and key[1].startswith(prefix) for root, prefix in unlisted)
         }  # fmt: skip
         chunks = list(read_files(roots, candidates, workers=workers))
         report.skipped += [s for c in chunks for s in c.skipped]
@@ -153,6 +199,10 @@ def sync(index_dir: str | Path, *, dry_run: bool = False, compact: bool = False,
                 publish_ids.append(-1)
                 encode_rows.append(row)
         report.removed = sorted(key[1] for key in vanished)
+        refusal = None if allow_mass_removal else mass_removal(roots, indexed, on_disk, vanished)
+        if refusal and not dry_run:
+            raise MassRemovalError(f"{refusal}; nothing was changed. {_MASS_REMOVAL_ADVICE}")
+        report.refused = refusal
         if dry_run or not (files or vanished):
             report.count = len(bundle)
             report.seconds = round(time.perf_counter() - start, 3)
@@ -228,19 +278,24 @@ def remove(index_dir: str | Path, targets: Sequence[int | str]) -> list[int]:
     by_path: dict[str, int] | None = None
     ids = []
     for target in targets:
-        if isinstance(target, int | np.integer) or (isinstance(target, str) and target.isdigit()):
-            ids.append(int(target))
+        if isinstance(target, int | np.integer) and not isinstance(target, bool):
+            ids.append(check_int(target, "an id to remove"))
             continue
+        if isinstance(target, str) and target.strip().isascii() and target.strip().isdigit():
+            ids.append(parse_int(target, "an id to remove"))
+            continue
+        if not isinstance(target, str):
+            raise InvalidArgumentError(f"give ids (integers) or paths (text) to remove, got {type(target).__name__}")
         if by_path is None:
             roots = collection_of(bundle)[0] if bundle.manifest.get("collection") else []
             by_path = {}
             for (root, path), (id_, *_rest) in indexed_files(bundle).items():
                 by_path[path] = id_
-                if roots:
+                if roots and root != PINNED:
                     by_path[str(roots[root] / path)] = id_
         path = str(Path(target).resolve()) if Path(target).is_absolute() else str(target)
         if path not in by_path:
-            raise InvalidArgumentError(f"no indexed image has the path {target}: give an id or a path as listed")
+            raise InvalidArgumentError(f"no indexed image has the path {shown(target)}: give an id or a path as listed")
         ids.append(by_path[path])
     # The writer checks again under its lock: an id removed meanwhile gets one line, not a double tombstone.
     remove_images(index_dir, ids)

@@ -4,8 +4,10 @@
              index in the bundle's current search space; cost in proportion to the images added
     remove   tombstone the ids: a new tombstone file and manifest, nothing else rewritten
     compact  fold every segment into a new base: the whitening is relearned from the stored
-             embeddings (no re-encoding), the bundle's index type rebuilt and retuned, the trust
-             score recalibrated; cost in proportion to the collection
+             embeddings (no re-encoding), the bundle's index type rebuilt and retuned (auto's
+             choice made again for the new size, if the bundle was built with auto), the trust
+             score recalibrated; cost in proportion to the collection. Every image removed: no
+             segment at all, the last search space kept, so the empty bundle loads and takes adds
 
     publish  write_delta(): a delta segment may hold ids already in the bundle (a sync's moved or
              changed file: same id, newer copy); the newest copy of an id wins (store/bundle.py)
@@ -14,7 +16,7 @@
 
 Between compactions the search space (whitening) learned at the last build or compaction is kept,
 so neighbours equal a fresh build's exactly when the transform is "none", and after a compaction
-in any case. compact_if_needed() runs one when the deltas or tombstones pass COMPACT_FRACTION of
+in any case. maintain() runs one when the deltas or tombstones pass COMPACT_FRACTION of
 the collection or there are more than MAX_DELTA_SEGMENTS deltas.
 """
 
@@ -30,6 +32,7 @@ from aesearch.errors import InvalidArgumentError
 from aesearch.model.runtime import NumpyAutoEncoder
 from aesearch.pipelines.build import calibrate_trust
 from aesearch.search.index import IndexSpec, VectorIndex
+from aesearch.search.index_choice import choose_index
 from aesearch.search.segments import INDEX_FILE, load_transform
 from aesearch.store.bundle import Bundle, BundleWriter, load_bundle
 from aesearch.store.records import new_records, pixel_hashes
@@ -38,6 +41,10 @@ COMPACT_FRACTION = 0.25
 MAX_DELTA_SEGMENTS = 16
 MAX_DELTAS = 4  # more delta segments than this are merged into one (each costs every query a search)
 _TUNED = ("ef_search", "nprobe", "tuned_recall_at_10")  # retuned, not kept, by a compaction
+_SIZED = ("nlist", "bytes_per_vector")  # sized for the images there were: recomputed by a compaction
+# A compaction relearns the search space (whitening, trust) only from at least this many images, as a
+# build needs; below it the last learned space is kept.
+MIN_IMAGES_TO_LEARN = 2
 
 
 def add_images(
@@ -92,32 +99,38 @@ def remove_images(index_dir: str | Path, ids: Sequence[int] | np.ndarray) -> int
     return len(ids)
 
 
+def _delta_numbers(bundle: Bundle) -> list[int]:
+    """The segments updates added since the last build or compaction (every one, when an emptied
+    bundle took adds again and has no base)."""
+    return [n for n, s in enumerate(bundle.segments) if n > 0 or s.meta.get("delta")]
+
+
 def needs_compaction(bundle: Bundle) -> bool:
-    deltas = bundle.segments[1:]
+    deltas = [bundle.segments[n] for n in _delta_numbers(bundle)]
     removed = len(bundle.tombstones) + bundle.manifest.get("superseded", 0)  # dead copies either way
     added = sum(s.count for s in deltas)
     return len(deltas) > MAX_DELTA_SEGMENTS or max(added, removed) > COMPACT_FRACTION * max(len(bundle), 1)
 
 
-def compact_if_needed(index_dir: str | Path) -> bool:
-    if needs_compaction(load_bundle(index_dir, verify="sizes")):
-        compact(index_dir)
-        return True
-    return False
-
-
 def compact(index_dir: str | Path) -> dict:
-    """Rewrite every live image into one new base segment, relearning what the build learned."""
+    """Rewrite every live image into one new base segment, relearning what the build learned.
+
+    With no live image left (every one removed) the bundle keeps no segment and its last search
+    space: it loads, says it is empty, and takes adds again. With fewer than MIN_IMAGES_TO_LEARN
+    the space is kept too: a whitening or a trust calibration learned from one image is noise.
+    """
     with BundleWriter.update(index_dir) as writer:
         bundle = load_bundle(index_dir, verify="sizes")
-        m = bundle.manifest
         ids = bundle.live_ids()
+        if len(ids) < MIN_IMAGES_TO_LEARN:
+            return _compact_keeping_space(writer, bundle, ids)
         records, images, embeddings = bundle.records(ids), bundle.images(ids), bundle.embeddings(ids)
         paths = [bundle.path_of(int(i)) for i in ids] if _has_paths(bundle) else None
-        params = {k: v for k, v in (m.get("index_params") or {}).items() if k not in _TUNED}
-        spec = IndexSpec(m["index_type"], m["metric"], params, m.get("transform", "none"))
+        spec = _compaction_spec(bundle, len(ids))
         train = "train" in bundle.split_names
         fit_rows = np.nonzero(records["split"] == bundle.split_names.index("train"))[0] if train else None
+        if fit_rows is not None and len(fit_rows) < MIN_IMAGES_TO_LEARN:
+            fit_rows = None  # (almost) no training image left: learn on all that remain
         index = VectorIndex.build(embeddings, spec, fit_rows=fit_rows)
         autoencoder = NumpyAutoEncoder.from_checkpoint(bundle.checkpoint)
         trust = calibrate_trust(autoencoder, images, None, embeddings, index)
@@ -134,7 +147,34 @@ def compact(index_dir: str | Path) -> dict:
         if index.transform is not None:
             np.savez(writer.space_file("transform.npz"), mean=index.transform.mean, matrix=index.transform.matrix)
         writer.space_file("trust.json").write_text(json.dumps(trust.to_dict()) + "\n")
-        return writer.commit({"index_params": index.spec.params})
+        return writer.commit({"index_type": index.spec.index_type, "index_params": index.spec.params})
+
+
+def _compact_keeping_space(writer: BundleWriter, bundle: Bundle, ids: np.ndarray) -> dict:
+    """Too few images to learn from: their rows go into one exact segment in the current space."""
+    records, images, embeddings = bundle.records(ids), bundle.images(ids), bundle.embeddings(ids)
+    paths = [bundle.path_of(int(i)) for i in ids] if _has_paths(bundle) else [""] * len(ids)
+    writer.drop_segments([s.name for s in bundle.segments])
+    write_delta(writer, bundle, records, images, embeddings, paths, delta=False)
+    return writer.commit()
+
+
+def _compaction_spec(bundle: Bundle, n: int) -> IndexSpec:
+    """The index a fresh build would make for n images: auto's choice again if the bundle was built with
+    auto (a collection that shrank from 70,000 images to 50 gets an exact index, not 1,024 empty lists),
+    else the type asked for, with sizes (nlist) recomputed for n."""
+    m = bundle.manifest
+    params = {k: v for k, v in (m.get("index_params") or {}).items() if k not in _TUNED and k not in _SIZED}
+    index_type = m["index_type"]
+    choice = m.get("index_choice")
+    if isinstance(choice, dict):
+        dims = params.get("whiten_dims") if m.get("transform", "none") == "whiten" else None
+        dim = min(dims or m["z_size"], m["z_size"])
+        chosen = choose_index(n, dim, choice.get("max_index_memory"))
+        if not chosen.compressed:  # compressed bundles keep their type: see the module docstring
+            index_type = chosen.index_type
+            params.update(chosen.params)
+    return IndexSpec(index_type, m["metric"], params, m.get("transform", "none"))
 
 
 def _delta_index(bundle: Bundle, vectors: np.ndarray) -> VectorIndex:
@@ -158,8 +198,10 @@ def embed(bundle: Bundle, images: np.ndarray) -> np.ndarray:
 
 
 def write_delta(writer: BundleWriter, bundle: Bundle, records: np.ndarray, images: np.ndarray,
-                embeddings: np.ndarray, paths: Sequence[str]) -> None:  # fmt: skip
-    """Add one delta segment of these rows (ids set; new or already in the bundle), indexed exactly."""
+                embeddings: np.ndarray, paths: Sequence[str], *, delta: bool = True) -> None:  # fmt: skip
+    """Add one delta segment of these rows (ids set; new or already in the bundle), indexed exactly.
+
+    delta=False: the segment is the bundle's base (a compaction of very few images)."""
     if not len(records):
         return
     order = np.argsort(records["id"], kind="stable")  # a segment's ids are sorted
@@ -169,7 +211,7 @@ def write_delta(writer: BundleWriter, bundle: Bundle, records: np.ndarray, image
     segment.embeddings[:] = embeddings[order]
     segment.set_paths([paths[i] for i in order])
     _delta_index(bundle, np.ascontiguousarray(embeddings[order])).write(segment.file(INDEX_FILE))
-    writer.add_segment(segment, meta={"index_type": "flat", "index_params": {}, "delta": True})
+    writer.add_segment(segment, meta={"index_type": "flat", "index_params": {}, **({"delta": True} if delta else {})})
 
 
 def maintain(index_dir: str | Path, *, compact_now: bool = False) -> str | None:
@@ -179,11 +221,11 @@ def maintain(index_dir: str | Path, *, compact_now: bool = False) -> str | None:
     if compact_now or needs_compaction(bundle):
         compact(index_dir)
         return "compacted"
-    if len(bundle.segments) - 1 <= MAX_DELTAS:
+    if len(_delta_numbers(bundle)) <= MAX_DELTAS:
         return None
     with BundleWriter.update(index_dir) as writer:
         bundle = load_bundle(index_dir, verify="sizes")  # under the lock: the state we merge
-        deltas = list(range(1, len(bundle.segments)))
+        deltas = _delta_numbers(bundle)
         records, images, embeddings, paths = _live_rows(bundle, deltas)
         write_delta(writer, bundle, records, images, embeddings, paths)
         writer.drop_segments([bundle.segments[n].name for n in deltas])

@@ -87,6 +87,7 @@ def find_duplicates(engine, *, threshold: float = DEFAULT_THRESHOLD, across_spli
     """
     if not np.isfinite(threshold) or threshold < 0:
         raise InvalidArgumentError(f"threshold must be a distance of 0 or more, got {threshold}")
+    engine.require_images()
     start = time.perf_counter()
     view = _View.of(engine)
     n = len(view.ids)

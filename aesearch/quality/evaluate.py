@@ -165,6 +165,7 @@ def protocol_rows(engine: SearchEngine, protocol: str) -> tuple[np.ndarray, np.n
 
     Rows are positions into the live ids; a one-split collection gets the "collection" protocol.
     """
+    engine.require_images()
     bundle = engine.bundle
     ids = bundle.live_ids()
     records = bundle.records(ids)

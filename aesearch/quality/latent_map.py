@@ -51,6 +51,7 @@ def project(engine: SearchEngine, method: str = "pca", *, cache: bool = True) ->
     """The 2-D projection of the bundle's latents (from the cache when there is one)."""
     if method not in METHODS:
         raise InvalidArgumentError(f"unknown map method {method!r}: choose one of {', '.join(METHODS)}")
+    engine.require_images()
     cache_path = engine.bundle.path / CACHE_DIR / f"map-{method}-{_bundle_key(engine)}.npz"
     if cache and cache_path.is_file():
         try:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from aesearch import defaults
-from aesearch.errors import BundleError, InvalidArgumentError
+from aesearch.errors import BundleError, EmptyIndexError, InvalidArgumentError
+from aesearch.integers import check_int, check_ints
 from aesearch.model.runtime import NumpyAutoEncoder
 from aesearch.search.feedback import Feedback
 from aesearch.search.preprocess import DEFAULT_MAX_PIXELS, ImageSource, preprocess_batch
@@ -210,20 +211,32 @@ class SearchEngine:
     def add(self, images, paths: Sequence[str] | None = None, labels: Sequence[int] | None = None) -> np.ndarray:
         """Index more images (anything the preprocessing contract takes); returns their new ids.
 
-        paths: shown for each (relative to the collection root); labels: class numbers (-1: none).
+        paths: a name shown for each (it need not be a file); labels: class numbers (-1: none).
+        The images have no file behind them: no `sync` removes them (they are pinned, with
+        position -1), `remove` does.
         """
         from aesearch.pipelines.update import add_images, maintain
-        from aesearch.store.records import new_records, pixel_hashes
+        from aesearch.store.paths import encode_path
+        from aesearch.store.records import PINNED, new_records, pixel_hashes
 
+        if isinstance(images, Sequence | np.ndarray) and not isinstance(images, str | bytes) and not len(images):
+            raise InvalidArgumentError("images to add must hold at least one image, got none")
         pixels = (preprocess_batch(images) * np.float32(255)).round().astype(np.uint8)
         records = new_records(len(pixels))
         records["content_hash"] = pixel_hashes(pixels)
+        records["position"] = PINNED
+        if paths is not None:
+            if isinstance(paths, str | bytes) or not isinstance(paths, Sequence) or len(paths) != len(pixels):
+                raise InvalidArgumentError(f"paths must be a list of {len(pixels)} strings, one per image")
+            for path in paths:
+                encode_path(path)  # text the store can keep: one line for a number, a NUL, a lone surrogate
         if labels is not None:
-            if len(labels) != len(pixels) or any(not -1 <= int(x) < len(self.bundle.class_names) for x in labels):
-                raise InvalidArgumentError(
-                    f"give one label per image, each a class number from 0 to {len(self.bundle.class_names) - 1} or -1"
-                )
-            records["label"] = np.asarray(labels, dtype=np.int64)
+            last = len(self.bundle.class_names) - 1
+            what = f"labels (class numbers up to {last}, or -1 for none)" if last >= 0 else "labels (no classes: -1)"
+            labels = check_ints(labels, what, low=-1, high=last)
+            if len(labels) != len(pixels):
+                raise InvalidArgumentError(f"give one label per image: {len(labels)} labels for {len(pixels)} images")
+            records["label"] = labels
         ids = add_images(self.bundle.path, pixels, records=records, paths=paths)
         maintain(self.bundle.path)
         self._reload()
@@ -233,15 +246,22 @@ class SearchEngine:
         """Remove images by id (tombstones: their ids are never used again)."""
         from aesearch.pipelines.update import maintain, remove_images
 
-        remove_images(self.bundle.path, [int(i) for i in ids])
+        ids = check_ints(ids, "ids to remove")
+        if not ids:
+            raise InvalidArgumentError("give at least one id to remove")
+        remove_images(self.bundle.path, ids)
         maintain(self.bundle.path)
         self._reload()
 
-    def sync(self, *, dry_run: bool = False):
-        """Bring a bundle built from folders in step with them; returns a SyncReport."""
+    def sync(self, *, dry_run: bool = False, allow_mass_removal: bool = False):
+        """Bring a bundle built from folders in step with them; returns a SyncReport.
+
+        A sync that would remove a whole root's images or more than half of the index is refused
+        (MassRemovalError) unless allow_mass_removal: an unmounted disk looks like deleted files.
+        """
         from aesearch.pipelines.sync import sync
 
-        report = sync(self.bundle.path, dry_run=dry_run)
+        report = sync(self.bundle.path, dry_run=dry_run, allow_mass_removal=allow_mass_removal)
         self._reload()
         return report
 
@@ -274,6 +294,8 @@ class SearchEngine:
     ) -> list[QueryResult]:
         """Many queries at once: one batched encode, search and decode."""
         k = self._check_k(k)
+        if isinstance(images, Sequence | np.ndarray) and not isinstance(images, str | bytes) and not len(images):
+            return []  # no image, no result (and no zero-row arrays through the encoder)
         queries = preprocess_batch(images, max_pixels=max_pixels, name=name)
         z, latents = self.autoencoder.embed(queries, self.shifts)
         reconstructions = self.autoencoder.decode(z)
@@ -294,7 +316,8 @@ class SearchEngine:
         """
         from aesearch.search.feedback import refine
 
-        return refine(self, result, more, less, k=k)
+        self._check_result(result)
+        return refine(self, result, more, less, k=None if k is None else self._check_k(k))
 
     def explain(self, result: QueryResult, hit: Hit | int, *, steps: int = 8) -> Explanation:
         """Why a hit matched: signed difference maps and a latent interpolation strip (search/explain.py).
@@ -303,6 +326,7 @@ class SearchEngine:
         """
         from aesearch.search.explain import explain_hits
 
+        self._check_result(result)
         if not isinstance(hit, Hit):
             hit = next((h for h in result.hits if h.id == hit), None) or self.hit(hit)
         return explain_hits(self, result, [hit], steps=steps)[0]
@@ -316,10 +340,23 @@ class SearchEngine:
     # --- helpers ---
 
     def _check_k(self, k: int) -> int:
-        n = len(self)
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= n:
-            raise InvalidArgumentError(f"k must be an integer from 1 to {n} (the number of indexed images), got {k!r}")
-        return int(k)  # FAISS takes a Python int, not numpy's
+        self.require_images()
+        return check_int(k, f"k (the number of hits, at most the {len(self):,} indexed images)", low=1, high=len(self))
+
+    @staticmethod
+    def _check_result(result: object) -> None:
+        if not isinstance(result, QueryResult):
+            raise InvalidArgumentError(
+                f"result must be what a query returned (a QueryResult), got {type(result).__name__}"
+            )
+
+    def require_images(self) -> None:
+        """EmptyIndexError, in one line, when every image has been removed."""
+        if not len(self):
+            raise EmptyIndexError(
+                f"the index at {self.bundle.path} is empty (every image was removed): add images with "
+                "`aesearch sync` or `aesearch add` (SearchEngine.add in Python), or build it again"
+            )
 
     def _check_vectors(self, vectors: np.ndarray, what: str) -> np.ndarray:
         """(n, z_size) finite float32, or InvalidArgumentError saying what is wrong."""
@@ -341,7 +378,5 @@ class SearchEngine:
 
     def _locate(self, id: int) -> tuple[int, int]:
         """(segment number, row) of a live id; one line naming the id if it is not in the bundle."""
-        if isinstance(id, bool) or not isinstance(id, int | np.integer):
-            raise InvalidArgumentError(f"an image id must be an integer, got {id!r}")
-        (number,), (row,) = self.bundle.locate([id])
+        (number,), (row,) = self.bundle.locate([check_int(id, "an image id")])
         return int(number), int(row)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from aesearch.errors import InvalidArgumentError
+from aesearch.integers import check_int
 from aesearch.search.preprocess import ImageSource, preprocess_batch
 
 if TYPE_CHECKING:
@@ -99,6 +99,4 @@ def _is_id(value: object) -> bool:
 
 
 def _fractions(steps: int) -> np.ndarray:
-    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or not 2 <= steps <= MAX_STEPS:
-        raise InvalidArgumentError(f"steps must be an integer from 2 to {MAX_STEPS}, got {steps}")
-    return np.linspace(0, 1, int(steps), dtype=np.float32)
+    return np.linspace(0, 1, check_int(steps, "steps", low=2, high=MAX_STEPS), dtype=np.float32)

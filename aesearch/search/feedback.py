@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from aesearch.errors import InvalidArgumentError
+from aesearch.integers import check_ints
 
 if TYPE_CHECKING:
     from aesearch.search.engine import QueryResult, SearchEngine
@@ -88,12 +89,7 @@ class Feedback:
 
 
 def _ids(values: Iterable[int], what: str) -> list[int]:
-    out = []
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, int | np.integer):
-            raise InvalidArgumentError(f"{what} ids must be integers, got {value!r}")
-        out.append(int(value))
-    return out
+    return check_ints(values, f"{what} ids")
 
 
 def refine(

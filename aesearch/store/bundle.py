@@ -38,7 +38,8 @@ from aesearch.store.manifest import (
     rebuild_advice,
     write_manifest,
 )
-from aesearch.store.segment import Segment, SegmentBuilder
+from aesearch.store.records import RECORD_DTYPE
+from aesearch.store.segment import IMAGE_SHAPE, Segment, SegmentBuilder
 
 MODEL_FILE = "model.safetensors"
 # Below this many bytes in all, loading checks every file's SHA-256 (70,000 images: ~0.2 s); above
@@ -139,13 +140,22 @@ class Bundle:
 
     def _gather(self, ids, attribute: str) -> np.ndarray:
         where, rows = self.locate(ids)
-        first = getattr(self.segments[where[0]], attribute) if len(where) else None
-        shape = first.shape[1:] if first is not None else ()
-        out = np.empty((len(rows), *shape), dtype=first.dtype if first is not None else np.float32)
+        shape, dtype = self._row_layout(attribute)
+        out = np.empty((len(rows), *shape), dtype=dtype)
         for number in np.unique(where):
             mask = where == number
             out[mask] = getattr(self.segments[number], attribute)[rows[mask]]
         return out
+
+    def _row_layout(self, attribute: str) -> tuple[tuple[int, ...], np.dtype]:
+        """The shape of one row and the dtype of a segment array, known even with no segment."""
+        if self.segments:
+            array = getattr(self.segments[0], attribute)
+            return array.shape[1:], array.dtype
+        return {
+            "records": ((), RECORD_DTYPE), "images": (IMAGE_SHAPE, np.dtype(np.uint8)),
+            "embeddings": ((self.manifest["z_size"],), np.dtype(np.float32)),
+        }[attribute]  # fmt: skip
 
     def images(self, ids) -> np.ndarray:
         """(n, 28, 28) uint8: the preprocessed images of these ids."""

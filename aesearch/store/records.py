@@ -22,6 +22,9 @@ RECORD_DTYPE = np.dtype(
     ]
 )
 NO_LABEL = -1
+# position of an image added through the Python API to a bundle of folders: no root holds its file,
+# so no sync removes it (pipelines/sync.py)
+PINNED = -1
 HASH_BYTES = 16
 
 
