@@ -128,7 +128,7 @@ def test_refine_with_no_marks_is_the_plain_search(engine):
 
 @pytest.mark.parametrize(("more", "less", "message"), [
     ([500], [], "no image with id 500"),
-    ([], [-1], "id -1"),
+    ([], [-1], "item 0 is -1"),
     ([3], [3], "marked both"),
 ])  # fmt: skip
 def test_bad_marks_are_refused(engine, more, less, message):
@@ -167,8 +167,10 @@ def test_cli_query_with_marks_and_eval_feedback(cosine_bundle):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--more-like", "1,x"], "--more-like takes indexed image ids separated by commas"),
-    (["--less-like", "-3"], "--less-like takes indexed image ids"),
+    (["--more-like", "1,x"], "--more-like takes integers from 0 to 2^63-1 separated by commas"),
+    (["--less-like", "-3"], "--less-like takes integers"),
+    (["--more-like", "1,²"], "--more-like takes integers"),
+    (["--more-like", "99999999999999999999999"], "--more-like takes integers"),
     (["--more-like", "999"], "no image with id 999"),
 ])  # fmt: skip
 def test_cli_bad_marks_are_one_line(cosine_bundle, args, message):

@@ -65,6 +65,11 @@ class _Group(click.Group):
             raise click.ClickException(one_line(f"{exc.strerror or exc}{where}: {advice}")) from None
 
 
+# Any integer, its range left to the library, whose message names the real bounds ("k must be an
+# integer from 1 to 120", the number of images, which the option cannot know before the bundle loads).
+ANY_INTEGER = Integer(-MAX_ID)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="aesearch")
 def cli() -> None:
@@ -341,7 +346,7 @@ def remove_command(targets, index_dir) -> None:
 
 @cli.command()
 @click.argument("image", required=False, type=click.Path(path_type=Path))
-@click.option("-k", "k", type=Integer(1), default=8, show_default=True, help="Number of neighbours.")
+@click.option("-k", "k", type=ANY_INTEGER, default=8, show_default=True, help="Number of neighbours.")
 @INDEX_DIR_OPTION
 @click.option("--id", "query_id", type=Integer(), help="Query with the indexed image of this id instead of a file.")
 @click.option(
@@ -478,7 +483,9 @@ def _write_picture(engine, result, picture: Path, image: Path | None, query_id: 
 @click.argument("start")
 @click.argument("end")
 @INDEX_DIR_OPTION
-@click.option("--steps", type=Integer(2, 64), default=8, show_default=True, help="Images along the path, both ends.")
+@click.option(
+    "--steps", type=ANY_INTEGER, default=8, show_default=True, help="Images along the path, ends included (2-64)."
+)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="A .png strip or a .gif animation [default: interpolation-START-END.png here].")  # fmt: skip
 def interpolate(start, end, index_dir, steps, out) -> None:
@@ -659,7 +666,7 @@ def _csv_field(text: str) -> str:
 @INDEX_DIR_OPTION
 @click.option("--query", "image", type=click.Path(path_type=Path), help="Mark this image and its hits on the map.")
 @click.option("--id", "query_id", type=Integer(), help="Mark this indexed image and its hits instead.")
-@click.option("-k", "k", type=Integer(1), default=8, show_default=True, help="Hits to mark.")
+@click.option("-k", "k", type=ANY_INTEGER, default=8, show_default=True, help="Hits to mark.")
 @click.option(
     "--method",
     type=click.Choice(["pca", "tsne"]),

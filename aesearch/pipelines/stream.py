@@ -208,6 +208,7 @@ def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, enco
         "index_type": choice.index_type,
         "index_params": params,
         "index_choice": {
+            "asked_for": options.index_type,  # "auto": a compaction chooses again for the size it finds
             "reason": choice.reason,
             "bytes_per_vector": params.get("bytes_per_vector"),
             "max_index_memory": options.max_index_memory or default_max_index_memory(rows),

@@ -166,12 +166,16 @@ def _compaction_spec(bundle: Bundle, n: int) -> IndexSpec:
     m = bundle.manifest
     params = {k: v for k, v in (m.get("index_params") or {}).items() if k not in _TUNED and k not in _SIZED}
     index_type = m["index_type"]
-    choice = m.get("index_choice")
-    if isinstance(choice, dict):
+    choice = m.get("index_choice") if isinstance(m.get("index_choice"), dict) else {}
+    # Bundles from before "asked_for" was recorded say in their reason whether the type was asked for.
+    asked_for = choice.get("asked_for", "auto" if choice and "asked for" not in str(choice.get("reason")) else None)
+    if asked_for == "auto":
         dims = params.get("whiten_dims") if m.get("transform", "none") == "whiten" else None
         dim = min(dims or m["z_size"], m["z_size"])
         chosen = choose_index(n, dim, choice.get("max_index_memory"))
-        if not chosen.compressed:  # compressed bundles keep their type: see the module docstring
+        # A compressed index needs the streaming build's re-ranking vectors, which this in-memory rebuild
+        # does not write: only uncompressed choices are taken (a shrinking collection's are).
+        if not chosen.compressed:
             index_type = chosen.index_type
             params.update(chosen.params)
     return IndexSpec(index_type, m["metric"], params, m.get("transform", "none"))

@@ -341,7 +341,7 @@ class SearchEngine:
 
     def _check_k(self, k: int) -> int:
         self.require_images()
-        return check_int(k, f"k (the number of hits, at most the {len(self):,} indexed images)", low=1, high=len(self))
+        return check_int(k, "k", low=1, high=len(self))  # at most the number of indexed images
 
     @staticmethod
     def _check_result(result: object) -> None:

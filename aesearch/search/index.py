@@ -192,6 +192,20 @@ class VectorIndex:
             params = faiss.SearchParameters()
         return params
 
+    def exhaustive_parameters(self) -> faiss.SearchParameters:
+        """Search parameters that make the index consider every vector: all of an IVF's lists, an HNSW
+        beam as wide as the index. The fallback for a query the tuned parameters answer with fewer
+        than k results (k near the collection's size, or most of a list removed)."""
+        if _hnsw(self.index) is not None:
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = max(_hnsw(self.index).efSearch, self.index.ntotal)
+        elif _ivf(self.index) is not None:
+            params = faiss.SearchParametersIVF()
+            params.nprobe = _ivf(self.index).nlist
+        else:
+            params = faiss.SearchParameters()
+        return params
+
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(n, dim) float32 -> (distances (n, k) float32, ids (n, k) int64); smaller is closer."""
         if k < 1:

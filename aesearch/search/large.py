@@ -89,6 +89,9 @@ class RerankedVectorIndex(VectorIndex):
     def search_parameters(self) -> faiss.SearchParameters:
         return self._inner.search_parameters()
 
+    def exhaustive_parameters(self) -> faiss.SearchParameters:
+        return self._inner.exhaustive_parameters()
+
 
 def read_segment_index(segment, spec: IndexSpec, transform: AffineTransform | None) -> VectorIndex:
     """A segment's index as the query path uses it: IVF kinds memory-mapped (query and serve start in

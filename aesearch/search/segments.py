@@ -95,12 +95,28 @@ class SegmentedIndex:
         return self._search_prepared(in_space(vectors, self.spec.metric), k)
 
     def _search_prepared(self, prepared: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exactly k results a row whenever k images are live: an approximate index that finds fewer
+        (IVF lists probed hold fewer than k live vectors) searches those rows again exhaustively."""
+        squared, ids = self._merged(prepared, k, exhaustive=False)
+        short = np.flatnonzero((ids < 0).any(axis=1)) if self.count >= k else np.zeros(0, np.int64)
+        if len(short):
+            squared[short], ids[short] = self._merged(prepared[short], k, exhaustive=True)
+        ids = np.where(squared >= np.finfo(np.float32).max / 2, -1, ids)
+        return to_distance(squared, self.spec.metric), ids
+
+    def _merged(self, prepared: np.ndarray, k: int, *, exhaustive: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Every part's answer merged into one ranking of global ids: (squared distances, ids), (n, k)."""
         n = len(prepared)
         if not self.parts:
-            return np.full((n, k), np.inf, np.float32), np.full((n, k), -1, np.int64)
+            return np.full((n, k), np.finfo(np.float32).max, np.float32), np.full((n, k), -1, np.int64)
         all_squared, all_ids = [], []
         for part in self.parts:
-            squared, positions = part.index.search_prepared(prepared, min(k, len(part.ids)), params=part.params)
+            params = part.params
+            if exhaustive:
+                params = part.index.exhaustive_parameters()
+                if part.selectors:
+                    params.sel = part.selectors[-1]  # the removed positions stay skipped
+            squared, positions = part.index.search_prepared(prepared, min(k, len(part.ids)), params=params)
             all_squared.append(squared)
             all_ids.append(np.where(positions >= 0, part.ids[np.maximum(positions, 0)], -1))
         squared, ids = np.concatenate(all_squared, axis=1), np.concatenate(all_ids, axis=1)
@@ -111,8 +127,7 @@ class SegmentedIndex:
                 pad = k - squared.shape[1]
                 squared = np.pad(squared, ((0, 0), (0, pad)), constant_values=np.float32(np.finfo(np.float32).max))
                 ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
-        ids = np.where(squared >= np.finfo(np.float32).max / 2, -1, ids)
-        return to_distance(squared, self.spec.metric), ids
+        return squared, ids
 
 
 def load_transform(bundle: Bundle) -> AffineTransform | None:

@@ -1,0 +1,197 @@
+"""A collection never shrinks by accident, an emptied bundle stays a bundle, and k means k.
+
+The oracles: the folder's bytes before and after a refused sync, a fresh build of the same files,
+and the set of live ids (a search for every image returns every image).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from image_folders import write_image_folder
+
+from aesearch.errors import AesearchError, EmptyIndexError
+from aesearch.interfaces.cli import cli
+from aesearch.model.checkpoint import save_checkpoint
+from aesearch.pipelines.collection import build_from_folders
+from aesearch.pipelines.sync import MassRemovalError, sync
+from aesearch.pipelines.update import compact
+from aesearch.search.engine import SearchEngine
+from aesearch.search.index import IndexSpec
+from aesearch.store.bundle import load_bundle
+from tests.conftest import folder_digest, make_bundle, synthetic_images, tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_checkpoint(path, tiny_checkpoint())
+    return path
+
+
+@pytest.fixture
+def collection(tmp_path, model) -> tuple[Path, Path]:
+    """(folder of 38 readable images, its bundle)."""
+    folder, index = tmp_path / "photos", tmp_path / "index"
+    write_image_folder(folder, 36)
+    build_from_folders(index, images=[folder], labels="folders", model=model, spec=IndexSpec("flat", "cosine"),
+                       shifts=((0, 0),), workers=1, log=None)  # fmt: skip
+    return folder, index
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_an_emptied_root_is_refused_until_allowed_and_images_that_return_get_new_ids(collection, tmp_path):
+    folder, index = collection
+    ids_before = set(load_bundle(index).live_ids().tolist())
+    folder.rename(tmp_path / "photos.away")  # what an unmounted disk looks like: the mount point stays, empty
+    folder.mkdir()
+    before = folder_digest(index)
+    refused = run("sync", "--index-dir", str(index))
+    assert refused.exit_code == 1 and "holds no image files now" in refused.output, refused.output
+    assert "--allow-mass-removal" in refused.output and len(refused.output.strip().splitlines()) == 1
+    assert folder_digest(index) == before, "a refused sync writes nothing"
+    dry = sync(index, dry_run=True)
+    assert dry.refused and len(dry.removed) == len(ids_before) and folder_digest(index) == before
+
+    allowed = sync(index, allow_mass_removal=True)
+    assert len(allowed.removed) == len(ids_before) and len(load_bundle(index)) == 0
+    folder.rmdir()
+    (tmp_path / "photos.away").rename(folder)
+    back = sync(index)
+    live = set(load_bundle(index).live_ids().tolist())
+    assert len(back.added) == len(ids_before) and not live & ids_before, "ids are never reused"
+
+
+def test_removing_more_than_half_is_refused(collection):
+    folder, index = collection
+    files = sorted(p for p in folder.rglob("*.png") if "broken" not in p.parts and not p.name.startswith("."))
+    for path in files[: len(files) * 2 // 3]:
+        path.unlink()
+    before = folder_digest(index)
+    with pytest.raises(MassRemovalError, match=r"would remove \d+ of 38 indexed images"):
+        sync(index)
+    assert folder_digest(index) == before
+    assert len(sync(index, allow_mass_removal=True).removed) == len(files) * 2 // 3
+
+
+def test_an_emptied_list_file_is_refused(tmp_path, model):
+    folder = tmp_path / "photos"
+    write_image_folder(folder, 12)
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join(str(p) for p in sorted(folder.rglob("*.png")) if "broken" not in p.parts))
+    index = tmp_path / "index"
+    build_from_folders(index, images_from=listing, model=model, spec=IndexSpec("flat", "cosine"), shifts=((0, 0),),
+                       workers=1, log=None)  # fmt: skip
+    listing.write_text("")
+    with pytest.raises(MassRemovalError, match="holds no image files now"):
+        sync(index)
+
+
+def test_a_bundle_with_every_image_removed_loads_says_so_and_takes_adds(collection):
+    _, index = collection
+    engine = SearchEngine.load(index)
+    engine.remove(engine.bundle.live_ids().tolist())
+    engine = SearchEngine.load(index)  # a valid bundle: it loads
+    assert len(engine) == 0
+    for call in (lambda: engine.query(synthetic_images(1)[0]), lambda: engine.query_batch(synthetic_images(2))):
+        with pytest.raises(EmptyIndexError, match="is empty"):
+            call()
+    for command in (["duplicates"], ["map"], ["eval"], ["query", "--id", "3"], ["info"]):
+        out = run(*command, "--index-dir", str(index))
+        if command == ["info"]:
+            assert out.exit_code == 0 and "0 (folders" in out.output, out.output
+        else:
+            assert out.exit_code == 1 and len(out.output.strip().splitlines()) == 1, out.output
+    images = synthetic_images(3, seed=9)
+    first = engine.add(images[:1])  # one image: too few to learn a space from, the last one is kept
+    assert engine.query(images[0], k=1).hits[0].id == first[0]
+    engine.add(images[1:])
+    hits = engine.query(images[2], k=3).hits
+    assert hits[0].id == first[0] + 2 and len(hits) == 3
+    assert sync(index).count == 3 + 38, "the folder's files come back beside the added images"
+
+
+def test_images_added_through_the_api_survive_sync(collection):
+    _, index = collection
+    engine = SearchEngine.load(index)
+    (added,) = engine.add(synthetic_images(1, seed=4), paths=["made/up/name.png"])
+    report = sync(index)
+    assert report.removed == [] and SearchEngine.load(index).hit(int(added)).path == "made/up/name.png"
+    assert SearchEngine.load(index).hit(int(added)).position == -1
+
+
+def test_compaction_of_a_shrunken_auto_bundle_chooses_again(tmp_path, monkeypatch):
+    monkeypatch.setattr("aesearch.search.index_choice.EXACT_MAX_SCAN", 100_000)  # IVF from 319 vectors on
+    index = make_bundle(tmp_path / "ivf", n=3000, index_type="auto")
+    assert load_bundle(index).manifest["index_type"] == "ivf"
+    engine = SearchEngine.load(index)
+    engine.remove(list(range(50, 3000)))  # 50 left: an IVF of 50 lists' worth would not even train
+    bundle = load_bundle(index)
+    assert len(bundle) == 50 and bundle.manifest["index_type"] == "flat"
+    compact(index)
+    assert len(SearchEngine.load(index).query_id(3, k=50).hits) == 50
+
+
+@pytest.mark.parametrize("index_type", ["flat", "ivf", "hnsw", "sq8", "IVF16,PQ2"])
+def test_k_hits_whenever_k_images_are_live(tmp_path, index_type):
+    index = make_bundle(tmp_path / index_type, n=800, index_type=index_type, metric="cosine")
+    engine = SearchEngine.load(index)
+    engine.remove(list(range(0, 800, 3)))  # tombstones, skipped inside every search
+    engine = SearchEngine.load(index)
+    live = engine.bundle.live_ids()
+    if index_type == "ivf":
+        nprobe = engine.index.parts[0].index.search_parameters().nprobe
+        assert nprobe < engine.manifest["index_params"]["nlist"], "the tuned search alone sees only some lists"
+    for k in (len(live), len(live) - 7, 40):
+        results = engine.query_batch(engine.bundle.images(live[:5]), k=k)
+        for result in results:
+            assert len(result.hits) == k, f"{index_type}: {len(result.hits)} hits for k={k}"
+            distances = [h.distance for h in result.hits]
+            assert distances == sorted(distances)
+        if k == len(live):
+            assert {h.id for h in results[0].hits} == set(live.tolist())
+
+
+def test_an_ivf_bundle_answers_k_near_its_size(tmp_path):
+    """The case found by hand: -k 5000 on a 70,000-image IVF bundle returned 4,118 hits."""
+    index = make_bundle(tmp_path / "ivf", n=2000, index_type="ivf", metric="cosine", transform="whiten",
+                        params={"whiten_dims": 32, "whiten_shrinkage": 0.03})  # fmt: skip
+    engine = SearchEngine.load(index)
+    assert engine.index.parts[0].index.search_parameters().nprobe < engine.index.parts[0].index.index.nlist
+    assert len(engine.query_id(7, k=1900).hits) == 1900
+
+
+def test_a_compressed_reranked_bundle_answers_k_near_its_size(tmp_path, monkeypatch):
+    from aesearch.pipelines.build import assemble_bundle
+    from aesearch.store.records import new_records
+
+    monkeypatch.setattr("aesearch.search.index_choice.EXACT_MAX_SCAN", 10_000)
+    n = 3000
+    spec = IndexSpec("auto", "cosine", {"whiten_dims": 32, "whiten_shrinkage": 0.03}, "whiten")
+    assemble_bundle(tmp_path / "pq", checkpoint=tiny_checkpoint(), images=synthetic_images(n), records=new_records(n),
+                    info={"dataset": "synthetic"}, shifts=((0, 0),), stream={"max_index_memory": 40 * n},
+                    spec=spec)  # fmt: skip
+    engine = SearchEngine.load(tmp_path / "pq")
+    params = engine.manifest["index_params"]
+    assert "PQ" in engine.manifest["index_type"] and "rerank_factor" in params
+    assert params["nprobe"] < params["nlist"], "the tuned search alone cannot see every vector"
+    engine.remove(list(range(0, n, 4)))
+    engine = SearchEngine.load(tmp_path / "pq")
+    live = engine.bundle.live_ids()
+    hits = engine.query_id(int(live[3]), k=len(live)).hits
+    assert len(hits) == len(live) and {h.id for h in hits} == set(live.tolist())
+
+
+def test_sync_on_a_copy_of_a_missing_root_names_it(collection, tmp_path):
+    folder, index = collection
+    shutil.rmtree(folder)
+    with pytest.raises(AesearchError, match="is missing: reconnect or restore it"):
+        sync(index)
+    assert len(load_bundle(index)) == 38 and np.all(load_bundle(index).live_ids() >= 0)
