@@ -177,7 +177,19 @@ def _rewrite(bundle: Path, edit) -> None:
     ("edit", "message"),
     [
         (lambda m: m.update(count=999), r"inconsistent \(segments hold 20 images and 0 are removed, but the count"),
-        (lambda m: m.update(format_version="2"), r"invalid \(format_version: Input should be a valid integer"),
+        (lambda m: m.update(format_version="2"), r"invalid \(format_version: not an integer"),
+        (lambda m: m.update(format_version=True), r"invalid \(format_version: not an integer"),
+        (lambda m: m.update(class_names=[]), r"inconsistent \(a record has label 2, but there are 0 class names"),
+        (lambda m: m.update(split_names=["x"]), r"inconsistent \(a record has split 1, but there are 1 split names"),
+        (lambda m: m.update(split_names=["x", "x"]), r"invalid \(split_names: Value error, a name is listed twice"),
+        (lambda m: m.update(index_params="str"), r"invalid \(index_params: Input should be a valid dictionary"),
+        (lambda m: m.update(index_params={"nprobe": 0}), r"invalid \(index_params\.nprobe: Input should be greater"),
+        (lambda m: m.update(model="x"), r"invalid \(model: Input should be a valid dictionary"),
+        (lambda m: m.update(metric="ip"), r"invalid \(metric: Input should be 'l2' or 'cosine'"),
+        (lambda m: m.update(transform="pca"), r"invalid \(transform: Input should be 'none' or 'whiten'"),
+        (lambda m: m.update(collection={"roots": ["photos"]}), r"invalid \(collection\.roots: Value error"),
+        (lambda m: m.update(decoder_sha256="0" * 64), r"has another decoder than the index"),
+        (lambda m: m["segments"][0]["meta"].update(index_params={"nprobe": "a"}), r"invalid \(segments\.0\.meta"),
         (lambda m: m.update(z_size=-4), r"invalid \(z_size: Input should be greater than or equal to 1"),
         (lambda m: m["segments"][0].update(name="../x"), r"invalid \(segments\.0\.name: Value error, not a segment"),
         (lambda m: m["segments"][0].update(last_id=50), r"segment base holds ids 0-50, next id is 20"),
@@ -192,6 +204,30 @@ def test_a_manifest_with_consistent_checksums_is_still_checked_whole(tmp_path, e
     with pytest.raises(BundleError, match=message) as info:
         load_bundle(bundle)
     assert "\n" not in str(info.value)
+
+
+def test_an_edited_embedding_shift_is_caught_by_the_stored_vectors(tmp_path):
+    """Checksums recomputed after the edit: only the data can tell (the vectors were made with (0, 0), (1, 1))."""
+    bundle = make_bundle(tmp_path / "b", n=20, checkpoint=CHECKPOINT)
+    load_bundle(bundle)
+    _rewrite(bundle, lambda m: m.update(embedding_shifts=[[0, 0]]))
+    with pytest.raises(BundleError, match="stored vectors are not what its model makes"):
+        SearchEngine.load(bundle)
+
+
+def test_a_swapped_decoder_is_refused_even_with_recomputed_checksums(tmp_path):
+    from aesearch.model.checkpoint import Checkpoint, save_checkpoint
+    from aesearch.store.bundle import file_checksum
+
+    bundle = make_bundle(tmp_path / "b", n=20, checkpoint=CHECKPOINT)
+    other = tiny_checkpoint(seed=7)
+    weights = {k: (other.weights[k] if k.startswith("decoder.") else v) for k, v in CHECKPOINT.weights.items()}
+    save_checkpoint(bundle / "model.safetensors", Checkpoint(weights, CHECKPOINT.model_config, CHECKPOINT.info))
+    model = bundle / "model.safetensors"
+    _rewrite(bundle, lambda m: m["files"]["model.safetensors"].update(sha256=file_checksum(model),
+                                                                      bytes=model.stat().st_size))  # fmt: skip
+    with pytest.raises(BundleError, match="has another decoder than the index"):
+        load_bundle(bundle)
 
 
 def test_deeply_nested_or_huge_manifests_are_one_line(tmp_path):

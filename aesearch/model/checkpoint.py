@@ -39,14 +39,23 @@ class Checkpoint:
         return encoder_sha256(self.weights)
 
     @property
+    def decoder_sha256(self) -> str:
+        """Identity of the decoder: what reconstructions, explanations and the trust score come from."""
+        return _part_sha256(self.weights, "decoder.")
+
+    @property
     def test_mse(self) -> float | None:
         return self.info.get("test_mse")
 
 
 def encoder_sha256(weights: dict[str, np.ndarray]) -> str:
     """Identity of the encoder: SHA-256 over its parameter names, shapes and float32 bytes."""
+    return _part_sha256(weights, "encoder.")
+
+
+def _part_sha256(weights: dict[str, np.ndarray], prefix: str) -> str:
     digest = hashlib.sha256()
-    for name in sorted(k for k in weights if k.startswith("encoder.")):
+    for name in sorted(k for k in weights if k.startswith(prefix)):
         array = np.ascontiguousarray(weights[name], dtype=np.float32)
         digest.update(f"{name}:{array.shape};".encode())
         digest.update(array.tobytes())

@@ -22,7 +22,8 @@ from aesearch.search.feedback import Feedback
 from aesearch.search.preprocess import DEFAULT_MAX_PIXELS, ImageSource, preprocess_batch
 from aesearch.search.segments import SegmentedIndex, load_trust_dict
 from aesearch.search.trust import Trust, TrustCalibration
-from aesearch.store.bundle import Bundle, load_bundle
+from aesearch.store.bundle import Bundle, load_bundle, records_problem
+from aesearch.store.manifest import rebuild_advice
 
 if TYPE_CHECKING:
     from aesearch.search.explain import Explanation
@@ -105,6 +106,7 @@ class SearchEngine:
             ) from None
         # The index holds each image's z averaged over these translations (see NumpyAutoEncoder.embed).
         self.shifts = [tuple(shift) for shift in bundle.manifest.get("embedding_shifts", [[0, 0]])]
+        self._check_stored_vectors()
 
     @classmethod
     def load(cls, index_dir: str | Path = DEFAULT_INDEX_DIR, *, model: str | Path | None = None) -> SearchEngine:
@@ -181,6 +183,7 @@ class SearchEngine:
             if segments[number].has_paths:
                 for at, path in zip(mine.tolist(), segments[number].paths(rows[mine]), strict=True):
                     paths[at] = path
+        self._check_records(records)
         labels = records["label"].tolist() if records is not None else []
         splits = records["split"].tolist() if records is not None else []
         positions = records["position"].tolist() if records is not None else []
@@ -199,6 +202,7 @@ class SearchEngine:
         return results
 
     def _hit(self, id: int, rank: int, distance: float, record: np.void, path: str) -> Hit:
+        self._check_records(np.array([record], dtype=record.dtype))
         label = int(record["label"])
         return Hit(
             rank=rank, id=int(id), label=label, label_name=self.bundle.class_names[label] if label >= 0 else None,
@@ -342,6 +346,29 @@ class SearchEngine:
     def _check_k(self, k: int) -> int:
         self.require_images()
         return check_int(k, "k", low=1, high=len(self))  # at most the number of indexed images
+
+    def _check_stored_vectors(self, sample: int = 4) -> None:
+        """The first stored vectors are what this model makes of the stored images with the manifest's
+        embedding shifts. Checksums cannot tell an edited manifest whose digests were recomputed; this
+        can: another `embedding_shifts` would otherwise change every query's answers without a word.
+        Costs one encode of `sample` images (~1 ms)."""
+        segment = next((s for s in self.bundle.segments if s.count), None)
+        if segment is None:
+            return
+        rows = slice(0, min(sample, segment.count))
+        made = self.autoencoder.embed(segment.images[rows].astype(np.float32) / np.float32(255), self.shifts)[1]
+        if not np.allclose(made, segment.embeddings[rows], rtol=1e-3, atol=1e-5):
+            raise BundleError(
+                f"{self.bundle.path} is inconsistent (its stored vectors are not what its model makes of its stored "
+                f"images with embedding shifts {self.shifts}: the manifest was edited): "
+                f"{rebuild_advice(self.bundle.path)}"
+            )
+
+    def _check_records(self, records: np.ndarray | None) -> None:
+        """The records of hits fit the manifest (large bundles' records are not all checked at load)."""
+        problem = records_problem(self.manifest, records) if records is not None else None
+        if problem:
+            raise BundleError(f"{self.bundle.path} is inconsistent ({problem}): {rebuild_advice(self.bundle.path)}")
 
     @staticmethod
     def _check_result(result: object) -> None:

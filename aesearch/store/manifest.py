@@ -47,13 +47,31 @@ class FileRecord(_Strict):
         return value
 
 
+class IndexParams(_Strict):
+    """What a search reads from index_params: typed and in range, so an edited value is refused at load,
+    not met as a FAISS error (or a quietly different search) at query time."""
+
+    nprobe: int | None = Field(default=None, ge=1, le=1 << 20)
+    ef_search: int | None = Field(default=None, ge=1, le=1 << 20)
+    nlist: int | None = Field(default=None, ge=1, le=1 << 24)
+    rerank_factor: int | None = Field(default=None, ge=1, le=10_000)
+    whiten_dims: int | None = Field(default=None, ge=1, le=100_000)
+    whiten_shrinkage: float | None = Field(default=None, ge=0, le=10)
+
+
+class SegmentMeta(_Strict):
+    index_type: str = Field(default="flat", min_length=1, max_length=200)
+    index_params: IndexParams = Field(default_factory=IndexParams)
+    delta: bool = False
+
+
 class SegmentEntry(_Strict):
     name: str
     count: Count
     first_id: int = Field(ge=-1)  # -1 for an empty segment
     last_id: int = Field(ge=-1)
     files: list[str]
-    meta: dict = Field(default_factory=dict)
+    meta: SegmentMeta = Field(default_factory=SegmentMeta)
 
     @field_validator("name")
     @classmethod
@@ -73,8 +91,28 @@ class SpaceEntry(_Strict):
     files: list[str]
 
 
+class ModelEntry(_Strict):
+    recipe: str | None = None
+    test_mse: float | None = None
+
+
+class CollectionEntry(_Strict):
+    roots: Annotated[list[Annotated[str, Field(min_length=1, max_length=4096)]], Field(min_length=1)]
+    labels: Literal["folders"] | None = None
+
+    @field_validator("roots")
+    @classmethod
+    def _absolute(cls, roots: list[str]) -> list[str]:
+        if not all(root.startswith("/") for root in roots):
+            raise ValueError("collection roots must be absolute paths")
+        return roots
+
+
+_Label = Annotated[str, Field(min_length=1, max_length=1000)]
+
+
 class Manifest(_Strict):
-    """The fields the store relies on; the pipelines and the search layer add their own."""
+    """Every field that changes answers, typed and in range; other fields are carried along as written."""
 
     format: Literal["aesearch-index"]
     format_version: int = Field(ge=1, le=FORMAT_VERSION)
@@ -87,8 +125,17 @@ class Manifest(_Strict):
     z_size: int = Field(ge=1, le=100_000)
     embedding_shifts: list[Annotated[list[Annotated[int, Field(ge=-27, le=27)]], Field(min_length=2, max_length=2)]]
     encoder_sha256: str
-    class_names: Annotated[list[str], Field(max_length=32_767)]
-    split_names: Annotated[list[str], Field(min_length=1, max_length=255)]
+    decoder_sha256: str | None = None  # bundles written before it was recorded have none
+    class_names: Annotated[list[_Label], Field(max_length=32_767)]
+    split_names: Annotated[list[_Label], Field(min_length=1, max_length=255)]
+    metric: Literal["l2", "cosine"]
+    transform: Literal["none", "whiten"] = "none"
+    index_type: str = Field(min_length=1, max_length=200)
+    index_params: IndexParams = Field(default_factory=IndexParams)
+    model: ModelEntry | None = None
+    collection: CollectionEntry | None = None
+    index_choice: dict | None = None
+    dataset: str | None = None
     segments: list[SegmentEntry]
     tombstones: TombstoneEntry | None
     superseded: Count = 0  # older copies of ids that a later segment holds again (moved, changed files)
@@ -96,12 +143,19 @@ class Manifest(_Strict):
     files: dict[str, FileRecord]
     manifest_sha256: str
 
-    @field_validator("encoder_sha256")
+    @field_validator("encoder_sha256", "decoder_sha256")
     @classmethod
-    def _encoder(cls, value: str) -> str:
-        if not _SHA256.match(value):
+    def _digest(cls, value: str | None) -> str | None:
+        if value is not None and not _SHA256.match(value):
             raise ValueError("not a SHA-256 hex digest")
         return value
+
+    @field_validator("class_names", "split_names")
+    @classmethod
+    def _unique(cls, names: list[str]) -> list[str]:
+        if len(set(names)) != len(names):
+            raise ValueError("a name is listed twice")
+        return names
 
 
 def manifest_digest(manifest: dict) -> str:
@@ -145,7 +199,9 @@ def read_manifest(path: str | Path) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"{manifest_path} is not an aesearch index manifest: {rebuild}")
     version = manifest.get("format_version")
-    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise BundleError(f"{manifest_path} is invalid (format_version: not an integer): {rebuild}")
+    if version > FORMAT_VERSION:
         raise BundleError(
             f"{path} is index format {version}, newer than this aesearch ({__version__}) reads "
             f"(format {FORMAT_VERSION}): upgrade aesearch or {rebuild}"
@@ -201,6 +257,10 @@ def _cross_check(m: Manifest) -> str | None:
         return "it lists no model.safetensors"
     if not m.embedding_shifts:
         return "no embedding shifts"
+    if "trust.json" not in m.space.files and m.count:
+        return "its search space has no trust.json"
+    if m.transform == "whiten" and "transform.npz" not in m.space.files and m.count:
+        return "its transform is whiten, but its search space has no transform.npz"
     return None
 
 
