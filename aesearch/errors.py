@@ -3,6 +3,10 @@
 The CLI prints these as one line and exits with status 1; anything else that escapes is a bug.
 """
 
+from __future__ import annotations
+
+import errno
+
 
 class AesearchError(Exception):
     """A problem the user can fix. The message is one line: what is wrong, then what to do.
@@ -41,6 +45,29 @@ class ImageError(AesearchError):
 
 class InvalidArgumentError(AesearchError, ValueError):
     """An option or argument is out of range (k of 0, a negative batch size, ...)."""
+
+
+# Advice for an OSError that reached a command, by errno: what the user can do about that one.
+_OS_ADVICE = {
+    errno.ENOSPC: "the disk is full: free some space, then run it again",
+    errno.EDQUOT: "the disk quota is used up: free some space, then run it again",
+    errno.EACCES: "permission denied: fix the permissions (or run as a user who may), then run it again",
+    errno.EPERM: "the operation is not permitted: fix the permissions or the file's attributes, then run it again",
+    errno.EROFS: "the file system is read-only: write somewhere else (--index-dir, --out), or remount it",
+    errno.ENOENT: "a file or folder vanished while this ran: check the path, then run it again",
+    errno.EIO: "the disk reported an input/output error: check the disk (dmesg), then run it again",
+    errno.ELOOP: "a loop of symbolic links: fix the link, then run it again",
+    errno.ENAMETOOLONG: "a name is too long for the file system: choose a shorter path",
+    errno.EMFILE: "too many open files: raise the limit (ulimit -n), then run it again",
+    errno.ENOMEM: "out of memory: close other programs or use a smaller --chunk-size, then run it again",
+}
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for an OSError that escaped: what failed, on which file, and advice that fits its errno."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    advice = _OS_ADVICE.get(exc.errno, "fix the cause, then run it again")
+    return one_line(f"{exc.strerror or exc}{where}: nothing was replaced; {advice}")
 
 
 def reason(exc: BaseException, *, last_line: bool = False) -> str:

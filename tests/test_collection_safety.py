@@ -195,3 +195,22 @@ def test_sync_on_a_copy_of_a_missing_root_names_it(collection, tmp_path):
     with pytest.raises(AesearchError, match="is missing: reconnect or restore it"):
         sync(index)
     assert len(load_bundle(index)) == 38 and np.all(load_bundle(index).live_ids() >= 0)
+
+
+def test_sync_compact_compacts_even_when_nothing_changed(collection):
+    _, index = collection
+    engine = SearchEngine.load(index)
+    engine.add(synthetic_images(1, seed=3))  # a delta segment
+    assert len(load_bundle(index).segments) == 2
+    report = sync(index, compact=True)
+    assert report.maintenance == "compacted" and len(load_bundle(index).segments) == 1 and report.count == 39
+
+
+def test_a_query_file_named_with_a_newline_stays_on_one_line(collection, tmp_path):
+    folder, index = collection
+    odd = tmp_path / "new\nline.png"
+    odd.write_bytes((folder / "ellipse/e-000.png").read_bytes())
+    out = run("query", str(odd), "-k", "2", "--no-picture", "--index-dir", str(index))
+    assert out.exit_code == 0, out.output
+    first = out.output.splitlines()[0]
+    assert first.startswith("Query: ") and "new\\nline.png" in first

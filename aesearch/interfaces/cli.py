@@ -58,11 +58,9 @@ class _Group(click.Group):
             click.echo("Interrupted: nothing was replaced.", err=True)
             sys.exit(130)
         except OSError as exc:  # the disk filled up, or a file or permission changed during the run
-            from aesearch.errors import one_line
+            from aesearch.errors import os_error_message
 
-            where = f" ({exc.filename})" if exc.filename else ""
-            advice = "nothing was replaced; free some space or fix the permissions, then run it again"
-            raise click.ClickException(one_line(f"{exc.strerror or exc}{where}: {advice}")) from None
+            raise click.ClickException(os_error_message(exc)) from None
 
 
 # Any integer, its range left to the library, whose message names the real bounds ("k must be an

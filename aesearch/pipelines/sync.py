@@ -203,32 +203,33 @@ def sync(index_dir: str | Path, *, dry_run: bool = False, compact: bool = False,
         if refusal and not dry_run:
             raise MassRemovalError(f"{refusal}; nothing was changed. {_MASS_REMOVAL_ADVICE}")
         report.refused = refusal
-        if dry_run or not (files or vanished):
+        if dry_run or not (files or vanished):  # nothing to write: the bundle stays byte for byte as it was
             report.count = len(bundle)
-            report.seconds = round(time.perf_counter() - start, 3)
-            return report  # nothing written: an unchanged folder leaves the bundle byte for byte as it was
-
-        class_names = list(bundle.class_names)
-        new_ids = iter(writer.allocate_ids(sum(1 for i in publish_ids if i < 0)))
-        ids = np.array([i if i >= 0 else next(new_ids) for i in publish_ids], dtype=np.int64)
-        records = new_records(len(files))
-        records["id"], records["content_hash"] = ids, hashes
-        records["position"] = [f.root for f in files]
-        records["bytes"], records["mtime_ns"] = [f.size for f in files], [f.mtime_ns for f in files]
-        if labels == "folders":
-            records["label"] = [_label(class_names, f.path) for f in files]
-        embeddings = np.zeros((len(files), bundle.manifest["z_size"]), np.float32)
-        pixels = images.copy()
-        if copy_rows:  # moved or touched: the stored image and vector, never encoded again
-            rows, sources = [r for r, _ in copy_rows], [i for _, i in copy_rows]
-            embeddings[rows], pixels[rows] = bundle.embeddings(sources), bundle.images(sources)
-        if encode_rows:
-            embeddings[encode_rows] = embed(bundle, images[encode_rows])
-        write_delta(writer, bundle, records, pixels, embeddings, [f.path for f in files])
-        writer.remove_ids([entry[0] for entry in vanished.values()])
-        published = writer.commit({"class_names": class_names})
-    report.maintenance = maintain(index_dir, compact_now=compact)
-    report.count = read_manifest(index_dir)["count"] if report.maintenance else published["count"]
+            if dry_run or not compact:
+                report.seconds = round(time.perf_counter() - start, 3)
+                return report
+        else:
+            class_names = list(bundle.class_names)
+            new_ids = iter(writer.allocate_ids(sum(1 for i in publish_ids if i < 0)))
+            ids = np.array([i if i >= 0 else next(new_ids) for i in publish_ids], dtype=np.int64)
+            records = new_records(len(files))
+            records["id"], records["content_hash"] = ids, hashes
+            records["position"] = [f.root for f in files]
+            records["bytes"], records["mtime_ns"] = [f.size for f in files], [f.mtime_ns for f in files]
+            if labels == "folders":
+                records["label"] = [_label(class_names, f.path) for f in files]
+            embeddings = np.zeros((len(files), bundle.manifest["z_size"]), np.float32)
+            pixels = images.copy()
+            if copy_rows:  # moved or touched: the stored image and vector, never encoded again
+                rows, sources = [r for r, _ in copy_rows], [i for _, i in copy_rows]
+                embeddings[rows], pixels[rows] = bundle.embeddings(sources), bundle.images(sources)
+            if encode_rows:
+                embeddings[encode_rows] = embed(bundle, images[encode_rows])
+            write_delta(writer, bundle, records, pixels, embeddings, [f.path for f in files])
+            writer.remove_ids([entry[0] for entry in vanished.values()])
+            writer.commit({"class_names": class_names})
+    report.maintenance = maintain(index_dir, compact_now=compact)  # --compact: even when nothing changed
+    report.count = read_manifest(index_dir)["count"]
     report.seconds = round(time.perf_counter() - start, 3)
     return report
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import re
+import stat
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from aesearch import defaults
 from aesearch.errors import ImageError, reason
+from aesearch.store.paths import shown
 
 SIZE = defaults.IMAGE_SIZE
 DEFAULT_MAX_PIXELS = defaults.MAX_PIXELS  # decompression bombs are refused before decoding
@@ -165,15 +167,20 @@ def _stream(source: str | Path | bytes, name: str | None) -> tuple[str, Any]:
         return label, io.BytesIO(source)
     path = Path(source)
     label = name or str(path)
+    label = shown(label)
     try:
-        if not path.exists():
-            raise ImageError(f"no such file: {label}: check the path")
-        if path.is_dir():
-            raise ImageError(f"{label} is a folder, not an image: pass an image file")
-        if path.stat().st_size == 0:
-            raise ImageError(f"{label} is empty (0 bytes), or not a regular file: pass an image file")
+        mode = path.stat().st_mode  # follows links: a loop of them is ELOOP, not "no such file"
+    except FileNotFoundError:
+        missing = "links to a file that does not exist" if path.is_symlink() else "does not exist"
+        raise ImageError(f"no such file: {label} {missing}: check the path") from None
     except OSError as exc:  # a name too long, a path through a file, a loop of links...
         raise ImageError(f"cannot read {label} ({exc.strerror or reason(exc)}): check the path") from None
+    if stat.S_ISDIR(mode):
+        raise ImageError(f"{label} is a folder, not an image: pass an image file")
+    if not stat.S_ISREG(mode):  # a FIFO would block the read, a device (/dev/zero) never end it
+        raise ImageError(f"{label} is not a regular file (a pipe, socket or device): pass an image file")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{label} is empty (0 bytes): pass an image file")
     return label, path
 
 

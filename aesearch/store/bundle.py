@@ -216,7 +216,14 @@ def _load(path: Path, model, verify: str, stat: tuple) -> Bundle:
         small = total <= VERIFY_ALL_BELOW or record["bytes"] < CHECK_FILES_BELOW
         if verify == "full" or (verify == "auto" and small):
             hashed.append(name)
-    for name, digest in zip(hashed, _sha256_many([path / name for name in hashed]), strict=True):
+    try:
+        digests = _sha256_many([path / name for name in hashed])
+    except OSError as exc:  # permission denied, an I/O error: the file is there but cannot be read
+        raise BundleError(
+            f"{exc.filename or path} cannot be read ({exc.strerror or reason(exc)}): fix its permissions or the "
+            f"disk, or {rebuild}"
+        ) from None
+    for name, digest in zip(hashed, digests, strict=True):
         if digest != files[name]["sha256"]:  # in manifest order: the first damaged file is named
             raise BundleError(f"{path / name} is damaged (its SHA-256 differs from the manifest's): {rebuild}")
 
