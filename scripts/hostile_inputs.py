@@ -1,6 +1,6 @@
 """A catalogue of hostile inputs against the CLI, the Python API and the server; prints the counts.
 
-    python scripts/hostile_inputs.py [--index-dir indexes/fashion-mnist] [--only cli,api,server]
+    python scripts/hostile_inputs.py [--index-dir indexes/fashion-mnist] [--only cli,api,collection,server]
 
 Run it with PYTHONPATH pointing at another checkout to compare versions: it uses the public API,
 the `aesearch` command (as `python -m aesearch`) and `aesearch serve` over HTTP only. Each case is
@@ -44,6 +44,7 @@ except ImportError:  # pragma: no cover
     AesearchError = Exception
 
 GIB = 1024**3
+HANG_S = 120  # a command still running after this long is counted as a hang
 WORKS = ("good.png", "int32.tiff", "one-pixel.png")  # the files that must give a result
 EITHER = ("bad-tRNS.png",)  # off-spec but readable: a result or a one-line error are both right
 
@@ -150,8 +151,13 @@ def cli_cases(files: dict[str, Path], index_dir: str, tmp: Path) -> list[tuple[s
 def run_cli(cases, env) -> Counter:
     counts: Counter = Counter()
     for name, args, should_work in cases:
-        done = subprocess.run([sys.executable, "-m", "aesearch", *args], capture_output=True, text=True, env=env,
-                              timeout=300)  # fmt: skip
+        try:
+            done = subprocess.run([sys.executable, "-m", "aesearch", *args], capture_output=True, text=True, env=env,
+                                  timeout=HANG_S)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            counts["wrong"] += 1
+            print(f"  cli hang      {name}: still running after {HANG_S} s")
+            continue
         err = done.stderr.strip()
         if "Traceback" in err:
             verdict = "traceback"
@@ -168,8 +174,8 @@ def run_cli(cases, env) -> Counter:
 
 
 def _finite_json(text: str) -> bool:
-    if not text.strip():
-        return True  # a picture was asked for, not JSON
+    if not text.strip().startswith(("{", "[")):
+        return True  # a picture or a table was asked for, not JSON
     try:
         json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
         return True
@@ -216,8 +222,88 @@ def api_cases(files: dict[str, Path], engine: SearchEngine) -> list[tuple[str, o
         ("decode NaN", lambda: engine.decode(np.full_like(z, np.nan)), False),
         ("image id -1", lambda: engine.image(-1), False),
         ("image id numpy", lambda: engine.image(np.int32(4)), True),
+        (
+            "k near the size: exactly k hits",
+            lambda: _exactly(engine.query(image, k=len(engine) - 3).hits, len(engine) - 3),
+            True,
+        ),
+        ("query_batch of no image", lambda: engine.query_batch([], k=3), True),
     ]
     return cases
+
+
+def _exactly(hits: list, k: int) -> list:
+    if len(hits) != k:
+        raise RuntimeError(f"{len(hits)} hits for k={k}")  # a silent wrong answer, counted as raw
+    return []
+
+
+def api_write_cases(copy: SearchEngine) -> list[tuple[str, object, bool]]:
+    """Calls that would change a bundle if taken: on a copy, each must be refused in one line."""
+    result = copy.query_id(3, k=5)
+    one = copy.image(3)[None]
+    huge = 10**30
+    return [
+        *[
+            (f"remove({v!r})", (lambda v=v: copy.remove(v)), False)
+            for v in (None, "abc", [[1, 2]], [float("nan")], [huge], [True], [1.5], ["3"], [4.999])
+        ],
+        ("add zero images", lambda: copy.add(np.zeros((0, 28, 28))), False),
+        ("add paths=[1]", lambda: copy.add(one, paths=[1]), False),
+        ("add a path with a lone surrogate", lambda: copy.add(one, paths=["\ud800.png"]), False),
+        *[(f"add labels={v!r}", (lambda v=v: copy.add(one, labels=v)), False) for v in (["abc"], [None], [1.5], ["1"])],
+        ("refine more=None", lambda: copy.refine(result, more=None), False),
+        ("refine more=5", lambda: copy.refine(result, more=5), False),
+        ("refine more=[10**30]", lambda: copy.refine(result, more=[huge]), False),
+        ("refine k='5'", lambda: copy.refine(result, more=[4], k="5"), False),
+        ("refine k=10**9", lambda: copy.refine(result, more=[4], k=10**9), False),
+        ("refine None", lambda: copy.refine(None, more=[4]), False),
+        ("explain 30-digit id", lambda: copy.explain(result, huge), False),
+        ("interpolate 30-digit id", lambda: copy.interpolate(huge, 3), False),
+        ("query_id 30-digit id", lambda: copy.query_id(huge), False),
+        ("image 30-digit id", lambda: copy.image(huge), False),
+    ]
+
+
+def collection_cases(tmp: Path, index_dir: str, engine: SearchEngine) -> list[tuple[str, list[str], bool]]:
+    """A folder collection of 40 of the bundle's images (its model), and what must not break it."""
+    photos, index = tmp / "photos", tmp / "collection"
+    for i in range(40):
+        (photos / f"class{i % 2}").mkdir(parents=True, exist_ok=True)
+        (photos / f"class{i % 2}" / f"img-{i:02d}.png").write_bytes(_png(engine.image(i)))
+    model = str(Path(index_dir) / "model.safetensors")
+    subprocess.run([sys.executable, "-m", "aesearch", "build-index", "--images", str(photos), "--model", model,
+                    "--index-dir", str(index)], check=True, capture_output=True)  # fmt: skip
+    (photos.parent / "photos.away").mkdir()
+    d = ["--index-dir", str(index)]
+    return [
+        ("sync with the root emptied (unmounted disk)", ["sync", *d], False),  # prepared by run_collection
+        ("remove a 30-digit id", ["remove", "9" * 30, *d], False),
+        ("remove a superscript digit", ["remove", "²", *d], False),
+        ("query --id 30 digits", ["query", "--id", "9" * 30, "--no-picture", *d], False),
+        ("query --more-like ²", ["query", "--id", "3", "--more-like", "²", "--no-picture", *d], False),
+        ("interpolate 30 digits", ["interpolate", "9" * 30, "3", *d], False),
+        ("map --out m.txt", ["map", "--out", str(tmp / "m.txt"), *d], False),
+        ("map --id 30 digits", ["map", "--id", "9" * 30, *d], False),
+        ("remove every id", ["remove", *[str(i) for i in range(40)], *d], True),
+        ("query the emptied index", ["query", "--id", "3", "--no-picture", *d], False),
+        ("duplicates on the emptied index", ["duplicates", *d], False),
+        ("map of the emptied index", ["map", *d], False),
+        ("eval of the emptied index", ["eval", *d], False),
+        ("sync after the folder is back", ["sync", *d], True),
+    ]
+
+
+def run_collection(cases, env, tmp: Path) -> Counter:
+    """run_cli over collection_cases, with the root emptied for the first and restored before the last."""
+    photos, away = tmp / "photos", tmp / "photos.away"
+    photos.rename(away / "photos")
+    photos.mkdir()
+    counts = run_cli(cases[:1], env)
+    photos.rmdir()
+    (away / "photos").rename(photos)
+    counts.update(run_cli(cases[1:], env))
+    return counts
 
 
 def run_api(cases) -> Counter:
@@ -399,7 +485,7 @@ def _stalled(server: Server, give_up: float = 60) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index-dir", default="indexes/fashion-mnist")
-    parser.add_argument("--only", default="cli,api,server")
+    parser.add_argument("--only", default="cli,api,collection,server")
     args = parser.parse_args()
     import aesearch
 
@@ -410,7 +496,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         files = make_files(Path(tmp), engine)
         if "api" in args.only:
-            table["Python API"] = run_api(api_cases(files, engine))
+            import shutil
+
+            copy_dir = Path(tmp) / "bundle-copy"
+            shutil.copytree(args.index_dir, copy_dir)
+            table["Python API"] = run_api(api_cases(files, engine) + api_write_cases(SearchEngine.load(copy_dir)))
+        if "collection" in args.only:
+            table["collections (CLI)"] = run_collection(collection_cases(Path(tmp), args.index_dir, engine), env,
+                                                        Path(tmp))  # fmt: skip
         if "cli" in args.only:
             table["CLI"] = run_cli(cli_cases(files, args.index_dir, Path(tmp)), env)
         figures = {}
