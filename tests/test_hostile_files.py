@@ -173,6 +173,22 @@ def test_a_file_replaced_after_the_scan_is_checked_again_when_it_is_read(tmp_pat
     }
 
 
+def test_a_list_of_paths_holds_the_file_systems_bytes_and_its_pipes_are_skipped(tmp_path):
+    root = tmp_path / "pics"
+    for name, data in zip([b"a.png", b"w\xff.png"], pngs(2, seed=20), strict=True):
+        write(bytes(root) + b"/" + name, data)
+    os.mkfifo(root / "fifo.png")
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"pics/a.png\npics/w\xff.png\npics/fifo.png\npics\n")
+    found = scan(collection_roots(images_from=listing))
+    assert [f.path for f in found.files] == ["pics/a.png", os.fsdecode(b"pics/w\xff.png")]
+    folder = "is a folder: only regular files are read as images"
+    assert reasons(found.skipped, tmp_path) == {"pics/fifo.png": PIPE, "pics": folder}
+    os.mkfifo(tmp_path / "fifo-list.txt")  # never opened: it would wait for a writer
+    with pytest.raises(InvalidArgumentError, match=r"fifo-list\.txt is not a file: give --images-from a text file"):
+        collection_roots(images_from=tmp_path / "fifo-list.txt")
+
+
 # --- 2. every read is bounded in bytes and in time ---
 
 

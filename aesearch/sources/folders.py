@@ -112,9 +112,9 @@ def collection_roots(images: Sequence[str | Path] = (), images_from: str | Path 
     if images_from is not None:
         listing = Path(images_from).expanduser()
         if not listing.is_file():
-            raise InvalidArgumentError(
-                f"no such list: {shown(str(images_from))}: give --images-from a text file, one path a line"
-            )
+            name = shown(str(images_from))
+            problem = f"{name} is not a file" if listing.exists() else f"no such list: {name}"
+            raise InvalidArgumentError(f"{problem}: give --images-from a text file, one path a line")
         roots.append(listing.resolve())
     if not roots:
         raise InvalidArgumentError("give at least one --images FOLDER or an --images-from LIST.txt")
