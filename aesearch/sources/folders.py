@@ -458,7 +458,8 @@ def _worker_start(parent: int) -> None:
 
     Without PR_SET_PDEATHSIG a worker whose parent was killed (kill -9, the OOM killer) lives on,
     reading files for nobody. The writer lock it inherited by fork is closed at the fork already
-    (store/lock.py), so a stray worker could never keep a bundle locked.
+    (store/lock.py), so a stray worker could never keep a bundle locked. The signal comes when the
+    thread that forked the worker ends: the one iterating read_files, which closes the pool first.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the pool; a worker's traceback helps no one
     if sys.platform.startswith("linux"):
