@@ -32,3 +32,14 @@ MAX_PIXELS = 50_000_000
 SERVER_MAX_PIXELS = 16_000_000
 SERVER_DECODE_SLOTS = 2
 SERVER_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+
+# --- reading files ---
+# The largest file a scan reads as an image. Every file is read whole into memory (to hash it), up
+# to one per core at once: 256 MiB each keeps a read of 16 cores under 4 GiB, and is still far above
+# any photo (a 100-megapixel 16-bit TIFF is ~200 MB); a bigger file is a video, a disk image or a
+# sparse file with an image's name, and is skipped with the limit in its reason.
+MAX_FILE_BYTES = 256 * 1024 * 1024
+# Seconds one file may take to read and decode. A local image takes milliseconds; a read that
+# blocks this long is a hung network or FUSE mount, and one such file must not stall a sync of
+# thousands. 30 s leaves a slow but working network disk (256 MiB at ~10 MB/s) time to answer.
+MAX_READ_SECONDS = 30.0

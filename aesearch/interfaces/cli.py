@@ -288,14 +288,20 @@ def _build_from_folders(index_dir, image_dirs, images_from, labels, model, index
                f"`aesearch sync --index-dir {index_dir}`")  # fmt: skip
 
 
-def _echo_skipped(skipped, shown: int = 20) -> None:
-    """Unreadable files, one line each with its reason (at the end, so they are seen)."""
+def _echo_skipped(skipped, at_most: int = 20) -> None:
+    """Unreadable files, one line each with its reason (at the end, so they are seen).
+
+    Paths through paths.shown: a file name may hold any byte but "/" and NUL (a newline, bytes
+    that are not UTF-8), and each must stay one printable line.
+    """
+    from aesearch.store.paths import shown
+
     if skipped:
         click.echo(f"Skipped {len(skipped):,} file(s) that could not be used:", err=True)
-        for item in skipped[:shown]:
-            click.echo(f"  {item.path}: {item.reason}", err=True)
-        if len(skipped) > shown:
-            click.echo(f"  ... and {len(skipped) - shown:,} more (--json lists them all)", err=True)
+        for item in skipped[:at_most]:
+            click.echo(f"  {shown(item.path)}: {shown(item.reason)}", err=True)
+        if len(skipped) > at_most:
+            click.echo(f"  ... and {len(skipped) - at_most:,} more (--json lists them all)", err=True)
 
 
 @cli.command("sync")

@@ -20,6 +20,7 @@ from aesearch.errors import InvalidArgumentError
 from aesearch.model.checkpoint import Checkpoint, load_checkpoint
 from aesearch.search.index import IndexSpec, check_index_type
 from aesearch.sources.folders import FolderSource, Skipped, collection_roots, scan
+from aesearch.store.paths import shown
 from aesearch.store.records import new_records
 
 LABEL_MODES = ("folders",)
@@ -59,11 +60,12 @@ def build_from_folders(
     checkpoint = load_checkpoint(model) if model is not None else None
     check_index_type(spec.index_type, checkpoint.model_config.z_size if checkpoint else 314)
     found = scan(roots)
+    where = ", ".join(shown(str(r)) for r in roots)  # one printable line, whatever the names
     if log:
-        log(f"Found {len(found.files):,} image files under {', '.join(str(r) for r in roots)}")
+        log(f"Found {len(found.files):,} image files under {where}")
     if len(found.files) < 2:
         raise InvalidArgumentError(
-            f"found {len(found.files)} image file(s) under {', '.join(str(r) for r in roots)}: an index needs at "
+            f"found {len(found.files)} image file(s) under {where}: an index needs at "
             "least 2 (PNG, JPEG, GIF, WebP, BMP or TIFF files, in any subfolder)"
         )
     source = FolderSource(found, labels, workers=workers)
@@ -75,7 +77,7 @@ def build_from_folders(
     pixels, records, paths, skipped = read_collection(source)
     if len(pixels) < 2:
         raise InvalidArgumentError(
-            f"found {len(pixels)} readable image(s) under {', '.join(str(r) for r in roots)}: an index needs at "
+            f"found {len(pixels)} readable image(s) under {where}: an index needs at "
             "least 2 (PNG, JPEG, GIF, WebP, BMP or TIFF files, in any subfolder)"
         )
     checkpoint = _train_on(pixels, records, train_config, progress=progress, log=log)

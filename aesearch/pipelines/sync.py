@@ -27,6 +27,7 @@ published state; running sync again redoes the unpublished part, so nothing is l
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +39,17 @@ from aesearch import defaults
 from aesearch.errors import AesearchError, InvalidArgumentError
 from aesearch.integers import check_int, parse_int
 from aesearch.pipelines.update import embed, maintain, remove_images, write_delta
-from aesearch.sources.folders import FileEntry, Skipped, folder_label, read_files, scan
+from aesearch.sources.folders import (
+    FileEntry,
+    Scan,
+    Skipped,
+    folder_label,
+    image_file_problem,
+    read_files,
+    scan,
+    scan_folder,
+    stat_image,
+)
 from aesearch.store.bundle import Bundle, BundleWriter, load_bundle
 from aesearch.store.manifest import read_manifest
 from aesearch.store.paths import shown
@@ -235,42 +246,73 @@ def sync(index_dir: str | Path, *, dry_run: bool = False, compact: bool = False,
 
 
 def add_files(index_dir: str | Path, paths: Sequence[str | Path], **kwargs) -> SyncReport:
-    """Index these files (or every image in these folders) of the collection now, as a sync would."""
+    """Index these files (or every image in these folders) of the collection now, as a sync would.
+
+    Only what a sync would index is added (folders.image_file_problem: not hidden, not in a hidden
+    folder, named as an image; a regular file): anything else would be removed again by the next
+    sync. It is skipped with its reason, or refused in one line when it is the only path given.
+    """
     bundle = load_bundle(index_dir, verify="sizes")
     roots, _ = collection_of(bundle)
     keys = set()
     for given in paths:
-        path = Path(given).expanduser().resolve()
-        if not path.exists():
-            raise InvalidArgumentError(f"no such file: {given}: check the path")
-        number = next((n for n, root in enumerate(roots) if root.is_dir() and path.is_relative_to(root)), None)
-        if number is None:
-            raise InvalidArgumentError(
-                f"{given} is not inside the collection's folders ({', '.join(map(str, roots))}): move it into one, "
-                "or build a new index with --images"
+        number, relative, folder = _locate(roots, given)
+        if len(paths) == 1:  # the one thing asked for: a refusal, not a report of 0 added
+            problem = (
+                image_file_problem(relative, folder=True) if folder else stat_image(number, roots[number], relative)
             )
-        inside = scan([path]).files if path.is_dir() else [path]
-        for item in inside:
-            full = path / item.path if path.is_dir() else item
-            keys.add((number, full.relative_to(roots[number]).as_posix()))
+            if isinstance(problem, str):
+                raise InvalidArgumentError(f"cannot add {shown(str(given))}: it {problem}")
+        # A folder is scanned by _scan_only as sync scans it, so what it skips is listed with its reason.
+        keys.add((number, f"{relative}/" if folder and relative else relative))
     return sync(index_dir, only=keys, **kwargs)
 
 
-def _scan_only(roots: list[Path], keys: set[tuple[int, str]]):
-    """A Scan of just these files (stat only), with those that are gone listed as skipped."""
-    import os
+def _locate(roots: list[Path], given: str | Path) -> tuple[int, str, bool]:
+    """(root number, path relative to it, whether it is a folder) of a path given to `add`.
 
-    from aesearch.sources.folders import Scan
+    A folder is resolved as the roots are (a link to the root is the root); a link to a file is
+    indexed under its own name, as a scan finds it: only the folder it is in is resolved.
+    """
+    path = Path(given).expanduser()
+    if not os.path.lexists(path):
+        raise InvalidArgumentError(f"no such file: {shown(str(given))}: check the path")
+    folder = path.is_dir()
+    try:
+        full = path.resolve() if folder else path.absolute().parent.resolve() / path.name
+    except (OSError, RuntimeError) as exc:  # RuntimeError: Python 3.10's pathlib on a loop of links
+        problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else "a symbolic link loop"
+        raise InvalidArgumentError(
+            f"cannot add {shown(str(given))}: the folder it is in cannot be found ({problem})"
+        ) from None
+    number = next((n for n, root in enumerate(roots) if root.is_dir() and full.is_relative_to(root)), None)
+    if number is None:
+        raise InvalidArgumentError(
+            f"{shown(str(given))} is not inside the collection's folders ({', '.join(shown(str(r)) for r in roots)}): "
+            "move it into one, or build a new index with --images"
+        )
+    relative = full.relative_to(roots[number]).as_posix()
+    return number, "" if relative == "." else relative, folder
 
-    files, skipped = [], []
+
+def _scan_only(roots: list[Path], keys: set[tuple[int, str]]) -> Scan:
+    """A Scan of just these files, and of every image in these folders ((root, "prefix/"), (root, "")
+    for all of it), stat only: what a full scan would not index is listed as skipped, with its reason."""
+    files: dict[tuple[int, str], FileEntry] = {}
+    skipped: list[Skipped] = []
     for number, path in sorted(keys):
-        try:
-            st = os.stat(roots[number] / path)
-        except OSError:
-            skipped.append(Skipped(path, "vanished during the scan"))
+        if path == "" or path.endswith("/"):
+            found: list[FileEntry] = []
+            scan_folder(number, roots[number], found, skipped, prefix=path)
+            files.update((f.key, f) for f in found)
             continue
-        files.append(FileEntry(number, path, st.st_size, st.st_mtime_ns))
-    return Scan(list(roots), files, skipped)
+        entry = stat_image(number, roots[number], path)
+        if isinstance(entry, str):
+            skipped.append(Skipped(path, entry))
+        else:
+            files[entry.key] = entry
+    # A file given twice (itself and in its folder) is scanned twice: listed once.
+    return Scan(list(roots), sorted(files.values()), list(dict.fromkeys(skipped)))
 
 
 def remove(index_dir: str | Path, targets: Sequence[int | str]) -> list[int]:

@@ -10,6 +10,23 @@ from pathlib import Path
 
 from aesearch.errors import BundleError
 
+# The lock files this process holds open. flock belongs to the open file description, which a
+# fork shares: a forked child (a worker reading images) would keep the bundle locked after the
+# writer died, and every later writer would be refused "being updated by process <dead pid>". So
+# every fork's child closes them at once (its parent's copies, and the lock, are unaffected).
+_HELD: set[int] = set()
+
+
+def _close_in_child() -> None:
+    for fd in list(_HELD):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_in_child)
+
 
 def lock_path(bundle: Path) -> Path:
     """`.NAME.lock` beside the bundle: it survives the folder swap of a full rebuild."""
@@ -21,12 +38,14 @@ def writer_lock(bundle: str | Path) -> Iterator[None]:
     """Hold the bundle's writer lock; a second writer gets one line, never a silent wait.
 
     flock is released by the kernel when the holder dies (kill -9 included), so a crashed sync
-    never leaves the bundle locked.
+    never leaves the bundle locked: no process it forked holds it (_HELD).
     """
     bundle = Path(bundle)
     path = lock_path(bundle)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    owner = os.getpid()
+    _HELD.add(fd)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -39,4 +58,6 @@ def writer_lock(bundle: str | Path) -> Iterator[None]:
         os.pwrite(fd, f"process {os.getpid()}".encode(), 0)
         yield
     finally:
-        os.close(fd)  # releases the lock
+        if os.getpid() == owner:  # a forked child that unwinds this frame closed its copy at the fork
+            _HELD.discard(fd)
+            os.close(fd)  # releases the lock
