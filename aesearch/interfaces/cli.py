@@ -6,6 +6,7 @@ Heavy imports (torch, faiss, matplotlib) happen inside the commands that need th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -639,6 +640,7 @@ def duplicates(index_dir, threshold, across_splits, as_json, as_csv, out) -> Non
     from aesearch.quality.duplicates import DEFAULT_THRESHOLD, find_duplicates
     from aesearch.search.engine import SearchEngine
     from aesearch.store.atomic import check_writable
+    from aesearch.store.paths import shown
 
     if as_json and as_csv:
         raise InvalidArgumentError("give --json or --csv, not both")
@@ -656,7 +658,7 @@ def duplicates(index_dir, threshold, across_splits, as_json, as_csv, out) -> Non
         click.echo("group,id,split,path,exact,max_distance")
         for n, group in enumerate(report.groups, start=1):
             for id_, split, path in zip(group.ids, group.splits, group.paths, strict=True):
-                click.echo(f"{n},{id_},{split},{_csv_field(path)},{int(group.exact)},{group.max_distance}")
+                click.echo(f"{n},{id_},{split},{_csv_field(shown(path))},{int(group.exact)},{group.max_distance}")
     else:
         click.echo(tables.duplicates_table(report))
         click.echo(f"Picture: {out}")
@@ -795,4 +797,9 @@ def _need_torch(what: str) -> None:
 
 
 def main() -> None:
+    # A file name that is not valid UTF-8 reaches Python as lone surrogates (store/paths.py); what the
+    # commands print goes through shown(), and this is the net under it: never a UnicodeEncodeError.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError):  # not a TextIOWrapper (a test's capture)
+            stream.reconfigure(errors="backslashreplace")
     cli(prog_name="aesearch")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from aesearch.store.paths import shown as printable
+
 
 def eval_table(report) -> str:
     """An EvalReport as the tables `aesearch eval` prints."""
@@ -56,7 +58,7 @@ def manifest_table(index_dir: Path, manifest: dict) -> str:
     collection = manifest.get("collection") or {}
     if collection.get("roots"):  # built from folders: where from, and how labelled
         labels = f", labels from {collection['labels']}" if collection.get("labels") else ""
-        splits = f"from {', '.join(collection['roots'])}{labels}"
+        splits = f"from {', '.join(printable(root) for root in collection['roots'])}{labels}"
     pooled = f", averaged over shifts {', '.join(str(tuple(s)) for s in shifts)}" if len(shifts) > 1 else ""
     rows = [
         ("index", str(index_dir)),
@@ -103,7 +105,7 @@ def duplicates_table(report, *, shown: int = 10) -> str:
     lines += ["", f"{len(report.groups):,} groups ({exact:,} of exact copies), {report.images_in_groups:,} images"]
     for n, group in enumerate(report.groups[:shown], start=1):
         kind = "exact" if group.exact else f"<= {group.max_distance:.4f}"
-        members = [f"{i} {p or s}" for i, p, s in zip(group.ids, group.paths, group.splits, strict=True)]
+        members = [f"{i} {printable(p) or s}" for i, p, s in zip(group.ids, group.paths, group.splits, strict=True)]
         more = f", ... ({len(members) - 6} more)" if len(members) > 6 else ""
         lines.append(f"  {n:>3}. {len(group.ids)} images, {kind}: " + ", ".join(members[:6]) + more)
     return "\n".join(lines)
