@@ -6,6 +6,7 @@ and the set of live ids (a search for every image returns every image).
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -214,3 +215,39 @@ def test_a_query_file_named_with_a_newline_stays_on_one_line(collection, tmp_pat
     assert out.exit_code == 0, out.output
     first = out.output.splitlines()[0]
     assert first.startswith("Query: ") and "new\\nline.png" in first
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 16 MB tmpfs (root only): a bundle copied onto it, the rest filled but for 20 kB."""
+    import subprocess
+
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16M", "tmpfs", str(mount)],
+                                           capture_output=True).returncode:  # fmt: skip
+        pytest.skip("needs root and tmpfs to fill a disk")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.parametrize("args", [["sync"], ["sync", "--compact"], ["remove", "0", "1", "2"]])
+def test_a_full_disk_fails_in_one_line_and_keeps_the_bundle(collection, full_disk, args):
+    folder, index = collection
+    on_disk = Path(shutil.copytree(index, full_disk / "index"))
+    for i in range(12):  # new files for the sync to write
+        (folder / "new").mkdir(exist_ok=True)
+        (folder / "new" / f"n{i}.png").write_bytes((folder / "ellipse/e-000.png").read_bytes() + bytes([i]) * (i + 1))
+    free = os.statvfs(full_disk).f_bavail * os.statvfs(full_disk).f_frsize
+    (full_disk / "filler").write_bytes(b"\0" * (free - 20_000))
+    before = folder_digest(on_disk)
+    out = run(*args, "--index-dir", str(on_disk))
+    if out.exit_code == 0:  # it fitted (a tombstone file is a few bytes): then it must be right
+        assert "Removed 3 image(s)" in out.output
+        return
+    assert out.exit_code == 1 and "the disk is full" in out.output and len(out.output.strip().splitlines()) == 1
+    assert folder_digest(on_disk) == before
+    (full_disk / "filler").unlink()
+    assert run(*args, "--index-dir", str(on_disk)).exit_code == 0, "with space again, the same command works"

@@ -89,6 +89,13 @@ API_CASES = {
     "image(-1)": lambda e, r: e.image(-1),
     "hit('3')": lambda e, r: e.hit("3"),
     "query(k=2.0)": lambda e, r: e.query(synthetic_images(1)[0], k=2.0),
+    "query(max_pixels='x')": lambda e, r: e.query(synthetic_images(1)[0], max_pixels="x"),
+    "query(max_pixels=-1)": lambda e, r: e.query(synthetic_images(1)[0], max_pixels=-1),
+    "search_in_space(wrong width)": lambda e, r: e.search_in_space(np.zeros((1, 5), np.float32), 3),
+    "hit(rank='a')": lambda e, r: e.hit(3, rank="a"),
+    "load(123)": lambda e, r: SearchEngine.load(123),
+    "load(None)": lambda e, r: SearchEngine.load(None),
+    "load(model=5)": lambda e, r: SearchEngine.load(e.bundle.path, model=5),
 }
 
 

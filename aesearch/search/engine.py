@@ -156,8 +156,8 @@ class SearchEngine:
 
     def search_in_space(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Like search(), for vectors made in the search space (a refined query); see feedback.py."""
-        self._check_k(k)
-        return self.index.search_in_space(vectors, k)
+        k = self._check_k(k)
+        return self.index.search_in_space(self._check_vectors(vectors, "vectors", self.index.search_dim), k)
 
     def image(self, id: int) -> np.ndarray:
         """The indexed 28x28 uint8 image with this id."""
@@ -166,7 +166,9 @@ class SearchEngine:
     def hit(self, id: int, *, rank: int = 0, distance: float = 0.0) -> Hit:
         number, row = self._locate(id)  # one lookup serves the record and the path
         segment = self.bundle.segments[number]
-        return self._hit(id, rank, distance, segment.records[row], segment.path(row))
+        if isinstance(distance, bool) or not isinstance(distance, int | float | np.number):
+            raise InvalidArgumentError(f"distance must be a number, got {type(distance).__name__}")
+        return self._hit(id, check_int(rank, "rank"), distance, segment.records[row], segment.path(row))
 
     def _hits(self, ids: np.ndarray, distances: np.ndarray) -> list[list[Hit]]:
         """Each row of a search's answer as Hits (-1: no result), every id located in one lookup and
@@ -298,6 +300,7 @@ class SearchEngine:
     ) -> list[QueryResult]:
         """Many queries at once: one batched encode, search and decode."""
         k = self._check_k(k)
+        max_pixels = check_int(max_pixels, "max_pixels", low=1)
         if isinstance(images, Sequence | np.ndarray) and not isinstance(images, str | bytes) and not len(images):
             return []  # no image, no result (and no zero-row arrays through the encoder)
         queries = preprocess_batch(images, max_pixels=max_pixels, name=name)
@@ -385,9 +388,9 @@ class SearchEngine:
                 "`aesearch sync` or `aesearch add` (SearchEngine.add in Python), or build it again"
             )
 
-    def _check_vectors(self, vectors: np.ndarray, what: str) -> np.ndarray:
-        """(n, z_size) finite float32, or InvalidArgumentError saying what is wrong."""
-        z = self.autoencoder.z_size
+    def _check_vectors(self, vectors: np.ndarray, what: str, width: int | None = None) -> np.ndarray:
+        """(n, width) finite float32 (width: z_size by default), or InvalidArgumentError saying what is wrong."""
+        z = width or self.autoencoder.z_size
         try:
             array = np.asarray(vectors, dtype=np.float32)
         except (TypeError, ValueError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import os
 import secrets
 import shutil
 from collections.abc import Iterator, Sequence
@@ -190,7 +191,8 @@ def load_bundle(path: str | Path, *, model: str | Path | None = None, verify: st
         verify: "auto" (every SHA-256 for bundles under 1 GiB, else sizes and small files),
             "full" (every SHA-256), or "sizes".
     """
-    path = Path(path)
+    path = as_path(path, "the index folder")
+    model = None if model is None else as_path(model, "model")
     if verify not in ("auto", "full", "sizes"):
         raise InvalidArgumentError(f"verify must be auto, full or sizes, got {verify!r}")
     for attempt in range(3):
@@ -548,6 +550,15 @@ def superseded_rows(segment_ids: list[np.ndarray], entries: list[dict] | None = 
         if number:
             later = np.union1d(later, np.asarray(ids))
     return out
+
+
+def as_path(value: object, what: str) -> Path:
+    """A path given by a caller (str, bytes or os.PathLike) as a Path; one line for anything else."""
+    if isinstance(value, bytes):
+        value = os.fsdecode(value)
+    if not isinstance(value, str | os.PathLike):
+        raise InvalidArgumentError(f"{what} must be a path (a str or a pathlib.Path), got {type(value).__name__}")
+    return Path(value)
 
 
 def _contains(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
