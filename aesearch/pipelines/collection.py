@@ -25,7 +25,7 @@ from aesearch.store.records import new_records
 
 LABEL_MODES = ("folders",)
 # Below this many images the default recipe trains a model that retrieves worse than reusing the
-# Fashion-MNIST one (scripts/bench_collection.py --train-sizes; README, "Your own images").
+# Fashion-MNIST one (scripts/bench_collection.py --train-sizes; docs/collections.md).
 SMALL_COLLECTION = 5_000
 
 

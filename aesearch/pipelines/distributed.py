@@ -1,6 +1,6 @@
 """`build-index --cluster ADDRESS | local`: the streaming build's encoding on a Dask cluster.
 
-Why Dask, not Ray or Spark: measured here in local mode on the shared 2-core machine (README,
+Why Dask, not Ray or Spark: measured here in local mode on the shared 2-core machine (docs/scale.md,
 "Past one machine"), Dask's wheel set is ~24 MB against Ray's ~240 MB and PySpark's ~490 MB plus a
 JVM, and a two-worker local cluster starts in about 2 s against Ray's ~5 s; and Dask's actors give
 exactly the stateful encoder workers this needs. Nothing else changes: the same chunks, the same

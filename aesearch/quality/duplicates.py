@@ -26,9 +26,9 @@ import numpy as np
 
 from aesearch.errors import InvalidArgumentError
 
-# In the default search space (1 - cosine after whitening), looked at on Fashion-MNIST (README,
-# *Duplicates*): pairs up to 0.01 are the same product photo with small changes of crop, contrast or
-# a few pixels; from 0.01 to 0.02 some are, some are two similar items; beyond, mostly the latter.
+# In the default search space (1 - cosine after whitening), looked at on Fashion-MNIST (docs/duplicates.md):
+# pairs up to 0.01 are the same product photo with small changes of crop, contrast or a few pixels; from
+# 0.01 to 0.02 some are, some are two similar items; beyond, mostly the latter.
 DEFAULT_THRESHOLD = 0.01
 EXACT_LIMIT = 20_000  # flat range search costs n^2 d: 2 s at 20,000 images, 25 s at 70,000 here
 PROBES = 4000  # sample images whose exact nearest neighbour is computed to tune the IVF

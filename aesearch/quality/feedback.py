@@ -68,7 +68,7 @@ def evaluate_feedback(
     """Simulate `rounds` rounds of feedback for every query of the protocol.
 
     Args:
-        limit: use only the first `limit` queries (quick looks; the README's figures use all).
+        limit: use only the first `limit` queries (quick looks; docs/quality.md's figures use all).
     """
     if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= MAX_ROUNDS:
         raise InvalidArgumentError(f"feedback rounds must be an integer from 1 to {MAX_ROUNDS}, got {rounds}")

@@ -16,7 +16,7 @@ w/|w| (every indexed vector has unit length), so the refined query runs on the s
 exact or approximate, with no candidate pool. Under an l2 bundle a score is not a distance, so
 the classic Rocchio point q + beta mean(more) - gamma mean(less) is searched instead.
 
-Weights were chosen on the validation protocol (scripts/feedback_study.py); the README gives the
+Weights were chosen on the validation protocol (scripts/feedback_study.py); docs/quality.md gives the
 figures. One batched function serves both a single query (SearchEngine.refine) and ten thousand
 simulated users (quality/feedback.py), so what is measured is what users get.
 """

@@ -30,7 +30,7 @@ cut to what serves this project on a small machine:
 The default budget is 256 MiB, or 64 bytes a vector where that is more (above 4.2 M vectors): enough
 for the largest code, PQ96x4fs (56.6 bytes a vector at 10 M). At 10 M, 256 MiB left 16-byte codes
 (PQ32x4fs) that needed 800 candidates re-ranked a query for the target recall, and batch search
-missed 1,000 queries/s (944); PQ96x4fs needed 100 and made 1,038 (README, "Scale").
+missed 1,000 queries/s (944); PQ96x4fs needed 100 and made 1,038 (docs/scale.md).
 
 nlist is about 4 sqrt(n) lists rounded to a power of two (FAISS: 4-16 sqrt(n)), capped at
 MAX_NLIST: k-means cost grows with nlist times its 39-points-per-list sample, and 4,096 lists

@@ -81,7 +81,7 @@ class TrainConfig:
 
 # The article's recipe ("seed"): Adam(1e-3), ReduceLROnPlateau(threshold=0.1, patience=1) stepped
 # once an epoch with the last batch's loss, batch 1024, 15 epochs. ("default") is ours: same
-# architecture and epoch budget, tuned for reconstruction error; see README for the measurements.
+# architecture and epoch budget, tuned for reconstruction error; see docs/training.md for the measurements.
 RECIPES: dict[str, TrainConfig] = {
     "seed": TrainConfig(recipe="seed", batch_size=1024, lr=1e-3, schedule="plateau"),
     "default": TrainConfig(recipe="default", batch_size=256, lr=3e-3, schedule="onecycle"),
