@@ -65,7 +65,7 @@ def test_host_names():
 @pytest.mark.parametrize(
     ("method", "url", "status"),
     [("get", "/", 200), ("get", "/static/app.js", 200), ("get", "/api/images/1.png", 200),
-     ("get", "/api/images/999.png", 404), ("get", "/api/images/x.png", 422), ("post", "/api/search", 422),
+     ("get", "/api/images/999.png", 404), ("get", "/api/images/x.png", 400), ("post", "/api/search", 422),
      ("get", "/nowhere", 404), ("get", "/boom", 500)],
 )  # fmt: skip
 def test_security_headers_on_every_answer(client, method, url, status):
@@ -163,3 +163,39 @@ def test_a_stalled_body_is_cut_off_with_408(engine):
     finally:
         server.should_exit = True
         thread.join(5)
+
+
+def assert_our_headers(headers) -> None:
+    for name, value in HEADERS:
+        assert headers[name.decode()] == value.decode(), name
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "status", "message"),
+    [("get", "/api/images/99999999999999999999.png", 400, "image id must be an integer from 0 to 2^63-1"),
+     ("get", f"/api/images/{2**63}.png", 400, "image id must be an integer from 0 to 2^63-1"),
+     ("get", f"/api/images/{-(2**63) - 1}.png", 400, "image id must be an integer from 0 to 2^63-1"),
+     ("get", f"/api/images/{2**63 - 1}.png", 404, "no image with id"),
+     ("get", "/api/images/%C2%B2.png", 400, "written in digits 0-9"),  # "²": str.isdigit() says yes
+     ("get", "/api/images/%D9%A3.png", 400, "written in digits 0-9"),  # Arabic-Indic three
+     ("get", "/api/images/1e3.png", 400, "written in digits 0-9"),
+     ("get", "/api/images/3.png?scale=%C2%B2", 400, "scale must be an integer from 1 to 16"),
+     ("get", "/api/images/3.png?scale=0", 400, "scale must be an integer from 1 to 16, got 0"),
+     ("get", f"/api/images/3.png?scale={2**64}", 400, "scale must be an integer from 1 to 16"),
+     ("post", "/api/search?k=%C2%B2", 400, "k must be an integer from 1 to 120 written in digits 0-9"),
+     ("post", "/api/search?k=121", 400, "k must be an integer from 1 to 120, got 121"),
+     ("post", f"/api/search?k={2**63}", 400, "k must be an integer from 1 to 120"),
+     ("post", "/api/search?k=", 400, "k must be an integer from 1 to 120"),
+     ("post", f"/api/search?more={2**63}", 400, "more takes integers from 0 to 2^63-1"),
+     ("post", "/api/search?more=%C2%B2", 400, "more takes integers from 0 to 2^63-1"),
+     ("post", "/api/search?less=1,,2", 400, "less takes integers from 0 to 2^63-1"),
+     ("post", f"/api/search?less={2**63 - 1}", 400, "no image with id"),
+     ("post", "/api/search?more=" + ",".join(["7"] * 5000), 400, "more takes up to 1000 indexed image ids")],
+)  # fmt: skip
+def test_integers_are_strict_and_never_a_500(client, engine, method, url, status, message):
+    upload = {"files": {"image": ("q.png", png(engine.image(3)), "image/png")}} if method == "post" else {}
+    response = getattr(client, method)(url, **upload)
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert message in detail and "\n" not in detail and len(detail) < 200
+    assert_our_headers(response.headers)

@@ -13,6 +13,8 @@ its thread pool. When a writer (sync, add, remove) publishes a new state, the ne
 in a freshly loaded engine (search/live.py). Uploads over the limit are refused with 413 before
 they are read whole; a body that is not a usable image gets 400 with the CLI's one-line message;
 nothing ever writes to the bundle, and no route reads a file outside the package's static folder.
+Every integer a client sends (id, k, scale, more, less) is read by aesearch.integers: anything but
+ASCII digits in range is a 400 with one line, never a 500 from an overflow deeper down.
 security.py adds the Host allow-list, security headers, body time limits and decode slots; no
 interactive API docs (they would load scripts from a CDN): the schema is at /api/openapi.json.
 """
@@ -35,6 +37,7 @@ from PIL import Image
 from aesearch import defaults
 from aesearch._version import __version__
 from aesearch.errors import AesearchError, InvalidArgumentError
+from aesearch.integers import parse_int
 from aesearch.interfaces import steering
 from aesearch.interfaces.security import LOCAL_HOSTS, Busy, DecodeSlots, Guard
 from aesearch.search.engine import SearchEngine
@@ -114,12 +117,11 @@ def create_app(
 
     @app.post("/api/search")
     def search(
-        image: UploadFile, k: int = Query(8, ge=1), more: str | None = None, less: str | None = None,
-        explain: bool = False,
+        image: UploadFile, k: str = Query("8", description="hits wanted: 1 to the number of indexed images"),
+        more: str | None = None, less: str | None = None, explain: bool = False,
     ) -> dict:  # fmt: skip
         engine = live.get()
-        if k > len(engine):
-            raise InvalidArgumentError(f"k must be an integer from 1 to {len(engine)}, got {k}")
+        k = parse_int(k, "k", low=1, high=len(engine))
         filename = (image.filename or "")[:_ECHO]
         name = f"uploaded file {filename}".rstrip()
         result = slots.run(lambda: engine.query(image.file.read(), k, max_pixels=max_pixels, name=name))
@@ -134,10 +136,11 @@ def create_app(
         }
 
     @app.get("/api/images/{id}.png")
-    def indexed_image(id: int, scale: int = Query(1, ge=1, le=16)) -> Response:
+    def indexed_image(id: str, scale: str = Query("1", description="enlargement, 1 to 16")) -> Response:
+        number, scale = parse_int(id, "image id"), parse_int(scale, "scale", low=1, high=16)
         engine = live.get()
         try:
-            pixels = engine.image(id)
+            pixels = engine.image(number)
         except InvalidArgumentError as exc:
             raise HTTPException(404, str(exc)) from None
         image = Image.fromarray(pixels)
