@@ -27,3 +27,18 @@ MAX_PIXELS = 50_000_000
 SERVER_MAX_PIXELS = 16_000_000
 SERVER_DECODE_SLOTS = 2
 SERVER_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+
+# --- the server ---
+# A connection must deliver its request line and headers this soon after it opens (or after the
+# previous answer, on keep-alive), else it is closed: browsers send both in one packet, so only
+# a stalled or trickling client is cut off, and one that holds sockets open is bounded.
+SERVER_HEADER_TIMEOUT_S = 5.0
+# Open connections from one client address: browsers open 6 per host, so 32 leaves room for a
+# few tabs or users behind one NAT, while one address stays far from the total below.
+SERVER_MAX_CONNECTIONS_PER_ADDRESS = 32
+# Open connections in all: each costs a file descriptor and a few KB; at most 16 addresses at
+# their cap fill it, and stays well under the usual 1024 descriptors a process may open.
+SERVER_MAX_CONNECTIONS = 512
+# Requests being answered at once (uvicorn's limit_concurrency was 64, but counted idle and
+# stalled connections too): past it, 503 at once rather than a queue that grows without bound.
+SERVER_MAX_REQUESTS_IN_FLIGHT = 64

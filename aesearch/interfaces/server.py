@@ -15,7 +15,7 @@ they are read whole; a body that is not a usable image gets 400 with the CLI's o
 nothing ever writes to the bundle, and no route reads a file outside the package's static folder.
 Every integer a client sends (id, k, scale, more, less) is read by aesearch.integers: anything but
 ASCII digits in range is a 400 with one line, never a 500 from an overflow deeper down.
-security.py adds the Host allow-list, security headers, body time limits and decode slots; no
+security.py adds the Host allow-list, security headers, time limits, decode slots and connection caps; no
 interactive API docs (they would load scripts from a CDN): the schema is at /api/openapi.json.
 """
 
@@ -39,7 +39,7 @@ from aesearch._version import __version__
 from aesearch.errors import AesearchError, InvalidArgumentError
 from aesearch.integers import parse_int
 from aesearch.interfaces import steering
-from aesearch.interfaces.security import LOCAL_HOSTS, Busy, DecodeSlots, Guard
+from aesearch.interfaces.security import LOCAL_HOSTS, Busy, DecodeSlots, Guard, allowed_name
 from aesearch.search.engine import SearchEngine
 from aesearch.search.live import LiveEngine
 
@@ -66,6 +66,7 @@ def create_app(
     decode_slots: int = defaults.SERVER_DECODE_SLOTS,
     allowed_hosts: Sequence[str] = LOCAL_HOSTS,
     cors_origins: Sequence[str] = (),
+    max_in_flight: int = defaults.SERVER_MAX_REQUESTS_IN_FLIGHT,
 ) -> FastAPI:
     """The app, with its bundle loaded and verified now (a bad bundle fails here, not per request).
 
@@ -74,11 +75,13 @@ def create_app(
         decode_slots: uploads decoded at once; with max_pixels this bounds the server's memory.
         allowed_hosts: Host header names answered (DNS rebinding defence); "*" answers any.
         cors_origins: origins whose pages may read the API from a browser (none by default).
+        max_in_flight: requests answered at once; more get 503 at once.
     """
+    hosts = [allowed_name(h) for h in (*LOCAL_HOSTS, *allowed_hosts)]  # a bad --allowed-host fails here
     live = LiveEngine(engine or SearchEngine.load(index_dir))  # follows updates (sync, add, remove)
     app = _GuardedApp(title="aesearch", version=__version__, docs_url=None, redoc_url=None,
                       openapi_url="/api/openapi.json")  # fmt: skip
-    app.guard_options = {"allowed_hosts": [*LOCAL_HOSTS, *allowed_hosts]}
+    app.guard_options = {"allowed_hosts": hosts, "max_in_flight": max_in_flight}
     app.add_middleware(_UploadLimit, max_bytes=max_upload_bytes)
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
