@@ -33,6 +33,10 @@ SERVER_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 # previous answer, on keep-alive), else it is closed: browsers send both in one packet, so only
 # a stalled or trickling client is cut off, and one that holds sockets open is bounded.
 SERVER_HEADER_TIMEOUT_S = 5.0
+# An answer the client stops reading for this long is dropped (the connection is reset): uvicorn
+# pauses at 64 KB unsent, and 15 s to take that is under 5 KB/s, slower than any working link;
+# without it a client that never reads holds its request slot and the answer's memory forever.
+SERVER_WRITE_TIMEOUT_S = 15.0
 # Open connections from one client address: browsers open 6 per host, so 32 leaves room for a
 # few tabs or users behind one NAT, while one address stays far from the total below.
 SERVER_MAX_CONNECTIONS_PER_ADDRESS = 32

@@ -309,17 +309,19 @@ PER_ADDRESS, TOTAL = 4, 8
 class LiveServer:
     """create_app under uvicorn with GuardedH11Protocol on a free loopback port, in a thread."""
 
-    def __init__(self, engine) -> None:
+    def __init__(self, engine, send_buffer: int | None = None) -> None:
         import uvicorn
 
         app = create_app(engine=engine)
         app.guard_options.update(idle_timeout=DEADLINE, body_timeout=2 * DEADLINE)
         self.sock = socket.socket()
+        if send_buffer:  # accepted sockets inherit it: answers back up in uvicorn, not in the kernel
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        protocol = GuardedH11Protocol.with_limits(header_timeout=DEADLINE, max_per_address=PER_ADDRESS,
-                                                  max_connections=TOTAL)  # fmt: skip
-        config = uvicorn.Config(app, http=protocol, ws="none", log_config=None, log_level="warning")
+        self.protocol = GuardedH11Protocol.with_limits(header_timeout=DEADLINE, write_timeout=DEADLINE,
+                                                       max_per_address=PER_ADDRESS, max_connections=TOTAL)  # fmt: skip
+        config = uvicorn.Config(app, http=self.protocol, ws="none", log_config=None, log_level="warning")
         self.records: list[logging.LogRecord] = []
         self.handler = logging.Handler()
         self.handler.emit = self.records.append
@@ -484,6 +486,8 @@ HOST = b"Host: 127.0.0.1\r\n"
      (b"POST /api/search HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "chunk"),
      (b"POST /api/search HTTP/1.1\r\n" + HOST + b"Content-Length: 1\r\nContent-Length: 2\r\n\r\n", 400,
       "not a valid HTTP/1.1 request"),
+     (b"POST /api/search HTTP/1.1\r\n" + HOST + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+      400, "must not carry both Content-Length and Transfer-Encoding"),
      (b"GET / HTTP/1.1\r\n" + HOST + b"X-Long: " + b"a" * 1_000_000 + b"\r\n\r\n", 431, "over 16 KB"),
      (b"GET /api/images/99999999999999999999.png HTTP/1.1\r\n" + HOST + b"\r\n", 400, "image id must be"),
      (b"POST /api/search HTTP/1.1\r\n" + HOST + b"Content-Length: 1000\r\nExpect: 100-continue\r\n"
@@ -495,3 +499,46 @@ def test_refusals_by_the_protocol_layer_carry_our_headers_and_one_line(live, qui
     assert (got, seconds < 3 * DEADLINE + 1) == (status, True), answer[:300]
     assert message in json.loads(body)["detail"] and b"\n" not in body
     assert_our_headers(headers)
+
+
+def test_an_upgrade_request_is_answered_as_plain_http_without_log_noise(live):
+    before = len(live.records)
+    answer = live.exchange(
+        b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade, close\r\n"
+        b"Upgrade: websocket\r\nSec-WebSocket-Key: x\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )[1]
+    assert parse(answer)[0] == 200 and live.records[before:] == []
+
+
+def wait_until(condition, limit: float) -> float:
+    """Seconds until condition() held (limit if it never did)."""
+    start = time.monotonic()
+    while not condition() and time.monotonic() - start < limit:
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def test_an_answer_the_client_never_reads_is_dropped_at_the_write_deadline(engine):
+    server = LiveServer(engine, send_buffer=4096)
+    try:
+        boundary = "b"
+        body = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q.png"\r\n\r\n'.encode()
+                + png(engine.image(5)) + f"\r\n--{boundary}--\r\n".encode())  # fmt: skip
+        conn = socket.socket()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        conn.bind(("127.0.0.29", 0))
+        conn.connect(("127.0.0.1", server.port))
+        with conn:  # ~260 KB of explanations, and not one byte read
+            conn.sendall(f"POST /api/search?k=120&explain=true HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                         f"multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                         + body)  # fmt: skip
+            counts = server.protocol._open_by_address
+            assert wait_until(lambda: "127.0.0.29" in counts, 5) < 5  # counted once the server accepted it
+            dropped_after = wait_until(lambda: "127.0.0.29" not in counts, 10)
+            received = read_to_eof(conn, time.monotonic())[1]
+        assert DEADLINE * 0.9 <= dropped_after < DEADLINE + 2.0
+        assert received.startswith(b"HTTP/1.1 200") and len(received) < 200_000  # of ~300 KB: cut short
+        assert parse(server.request(source="127.0.0.29"))[0] == 200  # its address is served again
+        assert not [r for r in server.records if r.exc_info]
+    finally:
+        server.stop()

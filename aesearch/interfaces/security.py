@@ -122,9 +122,16 @@ class Guard:
                 message = {**message, "headers": with_security_headers(message.get("headers", []))}
             await send(message)
 
-        refusal = self._host_problem([value for name, value in scope.get("headers") or [] if name == b"host"])
+        headers = scope.get("headers") or []
+        refusal = self._host_problem([value for name, value in headers if name == b"host"])
         if refusal:
             return await _answer(send_with_headers, 400, refusal)
+        names = {name for name, _ in headers}
+        if b"transfer-encoding" in names and b"content-length" in names:
+            # h11 lets Transfer-Encoding win, as RFC 9112 allows; a proxy in front that reads
+            # Content-Length would see another request boundary (request smuggling): refuse both.
+            return await _answer(send_with_headers, 400, "a request must not carry both Content-Length and "
+                                 "Transfer-Encoding: send one", [(b"connection", b"close")])  # fmt: skip
         if self.in_flight >= self.max_in_flight:
             return await _answer(send_with_headers, 503, f"the server is answering {self.max_in_flight} requests "
                                  "already: try again in a moment", [(b"retry-after", b"1")])  # fmt: skip
@@ -204,7 +211,7 @@ class _RecordingConnection(h11.Connection):
 
 
 class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a header deadline, per-address and total connection caps.
+    """uvicorn's h11 protocol with header and write deadlines, per-address and total connection caps.
 
     Pass a configured class as uvicorn.Config(http=GuardedH11Protocol.with_limits(...)). uvicorn's
     own limits fall short: its keep-alive timer starts only after a first answer and stops at the
@@ -212,19 +219,22 @@ class GuardedH11Protocol(H11Protocol):
     limit_concurrency counts such connections, so 64 of them make it answer 503 to everyone.
     Here the deadline runs from connection open (or the end of the previous answer) until h11 has
     the whole request line and headers, whatever trickles in meanwhile; the body then has Guard's
-    limits. limit_concurrency is off: Guard caps the requests being answered instead.
+    limits. An answer the client stops reading is dropped after write_timeout. limit_concurrency
+    is off: Guard caps the requests being answered instead.
     """
 
     header_timeout: float = defaults.SERVER_HEADER_TIMEOUT_S
+    write_timeout: float = defaults.SERVER_WRITE_TIMEOUT_S
     max_per_address: int = defaults.SERVER_MAX_CONNECTIONS_PER_ADDRESS
     max_connections: int = defaults.SERVER_MAX_CONNECTIONS
     _open_by_address: ClassVar[Counter] = Counter()  # per configured class: with_limits gives each its own
 
     @classmethod
     def with_limits(cls, *, header_timeout: float = defaults.SERVER_HEADER_TIMEOUT_S,
+                    write_timeout: float = defaults.SERVER_WRITE_TIMEOUT_S,
                     max_per_address: int = defaults.SERVER_MAX_CONNECTIONS_PER_ADDRESS,
                     max_connections: int = defaults.SERVER_MAX_CONNECTIONS) -> type[GuardedH11Protocol]:  # fmt: skip
-        limits = {"header_timeout": header_timeout, "max_per_address": max_per_address,
+        limits = {"header_timeout": header_timeout, "write_timeout": write_timeout, "max_per_address": max_per_address,
                   "max_connections": max_connections, "_open_by_address": Counter()}  # fmt: skip
         return type(cls.__name__, (cls,), limits)
 
@@ -236,6 +246,7 @@ class GuardedH11Protocol(H11Protocol):
         # No WebSocket routes; an upgrade would hand the socket to a protocol the counts do not see.
         self.ws_protocol_class = None
         self._header_deadline: asyncio.TimerHandle | None = None
+        self._write_stall: asyncio.TimerHandle | None = None  # armed while the client reads nothing
         self._address: str | None = None  # set while this connection is counted for its address
         self._lingering = False  # a refusal was sent: reading and dropping until LINGER_S is over
 
@@ -253,6 +264,8 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_deadline()
+        if self._write_stall is not None:
+            self._write_stall.cancel()
         self._uncount()
         super().connection_lost(exc)
 
@@ -303,6 +316,25 @@ class GuardedH11Protocol(H11Protocol):
         if self._lingering:  # its answer is sent: close now, not at the end of LINGER_S
             return self.transport.close()
         super().shutdown()
+
+    def pause_writing(self) -> None:
+        """The transport holds 64 KB the client has not taken: it has write_timeout to take some."""
+        super().pause_writing()
+        if self._write_stall is None:
+            self._write_stall = self.loop.call_later(self.write_timeout, self._write_stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._write_stall is not None:
+            self._write_stall.cancel()
+            self._write_stall = None
+
+    def _write_stalled(self) -> None:
+        self._write_stall = None
+        self.transport.abort()  # it reads nothing, so a last answer would not be read either
+
+    def _unsupported_upgrade_warning(self) -> None:
+        pass  # WebSockets are off on purpose (no such routes): uvicorn's advice to install a library is wrong
 
     def _refuse(self, detail: str) -> None:
         self._answer_and_close(raw_answer(503, detail, [(b"retry-after", b"5")]))
