@@ -329,9 +329,11 @@ class Server:
         headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
         return status, headers, body, seconds
 
-    def stop(self) -> None:
+    def stop(self) -> str:
+        """Stop it; what it printed after "Serving ..." (its log)."""
         self.proc.terminate()
-        self.proc.wait(10)
+        log, _ = self.proc.communicate(timeout=10)
+        return log
 
 
 def run_server(files: dict[str, Path], engine: SearchEngine, index_dir: str, env: dict) -> tuple[Counter, dict]:
@@ -407,7 +409,9 @@ def run_server(files: dict[str, Path], engine: SearchEngine, index_dir: str, env
         bounded = peak < GIB and 0 not in statuses
         judge("12 large canvases at once", "ok" if bounded else "wrong", f"{peak / 2**20:.0f} MiB")
     finally:
-        server.stop()
+        log = server.stop()
+    tracebacks = log.count("Traceback")
+    judge("no traceback in the server's log", "ok" if not tracebacks else "traceback", f"{tracebacks}")
     return counts, figures
 
 
@@ -487,6 +491,13 @@ def _http_cases(server: Server, good: bytes, count: int) -> list[tuple[str, str,
             + b"Transfer-Encoding: chunked\r\n\r\n"
             + b"f" * 30
             + b"\r\nab\r\n0\r\n\r\n",
+            (400,),
+        ),
+        (
+            "Content-Length and Transfer-Encoding (request smuggling)",
+            b"POST /api/search HTTP/1.1\r\n"
+            + host
+            + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             (400,),
         ),
         (
