@@ -15,11 +15,13 @@ closed within 10 s. Loopback only; it stops by itself (an attacker connection gi
     python scripts/bench_slow_clients.py [--index-dir indexes/fashion-mnist] [--slow 400] [--seconds 15]
     python scripts/bench_slow_clients.py --reopen-delay 999   # one wave of --slow connections, no reopening
 
-Measured (Intel Xeon, 2 cores shared, synthetic 2,000-image bundle, 15 s phases): quiet p50 3.9 ms,
-p95 6.7 ms; under attack p50 4.1 ms, p95 9.3 ms, no failed search; 10,507 attacker connections,
-10,411 answered 503 at once, 96 held to the 5 s deadline (408). Before this change (uvicorn's own
-limits, 8 s phases): every search under attack got 503 and all 400 stalled connections were still
-open when the benchmark gave up on them after 20 s.
+Measured (Intel Xeon, 2 cores shared, synthetic 2,000-image bundle, 15 s phases): quiet p50 4.4 ms,
+p95 5.1 ms; under a sustained attack p50 4.3 ms, p95 7.7 ms, no failed search; 10,816 attacker
+connections, 10,720 answered 503 at once (over the per-address cap), 96 held to the 5 s deadline
+(408), the longest open 5.01 s. One wave (--reopen-delay 999): p50 4.0 -> 4.1 ms, p95 4.5 -> 4.5 ms,
+368 refused at once, 32 closed after 4.95 s. Before this change (uvicorn's own limits, 8 s phases):
+every search under attack got 503 and all 400 stalled connections were still open when the
+benchmark gave up on them after 20 s.
 
 Without --index-dir, indexes/fashion-mnist if it exists, else a synthetic bundle of --synthetic
 images built with the test helpers (tests/conftest.py) in a temporary folder.
