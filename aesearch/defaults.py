@@ -29,20 +29,8 @@ SERVER_DECODE_SLOTS = 2
 SERVER_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 
 # --- the server ---
-# A connection must deliver its request line and headers this soon after it opens (or after the
-# previous answer, on keep-alive), else it is closed: browsers send both in one packet, so only
-# a stalled or trickling client is cut off, and one that holds sockets open is bounded.
-SERVER_HEADER_TIMEOUT_S = 5.0
-# An answer the client stops reading for this long is dropped (the connection is reset): uvicorn
-# pauses at 64 KB unsent, and 15 s to take that is under 5 KB/s, slower than any working link;
-# without it a client that never reads holds its request slot and the answer's memory forever.
-SERVER_WRITE_TIMEOUT_S = 15.0
-# Open connections from one client address: browsers open 6 per host, so 32 leaves room for a
-# few tabs or users behind one NAT, while one address stays far from the total below.
-SERVER_MAX_CONNECTIONS_PER_ADDRESS = 32
-# Open connections in all: each costs a file descriptor and a few KB; at most 16 addresses at
-# their cap fill it, and stays well under the usual 1024 descriptors a process may open.
-SERVER_MAX_CONNECTIONS = 512
-# Requests being answered at once (uvicorn's limit_concurrency was 64, but counted idle and
-# stalled connections too): past it, 503 at once rather than a queue that grows without bound.
-SERVER_MAX_REQUESTS_IN_FLIGHT = 64
+SERVER_HEADER_TIMEOUT_S = 5.0  # request line + headers, from connect or last answer: browsers send them in one packet
+SERVER_WRITE_TIMEOUT_S = 15.0  # an answer unread this long is dropped: 64 KB pending for 15 s is under 5 KB/s
+SERVER_MAX_CONNECTIONS_PER_ADDRESS = 32  # a browser opens 6 per host: room for a few tabs or a small NAT
+SERVER_MAX_CONNECTIONS = 512  # 16 addresses at their cap; well under the usual 1024 file descriptors
+SERVER_MAX_REQUESTS_IN_FLIGHT = 64  # uvicorn's old limit, now counting requests, not idle or stalled sockets
