@@ -43,3 +43,10 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 # blocks this long is a hung network or FUSE mount, and one such file must not stall a sync of
 # thousands. 30 s leaves a slow but working network disk (256 MiB at ~10 MB/s) time to answer.
 MAX_READ_SECONDS = 30.0
+
+# --- the server ---
+SERVER_HEADER_TIMEOUT_S = 5.0  # request line + headers, from connect or last answer: browsers send them in one packet
+SERVER_WRITE_TIMEOUT_S = 15.0  # an answer unread this long is dropped: 64 KB pending for 15 s is under 5 KB/s
+SERVER_MAX_CONNECTIONS_PER_ADDRESS = 32  # a browser opens 6 per host: room for a few tabs or a small NAT
+SERVER_MAX_CONNECTIONS = 512  # 16 addresses at their cap; well under the usual 1024 file descriptors
+SERVER_MAX_REQUESTS_IN_FLIGHT = 64  # uvicorn's old limit, now counting requests, not idle or stalled sockets

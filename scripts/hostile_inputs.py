@@ -12,7 +12,8 @@ judged as one of
   500        the server answered 500 (or dropped the connection)
   wrong      a silently wrong or unclear answer: NaN in --json, a multi-line error, exit 0 for bad
              input, an indexed image not at distance 0, a missing security header, a stalled
-             upload held open, peak server memory over 1 GiB...
+             upload or half-sent request held open, a refusal without a one-line JSON detail,
+             peak server memory over 1 GiB...
 """
 
 from __future__ import annotations
@@ -340,12 +341,16 @@ class Server:
     """`aesearch serve` in a subprocess, on a free port."""
 
     def __init__(self, index_dir: str, env: dict) -> None:
+        import aesearch
+
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
-        self.proc = subprocess.Popen([sys.executable, "-m", "aesearch", "serve", "--index-dir", index_dir,
-                                      "--port", str(self.port)], env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        # `-m` puts the working folder first on sys.path: run from the checkout under test
+        self.proc = subprocess.Popen([sys.executable, "-m", "aesearch", "serve", "--index-dir",
+                                      str(Path(index_dir).resolve()), "--port", str(self.port)], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     cwd=Path(aesearch.__file__).parents[1])  # fmt: skip
         self.proc.stdout.readline()  # "Serving ..."
         for _ in range(600):
             try:
@@ -360,10 +365,11 @@ class Server:
                 return int(line.split()[1]) * 1024
         return 0
 
-    def request(self, method: str, path: str, *, body: bytes = b"", headers: dict | None = None, timeout: float = 60):
+    def request(self, method: str, path: str, *, body: bytes = b"", headers: dict | None = None, timeout: float = 60,
+                source: str = "127.0.0.1"):  # fmt: skip
         import http.client
 
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout, source_address=(source, 0))
         try:
             conn.request(method, path, body=body or None, headers=headers or {})
             response = conn.getresponse()
@@ -373,7 +379,8 @@ class Server:
         finally:
             conn.close()
 
-    def upload(self, data: bytes, name: str = "q.png", k: int | str = 3, headers: dict | None = None):
+    def upload(self, data: bytes, name: str = "q.png", k: int | str = 3, headers: dict | None = None,
+               query: str = "", source: str = "127.0.0.1"):  # fmt: skip
         boundary = "hostileboundary"
         body = (
             (
@@ -384,11 +391,35 @@ class Server:
             + f"\r\n--{boundary}--\r\n".encode()
         )
         kind = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-        return self.request("POST", f"/api/search?k={k}", body=body, headers={**kind, **(headers or {})})
+        return self.request("POST", f"/api/search?k={k}{query}", body=body, headers={**kind, **(headers or {})},
+                            source=source)  # fmt: skip
 
-    def stop(self) -> None:
+    def raw(self, data: bytes, *, source: str = "127.0.0.1", give_up: float = 15) -> tuple[int, dict, bytes, float]:
+        """Bytes sent as they are, read until the server closes: status (0: none), headers, body, seconds."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=give_up, source_address=(source, 0)) as conn:
+            start = time.monotonic()
+            answer = b""
+            with contextlib.suppress(OSError):
+                conn.sendall(data)
+                while chunk := conn.recv(65536):
+                    answer += chunk
+            seconds = time.monotonic() - start
+        while answer.startswith(b"HTTP/1.1 100 "):
+            answer = answer.partition(b"\r\n\r\n")[2]
+        head, _, body = answer.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        try:
+            status = int(lines[0].split()[1])
+        except (IndexError, ValueError):
+            return 0, {}, answer, seconds
+        headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+        return status, headers, body, seconds
+
+    def stop(self) -> str:
+        """Stop it; what it printed after "Serving ..." (its log)."""
         self.proc.terminate()
-        self.proc.wait(10)
+        log, _ = self.proc.communicate(timeout=10)
+        return log
 
 
 def run_server(files: dict[str, Path], engine: SearchEngine, index_dir: str, env: dict) -> tuple[Counter, dict]:
@@ -435,6 +466,10 @@ def run_server(files: dict[str, Path], engine: SearchEngine, index_dir: str, env
         judge("CORS for any origin", "wrong" if "access-control-allow-origin" in {k.lower() for k in headers} else "ok")
         figures["stalled upload held open (s)"] = held = _stalled(server)
         judge("stalled upload", "ok" if held < 40 else "wrong", f"held {held:.0f} s")
+        for name, verdict, detail in _http_cases(server, good, len(engine)):
+            judge(name, verdict, detail)
+        for name, verdict, detail in _slow_clients(server, good, figures):
+            judge(name, verdict, detail)
         # Distance 0 for dataset images, whatever thread serves them.
         ids = np.random.default_rng(0).choice(len(engine), 100, replace=False)
         bodies = {int(i): _png(engine.image(int(i))) for i in ids}
@@ -460,8 +495,167 @@ def run_server(files: dict[str, Path], engine: SearchEngine, index_dir: str, env
         bounded = peak < GIB and 0 not in statuses
         judge("12 large canvases at once", "ok" if bounded else "wrong", f"{peak / 2**20:.0f} MiB")
     finally:
-        server.stop()
+        log = server.stop()
+    tracebacks = log.count("Traceback")
+    judge("no traceback in the server's log", "ok" if not tracebacks else "traceback", f"{tracebacks}")
     return counts, figures
+
+
+SECURITY_HEADERS = ("content-security-policy", "x-content-type-options", "x-frame-options", "referrer-policy")
+
+
+def _verdict(status: int, headers: dict, body: bytes, expected: tuple[int, ...]) -> tuple[str, str]:
+    """ok: an expected status, the security headers, and (for an error) a one-line JSON detail."""
+    if status == 0 or (status >= 500 and status not in expected):
+        return "500", f"{status or 'no answer'}"
+    lower = {k.lower() for k in headers}
+    missing = [h for h in SECURITY_HEADERS if h not in lower]
+    if status not in expected or missing:
+        return "wrong", f"{status} (expected {expected}){', missing ' + missing[0] if missing else ''}"
+    if status >= 400:
+        try:
+            detail = json.loads(body)["detail"]
+        except (ValueError, KeyError, TypeError):
+            return "wrong", f"{status} without a JSON detail: {body[:60]!r}"
+        if not isinstance(detail, str) or "\n" in detail or len(detail) > 300:
+            return "wrong", f"{status} detail is not one short line"
+    return "ok", ""
+
+
+def _http_cases(server: Server, good: bytes, count: int) -> list[tuple[str, str, str]]:
+    """Integers the server takes, Host headers, and HTTP the protocol layer must refuse with our headers."""
+    out = []
+    host = f"Host: 127.0.0.1:{server.port}\r\n".encode()
+    paths = [
+        "/api/images/99999999999999999999.png", f"/api/images/{2**63}.png", f"/api/images/{-(2**63) - 1}.png",
+        "/api/images/%C2%B2.png", "/api/images/3.png?scale=%C2%B2", f"/api/images/3.png?scale={2**64}",
+    ]  # fmt: skip
+    for path in paths:
+        status, headers, body = server.request("GET", path)
+        out.append((f"GET {path}", *_verdict(status, headers, body, (400,))))
+    for query in (f"&more={2**63}", "&more=%C2%B2", "&less=1,,2", "&more=" + ",".join(["7"] * 5000)):
+        status, headers, body = server.upload(good, query=query)
+        out.append((f"search with {query[:30]}", *_verdict(status, headers, body, (400,))))
+    for k in ("%C2%B2", str(2**63), "0", "-1", "1e3", ""):
+        status, headers, body = server.upload(good, k=k)
+        out.append((f"search k={k!r}", *_verdict(status, headers, body, (400,))))
+    status, headers, body = server.request("GET", f"/api/images/{count}.png")
+    out.append(("GET an id one past the last", *_verdict(status, headers, body, (404,))))
+    for value in (b"127.0.0.1:1@evil.example", b"127.0.0.1 evil", b"", b"localhost:", b"[::1", b"::1"):
+        answer = server.raw(b"GET /api/health HTTP/1.1\r\nHost: " + value + b"\r\nConnection: close\r\n\r\n")
+        out.append((f"Host: {value.decode()!r}", *_verdict(*answer[:3], (400,))))
+    boundary = "hostileboundary"
+    no_image = (f'--{boundary}\r\nContent-Disposition: form-data; name="picture"; filename="q.png"\r\n\r\n').encode()
+    no_image += good + f"\r\n--{boundary}--\r\n".encode()
+    multipart = f"Content-Type: multipart/form-data; boundary={boundary}\r\n".encode()
+    raw_cases = [
+        ("no Host header", b"GET /api/health HTTP/1.1\r\n\r\n", (400,)),
+        ("two Host headers", b"GET /api/health HTTP/1.1\r\n" + host + host + b"\r\n", (400,)),
+        ("invalid request line", b"GET /api/health HTTQ/1.1 x\r\n" + host + b"\r\n", (400,)),
+        ("HTTP/1.0 without Host", b"GET /api/health HTTP/1.0\r\n\r\n", (400,)),
+        ("HTTP/1.0 with Host", b"GET /api/health HTTP/1.0\r\n" + host + b"\r\n", (200,)),
+        ("a 1 MB header line", b"GET / HTTP/1.1\r\n" + host + b"X-Long: " + b"a" * 2**20 + b"\r\n\r\n", (431,)),
+        (
+            "3,000 headers",
+            b"GET /api/health HTTP/1.1\r\n"
+            + host
+            + b"Connection: close\r\n"
+            + b"".join(b"X-H%d: 1\r\n" % i for i in range(3000))
+            + b"\r\n",
+            (200, 431),
+        ),
+        (
+            "chunked body, bad chunk size",
+            b"POST /api/search HTTP/1.1\r\n" + host + multipart + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+            (400,),
+        ),
+        (
+            "chunked body, a 30-digit chunk size",
+            b"POST /api/search HTTP/1.1\r\n"
+            + host
+            + multipart
+            + b"Transfer-Encoding: chunked\r\n\r\n"
+            + b"f" * 30
+            + b"\r\nab\r\n0\r\n\r\n",
+            (400,),
+        ),
+        (
+            "Content-Length and Transfer-Encoding (request smuggling)",
+            b"POST /api/search HTTP/1.1\r\n"
+            + host
+            + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            (400,),
+        ),
+        (
+            "two Content-Length headers",
+            b"POST /api/search HTTP/1.1\r\n" + host + b"Content-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            (400,),
+        ),
+        (
+            "multipart body with no image field",
+            b"POST /api/search HTTP/1.1\r\n"
+            + host
+            + multipart
+            + b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(no_image)
+            + no_image,
+            (422,),
+        ),
+        (
+            "Expect: 100-continue, then no body",
+            b"POST /api/search HTTP/1.1\r\n"
+            + host
+            + multipart
+            + b"Content-Length: 5000\r\nExpect: 100-continue\r\n\r\n",
+            (408,),
+        ),
+        ("DELETE /api/search", b"DELETE /api/search HTTP/1.1\r\n" + host + b"Connection: close\r\n\r\n", (405,)),
+    ]
+    for name, data, expected in raw_cases:
+        status, headers, body, seconds = server.raw(data)
+        verdict, detail = _verdict(status, headers, body, expected)
+        if verdict == "ok" and seconds > 15:
+            verdict, detail = "wrong", f"held {seconds:.0f} s"
+        out.append((name, verdict, detail))
+    pipelined = b"GET /api/health HTTP/1.1\r\n" + host + b"\r\n"
+    status, headers, body, _ = server.raw(pipelined + pipelined[:-2] + b"Connection: close\r\n\r\n")
+    both = body.count(b"HTTP/1.1 200 OK") == 1 and status == 200  # the second answer is in the first's "body"
+    out.append(("two pipelined requests", "ok" if both else "wrong", f"{status}"))
+    return out
+
+
+def _slow_clients(server: Server, good: bytes, figures: dict) -> list[tuple[str, str, str]]:
+    """40 half-sent requests from 127.0.0.1: the ones over the per-address cap are refused at once, the
+    rest are closed at the header deadline, and a client from 127.0.0.2 is served meanwhile."""
+    out = []
+    try:
+        socket.socket().bind(("127.0.0.2", 0))
+    except OSError:
+        return [("slow clients (needs 127.0.0.2)", "ok", "skipped: no second loopback address")]
+    conns, refused = [], 0
+    start = time.monotonic()
+    for i in range(40):
+        conn = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        conn.sendall(b"GET /api/hea" if i % 2 else b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-")
+        conns.append(conn)
+    status, headers, body = server.upload(good, source="127.0.0.2")
+    out.append(("a search from another address during the stall", *_verdict(status, headers, body, (200,))))
+    closed_after = []
+    give_up = start + 20  # for them all: a server that never closes them must not hold this script
+    for conn in conns:
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(max(0.01, give_up - time.monotonic()))
+            answer = conn.recv(65536)
+            refused += answer.startswith(b"HTTP/1.1 503")
+            while conn.recv(65536):
+                pass
+        closed_after.append(time.monotonic() - start)
+    figures["40 stalled connections from one address: refused at once, last closed after (s)"] = (
+        f"{refused}, {max(closed_after):.1f}"
+    )
+    out.append(("stalled connections over the per-address cap refused", "ok" if refused else "wrong", f"{refused}"))
+    out.append(("stalled connections closed within 10 s", "ok" if max(closed_after) < 10 else "wrong",
+                f"last after {max(closed_after):.1f} s"))  # fmt: skip
+    return out
 
 
 def _is_file(path: Path) -> bool:

@@ -60,8 +60,9 @@ def test_explain_gives_maps_and_strips_for_every_hit(client, engine):
 
 
 @pytest.mark.parametrize(("params", "message"), [
-    ({"more": "1,x"}, "more takes up to 1000 indexed image ids separated by commas"),
-    ({"less": "-2"}, "less takes up to 1000 indexed image ids"),
+    ({"more": "1,x"}, "more takes integers from 0 to 2^63-1 separated by commas"),
+    ({"less": "-2"}, "less takes integers from 0 to 2^63-1"),
+    ({"more": ",".join(["1"] * 1001)}, "more takes up to 1000 indexed image ids, got 1001"),
     ({"more": "999"}, "no image with id 999"),
     ({"more": "4", "less": "4"}, "marked both"),
 ])  # fmt: skip

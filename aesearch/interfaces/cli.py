@@ -747,9 +747,14 @@ def serve(index_dir, host, port, max_upload_mb, max_pixels, decode_slots, allowe
     """Serve the search page and its HTTP API.
 
     POST /api/search?k=8 (multipart field `image`), GET /api/images/ID.png, GET /api/health, GET /.
+    A connection must send its request line and headers within 5 s; one client address may keep 32
+    connections open (behind a reverse proxy, every client shares the proxy's address).
     """
+    import logging
+
     import uvicorn
 
+    from aesearch.interfaces.security import GuardedH11Protocol
     from aesearch.interfaces.server import create_app
 
     # The address served on is a name clients use; 0.0.0.0 and :: are not.
@@ -758,8 +763,14 @@ def serve(index_dir, host, port, max_upload_mb, max_pixels, decode_slots, allowe
                      decode_slots=decode_slots, allowed_hosts=hosts, cors_origins=cors_origin)  # fmt: skip
     sock = _listening_socket(host, port)
     click.echo(f"Serving {index_dir} ({len(app.state.engine):,} images) on http://{host}:{port}/  (Ctrl-C stops)")
-    # Idle connections close after 5 s; past 64 open connections new ones get 503 at once.
-    config = uvicorn.Config(app, log_level="warning", timeout_keep_alive=5, limit_concurrency=64)
+    # The request line and headers must come within 5 s of connecting (or of the last answer, which
+    # closes an idle keep-alive connection too); an answer unread for 15 s is dropped; 32 connections
+    # per client address, 512 in all; past 64 requests being answered, 503 at once (security.py).
+    protocol = GuardedH11Protocol.with_limits()
+    # A malformed multipart body is answered 400; the parser would also log each one, for anyone to fill the log.
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
+    config = uvicorn.Config(app, http=protocol, ws="none", log_level="warning",
+                            timeout_keep_alive=defaults.SERVER_HEADER_TIMEOUT_S)  # fmt: skip
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -13,7 +13,9 @@ its thread pool. When a writer (sync, add, remove) publishes a new state, the ne
 in a freshly loaded engine (search/live.py). Uploads over the limit are refused with 413 before
 they are read whole; a body that is not a usable image gets 400 with the CLI's one-line message;
 nothing ever writes to the bundle, and no route reads a file outside the package's static folder.
-security.py adds the Host allow-list, security headers, body time limits and decode slots; no
+Every integer a client sends (id, k, scale, more, less) is read by aesearch.integers: anything but
+ASCII digits in range is a 400 with one line, never a 500 from an overflow deeper down.
+security.py adds the Host allow-list, security headers, time limits, decode slots and connection caps; no
 interactive API docs (they would load scripts from a CDN): the schema is at /api/openapi.json.
 """
 
@@ -35,8 +37,9 @@ from PIL import Image
 from aesearch import defaults
 from aesearch._version import __version__
 from aesearch.errors import AesearchError, InvalidArgumentError
+from aesearch.integers import parse_int
 from aesearch.interfaces import steering
-from aesearch.interfaces.security import LOCAL_HOSTS, Busy, DecodeSlots, Guard
+from aesearch.interfaces.security import LOCAL_HOSTS, Busy, DecodeSlots, Guard, allowed_name
 from aesearch.search.engine import SearchEngine
 from aesearch.search.live import LiveEngine
 
@@ -63,6 +66,7 @@ def create_app(
     decode_slots: int = defaults.SERVER_DECODE_SLOTS,
     allowed_hosts: Sequence[str] = LOCAL_HOSTS,
     cors_origins: Sequence[str] = (),
+    max_in_flight: int = defaults.SERVER_MAX_REQUESTS_IN_FLIGHT,
 ) -> FastAPI:
     """The app, with its bundle loaded and verified now (a bad bundle fails here, not per request).
 
@@ -71,11 +75,13 @@ def create_app(
         decode_slots: uploads decoded at once; with max_pixels this bounds the server's memory.
         allowed_hosts: Host header names answered (DNS rebinding defence); "*" answers any.
         cors_origins: origins whose pages may read the API from a browser (none by default).
+        max_in_flight: requests answered at once; more get 503 at once.
     """
+    hosts = [allowed_name(h) for h in (*LOCAL_HOSTS, *allowed_hosts)]  # a bad --allowed-host fails here
     live = LiveEngine(engine or SearchEngine.load(index_dir))  # follows updates (sync, add, remove)
     app = _GuardedApp(title="aesearch", version=__version__, docs_url=None, redoc_url=None,
                       openapi_url="/api/openapi.json")  # fmt: skip
-    app.guard_options = {"allowed_hosts": [*LOCAL_HOSTS, *allowed_hosts]}
+    app.guard_options = {"allowed_hosts": hosts, "max_in_flight": max_in_flight}
     app.add_middleware(_UploadLimit, max_bytes=max_upload_bytes)
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -114,12 +120,11 @@ def create_app(
 
     @app.post("/api/search")
     def search(
-        image: UploadFile, k: int = Query(8, ge=1), more: str | None = None, less: str | None = None,
-        explain: bool = False,
+        image: UploadFile, k: str = Query("8", description="hits wanted: 1 to the number of indexed images"),
+        more: str | None = None, less: str | None = None, explain: bool = False,
     ) -> dict:  # fmt: skip
         engine = live.get()
-        if k > len(engine):
-            raise InvalidArgumentError(f"k must be an integer from 1 to {len(engine)}, got {k}")
+        k = parse_int(k, "k", low=1, high=len(engine))
         filename = (image.filename or "")[:_ECHO]
         name = f"uploaded file {filename}".rstrip()
         result = slots.run(lambda: engine.query(image.file.read(), k, max_pixels=max_pixels, name=name))
@@ -134,10 +139,11 @@ def create_app(
         }
 
     @app.get("/api/images/{id}.png")
-    def indexed_image(id: int, scale: int = Query(1, ge=1, le=16)) -> Response:
+    def indexed_image(id: str, scale: str = Query("1", description="enlargement, 1 to 16")) -> Response:
+        number, scale = parse_int(id, "image id"), parse_int(scale, "scale", low=1, high=16)
         engine = live.get()
         try:
-            pixels = engine.image(id)
+            pixels = engine.image(number)
         except InvalidArgumentError as exc:
             raise HTTPException(404, str(exc)) from None
         image = Image.fromarray(pixels)

@@ -15,6 +15,7 @@ from PIL import Image
 
 from aesearch.errors import InvalidArgumentError
 from aesearch.figures.explain import grey, signed_colours, strip
+from aesearch.integers import parse_int_list
 from aesearch.search.engine import QueryResult, SearchEngine
 from aesearch.search.explain import explain_hits
 
@@ -22,15 +23,12 @@ MAX_MARKS = 1000  # more marks than anyone clicks; bounds the work one request c
 
 
 def parse_ids(text: str | None, name: str) -> list[int]:
-    """The `more`/`less` query parameter: ids separated by commas (empty: none)."""
+    """The `more`/`less` query parameter: ids separated by commas (empty: none), by aesearch.integers."""
     if not text:
         return []
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not all(p.isdigit() for p in parts) or len(parts) > MAX_MARKS:
-        raise InvalidArgumentError(
-            f"{name} takes up to {MAX_MARKS} indexed image ids separated by commas, got {text!r}"[:300]
-        )
-    return [int(p) for p in parts]
+    if text.count(",") >= MAX_MARKS:  # counted before parsing, so a huge list costs nothing
+        raise InvalidArgumentError(f"{name} takes up to {MAX_MARKS} indexed image ids, got {text.count(',') + 1}")
+    return parse_int_list(text, name)
 
 
 def steer(engine: SearchEngine, result: QueryResult, *, more: str | None, less: str | None) -> QueryResult:
