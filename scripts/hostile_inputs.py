@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import aesearch
 from aesearch import SearchEngine
 
 try:
@@ -153,8 +154,9 @@ def run_cli(cases, env) -> Counter:
     counts: Counter = Counter()
     for name, args, should_work in cases:
         try:
+            # `-m` puts the working folder first on sys.path: run from the checkout under test
             done = subprocess.run([sys.executable, "-m", "aesearch", *args], capture_output=True, text=True, env=env,
-                                  timeout=HANG_S)  # fmt: skip
+                                  timeout=HANG_S, cwd=Path(aesearch.__file__).parents[1])  # fmt: skip
         except subprocess.TimeoutExpired:
             counts["wrong"] += 1
             print(f"  cli hang      {name}: still running after {HANG_S} s")
@@ -341,7 +343,6 @@ class Server:
     """`aesearch serve` in a subprocess, on a free port."""
 
     def __init__(self, index_dir: str, env: dict) -> None:
-        import aesearch
 
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
@@ -681,8 +682,7 @@ def main() -> None:
     parser.add_argument("--index-dir", default="indexes/fashion-mnist")
     parser.add_argument("--only", default="cli,api,collection,server")
     args = parser.parse_args()
-    import aesearch
-
+    args.index_dir = str(Path(args.index_dir).resolve())  # the commands run from the checkout under test
     print(f"aesearch from {Path(aesearch.__file__).parent}, bundle {args.index_dir}")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     engine = SearchEngine.load(args.index_dir)
