@@ -6,6 +6,7 @@ The CLI prints these as one line and exits with status 1; anything else that esc
 from __future__ import annotations
 
 import errno
+import re
 
 
 class AesearchError(Exception):
@@ -44,7 +45,22 @@ class ImageError(AesearchError):
 
 
 class InvalidArgumentError(AesearchError, ValueError):
-    """An option or argument is out of range (k of 0, a negative batch size, ...)."""
+    """An option or argument is out of range (k of 0, a negative batch size, ...).
+
+    parameter: the library's name for the value at fault ("chunk_size"), which the message uses as
+    is; an interface rephrases it in its own words (the CLI says "--chunk-size": in_words()).
+    """
+
+    def __init__(self, message: str = "", *, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+    def in_words(self, name: str) -> str:
+        """The message with the parameter called `name` (an option, a query field) instead."""
+        text = str(self)
+        if not self.parameter:
+            return text
+        return re.sub(rf"(?<![\w-]){re.escape(self.parameter)}(?![\w-])", name, text)
 
 
 # Advice for an OSError that reached a command, by errno: what the user can do about that one.

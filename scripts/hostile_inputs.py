@@ -343,7 +343,6 @@ class Server:
     """`aesearch serve` in a subprocess, on a free port."""
 
     def __init__(self, index_dir: str, env: dict) -> None:
-
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]

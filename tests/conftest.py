@@ -131,6 +131,16 @@ def make_bundle(path: Path, *, n: int = 120, checkpoint=None, index_type: str = 
 
 
 @pytest.fixture(scope="session")
+def model(tmp_path_factory) -> Path:
+    """A tiny checkpoint saved to a file: what `--model` takes."""
+    from aesearch.model.checkpoint import save_checkpoint
+
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_checkpoint(path, tiny_checkpoint())
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
     """A read-only tiny bundle shared by the session: tests that change files use bundle_copy."""
     return make_bundle(tmp_path_factory.mktemp("bundles") / "tiny")

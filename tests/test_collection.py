@@ -19,24 +19,16 @@ from image_folders import png_bytes, write_image_folder
 
 from aesearch.errors import AesearchError, BundleError
 from aesearch.interfaces.cli import cli
-from aesearch.model.checkpoint import save_checkpoint
 from aesearch.pipelines.collection import build_from_folders
 from aesearch.pipelines.sync import sync
 from aesearch.search.engine import SearchEngine
 from aesearch.search.index import IndexSpec
 from aesearch.store.bundle import load_bundle
 from aesearch.store.lock import writer_lock
-from tests.conftest import folder_digest, synthetic_images, tiny_checkpoint
+from tests.conftest import folder_digest, synthetic_images
 from tests.test_store import assert_same_neighbours
 
 WHITEN = {"whiten_dims": 32, "whiten_shrinkage": 0.03}
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save_checkpoint(path, tiny_checkpoint())
-    return path
 
 
 def build(folder: Path, index: Path, model: Path, transform: str = "none") -> list:

@@ -17,7 +17,6 @@ from image_folders import write_image_folder
 
 from aesearch.errors import AesearchError, EmptyIndexError
 from aesearch.interfaces.cli import cli
-from aesearch.model.checkpoint import save_checkpoint
 from aesearch.pipelines.collection import build_from_folders
 from aesearch.pipelines.sync import MassRemovalError, sync
 from aesearch.pipelines.update import compact
@@ -25,13 +24,6 @@ from aesearch.search.engine import SearchEngine
 from aesearch.search.index import IndexSpec
 from aesearch.store.bundle import load_bundle
 from tests.conftest import folder_digest, make_bundle, synthetic_images, tiny_checkpoint
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save_checkpoint(path, tiny_checkpoint())
-    return path
 
 
 @pytest.fixture

@@ -28,7 +28,6 @@ from image_folders import png_bytes
 
 from aesearch.errors import AesearchError, BundleError, InvalidArgumentError
 from aesearch.interfaces.cli import cli
-from aesearch.model.checkpoint import save_checkpoint
 from aesearch.pipelines.collection import build_from_folders
 from aesearch.pipelines.sync import add_files, remove, sync
 from aesearch.search.engine import SearchEngine
@@ -38,20 +37,13 @@ from aesearch.sources.folders import collection_roots, image_file_problem, read_
 from aesearch.store.bundle import load_bundle
 from aesearch.store.lock import writer_lock
 from aesearch.store.paths import shown
-from tests.conftest import synthetic_images, tiny_checkpoint
+from tests.conftest import synthetic_images
 
 REPO = Path(__file__).resolve().parents[1]
 # A UTF-8 terminal that refuses what is not UTF-8 (strict), as a user's is: printing a lone
 # surrogate there raises UnicodeEncodeError.
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONIOENCODING": "utf-8:strict", "LC_ALL": "C.UTF-8"}
 PIPE = "is a named pipe (FIFO): only regular files are read as images"
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save_checkpoint(path, tiny_checkpoint())
-    return path
 
 
 @pytest.fixture

@@ -162,7 +162,7 @@ def test_bad_stream_input_is_one_line(tmp_path, bad):
     from aesearch.errors import InvalidArgumentError
 
     options = StreamOptions(chunk_size=0 if bad == "chunk" else 10)
-    with pytest.raises(InvalidArgumentError, match=r"chunk-size must be positive|at least 2 images"):
+    with pytest.raises(InvalidArgumentError, match=r"chunk.size must be positive|at least 2 images"):
         stream_build(tmp_path / "b", source(300 if bad == "chunk" else 1), tiny_checkpoint(), options, log=None)
 
 

@@ -15,7 +15,7 @@ import click
 
 from aesearch import defaults
 from aesearch._version import __version__
-from aesearch.errors import AesearchError
+from aesearch.errors import AesearchError, InvalidArgumentError
 from aesearch.integers import MAX_ID, check_int, parse_int
 from aesearch.interfaces import tables
 
@@ -46,6 +46,8 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except InvalidArgumentError as exc:  # the library names its parameters; here they are options
+            raise click.ClickException(exc.in_words(f"--{(exc.parameter or '').replace('_', '-')}")) from None
         except AesearchError as exc:
             raise click.ClickException(str(exc)) from None
         except click.exceptions.NoArgsIsHelpError:

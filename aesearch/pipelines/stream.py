@@ -137,7 +137,7 @@ def stream_build(
     Returns the new bundle's manifest.
     """
     if options.chunk_size < 1:
-        raise InvalidArgumentError(f"--chunk-size must be positive, got {options.chunk_size}")
+        raise InvalidArgumentError(f"chunk_size must be positive, got {options.chunk_size}", parameter="chunk_size")
     if source.count < 2:
         raise InvalidArgumentError(f"{source.describe()}: an index needs at least 2 images")
     IndexSpec(options.index_type, options.metric, {}, options.transform)  # refuses a bad metric or transform

@@ -182,26 +182,22 @@ class VectorIndex:
 
     def search_parameters(self) -> faiss.SearchParameters:
         """Fresh search parameters of this index's kind, carrying its tuned efSearch / nprobe."""
-        if _hnsw(self.index) is not None:
-            params = faiss.SearchParametersHNSW()
-            params.efSearch = _hnsw(self.index).efSearch
-        elif _ivf(self.index) is not None:
-            params = faiss.SearchParametersIVF()
-            params.nprobe = _ivf(self.index).nprobe
-        else:
-            params = faiss.SearchParameters()
-        return params
+        return self._parameters(exhaustive=False)
 
     def exhaustive_parameters(self) -> faiss.SearchParameters:
         """Search parameters that make the index consider every vector: all of an IVF's lists, an HNSW
         beam as wide as the index. The fallback for a query the tuned parameters answer with fewer
         than k results (k near the collection's size, or most of a list removed)."""
-        if _hnsw(self.index) is not None:
+        return self._parameters(exhaustive=True)
+
+    def _parameters(self, *, exhaustive: bool) -> faiss.SearchParameters:
+        hnsw, ivf = _hnsw(self.index), _ivf(self.index)
+        if hnsw is not None:
             params = faiss.SearchParametersHNSW()
-            params.efSearch = max(_hnsw(self.index).efSearch, self.index.ntotal)
-        elif _ivf(self.index) is not None:
+            params.efSearch = max(hnsw.efSearch, self.index.ntotal) if exhaustive else hnsw.efSearch
+        elif ivf is not None:
             params = faiss.SearchParametersIVF()
-            params.nprobe = _ivf(self.index).nlist
+            params.nprobe = ivf.nlist if exhaustive else ivf.nprobe
         else:
             params = faiss.SearchParameters()
         return params
