@@ -223,7 +223,7 @@ def test_one_chunk_ahead_keeps_order_and_passes_errors_on():
 
 
 def test_read_rows_block_by_block_equals_fancy_indexing(tmp_path):
-    from aesearch.pipelines.stream import read_rows
+    from aesearch.memory import read_rows
 
     array = np.lib.format.open_memmap(tmp_path / "a.npy", mode="w+", dtype=np.float32, shape=(5000, 3))
     array[:] = np.arange(15000, dtype=np.float32).reshape(5000, 3)
@@ -234,15 +234,15 @@ def test_read_rows_block_by_block_equals_fancy_indexing(tmp_path):
 
 
 def test_a_chunk_is_encoded_in_slices_with_the_vectors_of_one_batch():
-    """encode_chunk works _ENCODE_SLICE images at a time (working arrays reused from the heap): the
+    """encode_chunk works ENCODE_SLICE images at a time (working arrays reused from the heap): the
     vectors and the trust sample's errors are those of the whole chunk encoded at once, bit for bit."""
     from aesearch.model.runtime import NumpyAutoEncoder
-    from aesearch.pipelines import stream
+    from aesearch.pipelines import builder
 
     autoencoder = NumpyAutoEncoder.from_checkpoint(tiny_checkpoint())
-    images = synthetic_images(stream._ENCODE_SLICE + 300, seed=5)
-    want = np.array([0, 7, stream._ENCODE_SLICE - 1, stream._ENCODE_SLICE, stream._ENCODE_SLICE + 299])
-    vectors, errors = stream.encode_chunk(autoencoder, images, want, ((0, 0), (1, 1)))
+    images = synthetic_images(builder.ENCODE_SLICE + 300, seed=5)
+    want = np.array([0, 7, builder.ENCODE_SLICE - 1, builder.ENCODE_SLICE, builder.ENCODE_SLICE + 299])
+    vectors, errors = builder.encode_chunk(autoencoder, images, want, ((0, 0), (1, 1)))
     pixels = images.astype(np.float32) / np.float32(255)
     z, whole = autoencoder.embed(pixels, ((0, 0), (1, 1)))
     np.testing.assert_array_equal(vectors, whole)

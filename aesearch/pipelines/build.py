@@ -11,10 +11,7 @@ from aesearch import defaults
 from aesearch.errors import InvalidArgumentError
 from aesearch.model.architecture import ModelConfig
 from aesearch.model.checkpoint import Checkpoint, load_checkpoint
-from aesearch.model.runtime import NumpyAutoEncoder
-from aesearch.search.engine import DEFAULT_INDEX_DIR
-from aesearch.search.index import IndexSpec, VectorIndex, check_index_type
-from aesearch.search.trust import TrustCalibration, calibrate
+from aesearch.search.index import IndexSpec, check_index_type
 from aesearch.store.records import new_records
 
 SPLITS = ("train", "test")
@@ -29,12 +26,10 @@ DEFAULT_WHITEN_DIMS = defaults.WHITEN_DIMS
 _BYTES_PER_IMAGE = 3_000
 # Each image's vector is z averaged over the two diagonal phases of the encoder's 2-pixel grid.
 DEFAULT_EMBEDDING_SHIFTS = ((0, 0), (1, 1))
-_CALIBRATION_SAMPLE = 20_000  # images whose reconstruction error calibrates the trust score
-_ENCODE_CHUNK = 4096
 
 
 def build_index(
-    index_dir: str | Path = DEFAULT_INDEX_DIR,
+    index_dir: str | Path = defaults.INDEX_DIR,
     *,
     model: str | Path | None = None,
     index_type: str = "auto",
@@ -174,54 +169,6 @@ def stream_options(spec: IndexSpec, shifts: Sequence[Sequence[int]], stream: dic
         whiten_shrinkage=params.get("whiten_shrinkage", 0.0), whiten_dims=params.get("whiten_dims"),
         shifts=tuple(tuple(s) for s in shifts), **(stream or {}),
     )  # fmt: skip
-
-
-def calibrate_trust(
-    autoencoder: NumpyAutoEncoder,
-    images: np.ndarray,
-    z: np.ndarray | None,
-    vectors: np.ndarray,
-    index: VectorIndex,
-    *,
-    sample: int = 3000,
-) -> TrustCalibration:
-    """Reconstruction error for a sample of images, nearest-other-image distance for a smaller one.
-
-    z: the images' encoder outputs (None: the sample is encoded here); vectors: what the index holds.
-    """
-    rng = np.random.default_rng(0)
-    chosen = np.sort(rng.choice(len(images), size=min(_CALIBRATION_SAMPLE, len(images)), replace=False))
-    pixels = images[chosen].astype(np.float32) / np.float32(255)
-    sample_z = autoencoder.encode(pixels) if z is None else z[chosen]
-    errors = ((autoencoder.decode(sample_z) - pixels) ** 2).mean(axis=(1, 2))
-    probe = rng.choice(len(vectors), size=min(sample, len(vectors)), replace=False)
-    distances, ids = index.search(vectors[probe], min(2, len(vectors)))
-    # The nearest result is normally the image itself; take the nearest *other* one.
-    nearest_other = np.where(ids[:, 0] == probe, distances[:, -1], distances[:, 0])
-    return calibrate(errors, nearest_other, images)
-
-
-def encode_all(
-    autoencoder: NumpyAutoEncoder,
-    images: np.ndarray,
-    shifts: Sequence[Sequence[int]] = ((0, 0),),
-    *,
-    progress: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(n, 28, 28) uint8 -> (z, vectors): the encoder's outputs and the vectors to index (z averaged
-    over shifts), both (n, z_size) float32, with a progress bar."""
-    from tqdm.auto import tqdm
-
-    z = np.empty((len(images), autoencoder.z_size), dtype=np.float32)
-    vectors = np.empty_like(z)
-    # disable=None: no bar when stderr is not a terminal
-    with tqdm(total=len(images), desc="encoding", unit="img", disable=None if progress else True, leave=False) as bar:
-        for start in range(0, len(images), _ENCODE_CHUNK):
-            chunk = images[start : start + _ENCODE_CHUNK].astype(np.float32) / np.float32(255)
-            rows = slice(start, start + len(chunk))
-            z[rows], vectors[rows] = autoencoder.embed(chunk, shifts)
-            bar.update(len(chunk))
-    return z, vectors
 
 
 def _train(data, train_config, *, progress: bool, log) -> Checkpoint:

@@ -34,16 +34,16 @@ class EncoderActor:
     """Lives on a worker: the NumpyAutoEncoder, built once from the checkpoint's weights."""
 
     def __init__(self, weights: dict, z_size: int, negative_slope: float, shifts: Sequence[Sequence[int]]) -> None:
+        from aesearch.memory import keep_freed_memory
         from aesearch.model.architecture import ModelConfig
         from aesearch.model.runtime import NumpyAutoEncoder
-        from aesearch.pipelines.stream import keep_freed_memory
 
         keep_freed_memory()  # also undoes the allocator setting Dask's nanny gives its workers
         self.autoencoder = NumpyAutoEncoder(weights, ModelConfig(z_size=z_size, negative_slope=negative_slope))
         self.shifts = [tuple(s) for s in shifts]
 
     def encode(self, images: np.ndarray, want: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from aesearch.pipelines.stream import encode_chunk
+        from aesearch.pipelines.builder import encode_chunk
 
         return encode_chunk(self.autoencoder, images, want, self.shifts)
 
