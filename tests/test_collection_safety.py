@@ -170,7 +170,7 @@ def test_a_compressed_reranked_bundle_answers_k_near_its_size(tmp_path, monkeypa
     n = 3000
     spec = IndexSpec("auto", "cosine", {"whiten_dims": 32, "whiten_shrinkage": 0.03}, "whiten")
     assemble_bundle(tmp_path / "pq", checkpoint=tiny_checkpoint(), images=synthetic_images(n), records=new_records(n),
-                    info={"dataset": "synthetic"}, shifts=((0, 0),), stream={"max_index_memory": 40 * n},
+                    info={"dataset": "synthetic"}, shifts=((0, 0),), max_index_memory=40 * n,
                     spec=spec)  # fmt: skip
     engine = SearchEngine.load(tmp_path / "pq")
     params = engine.manifest["index_params"]
@@ -201,7 +201,7 @@ def test_compacting_a_compressed_bundle_writes_what_a_fresh_build_writes(tmp_pat
 
     def build(path, images, records):
         assemble_bundle(path, checkpoint=checkpoint, images=images, records=records, info=info, spec=spec,
-                        shifts=((0, 0),), stream={"max_index_memory": 40 * n})  # fmt: skip
+                        shifts=((0, 0),), max_index_memory=40 * n)  # fmt: skip
 
     build(tmp_path / "compacted", synthetic_images(n), records)
     add_images(tmp_path / "compacted", synthetic_images(300, seed=9))
