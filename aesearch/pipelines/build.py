@@ -62,9 +62,13 @@ def build_index(
 
     index_dir = Path(index_dir)
     if not 0 <= whiten_shrinkage <= 10:
-        raise InvalidArgumentError(f"whitening shrinkage must be from 0 to 10, got {whiten_shrinkage}")
+        raise InvalidArgumentError(
+            f"whiten_shrinkage must be from 0 to 10, got {whiten_shrinkage}", parameter="whiten_shrinkage"
+        )
     if whiten_dims is not None and not 1 <= whiten_dims <= 100_000:
-        raise InvalidArgumentError(f"whitening dimensions must be a positive integer, got {whiten_dims}")
+        raise InvalidArgumentError(
+            f"whiten_dims must be a positive integer, got {whiten_dims}", parameter="whiten_dims"
+        )
     params = {"whiten_shrinkage": whiten_shrinkage, "whiten_dims": whiten_dims} if transform == "whiten" else {}
     spec = IndexSpec(index_type, metric, params, transform)
     checkpoint = load_checkpoint(model) if model is not None else None
@@ -73,7 +77,9 @@ def build_index(
     # at 192 dimensions though not at 314; PQ157 the other way round).
     check_index_type(index_type, min(whiten_dims or z_size, z_size) if transform == "whiten" else z_size)
     if index_dir.exists() and not index_dir.is_dir():
-        raise InvalidArgumentError(f"{index_dir} is a file: give a folder for the index (--index-dir)")
+        raise InvalidArgumentError(
+            f"index_dir {index_dir} is a file: give a folder for the index", parameter="index_dir"
+        )
     check_writable(index_dir / "manifest.json", own_folder=True, need_bytes=_BYTES_PER_IMAGE * 70_000)
 
     from aesearch.sources.fashion_mnist import load_fashion_mnist

@@ -212,8 +212,9 @@ def build_from_shards(
 
     if model is None:
         raise InvalidArgumentError(
-            f"{folder} is a shard collection: pass --model CKPT (e.g. the Fashion-MNIST model); training on "
-            "millions of images is not part of build-index"
+            f"{folder} is a shard collection: pass model (a checkpoint, e.g. the Fashion-MNIST one); training on "
+            "millions of images is not part of build-index",
+            parameter="model",
         )
     return stream_build(index_dir, ShardSource(folder), load_checkpoint(model), options or StreamOptions(), log=log)
 
@@ -226,6 +227,11 @@ def _encode_pass(source, segment, state, writer, options, encoder, encoded) -> t
     def pending() -> Iterator:
         row = state.rows
         for chunk in source.chunks(options.chunk_size, start=state.cursor):
+            if chunk.images.shape[1:] != segment.images.shape[1:]:  # before the encoder reads them wrongly
+                raise InvalidArgumentError(
+                    f"{source.describe()} holds images of {chunk.images.shape[1:]} pixels; the model reads "
+                    f"{segment.images.shape[1:]}: preprocess them to its size, or use a model made for theirs"
+                )
             want = state.calibration_rows(row, len(chunk))
             yield chunk, want
             row += len(chunk)
