@@ -9,7 +9,8 @@ function here, so a compacted bundle holds what a fresh build of the same images
     index_pass        the index chosen (index_choice.py), trained on a sample, filled from disk, tuned
     calibrate_trust   the trust score's quantiles: reconstruction errors and nearest-other distances
     index_segment     the three above over a written segment: its index files and the new space
-    write_segment     rows -> one segment, indexed (exactly for a delta, index_segment for a base)
+    index_exactly     a delta's index: exact, in the space the bundle already has (index_pass, flat)
+    write_segment     rows -> one segment, indexed (index_exactly for a delta, index_segment for a base)
 
 Only chunks, the samples and the index itself are ever in memory.
 """
@@ -193,7 +194,8 @@ def index_pass(embeddings: np.ndarray, segment_file, transform, options: StreamO
     def add(trained):  # on the cluster when there is one and the index is an IVF, else here chunk by chunk
         return fill(trained, n, prepared, options.chunk_size) if fill is not None else None
 
-    index = large.build_streamed(choice, dim, n, prepared(sample), chunks(), seed=options.seed, fill=add)
+    trained = prepared(sample) if choice.index_type != "flat" else np.zeros((0, dim), np.float32)  # flat: none
+    index = large.build_streamed(choice, dim, n, trained, chunks(), seed=options.seed, fill=add)
     params = {k: v for k, v in choice.params.items() if k != "target_recall"}  # new_faiss_index adds its sizes
     if transform is not None:  # recorded with the index: a compaction relearns the same space
         params.update(whiten_shrinkage=options.whiten_shrinkage, whiten_dims=options.whiten_dims)
@@ -270,6 +272,16 @@ def index_segment(
         np.savez(writer.space_file("transform.npz"), mean=transform.mean, matrix=transform.matrix)
     writer.space_file("trust.json").write_text(json.dumps(trust.to_dict()) + "\n")
     return choice, params
+
+
+def index_exactly(segment: SegmentBuilder, metric: str, transform: AffineTransform | None) -> dict:
+    """An exact (flat) index of a written segment in a space learned before (a delta's); returns its meta.
+
+    index_pass with index_type "flat": the same vectors, prepared the same way, as a base's would be.
+    """
+    options = StreamOptions(index_type="flat", metric=metric, transform="none" if transform is None else "whiten")
+    index_pass(segment.embeddings, segment.file, transform, options)
+    return {"index_type": "flat", "index_params": {}}
 
 
 def write_segment(

@@ -29,9 +29,15 @@ import numpy as np
 
 from aesearch.errors import InvalidArgumentError
 from aesearch.model.runtime import NumpyAutoEncoder
-from aesearch.pipelines.builder import StreamOptions, calibration_sample, encode_chunk, index_segment, write_segment
-from aesearch.search.index import IndexSpec, VectorIndex
-from aesearch.search.segments import INDEX_FILE, load_transform
+from aesearch.pipelines.builder import (
+    StreamOptions,
+    calibration_sample,
+    encode_chunk,
+    index_exactly,
+    index_segment,
+    write_segment,
+)
+from aesearch.search.segments import load_transform
 from aesearch.store.bundle import Bundle, BundleWriter, load_bundle
 from aesearch.store.records import new_records, pixel_hashes
 
@@ -50,14 +56,14 @@ def add_images(
     records: np.ndarray | None = None,
     paths: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """Add preprocessed (n, 28, 28) uint8 images as a new segment; returns their new ids.
+    """Add preprocessed (n, *image_shape) uint8 images (the model's input) as a new segment; returns their new ids.
 
     records: RECORD_DTYPE rows for split, position, label, file size, mtime and content hash (ids
     are assigned here; default: no label, split 0, the pixels' hash).
     """
     images = np.ascontiguousarray(images, dtype=np.uint8)
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise InvalidArgumentError(f"images to add must be (n, 28, 28) uint8, got shape {images.shape}")
+    if images.ndim != 3:
+        raise InvalidArgumentError(f"images to add must be (n, height, width) uint8, got shape {images.shape}")
     if records is None:
         records = new_records(len(images))
         records["split"] = 0
@@ -66,20 +72,14 @@ def add_images(
         raise InvalidArgumentError("give one record and one path per image")
     with BundleWriter.update(index_dir) as writer:
         bundle = load_bundle(index_dir, verify="sizes")  # under the lock: the state we extend
-        autoencoder = NumpyAutoEncoder.from_checkpoint(bundle.checkpoint)
-        shifts = [tuple(s) for s in bundle.manifest["embedding_shifts"]]
-        vectors = autoencoder.embed(images.astype(np.float32) / np.float32(255), shifts)[1]
-        index = _delta_index(bundle, vectors)
-        ids = writer.allocate_ids(len(images))
-        segment = writer.new_segment(len(images))
-        segment.records[:] = records
-        segment.records["id"] = ids
-        segment.images[:] = images
-        segment.embeddings[:] = vectors
-        if paths is not None:
-            segment.set_paths(list(paths))
-        index.write(segment.file(INDEX_FILE))
-        writer.add_segment(segment, meta={"index_type": "flat", "index_params": {}})
+        if images.shape[1:] != bundle.image_shape:
+            shape = ", ".join(map(str, bundle.image_shape))
+            raise InvalidArgumentError(f"images to add must be (n, {shape}) uint8, got shape {images.shape}")
+        vectors = embed(bundle, images)
+        records = records.copy()
+        records["id"] = ids = writer.allocate_ids(len(images))
+        metric, transform = bundle.manifest["metric"], load_transform(bundle)
+        write_segment(writer, records, images, vectors, paths, lambda s: index_exactly(s, metric, transform))
         writer.commit()
     return ids
 
@@ -181,24 +181,18 @@ def _compaction_options(bundle: Bundle, n: int) -> StreamOptions:
     )  # fmt: skip
 
 
-def _delta_index(bundle: Bundle, vectors: np.ndarray) -> VectorIndex:
-    """An exact index of the new vectors in the bundle's current search space."""
-    m = bundle.manifest
-    spec = IndexSpec("flat", m["metric"], {}, m.get("transform", "none"))
-    return VectorIndex.build(vectors, spec, load_transform(bundle))
-
-
 def _has_paths(bundle: Bundle) -> bool:
     return any(s.file("paths.bin").stat().st_size for s in bundle.segments)
 
 
 def embed(bundle: Bundle, images: np.ndarray) -> np.ndarray:
-    """(n, 28, 28) uint8 -> (n, z) float32: the pooled encoder output, as the bundle stores it."""
+    """(n, *image_shape) uint8 -> (n, z) float32: the pooled encoder output, as the bundle stores it
+    (builder.encode_chunk, as a build encodes)."""
     autoencoder = NumpyAutoEncoder.from_checkpoint(bundle.checkpoint)
     if not len(images):
         return np.zeros((0, autoencoder.z_size), np.float32)
     shifts = [tuple(s) for s in bundle.manifest["embedding_shifts"]]
-    return autoencoder.embed(images.astype(np.float32) / np.float32(255), shifts)[1]
+    return encode_chunk(autoencoder, images, np.zeros(0, np.int64), shifts)[0]
 
 
 def write_delta(writer: BundleWriter, bundle: Bundle, records: np.ndarray, images: np.ndarray,
@@ -208,14 +202,12 @@ def write_delta(writer: BundleWriter, bundle: Bundle, records: np.ndarray, image
     delta=False: the segment is the bundle's base (a compaction of very few images)."""
     if not len(records):
         return
-    order = np.argsort(records["id"], kind="stable")  # a segment's ids are sorted
-    segment = writer.new_segment(len(records))
-    segment.records[:] = records[order]
-    segment.images[:] = images[order]
-    segment.embeddings[:] = embeddings[order]
-    segment.set_paths([paths[i] for i in order])
-    _delta_index(bundle, np.ascontiguousarray(embeddings[order])).write(segment.file(INDEX_FILE))
-    writer.add_segment(segment, meta={"index_type": "flat", "index_params": {}, **({"delta": True} if delta else {})})
+    metric, transform = bundle.manifest["metric"], load_transform(bundle)
+
+    def index(segment) -> dict:
+        return {**index_exactly(segment, metric, transform), **({"delta": True} if delta else {})}
+
+    write_segment(writer, records, images, embeddings, paths, index)
 
 
 def maintain(index_dir: str | Path, *, compact_now: bool = False) -> str | None:
