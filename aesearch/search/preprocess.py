@@ -101,7 +101,7 @@ def preprocess_batch(
         sources = [sources]
     if not isinstance(sources, Sequence | np.ndarray):
         raise ImageError(
-            f"cannot use a {type(sources).__name__} as images: pass a list of images or an (n, 28, 28) array"
+            f"cannot use a {type(sources).__name__} as images: pass a list of images or an (n, {SIZE}, {SIZE}) array"
         )
     framed = [preprocess(source, max_pixels=max_pixels, name=name or _name_of(source)) for source in sources]
     return np.stack(framed) if framed else _none()
