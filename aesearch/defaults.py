@@ -8,15 +8,28 @@ from __future__ import annotations
 from pathlib import Path
 
 # --- the model ---
-IMAGE_SIZE = 28  # Fashion-MNIST's images, and every query after preprocessing
+IMAGE_SIZE = 28  # the seed model's input (Fashion-MNIST's images); other models carry theirs in ModelConfig
+IMAGE_CHANNELS = 1  # the seed model's input channels: greyscale
 Z_SIZE = 314  # the seed article's latent size
 
 # --- the bundle ---
-INDEX_DIR = Path("indexes/fashion-mnist")
-# PCA whitening before the cosine metric: shrinkage damps the low-variance axes; the top 192
-# principal axes gave validation P@10 0.8411 against 0.8415 with all 314, for 40% less work.
-WHITEN_SHRINKAGE = 0.03
-WHITEN_DIMS = 192
+INDEX_DIR = Path("indexes/fashion-mnist")  # where build-index writes and every command reads
+INDEX_TYPE = "auto"  # exact, IVF-Flat or IVF+PQ from the size and the memory budget (search/index_choice.py)
+# The search space, chosen by scripts/ablation_retrieval.py on a validation split carved out of the
+# training images: cosine similarity after PCA whitening with shrinkage.
+METRIC = "cosine"  # 1 - cosine similarity of the (whitened) vectors
+TRANSFORM = "whiten"  # PCA whitening learned on the training images, applied to every vector and query
+# Shrinkage damps the low-variance axes; the top 192 principal axes gave validation P@10 0.8411
+# against 0.8415 with all 314, for 40% less work.
+WHITEN_SHRINKAGE = 0.03  # added to each axis's variance, as a fraction of the largest
+WHITEN_DIMS = 192  # principal axes kept
+EMBEDDING_SHIFTS = ((0, 0), (1, 1))  # z averaged over the two diagonal phases of the encoder's 2-pixel grid
+# Images encoded at a time: ~150 MB of working arrays while encoding with two phases; peak memory
+# follows it, and an interrupted build resumes after the last chunk written.
+CHUNK_SIZE = 16_384
+
+# --- queries ---
+K = 8  # neighbours a query returns
 
 # --- keeping a collection in sync ---
 # A sync that would remove more than this share of the indexed images (or every image of a root)
@@ -31,7 +44,7 @@ MASS_REMOVAL_SHARE = 0.5
 MAX_PIXELS = 50_000_000
 SERVER_MAX_PIXELS = 16_000_000
 SERVER_DECODE_SLOTS = 2
-SERVER_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+SERVER_MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # an upload larger than this is refused (HTTP 413)
 
 # --- reading files ---
 # The largest file a scan reads as an image. Every file is read whole into memory (to hash it), up
@@ -45,6 +58,7 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 MAX_READ_SECONDS = 30.0
 
 # --- the server ---
+SERVER_PORT = 8000  # `aesearch serve` listens here
 SERVER_HEADER_TIMEOUT_S = 5.0  # request line + headers, from connect or last answer: browsers send them in one packet
 SERVER_WRITE_TIMEOUT_S = 15.0  # an answer unread this long is dropped: 64 KB pending for 15 s is under 5 KB/s
 SERVER_MAX_CONNECTIONS_PER_ADDRESS = 32  # a browser opens 6 per host: room for a few tabs or a small NAT

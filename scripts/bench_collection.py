@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from aesearch import SearchEngine
-from aesearch.pipelines.build import DEFAULT_EMBEDDING_SHIFTS
+from aesearch import SearchEngine, defaults
 from aesearch.pipelines.collection import build_from_folders
 from aesearch.pipelines.sync import sync
 from aesearch.search.index import IndexSpec
@@ -98,7 +97,7 @@ def collection_benchmark(args) -> None:
     index = work / "collection"
     _, build = timed(
         "build-index --images (70,000 PNGs, --model)", build_from_folders, index, images=[folder], labels="folders",
-        model=args.model, spec=SPEC, shifts=DEFAULT_EMBEDDING_SHIFTS, log=None,
+        model=args.model, spec=SPEC, shifts=defaults.EMBEDDING_SHIFTS, log=None,
     )  # fmt: skip
     fresh = work / "fresh-copy"
     shutil.rmtree(fresh, ignore_errors=True)
@@ -157,7 +156,7 @@ def train_sizes(args) -> None:
 
     def p_at_10(checkpoint, images, labels) -> float:
         model = NumpyAutoEncoder.from_checkpoint(checkpoint)
-        embed = lambda x: model.embed(x.astype(np.float32) / 255, DEFAULT_EMBEDDING_SHIFTS)[1]  # noqa: E731
+        embed = lambda x: model.embed(x.astype(np.float32) / 255, defaults.EMBEDDING_SHIFTS)[1]  # noqa: E731
         index = VectorIndex.build(embed(images), SPEC)
         _, found = index.search(embed(queries), 10)
         return precision_at_k(relevance(labels[found], query_labels), 10)

@@ -24,10 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from aesearch import rowwise
+from aesearch import defaults, rowwise
 from aesearch.model.checkpoint import load_checkpoint
 from aesearch.model.runtime import NumpyAutoEncoder
-from aesearch.pipelines.build import DEFAULT_EMBEDDING_SHIFTS
 from aesearch.sources.fashion_mnist import load_fashion_mnist
 
 
@@ -69,7 +68,7 @@ def time_one(model: str, count: int, block: int, out: Path) -> None:
     rowwise.BLOCK = block
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     start = time.perf_counter()
-    z, vectors = autoencoder.embed(images, DEFAULT_EMBEDDING_SHIFTS)
+    z, vectors = autoencoder.embed(images, defaults.EMBEDDING_SHIFTS)
     autoencoder.decode(z)
     seconds = time.perf_counter() - start
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before

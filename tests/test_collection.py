@@ -336,7 +336,7 @@ def test_streamed_folder_build_equals_the_whole_folder_read_into_memory(tmp_path
     _write_bytes(folder.root / "zz-only-broken/bad.png", b"not an image")  # a class folder of unreadable files only
     spec = IndexSpec("flat", "cosine", WHITEN, "whiten")
     _, skipped = build_from_folders(tmp_path / "stream", images=[folder.root], labels="folders", model=model, spec=spec,
-                                    shifts=((0, 0),), workers=1, stream={"chunk_size": 5}, log=None)  # fmt: skip
+                                    shifts=((0, 0),), workers=1, chunk_size=5, log=None)  # fmt: skip
     source = FolderSource(scan([folder.root]), "folders", workers=1)
     assert all(len(chunk) <= 5 for chunk in source.chunks(5)), "a chunk never holds more than chunk_size images"
     pixels, records, paths, unread = read_collection(source)
@@ -379,7 +379,7 @@ def save(self, path):
 stream._State.save = save
 _, skipped = build_from_folders(sys.argv[2], images=[sys.argv[1]], labels="folders", model=sys.argv[4],
                                 spec=IndexSpec("flat", "cosine", {}, "none"), shifts=((0, 0),), workers=1,
-                                stream={"chunk_size": 8}, log=None)
+                                chunk_size=8, log=None)
 print("read", len(read), "skipped", len(skipped), flush=True)
 """
 

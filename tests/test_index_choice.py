@@ -84,7 +84,7 @@ def test_exact_tier_is_bounded_by_the_floats_a_query_scans():
 
 
 def test_no_pq_code_fits_the_dimension_is_one_line_with_advice():
-    with pytest.raises(InvalidArgumentError, match=r"no PQ code .* divides 7: give at least .*--whiten-dims"):
+    with pytest.raises(InvalidArgumentError, match=r"no PQ code .* divides 7: give at least .*whiten_dims"):
         choose_index(10_000_000, 7, parse_memory("50M"))
 
 

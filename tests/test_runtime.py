@@ -58,3 +58,37 @@ def test_a_row_encodes_the_same_alone_or_in_any_batch_on_any_threads(z_size):
     z = everything[:9]
     np.testing.assert_array_equal(runtime.decode(z[:1]), runtime.decode(z)[:1])
     np.testing.assert_array_equal(runtime.decode(z[3:4]), runtime.decode(z, threads=2)[3:4])
+
+
+def test_the_input_size_comes_from_the_config():
+    """A model of 32 x 32 images: the runtime and the patch-layout training path agree with the torch
+    convolutions (the oracle) at the size the config says, with no 28 anywhere in between."""
+    from aesearch.model.network import from_patch_layout, to_patch_layout
+
+    torch.manual_seed(5)
+    config = ModelConfig(z_size=12, image_size=32)
+    model = AutoEncoder(config).eval()
+    runtime = NumpyAutoEncoder.from_checkpoint(Checkpoint(model.weights(), config))
+    x = np.random.default_rng(2).random((5, 32, 32), dtype=np.float32)
+    with torch.no_grad():
+        z = model.encode(torch.from_numpy(x)[:, None])
+        images = model.decode(z)
+        patches = model.encode_patches(to_patch_layout(torch.from_numpy(x)))
+        decoded = from_patch_layout(model.decode_patches(z))
+    np.testing.assert_allclose(runtime.encode(x), z.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(patches.numpy(), z.numpy(), rtol=1e-4, atol=1e-5)
+    assert runtime.decode(z.numpy()).shape == (5, 32, 32)
+    np.testing.assert_allclose(runtime.decode(z.numpy()), images[:, 0].numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(decoded.numpy(), images.numpy(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(("field", "value"), [("image_size", 30), ("image_size", 0), ("channels", 3)])
+def test_an_input_the_architecture_cannot_read_is_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        ModelConfig(**{field: value})
+
+
+def test_a_config_without_an_input_shape_is_the_seed_s():
+    """Checkpoints written before the shape was recorded hold z_size and negative_slope only."""
+    config = ModelConfig.from_dict({"z_size": 40, "negative_slope": 0.01})
+    assert (config.image_size, config.channels, config.image_shape) == (28, 1, (28, 28))

@@ -246,14 +246,14 @@ def test_a_segment_reopened_with_fewer_rows_keeps_the_first_ones_in_place(tmp_pa
     from aesearch.store.records import new_records
     from aesearch.store.segment import SegmentBuilder
 
-    segment = SegmentBuilder(tmp_path / "seg", 10, 8)
+    segment = SegmentBuilder(tmp_path / "seg", 10, 8, (28, 28))
     records = new_records(10)
     records["id"] = np.arange(10)
     images = synthetic_images(10)
     vectors = np.random.default_rng(0).standard_normal((10, 8)).astype(np.float32)
     segment.records[:], segment.images[:], segment.embeddings[:] = records, images, vectors
     segment.close()
-    cut = SegmentBuilder(tmp_path / "seg", 7, 8)
+    cut = SegmentBuilder(tmp_path / "seg", 7, 8, (28, 28))
     np.testing.assert_array_equal(cut.records, records[:7])
     np.testing.assert_array_equal(cut.images, images[:7])
     np.testing.assert_array_equal(cut.embeddings, vectors[:7])

@@ -169,7 +169,7 @@ def test_bad_stream_input_is_one_line(tmp_path, bad):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (StreamOptions(max_index_memory=1000), "--max-index-memory 1000 B is too small for 300"),
+        (StreamOptions(max_index_memory=1000), "max_index_memory 1000 B is too small for 300"),
         (StreamOptions(index_type="PQ157", whiten_dims=192), "FAISS refuses index type 'PQ157'"),
     ],
 )
@@ -223,7 +223,7 @@ def test_one_chunk_ahead_keeps_order_and_passes_errors_on():
 
 
 def test_read_rows_block_by_block_equals_fancy_indexing(tmp_path):
-    from aesearch.pipelines.stream import read_rows
+    from aesearch.memory import read_rows
 
     array = np.lib.format.open_memmap(tmp_path / "a.npy", mode="w+", dtype=np.float32, shape=(5000, 3))
     array[:] = np.arange(15000, dtype=np.float32).reshape(5000, 3)
@@ -234,17 +234,41 @@ def test_read_rows_block_by_block_equals_fancy_indexing(tmp_path):
 
 
 def test_a_chunk_is_encoded_in_slices_with_the_vectors_of_one_batch():
-    """encode_chunk works _ENCODE_SLICE images at a time (working arrays reused from the heap): the
+    """encode_chunk works ENCODE_SLICE images at a time (working arrays reused from the heap): the
     vectors and the trust sample's errors are those of the whole chunk encoded at once, bit for bit."""
     from aesearch.model.runtime import NumpyAutoEncoder
-    from aesearch.pipelines import stream
+    from aesearch.pipelines import builder
 
     autoencoder = NumpyAutoEncoder.from_checkpoint(tiny_checkpoint())
-    images = synthetic_images(stream._ENCODE_SLICE + 300, seed=5)
-    want = np.array([0, 7, stream._ENCODE_SLICE - 1, stream._ENCODE_SLICE, stream._ENCODE_SLICE + 299])
-    vectors, errors = stream.encode_chunk(autoencoder, images, want, ((0, 0), (1, 1)))
+    images = synthetic_images(builder.ENCODE_SLICE + 300, seed=5)
+    want = np.array([0, 7, builder.ENCODE_SLICE - 1, builder.ENCODE_SLICE, builder.ENCODE_SLICE + 299])
+    vectors, errors = builder.encode_chunk(autoencoder, images, want, ((0, 0), (1, 1)))
     pixels = images.astype(np.float32) / np.float32(255)
     z, whole = autoencoder.embed(pixels, ((0, 0), (1, 1)))
     np.testing.assert_array_equal(vectors, whole)
     expected = ((autoencoder.decode(z[want]) - pixels[want]) ** 2).mean(axis=(1, 2))
     np.testing.assert_array_equal(errors, expected)
+
+
+def test_a_model_of_another_size_builds_and_compacts_a_bundle_of_its_size(tmp_path):
+    """The image shape is the model's: segments, loading and a compaction hold 32 x 32 images for a
+    32 x 32 model, and images of another size are refused before the encoder sees them."""
+    import torch
+
+    from aesearch.errors import InvalidArgumentError
+    from aesearch.model.checkpoint import Checkpoint
+    from aesearch.model.network import AutoEncoder, ModelConfig
+    from aesearch.pipelines.update import compact
+
+    torch.manual_seed(0)
+    model = AutoEncoder(ModelConfig(z_size=16, image_size=32))
+    checkpoint = Checkpoint(model.weights(), model.config, {"recipe": "untrained"})
+    images = np.pad(synthetic_images(60), ((0, 0), (2, 2), (2, 2)))  # (60, 32, 32)
+    options = StreamOptions(index_type="flat", whiten_dims=8, chunk_size=25)
+    stream_build(tmp_path / "b", ArraySource(images, name="big"), checkpoint, options, log=None)
+    compact(tmp_path / "b")
+    bundle = load_bundle(tmp_path / "b")
+    assert bundle.image_shape == (32, 32) and bundle.segments[0].images.shape == (60, 32, 32)
+    np.testing.assert_array_equal(bundle.images(np.arange(60)), images)
+    with pytest.raises(InvalidArgumentError, match=r"images of \(28, 28\) pixels; the model reads \(32, 32\)"):
+        stream_build(tmp_path / "c", ArraySource(synthetic_images(60)), checkpoint, options, log=None)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from aesearch.figures.render import BACKGROUND, GAP, INK, MUTED, _font, picture_format
+from aesearch.figures.render import BACKGROUND, GAP, INK, MUTED, load_font, picture_format
 from aesearch.store.atomic import atomic_path
 
 RED, BLUE = np.array([200, 30, 30], np.float32), np.array([30, 80, 210], np.float32)
@@ -38,7 +38,7 @@ def grey(image: np.ndarray) -> np.ndarray:
 
 
 def strip(frames: np.ndarray) -> np.ndarray:
-    """(steps, 28, 28) -> (28, steps * 28 + steps - 1) uint8, frames side by side with 1-pixel gaps."""
+    """(steps, h, w) -> (h, steps * w + steps - 1) uint8, frames side by side with 1-pixel gaps."""
     steps, h, w = frames.shape
     out = np.full((h, steps * w + steps - 1), 128, np.uint8)
     for n, frame in enumerate(frames):
@@ -50,8 +50,8 @@ def render_explanations(path: str | Path, explanations: list, *, title: str) -> 
     """Write one picture explaining every hit (rows in rank order) atomically; .png, .jpg or .webp."""
     fmt = picture_format(path)
     scale = 4 if len(explanations) <= 12 else 3 if len(explanations) <= 25 else 2
-    tile = 28 * scale
-    font, small, bold = _font(15), _font(13), _font(17)
+    tile = explanations[0].image.shape[0] * scale if explanations else 0  # whole pixels of the model's size
+    font, small, bold = load_font(15), load_font(13), load_font(17)
     steps = len(explanations[0].fractions) if explanations else 0
     label_width, column, big = 150, max(tile, 112), 96  # columns wide enough for their captions
     columns_x = [GAP + label_width + n * (column + GAP) for n in range(3)]
@@ -112,11 +112,11 @@ def render_interpolation(path: str | Path, frames: np.ndarray, fractions: np.nda
     width = max(GAP + len(frames) * (tile + GAP), 480)
     canvas = Image.new("RGB", (width, 36 + tile + 28), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
-    draw.text((GAP, 8), title, fill=INK, font=_font(17))
+    draw.text((GAP, 8), title, fill=INK, font=load_font(17))
     for n, (frame, t) in enumerate(zip(frames, fractions, strict=True)):
         x = GAP + n * (tile + GAP)
         canvas.paste(_tile(grey(frame), tile), (x, 36))
-        draw.text((x, 36 + tile + 4), f"{t:.2f}", fill=MUTED, font=_font(13))
+        draw.text((x, 36 + tile + 4), f"{t:.2f}", fill=MUTED, font=load_font(13))
     return _save(canvas, path, "PNG")
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from aesearch.figures.render import BACKGROUND, GAP, INK, MUTED, _font, picture_format
+from aesearch.figures.render import BACKGROUND, GAP, INK, MUTED, load_font, picture_format
 from aesearch.store.atomic import atomic_path
 
-TILE = 84  # 28 x 3
+TILE = 84  # every image enlarged to this (3x a 28x28 one)
 LABEL = 34
 MAX_GROUPS = 12
 MAX_MEMBERS = 10
@@ -27,9 +27,9 @@ def render_groups(path: str | Path, groups: list, image: Callable[[int], object]
 
     Args:
         groups: DuplicateGroup objects, largest first.
-        image: id -> its 28x28 uint8 image.
+        image: id -> its indexed uint8 image.
     """
-    font, small, bold = _font(13), _font(11), _font(16)
+    font, small, bold = load_font(13), load_font(11), load_font(16)
     shown = groups[:MAX_GROUPS]
     caption_width = 150
     columns = min(MAX_MEMBERS, max((len(g.ids) for g in shown), default=1))

@@ -62,7 +62,7 @@ def eval_report(report, image, path: str | Path) -> Path:
 
     Args:
         report: an evaluate.EvalReport.
-        image: id -> the indexed 28x28 uint8 image, to draw the example queries and hits.
+        image: id -> the indexed uint8 image, to draw the example queries and hits.
     """
     plt = _pyplot()
     import numpy as np

@@ -1,6 +1,6 @@
 """The query result picture, drawn with Pillow alone (matplotlib costs ~0.8 s to import).
 
-    [query as given] [preprocessed 28x28] [reconstruction]  |  #1 ... #k neighbours
+    [query as given] [preprocessed] [reconstruction]  |  #1 ... #k neighbours
 Each neighbour is labelled with its class, distance, split and id.
 """
 
@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from aesearch.store.atomic import atomic_path
 
-TILE = 140  # 28 x 5: every 28x28 image is enlarged 5x with nearest-neighbour, so pixels stay crisp
+TILE = 140  # every image is enlarged to this with nearest-neighbour (5x a 28x28 one), so pixels stay crisp
 GAP = 14
 LABEL_HEIGHT = 38
 COLUMNS = 5  # neighbours per row
@@ -39,11 +39,11 @@ def render_result(
 
     Args:
         original: the image as the user gave it (shown fitted into a tile), or None.
-        query, reconstruction: (28, 28) float arrays in [0, 1].
-        neighbours: (28x28 uint8 image, first label line, second label line) per hit, in rank order.
+        query, reconstruction: (size, size) float arrays in [0, 1], as the model sees images.
+        neighbours: (indexed uint8 image, first label line, second label line) per hit, in rank order.
         warning: one line shown in colour under the title (e.g. an out-of-distribution query).
     """
-    font, small, bold = _font(15), _font(13), _font(17)
+    font, small, bold = load_font(15), load_font(13), load_font(17)
     if len(neighbours) > MAX_DRAWN:
         title = f"{title} · first {MAX_DRAWN} of {len(neighbours)} drawn"
         neighbours = neighbours[:MAX_DRAWN]
@@ -61,7 +61,7 @@ def render_result(
 
     panels = [
         (_fit(original) if original is not None else _enlarge(query), "query, as given"),
-        (_enlarge(query), "preprocessed 28x28"),
+        (_enlarge(query), f"preprocessed {query.shape[1]}x{query.shape[0]}"),
         (_enlarge(reconstruction), "reconstruction"),
     ]
     for n, (tile, caption) in enumerate(panels):
@@ -134,7 +134,8 @@ def _fit(original: Image.Image) -> Image.Image:
     return tile.convert("RGB")
 
 
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def load_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's default font at this size (every figure's text), the fixed bitmap one where it has no FreeType."""
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, OSError):  # Pillow built without FreeType: the fixed bitmap font

@@ -135,7 +135,7 @@ INDEX_DIR_OPTION = click.option(
 @click.option("--model", type=click.Path(path_type=Path), help="Reuse this checkpoint instead of training one.")
 @click.option(
     "--index-type",
-    default="auto",
+    default=defaults.INDEX_TYPE,
     show_default=True,
     help="auto (from the size and --max-index-memory), flat (exact), hnsw, ivf, sq8, or a FAISS factory string.",
 )
@@ -148,7 +148,7 @@ INDEX_DIR_OPTION = click.option(
 @click.option(
     "--chunk-size",
     type=Integer(1, 10_000_000),
-    default=16_384,
+    default=defaults.CHUNK_SIZE,
     show_default=True,
     help="Images encoded at a time: peak memory follows it; an interrupted build resumes after the last.",
 )
@@ -160,14 +160,14 @@ INDEX_DIR_OPTION = click.option(
 @click.option(
     "--metric",
     type=click.Choice(["l2", "cosine"]),
-    default="cosine",
+    default=defaults.METRIC,
     show_default=True,
     help="Distance between (transformed) latent vectors.",
 )
 @click.option(
     "--transform",
     type=click.Choice(["whiten", "none"]),
-    default="whiten",
+    default=defaults.TRANSFORM,
     show_default=True,
     help="whiten: PCA whitening learned on the training images, applied to every vector and query.",
 )
@@ -238,7 +238,7 @@ def build_index_command(
     The bundle is built beside the target and swapped in only when complete: an interrupted build
     leaves the previous one as it was.
     """
-    from aesearch.pipelines.build import DEFAULT_EMBEDDING_SHIFTS, build_index
+    from aesearch.pipelines.build import build_index
     from aesearch.search.index_choice import parse_memory
     from aesearch.sources.shards import is_shard_folder
 
@@ -248,20 +248,20 @@ def build_index_command(
         from aesearch.training.train import TrainConfig
 
         config = TrainConfig.for_recipe(recipe, epochs=epochs)
-    shifts = DEFAULT_EMBEDDING_SHIFTS if phase_pooling else ((0, 0),)
+    shifts = defaults.EMBEDDING_SHIFTS if phase_pooling else ((0, 0),)
     budget = parse_memory(max_index_memory) if max_index_memory is not None else None
-    stream = {"max_index_memory": budget, "chunk_size": chunk_size, "cluster": cluster}
+    knobs = {"max_index_memory": budget, "chunk_size": chunk_size, "cluster": cluster}  # the streaming build's
     if len(image_dirs) == 1 and not images_from and is_shard_folder(image_dirs[0]):
         from aesearch.pipelines.stream import StreamOptions, build_from_shards
 
         options = StreamOptions(index_type=index_type, metric=metric, transform=transform, shifts=shifts,
-                                whiten_shrinkage=whiten_shrinkage, whiten_dims=whiten_dims, **stream)  # fmt: skip
+                                whiten_shrinkage=whiten_shrinkage, whiten_dims=whiten_dims, **knobs)  # fmt: skip
         manifest = build_from_shards(index_dir, image_dirs[0], model=model, options=options, log=click.echo)
         click.echo(f"Done: {manifest['count']:,} images in {index_dir}.")
         return
     if image_dirs or images_from:
         _build_from_folders(index_dir, image_dirs, images_from, labels, model, index_type, metric, transform,
-                            whiten_shrinkage, whiten_dims, shifts, config, stream)  # fmt: skip
+                            whiten_shrinkage, whiten_dims, shifts, config, knobs)  # fmt: skip
         return
     if labels:
         from aesearch.errors import InvalidArgumentError
@@ -270,21 +270,21 @@ def build_index_command(
     manifest = build_index(
         index_dir, model=model, index_type=index_type, metric=metric, transform=transform,
         whiten_shrinkage=whiten_shrinkage, whiten_dims=whiten_dims, embedding_shifts=shifts,
-        data_dir=data_dir, train_config=config, log=click.echo, stream=stream,
+        data_dir=data_dir, train_config=config, log=click.echo, **knobs,
     )  # fmt: skip
     click.echo(f"Done: {manifest['count']:,} images in {index_dir}. Try `aesearch query IMAGE --index-dir {index_dir}`")
 
 
 def _build_from_folders(index_dir, image_dirs, images_from, labels, model, index_type, metric, transform,
-                        whiten_shrinkage, whiten_dims, shifts, config, stream) -> None:  # fmt: skip
+                        whiten_shrinkage, whiten_dims, shifts, config, knobs) -> None:  # fmt: skip
     from aesearch.pipelines.collection import build_from_folders
     from aesearch.search.index import IndexSpec
 
     params = {"whiten_shrinkage": whiten_shrinkage, "whiten_dims": whiten_dims} if transform == "whiten" else {}
     manifest, skipped = build_from_folders(
         index_dir, images=image_dirs, images_from=images_from, labels=labels, model=model,
-        spec=IndexSpec(index_type, metric, params, transform), shifts=shifts, train_config=config, stream=stream,
-        log=click.echo,
+        spec=IndexSpec(index_type, metric, params, transform), shifts=shifts, train_config=config, log=click.echo,
+        **knobs,
     )  # fmt: skip
     _echo_skipped(skipped)
     click.echo(f"Done: {manifest['count']:,} images in {index_dir}. Keep it current with "
@@ -353,7 +353,7 @@ def remove_command(targets, index_dir) -> None:
 
 @cli.command()
 @click.argument("image", required=False, type=click.Path(path_type=Path))
-@click.option("-k", "k", type=ANY_INTEGER, default=8, show_default=True, help="Number of neighbours.")
+@click.option("-k", "k", type=ANY_INTEGER, default=defaults.K, show_default=True, help="Number of neighbours.")
 @INDEX_DIR_OPTION
 @click.option("--id", "query_id", type=Integer(), help="Query with the indexed image of this id instead of a file.")
 @click.option(
@@ -674,7 +674,7 @@ def _csv_field(text: str) -> str:
 @INDEX_DIR_OPTION
 @click.option("--query", "image", type=click.Path(path_type=Path), help="Mark this image and its hits on the map.")
 @click.option("--id", "query_id", type=Integer(), help="Mark this indexed image and its hits instead.")
-@click.option("-k", "k", type=ANY_INTEGER, default=8, show_default=True, help="Hits to mark.")
+@click.option("-k", "k", type=ANY_INTEGER, default=defaults.K, show_default=True, help="Hits to mark.")
 @click.option(
     "--method",
     type=click.Choice(["pca", "tsne"]),
@@ -717,11 +717,11 @@ def map_command(index_dir, image, query_id, k, method, out) -> None:
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Interface to listen on (localhost only by default)."
 )
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=defaults.SERVER_PORT, show_default=True)
 @click.option(
     "--max-upload-mb",
     type=click.FloatRange(0.01, 1024),
-    default=10,
+    default=defaults.SERVER_MAX_UPLOAD_BYTES / 2**20,
     show_default=True,
     help="Refuse larger uploads (HTTP 413).",
 )

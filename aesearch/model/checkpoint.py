@@ -119,6 +119,19 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return checkpoint
 
 
+def read_model_config(path: str | Path) -> ModelConfig:
+    """The model config of the checkpoint at path, from its metadata alone (no weights read)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return ModelConfig.from_dict(json.loads((f.metadata() or {})["aesearch"])["model_config"])
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path} has no readable model config ({reason(exc)}): retrain with `aesearch train`"
+        ) from None
+
+
 def _check_weights(weights: dict[str, np.ndarray], config: ModelConfig, path: Path) -> None:
     expected = parameter_shapes(config)
     if set(weights) != set(expected):

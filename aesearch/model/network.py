@@ -22,11 +22,7 @@ from aesearch.model.architecture import (
     B4_TO_PATCHES,
     C1,
     C2,
-    FLAT,
     FROM_PATCHES,
-    GRID,
-    IMAGE_SIZE,
-    PIXEL_AXES,
     TO_PATCHES,
     W2_TO_PATCHES,
     W3_TO_PATCHES,
@@ -44,23 +40,24 @@ class AutoEncoder(nn.Module):
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
         self.config = config or ModelConfig()
-        z, slope = self.config.z_size, self.config.negative_slope
+        z, slope, flat, grid = self.config.z_size, self.config.negative_slope, self.config.flat, self.config.grid
+        channels = self.config.channels
         self.encoder = nn.Sequential(
-            nn.Conv2d(1, C1, kernel_size=2, stride=2, bias=False),  # (B, 1, 28, 28) -> (B, 32, 14, 14)
+            nn.Conv2d(channels, C1, kernel_size=2, stride=2, bias=False),  # (B, 1, 28, 28) -> (B, 32, 14, 14)
             nn.LeakyReLU(slope),
             nn.Conv2d(C1, C2, kernel_size=2, stride=2, bias=False),  # -> (B, 64, 7, 7)
             nn.LeakyReLU(slope),
             nn.Flatten(),  # -> (B, 3136)
-            nn.Linear(FLAT, z),  # -> (B, z)
+            nn.Linear(flat, z),  # -> (B, z)
             nn.LeakyReLU(slope),
         )
         self.decoder = nn.Sequential(
-            nn.Linear(z, FLAT),  # (B, z) -> (B, 3136)
+            nn.Linear(z, flat),  # (B, z) -> (B, 3136)
             nn.LeakyReLU(slope),
-            nn.Unflatten(1, (C2, GRID, GRID)),  # -> (B, 64, 7, 7)
+            nn.Unflatten(1, (C2, grid, grid)),  # -> (B, 64, 7, 7)
             nn.ConvTranspose2d(C2, C1, kernel_size=2, stride=2, bias=False),  # -> (B, 32, 14, 14)
             nn.LeakyReLU(slope),
-            nn.ConvTranspose2d(C1, 1, kernel_size=2, stride=2, bias=False),  # -> (B, 1, 28, 28)
+            nn.ConvTranspose2d(C1, channels, kernel_size=2, stride=2, bias=False),  # -> (B, 1, 28, 28)
             nn.Sigmoid(),
         )
 
@@ -89,39 +86,39 @@ class AutoEncoder(nn.Module):
 
     def encode_patches(self, xp: torch.Tensor) -> torch.Tensor:
         """(B, 7, 7, 2, 2, 2, 2) patch-layout images -> (B, z_size); equal to encode()."""
-        b, slope = xp.shape[0], self.config.negative_slope
+        b, slope, grid = xp.shape[0], self.config.negative_slope, self.config.grid
         conv1, conv2, linear = self.encoder[0], self.encoder[2], self.encoder[5]
         w1 = conv1.weight.reshape(C1, 4)  # (out, p*q)
         w2 = conv2.weight.permute(W2_TO_PATCHES).reshape(C2, 4 * C1)  # (out, r*s*in)
-        w3 = linear.weight.unflatten(1, (C2, GRID, GRID)).permute(W3_TO_PATCHES).flatten(1)  # (z, k*l*c)
-        h = F.leaky_relu(xp.reshape(b * 196, 4) @ w1.t(), slope)  # (B*7*7*2*2, 32)
-        h = F.leaky_relu(h.view(b * 49, 4 * C1) @ w2.t(), slope)  # (B*7*7, 64)
-        return F.leaky_relu(F.linear(h.view(b, FLAT), w3, linear.bias), slope)  # (B, z)
+        w3 = linear.weight.unflatten(1, (C2, grid, grid)).permute(W3_TO_PATCHES).flatten(1)  # (z, k*l*c)
+        h = F.leaky_relu(xp.reshape(b * grid * grid * 4, 4) @ w1.t(), slope)  # (B*7*7*2*2, 32)
+        h = F.leaky_relu(h.view(b * grid * grid, 4 * C1) @ w2.t(), slope)  # (B*7*7, 64)
+        return F.leaky_relu(F.linear(h.view(b, self.config.flat), w3, linear.bias), slope)  # (B, z)
 
     def decode_patches(self, z: torch.Tensor) -> torch.Tensor:
         """(B, z_size) -> (B, 7, 7, 2, 2, 2, 2) patch-layout images; equal to decode()."""
-        b, slope = z.shape[0], self.config.negative_slope
+        b, slope, grid = z.shape[0], self.config.negative_slope, self.config.grid
         linear, convt1, convt2 = self.decoder[0], self.decoder[3], self.decoder[5]
-        w4 = linear.weight.unflatten(0, (C2, GRID, GRID)).permute(W4_TO_PATCHES).flatten(0, 2)  # (k*l*c, z)
-        b4 = linear.bias.view(C2, GRID, GRID).permute(B4_TO_PATCHES).flatten()
+        w4 = linear.weight.unflatten(0, (C2, grid, grid)).permute(W4_TO_PATCHES).flatten(0, 2)  # (k*l*c, z)
+        b4 = linear.bias.view(C2, grid, grid).permute(B4_TO_PATCHES).flatten()
         w5 = convt1.weight.permute(W2_TO_PATCHES).reshape(C2, 4 * C1)  # (in, r*s*out)
         w6 = convt2.weight.reshape(C1, 4)  # (in, p*q)
         h = F.leaky_relu(F.linear(z, w4, b4), slope)  # (B, 7*7*64)
-        h = F.leaky_relu(h.view(b * 49, C2) @ w5, slope)  # (B*7*7, 2*2*32)
-        out = torch.sigmoid(h.view(b * 196, C1) @ w6)  # (B*7*7*2*2, 2*2)
-        return out.view(b, GRID, GRID, 2, 2, 2, 2)
+        h = F.leaky_relu(h.view(b * grid * grid, C2) @ w5, slope)  # (B*7*7, 2*2*32)
+        out = torch.sigmoid(h.view(b * grid * grid * 4, C1) @ w6)  # (B*7*7*2*2, 2*2)
+        return out.view(b, grid, grid, 2, 2, 2, 2)
 
     def forward_patches(self, xp: torch.Tensor) -> torch.Tensor:
         return self.decode_patches(self.encode_patches(xp))
 
 
 def to_patch_layout(images: torch.Tensor) -> torch.Tensor:
-    """(B, [1,] 28, 28) -> (B, 7, 7, 2, 2, 2, 2): pixel (4k+2r+p, 4l+2s+q) goes to (k, l, r, s, p, q)."""
-    b = images.shape[0]
-    return images.reshape(b, *PIXEL_AXES).permute(TO_PATCHES).contiguous()
+    """(B, [1,] H, H) -> (B, H/4, H/4, 2, 2, 2, 2): pixel (4k+2r+p, 4l+2s+q) goes to (k, l, r, s, p, q)."""
+    b, grid = images.shape[0], images.shape[-1] // 4
+    return images.reshape(b, grid, 2, 2, grid, 2, 2).permute(TO_PATCHES).contiguous()
 
 
 def from_patch_layout(patches: torch.Tensor) -> torch.Tensor:
-    """(B, 7, 7, 2, 2, 2, 2) -> (B, 1, 28, 28), the inverse of to_patch_layout."""
-    b = patches.shape[0]
-    return patches.permute(FROM_PATCHES).reshape(b, 1, IMAGE_SIZE, IMAGE_SIZE)
+    """(B, H/4, H/4, 2, 2, 2, 2) -> (B, 1, H, H), the inverse of to_patch_layout."""
+    b, size = patches.shape[0], patches.shape[1] * 4
+    return patches.permute(FROM_PATCHES).reshape(b, 1, size, size)

@@ -16,11 +16,7 @@ from aesearch.model.architecture import (
     B4_TO_PATCHES,
     C1,
     C2,
-    FLAT,
     FROM_PATCHES,
-    GRID,
-    IMAGE_SIZE,
-    PIXEL_AXES,
     TO_PATCHES,
     W2_TO_PATCHES,
     W3_TO_PATCHES,
@@ -36,7 +32,7 @@ class NumpyAutoEncoder:
 
     def __init__(self, weights: dict[str, np.ndarray], config: ModelConfig) -> None:
         self.config = config
-        z = config.z_size
+        z, grid, flat = config.z_size, config.grid, config.flat
         f32 = np.float32
 
         def arranged(array: np.ndarray) -> np.ndarray:
@@ -45,13 +41,13 @@ class NumpyAutoEncoder:
         self._w1 = arranged(weights["encoder.0.weight"].reshape(C1, 4).T)  # (p*q, 32)
         self._w2 = arranged(weights["encoder.2.weight"].transpose(W2_TO_PATCHES).reshape(C2, 4 * C1).T)  # (r*s*c, 64)
         self._w3 = arranged(
-            weights["encoder.5.weight"].reshape(z, C2, GRID, GRID).transpose(W3_TO_PATCHES).reshape(z, FLAT).T
+            weights["encoder.5.weight"].reshape(z, C2, grid, grid).transpose(W3_TO_PATCHES).reshape(z, flat).T
         )
         self._b3 = arranged(weights["encoder.5.bias"])
         self._w4 = arranged(
-            weights["decoder.0.weight"].reshape(C2, GRID, GRID, z).transpose(W4_TO_PATCHES).reshape(FLAT, z).T
+            weights["decoder.0.weight"].reshape(C2, grid, grid, z).transpose(W4_TO_PATCHES).reshape(flat, z).T
         )
-        self._b4 = arranged(weights["decoder.0.bias"].reshape(C2, GRID, GRID).transpose(B4_TO_PATCHES).reshape(FLAT))
+        self._b4 = arranged(weights["decoder.0.bias"].reshape(C2, grid, grid).transpose(B4_TO_PATCHES).reshape(flat))
         self._w5 = arranged(weights["decoder.3.weight"].transpose(W2_TO_PATCHES).reshape(C2, 4 * C1))  # (in, r*s*out)
         self._w6 = arranged(weights["decoder.5.weight"].reshape(C1, 4))  # (in, p*q)
 
@@ -64,12 +60,12 @@ class NumpyAutoEncoder:
         return self.config.z_size
 
     def encode(self, images: np.ndarray, *, threads: int | None = None) -> np.ndarray:
-        """(n, 28, 28) float32 images in [0, 1] -> (n, z_size) float32 latent vectors.
+        """(n, *config.image_shape) float32 images in [0, 1] -> (n, z_size) float32 latent vectors.
 
         A row's vector is the same whatever batch it comes in and however many threads run
         (aesearch/rowwise.py); threads: None picks one for a few images, every core for many.
         """
-        images = np.asarray(images, dtype=np.float32).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+        images = np.asarray(images, dtype=np.float32).reshape(-1, *self.config.image_shape)
         return map_blocks(self._encode_chunk, images, (self.z_size,), threads)
 
     def embed(
@@ -81,7 +77,7 @@ class NumpyAutoEncoder:
         their 2-pixel grid; averaging z over grid phases removes that accident of alignment. All
         copies go through the encoder in one batch (one call costs less than several).
         """
-        images = np.asarray(images, dtype=np.float32).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+        images = np.asarray(images, dtype=np.float32).reshape(-1, *self.config.image_shape)
         n = len(images)
         copies = [(0, 0)] + [tuple(s) for s in shifts if tuple(s) != (0, 0)]
         everything = self.encode(np.concatenate([translate(images, dy, dx) for dy, dx in copies]), threads=threads)
@@ -91,23 +87,23 @@ class NumpyAutoEncoder:
         return z, vectors
 
     def decode(self, z: np.ndarray, *, threads: int | None = None) -> np.ndarray:
-        """(n, z_size) latent vectors -> (n, 28, 28) float32 images in [0, 1]."""
+        """(n, z_size) latent vectors -> (n, *config.image_shape) float32 images in [0, 1]."""
         z = np.asarray(z, dtype=np.float32).reshape(-1, self.z_size)
-        return map_blocks(self._decode_chunk, z, (IMAGE_SIZE, IMAGE_SIZE), threads)
+        return map_blocks(self._decode_chunk, z, self.config.image_shape, threads)
 
     def _encode_chunk(self, images: np.ndarray) -> np.ndarray:
-        n = len(images)
-        patches = images.reshape(n, *PIXEL_AXES).transpose(TO_PATCHES).reshape(n * 196, 4)  # (n*7*7*2*2, 2*2)
-        h = self._leaky(matmul(patches, self._w1))  # (n*7*7*2*2, 32)
-        h = self._leaky(matmul(h.reshape(n * 49, 4 * C1), self._w2))  # (n*7*7, 64)
-        return self._leaky(matmul(h.reshape(n, FLAT), self._w3) + self._b3)  # (n, z)
+        n, cells = len(images), self.config.grid**2  # 7 x 7 cells of 4 x 4 pixels for 28 x 28 images
+        patches = images.reshape(n, *self.config.pixel_axes).transpose(TO_PATCHES).reshape(n * cells * 4, 4)
+        h = self._leaky(matmul(patches, self._w1))  # (n*7*7*2*2, 2*2) -> (n*7*7*2*2, 32)
+        h = self._leaky(matmul(h.reshape(n * cells, 4 * C1), self._w2))  # (n*7*7, 64)
+        return self._leaky(matmul(h.reshape(n, self.config.flat), self._w3) + self._b3)  # (n, z)
 
     def _decode_chunk(self, z: np.ndarray) -> np.ndarray:
-        n = len(z)
+        n, grid = len(z), self.config.grid
         h = self._leaky(matmul(z, self._w4) + self._b4)  # (n, 7*7*64)
-        h = self._leaky(matmul(h.reshape(n * 49, C2), self._w5))  # (n*7*7, 2*2*32)
-        logits = matmul(h.reshape(n * 196, C1), self._w6)  # (n*7*7*2*2, 2*2)
-        out = logits.reshape(n, GRID, GRID, 2, 2, 2, 2).transpose(FROM_PATCHES).reshape(n, IMAGE_SIZE, IMAGE_SIZE)
+        h = self._leaky(matmul(h.reshape(n * grid * grid, C2), self._w5))  # (n*7*7, 2*2*32)
+        logits = matmul(h.reshape(n * grid * grid * 4, C1), self._w6)  # (n*7*7*2*2, 2*2)
+        out = logits.reshape(n, grid, grid, 2, 2, 2, 2).transpose(FROM_PATCHES).reshape(n, *self.config.image_shape)
         return _sigmoid(out)
 
     def _leaky(self, x: np.ndarray) -> np.ndarray:

@@ -11,43 +11,33 @@ from aesearch import defaults
 from aesearch.errors import InvalidArgumentError
 from aesearch.model.architecture import ModelConfig
 from aesearch.model.checkpoint import Checkpoint, load_checkpoint
-from aesearch.model.runtime import NumpyAutoEncoder
-from aesearch.search.engine import DEFAULT_INDEX_DIR
-from aesearch.search.index import IndexSpec, VectorIndex, check_index_type
-from aesearch.search.trust import TrustCalibration, calibrate
+from aesearch.pipelines.builder import StreamOptions
+from aesearch.search.index import IndexSpec, check_index_type
 from aesearch.store.records import new_records
 
 SPLITS = ("train", "test")
-# The default search space, chosen by scripts/ablation_retrieval.py on a validation split carved out
-# of the training images: cosine similarity after PCA whitening with shrinkage.
-DEFAULT_METRIC = "cosine"
-DEFAULT_TRANSFORM = "whiten"
-DEFAULT_WHITEN_SHRINKAGE = defaults.WHITEN_SHRINKAGE  # why these values: aesearch/defaults.py
-DEFAULT_WHITEN_DIMS = defaults.WHITEN_DIMS
 # A bundle's bytes per image: image 784, pooled z 1,256, whitened vector 768, records ~60; checked
 # free before the encoding starts, not found missing after it.
 _BYTES_PER_IMAGE = 3_000
-# Each image's vector is z averaged over the two diagonal phases of the encoder's 2-pixel grid.
-DEFAULT_EMBEDDING_SHIFTS = ((0, 0), (1, 1))
-_CALIBRATION_SAMPLE = 20_000  # images whose reconstruction error calibrates the trust score
-_ENCODE_CHUNK = 4096
 
 
 def build_index(
-    index_dir: str | Path = DEFAULT_INDEX_DIR,
+    index_dir: str | Path = defaults.INDEX_DIR,
     *,
     model: str | Path | None = None,
-    index_type: str = "auto",
-    metric: str = DEFAULT_METRIC,
-    transform: str = DEFAULT_TRANSFORM,
-    whiten_shrinkage: float = DEFAULT_WHITEN_SHRINKAGE,
-    whiten_dims: int | None = DEFAULT_WHITEN_DIMS,
-    embedding_shifts: Sequence[Sequence[int]] = DEFAULT_EMBEDDING_SHIFTS,
+    index_type: str = defaults.INDEX_TYPE,
+    metric: str = defaults.METRIC,
+    transform: str = defaults.TRANSFORM,
+    whiten_shrinkage: float = defaults.WHITEN_SHRINKAGE,
+    whiten_dims: int | None = defaults.WHITEN_DIMS,
+    embedding_shifts: Sequence[Sequence[int]] = defaults.EMBEDDING_SHIFTS,
     data_dir: str | Path | None = None,
     train_config=None,
     progress: bool = True,
     log: Callable[[str], None] | None = print,
-    stream: dict | None = None,
+    max_index_memory: int | None = None,
+    chunk_size: int = defaults.CHUNK_SIZE,
+    cluster: str | None = None,
 ) -> dict:
     """Build the bundle for all 70,000 Fashion-MNIST images (train ids first, then test).
 
@@ -56,7 +46,8 @@ def build_index(
             (default: the default recipe) and stored in the bundle.
         index_type: auto (chosen from the size and max_index_memory: index_choice.py), flat (exact),
             hnsw, ivf, sq8, or a FAISS factory string.
-        stream: extra StreamOptions: max_index_memory (bytes), chunk_size.
+        max_index_memory: bytes the loaded index may take (auto's budget; default: index_choice's).
+        chunk_size: images encoded at a time; cluster: a Dask scheduler address, or "local".
         metric: l2 or cosine.
         transform: none, or whiten (PCA whitening learned on the training split, applied to every
             vector and query; whiten_shrinkage damps the low-variance axes, whiten_dims keeps that
@@ -71,9 +62,13 @@ def build_index(
 
     index_dir = Path(index_dir)
     if not 0 <= whiten_shrinkage <= 10:
-        raise InvalidArgumentError(f"whitening shrinkage must be from 0 to 10, got {whiten_shrinkage}")
+        raise InvalidArgumentError(
+            f"whiten_shrinkage must be from 0 to 10, got {whiten_shrinkage}", parameter="whiten_shrinkage"
+        )
     if whiten_dims is not None and not 1 <= whiten_dims <= 100_000:
-        raise InvalidArgumentError(f"whitening dimensions must be a positive integer, got {whiten_dims}")
+        raise InvalidArgumentError(
+            f"whiten_dims must be a positive integer, got {whiten_dims}", parameter="whiten_dims"
+        )
     params = {"whiten_shrinkage": whiten_shrinkage, "whiten_dims": whiten_dims} if transform == "whiten" else {}
     spec = IndexSpec(index_type, metric, params, transform)
     checkpoint = load_checkpoint(model) if model is not None else None
@@ -82,7 +77,9 @@ def build_index(
     # at 192 dimensions though not at 314; PQ157 the other way round).
     check_index_type(index_type, min(whiten_dims or z_size, z_size) if transform == "whiten" else z_size)
     if index_dir.exists() and not index_dir.is_dir():
-        raise InvalidArgumentError(f"{index_dir} is a file: give a folder for the index (--index-dir)")
+        raise InvalidArgumentError(
+            f"index_dir {index_dir} is a file: give a folder for the index", parameter="index_dir"
+        )
     check_writable(index_dir / "manifest.json", own_folder=True, need_bytes=_BYTES_PER_IMAGE * 70_000)
 
     from aesearch.sources.fashion_mnist import load_fashion_mnist
@@ -119,7 +116,8 @@ def build_index(
     }
     manifest = assemble_bundle(
         index_dir, checkpoint=checkpoint, images=images, records=records, info=info, spec=spec,
-        shifts=embedding_shifts, progress=progress, log=log, stream=stream,
+        shifts=embedding_shifts, progress=progress, log=log, max_index_memory=max_index_memory,
+        chunk_size=chunk_size, cluster=cluster,
     )  # fmt: skip
     return manifest
 
@@ -133,16 +131,18 @@ def assemble_bundle(
     info: dict,
     spec: IndexSpec,
     paths: list[str] | None = None,
-    shifts: Sequence[Sequence[int]] = DEFAULT_EMBEDDING_SHIFTS,
+    shifts: Sequence[Sequence[int]] = defaults.EMBEDDING_SHIFTS,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
-    stream: dict | None = None,
+    max_index_memory: int | None = None,
+    chunk_size: int = defaults.CHUNK_SIZE,
+    cluster: str | None = None,
     prune_classes: bool = False,
 ) -> dict:
     """Encode images, index them, calibrate the trust score, and write the bundle atomically.
 
-    The work is the streaming build's (pipelines/stream.py), fed from these arrays; stream holds its
-    extra StreamOptions (max_index_memory, chunk_size).
+    The work is the streaming build's (pipelines/stream.py), fed from these arrays; max_index_memory,
+    chunk_size and cluster are its StreamOptions of those names.
 
     records: one RECORD_DTYPE row per image (ids are assigned here, 0 to n-1, in this order; the
     content hash is filled in when left empty); paths: each image's path relative to its collection
@@ -161,67 +161,27 @@ def assemble_bundle(
         fit_split=0 if len(split_names) > 1 else None, info=info, name="images",
     )  # fmt: skip
     source.prune_classes = prune_classes
-    return stream_build(index_dir, source, checkpoint, stream_options(spec, shifts, stream), log=log)
+    options = stream_options(spec, shifts, max_index_memory=max_index_memory, chunk_size=chunk_size, cluster=cluster)
+    return stream_build(index_dir, source, checkpoint, options, log=log)
 
 
-def stream_options(spec: IndexSpec, shifts: Sequence[Sequence[int]], stream: dict | None = None):
-    """The streaming build's options for an IndexSpec, embedding shifts, and extra StreamOptions."""
-    from aesearch.pipelines.stream import StreamOptions
-
+def stream_options(
+    spec: IndexSpec,
+    shifts: Sequence[Sequence[int]],
+    *,
+    max_index_memory: int | None = None,
+    chunk_size: int = defaults.CHUNK_SIZE,
+    cluster: str | None = None,
+) -> StreamOptions:
+    """The streaming build's options for an IndexSpec (whitening parameters absent: none, all axes),
+    the embedding shifts, and the streaming knobs."""
     params = spec.params
     return StreamOptions(
         index_type=spec.index_type, metric=spec.metric, transform=spec.transform,
         whiten_shrinkage=params.get("whiten_shrinkage", 0.0), whiten_dims=params.get("whiten_dims"),
-        shifts=tuple(tuple(s) for s in shifts), **(stream or {}),
+        shifts=tuple((int(dy), int(dx)) for dy, dx in shifts), max_index_memory=max_index_memory,
+        chunk_size=chunk_size, cluster=cluster,
     )  # fmt: skip
-
-
-def calibrate_trust(
-    autoencoder: NumpyAutoEncoder,
-    images: np.ndarray,
-    z: np.ndarray | None,
-    vectors: np.ndarray,
-    index: VectorIndex,
-    *,
-    sample: int = 3000,
-) -> TrustCalibration:
-    """Reconstruction error for a sample of images, nearest-other-image distance for a smaller one.
-
-    z: the images' encoder outputs (None: the sample is encoded here); vectors: what the index holds.
-    """
-    rng = np.random.default_rng(0)
-    chosen = np.sort(rng.choice(len(images), size=min(_CALIBRATION_SAMPLE, len(images)), replace=False))
-    pixels = images[chosen].astype(np.float32) / np.float32(255)
-    sample_z = autoencoder.encode(pixels) if z is None else z[chosen]
-    errors = ((autoencoder.decode(sample_z) - pixels) ** 2).mean(axis=(1, 2))
-    probe = rng.choice(len(vectors), size=min(sample, len(vectors)), replace=False)
-    distances, ids = index.search(vectors[probe], min(2, len(vectors)))
-    # The nearest result is normally the image itself; take the nearest *other* one.
-    nearest_other = np.where(ids[:, 0] == probe, distances[:, -1], distances[:, 0])
-    return calibrate(errors, nearest_other, images)
-
-
-def encode_all(
-    autoencoder: NumpyAutoEncoder,
-    images: np.ndarray,
-    shifts: Sequence[Sequence[int]] = ((0, 0),),
-    *,
-    progress: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(n, 28, 28) uint8 -> (z, vectors): the encoder's outputs and the vectors to index (z averaged
-    over shifts), both (n, z_size) float32, with a progress bar."""
-    from tqdm.auto import tqdm
-
-    z = np.empty((len(images), autoencoder.z_size), dtype=np.float32)
-    vectors = np.empty_like(z)
-    # disable=None: no bar when stderr is not a terminal
-    with tqdm(total=len(images), desc="encoding", unit="img", disable=None if progress else True, leave=False) as bar:
-        for start in range(0, len(images), _ENCODE_CHUNK):
-            chunk = images[start : start + _ENCODE_CHUNK].astype(np.float32) / np.float32(255)
-            rows = slice(start, start + len(chunk))
-            z[rows], vectors[rows] = autoencoder.embed(chunk, shifts)
-            bar.update(len(chunk))
-    return z, vectors
 
 
 def _train(data, train_config, *, progress: bool, log) -> Checkpoint:

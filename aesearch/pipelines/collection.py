@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aesearch import defaults
 from aesearch.errors import InvalidArgumentError
 from aesearch.model.checkpoint import Checkpoint, load_checkpoint
 from aesearch.search.index import IndexSpec, check_index_type
@@ -40,7 +41,9 @@ def build_from_folders(
     shifts: Sequence[Sequence[int]],
     train_config=None,
     workers: int | None = None,
-    stream: dict | None = None,
+    max_index_memory: int | None = None,
+    chunk_size: int = defaults.CHUNK_SIZE,
+    cluster: str | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = print,
 ) -> tuple[dict, list[Skipped]]:
@@ -49,16 +52,17 @@ def build_from_folders(
     With a model the files are read as the streaming build asks for them, a chunk at a time: memory
     stays bounded by the chunk size, and a build killed midway resumes without reading again what
     it had encoded. Without one, the images are read into memory first, to train a model on them.
-    stream: extra StreamOptions (max_index_memory, chunk_size, cluster).
+    max_index_memory, chunk_size, cluster: the streaming build's StreamOptions of those names.
     """
     from aesearch.pipelines.build import assemble_bundle, stream_options
     from aesearch.pipelines.stream import stream_build
 
     if labels is not None and labels not in LABEL_MODES:
         raise InvalidArgumentError(f"unknown --labels {labels!r}: use `folders` (or leave it out)")
+    knobs = {"max_index_memory": max_index_memory, "chunk_size": chunk_size, "cluster": cluster}
     roots = collection_roots(images, images_from)
     checkpoint = load_checkpoint(model) if model is not None else None
-    check_index_type(spec.index_type, checkpoint.model_config.z_size if checkpoint else 314)
+    check_index_type(spec.index_type, checkpoint.model_config.z_size if checkpoint else defaults.Z_SIZE)
     found = scan(roots)
     where = ", ".join(shown(str(r)) for r in roots)  # one printable line, whatever the names
     if log:
@@ -71,7 +75,7 @@ def build_from_folders(
     source = FolderSource(found, labels, workers=workers)
     skipped: list[Skipped] = []
     if checkpoint is not None:
-        options = stream_options(spec, shifts, stream)
+        options = stream_options(spec, shifts, **knobs)
         manifest = stream_build(index_dir, source, checkpoint, options, log=log, skipped=skipped.extend)
         return manifest, found.skipped + skipped
     pixels, records, paths, skipped = read_collection(source)
@@ -83,15 +87,17 @@ def build_from_folders(
     checkpoint = _train_on(pixels, records, train_config, progress=progress, log=log)
     manifest = assemble_bundle(
         index_dir, checkpoint=checkpoint, images=pixels, records=records, paths=paths, info=source.info(),
-        spec=spec, shifts=shifts, progress=progress, log=log, stream=stream, prune_classes=True,
+        spec=spec, shifts=shifts, progress=progress, log=log, prune_classes=True, **knobs,
     )  # fmt: skip
     return manifest, found.skipped + skipped
 
 
 def read_collection(source: FolderSource) -> tuple[np.ndarray, np.ndarray, list[str], list[Skipped]]:
     """Every file of a folder source in memory: (images, records without ids, paths, skipped)."""
+    from aesearch.search.preprocess import SIZE  # the size files are preprocessed to
+
     chunks = list(source.chunks(source.count or 1))
-    pixels = np.concatenate([c.images for c in chunks]) if chunks else np.zeros((0, 28, 28), np.uint8)
+    pixels = np.concatenate([c.images for c in chunks]) if chunks else np.zeros((0, SIZE, SIZE), np.uint8)
     records = new_records(len(pixels))
     if chunks:
         for column, name in (("position", "positions"), ("bytes", "sizes"), ("mtime_ns", "mtimes_ns"),

@@ -33,17 +33,17 @@ _IN_FLIGHT = 2  # chunks queued per worker: one computing, one arriving
 class EncoderActor:
     """Lives on a worker: the NumpyAutoEncoder, built once from the checkpoint's weights."""
 
-    def __init__(self, weights: dict, z_size: int, negative_slope: float, shifts: Sequence[Sequence[int]]) -> None:
+    def __init__(self, weights: dict, config: dict, shifts: Sequence[Sequence[int]]) -> None:
+        from aesearch.memory import keep_freed_memory
         from aesearch.model.architecture import ModelConfig
         from aesearch.model.runtime import NumpyAutoEncoder
-        from aesearch.pipelines.stream import keep_freed_memory
 
         keep_freed_memory()  # also undoes the allocator setting Dask's nanny gives its workers
-        self.autoencoder = NumpyAutoEncoder(weights, ModelConfig(z_size=z_size, negative_slope=negative_slope))
+        self.autoencoder = NumpyAutoEncoder(weights, ModelConfig.from_dict(config))  # its input shape included
         self.shifts = [tuple(s) for s in shifts]
 
     def encode(self, images: np.ndarray, want: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from aesearch.pipelines.stream import encode_chunk
+        from aesearch.pipelines.builder import encode_chunk
 
         return encode_chunk(self.autoencoder, images, want, self.shifts)
 
@@ -117,7 +117,8 @@ def cluster_encoder(
         from dask.distributed import Client, LocalCluster
     except ImportError:
         raise InvalidArgumentError(
-            "--cluster needs Dask: pip install 'aesearch[distributed]' (or leave --cluster out to build here)"
+            "cluster needs Dask: pip install 'aesearch[distributed]' (or leave cluster unset to build here)",
+            parameter="cluster",
         ) from None
     with contextlib.ExitStack() as stack:
         if address == "local":
@@ -135,7 +136,7 @@ def cluster_encoder(
         config = checkpoint.model_config
         weights = {k: np.ascontiguousarray(v) for k, v in checkpoint.weights.items()}
         actors = [
-            client.submit(EncoderActor, weights, config.z_size, config.negative_slope, [list(s) for s in shifts],
+            client.submit(EncoderActor, weights, config.to_dict(), [list(s) for s in shifts],
                           actor=True, workers=[w], pure=False).result()
             for w in workers
         ]  # fmt: skip
@@ -147,12 +148,14 @@ def _connect(client_class, address: str):
     """A Client of the scheduler at address, or one line saying why there is none."""
     if "://" not in address and ":" not in address:
         raise InvalidArgumentError(
-            f"--cluster {address!r} is not a scheduler address: give HOST:PORT (e.g. tcp://10.0.0.5:8786) or `local`"
+            f"cluster {address!r} is not a scheduler address: give HOST:PORT (e.g. tcp://10.0.0.5:8786) or `local`",
+            parameter="cluster",
         )
     try:
         return client_class(address, timeout="5s")
     except (OSError, TimeoutError, ValueError) as exc:
         raise InvalidArgumentError(
             f"cannot reach a Dask scheduler at {address} ({reason(exc)}): start one with `dask scheduler`, "
-            "or use --cluster local"
+            "or pass cluster `local`",
+            parameter="cluster",
         ) from None

@@ -6,11 +6,13 @@
             After every chunk the maps are flushed and a small state file is replaced atomically:
             kill -9 loses at most the chunk in flight, and the same command resumes after the
             last finished one (BundleWriter.create(resume_key=...) keeps the staging folder).
-    pass 2  the whitening is solved from the moments; the index (`--index-type auto`:
-            index_choice.py) is trained on a sample and filled chunk by chunk from the embeddings
-            on disk, tuned to a target recall@10 against an exact streamed scan, and written.
+    pass 2  pipelines/builder.py's index_segment, as a compaction's: the whitening (fitted on the
+            vectors, or solved from the moments past builder.EXACT_FIT), the index (index_type
+            auto: index_choice.py) trained on a sample and filled chunk by chunk from the
+            embeddings on disk, tuned to a target recall@10 against an exact streamed scan, and
+            the trust calibration.
 Only chunks, the sample and the index itself are ever in memory. The encoder runs wherever
-`encode` says: in this process (the default), or on a Dask cluster (pipelines/distributed.py),
+`encoded` says: in this process (the default), or on a Dask cluster (pipelines/distributed.py),
 with identical vectors.
 """
 
@@ -19,51 +21,33 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import mmap
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from aesearch.errors import InvalidArgumentError
+from aesearch.memory import keep_freed_memory, release
 from aesearch.model.checkpoint import Checkpoint
-from aesearch.search.index import IndexSpec
-from aesearch.search.index_choice import IndexChoice, choose_index, default_max_index_memory
+from aesearch.pipelines.builder import (
+    Encoder,
+    Moments,
+    StreamOptions,
+    calibration_sample,
+    encode_chunk,
+    index_segment,
+)
+from aesearch.search.index import IndexSpec, check_index_type
+from aesearch.search.index_choice import choose_index, default_max_index_memory
 from aesearch.sources.chunks import ChunkSource
 from aesearch.store.bundle import BundleWriter
 from aesearch.store.records import NO_LABEL, new_records, pixel_hashes
 
-DEFAULT_CHUNK = 16_384  # images per chunk: ~150 MB of working arrays while encoding with two phases
-_CALIBRATION_SAMPLE = 20_000  # images whose reconstruction error calibrates the trust score
-_TRAIN_SAMPLE = 100_000  # vectors the index is trained on (k-means and PQ gain little beyond)
-_PROBES = 500  # probe queries for tuning
-_EXACT_FIT = 100_000  # up to this many vectors the whitening is fitted on them directly (<= 126 MB)
 _SEGMENT = "base"
-_ENCODE_SLICE = 2048  # images encoded at once: working arrays of at most 13 MB (keep_freed_memory)
-_READ_BLOCK = 2048  # scattered rows read from a memory map between releases (<= 128 MB mapped)
-
-# encode(images uint8 (n,28,28), want rows) -> (vectors (n, z) float32, reconstruction MSE of want rows)
-Encoder = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-
-
-@dataclass(frozen=True)
-class StreamOptions:
-    """How to build: the search space (as build-index's options) and the streaming knobs."""
-
-    index_type: str = "auto"
-    metric: str = "cosine"
-    transform: str = "whiten"
-    whiten_shrinkage: float = 0.03
-    whiten_dims: int | None = 192
-    shifts: tuple = ((0, 0), (1, 1))
-    max_index_memory: int | None = None  # bytes; None: default_max_index_memory(n)
-    chunk_size: int = DEFAULT_CHUNK
-    seed: int = 0
-    cluster: str | None = None  # a Dask scheduler address, "local" (two throwaway workers), or None: here
+_LABEL_BLOCK = 1 << 17  # labels read and renumbered at a time (1 MB of records)
 
 
 def local_encoder(checkpoint: Checkpoint, shifts: Sequence[Sequence[int]]) -> Encoder:
@@ -75,52 +59,11 @@ def local_encoder(checkpoint: Checkpoint, shifts: Sequence[Sequence[int]]) -> En
     return lambda images, want: encode_chunk(autoencoder, images, want, shifts)
 
 
-def encode_chunk(autoencoder, images: np.ndarray, want: np.ndarray, shifts) -> tuple[np.ndarray, np.ndarray]:
-    """Vectors of a chunk, and the reconstruction MSE of its rows `want` (the trust sample, sorted).
-
-    Encoded _ENCODE_SLICE images at a time (a row's vector does not depend on its batch:
-    aesearch/rowwise.py), so that every working array comes from the heap and is reused.
-    """
-    vectors = np.empty((len(images), autoencoder.z_size), np.float32)
-    errors = np.zeros(len(want))
-    for start in range(0, len(images), _ENCODE_SLICE):
-        pixels = images[start : start + _ENCODE_SLICE].astype(np.float32) / np.float32(255)
-        z, vectors[start : start + len(pixels)] = autoencoder.embed(pixels, shifts)
-        lo, hi = np.searchsorted(want, [start, start + len(pixels)])
-        if hi > lo:
-            rows = want[lo:hi] - start
-            errors[lo:hi] = ((autoencoder.decode(z[rows]) - pixels[rows]) ** 2).mean(axis=(1, 2))
-    return vectors, errors
-
-
-def keep_freed_memory() -> None:
-    """Let freed working arrays of up to 32 MB be reused from the heap, in this process (glibc only).
-
-    Arrays above glibc's mmap threshold are mapped afresh on every allocation, and NumPy asks for
-    transparent huge pages on them, so the kernel zeroes 2 MB pages for every working array:
-    clearing pages was 35% of a folder build's encoding process (perf), and a Dask worker, whose
-    nanny sets MALLOC_TRIM_THRESHOLD_=65536, encoded a chunk 1.6x slower than a plain process. With
-    the mmap threshold at 32 MB and 64 MB of freed heap kept, the encoder's per-slice arrays
-    (_ENCODE_SLICE images: at most 13 MB each) are allocated once and reused. A no-op elsewhere.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
-    mallopt(m_mmap_threshold, 32 << 20)
-    mallopt(m_trim_threshold, 64 << 20)
-
-
 def stream_build(
     index_dir: str | Path,
     source: ChunkSource,
     checkpoint: Checkpoint,
-    options: StreamOptions = StreamOptions(),
+    options: StreamOptions | None = None,
     *,
     encoder: Encoder | None = None,
     encoded: Callable[[Iterator], Iterator] | None = None,
@@ -134,8 +77,9 @@ def stream_build(
     distributed path); default: encoder (default: local_encoder) applied chunk by chunk.
     skipped: called once, before the index is built, with every item the source could not use
     (chunks' `skipped`, those found before a resume included).
-    Returns the new bundle's manifest.
+    options: default StreamOptions(). Returns the new bundle's manifest.
     """
+    options = options or StreamOptions()
     if options.chunk_size < 1:
         raise InvalidArgumentError(f"chunk_size must be positive, got {options.chunk_size}", parameter="chunk_size")
     if source.count < 2:
@@ -190,15 +134,15 @@ def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, enco
     if paths is not None:
         segment.set_paths(paths)
     class_names = _prune_classes(segment, source) if getattr(source, "prune_classes", False) else None
-    transform = _whitening(segment, source, state, options) if options.transform == "whiten" else None
-    fill = getattr(encoded, "fill", None)
-    index, choice, params = _index_pass(segment.embeddings, segment.file, transform, options, log, fill)
-    trust = _trust(segment, state, index, transform, options)
-    if transform is not None:
-        np.savez(writer.space_file("transform.npz"), mean=transform.mean, matrix=transform.matrix)
-    writer.space_file("trust.json").write_text(json.dumps(trust.to_dict()) + "\n")
-    meta = {"index_type": choice.index_type, "index_params": params}
-    writer.add_segment(segment, meta=meta)
+    fit = None
+    if source.fit_split is not None:
+        fit = np.asarray(segment.records["split"]) == source.fit_split
+        release(segment.records)
+    choice, params = index_segment(
+        writer, segment, options, fit=fit, trust_sample=state.sample, trust_errors=state.errors,
+        moments=state.moments, log=log, fill=getattr(encoded, "fill", None),
+    )  # fmt: skip
+    writer.add_segment(segment, meta={"index_type": choice.index_type, "index_params": params})
     fields = {
         **source.info(),
         **({"class_names": class_names} if class_names is not None else {}),
@@ -230,14 +174,14 @@ def _prune_classes(segment, source) -> list[str]:
     names = list(source.class_names or [])
     labels = segment.records["label"]
     used = np.zeros(len(names) + 1, dtype=bool)  # the last slot counts NO_LABEL (-1)
-    for start in range(0, len(labels), _READ_BLOCK * 64):
-        used[np.asarray(labels[start : start + _READ_BLOCK * 64])] = True
+    for start in range(0, len(labels), _LABEL_BLOCK):
+        used[np.asarray(labels[start : start + _LABEL_BLOCK])] = True
     kept = np.flatnonzero(used[:-1])
     if len(kept) < len(names):
         number = np.full(len(names) + 1, NO_LABEL, dtype=labels.dtype)
         number[kept] = np.arange(len(kept))
-        for start in range(0, len(labels), _READ_BLOCK * 64):
-            block = slice(start, start + _READ_BLOCK * 64)
+        for start in range(0, len(labels), _LABEL_BLOCK):
+            block = slice(start, start + _LABEL_BLOCK)
             segment.records["label"][block] = number[np.asarray(labels[block])]
         segment.records.flush()
     release(segment.records)
@@ -247,27 +191,11 @@ def _prune_classes(segment, source) -> list[str]:
 def _refuse_impossible_index(n: int, z: int, options: StreamOptions) -> None:
     """The index's errors (a budget auto cannot meet, a factory string FAISS refuses for the search
     space) before the encoding pass, not after it: the count and the dimension are known already."""
-    from aesearch.search.index import _new_index
-
     dim = min(options.whiten_dims or z, z) if options.transform == "whiten" else z
     if options.index_type == "auto":
         choose_index(n, dim, options.max_index_memory)
     else:
-        _new_index(options.index_type, dim, n, {})
-
-
-def _whitening(segment, source, state, options):
-    """Up to _EXACT_FIT vectors to fit: AffineTransform.whitening on them, read back from disk (the very
-    computation an in-memory build and a compaction make: the same space to the last bit); more: the
-    streamed moments, which need no second pass and no memory beyond a z x z matrix."""
-    from aesearch.search.index import AffineTransform
-
-    if state.fitted > _EXACT_FIT:
-        return state.whitening(options)
-    split = np.asarray(segment.records["split"])
-    rows = np.nonzero(split == source.fit_split)[0] if source.fit_split is not None else slice(None)
-    vectors = np.asarray(segment.embeddings[rows])
-    return AffineTransform.whitening(vectors, dims=options.whiten_dims, shrinkage=options.whiten_shrinkage)
+        check_index_type(options.index_type, dim)
 
 
 def build_from_shards(
@@ -275,7 +203,7 @@ def build_from_shards(
     folder: str | Path,
     *,
     model: str | Path | None,
-    options: StreamOptions = StreamOptions(),
+    options: StreamOptions | None = None,
     log: Callable[[str], None] | None = print,
 ) -> dict:
     """`build-index --images DIR` for a shard folder (scripts/make_collection.py): streamed, with a given model."""
@@ -284,16 +212,11 @@ def build_from_shards(
 
     if model is None:
         raise InvalidArgumentError(
-            f"{folder} is a shard collection: pass --model CKPT (e.g. the Fashion-MNIST model); training on "
-            "millions of images is not part of build-index"
+            f"{folder} is a shard collection: pass model (a checkpoint, e.g. the Fashion-MNIST one); training on "
+            "millions of images is not part of build-index",
+            parameter="model",
         )
-    return stream_build(index_dir, ShardSource(folder), load_checkpoint(model), options, log=log)
-
-
-def faiss_write(index, path: Path) -> None:
-    import faiss
-
-    faiss.write_index(getattr(index, "index", index), str(path))
+    return stream_build(index_dir, ShardSource(folder), load_checkpoint(model), options or StreamOptions(), log=log)
 
 
 def _encode_pass(source, segment, state, writer, options, encoder, encoded) -> tuple[list | None, list]:
@@ -304,6 +227,11 @@ def _encode_pass(source, segment, state, writer, options, encoder, encoded) -> t
     def pending() -> Iterator:
         row = state.rows
         for chunk in source.chunks(options.chunk_size, start=state.cursor):
+            if chunk.images.shape[1:] != segment.images.shape[1:]:  # before the encoder reads them wrongly
+                raise InvalidArgumentError(
+                    f"{source.describe()} holds images of {chunk.images.shape[1:]} pixels; the model reads "
+                    f"{segment.images.shape[1:]}: preprocess them to its size, or use a model made for theirs"
+                )
             want = state.calibration_rows(row, len(chunk))
             yield chunk, want
             row += len(chunk)
@@ -351,136 +279,6 @@ def _one_ahead(items: Iterator) -> Iterator:
             yield item
 
 
-def _index_pass(embeddings: np.ndarray, segment_file, transform, options: StreamOptions, log, fill=None):
-    """The index over the embeddings on disk: chosen, trained on a sample, filled, tuned.
-
-    segment_file(name): where the segment's files go (the search vectors of a compressed index).
-    """
-    from aesearch.search import large
-    from aesearch.search.index import TARGET_RECALL
-
-    n = len(embeddings)
-
-    def prepared(rows) -> np.ndarray:
-        return _prepare(read_rows(embeddings, rows), options.metric, transform)
-
-    dim = transform.matrix.shape[1] if transform is not None else embeddings.shape[1]
-    if options.index_type == "auto":
-        choice = choose_index(n, dim, options.max_index_memory)
-    else:
-        choice = IndexChoice(options.index_type, {}, 0.0, "asked for with --index-type")
-        if options.index_type == "hnsw":
-            choice.params["M"] = 32
-    if log:
-        log(f"Index: {choice.index_type} ({choice.reason})")
-    rng = np.random.default_rng(options.seed)
-    # k-means wants 39 points per list (FAISS warns below that); PQ and small IVFs gain little beyond 100,000
-    trained_on = min(n, max(_TRAIN_SAMPLE, 39 * int(choice.params.get("nlist", 0))))
-    sample = np.sort(rng.choice(n, size=trained_on, replace=False))
-    # Probe queries for tuning, and their true neighbours, found in the same pass that adds the vectors:
-    # preparing (whitening) every vector is a third of the index's cost, so it is done once.
-    tuned = choice.index_type != "flat"
-    own = np.sort(rng.choice(n, size=min(n, _PROBES), replace=False)) if tuned else None
-    queries = prepared(own) if tuned else None
-    truth = large.ExactNeighbours(queries, 11) if tuned else None
-
-    # A compressed index re-ranks its candidates with their search-space vectors, kept on disk.
-    kept = _open_search_vectors(segment_file(large.SEARCH_VECTORS_FILE), n, dim) if choice.compressed else None
-
-    def chunks() -> Iterator[np.ndarray]:
-        for start in range(0, n, options.chunk_size):
-            chunk = prepared(slice(start, start + options.chunk_size))
-            if truth is not None:
-                truth.add(chunk)
-            if kept is not None:
-                kept[start : start + len(chunk)] = chunk
-                kept.flush()
-                release(kept)
-            yield chunk
-
-    def add(trained):  # on the cluster when there is one and the index is an IVF, else here chunk by chunk
-        return fill(trained, n, prepared, options.chunk_size) if fill is not None else None
-
-    index = large.build_streamed(choice, dim, n, prepared(sample), chunks(), seed=options.seed, fill=add)
-    params = {k: v for k, v in choice.params.items() if k != "target_recall"}  # _new_index adds its sizes
-    if transform is not None:  # recorded as the in-memory build does: a compaction relearns the same space
-        params.update(whiten_shrinkage=options.whiten_shrinkage, whiten_dims=options.whiten_dims)
-    if tuned and truth.rows == 0:  # the cluster added the vectors: one pass here for the true neighbours
-        for _ in chunks():
-            pass
-    if choice.compressed:
-        index = large.RerankingIndex(index, lambda rows: read_rows(kept, rows), choice.params["rerank_factor"])
-    if tuned:
-        assert truth.rows == n, f"true neighbours over {truth.rows} of {n} vectors"
-        target = choice.params.get("target_recall", TARGET_RECALL)
-        params.update(large.tune_streamed(index, queries, own, truth.result()[1], target))
-        params["target_recall"] = target
-    # What a loaded index holds is what its file holds (codes, ids, centroids); measured on the file, as
-    # serializing it into memory to count would double the index in the resident set.
-    faiss_write(index, segment_file("index.faiss"))
-    params["bytes_per_vector"] = round(segment_file("index.faiss").stat().st_size / n, 1)
-    return index, choice, params
-
-
-def release(array: np.ndarray) -> None:
-    """Drop a memory map's pages from this process (they stay in the file and the page cache).
-
-    Without it every page written or read stays mapped, and the build's resident set grows with the
-    collection (20 GB of images and embeddings at ten million) although the kernel could drop them.
-    """
-    mapped = getattr(array, "_mmap", None) or getattr(getattr(array, "base", None), "_mmap", None)
-    if mapped is not None and hasattr(mmap, "MADV_DONTNEED"):
-        mapped.madvise(mmap.MADV_DONTNEED)
-
-
-def _open_search_vectors(path: Path, n: int, dim: int) -> np.ndarray:
-    return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
-
-
-def read_rows(array: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
-    """array[rows] of a memory map, a block at a time, each block's pages released after.
-
-    Scattered rows (the training sample, re-ranking candidates while tuning) map the pages around
-    each one that the page cache holds (64 KB): read at once, 160,000 sample rows mapped the whole
-    file into the resident set (1.2 GB at a million, 12 GB at ten million).
-    """
-    if isinstance(rows, slice):
-        found = np.array(array[rows])
-        release(array)
-        return found
-    rows = np.asarray(rows)
-    blocks = []
-    for start in range(0, len(rows), _READ_BLOCK):
-        blocks.append(np.asarray(array[rows[start : start + _READ_BLOCK]]))
-        release(array)
-    return np.concatenate(blocks) if blocks else np.asarray(array[rows])
-
-
-def _trust(segment, state, index, transform, options):
-    """The trust calibration: the sample's reconstruction errors, nearest-other distances of probes."""
-    from aesearch.search.index import to_distance
-    from aesearch.search.trust import calibrate
-
-    n = len(segment.embeddings)
-    rng = np.random.default_rng(options.seed + 2)
-    probe = np.sort(rng.choice(n, size=min(3000, n), replace=False))
-    queries = _prepare(read_rows(segment.embeddings, probe), options.metric, transform)
-    # A few hundred at a time: IVF fast scan builds every query's lookup tables at once (nprobe x m x 16
-    # bytes each: 1.2 GB for 3,000 queries at nprobe 256, m 96).
-    answers = [index.search(queries[start : start + 500], 2) for start in range(0, len(queries), 500)]
-    squared, rows = np.concatenate([a[0] for a in answers]), np.concatenate([a[1] for a in answers])
-    distances = to_distance(squared, options.metric)
-    nearest_other = np.where(rows[:, 0] == probe, distances[:, -1], distances[:, 0])
-    encoded = state.sample < n  # the sample is drawn from the items: rows past the images it holds are not
-    return calibrate(state.errors[encoded], nearest_other, read_rows(segment.images, state.sample[encoded]))
-
-
-def _prepare(vectors: np.ndarray, metric: str, transform) -> np.ndarray:
-    from aesearch.search.index import _prepare as prepare
-
-    return prepare(np.asarray(vectors, dtype=np.float32), metric, transform)
-
-
 class _LineLog:
     """Items of every chunk (paths, skipped files), one JSON value a line, appended to a scratch file.
 
@@ -520,22 +318,19 @@ class _State:
     """What pass 1 has done: cursor, rows, whitening moments, the trust sample's errors."""
 
     def __init__(self, count: int, z: int, seed: int) -> None:
-        rng = np.random.default_rng(seed + 3)
-        self.sample = np.sort(rng.choice(count, size=min(count, _CALIBRATION_SAMPLE), replace=False))
+        self.sample = calibration_sample(count, seed)
         self.errors = np.full(len(self.sample), np.nan)
-        self.cursor = self.rows = self.fitted = self.skipped = 0
-        self.reference = np.zeros(z)  # moments are taken about the first chunk's mean: no cancellation
-        self.total = np.zeros(z)
-        self.outer = np.zeros((z, z))
+        self.cursor = self.rows = self.skipped = 0
+        self.moments = Moments(z)
 
     @classmethod
     def load(cls, path: Path, count: int, z: int, seed: int) -> _State:
         state = cls(count, z, seed)
         if path.exists():
             with np.load(path) as saved:
-                state.cursor, state.rows, state.fitted = (int(saved[k]) for k in ("cursor", "rows", "fitted"))
-                state.total, state.outer, state.errors = saved["total"], saved["outer"], saved["errors"]
-                state.reference = saved["reference"]
+                state.cursor, state.rows, state.moments.fitted = (int(saved[k]) for k in ("cursor", "rows", "fitted"))
+                state.moments.total, state.moments.outer = saved["total"], saved["outer"]
+                state.moments.reference, state.errors = saved["reference"], saved["errors"]
                 state.skipped = int(saved["skipped"]) if "skipped" in saved else 0
         return state
 
@@ -549,36 +344,17 @@ class _State:
         return self.rows + self.skipped >= count
 
     def add(self, vectors: np.ndarray, errors: np.ndarray, cursor: int, n: int, skipped: int = 0) -> None:
-        x = vectors.astype(np.float64)
-        if self.fitted == 0 and len(x):
-            self.reference = x.mean(axis=0)
-        x -= self.reference
-        self.total += x.sum(axis=0)
-        self.outer += x.T @ x
-        self.fitted += len(x)
+        self.moments.add(vectors)
         lo, hi = np.searchsorted(self.sample, [self.rows, self.rows + n])
         self.errors[lo:hi] = errors
         self.cursor, self.rows, self.skipped = cursor, self.rows + n, self.skipped + skipped
 
     def save(self, path: Path) -> None:
         partial = path.with_suffix(".partial.npz")
-        np.savez(partial, cursor=self.cursor, rows=self.rows, fitted=self.fitted, skipped=self.skipped,
-                 total=self.total, outer=self.outer, errors=self.errors, reference=self.reference)  # fmt: skip
+        m = self.moments
+        np.savez(partial, cursor=self.cursor, rows=self.rows, fitted=m.fitted, skipped=self.skipped,
+                 total=m.total, outer=m.outer, errors=self.errors, reference=m.reference)  # fmt: skip
         os.replace(partial, path)
 
-    def whitening(self, options: StreamOptions):
-        """PCA whitening from the moments: the same formula as AffineTransform.whitening."""
-        from aesearch.search.index import AffineTransform
 
-        n = self.fitted
-        shifted = self.total / n
-        covariance = (self.outer - n * np.outer(shifted, shifted)) / max(n - 1, 1)
-        mean = shifted + self.reference
-        variances, axes = np.linalg.eigh(covariance)
-        order = np.argsort(variances)[::-1][: options.whiten_dims]
-        variances, axes = np.maximum(variances[order], 0), axes[:, order]
-        scale = 1 / np.sqrt(variances + options.whiten_shrinkage * variances[0] + 1e-12)
-        return AffineTransform(mean.astype(np.float32), np.ascontiguousarray(axes * scale, dtype=np.float32))
-
-
-__all__ = ["DEFAULT_CHUNK", "NO_LABEL", "StreamOptions", "encode_chunk", "local_encoder", "stream_build"]
+__all__ = ["NO_LABEL", "StreamOptions", "build_from_shards", "encode_chunk", "local_encoder", "stream_build"]

@@ -22,7 +22,6 @@ the collection or there are more than MAX_DELTA_SEGMENTS deltas.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,18 +29,21 @@ import numpy as np
 
 from aesearch.errors import InvalidArgumentError
 from aesearch.model.runtime import NumpyAutoEncoder
-from aesearch.pipelines.build import calibrate_trust
-from aesearch.search.index import IndexSpec, VectorIndex
-from aesearch.search.index_choice import choose_index
-from aesearch.search.segments import INDEX_FILE, load_transform
+from aesearch.pipelines.builder import (
+    StreamOptions,
+    calibration_sample,
+    encode_chunk,
+    index_exactly,
+    index_segment,
+    write_segment,
+)
+from aesearch.search.segments import load_transform
 from aesearch.store.bundle import Bundle, BundleWriter, load_bundle
 from aesearch.store.records import new_records, pixel_hashes
 
 COMPACT_FRACTION = 0.25
 MAX_DELTA_SEGMENTS = 16
 MAX_DELTAS = 4  # more delta segments than this are merged into one (each costs every query a search)
-_TUNED = ("ef_search", "nprobe", "tuned_recall_at_10")  # retuned, not kept, by a compaction
-_SIZED = ("nlist", "bytes_per_vector")  # sized for the images there were: recomputed by a compaction
 # A compaction relearns the search space (whitening, trust) only from at least this many images, as a
 # build needs; below it the last learned space is kept.
 MIN_IMAGES_TO_LEARN = 2
@@ -54,14 +56,14 @@ def add_images(
     records: np.ndarray | None = None,
     paths: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """Add preprocessed (n, 28, 28) uint8 images as a new segment; returns their new ids.
+    """Add preprocessed (n, *image_shape) uint8 images (the model's input) as a new segment; returns their new ids.
 
     records: RECORD_DTYPE rows for split, position, label, file size, mtime and content hash (ids
     are assigned here; default: no label, split 0, the pixels' hash).
     """
     images = np.ascontiguousarray(images, dtype=np.uint8)
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise InvalidArgumentError(f"images to add must be (n, 28, 28) uint8, got shape {images.shape}")
+    if images.ndim != 3:
+        raise InvalidArgumentError(f"images to add must be (n, height, width) uint8, got shape {images.shape}")
     if records is None:
         records = new_records(len(images))
         records["split"] = 0
@@ -70,20 +72,14 @@ def add_images(
         raise InvalidArgumentError("give one record and one path per image")
     with BundleWriter.update(index_dir) as writer:
         bundle = load_bundle(index_dir, verify="sizes")  # under the lock: the state we extend
-        autoencoder = NumpyAutoEncoder.from_checkpoint(bundle.checkpoint)
-        shifts = [tuple(s) for s in bundle.manifest["embedding_shifts"]]
-        vectors = autoencoder.embed(images.astype(np.float32) / np.float32(255), shifts)[1]
-        index = _delta_index(bundle, vectors)
-        ids = writer.allocate_ids(len(images))
-        segment = writer.new_segment(len(images))
-        segment.records[:] = records
-        segment.records["id"] = ids
-        segment.images[:] = images
-        segment.embeddings[:] = vectors
-        if paths is not None:
-            segment.set_paths(list(paths))
-        index.write(segment.file(INDEX_FILE))
-        writer.add_segment(segment, meta={"index_type": "flat", "index_params": {}})
+        if images.shape[1:] != bundle.image_shape:
+            shape = ", ".join(map(str, bundle.image_shape))
+            raise InvalidArgumentError(f"images to add must be (n, {shape}) uint8, got shape {images.shape}")
+        vectors = embed(bundle, images)
+        records = records.copy()
+        records["id"] = ids = writer.allocate_ids(len(images))
+        metric, transform = bundle.manifest["metric"], load_transform(bundle)
+        write_segment(writer, records, images, vectors, paths, lambda s: index_exactly(s, metric, transform))
         writer.commit()
     return ids
 
@@ -115,6 +111,9 @@ def needs_compaction(bundle: Bundle) -> bool:
 def compact(index_dir: str | Path) -> dict:
     """Rewrite every live image into one new base segment, relearning what the build learned.
 
+    The base goes through the build's own steps (pipelines/builder.py: whitening, index, trust) fed
+    from the stored embeddings, so it holds what a fresh build of the same images holds, a
+    compressed index's search vectors included; nothing is encoded again but the trust sample.
     With no live image left (every one removed) the bundle keeps no segment and its last search
     space: it loads, says it is empty, and takes adds again. With fewer than MIN_IMAGES_TO_LEARN
     the space is kept too: a whitening or a trust calibration learned from one image is noise.
@@ -126,28 +125,33 @@ def compact(index_dir: str | Path) -> dict:
             return _compact_keeping_space(writer, bundle, ids)
         records, images, embeddings = bundle.records(ids), bundle.images(ids), bundle.embeddings(ids)
         paths = [bundle.path_of(int(i)) for i in ids] if _has_paths(bundle) else None
-        spec = _compaction_spec(bundle, len(ids))
-        train = "train" in bundle.split_names
-        fit_rows = np.nonzero(records["split"] == bundle.split_names.index("train"))[0] if train else None
-        if fit_rows is not None and len(fit_rows) < MIN_IMAGES_TO_LEARN:
-            fit_rows = None  # (almost) no training image left: learn on all that remain
-        index = VectorIndex.build(embeddings, spec, fit_rows=fit_rows)
+        options = _compaction_options(bundle, len(ids))
+        fit = None
+        if "train" in bundle.split_names:
+            fit = records["split"] == bundle.split_names.index("train")
+            if np.count_nonzero(fit) < MIN_IMAGES_TO_LEARN:
+                fit = None  # (almost) no training image left: learn on all that remain
+        # The trust sample's reconstruction errors, as the build's encoding pass measures them.
+        sample = calibration_sample(len(ids), options.seed)
         autoencoder = NumpyAutoEncoder.from_checkpoint(bundle.checkpoint)
-        trust = calibrate_trust(autoencoder, images, None, embeddings, index)
+        errors = encode_chunk(autoencoder, images[sample], np.arange(len(sample)), ((0, 0),))[1]
+        chosen = {}
 
-        segment = writer.new_segment(len(ids))
-        segment.records[:] = records
-        segment.images[:] = images
-        segment.embeddings[:] = embeddings
-        if paths is not None:
-            segment.set_paths(paths)
-        index.write(segment.file(INDEX_FILE))
+        def index(segment) -> dict:
+            choice, params = index_segment(writer, segment, options, fit=fit, trust_sample=sample,
+                                           trust_errors=errors)  # fmt: skip
+            chosen.update(choice=choice, params=params)
+            return {"index_type": choice.index_type, "index_params": params}
+
         writer.drop_segments([s.name for s in bundle.segments])
-        writer.add_segment(segment, meta={"index_type": index.spec.index_type, "index_params": index.spec.params})
-        if index.transform is not None:
-            np.savez(writer.space_file("transform.npz"), mean=index.transform.mean, matrix=index.transform.matrix)
-        writer.space_file("trust.json").write_text(json.dumps(trust.to_dict()) + "\n")
-        return writer.commit({"index_type": index.spec.index_type, "index_params": index.spec.params})
+        write_segment(writer, records, images, embeddings, paths, index)
+        choice, params = chosen["choice"], chosen["params"]
+        recorded = bundle.manifest.get("index_choice")
+        fields = {"index_type": choice.index_type, "index_params": params}
+        if isinstance(recorded, dict):  # what auto chose this time, and why; what was asked for stays
+            fields["index_choice"] = {**recorded, "reason": choice.reason,
+                                      "bytes_per_vector": params.get("bytes_per_vector")}  # fmt: skip
+        return writer.commit(fields)
 
 
 def _compact_keeping_space(writer: BundleWriter, bundle: Bundle, ids: np.ndarray) -> dict:
@@ -159,33 +163,22 @@ def _compact_keeping_space(writer: BundleWriter, bundle: Bundle, ids: np.ndarray
     return writer.commit()
 
 
-def _compaction_spec(bundle: Bundle, n: int) -> IndexSpec:
-    """The index a fresh build would make for n images: auto's choice again if the bundle was built with
-    auto (a collection that shrank from 70,000 images to 50 gets an exact index, not 1,024 empty lists),
-    else the type asked for, with sizes (nlist) recomputed for n."""
+def _compaction_options(bundle: Bundle, n: int) -> StreamOptions:
+    """The build a fresh one would make for n images in the bundle's search space: index type auto again
+    if the bundle was built with auto (a collection that shrank from 70,000 images to 50 gets an exact
+    index, not 1,024 empty lists), within the memory budget it was built with; else the type asked for,
+    sized (nlist) for n."""
     m = bundle.manifest
-    params = {k: v for k, v in (m.get("index_params") or {}).items() if k not in _TUNED and k not in _SIZED}
-    index_type = m["index_type"]
+    params = m.get("index_params") or {}
     choice = m.get("index_choice") if isinstance(m.get("index_choice"), dict) else {}
     # Bundles from before "asked_for" was recorded say in their reason whether the type was asked for.
     asked_for = choice.get("asked_for", "auto" if choice and "asked for" not in str(choice.get("reason")) else None)
-    if asked_for == "auto":
-        dims = params.get("whiten_dims") if m.get("transform", "none") == "whiten" else None
-        dim = min(dims or m["z_size"], m["z_size"])
-        chosen = choose_index(n, dim, choice.get("max_index_memory"))
-        # A compressed index needs the streaming build's re-ranking vectors, which this in-memory rebuild
-        # does not write: only uncompressed choices are taken (a shrinking collection's are).
-        if not chosen.compressed:
-            index_type = chosen.index_type
-            params.update(chosen.params)
-    return IndexSpec(index_type, m["metric"], params, m.get("transform", "none"))
-
-
-def _delta_index(bundle: Bundle, vectors: np.ndarray) -> VectorIndex:
-    """An exact index of the new vectors in the bundle's current search space."""
-    m = bundle.manifest
-    spec = IndexSpec("flat", m["metric"], {}, m.get("transform", "none"))
-    return VectorIndex.build(vectors, spec, load_transform(bundle))
+    whiten = m.get("transform", "none") == "whiten"
+    return StreamOptions(
+        index_type="auto" if asked_for == "auto" else m["index_type"], metric=m["metric"],
+        transform=m.get("transform", "none"), whiten_shrinkage=params.get("whiten_shrinkage", 0.0) if whiten else 0.0,
+        whiten_dims=params.get("whiten_dims") if whiten else None, max_index_memory=choice.get("max_index_memory"),
+    )  # fmt: skip
 
 
 def _has_paths(bundle: Bundle) -> bool:
@@ -193,12 +186,13 @@ def _has_paths(bundle: Bundle) -> bool:
 
 
 def embed(bundle: Bundle, images: np.ndarray) -> np.ndarray:
-    """(n, 28, 28) uint8 -> (n, z) float32: the pooled encoder output, as the bundle stores it."""
+    """(n, *image_shape) uint8 -> (n, z) float32: the pooled encoder output, as the bundle stores it
+    (builder.encode_chunk, as a build encodes)."""
     autoencoder = NumpyAutoEncoder.from_checkpoint(bundle.checkpoint)
     if not len(images):
         return np.zeros((0, autoencoder.z_size), np.float32)
     shifts = [tuple(s) for s in bundle.manifest["embedding_shifts"]]
-    return autoencoder.embed(images.astype(np.float32) / np.float32(255), shifts)[1]
+    return encode_chunk(autoencoder, images, np.zeros(0, np.int64), shifts)[0]
 
 
 def write_delta(writer: BundleWriter, bundle: Bundle, records: np.ndarray, images: np.ndarray,
@@ -208,14 +202,12 @@ def write_delta(writer: BundleWriter, bundle: Bundle, records: np.ndarray, image
     delta=False: the segment is the bundle's base (a compaction of very few images)."""
     if not len(records):
         return
-    order = np.argsort(records["id"], kind="stable")  # a segment's ids are sorted
-    segment = writer.new_segment(len(records))
-    segment.records[:] = records[order]
-    segment.images[:] = images[order]
-    segment.embeddings[:] = embeddings[order]
-    segment.set_paths([paths[i] for i in order])
-    _delta_index(bundle, np.ascontiguousarray(embeddings[order])).write(segment.file(INDEX_FILE))
-    writer.add_segment(segment, meta={"index_type": "flat", "index_params": {}, **({"delta": True} if delta else {})})
+    metric, transform = bundle.manifest["metric"], load_transform(bundle)
+
+    def index(segment) -> dict:
+        return {**index_exactly(segment, metric, transform), **({"delta": True} if delta else {})}
+
+    write_segment(writer, records, images, embeddings, paths, index)
 
 
 def maintain(index_dir: str | Path, *, compact_now: bool = False) -> str | None:

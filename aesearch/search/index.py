@@ -101,11 +101,19 @@ class AffineTransform:
         """
         x = np.asarray(vectors, dtype=np.float64)
         mean = x.mean(axis=0)
-        variances, axes = np.linalg.eigh(np.cov(x - mean, rowvar=False))
+        return cls.from_moments(mean, np.cov(x - mean, rowvar=False), dims=dims, shrinkage=shrinkage)
+
+    @classmethod
+    def from_moments(
+        cls, mean: np.ndarray, covariance: np.ndarray, *, dims: int | None = None, shrinkage: float = 0.0
+    ) -> AffineTransform:
+        """The whitening of vectors with this mean and covariance (float64): the one formula, whether
+        the moments come from the vectors in memory (whitening()) or streamed (pipelines/builder.py)."""
+        variances, axes = np.linalg.eigh(covariance)
         order = np.argsort(variances)[::-1][:dims]
         variances, axes = np.maximum(variances[order], 0), axes[:, order]
         scale = 1 / np.sqrt(variances + shrinkage * variances[0] + 1e-12)
-        return cls(mean.astype(np.float32), np.ascontiguousarray(axes * scale, dtype=np.float32))
+        return cls(np.asarray(mean).astype(np.float32), np.ascontiguousarray(axes * scale, dtype=np.float32))
 
 
 class VectorIndex:
@@ -139,9 +147,9 @@ class VectorIndex:
             transform = AffineTransform.whitening(
                 sample, dims=params["whiten_dims"], shrinkage=params["whiten_shrinkage"]
             )
-        prepared = _prepare(vectors, spec.metric, transform)
+        prepared = to_search_space(vectors, spec.metric, transform)
         n, d = prepared.shape
-        index = _new_index(spec.index_type, d, n, params)
+        index = new_faiss_index(spec.index_type, d, n, params)
         if not index.is_trained:
             rng = np.random.default_rng(seed)
             # k-means wants at least 39 points per list; more than 100,000 adds little but time.
@@ -171,7 +179,7 @@ class VectorIndex:
 
     def search_space(self, vectors: np.ndarray) -> np.ndarray:
         """Vectors as the index compares them: transformed, and unit length for cosine."""
-        return _prepare(vectors, self.spec.metric, self.transform)
+        return to_search_space(vectors, self.spec.metric, self.transform)
 
     def search_prepared(
         self, prepared: np.ndarray, k: int, *, params: faiss.SearchParameters | None = None
@@ -206,7 +214,7 @@ class VectorIndex:
         """(n, dim) float32 -> (distances (n, k) float32, ids (n, k) int64); smaller is closer."""
         if k < 1:
             raise InvalidArgumentError(f"k must be at least 1, got {k}")
-        prepared = _prepare(vectors, self.spec.metric, self.transform)
+        prepared = to_search_space(vectors, self.spec.metric, self.transform)
         with _threads(len(prepared)):
             squared, ids = self.index.search(prepared, k)
         return to_distance(squared, self.spec.metric), ids
@@ -277,7 +285,7 @@ def _without_self(ids: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
 def check_index_type(index_type: str, dim: int) -> None:
     """Fail early (before any training) on an index type FAISS would refuse."""
     if index_type not in (*INDEX_TYPES, "auto"):  # auto: aesearch.search.index_choice
-        _new_index(index_type, dim, 100_000, {})
+        new_faiss_index(index_type, dim, 100_000, {})
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
@@ -288,7 +296,9 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     return hits / truth.size
 
 
-def _new_index(index_type: str, d: int, n: int, params: dict) -> faiss.Index:
+def new_faiss_index(index_type: str, d: int, n: int, params: dict) -> faiss.Index:
+    """An empty FAISS index of this type for n vectors of d floats; params gets the sizes chosen (nlist,
+    M, ef_construction) where not given. A type FAISS refuses is one InvalidArgumentError line."""
     if index_type == "flat":
         return faiss.IndexFlatL2(d)
     if index_type == "hnsw":
@@ -331,10 +341,12 @@ def _ivf(index: faiss.Index):
 
 def in_space(vectors: np.ndarray, metric: str) -> np.ndarray:
     """Vectors made in the search space (a refined query) as the index takes them: unit length for cosine."""
-    return _prepare(vectors, metric, None)
+    return to_search_space(vectors, metric, None)
 
 
-def _prepare(vectors: np.ndarray, metric: str, transform: AffineTransform | None) -> np.ndarray:
+def to_search_space(vectors: np.ndarray, metric: str, transform: AffineTransform | None) -> np.ndarray:
+    """(n, d) vectors as an index of this metric and transform compares them: float32, C-contiguous,
+    transformed, unit length for cosine."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     if x.ndim != 2:
         raise InvalidArgumentError(f"vectors must be a 2-D (n, d) array, got shape {x.shape}")

@@ -90,7 +90,7 @@ def choose_index(n: int, dim: int, max_memory: int | None = None) -> IndexChoice
     if n < 0 or dim < 1:
         raise InvalidArgumentError(f"cannot choose an index for {n} vectors of {dim} dimensions")
     if max_memory <= 0:
-        raise InvalidArgumentError(f"--max-index-memory must be positive, got {max_memory}")
+        raise InvalidArgumentError(f"max_index_memory must be positive, got {max_memory}", parameter="max_index_memory")
     full = 4 * dim  # bytes of one float32 vector
     budget = max_memory / max(n, 1)  # bytes per vector allowed
     budget_text = format_bytes(max_memory)
@@ -118,14 +118,16 @@ def choose_index(n: int, dim: int, max_memory: int | None = None) -> IndexChoice
             )  # fmt: skip
     if not fitting:
         raise InvalidArgumentError(
-            f"--max-index-memory {budget_text} is too small for {n:,} full vectors of {dim} dimensions, and no PQ "
+            f"max_index_memory {budget_text} is too small for {n:,} full vectors of {dim} dimensions, and no PQ "
             f"code of {', '.join(map(str, PQ_SUBQUANTIZERS))} parts divides {dim}: give at least "
-            f"{format_bytes((full + ID_BYTES + centroids) * n * 1.1)}, or a --whiten-dims that one of them divides"
+            f"{format_bytes((full + ID_BYTES + centroids) * n * 1.1)}, or whiten_dims that one of them divides",
+            parameter="max_index_memory",
         )
     smallest = fitting[-1] / 2 + ID_BYTES
     raise InvalidArgumentError(
-        f"--max-index-memory {budget_text} is too small for {n:,} vectors (at least {smallest:g} bytes each): "
-        f"give at least {format_bytes(n * smallest * 1.1)}"
+        f"max_index_memory {budget_text} is too small for {n:,} vectors (at least {smallest:g} bytes each): "
+        f"give at least {format_bytes(n * smallest * 1.1)}",
+        parameter="max_index_memory",
     )
 
 

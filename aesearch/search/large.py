@@ -20,7 +20,7 @@ import faiss
 import numpy as np
 
 from aesearch.errors import BundleError
-from aesearch.search.index import AffineTransform, IndexSpec, VectorIndex
+from aesearch.search.index import AffineTransform, IndexSpec, VectorIndex, new_faiss_index
 from aesearch.search.index_choice import IndexChoice
 
 VectorsOf = Callable[[np.ndarray], np.ndarray]  # rows -> (len(rows), d) search-space float32 vectors
@@ -129,10 +129,8 @@ def build_streamed(
 
     fill: given the trained index, returns it filled elsewhere (a cluster), or None to add here.
     """
-    from aesearch.search.index import _new_index
-
     # flat, hnsw, ivf, sq8 or a factory string, with the parameters sized as the in-memory build does
-    index = _new_index(choice.index_type, dim, n, choice.params)
+    index = new_faiss_index(choice.index_type, dim, n, choice.params)
     if not index.is_trained:
         _limit_opq_training(index)
         try:
@@ -268,6 +266,11 @@ def _tune_reranking(index: RerankingIndex, ivf, recall: Callable[[], float], tar
             break
         reached = fewer
     return reached
+
+
+def write_index(index: faiss.Index | RerankingIndex, path: Path) -> None:
+    """Write a FAISS index (a RerankingIndex's inner index: its vectors are the segment's search vectors)."""
+    faiss.write_index(getattr(index, "index", index), str(path))
 
 
 def read_index(path: str | Path, *, mmap: bool) -> faiss.Index:

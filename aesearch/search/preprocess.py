@@ -34,12 +34,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from aesearch import defaults
 from aesearch.errors import ImageError, reason
+from aesearch.model.architecture import ModelConfig
 from aesearch.store.paths import shown
 
-SIZE = defaults.IMAGE_SIZE
+SIZE = ModelConfig().image_size  # the seed model's input: every image is framed for it
 DEFAULT_MAX_PIXELS = defaults.MAX_PIXELS  # decompression bombs are refused before decoding
 TRIM_THRESHOLD = 0.05  # Fashion-MNIST's own trimming threshold: 5% away from the background
-_WORKING_SIZE = 1024  # larger images are shrunk to this before the float work; 28 px is the goal
+_WORKING_SIZE = 1024  # larger images are shrunk to this before the float work; SIZE px is the goal
 
 ImageSource = Any  # str | Path | bytes | PIL.Image.Image | numpy array | torch tensor
 
@@ -100,7 +101,7 @@ def preprocess_batch(
         sources = [sources]
     if not isinstance(sources, Sequence | np.ndarray):
         raise ImageError(
-            f"cannot use a {type(sources).__name__} as images: pass a list of images or an (n, 28, 28) array"
+            f"cannot use a {type(sources).__name__} as images: pass a list of images or an (n, {SIZE}, {SIZE}) array"
         )
     framed = [preprocess(source, max_pixels=max_pixels, name=name or _name_of(source)) for source in sources]
     return np.stack(framed) if framed else _none()

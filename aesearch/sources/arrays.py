@@ -15,7 +15,7 @@ from aesearch.sources.chunks import Chunk
 
 
 class ArraySource:
-    """images (n, 28, 28) uint8 with optional labels and splits, yielded in row order."""
+    """images (n, *image_shape) uint8 with optional labels and splits, yielded in row order."""
 
     prune_classes = False  # True: the build drops class names no image has (see FolderSource)
 
@@ -25,7 +25,7 @@ class ArraySource:
                  name: str = "images", records: np.ndarray | None = None,
                  paths: list[str] | None = None) -> None:  # fmt: skip
         """records (RECORD_DTYPE, ids ignored), when given, supply labels, splits, positions and file facts."""
-        assert images.dtype == np.uint8 and images.shape[1:] == (28, 28), f"bad images {images.dtype} {images.shape}"
+        assert images.dtype == np.uint8 and images.ndim == 3, f"bad images {images.dtype} {images.shape}"
         if records is not None:
             labels, split, positions = records["label"], records["split"], records["position"]
         self.images, self.labels, self.split, self.positions = images, labels, split, positions

@@ -25,7 +25,7 @@ class Chunk:
     The pipeline allocates the ids; a source only says what each image is and where it came from.
     """
 
-    images: np.ndarray  # (n, 28, 28) uint8, already preprocessed
+    images: np.ndarray  # (n, *image_shape) uint8, already preprocessed to the model's input
     cursor: int  # where this chunk ends in the source: chunks(start=cursor) yields what follows
     labels: np.ndarray | None = None  # (n,) int, NO_LABEL where unknown; None: no labels at all
     split: np.ndarray | None = None  # (n,) uint8 index into the source's split_names; None: all 0
@@ -40,7 +40,7 @@ class Chunk:
         return len(self.images)
 
     def __post_init__(self) -> None:
-        assert self.images.ndim == 3 and self.images.shape[1:] == (28, 28), f"bad chunk {self.images.shape}"
+        assert self.images.ndim == 3, f"bad chunk {self.images.shape}"  # the model's shape: checked by the build
         assert self.images.dtype == np.uint8, f"chunk images must be uint8, got {self.images.dtype}"
 
 

@@ -28,6 +28,7 @@ CLASS_NAMES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )  # fmt: skip
+IMAGE_SHAPE = (28, 28)  # the dataset's format (the seed model's input is its size by design)
 DATA_DIR_ENV = "AESEARCH_DATA_DIR"
 LOCAL_DATA_DIR = Path("data")
 DEBIAN_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -170,10 +171,10 @@ def _read(files: dict[str, Path], folder: Path, device: Any) -> FashionMNIST:
                 "reinstall them (`sudo apt-get install --reinstall dataset-fashion-mnist`) or delete them "
                 "so they are downloaded again"
             ) from None
-        if images.shape != (expected, 28, 28) or labels.shape != (expected,) or int(labels.max()) > 9:
+        if images.shape != (expected, *IMAGE_SHAPE) or labels.shape != (expected,) or int(labels.max()) > 9:
             raise DataError(
                 f"Fashion-MNIST {split} files in {folder} hold {tuple(images.shape)} images and "
-                f"{tuple(labels.shape)} labels, expected ({expected}, 28, 28) and ({expected},): "
+                f"{tuple(labels.shape)} labels, expected {(expected, *IMAGE_SHAPE)} and ({expected},): "
                 "replace them with the original files"
             )
         splits[split] = Split(split, images, labels)

@@ -487,10 +487,10 @@ def _chunk(items: list[FileEntry], result: tuple) -> ReadChunk:
 
 def _read_batch(base: list[str], items: list[tuple[int, str]]) -> tuple:
     """In a worker: each file's preprocessed uint8 image, hash, size and mtime, or why it failed."""
-    from aesearch.search.preprocess import preprocess
+    from aesearch.search.preprocess import SIZE, preprocess
 
     n = len(items)
-    images = np.zeros((n, 28, 28), dtype=np.uint8)
+    images = np.zeros((n, SIZE, SIZE), dtype=np.uint8)  # preprocess()'s output
     hashes = np.zeros(n, dtype=f"S{HASH_BYTES}")
     sizes, mtimes = np.zeros(n, np.int64), np.zeros(n, np.int64)
     problems: list[str | None] = [None] * n

@@ -1,4 +1,4 @@
-"""A collection stored as `.npy` shards: millions of 28x28 images without millions of files.
+"""A collection stored as `.npy` shards: millions of small images without millions of files.
 
     DIR/
       collection.json          {"format": "aesearch-shards", "count": N, "class_names": [...],
@@ -45,6 +45,7 @@ class ShardSource:
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
+        self._image_shape: tuple[int, ...] | None = None  # the first shard's, once read
         try:
             manifest = json.loads((self.folder / MANIFEST).read_text())
         except (OSError, ValueError) as exc:
@@ -118,8 +119,11 @@ class ShardSource:
             labels = np.load(self.folder / entry["labels"], mmap_mode="r") if entry.get("labels") else None
         except (OSError, ValueError) as exc:
             raise DataError(f"cannot read shard {path} ({exc}): regenerate the collection") from None
-        if images.dtype != np.uint8 or images.shape != (int(entry["count"]), 28, 28):
-            raise DataError(f"shard {path} holds {images.dtype} {images.shape}, not ({entry['count']}, 28, 28) uint8")
+        # Every shard's images have the first one's shape (the build checks it is the model's).
+        shape = (int(entry["count"]), *(self._image_shape or images.shape[1:]))
+        if images.dtype != np.uint8 or images.ndim != 3 or images.shape != shape:
+            raise DataError(f"shard {path} holds {images.dtype} {images.shape}, not {shape} uint8")
+        self._image_shape = shape[1:]
         if labels is not None and labels.shape != (len(images),):
             raise DataError(f"labels beside {path} hold {labels.shape[0]} rows, not {len(images)}")
         return images, labels

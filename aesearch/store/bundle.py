@@ -27,7 +27,7 @@ import numpy as np
 
 from aesearch._version import __version__
 from aesearch.errors import BundleError, CheckpointError, InvalidArgumentError, reason
-from aesearch.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from aesearch.model.checkpoint import Checkpoint, load_checkpoint, read_model_config, save_checkpoint
 from aesearch.rowwise import CORES
 from aesearch.store.atomic import new_staging_folder, publish_folder
 from aesearch.store.lock import writer_lock
@@ -40,7 +40,7 @@ from aesearch.store.manifest import (
     write_manifest,
 )
 from aesearch.store.records import PINNED, RECORD_DTYPE
-from aesearch.store.segment import IMAGE_SHAPE, Segment, SegmentBuilder
+from aesearch.store.segment import Segment, SegmentBuilder
 
 MODEL_FILE = "model.safetensors"
 # Below this many bytes in all, loading checks every file's SHA-256 (70,000 images: ~0.2 s); above
@@ -77,6 +77,11 @@ class Bundle:
 
     def __len__(self) -> int:
         return self.manifest["count"]
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """One indexed image's shape: the model's input (ModelConfig.image_shape)."""
+        return self.checkpoint.model_config.image_shape
 
     def changed(self) -> bool:
         """Has a writer published a new state since this one was loaded? (one stat call)"""
@@ -154,12 +159,12 @@ class Bundle:
             array = getattr(self.segments[0], attribute)
             return array.shape[1:], array.dtype
         return {
-            "records": ((), RECORD_DTYPE), "images": (IMAGE_SHAPE, np.dtype(np.uint8)),
+            "records": ((), RECORD_DTYPE), "images": (self.image_shape, np.dtype(np.uint8)),
             "embeddings": ((self.manifest["z_size"],), np.dtype(np.float32)),
         }[attribute]  # fmt: skip
 
     def images(self, ids) -> np.ndarray:
-        """(n, 28, 28) uint8: the preprocessed images of these ids."""
+        """(n, *image_shape) uint8: the preprocessed images of these ids."""
         return self._gather(ids, "images")
 
     def image(self, id: int) -> np.ndarray:
@@ -255,9 +260,10 @@ def _load(path: Path, model, verify: str, stat: tuple) -> Bundle:
             f"{path} is inconsistent (manifest z size {manifest['z_size']} != model's {z_size}): {rebuild}"
         )
 
+    folder, image_shape = path / "segments", checkpoint.model_config.image_shape
     try:
         segments = [
-            Segment.open(path / "segments" / e["name"], e["name"], e.get("meta", {}), e["count"], z_size)
+            Segment.open(folder / e["name"], e["name"], e.get("meta", {}), e["count"], z_size, image_shape)
             for e in manifest["segments"]
         ]
         tombstones = np.zeros(0, np.int64)
@@ -324,6 +330,7 @@ class BundleWriter:
         self._tombstones = None  # set when changed
         self._new_files: set[str] = set()
         self._space_dir: str | None = None
+        self._image_shape: tuple[int, ...] | None = None  # the model's input: set_model's, or the bundle's model's
         self.committed = False
 
     # --- opening ---
@@ -338,7 +345,9 @@ class BundleWriter:
         """
         target = Path(target)
         if target.exists() and not target.is_dir():
-            raise InvalidArgumentError(f"{target} is a file: give a folder for the index (--index-dir)")
+            raise InvalidArgumentError(
+                f"index_dir {target} is a file: give a folder for the index", parameter="index_dir"
+            )
         with writer_lock(target):
             staged_name = f".{target.name}.partial-{resume_key}" if resume_key else None
             for other in target.parent.glob(f".{target.name}.partial-*"):
@@ -390,12 +399,15 @@ class BundleWriter:
         self.manifest["encoder_sha256"] = checkpoint.encoder_sha256
         self.manifest["decoder_sha256"] = checkpoint.decoder_sha256
         self.manifest["z_size"] = checkpoint.model_config.z_size
+        self._image_shape = checkpoint.model_config.image_shape
 
     def new_segment(self, count: int, *, name: str | None = None) -> SegmentBuilder:
         """A segment to fill. A fixed name (resumable builds) reopens what a crashed run wrote."""
         assert name is None or self.creating, "segments of an existing bundle get fresh names"
         name = name or f"g{self.next_generation:06d}-{secrets.token_hex(3)}"
-        return SegmentBuilder(self.root / "segments" / name, count, self.manifest["z_size"])
+        if self._image_shape is None:  # an update: the shape the bundle's model reads (its metadata alone)
+            self._image_shape = read_model_config(self.root / MODEL_FILE).image_shape
+        return SegmentBuilder(self.root / "segments" / name, count, self.manifest["z_size"], self._image_shape)
 
     def add_segment(self, segment: SegmentBuilder, meta: dict | None = None) -> None:
         ids = np.asarray(segment.records["id"]).copy()

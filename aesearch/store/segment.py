@@ -18,7 +18,6 @@ from aesearch.errors import BundleError
 from aesearch.store.paths import decode_path, encode_path
 from aesearch.store.records import RECORD_DTYPE
 
-IMAGE_SHAPE = (28, 28)
 _FEW_PATHS = 4096  # up to this many paths are sliced from the map one by one, more read with the blob
 
 
@@ -29,11 +28,12 @@ class SegmentBuilder:
     written before a crash are kept.
     """
 
-    def __init__(self, folder: Path, count: int, z_size: int) -> None:
+    def __init__(self, folder: Path, count: int, z_size: int, image_shape: tuple[int, ...]) -> None:
+        """image_shape: one image's, the model's (ModelConfig.image_shape)."""
         self.folder, self.count, self.z_size = folder, count, z_size
         folder.mkdir(parents=True, exist_ok=True)
         self.records = self._array("records.npy", (count,), RECORD_DTYPE)
-        self.images = self._array("images.npy", (count, *IMAGE_SHAPE), np.dtype(np.uint8))
+        self.images = self._array("images.npy", (count, *image_shape), np.dtype(np.uint8))
         self.embeddings = self._array("embeddings.npy", (count, z_size), np.dtype(np.float32))
         self._paths: list[str] | None = None
 
@@ -131,13 +131,15 @@ class Segment:
     folder: Path
     meta: dict
     records: np.ndarray  # (n,) RECORD_DTYPE, sorted by id
-    images: np.ndarray  # (n, 28, 28) uint8
+    images: np.ndarray  # (n, *image_shape) uint8: the model's input shape
     embeddings: np.ndarray  # (n, z) float32
     _offsets: np.ndarray = field(repr=False)
     _paths: np.ndarray = field(repr=False)  # the UTF-8 blob, memory-mapped bytes
 
     @classmethod
-    def open(cls, folder: Path, name: str, meta: dict, count: int, z_size: int) -> Segment:
+    def open(
+        cls, folder: Path, name: str, meta: dict, count: int, z_size: int, image_shape: tuple[int, ...]
+    ) -> Segment:
         def load(file: str) -> np.ndarray:
             path = folder / file
             return np.load(path, mmap_mode="r" if path.stat().st_size > 4096 else None, allow_pickle=False)
@@ -148,7 +150,7 @@ class Segment:
         blob = np.memmap(blob_path, dtype=np.uint8, mode="r") if blob_path.stat().st_size else np.zeros(0, np.uint8)
         problems = [
             (records.dtype == RECORD_DTYPE and records.shape == (count,), f"records are {records.shape}"),
-            (images.dtype == np.uint8 and images.shape == (count, *IMAGE_SHAPE), f"images are {images.shape}"),
+            (images.dtype == np.uint8 and images.shape == (count, *image_shape), f"images are {images.shape}"),
             (embeddings.dtype == np.float32 and embeddings.shape == (count, z_size),
              f"embeddings are {embeddings.shape}"),
             (offsets.dtype == np.int64 and offsets.shape == (count + 1,), f"path offsets are {offsets.shape}"),
