@@ -49,7 +49,7 @@ def test_tsne_map(engine, tmp_path):
 
 
 def test_bad_method(engine):
-    with pytest.raises(InvalidArgumentError, match="unknown map method"):
+    with pytest.raises(InvalidArgumentError, match="unknown map `method` 'umap-ish'"):
         project(engine, "umap-ish")
 
 

@@ -15,7 +15,7 @@ import click
 
 from aesearch import defaults
 from aesearch._version import __version__
-from aesearch.errors import AesearchError, InvalidArgumentError
+from aesearch.errors import AesearchError
 from aesearch.integers import MAX_ID, check_int, parse_int
 from aesearch.interfaces import tables
 
@@ -40,16 +40,23 @@ class Integer(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+# Library parameters whose option is not "--" + the parameter with dashes.
+_OPTIONS = {"k": "-k"}
+
+
+def option_name(parameter: str) -> str:
+    """The option that sets a library parameter: chunk_size -> --chunk-size, k -> -k."""
+    return _OPTIONS.get(parameter) or f"--{parameter.replace('_', '-')}"
+
+
 class _Group(click.Group):
     """Every error is one line on stderr: AesearchError exits 1, a usage error 2; never a traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except InvalidArgumentError as exc:  # the library names its parameters; here they are options
-            raise click.ClickException(exc.in_words(f"--{(exc.parameter or '').replace('_', '-')}")) from None
-        except AesearchError as exc:
-            raise click.ClickException(str(exc)) from None
+        except AesearchError as exc:  # the library names its parameters; here they are options
+            raise click.ClickException(exc.in_words(option_name)) from None
         except click.exceptions.NoArgsIsHelpError:
             raise
         except click.UsageError as exc:

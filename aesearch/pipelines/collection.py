@@ -55,7 +55,7 @@ def build_from_folders(
     from aesearch.pipelines.stream import stream_build
 
     if labels is not None and labels not in LABEL_MODES:
-        raise InvalidArgumentError(f"unknown --labels {labels!r}: use `folders` (or leave it out)")
+        raise InvalidArgumentError(f"unknown `labels` {labels!r}: use `folders` (or leave it out)", parameter="labels")
     roots = collection_roots(images, images_from)
     checkpoint = load_checkpoint(model) if model is not None else None
     check_index_type(spec.index_type, checkpoint.model_config.z_size if checkpoint else 314)

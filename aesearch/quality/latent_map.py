@@ -50,7 +50,9 @@ class Projection:
 def project(engine: SearchEngine, method: str = "pca", *, cache: bool = True) -> Projection:
     """The 2-D projection of the bundle's latents (from the cache when there is one)."""
     if method not in METHODS:
-        raise InvalidArgumentError(f"unknown map method {method!r}: choose one of {', '.join(METHODS)}")
+        raise InvalidArgumentError(
+            f"unknown map `method` {method!r}: choose one of {', '.join(METHODS)}", parameter="method"
+        )
     engine.require_images()
     cache_path = engine.bundle.path / CACHE_DIR / f"map-{method}-{_bundle_key(engine)}.npz"
     if cache and cache_path.is_file():
@@ -110,7 +112,7 @@ def _compute(engine: SearchEngine, method: str) -> Projection:
         from sklearn.manifold import TSNE
     except ImportError:
         raise InvalidArgumentError(
-            "the t-SNE map needs scikit-learn: `pip install scikit-learn` (or use --method pca)"
+            'the t-SNE map needs scikit-learn: `pip install scikit-learn` (or use `method` "pca")', parameter="method"
         ) from None
     rng = np.random.default_rng(0)
     ids = np.sort(rng.choice(ids, size=min(TSNE_SAMPLE, len(ids)), replace=False))

@@ -143,7 +143,8 @@ def open_image(source: str | Path | bytes | Image.Image, *, max_pixels: int = DE
     if width * height > max_pixels:
         raise ImageError(
             f"{label} is {width}x{height} = {_pixels(width * height)}, over the limit of {_pixels(max_pixels)}: "
-            "downscale it or raise the limit (--max-pixels)"
+            "downscale it or raise the limit (`max_pixels`)",
+            parameter="max_pixels",
         )
     if width == 0 or height == 0:
         raise ImageError(f"{label} has no pixels ({width}x{height}): pass a real image")
@@ -221,7 +222,8 @@ def _array_to_grey_alpha(array: np.ndarray, label: str, max_pixels: int) -> tupl
     if array.shape[0] * array.shape[1] > max_pixels:
         raise ImageError(
             f"{label} is {array.shape[1]}x{array.shape[0]} = {_pixels(array.shape[0] * array.shape[1])}, over the "
-            f"limit of {_pixels(max_pixels)}: downscale it or raise the limit (max_pixels)"
+            f"limit of {_pixels(max_pixels)}: downscale it or raise the limit (`max_pixels`)",
+            parameter="max_pixels",
         )
     if array.dtype == np.uint8:
         values = _unit(array)
