@@ -169,7 +169,7 @@ def fit(
 
     Args:
         config: the recipe and run settings.
-        data: both splits (see aesearch.data.load_fashion_mnist); moved to the training device.
+        data: both splits (see aesearch.sources.fashion_mnist.load_fashion_mnist); moved to the training device.
         progress: show a tqdm bar per epoch (loss, lr, images/s) on stderr.
         log: receives one summary line per epoch and the final test MSE; None for silence.
     """
