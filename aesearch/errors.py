@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import re
+from collections.abc import Callable, Mapping, Sequence
 
 
 class AesearchError(Exception):
@@ -14,10 +15,40 @@ class AesearchError(Exception):
 
     It stays one line whatever it quotes: control characters (a newline in a file name, say)
     are shown escaped, so nothing quoted can split the line or forge another.
+
+    parameter: the library's name for the value at fault ("chunk_size"), or several names; an
+    interface rephrases them in its own words (the CLI says "--chunk-size", the server its query
+    field): in_words(). The message writes each in backticks ("lower `batch_size`"), which a
+    Python caller reads as code and an interface replaces whole; a bare name is rephrased only in
+    a message with no backticked one, since a bare word may also be part of a quoted path.
     """
+
+    def __init__(self, message: str = "", *, parameter: str | Sequence[str] | None = None) -> None:
+        super().__init__(message)
+        self.parameters: tuple[str, ...] = (parameter,) if isinstance(parameter, str) else tuple(parameter or ())
+        self.parameter = self.parameters[0] if self.parameters else None
 
     def __str__(self) -> str:
         return one_line(super().__str__())
+
+    def in_words(self, words: str | Mapping[str, str] | Callable[[str], str]) -> str:
+        """The message with each parameter it names called as the caller calls it.
+
+        words: the name for the one parameter, a mapping from parameter to name (parameters it
+        leaves out keep their names), or a function of the parameter.
+        """
+        text = str(self)
+        if not self.parameters:
+            return text
+        if isinstance(words, str):
+            words = {self.parameter: words}
+        name = words.get if isinstance(words, Mapping) else words
+        names = "|".join(re.escape(p) for p in sorted(self.parameters, key=len, reverse=True))
+        quoted = re.compile(rf"`({names})`")
+        # A bare name is a whole word outside any path: not "k" in "rank" or "/k/", nor "limit" in
+        # "--limit" (advice that already names a command's option stays as it is).
+        mention = quoted if quoted.search(text) else re.compile(rf"(?<![\w\-/.])({names})(?![\w\-/.])")
+        return mention.sub(lambda m: name(m[1]) or m[0], text)
 
 
 class DataNotFoundError(AesearchError):
@@ -45,22 +76,19 @@ class ImageError(AesearchError):
 
 
 class InvalidArgumentError(AesearchError, ValueError):
-    """An option or argument is out of range (k of 0, a negative batch size, ...).
+    """An option or argument is out of range (k of 0, a negative batch size, ...)."""
 
-    parameter: the library's name for the value at fault ("chunk_size"), which the message uses as
-    is; an interface rephrases it in its own words (the CLI says "--chunk-size": in_words()).
-    """
 
-    def __init__(self, message: str = "", *, parameter: str | None = None) -> None:
-        super().__init__(message)
-        self.parameter = parameter
+class MissingRootError(InvalidArgumentError):
+    """A folder a collection was built from is missing (an unmounted disk?): nothing is synced from it."""
 
-    def in_words(self, name: str) -> str:
-        """The message with the parameter called `name` (an option, a query field) instead."""
-        text = str(self)
-        if not self.parameter:
-            return text
-        return re.sub(rf"(?<![\w-]){re.escape(self.parameter)}(?![\w-])", name, text)
+
+class ShortSourceError(AesearchError):
+    """A source of images yielded fewer than it announced (a file truncated or replaced during a build)."""
+
+
+class BundleLockedError(BundleError):
+    """Another writer (a sync, add, remove or build) holds the bundle's lock: wait for it, then run again."""
 
 
 # Advice for an OSError that reached a command, by errno: what the user can do about that one.

@@ -39,6 +39,26 @@ def test_query_prints_a_table_and_writes_the_picture(tiny_bundle, query_png):
         assert image.width > 800 and image.height > 150
 
 
+@pytest.mark.parametrize("kind", ["png", "large grey jpeg"])
+def test_query_decodes_the_image_once_and_shows_it_as_given(tiny_bundle, tmp_path, monkeypatch, kind):
+    from aesearch.figures import render
+    from aesearch.search.preprocess import open_image
+
+    path = tmp_path / ("q.png" if kind == "png" else "q.jpg")
+    if kind == "png":
+        Image.fromarray(load_bundle(tiny_bundle).image(42)).save(path)
+    else:  # over the 1024-pixel working size: the preprocessing shrinks a copy, never the original shown
+        Image.fromarray(np.kron(load_bundle(tiny_bundle).image(42), np.ones((50, 50), np.uint8))).save(path)
+    expected = np.asarray(open_image(path))  # oracle: what the picture showed when it decoded the file itself
+    opened, shown, real_open, real_render = [], [], Image.open, render.render_result
+    monkeypatch.setattr(Image, "open", lambda *a, **kw: opened.append(a[0]) or real_open(*a, **kw))
+    monkeypatch.setattr(render, "render_result", lambda *a, **kw: shown.append(kw["original"]) or real_render(*a, **kw))
+    result = run("query", path, "-k", 3, "--index-dir", tiny_bundle, "--out", tmp_path / "r.png")
+    assert result.exit_code == 0, result.output
+    assert len(opened) == 1, f"the query image is decoded once, not {len(opened)} times"
+    np.testing.assert_array_equal(np.asarray(shown[0]), expected)
+
+
 def test_query_json(tiny_bundle, query_png, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # pictures/ is made inside the current folder (elsewhere it is refused)
     out = tmp_path / "pictures" / "r.png"
@@ -98,7 +118,7 @@ BAD_QUERIES = [
     (["query", "{bad}/notes.png"], "not an image"),
     (["query", "{bad}/cut.png"], "truncated or damaged"),
     (["query", "{bad}/bomb.png"], "over the limit of 50.0 megapixels"),
-    (["query", "{good}", "--max-pixels", "100"], "784 pixels, over the limit of 100 pixels"),
+    (["query", "{good}", "--max-pixels", "100"], r"784 pixels, over the limit of 100 pixels: .* \(--max-pixels\)$"),
     (["query", "{good}", "-k", "0"], "k must be an integer from 1 to 120"),
     (["query", "{good}", "-k", "-4"], "k must be an integer from 1 to 120"),
     (["query", "{good}", "-k", "121"], "k must be an integer from 1 to 120"),
@@ -107,7 +127,7 @@ BAD_QUERIES = [
     (["query", "{good}", "--id", "3"], "give an IMAGE file or --id N, not both"),
     (["query", "{good}", "--out", "{bad}/result.txt"], "name it .png, .jpg or .webp"),
     (["query", "{good}", "--model", "{other_model}"], "does not match the index"),
-    (["query", "{good}", "--index-dir", "{bad}/nowhere"], "no index at .*run `aesearch build-index"),
+    (["query", "{good}", "--index-dir", "{bad}/nowhere"], "no index at .*`aesearch build-index.*or pass --index-dir$"),
     (["info", "--index-dir", "{bad}/nowhere"], "no index at"),
     (["build-index", "--index-type", "nonsense", "--index-dir", "{bad}/new"], "FAISS refuses index type"),
     (["build-index", "--model", "{bad}/notes.png", "--index-dir", "{bad}/new"], "not an aesearch checkpoint"),

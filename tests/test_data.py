@@ -35,7 +35,7 @@ def test_nothing_found_names_every_place_and_both_remedies(no_real_data, monkeyp
 def test_an_explicit_folder_is_the_only_place_looked_in(no_real_data):
     place_files(no_real_data / "no-debian")  # data elsewhere must not be used instead
     assert data.find_data_dir(no_real_data / "mine") is None
-    with pytest.raises(DataNotFoundError, match=r"no Fashion-MNIST in .*mine .*--data-dir names") as info:
+    with pytest.raises(DataNotFoundError, match=r"no Fashion-MNIST in .*mine .*`data_dir` names") as info:
         data.load_fashion_mnist(no_real_data / "mine")
     assert "\n" not in str(info.value)
 

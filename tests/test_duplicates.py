@@ -130,5 +130,10 @@ def test_eval_excludes_cross_split_copies(tmp_path):
     for query, found in hits.items():
         if 90 <= query < 100:
             assert query - 90 not in found, "a query's own copy is left out of its neighbours"
-    with pytest.raises(Exception, match="--protocol test"):
+    from aesearch.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match='use `protocol` "test"'):  # the library names its parameter
         evaluate(engine, protocol="validation", exclude_near_duplicates=0.01)
+    args = ["--protocol", "validation", "--exclude-near-duplicates", "0.01", "--report", str(tmp_path / "e.png")]
+    refused = CliRunner().invoke(cli, ["eval", "--index-dir", str(tmp_path / "b"), *args])
+    assert refused.exit_code == 1 and 'use --protocol "test"' in refused.output, "the CLI names its option"

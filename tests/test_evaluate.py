@@ -77,5 +77,5 @@ def test_validation_protocol_holds_out_training_images(tiny_bundle):
     report = evaluate(SearchEngine.load(tiny_bundle), protocol="validation")
     assert (report.protocol, report.n_queries, report.n_database) == ("validation", 15, 75)
     assert all(example["query_id"] >= 75 and example["query_id"] < 90 for example in report.examples)
-    with pytest.raises(InvalidArgumentError, match="unknown protocol"):
+    with pytest.raises(InvalidArgumentError, match=r"unknown `protocol` 'train': choose one of"):
         evaluate(SearchEngine.load(tiny_bundle), protocol="train")

@@ -89,7 +89,7 @@ def test_images_from_list_and_labels(tmp_path, folder):
     ("images", "images_from", "message"),
     [
         (["nowhere"], None, "no such folder"),
-        ([], None, "give at least one --images"),
+        ([], None, "give at least one `images` FOLDER or an `images_from` LIST"),
         ([], "nowhere.txt", "no such list"),
     ],
 )

@@ -177,7 +177,7 @@ def test_a_list_of_paths_holds_the_file_systems_bytes_and_its_pipes_are_skipped(
     folder = "is a folder: only regular files are read as images"
     assert reasons(found.skipped, tmp_path) == {"pics/fifo.png": PIPE, "pics": folder}
     os.mkfifo(tmp_path / "fifo-list.txt")  # never opened: it would wait for a writer
-    with pytest.raises(InvalidArgumentError, match=r"fifo-list\.txt is not a file: give --images-from a text file"):
+    with pytest.raises(InvalidArgumentError, match=r"fifo-list\.txt is not a file: give `images_from` a text file"):
         collection_roots(images_from=tmp_path / "fifo-list.txt")
 
 

@@ -3,16 +3,17 @@
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import folder_digest
 
 from aesearch.errors import InvalidArgumentError
 from aesearch.interfaces.cli import cli
-from aesearch.quality.latent_map import latent_map, project
+from aesearch.quality.latent_map import _bundle_key, cache_dir, latent_map, project
 from aesearch.search.engine import SearchEngine
 
 
 @pytest.fixture
 def engine(bundle_copy):
-    return SearchEngine.load(bundle_copy)  # a copy: the map writes its cache into the bundle
+    return SearchEngine.load(bundle_copy)  # a copy: the map writes its cache beside the bundle
 
 
 def test_pca_map_places_every_image_and_the_query_exactly(engine, tmp_path):
@@ -36,7 +37,7 @@ def test_the_projection_is_cached_per_bundle(engine):
     second = project(engine)
     assert not first.from_cache and second.from_cache
     np.testing.assert_array_equal(first.coords, second.coords)
-    assert len(list((engine.bundle.path / "cache").iterdir())) == 1
+    assert len(list(cache_dir(engine.bundle.path).iterdir())) == 1
     from aesearch.store.bundle import load_bundle
 
     load_bundle(engine.bundle.path)  # the cache does not upset the bundle's own checks
@@ -49,17 +50,27 @@ def test_tsne_map(engine, tmp_path):
 
 
 def test_bad_method(engine):
-    with pytest.raises(InvalidArgumentError, match="unknown map method"):
+    with pytest.raises(InvalidArgumentError, match="unknown map `method` 'umap-ish'"):
         project(engine, "umap-ish")
 
 
-def test_cli_map(bundle_copy, tmp_path):
+def test_cli_map_leaves_the_bundle_byte_for_byte(bundle_copy, tmp_path):
+    before = folder_digest(bundle_copy)
     out = tmp_path / "m.png"
     result = CliRunner().invoke(cli, ["map", "--index-dir", str(bundle_copy), "--id", "4", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "Map of 120 images" in result.output and out.exists()
     again = CliRunner().invoke(cli, ["map", "--index-dir", str(bundle_copy), "--out", str(out)])
     assert "(projection from cache)" in again.output
+    assert folder_digest(bundle_copy) == before, "no command writes into a bundle it reads"
+
+
+def test_a_projection_of_an_earlier_state_is_dropped(engine):
+    stale = cache_dir(engine.bundle.path) / "map-pca-0123456789abcdef.npz"  # the bundle before a rebuild
+    stale.parent.mkdir()
+    stale.write_bytes(b"never read again")
+    assert not project(engine).from_cache
+    assert [p.name for p in stale.parent.iterdir()] == [f"map-pca-{_bundle_key(engine)}.npz"]
 
 
 @pytest.mark.parametrize(
@@ -73,7 +84,7 @@ def test_a_stale_or_damaged_cache_is_recomputed(bundle_copy, damage):
 
     engine = SearchEngine.load(bundle_copy)
     good = project(engine)
-    path = next((bundle_copy / "cache").iterdir())
+    path = next(cache_dir(bundle_copy).iterdir())
     arrays = dict(np.load(path))
     np.savez(path, **{**arrays, **damage})
     again = project(engine)

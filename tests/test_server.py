@@ -58,7 +58,11 @@ def test_health_and_images(client):
         (("post", "/api/search?k=3", "notes.png"), 400, "not an image this tool can read"),
         (("post", "/api/search?k=3", "cut.png"), 400, "truncated or damaged"),
         (("post", "/api/search?k=3", "empty.png"), 400, "is empty"),
-        (("post", "/api/search?k=3", "big.png"), 400, "over the limit of 16.0 megapixels"),
+        (
+            ("post", "/api/search?k=3", "big.png"),
+            400,
+            "megapixels: downscale it or raise the limit (the server's --max-pixels)",
+        ),
         (("post", "/api/search?k=0", "good"), 400, "k must be an integer from 1 to 120, got 0"),
         (("post", "/api/search?k=abc", "good"), 400, "written in digits 0-9"),
         (("post", "/api/search?k=121", "good"), 400, "k must be an integer from 1 to 120"),

@@ -103,7 +103,11 @@ def test_cli_train_writes_checkpoint_and_curve(fake_data_dir, tmp_path, monkeypa
         (["--epochs", "0"], "Invalid value for '--epochs'"),
         (["--batch-size", "-5"], "Invalid value for '--batch-size'"),
         (["--recipe", "fancy"], "Invalid value for '--recipe'"),
-        (["--device", "tpu"], "unknown device"),
+        (["--device", "tpu"], "unknown --device 'tpu'"),
+        (
+            ["--batch-size", "128"],
+            "--batch-size 128 is larger than the 64 training images: lower --batch-size or raise --limit",
+        ),  # the library's parameters, as the options that set them
         (["--out", "."], "is a directory"),
     ],
 )

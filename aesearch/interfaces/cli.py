@@ -15,7 +15,7 @@ import click
 
 from aesearch import defaults
 from aesearch._version import __version__
-from aesearch.errors import AesearchError, InvalidArgumentError
+from aesearch.errors import AesearchError
 from aesearch.integers import MAX_ID, check_int, parse_int
 from aesearch.interfaces import tables
 
@@ -40,16 +40,23 @@ class Integer(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+# Library parameters whose option is not "--" + the parameter with dashes.
+_OPTIONS = {"k": "-k"}
+
+
+def option_name(parameter: str) -> str:
+    """The option that sets a library parameter: chunk_size -> --chunk-size, k -> -k."""
+    return _OPTIONS.get(parameter) or f"--{parameter.replace('_', '-')}"
+
+
 class _Group(click.Group):
     """Every error is one line on stderr: AesearchError exits 1, a usage error 2; never a traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except InvalidArgumentError as exc:  # the library names its parameters; here they are options
-            raise click.ClickException(exc.in_words(f"--{(exc.parameter or '').replace('_', '-')}")) from None
-        except AesearchError as exc:
-            raise click.ClickException(str(exc)) from None
+        except AesearchError as exc:  # the library names its parameters; here they are options
+            raise click.ClickException(exc.in_words(option_name)) from None
         except click.exceptions.NoArgsIsHelpError:
             raise
         except click.UsageError as exc:
@@ -389,7 +396,6 @@ def query(image, k, index_dir, query_id, out, no_picture, as_json, max_pixels, m
     """
     from aesearch.errors import InvalidArgumentError
     from aesearch.search.engine import SearchEngine
-    from aesearch.store.paths import shown
 
     if image is None and query_id is None:
         raise InvalidArgumentError("give an IMAGE file to search with, or --id N for an indexed image")
@@ -402,14 +408,15 @@ def query(image, k, index_dir, query_id, out, no_picture, as_json, max_pixels, m
         result = engine.query_id(query_id, k)
         label = f"id {query_id}"
     else:
-        result = engine.query(image, k, max_pixels=max_pixels)
+        # The picture shows the image as given: decoded once, here, and kept in the result for it.
+        result = engine.query(image, k, max_pixels=max_pixels, keep_original=not no_picture)
         label = str(image)
     if more_like or less_like:
         result = engine.refine(result, _id_list(more_like, "--more-like"), _id_list(less_like, "--less-like"))
     picture = None
     if not no_picture:
         picture = out or _default_picture_path(image, query_id)
-        _write_picture(engine, result, picture, image, query_id, label)
+        _write_picture(engine, result, picture, label)
     explained = None
     if explain:
         from aesearch.figures.explain import render_explanations
@@ -423,23 +430,9 @@ def query(image, k, index_dir, query_id, out, no_picture, as_json, max_pixels, m
         click.echo(json.dumps({"query": label, **result.to_dict(), "picture": str(picture) if picture else None,
                                **extra}))  # fmt: skip
         return
-    trust = result.trust
-    click.echo(
-        f"Query: {shown(label)}  (reconstruction MSE {result.reconstruction_mse:.4f}, "
-        f"percentile {trust.reconstruction_percentile:.1f} of indexed images)"
-    )
-    if trust.warning():
-        click.echo(trust.warning(), err=True)
-    column = "path" if any(hit.path for hit in result.hits) else "class"
-    marked = bool(result.feedback)
-    click.echo(f"{'rank':>4}  {'id':>6}  {column:<12} {'split':<5}  {'distance':>9}" + ("  mark" if marked else ""))
-    for hit in result.hits:
-        mark = {"more": "  more like", None: ""}[result.feedback.mark(hit.id)] if marked else ""
-        click.echo(f"{hit.rank:>4}  {hit.id:>6}  {shown(hit.name):<12} {hit.split:<5}  {hit.distance:>9.4f}{mark}")
-    if marked:
-        click.echo(f"Refined with relevance feedback; distances are to the refined query. "
-                   f"More like: {_ids_text(result.feedback.more)}; less like (left out): "
-                   f"{_ids_text(result.feedback.less)}")  # fmt: skip
+    click.echo(tables.query_table(result, label))
+    if result.trust.warning():  # on stderr, after the table: the last thing read
+        click.echo(result.trust.warning(), err=True)
     if picture:
         click.echo(f"Result picture: {picture}")
     if explained:
@@ -453,27 +446,22 @@ def _id_list(text: str | None, option: str) -> list[int]:
     return parse_int_list(text or "", option)
 
 
-def _ids_text(ids) -> str:
-    return ", ".join(str(i) for i in ids) or "none"
-
-
 def _default_picture_path(image: Path | None, query_id: int | None, kind: str = "aesearch") -> Path:
     if image is None:
         return Path(f"query-id-{query_id}.{kind}.png")
     return image.with_name(f"{image.stem}.{kind}.png")
 
 
-def _write_picture(engine, result, picture: Path, image: Path | None, query_id: int | None, label: str) -> None:
+def _write_picture(engine, result, picture: Path, label: str) -> None:
+    """The result picture; the query as given is result.original (None for --id: the indexed image)."""
     from aesearch.figures.render import picture_format, render_result
-    from aesearch.search.preprocess import open_image
     from aesearch.store.atomic import check_writable
 
     picture_format(picture)
     check_writable(picture)
-    original = open_image(image) if image is not None else None
     render_result(
         picture,
-        original=original,
+        original=result.original,
         query=result.query,
         reconstruction=result.reconstruction,
         neighbours=[

@@ -46,6 +46,9 @@ from aesearch.search.live import LiveEngine
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD_BYTES = defaults.SERVER_MAX_UPLOAD_BYTES
 _ECHO = 80  # characters of a client's input quoted back in an error, at most
+# Library parameters in a client's words: its query fields, or the setting of `aesearch serve` a
+# client cannot change (the library's own name for any other).
+_FIELDS = {"k": "k", "max_pixels": "the server's --max-pixels"}
 
 
 class _GuardedApp(FastAPI):
@@ -93,7 +96,7 @@ def create_app(
 
     @app.exception_handler(AesearchError)
     async def _user_error(request: Request, exc: AesearchError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+        return JSONResponse({"detail": exc.in_words(_FIELDS)}, status_code=400)
 
     @app.exception_handler(Busy)
     async def _busy(request: Request, exc: Busy) -> JSONResponse:

@@ -1,10 +1,38 @@
-"""Plain-text tables for the CLI: an evaluation report, a bundle manifest."""
+"""Plain-text tables for the CLI: a query's hits, an evaluation report, a bundle manifest, duplicates."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from aesearch.store.paths import shown as printable
+
+
+def query_table(result, label: str) -> str:
+    """A QueryResult as `aesearch query` prints it: the query's reconstruction, then one row per hit.
+
+    label: how the query is called (its path, or "id N"); paths go through shown(), one printable line.
+    """
+    marked = bool(result.feedback)
+    column = "path" if any(hit.path for hit in result.hits) else "class"
+    lines = [
+        f"Query: {printable(label)}  (reconstruction MSE {result.reconstruction_mse:.4f}, "
+        f"percentile {result.trust.reconstruction_percentile:.1f} of indexed images)",
+        f"{'rank':>4}  {'id':>6}  {column:<12} {'split':<5}  {'distance':>9}" + ("  mark" if marked else ""),
+    ]
+    for hit in result.hits:
+        mark = {"more": "  more like", None: ""}[result.feedback.mark(hit.id)] if marked else ""
+        name = printable(hit.name)
+        lines.append(f"{hit.rank:>4}  {hit.id:>6}  {name:<12} {hit.split:<5}  {hit.distance:>9.4f}{mark}")
+    if marked:
+        lines.append(
+            "Refined with relevance feedback; distances are to the refined query. "
+            f"More like: {_ids(result.feedback.more)}; less like (left out): {_ids(result.feedback.less)}"
+        )
+    return "\n".join(lines)
+
+
+def _ids(ids) -> str:
+    return ", ".join(str(i) for i in ids) or "none"
 
 
 def eval_table(report) -> str:

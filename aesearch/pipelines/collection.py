@@ -58,7 +58,7 @@ def build_from_folders(
     from aesearch.pipelines.stream import stream_build
 
     if labels is not None and labels not in LABEL_MODES:
-        raise InvalidArgumentError(f"unknown --labels {labels!r}: use `folders` (or leave it out)")
+        raise InvalidArgumentError(f"unknown `labels` {labels!r}: use `folders` (or leave it out)", parameter="labels")
     knobs = {"max_index_memory": max_index_memory, "chunk_size": chunk_size, "cluster": cluster}
     roots = collection_roots(images, images_from)
     checkpoint = load_checkpoint(model) if model is not None else None

@@ -86,7 +86,9 @@ def find_duplicates(engine, *, threshold: float = DEFAULT_THRESHOLD, across_spli
             training images that reappear in the test split).
     """
     if not np.isfinite(threshold) or threshold < 0:
-        raise InvalidArgumentError(f"threshold must be a distance of 0 or more, got {threshold}")
+        raise InvalidArgumentError(
+            f"`threshold` must be a distance of 0 or more, got {threshold}", parameter="threshold"
+        )
     engine.require_images()
     start = time.perf_counter()
     view = _View.of(engine)
@@ -196,7 +198,8 @@ def near_pairs(
         if total > 2 * MAX_PAIRS:
             raise InvalidArgumentError(
                 f"more than {MAX_PAIRS:,} pairs are within this threshold: it groups nearly everything; "
-                "lower --threshold"
+                "lower `threshold`",
+                parameter="threshold",
             )
     a, b, d = np.concatenate(found_a), np.concatenate(found_b), np.concatenate(found_d)
     _, first = np.unique(a * n + b, return_index=True)  # each pair once, lower id first

@@ -172,13 +172,16 @@ def protocol_rows(engine: SearchEngine, protocol: str) -> tuple[np.ndarray, np.n
     split = records["split"]
     labels = records["label"].astype(np.int64)
     if protocol not in PROTOCOLS:
-        raise InvalidArgumentError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+        raise InvalidArgumentError(
+            f"unknown `protocol` {protocol!r}: choose one of {', '.join(PROTOCOLS)}", parameter="protocol"
+        )
     train_ids, test_ids = np.nonzero(split == 0)[0], np.nonzero(split == 1)[0]
     if len(bundle.split_names) == 1:  # a collection of files: hold out every 5th labelled image as a query
         labelled = np.nonzero(labels >= 0)[0]
         if not len(labelled):
             raise InvalidArgumentError(
-                f"{bundle.path} has no labels: build it with `--labels folders` (one subfolder per class) to evaluate"
+                f'{bundle.path} has no labels: build it with `labels` "folders" (one subfolder per class) to evaluate',
+                parameter="labels",
             )
         test_ids, train_ids = labelled[::COLLECTION_HOLD_OUT], np.setdiff1d(labelled, labelled[::COLLECTION_HOLD_OUT])
         protocol = "collection"
@@ -199,7 +202,9 @@ def _cross_split_duplicates(engine: SearchEngine, threshold: float | None, train
     if threshold is None:
         return {}
     if split_protocol != "test":  # the validation and collection protocols have no second split
-        raise InvalidArgumentError("near duplicates are excluded across the train/test splits: use --protocol test")
+        raise InvalidArgumentError(
+            'near duplicates are excluded across the train/test splits: use `protocol` "test"', parameter="protocol"
+        )
     from aesearch.quality.duplicates import find_duplicates
 
     train_row = {int(i): r for r, i in enumerate(train_ids)}

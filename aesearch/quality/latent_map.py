@@ -5,8 +5,9 @@ what is near on the map is near for the search too, as far as two dimensions can
   * pca (default): all images, projected linearly; a query is projected exactly the same way.
   * tsne (needs scikit-learn): a seeded sample of images; a query and its hits are placed at
     their nearest sampled neighbour, since t-SNE cannot place new points.
-The projection is computed once per bundle and cached in the bundle's cache/ folder (keyed by
-the bundle's own checksums), so the next map only draws.
+The projection is computed once per bundle and cached beside it, in `.NAME.cache/` (keyed by the
+bundle's own checksums), so the next map only draws. Never inside the bundle: no command writes
+into a bundle it reads.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from aesearch.store.atomic import atomic_path
 
 METHODS = ("pca", "tsne")
 TSNE_SAMPLE = 10_000
-CACHE_DIR = "cache"
 
 
 @dataclass
@@ -50,9 +50,11 @@ class Projection:
 def project(engine: SearchEngine, method: str = "pca", *, cache: bool = True) -> Projection:
     """The 2-D projection of the bundle's latents (from the cache when there is one)."""
     if method not in METHODS:
-        raise InvalidArgumentError(f"unknown map method {method!r}: choose one of {', '.join(METHODS)}")
+        raise InvalidArgumentError(
+            f"unknown map `method` {method!r}: choose one of {', '.join(METHODS)}", parameter="method"
+        )
     engine.require_images()
-    cache_path = engine.bundle.path / CACHE_DIR / f"map-{method}-{_bundle_key(engine)}.npz"
+    cache_path = cache_dir(engine.bundle.path) / f"map-{method}-{_bundle_key(engine)}.npz"
     if cache and cache_path.is_file():
         try:
             with np.load(cache_path, allow_pickle=False) as data:
@@ -110,7 +112,7 @@ def _compute(engine: SearchEngine, method: str) -> Projection:
         from sklearn.manifold import TSNE
     except ImportError:
         raise InvalidArgumentError(
-            "the t-SNE map needs scikit-learn: `pip install scikit-learn` (or use --method pca)"
+            'the t-SNE map needs scikit-learn: `pip install scikit-learn` (or use `method` "pca")', parameter="method"
         ) from None
     rng = np.random.default_rng(0)
     ids = np.sort(rng.choice(ids, size=min(TSNE_SAMPLE, len(ids)), replace=False))
@@ -118,6 +120,12 @@ def _compute(engine: SearchEngine, method: str) -> Projection:
     perplexity = float(min(30, max(2, (len(ids) - 1) / 3)))
     coords = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0).fit_transform(vectors)
     return Projection("tsne", ids, coords.astype(np.float32), vectors=vectors)
+
+
+def cache_dir(bundle: Path) -> Path:
+    """`.NAME.cache` beside the bundle (as its `.NAME.lock`): it outlives a rebuild's folder swap."""
+    bundle = bundle.resolve()  # "." and ".." have no name of their own
+    return bundle.parent / f".{bundle.name}.cache"
 
 
 def _fits(projection: Projection, engine: SearchEngine) -> bool:
@@ -165,5 +173,9 @@ def _save(projection: Projection, path: Path) -> None:
     try:
         with atomic_path(path) as tmp:
             np.savez(tmp, **arrays)
+        # Projections of earlier states of this bundle (before a sync or a rebuild) are never read again.
+        for stale in path.parent.glob(f"map-{projection.method}-*.npz"):
+            if stale != path:
+                stale.unlink(missing_ok=True)
     except OSError:
-        pass  # a read-only bundle: the map is still drawn, only not cached
+        pass  # a read-only folder: the map is still drawn, only not cached

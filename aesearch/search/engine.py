@@ -19,13 +19,15 @@ from aesearch.errors import BundleError, EmptyIndexError, InvalidArgumentError
 from aesearch.integers import check_int, check_ints
 from aesearch.model.runtime import NumpyAutoEncoder
 from aesearch.search.feedback import Feedback
-from aesearch.search.preprocess import DEFAULT_MAX_PIXELS, ImageSource, preprocess_batch
+from aesearch.search.preprocess import DEFAULT_MAX_PIXELS, ImageSource, preprocess_batch, preprocess_keeping_originals
 from aesearch.search.segments import SegmentedIndex, load_trust_dict
 from aesearch.search.trust import Trust, TrustCalibration
 from aesearch.store.bundle import Bundle, load_bundle, records_problem
 from aesearch.store.manifest import rebuild_advice
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from aesearch.search.explain import Explanation
 
 DEFAULT_INDEX_DIR = defaults.INDEX_DIR
@@ -68,6 +70,9 @@ class QueryResult:
     trust: Trust  # percentiles of the query's reconstruction error and nearest distance; in_distribution
     latent: np.ndarray = field(repr=False)  # (z_size,) float32: the vector that was searched
     feedback: Feedback = field(default_factory=Feedback)  # marks behind these hits (engine.refine)
+    # The query as given, decoded once by the preprocessing (keep_original=True; None for an array):
+    # a result picture shows it without reading the file again.
+    original: Image.Image | None = field(default=None, repr=False, compare=False)
 
     @property
     def in_distribution(self) -> bool:
@@ -277,14 +282,21 @@ class SearchEngine:
     # --- the query path ---
 
     def query(
-        self, image: ImageSource, k: int = 8, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None
+        self,
+        image: ImageSource,
+        k: int = 8,
+        *,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        name: str | None = None,
+        keep_original: bool = False,
     ) -> QueryResult:
         """Preprocess one image, encode it, find its k nearest neighbours, and decode it.
 
         image: a path, the file's bytes, a PIL image, a numpy array or a torch tensor.
         name: how to call the image in error messages (default: its path, or "the image data").
+        keep_original: keep the image as decoded in result.original (to show it; it may be large).
         """
-        return self.query_batch([image], k, max_pixels=max_pixels, name=name)[0]
+        return self.query_batch([image], k, max_pixels=max_pixels, name=name, keep_original=keep_original)[0]
 
     def query_id(self, id: int, k: int = 8) -> QueryResult:
         """Query with an indexed image (it finds itself first, at distance 0)."""
@@ -297,20 +309,27 @@ class SearchEngine:
         *,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         name: str | None = None,
+        keep_original: bool = False,
     ) -> list[QueryResult]:
-        """Many queries at once: one batched encode, search and decode."""
+        """Many queries at once: one batched encode, search and decode (keep_original: see query())."""
         k = self._check_k(k)
         max_pixels = check_int(max_pixels, "max_pixels", low=1)
         if isinstance(images, Sequence | np.ndarray) and not isinstance(images, str | bytes) and not len(images):
             return []  # no image, no result (and no zero-row arrays through the encoder)
-        queries = preprocess_batch(images, max_pixels=max_pixels, name=name)
+        if keep_original:  # off by default: a batch of photos would keep every one decoded
+            queries, originals = preprocess_keeping_originals(images, max_pixels=max_pixels, name=name)
+        else:
+            queries = preprocess_batch(images, max_pixels=max_pixels, name=name)
+            originals = [None] * len(queries)
         z, latents = self.autoencoder.embed(queries, self.shifts)
         reconstructions = self.autoencoder.decode(z)
         errors = ((reconstructions - queries) ** 2).mean(axis=(1, 2))
         distances, ids = self.index.search(latents, k)
         trusts = self.trust.assess_many(errors, distances[:, 0], queries)
         return [
-            QueryResult(hits, queries[n], reconstructions[n], float(errors[n]), trusts[n], latents[n])
+            QueryResult(
+                hits, queries[n], reconstructions[n], float(errors[n]), trusts[n], latents[n], original=originals[n]
+            )
             for n, hits in enumerate(self._hits(ids, distances))
         ]
 

@@ -55,6 +55,12 @@ def preprocess(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, nam
         max_pixels: refuse images with more pixels than this, before decoding them.
         name: how to call the image in error messages (defaults to the path, or "image").
     """
+    return _preprocess(source, max_pixels, name)[0]
+
+
+def _preprocess(source: ImageSource, max_pixels: int, name: str | None) -> tuple[np.ndarray, Image.Image | None]:
+    """preprocess(), and the image as decoded (None for an array): the query as given, for a picture."""
+    image = None
     if _is_array(source):
         grey, alpha = _array_to_grey_alpha(np.asarray(_as_numpy(source)), name or "the array", max_pixels)
     elif not isinstance(source, str | Path | bytes | bytearray | memoryview | Image.Image):
@@ -71,7 +77,7 @@ def preprocess(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, nam
             raise ImageError(f"{label} cannot be converted to greyscale ({reason(exc)}): re-export it as PNG") from None
         if not np.all(np.isfinite(grey)):
             raise ImageError(f"{label} holds NaN or infinite pixel values: pass finite pixel values")
-    return _frame(grey, alpha)
+    return _frame(grey, alpha), image
 
 
 def preprocess_batch(
@@ -97,14 +103,37 @@ def preprocess_batch(
         for i in np.nonzero(np.median(corners, axis=1) > 0.5)[0]:
             unit[i] = _frame(unit[i], None)
         return unit
+    return _one_by_one(sources, max_pixels, name, keep=False)[0]
+
+
+def preprocess_keeping_originals(
+    sources: np.ndarray | Sequence[ImageSource], *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None
+) -> tuple[np.ndarray, list[Image.Image | None]]:
+    """preprocess_batch(), and each image as decoded (None for an array input).
+
+    What a result picture shows as "the query, as given", without decoding the file again. Each
+    decoded image is kept whole, so preprocess_batch() is the one for many images at once.
+    """
+    if isinstance(sources, np.ndarray) and sources.ndim == 3 and sources.shape[1:] == (SIZE, SIZE):
+        return preprocess_batch(sources, max_pixels=max_pixels, name=name), [None] * len(sources)
+    return _one_by_one(sources, max_pixels, name, keep=True)
+
+
+def _one_by_one(sources: object, max_pixels: int, name: str | None, *, keep: bool) -> tuple[np.ndarray, list]:
+    """(n, 28, 28) from one image or a list of them, and each as decoded where keep (else None)."""
     if isinstance(sources, str | Path | bytes | bytearray | memoryview | Image.Image) or _is_array(sources):
         sources = [sources]
     if not isinstance(sources, Sequence | np.ndarray):
         raise ImageError(
             f"cannot use a {type(sources).__name__} as images: pass a list of images or an (n, {SIZE}, {SIZE}) array"
         )
-    framed = [preprocess(source, max_pixels=max_pixels, name=name or _name_of(source)) for source in sources]
-    return np.stack(framed) if framed else _none()
+    framed, originals = [], []
+    for source in sources:
+        array, image = _preprocess(source, max_pixels, name or _name_of(source))
+        framed.append(array)
+        originals.append(image if keep else None)
+        del image  # unless kept, freed before the next is decoded: one decoded image in memory at a time
+    return (np.stack(framed) if framed else _none()), originals
 
 
 def _none() -> np.ndarray:
@@ -144,7 +173,8 @@ def open_image(source: str | Path | bytes | Image.Image, *, max_pixels: int = DE
     if width * height > max_pixels:
         raise ImageError(
             f"{label} is {width}x{height} = {_pixels(width * height)}, over the limit of {_pixels(max_pixels)}: "
-            "downscale it or raise the limit (--max-pixels)"
+            "downscale it or raise the limit (`max_pixels`)",
+            parameter="max_pixels",
         )
     if width == 0 or height == 0:
         raise ImageError(f"{label} has no pixels ({width}x{height}): pass a real image")
@@ -186,6 +216,7 @@ def _stream(source: str | Path | bytes, name: str | None) -> tuple[str, Any]:
 
 
 def _pil_to_grey_alpha(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    decoded = image
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):  # 16/32-bit grey, float
         if max(image.size) > _WORKING_SIZE:
             image = image.convert("F")
@@ -203,6 +234,8 @@ def _pil_to_grey_alpha(image: Image.Image) -> tuple[np.ndarray, np.ndarray | Non
         image = image.convert("RGB") if image.mode in ("CMYK", "YCbCr", "LAB", "HSV") else image
         image = image.convert("L")  # palette and 1-bit included
     if max(image.size) > _WORKING_SIZE:
+        if image is decoded:  # thumbnail() works in place: the image as given may be kept (a query's original)
+            image = image.copy()
         image.thumbnail((_WORKING_SIZE, _WORKING_SIZE), Image.Resampling.BOX)
     if has_alpha:
         grey = _unit(np.asarray(image.convert("L")))
@@ -222,7 +255,8 @@ def _array_to_grey_alpha(array: np.ndarray, label: str, max_pixels: int) -> tupl
     if array.shape[0] * array.shape[1] > max_pixels:
         raise ImageError(
             f"{label} is {array.shape[1]}x{array.shape[0]} = {_pixels(array.shape[0] * array.shape[1])}, over the "
-            f"limit of {_pixels(max_pixels)}: downscale it or raise the limit (max_pixels)"
+            f"limit of {_pixels(max_pixels)}: downscale it or raise the limit (`max_pixels`)",
+            parameter="max_pixels",
         )
     if array.dtype == np.uint8:
         values = _unit(array)

@@ -134,16 +134,18 @@ def load_fashion_mnist(
                 return _read(files, target, device)
     if data_dir:
         raise DataNotFoundError(
-            f"no Fashion-MNIST in {searched[0]} (the folder --data-dir names"
+            f"no Fashion-MNIST in {searched[0]} (the folder `data_dir` names"
             f"{'; the download into it failed' if download else ''}): put the four files there "
-            "(train/t10k images/labels, gzipped or not), or leave out --data-dir to search the usual places"
+            "(train/t10k images/labels, gzipped or not), or leave out `data_dir` to search the usual places",
+            parameter="data_dir",
         )
     places = ", ".join(str(p) for p in searched)
     raise DataNotFoundError(
         f"Fashion-MNIST not found (looked in {places}"
         f"{' and tried torchvision download' if download else ''}): "
         "run `sudo apt-get install dataset-fashion-mnist`, or run once on a machine with internet "
-        "access so torchvision downloads it into ./data, or pass --data-dir to a folder holding the four files"
+        "access so torchvision downloads it into ./data, or pass `data_dir` to a folder holding the four files",
+        parameter="data_dir",
     )
 
 

@@ -98,15 +98,17 @@ class ReadChunk:
 
 
 def collection_roots(images: Sequence[str | Path] = (), images_from: str | Path | None = None) -> list[Path]:
-    """The roots a collection is scanned from: the --images folders, and the folder of a --images-from list."""
+    """The roots a collection is scanned from: the images folders, and the folder of an images_from list."""
     roots = []
     for folder in images:
         path = Path(folder).expanduser()
         if not path.exists():
-            raise InvalidArgumentError(f"no such folder: {shown(str(folder))}: check the path given to --images")
+            raise InvalidArgumentError(
+                f"no such folder: {shown(str(folder))}: check the path given to `images`", parameter="images"
+            )
         if not path.is_dir():
             raise InvalidArgumentError(
-                f"{shown(str(folder))} is a file, not a folder: give --images a folder of images"
+                f"{shown(str(folder))} is a file, not a folder: give `images` a folder", parameter="images"
             )
         roots.append(path.resolve())
     if images_from is not None:
@@ -114,12 +116,16 @@ def collection_roots(images: Sequence[str | Path] = (), images_from: str | Path 
         if not listing.is_file():
             name = shown(str(images_from))
             problem = f"{name} is not a file" if listing.exists() else f"no such list: {name}"
-            raise InvalidArgumentError(f"{problem}: give --images-from a text file, one path a line")
+            raise InvalidArgumentError(
+                f"{problem}: give `images_from` a text file, one path a line", parameter="images_from"
+            )
         roots.append(listing.resolve())
     if not roots:
-        raise InvalidArgumentError("give at least one --images FOLDER or an --images-from LIST.txt")
+        raise InvalidArgumentError(
+            "give at least one `images` FOLDER or an `images_from` LIST.txt", parameter=("images", "images_from")
+        )
     if len(set(roots)) != len(roots):
-        raise InvalidArgumentError("the same folder is given twice: give each --images folder once")
+        raise InvalidArgumentError("the same folder is given twice: give each `images` folder once", parameter="images")
     return roots
 
 

@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from aesearch.errors import BundleError
+from aesearch.errors import BundleLockedError
 
 # The lock files this process holds open. flock belongs to the open file description, which a
 # fork shares: a forked child (a worker reading images) would keep the bundle locked after the
@@ -35,7 +35,7 @@ def lock_path(bundle: Path) -> Path:
 
 @contextlib.contextmanager
 def writer_lock(bundle: str | Path) -> Iterator[None]:
-    """Hold the bundle's writer lock; a second writer gets one line, never a silent wait.
+    """Hold the bundle's writer lock; a second writer gets BundleLockedError at once, never a silent wait.
 
     flock is released by the kernel when the holder dies (kill -9 included), so a crashed sync
     never leaves the bundle locked: no process it forked holds it (_HELD).
@@ -51,7 +51,7 @@ def writer_lock(bundle: str | Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-            raise BundleError(
+            raise BundleLockedError(
                 f"{bundle} is being updated by {holder}: wait for it to finish, then run this again"
             ) from None
         os.ftruncate(fd, 0)

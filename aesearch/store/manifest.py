@@ -170,7 +170,7 @@ def rebuild_advice(path: Path) -> str:
 
 def no_index_message(path: Path) -> str:
     where = f"{path} (from {Path.cwd()})" if not path.is_absolute() else str(path)
-    return f"no index at {where}: run `aesearch build-index --index-dir {path}` first, or pass --index-dir"
+    return f"no index at {where}: run `aesearch build-index --index-dir {path}` first, or pass `index_dir`"
 
 
 def read_manifest(path: str | Path) -> dict:
@@ -180,7 +180,7 @@ def read_manifest(path: str | Path) -> dict:
     """
     path = Path(path)
     if not path.exists():
-        raise BundleError(no_index_message(path))
+        raise BundleError(no_index_message(path), parameter="index_dir")
     if not path.is_dir():
         raise BundleError(f"{path} is a file, not an index folder: pass the folder `aesearch build-index` wrote")
     manifest_path = path / MANIFEST

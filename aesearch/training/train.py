@@ -132,9 +132,13 @@ def resolve_device(device: str) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError:
-        raise InvalidArgumentError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
+        raise InvalidArgumentError(
+            f"unknown `device` {device!r}: use auto, cpu, cuda or cuda:N", parameter="device"
+        ) from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidArgumentError(f"device {device!r} asked for, but no CUDA GPU is available: use --device cpu")
+        raise InvalidArgumentError(
+            f'device {device!r} asked for, but no CUDA GPU is available: use `device` "cpu"', parameter="device"
+        )
     return resolved
 
 
@@ -165,7 +169,7 @@ def fit(
 
     Args:
         config: the recipe and run settings.
-        data: both splits (see aesearch.data.load_fashion_mnist); moved to the training device.
+        data: both splits (see aesearch.sources.fashion_mnist.load_fashion_mnist); moved to the training device.
         progress: show a tqdm bar per epoch (loss, lr, images/s) on stderr.
         log: receives one summary line per epoch and the final test MSE; None for silence.
     """
@@ -181,8 +185,8 @@ def fit(
     steps_per_epoch = n // config.batch_size  # drop_last, as in the seed
     if steps_per_epoch == 0:
         raise InvalidArgumentError(
-            f"batch size {config.batch_size} is larger than the {n} training images: lower --batch-size"
-            " (or raise --limit)"
+            f"`batch_size` {config.batch_size} is larger than the {n} training images: lower `batch_size`",
+            parameter="batch_size",
         )
 
     # Adam with no decay is the seed's optimiser exactly; AdamW only when decay is asked for.
@@ -320,7 +324,13 @@ def train_model(
         log(f"Fashion-MNIST from {data.source}")
     if limit is not None:
         data = replace(data, train=data.train.head(limit))
-    result = fit(config, data, progress=progress, log=log)
+    try:
+        result = fit(config, data, progress=progress, log=log)
+    except InvalidArgumentError as exc:
+        if limit is None or exc.parameter != "batch_size":
+            raise
+        # Too few images for one batch: fit() cannot know they were cut to `limit`, which helps too.
+        raise InvalidArgumentError(f"{exc} or raise `limit`", parameter=("batch_size", "limit")) from None
     if out is not None:
         save_checkpoint(out, to_checkpoint(result))
         from aesearch.figures.plots import training_curve
