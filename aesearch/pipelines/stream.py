@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aesearch.errors import InvalidArgumentError
+from aesearch.errors import InvalidArgumentError, ShortSourceError
 from aesearch.memory import keep_freed_memory, release
 from aesearch.model.checkpoint import Checkpoint
 from aesearch.pipelines.builder import (
@@ -119,7 +119,10 @@ def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, enco
     rows = state.rows
     if not state.done(source.count):
         read = rows + state.skipped
-        raise InvalidArgumentError(f"{source.describe()} yielded {read:,} items, fewer than it announced")
+        raise ShortSourceError(
+            f"{source.describe()} yielded {read:,} items, fewer than it announced: its files changed during the "
+            "build; run it again (the work done so far is kept)"
+        )
     if report is not None:
         report(skipped)
     if rows < 2:
