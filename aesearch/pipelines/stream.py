@@ -121,7 +121,7 @@ def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, enco
         read = rows + state.skipped
         raise ShortSourceError(
             f"{source.describe()} yielded {read:,} items, fewer than it announced: its files changed during the "
-            "build; run it again (the work done so far is kept)"
+            "build; run it again"
         )
     if report is not None:
         report(skipped)
