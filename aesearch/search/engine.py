@@ -111,7 +111,17 @@ class SearchEngine:
     @classmethod
     def load(cls, index_dir: str | Path = DEFAULT_INDEX_DIR, *, model: str | Path | None = None) -> SearchEngine:
         """Load and verify a bundle (see store/bundle.py); model overrides its checkpoint if it matches."""
-        return cls(load_bundle(index_dir, model=model))
+        for attempt in range(3):
+            bundle = load_bundle(index_dir, model=model)
+            try:
+                return cls(bundle)
+            except BundleError:
+                # A writer published (a compaction) and removed the index files of the state we had
+                # loaded before we read them: load the new state.
+                if attempt < 2 and bundle.changed():
+                    continue
+                raise
+        raise AssertionError("unreachable")
 
     def __len__(self) -> int:
         return len(self.bundle)
