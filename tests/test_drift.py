@@ -83,3 +83,15 @@ def test_a_synced_bundle_finds_what_a_fresh_build_finds(tmp_path, model, monkeyp
     build(folder, tmp_path / "fresh", model)
     assert len(load_bundle(index)) == len(load_bundle(tmp_path / "fresh"))
     assert top10_overlap(index, tmp_path / "fresh") >= 0.95, maintenance
+
+
+def test_the_estimate_is_one_for_the_space_a_fresh_build_learns_and_less_for_another():
+    from aesearch.search.index import AffineTransform
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((2000, 24)) * np.linspace(0.1, 3, 24)).astype(np.float32)
+    same = AffineTransform.whitening(x, dims=12, shrinkage=0.03)
+    other = AffineTransform.whitening(x[:, ::-1].copy(), dims=12, shrinkage=0.03)  # the axes' scales reversed
+    args = {"dims": 12, "shrinkage": 0.03}
+    assert drift.estimated_overlap(lambda rows: x[rows], len(x), same, "cosine", **args) == 1.0
+    assert drift.estimated_overlap(lambda rows: x[rows], len(x), other, "cosine", **args) < 0.5

@@ -207,18 +207,24 @@ class Collection:
         transform = load_transform(bundle)
         if transform is None:
             return False
-        # Every live vector after the update: the old ones this update neither replaces nor removes, and its rows.
+        # The live images after the update: the old ones it neither replaces nor removes, then its rows.
         gone = np.union1d(new_ids, np.asarray(rows.removed, dtype=np.int64))
         ids = bundle.live_ids()
         ids = ids[~np.isin(ids, gone)]
-        vectors = np.concatenate([bundle.embeddings(ids), rows.embeddings])
-        splits = np.concatenate([bundle.records(ids)["split"], rows.records["split"]])
+
+        def vectors(at: np.ndarray) -> np.ndarray:  # only the sampled rows are read from the segments
+            old = at < len(ids)
+            return np.concatenate([bundle.embeddings(ids[at[old]]), rows.embeddings[at[~old] - len(ids)]])
+
         fit = None
         if "train" in bundle.split_names:  # as update.compact learns: on the training images
-            fit = np.flatnonzero(splits == bundle.split_names.index("train"))
+            train = bundle.split_names.index("train")
+            splits = np.concatenate([bundle.records(ids)["split"], rows.records["split"]])
+            fit = np.flatnonzero(splits == train)
             fit = fit if len(fit) >= 2 else None
         params = m.get("index_params") or {}
-        overlap = drift.estimated_overlap(vectors, transform, m["metric"], dims=params.get("whiten_dims"),
+        overlap = drift.estimated_overlap(vectors, len(ids) + len(rows.records), transform, m["metric"],
+                                          dims=params.get("whiten_dims"),
                                           shrinkage=params.get("whiten_shrinkage", 0.0), fit_rows=fit,
                                           seed=m["generation"])  # fmt: skip
         return overlap < drift.MIN_OVERLAP
