@@ -12,8 +12,8 @@ images there are now. The writer (writer.py) decides by cost after every change:
     from DRIFT_FIT sampled live vectors (one covariance), and the top-10 neighbours of DRIFT_QUERIES
     sampled images among DRIFT_SAMPLE sampled images are found in both spaces; when they overlap by
     less than MIN_OVERLAP the update compacts. Measured on the 70,000-image Fashion-MNIST bundle
-    (IVF, whitened to 192 axes): 0.5 s in a new process; the estimate read 0.994 after 1,000 mirrored
-    images were added and 0.982 after 2,000 (no compaction).
+    (IVF, whitened to 192 axes): 0.5-1 s in a new process; the estimate read 0.988 after 1,000
+    mirrored images were added and 0.985 after 2,000 (no compaction).
 
 The bound: after any sequence of updates, the top-10 hits of a synced bundle overlap a fresh
 build's by at least MIN_OVERLAP (0.97) as estimated on the sample, which the tests check as at
