@@ -81,6 +81,8 @@ API_CASES = {
 
 
 WRITE_CASES = {
+    "add_files('one string')": lambda c: c.add_files("x.png"),
+    "add_files([])": lambda c: c.add_files([]),
     "remove(None)": lambda c: c.remove(None),
     "remove('abc')": lambda c: c.remove("abc"),
     "remove([[1, 2]])": lambda c: c.remove([[1, 2]]),

@@ -15,6 +15,7 @@ compaction is its own publish (update.compact, which loads the bundle it rewrite
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -138,6 +139,8 @@ class Collection:
     def add_files(self, paths: Sequence[str | Path]) -> SyncReport:
         """Index these files (or every image in these folders) of the collection now, as a sync would;
         nothing is removed (`aesearch add`)."""
+        if isinstance(paths, str | bytes | os.PathLike) or not isinstance(paths, Sequence) or not paths:
+            raise InvalidArgumentError("paths must be a list of at least one file or folder of the collection")
         return self._sync(paths, dry_run=False, allow_mass_removal=False, compact_now=False)
 
     def compact(self) -> dict:
