@@ -34,6 +34,7 @@ _LAZY = {
     "QueryResult": "search.engine",
     "Hit": "search.engine",
     "build_index": "pipelines.build",
+    "Collection": "pipelines.writer",
     "ModelConfig": "model.architecture",
     "Checkpoint": "model.checkpoint",
     "load_checkpoint": "model.checkpoint",
@@ -47,6 +48,7 @@ __all__ = [
     "BundleError",
     "Checkpoint",
     "CheckpointError",
+    "Collection",
     "DataError",
     "DataNotFoundError",
     "Hit",
@@ -86,6 +88,7 @@ if TYPE_CHECKING:
     from .model.network import AutoEncoder
     from .model.runtime import NumpyAutoEncoder
     from .pipelines.build import build_index
+    from .pipelines.writer import Collection
     from .search.engine import Hit, QueryResult, SearchEngine
     from .sources.fashion_mnist import load_fashion_mnist
     from .training.train import TrainConfig, TrainResult, fit, train_model

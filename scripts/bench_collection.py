@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from aesearch import SearchEngine, defaults
+from aesearch import Collection, SearchEngine, defaults
 from aesearch.pipelines.collection import build_from_folders
-from aesearch.pipelines.sync import sync
 from aesearch.search.index import IndexSpec
 from aesearch.sources.fashion_mnist import load_fashion_mnist
 
@@ -102,7 +101,7 @@ def collection_benchmark(args) -> None:
     fresh = work / "fresh-copy"
     shutil.rmtree(fresh, ignore_errors=True)
     shutil.copytree(index, fresh)
-    report, unchanged = timed("sync, nothing changed", sync, index)
+    report, unchanged = timed("sync, nothing changed", Collection.open(index).sync)
     assert report.changes == 0, report.summary()
     # 1,000 new files: test images mirrored left-right (new content, same kind of picture)
     data = load_fashion_mnist(download=False)
@@ -110,10 +109,10 @@ def collection_benchmark(args) -> None:
     extra.mkdir(exist_ok=True)
     for n, image in enumerate(data.test.images[:1000]):
         Image.fromarray(image[:, ::-1]).save(extra / f"mirrored-{n:04d}.png", compress_level=1)
-    report, added = timed("sync after adding 1,000 files", sync, index)
+    report, added = timed("sync after adding 1,000 files", Collection.open(index).sync)
     assert len(report.added) == 1000, report.summary()
     shutil.rmtree(extra)
-    report, removed = timed("sync after removing them", sync, index)
+    report, removed = timed("sync after removing them", Collection.open(index).sync)
     assert len(report.removed) == 1000, report.summary()
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -130,7 +129,7 @@ def collection_benchmark(args) -> None:
         part.mkdir(exist_ok=True)
         for m, image in enumerate(data.test.images[1000 + 10 * n : 1010 + 10 * n]):
             Image.fromarray(image[::-1]).save(part / f"flipped-{m}.png")
-        sync(index)
+        Collection.open(index).sync()
     ratio = latency(fresh, index, data.test.images[5000:5300])
     for n in range(10):
         shutil.rmtree(folder / f"update-{n}")

@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 import aesearch
-from aesearch import SearchEngine
+from aesearch import Collection, SearchEngine
 
 try:
     from aesearch.errors import AesearchError
@@ -246,15 +246,19 @@ def api_write_cases(copy: SearchEngine) -> list[tuple[str, object, bool]]:
     result = copy.query_id(3, k=5)
     one = copy.image(3)[None]
     huge = 10**30
+    writer = Collection.open(copy.bundle.path)
     return [
         *[
-            (f"remove({v!r})", (lambda v=v: copy.remove(v)), False)
+            (f"remove({v!r})", (lambda v=v: writer.remove(v)), False)
             for v in (None, "abc", [[1, 2]], [float("nan")], [huge], [True], [1.5], ["3"], [4.999])
         ],
-        ("add zero images", lambda: copy.add(np.zeros((0, 28, 28))), False),
-        ("add paths=[1]", lambda: copy.add(one, paths=[1]), False),
-        ("add a path with a lone surrogate", lambda: copy.add(one, paths=["\ud800.png"]), False),
-        *[(f"add labels={v!r}", (lambda v=v: copy.add(one, labels=v)), False) for v in (["abc"], [None], [1.5], ["1"])],
+        ("add zero images", lambda: writer.add(np.zeros((0, 28, 28))), False),
+        ("add paths=[1]", lambda: writer.add(one, paths=[1]), False),
+        ("add a path with a lone surrogate", lambda: writer.add(one, paths=["\ud800.png"]), False),
+        *[
+            (f"add labels={v!r}", (lambda v=v: writer.add(one, labels=v)), False)
+            for v in (["abc"], [None], [1.5], ["1"])
+        ],
         ("refine more=None", lambda: copy.refine(result, more=None), False),
         ("refine more=5", lambda: copy.refine(result, more=5), False),
         ("refine more=[10**30]", lambda: copy.refine(result, more=[huge]), False),

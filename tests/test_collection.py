@@ -20,7 +20,7 @@ from image_folders import png_bytes, write_image_folder
 from aesearch.errors import AesearchError, BundleError
 from aesearch.interfaces.cli import cli
 from aesearch.pipelines.collection import build_from_folders
-from aesearch.pipelines.sync import sync
+from aesearch.pipelines.writer import Collection
 from aesearch.search.engine import SearchEngine
 from aesearch.search.index import IndexSpec
 from aesearch.store.bundle import load_bundle
@@ -97,7 +97,7 @@ def test_sync_after_adds_removes_moves_and_changes_equals_a_fresh_build(tmp_path
     build(folder.root, index, model, transform)
     before = {p: i for i, p in paths_by_id(index).items()}
     expected = change_folder(folder.root)
-    report = sync(index, compact=transform == "whiten", workers=1)
+    report = Collection.open(index, workers=1).sync(compact=transform == "whiten")
     assert (sorted(report.added), report.removed, report.moved, report.changed) == (
         expected["added"],
         expected["removed"],
@@ -112,7 +112,7 @@ def test_sync_after_adds_removes_moves_and_changes_equals_a_fresh_build(tmp_path
     assert bundle.class_names[-1] == "fresh", "a new class folder is appended"
     assert bundle.records([after["ring/was-r-001.png"]])["label"][0] == bundle.class_names.index("ring")
     compare_with_fresh(tmp_path, index, folder.root, model, transform)
-    assert sync(index, workers=1).changes == 0
+    assert Collection.open(index, workers=1).sync().changes == 0
 
 
 def test_unchanged_sync_writes_nothing_and_a_second_writer_is_refused(tmp_path, model):
@@ -120,11 +120,11 @@ def test_unchanged_sync_writes_nothing_and_a_second_writer_is_refused(tmp_path, 
     index = tmp_path / "idx"
     build(folder.root, index, model)
     digest = folder_digest(index)
-    report = sync(index, workers=1)
+    report = Collection.open(index, workers=1).sync()
     assert report.changes == 0 and report.unchanged == len(folder.images) and len(report.skipped) == 3
     assert folder_digest(index) == digest
     with writer_lock(index), pytest.raises(BundleError, match="is being updated by process"):
-        sync(index)
+        Collection.open(index).sync()
     result = CliRunner().invoke(cli, ["sync", "--index-dir", str(index)])
     assert result.exit_code == 0 and "0 added, 0 changed, 0 moved, 0 removed, 3 skipped" in result.output
 
@@ -133,13 +133,13 @@ KILLED_SYNC = """
 import sys, time
 from pathlib import Path
 import aesearch.store.bundle as store
-from aesearch.pipelines.sync import sync
+from aesearch import Collection
 
 def stalled(*args, **kwargs):
     print("segment written", flush=True)
     time.sleep(60)  # killed here: the delta segment and tombstones are on disk, the manifest not replaced
 store.write_manifest = stalled
-sync(Path(sys.argv[1]), workers=1)
+Collection.open(Path(sys.argv[1]), workers=1).sync()
 """
 
 
@@ -159,11 +159,11 @@ def test_kill_9_during_sync_then_sync_again_loses_nothing_and_indexes_nothing_tw
         proc.wait(timeout=30)
     assert (index / "manifest.json").read_bytes() == manifest
     assert len(SearchEngine.load(index)) == len(folder.images)
-    report = sync(index, workers=1)
+    report = Collection.open(index, workers=1).sync()
     assert sorted(report.added) == expected["added"] and report.moved == expected["moved"]
     paths = list(paths_by_id(index).values())
     assert len(paths) == len(set(paths)) == len(folder.images) + 1
-    assert sync(index, workers=1).changes == 0
+    assert Collection.open(index, workers=1).sync().changes == 0
 
 
 def test_a_reader_during_syncs_sees_a_whole_state(tmp_path, model):
@@ -189,7 +189,7 @@ def test_a_reader_during_syncs_sees_a_whole_state(tmp_path, model):
         extra = synthetic_images(6, seed=33)
         for n in range(3):
             (folder.root / f"ring/extra-{n}.png").write_bytes(png_bytes(extra[n]))
-            sync(index, workers=1)
+            Collection.open(index, workers=1).sync()
     finally:
         done.set()
         reader.join()
@@ -232,7 +232,7 @@ def test_the_server_serves_an_update_without_a_restart(tmp_path, model):
     assert health["count"] == len(folder.images)
     new = png_bytes(synthetic_images(1, seed=44)[0])
     (folder.root / "ring/served.png").write_bytes(new)
-    sync(index, workers=1)
+    Collection.open(index, workers=1).sync()
     after = client.get("/api/health").json()
     assert after["count"] == len(folder.images) + 1 and after["generation"] > health["generation"]
     hits = client.post("/api/search?k=1", files={"image": ("q.png", new, "image/png")}).json()["hits"]
@@ -243,13 +243,14 @@ def test_engine_add_and_remove_and_explicit_cli_changes(tmp_path, model):
     folder = write_image_folder(tmp_path / "pics")
     index = tmp_path / "idx"
     build(folder.root, index, model)
+    n = len(SearchEngine.load(index))
+    collection = Collection.open(index)
+    ids = collection.add(synthetic_images(2, seed=50), paths=["api/a.png", "api/b.png"], labels=[2, -1])
     engine = SearchEngine.load(index)
-    n = len(engine)
-    ids = engine.add(synthetic_images(2, seed=50), paths=["api/a.png", "api/b.png"], labels=[2, -1])
     assert len(engine) == n + 2 and engine.hit(int(ids[0])).path == "api/a.png"
     assert engine.hit(int(ids[0])).label_name == "ring" and engine.hit(int(ids[1])).label is -1
-    engine.remove([int(ids[1])])
-    assert len(engine) == n + 1
+    assert collection.remove(["api/b.png"]) == [int(ids[1])]
+    assert len(SearchEngine.load(index)) == n + 1
 
     runner = CliRunner()
     (folder.root / "ring/added.png").write_bytes(png_bytes(synthetic_images(1, seed=51)[0]))
@@ -283,7 +284,7 @@ def test_many_small_syncs_are_merged_and_still_equal_a_fresh_build(tmp_path, mod
         (folder.root / f"ring/more-{n}.png").write_bytes(png_bytes(image))
         if n == 2:
             (folder.root / "ring/more-0.png").unlink()  # a delta's image removed: its tombstone goes with the merge
-        sync(index, workers=1)
+        Collection.open(index, workers=1).sync()
     assert len(load_bundle(index).segments) <= 1 + MAX_DELTAS
     compare_with_fresh(tmp_path, index, folder.root, model, "none")
 
@@ -314,7 +315,7 @@ def test_a_missing_root_or_an_unlistable_folder_never_reads_as_deleted_files(tmp
         return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", refusing)
-    report = sync(index, workers=1)
+    report = Collection.open(index, workers=1).sync()
     assert report.removed == [] and any("cannot list this folder" in s.reason for s in report.skipped)
     assert folder_digest(index) == digest
     monkeypatch.setattr(os, "scandir", real_scandir)
@@ -419,3 +420,28 @@ def test_folder_builds_take_the_streaming_options(tmp_path, model):
 def _write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
+
+
+def test_each_update_loads_the_bundle_once(tmp_path, model, monkeypatch):
+    """One load per sync, add or remove (the state it extends, under the lock); a compaction it makes
+    due loads the bundle it rewrites once more."""
+    import aesearch.store.bundle as store
+
+    folder = write_image_folder(tmp_path / "pics")
+    index = tmp_path / "idx"
+    build(folder.root, index, model)
+    loads = []
+    real_load = store._load
+    monkeypatch.setattr(store, "_load", lambda *args: loads.append(1) or real_load(*args))
+    monkeypatch.setattr("aesearch.pipelines.drift.RELEARN_EVERY_SYNC_MAX", 0)  # no compaction: deltas only
+    change_folder(folder.root)
+    collection = Collection.open(index, workers=1)
+    assert collection.sync().changes == 5 and len(loads) == 1
+    (folder.root / "ring/one-more.png").write_bytes(png_bytes(synthetic_images(1, seed=70)[0]))
+    assert collection.add_files([folder.root / "ring/one-more.png"]).added == ["ring/one-more.png"]
+    ids = collection.add(synthetic_images(2, seed=71))
+    collection.remove([int(ids[0]), "ring/one-more.png"])
+    assert len(loads) == 4, "one load for each of sync, add_files, add and remove"
+    monkeypatch.setattr("aesearch.pipelines.drift.RELEARN_EVERY_SYNC_MAX", 10_000)
+    loads.clear()
+    assert collection.remove([int(ids[1])]) and len(loads) == 2, "the update's load, and the compaction's"

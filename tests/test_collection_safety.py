@@ -18,8 +18,9 @@ from image_folders import write_image_folder
 from aesearch.errors import AesearchError, EmptyIndexError
 from aesearch.interfaces.cli import cli
 from aesearch.pipelines.collection import build_from_folders
-from aesearch.pipelines.sync import MassRemovalError, sync
+from aesearch.pipelines.sync import MassRemovalError
 from aesearch.pipelines.update import compact
+from aesearch.pipelines.writer import Collection
 from aesearch.search.engine import SearchEngine
 from aesearch.search.index import IndexSpec
 from aesearch.store.bundle import load_bundle
@@ -51,14 +52,14 @@ def test_an_emptied_root_is_refused_until_allowed_and_images_that_return_get_new
     assert refused.exit_code == 1 and "holds no image files now" in refused.output, refused.output
     assert "--allow-mass-removal" in refused.output and len(refused.output.strip().splitlines()) == 1
     assert folder_digest(index) == before, "a refused sync writes nothing"
-    dry = sync(index, dry_run=True)
+    dry = Collection.open(index).sync(dry_run=True)
     assert dry.refused and len(dry.removed) == len(ids_before) and folder_digest(index) == before
 
-    allowed = sync(index, allow_mass_removal=True)
+    allowed = Collection.open(index).sync(allow_mass_removal=True)
     assert len(allowed.removed) == len(ids_before) and len(load_bundle(index)) == 0
     folder.rmdir()
     (tmp_path / "photos.away").rename(folder)
-    back = sync(index)
+    back = Collection.open(index).sync()
     live = set(load_bundle(index).live_ids().tolist())
     assert len(back.added) == len(ids_before) and not live & ids_before, "ids are never reused"
 
@@ -70,9 +71,9 @@ def test_removing_more_than_half_is_refused(collection):
         path.unlink()
     before = folder_digest(index)
     with pytest.raises(MassRemovalError, match=r"would remove \d+ of 38 indexed images"):
-        sync(index)
+        Collection.open(index).sync()
     assert folder_digest(index) == before
-    assert len(sync(index, allow_mass_removal=True).removed) == len(files) * 2 // 3
+    assert len(Collection.open(index).sync(allow_mass_removal=True).removed) == len(files) * 2 // 3
 
 
 def test_an_emptied_list_file_is_refused(tmp_path, model):
@@ -85,13 +86,12 @@ def test_an_emptied_list_file_is_refused(tmp_path, model):
                        workers=1, log=None)  # fmt: skip
     listing.write_text("")
     with pytest.raises(MassRemovalError, match="holds no image files now"):
-        sync(index)
+        Collection.open(index).sync()
 
 
 def test_a_bundle_with_every_image_removed_loads_says_so_and_takes_adds(collection):
     _, index = collection
-    engine = SearchEngine.load(index)
-    engine.remove(engine.bundle.live_ids().tolist())
+    Collection.open(index).remove(load_bundle(index).live_ids().tolist())
     engine = SearchEngine.load(index)  # a valid bundle: it loads
     assert len(engine) == 0
     for call in (lambda: engine.query(synthetic_images(1)[0]), lambda: engine.query_batch(synthetic_images(2))):
@@ -104,19 +104,18 @@ def test_a_bundle_with_every_image_removed_loads_says_so_and_takes_adds(collecti
         else:
             assert out.exit_code == 1 and len(out.output.strip().splitlines()) == 1, out.output
     images = synthetic_images(3, seed=9)
-    first = engine.add(images[:1])  # one image: too few to learn a space from, the last one is kept
-    assert engine.query(images[0], k=1).hits[0].id == first[0]
-    engine.add(images[1:])
-    hits = engine.query(images[2], k=3).hits
+    first = Collection.open(index).add(images[:1])  # one image: too few to learn a space from, the last one is kept
+    assert SearchEngine.load(index).query(images[0], k=1).hits[0].id == first[0]
+    Collection.open(index).add(images[1:])
+    hits = SearchEngine.load(index).query(images[2], k=3).hits
     assert hits[0].id == first[0] + 2 and len(hits) == 3
-    assert sync(index).count == 3 + 38, "the folder's files come back beside the added images"
+    assert Collection.open(index).sync().count == 3 + 38, "the folder's files come back beside the added images"
 
 
 def test_images_added_through_the_api_survive_sync(collection):
     _, index = collection
-    engine = SearchEngine.load(index)
-    (added,) = engine.add(synthetic_images(1, seed=4), paths=["made/up/name.png"])
-    report = sync(index)
+    (added,) = Collection.open(index).add(synthetic_images(1, seed=4), paths=["made/up/name.png"])
+    report = Collection.open(index).sync()
     assert report.removed == [] and SearchEngine.load(index).hit(int(added)).path == "made/up/name.png"
     assert SearchEngine.load(index).hit(int(added)).position == -1
 
@@ -125,8 +124,7 @@ def test_compaction_of_a_shrunken_auto_bundle_chooses_again(tmp_path, monkeypatc
     monkeypatch.setattr("aesearch.search.index_choice.EXACT_MAX_SCAN", 100_000)  # IVF from 319 vectors on
     index = make_bundle(tmp_path / "ivf", n=3000, index_type="auto")
     assert load_bundle(index).manifest["index_type"] == "ivf"
-    engine = SearchEngine.load(index)
-    engine.remove(list(range(50, 3000)))  # 50 left: an IVF of 50 lists' worth would not even train
+    Collection.open(index).remove(list(range(50, 3000)))  # 50 left: an IVF of 50 lists' worth would not even train
     bundle = load_bundle(index)
     assert len(bundle) == 50 and bundle.manifest["index_type"] == "flat"
     compact(index)
@@ -136,8 +134,7 @@ def test_compaction_of_a_shrunken_auto_bundle_chooses_again(tmp_path, monkeypatc
 @pytest.mark.parametrize("index_type", ["flat", "ivf", "hnsw", "sq8", "IVF16,PQ2"])
 def test_k_hits_whenever_k_images_are_live(tmp_path, index_type):
     index = make_bundle(tmp_path / index_type, n=800, index_type=index_type, metric="cosine")
-    engine = SearchEngine.load(index)
-    engine.remove(list(range(0, 800, 3)))  # tombstones, skipped inside every search
+    Collection.open(index).remove(list(range(0, 800, 3)))
     engine = SearchEngine.load(index)
     live = engine.bundle.live_ids()
     if index_type == "ivf":
@@ -176,7 +173,7 @@ def test_a_compressed_reranked_bundle_answers_k_near_its_size(tmp_path, monkeypa
     params = engine.manifest["index_params"]
     assert "PQ" in engine.manifest["index_type"] and "rerank_factor" in params
     assert params["nprobe"] < params["nlist"], "the tuned search alone cannot see every vector"
-    engine.remove(list(range(0, n, 4)))
+    Collection.open(tmp_path / "pq").remove(list(range(0, n, 4)))
     engine = SearchEngine.load(tmp_path / "pq")
     live = engine.bundle.live_ids()
     hits = engine.query_id(int(live[3]), k=len(live)).hits
@@ -239,16 +236,14 @@ def test_sync_on_a_copy_of_a_missing_root_names_it(collection, tmp_path):
     folder, index = collection
     shutil.rmtree(folder)
     with pytest.raises(AesearchError, match="is missing: reconnect or restore it"):
-        sync(index)
+        Collection.open(index).sync()
     assert len(load_bundle(index)) == 38 and np.all(load_bundle(index).live_ids() >= 0)
 
 
 def test_sync_compact_compacts_even_when_nothing_changed(collection):
     _, index = collection
-    engine = SearchEngine.load(index)
-    engine.add(synthetic_images(1, seed=3))  # a delta segment
-    assert len(load_bundle(index).segments) == 2
-    report = sync(index, compact=True)
+    Collection.open(index).add(synthetic_images(1, seed=3))
+    report = Collection.open(index).sync(compact=True)
     assert report.maintenance == "compacted" and len(load_bundle(index).segments) == 1 and report.count == 39
 
 

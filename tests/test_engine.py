@@ -126,9 +126,12 @@ def test_hits_of_a_query_are_those_looked_up_one_by_one_across_segments(bundle_c
     for ids in a delta segment and with one removed."""
     from conftest import synthetic_images
 
+    from aesearch.pipelines.writer import Collection
+
+    collection = Collection.open(bundle_copy)
+    added = collection.add(synthetic_images(6, seed=3), paths=[f"new/{i}.png" for i in range(6)])
+    collection.remove([int(added[0]), 5])
     engine = SearchEngine.load(bundle_copy)
-    added = engine.add(synthetic_images(6, seed=3), paths=[f"new/{i}.png" for i in range(6)])
-    engine.remove([int(added[0]), 5])
     for query in (engine.image(int(added[1])), engine.image(7)):
         result = engine.query(query, k=12)
         assert [h.rank for h in result.hits] == list(range(1, 13))

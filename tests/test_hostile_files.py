@@ -29,7 +29,7 @@ from image_folders import png_bytes
 from aesearch.errors import AesearchError, BundleError, InvalidArgumentError
 from aesearch.interfaces.cli import cli
 from aesearch.pipelines.collection import build_from_folders
-from aesearch.pipelines.sync import add_files, remove, sync
+from aesearch.pipelines.writer import Collection
 from aesearch.search.engine import SearchEngine
 from aesearch.search.index import IndexSpec
 from aesearch.sources import folders
@@ -96,9 +96,9 @@ def text(result: subprocess.CompletedProcess) -> str:
 API_SYNC = """
 import json, sys
 from aesearch.sources import folders
-from aesearch.pipelines.sync import sync
+from aesearch import Collection
 folders._INLINE_BELOW = 0  # the worker pool, however few files
-report = sync(sys.argv[1], workers=2)
+report = Collection.open(sys.argv[1], workers=2).sync()
 print(json.dumps([sorted(report.added), sorted(s.reason for s in report.skipped)]))
 """
 
@@ -262,11 +262,11 @@ def test_a_worker_that_dies_stops_the_sync_in_one_line_and_changes_nothing(tmp_p
     monkeypatch.setattr(folders, "_INLINE_BELOW", 0)
     monkeypatch.setattr(folders, "_read_batch", _killed_on_crash_png)
     with pytest.raises(AesearchError, match="a process reading images died") as error:
-        sync(index, workers=2)
+        Collection.open(index, workers=2).sync()
     assert "from a.png on" in str(error.value), "the batch the dead worker may have been reading, by its first file"
     assert (index / "manifest.json").read_bytes() == manifest, "nothing published"
     monkeypatch.setattr(folders, "_read_batch", _REAL_READ_BATCH)
-    assert sorted(sync(index, workers=2).changed) == ["a.png", "crash.png"]
+    assert sorted(Collection.open(index, workers=2).sync().changed) == ["a.png", "crash.png"]
 
 
 KILLED_WRITER = """
@@ -366,7 +366,7 @@ def test_names_that_are_not_utf8_or_hold_a_newline_are_indexed_found_moved_and_r
     assert build(root, index, model) == []
     ids = {load_bundle(index).path_of(int(i)): int(i) for i in load_bundle(index).live_ids()}
     assert sorted(ids) == sorted(NAMES)
-    report = sync(index, workers=1)
+    report = Collection.open(index, workers=1).sync()
     assert report.changes == 0 and report.unchanged == len(NAMES) and report.skipped == []
 
     engine = SearchEngine.load(index)
@@ -377,14 +377,14 @@ def test_names_that_are_not_utf8_or_hold_a_newline_are_indexed_found_moved_and_r
     moved = os.fsdecode(b"folder \xfe/x\xff\n.png")
     os.makedirs(root / os.path.dirname(moved))
     os.rename(root / NAMES[0], root / moved)
-    report = sync(index, workers=1)
+    report = Collection.open(index, workers=1).sync()
     assert report.moved == [(NAMES[0], moved)] and report.changes == 1
     assert load_bundle(index).path_of(ids[NAMES[0]]) == moved, "a moved file keeps its id"
 
-    assert remove(index, [NAMES[1]]) == [ids[NAMES[1]]]  # by its path, newline and all
+    assert Collection.open(index).remove([NAMES[1]]) == [ids[NAMES[1]]]  # by its path, newline and all
     os.unlink(root / NAMES[1])
     os.unlink(root / moved)
-    report = sync(index, workers=1)
+    report = Collection.open(index, workers=1).sync()
     assert report.removed == [moved] and report.changes == 1
     assert sorted(load_bundle(index).path_of(int(i)) for i in load_bundle(index).live_ids()) == sorted(NAMES[2:])
 
@@ -462,15 +462,16 @@ def test_add_indexes_only_what_sync_would_keep(tmp_path, model, guard):
         result = runner.invoke(cli, ["add", str(root / name), "--index-dir", str(index)])
         assert result.exit_code == 1 and f"cannot add {root / name}: it {problem}" in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1
-    report = add_files(index, [root / name for name in [*others, "ok.png", "loop.png"]], workers=1)
+    report = Collection.open(index, workers=1).add_files([root / name for name in [*others, "ok.png", "loop.png"]])
     assert report.added == ["ok.png"] and report.changes == 1
     assert {s.path: s.reason.split(":")[0].split(" (")[0] for s in report.skipped} == {
         **{name: problem.split(" (")[0] for name, problem in others.items()},
         "loop.png": "is a symbolic link loop",
     }
-    report = add_files(index, [root / "new", root / "new/n.png"], workers=1)  # a file given twice: added once
+    # A file given twice (itself and in its folder): added once.
+    report = Collection.open(index, workers=1).add_files([root / "new", root / "new/n.png"])
     assert report.added == ["new/n.png"] and reasons(report.skipped, root) == {"new/fifo.png": PIPE}
-    report = sync(index, workers=1)
+    report = Collection.open(index, workers=1).sync()
     assert report.changes == 0 and report.unchanged == 4, "sync keeps what add added, and adds nothing add refused"
 
 
@@ -503,8 +504,8 @@ def test_a_root_through_links_and_with_a_trailing_slash_is_one_root(tmp_path, mo
     with pytest.raises(InvalidArgumentError, match="the same folder is given twice"):
         collection_roots([tmp_path / "link2", f"{real}/"])
     write(real / "c.png", pngs(3, seed=13)[2])
-    assert add_files(index, [f"{tmp_path / 'link2'}/"], workers=1).added == ["c.png"]
-    assert sync(index, workers=1).changes == 0
+    assert Collection.open(index, workers=1).add_files([f"{tmp_path / 'link2'}/"]).added == ["c.png"]
+    assert Collection.open(index, workers=1).sync().changes == 0
 
 
 def test_names_and_paths_at_the_file_systems_limits(tmp_path, model):
@@ -526,7 +527,7 @@ def test_names_and_paths_at_the_file_systems_limits(tmp_path, model):
             f.write(pngs(3, seed=14)[2])
     finally:
         os.close(fd)
-    report = sync(index, workers=1)
+    report = Collection.open(index, workers=1).sync()
     assert report.changes == 0 and report.unchanged == 2
     (too_long,) = report.skipped
     assert "cannot list this folder" in too_long.reason and "\n" not in too_long.reason
@@ -541,7 +542,7 @@ def test_a_file_whose_permissions_drop_between_scan_and_read_is_kept_in_the_inde
     (root / "b.png").write_bytes(pngs(3, seed=15)[2])
     (root / "b.png").chmod(0)
     try:
-        report = sync(index, workers=1)
+        report = Collection.open(index, workers=1).sync()
     finally:
         (root / "b.png").chmod(stat.S_IRUSR | stat.S_IWUSR)
     assert report.changes == 0 and reasons(report.skipped, root) == {"b.png": "permission denied"}
@@ -564,7 +565,7 @@ def test_a_read_refused_mid_sync_keeps_the_file_and_the_bundle(tmp_path, model, 
         return real_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", refusing)
-    report = sync(index, workers=1)
+    report = Collection.open(index, workers=1).sync()
     assert report.changes == 0 and reasons(report.skipped, root) == {"b.png": "permission denied"}
     assert (index / "manifest.json").read_bytes() == manifest, "nothing published"
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from aesearch.errors import BundleError, InvalidArgumentError
-from aesearch.pipelines.update import add_images, compact, remove_images
+from aesearch.pipelines.update import compact
+from aesearch.pipelines.writer import Collection
 from aesearch.search.engine import SearchEngine
 from aesearch.search.index import recall_at_k
 from aesearch.store.bundle import BundleWriter, load_bundle
@@ -19,6 +20,21 @@ from aesearch.store.manifest import MANIFEST, manifest_digest
 from tests.conftest import make_bundle, synthetic_images, tiny_checkpoint
 
 CHECKPOINT = tiny_checkpoint()
+
+
+@pytest.fixture
+def deltas_only(monkeypatch):
+    """Updates write deltas and tombstones and never compact: the store's own machinery under test."""
+    monkeypatch.setattr("aesearch.pipelines.drift.RELEARN_EVERY_SYNC_MAX", 0)
+    monkeypatch.setattr("aesearch.pipelines.update.COMPACT_FRACTION", float("inf"))
+
+
+def add_images(bundle: Path, images: np.ndarray) -> np.ndarray:
+    return Collection.open(bundle).add(images)
+
+
+def remove_images(bundle: Path, ids) -> list[int]:
+    return Collection.open(bundle).remove(ids)
 
 
 def neighbours(index_dir: Path, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -55,7 +71,7 @@ def assert_same_neighbours(updated: Path, fresh: Path, fresh_to_updated: np.ndar
 
 
 @pytest.mark.parametrize("index_type", ["flat", "hnsw"])
-def test_adds_and_removes_equal_a_fresh_build_of_the_final_images(tmp_path, index_type):
+def test_adds_and_removes_equal_a_fresh_build_of_the_final_images(tmp_path, index_type, deltas_only):
     bundle = make_bundle(tmp_path / "b", n=80, checkpoint=CHECKPOINT, index_type=index_type)
     extra = synthetic_images(50, seed=7)
     first = add_images(bundle, extra[:30])
@@ -135,7 +151,7 @@ import sys, time
 from pathlib import Path
 import numpy as np
 import aesearch.store.bundle as store
-from aesearch.pipelines.update import add_images
+from aesearch import Collection
 from tests.conftest import synthetic_images
 
 real_write = store.write_manifest
@@ -143,11 +159,11 @@ def stalled(*args, **kwargs):
     print("segment written", flush=True)
     time.sleep(60)  # killed here: the new segment is on disk, the manifest not yet replaced
 store.write_manifest = stalled
-add_images(Path(sys.argv[1]), synthetic_images(10, seed=4))
+Collection.open(Path(sys.argv[1])).add(synthetic_images(10, seed=4))
 """
 
 
-def test_killed_update_leaves_the_bundle_loadable_and_the_next_writer_cleans_up(tmp_path):
+def test_killed_update_leaves_the_bundle_loadable_and_the_next_writer_cleans_up(tmp_path, deltas_only):
     bundle = make_bundle(tmp_path / "b", n=30, checkpoint=CHECKPOINT)
     manifest_before = (bundle / MANIFEST).read_bytes()
     root = Path(__file__).resolve().parents[1]

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from aesearch.errors import AesearchError, InvalidArgumentError, os_error_message
 from aesearch.integers import check_int, check_ints, parse_int, parse_int_list
 from aesearch.interfaces.cli import cli
+from aesearch.pipelines.writer import Collection
 from aesearch.search.engine import SearchEngine
 from tests.conftest import folder_digest, synthetic_images
 
@@ -52,26 +53,6 @@ def engine(bundle_copy):
 
 
 API_CASES = {
-    "remove(None)": lambda e, r: e.remove(None),
-    "remove('abc')": lambda e, r: e.remove("abc"),
-    "remove([[1, 2]])": lambda e, r: e.remove([[1, 2]]),
-    "remove([nan])": lambda e, r: e.remove([float("nan")]),
-    "remove([10**30])": lambda e, r: e.remove([HUGE]),
-    "remove([True])": lambda e, r: e.remove([True]),
-    "remove([1.5])": lambda e, r: e.remove([1.5]),
-    "remove(['3'])": lambda e, r: e.remove(["3"]),
-    "remove([4.999])": lambda e, r: e.remove([4.999]),
-    "remove([])": lambda e, r: e.remove([]),
-    "add(zero images)": lambda e, r: e.add(np.zeros((0, 28, 28))),
-    "add(paths=[1])": lambda e, r: e.add(synthetic_images(1), paths=[1]),
-    "add(paths=lone surrogate)": lambda e, r: e.add(synthetic_images(1), paths=["\ud800x"]),
-    "add(paths=NUL)": lambda e, r: e.add(synthetic_images(1), paths=["a\0b"]),
-    "add(paths='one string')": lambda e, r: e.add(synthetic_images(1), paths="x.png"),
-    "add(labels=['abc'])": lambda e, r: e.add(synthetic_images(1), labels=["abc"]),
-    "add(labels=[None])": lambda e, r: e.add(synthetic_images(1), labels=[None]),
-    "add(labels=[1.5])": lambda e, r: e.add(synthetic_images(1), labels=[1.5]),
-    "add(labels=['1'])": lambda e, r: e.add(synthetic_images(1), labels=["1"]),
-    "add(labels=[99])": lambda e, r: e.add(synthetic_images(1), labels=[99]),
     "refine(more=None)": lambda e, r: e.refine(r, more=None),
     "refine(more=5)": lambda e, r: e.refine(r, more=5),
     "refine(more=[10**30])": lambda e, r: e.refine(r, more=[HUGE]),
@@ -99,6 +80,32 @@ API_CASES = {
 }
 
 
+WRITE_CASES = {
+    "add_files('one string')": lambda c: c.add_files("x.png"),
+    "add_files([])": lambda c: c.add_files([]),
+    "remove(None)": lambda c: c.remove(None),
+    "remove('abc')": lambda c: c.remove("abc"),
+    "remove([[1, 2]])": lambda c: c.remove([[1, 2]]),
+    "remove([nan])": lambda c: c.remove([float("nan")]),
+    "remove([10**30])": lambda c: c.remove([HUGE]),
+    "remove([True])": lambda c: c.remove([True]),
+    "remove([1.5])": lambda c: c.remove([1.5]),
+    "remove(['3'])": lambda c: c.remove(["3"]),
+    "remove([4.999])": lambda c: c.remove([4.999]),
+    "remove([])": lambda c: c.remove([]),
+    "add(zero images)": lambda c: c.add(np.zeros((0, 28, 28))),
+    "add(paths=[1])": lambda c: c.add(synthetic_images(1), paths=[1]),
+    "add(paths=lone surrogate)": lambda c: c.add(synthetic_images(1), paths=["\ud800x"]),
+    "add(paths=NUL)": lambda c: c.add(synthetic_images(1), paths=["a\0b"]),
+    "add(paths='one string')": lambda c: c.add(synthetic_images(1), paths="x.png"),
+    "add(labels=['abc'])": lambda c: c.add(synthetic_images(1), labels=["abc"]),
+    "add(labels=[None])": lambda c: c.add(synthetic_images(1), labels=[None]),
+    "add(labels=[1.5])": lambda c: c.add(synthetic_images(1), labels=[1.5]),
+    "add(labels=['1'])": lambda c: c.add(synthetic_images(1), labels=["1"]),
+    "add(labels=[99])": lambda c: c.add(synthetic_images(1), labels=[99]),
+}
+
+
 @pytest.mark.parametrize("call", API_CASES.values(), ids=API_CASES.keys())
 def test_bad_api_input_is_one_line_and_changes_nothing(engine, call):
     result = engine.query_id(3, k=5)
@@ -107,6 +114,15 @@ def test_bad_api_input_is_one_line_and_changes_nothing(engine, call):
         call(engine, result)
     assert "\n" not in str(info.value)
     assert folder_digest(engine.bundle.path) == before
+
+
+@pytest.mark.parametrize("call", WRITE_CASES.values(), ids=WRITE_CASES.keys())
+def test_bad_writer_input_is_one_line_and_changes_nothing(bundle_copy, call):
+    before = folder_digest(bundle_copy)
+    with pytest.raises(AesearchError) as info:
+        call(Collection.open(bundle_copy))
+    assert "\n" not in str(info.value)
+    assert folder_digest(bundle_copy) == before
 
 
 def test_queries_of_no_image_are_no_results(engine):

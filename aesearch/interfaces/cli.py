@@ -324,9 +324,9 @@ def _echo_skipped(skipped, at_most: int = 20) -> None:
                    "an unmounted disk looks like deleted files).")  # fmt: skip
 def sync_command(index_dir, dry_run, compact, as_json, allow_mass_removal) -> None:
     """Bring an index built with --images in step with its folders (added, changed, moved, removed)."""
-    from aesearch.pipelines.sync import sync
+    from aesearch.pipelines.writer import Collection
 
-    report = sync(index_dir, dry_run=dry_run, compact=compact, allow_mass_removal=allow_mass_removal)
+    report = Collection.open(index_dir).sync(dry_run=dry_run, allow_mass_removal=allow_mass_removal, compact=compact)
     if as_json:
         click.echo(json.dumps(report.to_dict()))
         return
@@ -339,9 +339,9 @@ def sync_command(index_dir, dry_run, compact, as_json, allow_mass_removal) -> No
 @INDEX_DIR_OPTION
 def add_command(paths, index_dir) -> None:
     """Index these image files (or folders of them) now; `sync` would find them too."""
-    from aesearch.pipelines.sync import add_files
+    from aesearch.pipelines.writer import Collection
 
-    report = add_files(index_dir, paths)
+    report = Collection.open(index_dir).add_files(paths)
     _echo_skipped(report.skipped)
     click.echo(report.summary())
 
@@ -351,9 +351,12 @@ def add_command(paths, index_dir) -> None:
 @INDEX_DIR_OPTION
 def remove_command(targets, index_dir) -> None:
     """Remove images from the index by id or by path (the files are not touched)."""
-    from aesearch.pipelines.sync import remove
+    from aesearch.pipelines.writer import Collection
 
-    ids = remove(index_dir, list(targets))
+    # A target written in digits is an id (`aesearch remove 3`); anything else a path.
+    ids = Collection.open(index_dir).remove(
+        [parse_int(t, "an id to remove") if t.strip().isascii() and t.strip().isdigit() else t for t in targets]
+    )
     click.echo(f"Removed {len(ids):,} image(s) from {index_dir}: ids {', '.join(map(str, ids[:20]))}"
                + (" ..." if len(ids) > 20 else ""))  # fmt: skip
 

@@ -1,44 +1,37 @@
-"""`aesearch sync`, `add`, `remove`: keep a folder's index in step with the folder.
+"""Syncing a folder collection: scan -> read candidates -> plan -> the rows to write.
 
-Mark and sweep, as rclip does, on (root, path, size, mtime):
-  * unchanged: same path, size and mtime as indexed: nothing is read;
-  * the others are read (hashed, decoded, preprocessed, on every core) and sorted out by content hash:
-      - a new path whose content an indexed file that has vanished had: moved (same id, its stored
-        image and vector copied, nothing encoded);
-      - a known path with new content: changed (same id, encoded again); same content, only the
-        mtime moved: its record is refreshed (same id and vector), counted as changed;
-      - anything else new: added (new ids);
-  * indexed files no longer found: removed (tombstones);
-  * unreadable files: skipped, with a reason; an indexed file that became unreadable keeps its entry,
-    and so do the files of a folder that cannot be listed; a missing root stops the sync in one line;
-  * images added through the Python API (SearchEngine.add) have no file: they are pinned (their
-    record's root is PINNED) and no sync removes them.
+The writer (writer.py, Collection.sync and add_files) holds the lock and the bundle, and publishes
+what sync_rows() returns as one update. Mark and sweep, as rclip does, on (root, path, size, mtime):
+  * scan: list the roots (sources/folders.py); a file with the path, size and mtime it was indexed
+    with is unchanged and never read;
+  * read: the others are hashed, decoded and preprocessed, on every core; unreadable files are
+    skipped with a reason, and an indexed file that became unreadable keeps its entry, as do the files
+    of a folder that cannot be listed; a missing root stops the sync in one line;
+  * plan: plan.py sorts the files read into touched, changed, moved and added, and the vanished ones
+    into removed, from records alone; images added through the Python API (Collection.add) are pinned
+    (their record's root is PINNED) and no sync removes them;
+  * rows: new content is encoded; a moved or touched file's stored image and vector are copied.
 
-A sync never empties an index by accident. An unmounted disk, a symlink to an empty folder or an
-emptied list file look like a root whose every file was deleted; the sync refuses in one line, with
-nothing written, when a root that holds indexed images now has none, or when more than
-MASS_REMOVAL_SHARE of the indexed images would go, unless allow_mass_removal is given
-(`--allow-mass-removal`). Ids are never reused: an image removed by mistake and synced back gets a
-new id, so an id someone kept can never come to mean another image.
-Everything goes into one update (a delta segment and tombstones) published atomically, then the
-bundle is merged or compacted if it needs it (update.py). A kill -9 at any moment leaves the last
-published state; running sync again redoes the unpublished part, so nothing is lost or indexed twice.
+A sync never empties an index by accident: a plan that would remove a whole root's images or more
+than MASS_REMOVAL_SHARE of the index is refused in one line, with nothing written, unless
+allow_mass_removal (`--allow-mass-removal`). Ids are never reused: an image removed by mistake and
+synced back gets a new id, so an id someone kept can never come to mean another image. A kill -9 at
+any moment leaves the last published state; running sync again redoes the unpublished part, so
+nothing is lost or indexed twice.
 """
 
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from aesearch import defaults
 from aesearch.errors import AesearchError, InvalidArgumentError
-from aesearch.integers import check_int, parse_int
-from aesearch.pipelines.update import embed, maintain, remove_images, write_delta
+from aesearch.pipelines.plan import Found, IndexedFile, Key, plan_sync
+from aesearch.pipelines.update import embed
 from aesearch.sources.folders import (
     FileEntry,
     Scan,
@@ -50,10 +43,10 @@ from aesearch.sources.folders import (
     scan_folder,
     stat_image,
 )
-from aesearch.store.bundle import Bundle, BundleWriter, load_bundle
-from aesearch.store.manifest import read_manifest
+from aesearch.store.bundle import Bundle
 from aesearch.store.paths import shown
 from aesearch.store.records import NO_LABEL, PINNED, new_records
+from aesearch.store.segment import IMAGE_SHAPE
 
 
 @dataclass
@@ -108,17 +101,15 @@ def collection_of(bundle: Bundle) -> tuple[list[Path], str | None]:
     return [Path(r) for r in collection["roots"]], collection.get("labels")
 
 
-def indexed_files(bundle: Bundle) -> dict[tuple[int, str], tuple[int, int, int, bytes]]:
+def indexed_files(bundle: Bundle) -> dict[Key, IndexedFile]:
     """(root, path) -> (id, bytes, mtime_ns, content hash) of every live image, from the records."""
     out = {}
     for number, segment in enumerate(bundle.segments):
-        keep = np.ones(segment.count, bool)
-        keep[bundle.dead_rows(number)] = False
-        rows = np.flatnonzero(keep)
+        rows = bundle.live_rows(number)
         records = segment.records[rows]
         columns = [records[name].tolist() for name in ("position", "id", "bytes", "mtime_ns", "content_hash")]
-        for root, path, id_, size, mtime, digest in zip(columns[0], segment.paths(rows), *columns[1:], strict=True):
-            out[(root, path)] = (id_, size, mtime, digest)
+        for root, path, *entry in zip(columns[0], segment.paths(rows), *columns[1:], strict=True):
+            out[(root, path)] = IndexedFile(*entry)
     return out
 
 
@@ -128,131 +119,86 @@ _MASS_REMOVAL_ADVICE = (
 )
 
 
-def mass_removal(roots: Sequence[Path], indexed: dict, on_disk: dict, vanished: dict) -> str | None:
-    """Why removing `vanished` looks like an accident (a root emptied, or most of the index), or None."""
-    for number, root in enumerate(roots):
-        had = sum(1 for key in vanished if key[0] == number)
-        if had and not any(key[0] == number for key in on_disk):
-            return (
-                f"{root} holds no image files now, but {had:,} indexed images came from it "
-                "(an unmounted disk or an emptied folder looks like this)"
-            )
-    share = len(vanished) / max(1, sum(1 for key in indexed if key[0] != PINNED))
-    if share > defaults.MASS_REMOVAL_SHARE:
-        return (
-            f"it would remove {len(vanished):,} of {len(indexed):,} indexed images ({share:.0%}, more than "
-            f"{defaults.MASS_REMOVAL_SHARE:.0%})"
-        )
-    return None
+@dataclass
+class SyncRows:
+    """What a sync publishes: one row per file read (ids set, -1 for a new one), and the ids removed."""
+
+    records: np.ndarray
+    images: np.ndarray
+    embeddings: np.ndarray
+    paths: list[str]
+    removed: list[int]
+    class_names: list[str]
 
 
-def sync(index_dir: str | Path, *, dry_run: bool = False, compact: bool = False, workers: int | None = None,
-         only: set[tuple[int, str]] | None = None, allow_mass_removal: bool = False,
-         log: Callable[[str], None] | None = None) -> SyncReport:  # fmt: skip
-    """Bring the bundle at index_dir in step with its folders (see the module docstring).
+def sync_rows(bundle: Bundle, report: SyncReport, *, dry_run: bool = False, workers: int | None = None,
+              only: set[Key] | None = None, allow_mass_removal: bool = False) -> SyncRows | None:  # fmt: skip
+    """Scan, read and plan a sync of this bundle; fill report; the rows to publish (None: nothing to write).
 
     only: sync just these (root, path) files and remove nothing (`aesearch add`).
     allow_mass_removal: publish a sync that removes a whole root's images or more than
         MASS_REMOVAL_SHARE of the index (refused otherwise: MassRemovalError).
     """
-    start = time.perf_counter()
-    report = SyncReport(dry_run=dry_run)
-    with BundleWriter.update(index_dir) as writer:  # the lock first: a second sync is refused in one line
-        bundle = load_bundle(index_dir, verify="sizes")
-        roots, labels = collection_of(bundle)
-        for root in roots:  # an unmounted disk must not read as "every file was deleted"
-            if not root.exists():
-                raise InvalidArgumentError(
-                    f"{root}, a folder this index was built from, is missing: reconnect or restore it, then sync "
-                    "again (nothing was changed)"
-                )
-        found = scan(roots) if only is None else _scan_only(roots, only)
-        report.skipped += found.skipped
-        indexed = indexed_files(bundle)
-        on_disk = {(f.root, f.path): f for f in found.files}
-        if only is not None:
-            on_disk.update({key: None for key in indexed})  # nothing vanishes in an explicit add
-        candidates = [f for f in found.files if _differs(f, indexed.get((f.root, f.path)))]
-        report.unchanged = len(found.files) - len(candidates)
-        unlisted = [s.unlisted for s in found.skipped if s.unlisted]  # folders we could not look into
-        vanished = {
-            key: indexed[key] for key in indexed.keys() - on_disk.keys()
-            if key[0] != PINNED and not any(key[0] == root and key[1].startswith(prefix) for root, prefix in unlisted)
-        }  # fmt: skip
-        chunks = list(read_files(roots, candidates, workers=workers))
-        report.skipped += [s for c in chunks for s in c.skipped]
-        files = [f for c in chunks for f in c.files]
-        images = np.concatenate([c.images for c in chunks]) if chunks else np.zeros((0, 28, 28), np.uint8)
-        hashes = np.concatenate([c.hashes for c in chunks]) if chunks else np.zeros(0, "S16")
+    roots, labels = collection_of(bundle)
+    for root in roots:  # an unmounted disk must not read as "every file was deleted"
+        if not root.exists():
+            raise InvalidArgumentError(
+                f"{root}, a folder this index was built from, is missing: reconnect or restore it, then sync "
+                "again (nothing was changed)"
+            )
+    found = scan(roots) if only is None else _scan_only(roots, only)
+    report.skipped += found.skipped
+    indexed = indexed_files(bundle)
+    candidates = [f for f in found.files if _differs(f, indexed.get(f.key))]
+    report.unchanged = len(found.files) - len(candidates)
+    chunks = list(read_files(roots, candidates, workers=workers))
+    report.skipped += [s for c in chunks for s in c.skipped]
+    files = [f for c in chunks for f in c.files]
+    images = np.concatenate([c.images for c in chunks]) if chunks else np.zeros((0, *IMAGE_SHAPE), np.uint8)
+    hashes = np.concatenate([c.hashes for c in chunks]) if chunks else np.zeros(0, "S16")
 
-        by_hash: dict[bytes, list[tuple[int, str]]] = {}
-        for key, (_, _, _, digest) in sorted(vanished.items()):
-            by_hash.setdefault(digest, []).append(key)
-        publish_ids: list[int] = []  # per file read: the id it is published under (-1: a new one)
-        encode_rows: list[int] = []  # files whose content is new: encoded
-        copy_rows: list[tuple[int, int]] = []  # (row, id): content already indexed under id: copied
-        for row, (file, digest) in enumerate(zip(files, hashes.tolist(), strict=True)):
-            old = indexed.get(file.key)
-            if old is not None:  # same path, new size or mtime: changed (re-encoded unless only touched)
-                report.changed.append(file.path)
-                publish_ids.append(old[0])
-                if old[3] == digest:
-                    copy_rows.append((row, old[0]))
-                else:
-                    encode_rows.append(row)
-            elif by_hash.get(digest):  # the content of a vanished file: it moved here
-                source = by_hash[digest].pop(0)
-                report.moved.append((source[1], file.path))
-                publish_ids.append(vanished.pop(source)[0])
-                copy_rows.append((row, publish_ids[-1]))
-            else:
-                report.added.append(file.path)
-                publish_ids.append(-1)
-                encode_rows.append(row)
-        report.removed = sorted(key[1] for key in vanished)
-        refusal = None if allow_mass_removal else mass_removal(roots, indexed, on_disk, vanished)
-        if refusal and not dry_run:
-            raise MassRemovalError(f"{refusal}; nothing was changed. {_MASS_REMOVAL_ADVICE}")
-        report.refused = refusal
-        if dry_run or not (files or vanished):  # nothing to write: the bundle stays byte for byte as it was
-            report.count = len(bundle)
-            if dry_run or not compact:
-                report.seconds = round(time.perf_counter() - start, 3)
-                return report
-        else:
-            class_names = list(bundle.class_names)
-            new_ids = iter(writer.allocate_ids(sum(1 for i in publish_ids if i < 0)))
-            ids = np.array([i if i >= 0 else next(new_ids) for i in publish_ids], dtype=np.int64)
-            records = new_records(len(files))
-            records["id"], records["content_hash"] = ids, hashes
-            records["position"] = [f.root for f in files]
-            records["bytes"], records["mtime_ns"] = [f.size for f in files], [f.mtime_ns for f in files]
-            if labels == "folders":
-                records["label"] = [_label(class_names, f.path) for f in files]
-            embeddings = np.zeros((len(files), bundle.manifest["z_size"]), np.float32)
-            pixels = images.copy()
-            if copy_rows:  # moved or touched: the stored image and vector, never encoded again
-                rows, sources = [r for r, _ in copy_rows], [i for _, i in copy_rows]
-                embeddings[rows], pixels[rows] = bundle.embeddings(sources), bundle.images(sources)
-            if encode_rows:
-                embeddings[encode_rows] = embed(bundle, images[encode_rows])
-            write_delta(writer, bundle, records, pixels, embeddings, [f.path for f in files])
-            writer.remove_ids([entry[0] for entry in vanished.values()])
-            writer.commit({"class_names": class_names})
-    report.maintenance = maintain(index_dir, compact_now=compact)  # --compact: even when nothing changed
-    report.count = read_manifest(index_dir)["count"]
-    report.seconds = round(time.perf_counter() - start, 3)
-    return report
+    seen = Found(roots=[str(r) for r in roots], listed={f.key for f in found.files},
+                 read=dict(zip((f.key for f in files), hashes.tolist(), strict=True)),
+                 unlisted=[s.unlisted for s in found.skipped if s.unlisted], only=only is not None)  # fmt: skip
+    plan = plan_sync(indexed, seen, allow_mass_removal=allow_mass_removal)
+    report.added = [key[1] for key in plan.added]
+    report.changed = [key[1] for key, _ in sorted([*plan.changed, *plan.touched])]
+    report.moved = [(a[1], b[1]) for a, b, _ in plan.moved]
+    report.removed = [key[1] for key, _ in plan.removed]
+    report.refused = plan.refused
+    if plan.refused and not dry_run:
+        raise MassRemovalError(f"{plan.refused}; nothing was changed. {_MASS_REMOVAL_ADVICE}")
+    if dry_run or not (files or plan.removed):
+        return None
+
+    class_names = list(bundle.class_names)
+    ids, copies = plan.ids(), plan.copies()
+    records = new_records(len(files))
+    records["id"], records["content_hash"] = [ids[f.key] for f in files], hashes
+    records["position"] = [f.root for f in files]
+    records["bytes"], records["mtime_ns"] = [f.size for f in files], [f.mtime_ns for f in files]
+    if labels == "folders":
+        records["label"] = [_label(class_names, f.path) for f in files]
+    embeddings = np.zeros((len(files), bundle.manifest["z_size"]), np.float32)
+    pixels = images.copy()
+    copy_rows = [row for row, f in enumerate(files) if f.key in copies]
+    encode_rows = [row for row, f in enumerate(files) if f.key not in copies]
+    if copy_rows:  # moved or touched: the stored image and vector, never encoded again
+        sources = [copies[files[row].key] for row in copy_rows]
+        embeddings[copy_rows], pixels[copy_rows] = bundle.embeddings(sources), bundle.images(sources)
+    if encode_rows:
+        embeddings[encode_rows] = embed(bundle, images[encode_rows])
+    removed = [id_ for _, id_ in plan.removed]
+    return SyncRows(records, pixels, embeddings, [f.path for f in files], removed, class_names)
 
 
-def add_files(index_dir: str | Path, paths: Sequence[str | Path], **kwargs) -> SyncReport:
-    """Index these files (or every image in these folders) of the collection now, as a sync would.
+def files_to_add(bundle: Bundle, paths: Sequence[str | Path]) -> set[Key]:
+    """The (root, path) keys of these files (or of every image in these folders) of the collection.
 
     Only what a sync would index is added (folders.image_file_problem: not hidden, not in a hidden
     folder, named as an image; a regular file): anything else would be removed again by the next
     sync. It is skipped with its reason, or refused in one line when it is the only path given.
     """
-    bundle = load_bundle(index_dir, verify="sizes")
     roots, _ = collection_of(bundle)
     keys = set()
     for given in paths:
@@ -265,7 +211,7 @@ def add_files(index_dir: str | Path, paths: Sequence[str | Path], **kwargs) -> S
                 raise InvalidArgumentError(f"cannot add {shown(str(given))}: it {problem}")
         # A folder is scanned by _scan_only as sync scans it, so what it skips is listed with its reason.
         keys.add((number, f"{relative}/" if folder and relative else relative))
-    return sync(index_dir, only=keys, **kwargs)
+    return keys
 
 
 def _locate(roots: list[Path], given: str | Path) -> tuple[int, str, bool]:
@@ -315,39 +261,19 @@ def _scan_only(roots: list[Path], keys: set[tuple[int, str]]) -> Scan:
     return Scan(list(roots), sorted(files.values()), list(dict.fromkeys(skipped)))
 
 
-def remove(index_dir: str | Path, targets: Sequence[int | str]) -> list[int]:
-    """Tombstone images given by id or by path (relative to a collection root, or absolute); returns the ids."""
-    bundle = load_bundle(index_dir, verify="sizes")
-    by_path: dict[str, int] | None = None
-    ids = []
-    for target in targets:
-        if isinstance(target, int | np.integer) and not isinstance(target, bool):
-            ids.append(check_int(target, "an id to remove"))
-            continue
-        if isinstance(target, str) and target.strip().isascii() and target.strip().isdigit():
-            ids.append(parse_int(target, "an id to remove"))
-            continue
-        if not isinstance(target, str):
-            raise InvalidArgumentError(f"give ids (integers) or paths (text) to remove, got {type(target).__name__}")
-        if by_path is None:
-            roots = collection_of(bundle)[0] if bundle.manifest.get("collection") else []
-            by_path = {}
-            for (root, path), (id_, *_rest) in indexed_files(bundle).items():
-                by_path[path] = id_
-                if roots and root != PINNED:
-                    by_path[str(roots[root] / path)] = id_
-        path = str(Path(target).resolve()) if Path(target).is_absolute() else str(target)
-        if path not in by_path:
-            raise InvalidArgumentError(f"no indexed image has the path {shown(target)}: give an id or a path as listed")
-        ids.append(by_path[path])
-    # The writer checks again under its lock: an id removed meanwhile gets one line, not a double tombstone.
-    remove_images(index_dir, ids)
-    maintain(index_dir)
-    return sorted(set(ids))
+def ids_by_path(bundle: Bundle) -> dict[str, int]:
+    """Every live image's path -> its id; for a collection, also the file's absolute path."""
+    roots = collection_of(bundle)[0] if bundle.manifest.get("collection") else []
+    out = {}
+    for (root, path), entry in indexed_files(bundle).items():
+        out[path] = entry.id
+        if roots and root != PINNED:
+            out[str(roots[root] / path)] = entry.id
+    return out
 
 
-def _differs(file: FileEntry, indexed: tuple | None) -> bool:
-    return indexed is None or indexed[1] != file.size or indexed[2] != file.mtime_ns
+def _differs(file: FileEntry, indexed: IndexedFile | None) -> bool:
+    return indexed is None or indexed.size != file.size or indexed.mtime_ns != file.mtime_ns
 
 
 def _label(class_names: list[str], path: str) -> int:

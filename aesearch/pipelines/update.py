@@ -1,23 +1,19 @@
-"""Changing a bundle in place: add images, remove them, compact. Each call is one atomic publish.
+"""The pieces of an update the writer (writer.py) puts together; compaction.
 
-    add      encode the new images, write them as one small delta segment with an exact (flat)
-             index in the bundle's current search space; cost in proportion to the images added
-    remove   tombstone the ids: a new tombstone file and manifest, nothing else rewritten
+    delta    write_delta(): new rows as one small segment with an exact (flat) index in the bundle's
+             current search space; cost in proportion to the rows. A delta may hold ids already in
+             the bundle (a sync's moved or changed file: same id, newer copy); the newest copy of an
+             id wins (store/bundle.py). More than MAX_DELTAS deltas are folded into the new one, so a
+             query never searches many small segments
     compact  fold every segment into a new base: the whitening is relearned from the stored
              embeddings (no re-encoding), the bundle's index type rebuilt and retuned (auto's
              choice made again for the new size, if the bundle was built with auto), the trust
              score recalibrated; cost in proportion to the collection. Every image removed: no
              segment at all, the last search space kept, so the empty bundle loads and takes adds
 
-    publish  write_delta(): a delta segment may hold ids already in the bundle (a sync's moved or
-             changed file: same id, newer copy); the newest copy of an id wins (store/bundle.py)
-    merge    more than MAX_DELTAS deltas are merged into one (cost: the deltas' size, not the base's),
-             so a query never searches many small segments
-
-Between compactions the search space (whitening) learned at the last build or compaction is kept,
-so neighbours equal a fresh build's exactly when the transform is "none", and after a compaction
-in any case. maintain() runs one when the deltas or tombstones pass COMPACT_FRACTION of
-the collection or there are more than MAX_DELTA_SEGMENTS deltas.
+Between compactions the search space learned at the last build or compaction is kept; when an
+update compacts (needs_compaction here, and the size and drift bound of drift.py) is the writer's
+decision.
 """
 
 from __future__ import annotations
@@ -27,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from aesearch.errors import InvalidArgumentError
 from aesearch.model.runtime import NumpyAutoEncoder
 from aesearch.pipelines.builder import (
     StreamOptions,
@@ -39,7 +34,6 @@ from aesearch.pipelines.builder import (
 )
 from aesearch.search.segments import load_transform
 from aesearch.store.bundle import Bundle, BundleWriter, load_bundle
-from aesearch.store.records import new_records, pixel_hashes
 
 COMPACT_FRACTION = 0.25
 MAX_DELTA_SEGMENTS = 16
@@ -49,63 +43,19 @@ MAX_DELTAS = 4  # more delta segments than this are merged into one (each costs 
 MIN_IMAGES_TO_LEARN = 2
 
 
-def add_images(
-    index_dir: str | Path,
-    images: np.ndarray,
-    *,
-    records: np.ndarray | None = None,
-    paths: Sequence[str] | None = None,
-) -> np.ndarray:
-    """Add preprocessed (n, *image_shape) uint8 images (the model's input) as a new segment; returns their new ids.
-
-    records: RECORD_DTYPE rows for split, position, label, file size, mtime and content hash (ids
-    are assigned here; default: no label, split 0, the pixels' hash).
-    """
-    images = np.ascontiguousarray(images, dtype=np.uint8)
-    if images.ndim != 3:
-        raise InvalidArgumentError(f"images to add must be (n, height, width) uint8, got shape {images.shape}")
-    if records is None:
-        records = new_records(len(images))
-        records["split"] = 0
-        records["content_hash"] = pixel_hashes(images)
-    if len(records) != len(images) or (paths is not None and len(paths) != len(images)):
-        raise InvalidArgumentError("give one record and one path per image")
-    with BundleWriter.update(index_dir) as writer:
-        bundle = load_bundle(index_dir, verify="sizes")  # under the lock: the state we extend
-        if images.shape[1:] != bundle.image_shape:
-            shape = ", ".join(map(str, bundle.image_shape))
-            raise InvalidArgumentError(f"images to add must be (n, {shape}) uint8, got shape {images.shape}")
-        vectors = embed(bundle, images)
-        records = records.copy()
-        records["id"] = ids = writer.allocate_ids(len(images))
-        metric, transform = bundle.manifest["metric"], load_transform(bundle)
-        write_segment(writer, records, images, vectors, paths, lambda s: index_exactly(s, metric, transform))
-        writer.commit()
-    return ids
-
-
-def remove_images(index_dir: str | Path, ids: Sequence[int] | np.ndarray) -> int:
-    """Tombstone these ids; returns how many were removed. Unknown or removed ids: one line."""
-    with BundleWriter.update(index_dir) as writer:
-        bundle = load_bundle(index_dir, verify="sizes")
-        ids = np.unique(np.asarray(ids, dtype=np.int64))
-        bundle.locate(ids)  # names the first id that is not in the bundle
-        writer.remove_ids(ids)
-        writer.commit()
-    return len(ids)
-
-
-def _delta_numbers(bundle: Bundle) -> list[int]:
+def delta_numbers(manifest: dict) -> list[int]:
     """The segments updates added since the last build or compaction (every one, when an emptied
     bundle took adds again and has no base)."""
-    return [n for n, s in enumerate(bundle.segments) if n > 0 or s.meta.get("delta")]
+    return [n for n, s in enumerate(manifest["segments"]) if n > 0 or s.get("meta", {}).get("delta")]
 
 
-def needs_compaction(bundle: Bundle) -> bool:
-    deltas = [bundle.segments[n] for n in _delta_numbers(bundle)]
-    removed = len(bundle.tombstones) + bundle.manifest.get("superseded", 0)  # dead copies either way
-    added = sum(s.count for s in deltas)
-    return len(deltas) > MAX_DELTA_SEGMENTS or max(added, removed) > COMPACT_FRACTION * max(len(bundle), 1)
+def needs_compaction(manifest: dict) -> bool:
+    """Too many deltas, or deltas or dead copies past COMPACT_FRACTION of the collection (from the
+    manifest alone: a writer decides right after it commits, without loading the bundle again)."""
+    deltas = [manifest["segments"][n] for n in delta_numbers(manifest)]
+    removed = (manifest["tombstones"] or {}).get("count", 0) + manifest.get("superseded", 0)  # dead copies
+    added = sum(s["count"] for s in deltas)
+    return len(deltas) > MAX_DELTA_SEGMENTS or max(added, removed) > COMPACT_FRACTION * max(manifest["count"], 1)
 
 
 def compact(index_dir: str | Path) -> dict:
@@ -208,35 +158,3 @@ def write_delta(writer: BundleWriter, bundle: Bundle, records: np.ndarray, image
         return {**index_exactly(segment, metric, transform), **({"delta": True} if delta else {})}
 
     write_segment(writer, records, images, embeddings, paths, index)
-
-
-def maintain(index_dir: str | Path, *, compact_now: bool = False) -> str | None:
-    """After an update: compact (if asked, or needs_compaction) or merge the deltas (more than
-    MAX_DELTAS); returns "compacted", "merged" or None. Each is its own atomic publish."""
-    bundle = load_bundle(index_dir, verify="sizes")
-    if compact_now or needs_compaction(bundle):
-        compact(index_dir)
-        return "compacted"
-    if len(_delta_numbers(bundle)) <= MAX_DELTAS:
-        return None
-    with BundleWriter.update(index_dir) as writer:
-        bundle = load_bundle(index_dir, verify="sizes")  # under the lock: the state we merge
-        deltas = _delta_numbers(bundle)
-        records, images, embeddings, paths = _live_rows(bundle, deltas)
-        write_delta(writer, bundle, records, images, embeddings, paths)
-        writer.drop_segments([bundle.segments[n].name for n in deltas])
-        writer.commit()
-    return "merged"
-
-
-def _live_rows(bundle: Bundle, numbers: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Records, images, embeddings and paths of the live rows of these segments."""
-    parts = []
-    for number in numbers:
-        segment = bundle.segments[number]
-        keep = np.ones(segment.count, bool)
-        keep[bundle.dead_rows(number)] = False
-        rows = np.flatnonzero(keep)
-        parts.append((segment.records[rows], segment.images[rows], segment.embeddings[rows], segment.paths(rows)))
-    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-            np.concatenate([p[2] for p in parts]), [path for p in parts for path in p[3]])  # fmt: skip

@@ -16,7 +16,7 @@ import numpy as np
 
 from aesearch import defaults
 from aesearch.errors import BundleError, EmptyIndexError, InvalidArgumentError
-from aesearch.integers import check_int, check_ints
+from aesearch.integers import check_int
 from aesearch.model.runtime import NumpyAutoEncoder
 from aesearch.search.feedback import Feedback
 from aesearch.search.preprocess import DEFAULT_MAX_PIXELS, ImageSource, preprocess_batch, preprocess_keeping_originals
@@ -116,7 +116,17 @@ class SearchEngine:
     @classmethod
     def load(cls, index_dir: str | Path = DEFAULT_INDEX_DIR, *, model: str | Path | None = None) -> SearchEngine:
         """Load and verify a bundle (see store/bundle.py); model overrides its checkpoint if it matches."""
-        return cls(load_bundle(index_dir, model=model))
+        for attempt in range(3):
+            bundle = load_bundle(index_dir, model=model)
+            try:
+                return cls(bundle)
+            except BundleError:
+                # A writer published (a compaction) and removed the index files of the state we had
+                # loaded before we read them: load the new state.
+                if attempt < 2 and bundle.changed():
+                    continue
+                raise
+        raise AssertionError("unreachable")
 
     def __len__(self) -> int:
         return len(self.bundle)
@@ -216,68 +226,6 @@ class SearchEngine:
             split=self.bundle.split_names[int(record["split"])], position=int(record["position"]),
             distance=float(distance), path=path,
         )  # fmt: skip
-
-    # --- changing the collection (each call publishes a new state atomically; see pipelines/update.py) ---
-
-    def add(self, images, paths: Sequence[str] | None = None, labels: Sequence[int] | None = None) -> np.ndarray:
-        """Index more images (anything the preprocessing contract takes); returns their new ids.
-
-        paths: a name shown for each (it need not be a file); labels: class numbers (-1: none).
-        The images have no file behind them: no `sync` removes them (they are pinned, with
-        position -1), `remove` does.
-        """
-        from aesearch.pipelines.update import add_images, maintain
-        from aesearch.store.paths import encode_path
-        from aesearch.store.records import PINNED, new_records, pixel_hashes
-
-        if isinstance(images, Sequence | np.ndarray) and not isinstance(images, str | bytes) and not len(images):
-            raise InvalidArgumentError("images to add must hold at least one image, got none")
-        pixels = (preprocess_batch(images) * np.float32(255)).round().astype(np.uint8)
-        records = new_records(len(pixels))
-        records["content_hash"] = pixel_hashes(pixels)
-        records["position"] = PINNED
-        if paths is not None:
-            if isinstance(paths, str | bytes) or not isinstance(paths, Sequence) or len(paths) != len(pixels):
-                raise InvalidArgumentError(f"paths must be a list of {len(pixels)} strings, one per image")
-            for path in paths:
-                encode_path(path)  # text the store can keep: one line for a number, a NUL, a lone surrogate
-        if labels is not None:
-            last = len(self.bundle.class_names) - 1
-            what = f"labels (class numbers up to {last}, or -1 for none)" if last >= 0 else "labels (no classes: -1)"
-            labels = check_ints(labels, what, low=-1, high=last)
-            if len(labels) != len(pixels):
-                raise InvalidArgumentError(f"give one label per image: {len(labels)} labels for {len(pixels)} images")
-            records["label"] = labels
-        ids = add_images(self.bundle.path, pixels, records=records, paths=paths)
-        maintain(self.bundle.path)
-        self._reload()
-        return ids
-
-    def remove(self, ids: Sequence[int]) -> None:
-        """Remove images by id (tombstones: their ids are never used again)."""
-        from aesearch.pipelines.update import maintain, remove_images
-
-        ids = check_ints(ids, "ids to remove")
-        if not ids:
-            raise InvalidArgumentError("give at least one id to remove")
-        remove_images(self.bundle.path, ids)
-        maintain(self.bundle.path)
-        self._reload()
-
-    def sync(self, *, dry_run: bool = False, allow_mass_removal: bool = False):
-        """Bring a bundle built from folders in step with them; returns a SyncReport.
-
-        A sync that would remove a whole root's images or more than half of the index is refused
-        (MassRemovalError) unless allow_mass_removal: an unmounted disk looks like deleted files.
-        """
-        from aesearch.pipelines.sync import sync
-
-        report = sync(self.bundle.path, dry_run=dry_run, allow_mass_removal=allow_mass_removal)
-        self._reload()
-        return report
-
-    def _reload(self) -> None:
-        self.__init__(load_bundle(self.bundle.path))
 
     # --- the query path ---
 
@@ -404,7 +352,7 @@ class SearchEngine:
         if not len(self):
             raise EmptyIndexError(
                 f"the index at {self.bundle.path} is empty (every image was removed): add images with "
-                "`aesearch sync` or `aesearch add` (SearchEngine.add in Python), or build it again"
+                "`aesearch sync` or `aesearch add` (Collection.add in Python), or build it again"
             )
 
     def _check_vectors(self, vectors: np.ndarray, what: str, width: int | None = None) -> np.ndarray:

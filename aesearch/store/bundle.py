@@ -113,6 +113,12 @@ class Bundle:
         dead[rows] = True
         return np.flatnonzero(dead)
 
+    def live_rows(self, number: int) -> np.ndarray:
+        """Sorted rows of segment `number` a search may return: neither tombstoned nor superseded."""
+        keep = np.ones(self.segments[number].count, bool)
+        keep[self.dead_rows(number)] = False
+        return np.flatnonzero(keep)
+
     def is_live(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
         return _contains(self.live_ids(), ids)
