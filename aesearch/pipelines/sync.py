@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aesearch.errors import AesearchError, InvalidArgumentError
+from aesearch.errors import AesearchError, InvalidArgumentError, MissingRootError
 from aesearch.pipelines.plan import Found, IndexedFile, Key, plan_sync
 from aesearch.pipelines.update import embed
 from aesearch.sources.folders import (
@@ -46,7 +46,6 @@ from aesearch.sources.folders import (
 from aesearch.store.bundle import Bundle
 from aesearch.store.paths import shown
 from aesearch.store.records import NO_LABEL, PINNED, new_records
-from aesearch.store.segment import IMAGE_SHAPE
 
 
 @dataclass
@@ -142,9 +141,9 @@ def sync_rows(bundle: Bundle, report: SyncReport, *, dry_run: bool = False, work
     roots, labels = collection_of(bundle)
     for root in roots:  # an unmounted disk must not read as "every file was deleted"
         if not root.exists():
-            raise InvalidArgumentError(
-                f"{root}, a folder this index was built from, is missing: reconnect or restore it, then sync "
-                "again (nothing was changed)"
+            raise MissingRootError(
+                f"{shown(str(root))}, a folder this index was built from, is missing: reconnect or restore it, "
+                "then sync again (nothing was changed)"
             )
     found = scan(roots) if only is None else _scan_only(roots, only)
     report.skipped += found.skipped
@@ -154,7 +153,7 @@ def sync_rows(bundle: Bundle, report: SyncReport, *, dry_run: bool = False, work
     chunks = list(read_files(roots, candidates, workers=workers))
     report.skipped += [s for c in chunks for s in c.skipped]
     files = [f for c in chunks for f in c.files]
-    images = np.concatenate([c.images for c in chunks]) if chunks else np.zeros((0, *IMAGE_SHAPE), np.uint8)
+    images = np.concatenate([c.images for c in chunks]) if chunks else np.zeros((0, *bundle.image_shape), np.uint8)
     hashes = np.concatenate([c.hashes for c in chunks]) if chunks else np.zeros(0, "S16")
 
     seen = Found(roots=[str(r) for r in roots], listed={f.key for f in found.files},

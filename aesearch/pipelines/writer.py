@@ -34,7 +34,6 @@ from aesearch.store.bundle import Bundle, BundleWriter, as_path, load_bundle
 from aesearch.store.manifest import read_manifest
 from aesearch.store.paths import encode_path, shown
 from aesearch.store.records import PINNED, new_records, pixel_hashes
-from aesearch.store.segment import IMAGE_SHAPE
 
 
 class Collection:
@@ -249,4 +248,4 @@ class Collection:
 def _no_rows(bundle: Bundle, removed: list[int]) -> SyncRows:
     """An update that only removes."""
     nothing = np.zeros((0, bundle.manifest["z_size"]), np.float32)
-    return SyncRows(new_records(0), np.zeros((0, *IMAGE_SHAPE), np.uint8), nothing, [], removed, [])
+    return SyncRows(new_records(0), np.zeros((0, *bundle.image_shape), np.uint8), nothing, [], removed, [])
