@@ -62,16 +62,30 @@ def main() -> None:
             for label, metric, transform, shrinkage, dims, shifts in SEARCH_SPACES:
                 start = time.perf_counter()
                 bundle = Path(tmp) / "bundle"
-                build_index(bundle, model=path, metric=metric, transform=transform, whiten_shrinkage=shrinkage,
-                            whiten_dims=dims, embedding_shifts=shifts, progress=False, log=None)  # fmt: skip
+                build_index(
+                    bundle,
+                    model=path,
+                    metric=metric,
+                    transform=transform,
+                    whiten_shrinkage=shrinkage,
+                    whiten_dims=dims,
+                    embedding_shifts=shifts,
+                    progress=False,
+                    log=None,
+                )
                 engine = SearchEngine.load(bundle)
                 val = evaluate(engine, protocol="validation").retrieval[0]
                 test = evaluate(engine, baselines=baselines_pending).retrieval
-                print(f"{name:<28} {label:<36} {val.p_at_10:>9.4f} {test[0].p_at_10:>10.4f} "
-                      f"{test[0].map_at_100:>13.4f}   ({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
+                print(
+                    f"{name:<28} {label:<36} {val.p_at_10:>9.4f} {test[0].p_at_10:>10.4f} "
+                    f"{test[0].map_at_100:>13.4f}   ({time.perf_counter() - start:.0f} s)",
+                    flush=True,
+                )
                 for baseline in test[1:]:
-                    print(f"{'baseline: ' + baseline.name:<28} {'l2':<36} {'':>9} {baseline.p_at_10:>10.4f} "
-                          f"{baseline.map_at_100:>13.4f}")  # fmt: skip
+                    print(
+                        f"{'baseline: ' + baseline.name:<28} {'l2':<36} {'':>9} {baseline.p_at_10:>10.4f} "
+                        f"{baseline.map_at_100:>13.4f}"
+                    )
                 baselines_pending = False
 
 

@@ -84,8 +84,10 @@ def latency(fresh: Path, updated: Path, queries: np.ndarray) -> float:
     f_wall, f_cpu = np.median(fresh_ms, axis=0)
     u_wall, u_cpu = np.median(updated_ms, axis=0)
     print(f"{'query p50, fresh bundle':<44} {f_wall:8.2f} ms wall, {f_cpu:6.2f} ms CPU")
-    print(f"{f'query p50, after 10 updates ({segments} segments)':<44} {u_wall:8.2f} ms wall, {u_cpu:6.2f} ms CPU "
-          f"({u_cpu / f_cpu:.2f}x CPU, {u_wall / f_wall:.2f}x wall)")  # fmt: skip
+    print(
+        f"{f'query p50, after 10 updates ({segments} segments)':<44} {u_wall:8.2f} ms wall, {u_cpu:6.2f} ms CPU "
+        f"({u_cpu / f_cpu:.2f}x CPU, {u_wall / f_wall:.2f}x wall)"
+    )
     return float(u_cpu / f_cpu)
 
 
@@ -95,9 +97,16 @@ def collection_benchmark(args) -> None:
         timed("writing the 70,000 PNG files (once)", write_folder, folder)
     index = work / "collection"
     _, build = timed(
-        "build-index --images (70,000 PNGs, --model)", build_from_folders, index, images=[folder], labels="folders",
-        model=args.model, spec=SPEC, shifts=defaults.EMBEDDING_SHIFTS, log=None,
-    )  # fmt: skip
+        "build-index --images (70,000 PNGs, --model)",
+        build_from_folders,
+        index,
+        images=[folder],
+        labels="folders",
+        model=args.model,
+        spec=SPEC,
+        shifts=defaults.EMBEDDING_SHIFTS,
+        log=None,
+    )
     fresh = work / "fresh-copy"
     shutil.rmtree(fresh, ignore_errors=True)
     shutil.copytree(index, fresh)
@@ -117,8 +126,20 @@ def collection_benchmark(args) -> None:
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start, cpu = time.perf_counter(), cpu_seconds()
-    subprocess.run([sys.executable, "-m", "aesearch", "duplicates", "--index-dir", str(index), "--out",
-                    str(work / "duplicates.png")], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aesearch",
+            "duplicates",
+            "--index-dir",
+            str(index),
+            "--out",
+            str(work / "duplicates.png"),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     duplicates = time.perf_counter() - start
     peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024 / 1024
     label = "duplicates over 70,000 images (process)"
@@ -133,9 +154,11 @@ def collection_benchmark(args) -> None:
     ratio = latency(fresh, index, data.test.images[5000:5300])
     for n in range(10):
         shutil.rmtree(folder / f"update-{n}")
-    print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (a shared machine); build {build:.1f} s; "
-          f"sync unchanged {unchanged:.2f} s, +1,000 {added:.2f} s, -1,000 {removed:.2f} s; duplicates "
-          f"{duplicates:.1f} s / {peak:.2f} GiB; latency after updates {ratio:.2f}x (CPU)")  # fmt: skip
+    print(
+        f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (a shared machine); build {build:.1f} s; "
+        f"sync unchanged {unchanged:.2f} s, +1,000 {added:.2f} s, -1,000 {removed:.2f} s; duplicates "
+        f"{duplicates:.1f} s / {peak:.2f} GiB; latency after updates {ratio:.2f}x (CPU)"
+    )
 
 
 def train_sizes(args) -> None:

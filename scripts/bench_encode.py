@@ -48,8 +48,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.rounds):
             for block in blocks:
-                command = [sys.executable, __file__, "--model", args.model, "--images", str(args.images),
-                           "--one", str(block), "--vectors", f"{tmp}/{block}.npy"]  # fmt: skip
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--model",
+                    args.model,
+                    "--images",
+                    str(args.images),
+                    "--one",
+                    str(block),
+                    "--vectors",
+                    f"{tmp}/{block}.npy",
+                ]
                 runs[block].append(json.loads(subprocess.run(command, check=True, capture_output=True).stdout))
         for block in blocks:
             rate = max(run["images_per_s"] for run in runs[block])

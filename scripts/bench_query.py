@@ -83,8 +83,10 @@ def main() -> None:
         Image.fromarray(image).save(png)
 
         load = busy_machine(args.load)
-        print("\n-- single query, in process (preprocess + encode + search + decode), k=8"
-              + (f", {len(load)} CPU-bound processes beside it" if load else ""))  # fmt: skip
+        print(
+            "\n-- single query, in process (preprocess + encode + search + decode), k=8"
+            + (f", {len(load)} CPU-bound processes beside it" if load else "")
+        )
         print(f"28x28 PNG file         {percentiles(timed(lambda: engine.query(png, k=8), args.repeats))}")
         print(f"28x28 array            {percentiles(timed(lambda: engine.query(image, k=8), args.repeats))}")
         photo = Path("examples/ankle-boot.jpg")
@@ -156,8 +158,19 @@ def main() -> None:
         print(f"full query with hnsw: {percentiles(timed(lambda: hnsw.query(image, k=8), args.repeats))}")
 
         print("\n-- cold `aesearch query IMAGE -k 8` (new process each time, picture written)")
-        cli = [sys.executable, "-m", "aesearch", "query", str(png), "-k", "8", "--index-dir", args.index_dir,
-               "--out", str(Path(tmp) / "r.png")]  # fmt: skip
+        cli = [
+            sys.executable,
+            "-m",
+            "aesearch",
+            "query",
+            str(png),
+            "-k",
+            "8",
+            "--index-dir",
+            args.index_dir,
+            "--out",
+            str(Path(tmp) / "r.png"),
+        ]
         walls = []
         for _ in range(7):
             start = time.perf_counter()

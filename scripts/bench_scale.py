@@ -89,8 +89,19 @@ def main() -> None:
 def measure(folder: Path, model: Path, work: Path, cluster: str | None, extra: list[str], load: bool) -> dict:
     name = folder.name + ("-cluster" if cluster else "")
     bundle = work / name
-    command = [sys.executable, "-m", "aesearch", "build-index", "--images", str(folder), "--model", str(model),
-               "--index-dir", str(bundle), *extra] + (["--cluster", cluster] if cluster else [])  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "aesearch",
+        "build-index",
+        "--images",
+        str(folder),
+        "--model",
+        str(model),
+        "--index-dir",
+        str(bundle),
+        *extra,
+    ] + (["--cluster", cluster] if cluster else [])
     start = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _, status, usage = os.wait4(child.pid, 0)
@@ -98,9 +109,13 @@ def measure(folder: Path, model: Path, work: Path, cluster: str | None, extra: l
     log = child.stdout.read()
     if status != 0:
         return {"collection": name, "error": log.strip().splitlines()[-1] if log.strip() else f"status {status}"}
-    row = {"collection": name, "mode": "cluster" if cluster else "local", "build_s": round(wall, 1),
-           # ru_maxrss of the largest child process (KiB on Linux): the build, or a cluster worker
-           "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2)}  # fmt: skip
+    row = {
+        "collection": name,
+        "mode": "cluster" if cluster else "local",
+        "build_s": round(wall, 1),
+        # ru_maxrss of the largest child process (KiB on Linux): the build, or a cluster worker
+        "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2),
+    }
     row.update(search_figures(bundle, load))
     return row
 
@@ -159,10 +174,15 @@ def search_figures(bundle: Path, load: bool = False) -> dict:
         engine.query_batch(queries, k=10)
         batch_qps = len(queries) / (time.perf_counter() - t)
         prefix = "cold_" if cache == "cold" else ""
-        row.update({f"{prefix}load_s": round(load_s, 2), f"{prefix}first_query_ms": round(first_ms, 2),
-                    f"{prefix}query_p50_ms": round(statistics.median(single) * 1e3, 2),
-                    f"{prefix}query_p95_ms": round(float(np.percentile(single, 95)) * 1e3, 2),
-                    f"{prefix}batch_qps": round(batch_qps)})  # fmt: skip
+        row.update(
+            {
+                f"{prefix}load_s": round(load_s, 2),
+                f"{prefix}first_query_ms": round(first_ms, 2),
+                f"{prefix}query_p50_ms": round(statistics.median(single) * 1e3, 2),
+                f"{prefix}query_p95_ms": round(float(np.percentile(single, 95)) * 1e3, 2),
+                f"{prefix}batch_qps": round(batch_qps),
+            }
+        )
         if evicted is not None:
             row["cold_evicted_gib"] = round(evicted / 2**30, 2)
         if cache == "warm":
@@ -211,9 +231,11 @@ def read_through(paths) -> None:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| collection | mode | build (wall) | peak RSS | index | index RAM / vector | recall@10 | load | "
-             "query p50 | batch q/s | cold: load, first query, p50, q/s | load avg |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| collection | mode | build (wall) | peak RSS | index | index RAM / vector | recall@10 | load | "
+        "query p50 | batch q/s | cold: load, first query, p50, q/s | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['collection']} | failed: {r['error']} |" + " |" * 10)
@@ -222,8 +244,12 @@ def table(rows: list[dict]) -> str:
         budget = r.get("max_index_memory", "default")
         mode = r["mode"] if budget.startswith("default") else f"{r['mode']}, --max-index-memory {budget}"
         mode += f", single queries beside {r['busy_processes']} busy processes" if r.get("busy_processes") else ""
-        cold = (f"{r['cold_load_s']:.2f} s, {r['cold_first_query_ms']:.0f} ms, {r['cold_query_p50_ms']:.2f} ms, "
-                f"{r['cold_batch_qps']:,}" if "cold_load_s" in r else "")  # fmt: skip
+        cold = (
+            f"{r['cold_load_s']:.2f} s, {r['cold_first_query_ms']:.0f} ms, {r['cold_query_p50_ms']:.2f} ms, "
+            f"{r['cold_batch_qps']:,}"
+            if "cold_load_s" in r
+            else ""
+        )
         lines.append(
             f"| {r['n']:,} | {mode} | {build} | "
             f"{r['index_type']} | {r['index_bytes_per_vector']} B | {r['recall_at_10']:.3f} | {r['load_s']:.2f} s | "

@@ -57,8 +57,10 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "aesearch", "serve", "--index-dir", args.index_dir,
-                               "--port", str(port)], stdout=subprocess.DEVNULL)  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "aesearch", "serve", "--index-dir", args.index_dir, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -107,8 +109,10 @@ def main() -> None:
         with ThreadPoolExecutor(args.clients) as pool:
             results = [t for ts in pool.map(worker, [per_client] * args.clients) for t in ts]
         wall = time.perf_counter() - start
-        print(f"{args.clients} concurrent clients, {len(results)} requests: {len(results) / wall:.0f} requests/s, "
-              f"{percentiles(results)}")  # fmt: skip
+        print(
+            f"{args.clients} concurrent clients, {len(results)} requests: {len(results) / wall:.0f} requests/s, "
+            f"{percentiles(results)}"
+        )
     finally:
         server.terminate()
         server.wait(timeout=10)

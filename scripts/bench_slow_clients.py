@@ -62,8 +62,10 @@ def search_body() -> bytes:
     pixels = ((((yy - 14) / 9) ** 2 + ((xx - 14) / 6) ** 2 <= 1) * 200).astype(np.uint8)
     png = io.BytesIO()
     Image.fromarray(pixels).save(png, format="PNG")
-    head = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image"; filename="q.png"\r\n'
-            "Content-Type: image/png\r\n\r\n").encode()  # fmt: skip
+    head = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image"; filename="q.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode()
     return head + png.getvalue() + f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
@@ -72,8 +74,9 @@ def search(port: int, body: bytes) -> tuple[int, float]:
     start = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(SEARCHER, 0))
     try:
-        conn.request("POST", "/api/search?k=8", body=body,
-                     headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})  # fmt: skip
+        conn.request(
+            "POST", "/api/search?k=8", body=body, headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+        )
         response = conn.getresponse()
         response.read()
         return response.status, time.perf_counter() - start
@@ -163,9 +166,12 @@ def start_server(index_dir: str, log) -> tuple[subprocess.Popen, int]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     index_dir = str(Path(index_dir).resolve())
-    server = subprocess.Popen([sys.executable, "-m", "aesearch", "serve", "--index-dir", index_dir, "--port",
-                               str(port)], stdout=subprocess.DEVNULL, stderr=log,
-                              cwd=Path(aesearch.__file__).parents[1])  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "aesearch", "serve", "--index-dir", index_dir, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        cwd=Path(aesearch.__file__).parents[1],
+    )
     for _ in range(600):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -221,8 +227,10 @@ def run(index_dir: str, args: argparse.Namespace) -> None:
 
     import aesearch
 
-    print(f"CPU: {cpu_model()}, {len(os.sched_getaffinity(0))} cores available; "
-          f"aesearch from {Path(aesearch.__file__).parent}, uvicorn {uvicorn.__version__}")  # fmt: skip
+    print(
+        f"CPU: {cpu_model()}, {len(os.sched_getaffinity(0))} cores available; "
+        f"aesearch from {Path(aesearch.__file__).parent}, uvicorn {uvicorn.__version__}"
+    )
     body = search_body()
     with tempfile.NamedTemporaryFile("w+", suffix=".log") as log:  # not a pipe: a full pipe would stall the server
         server, port = start_server(index_dir, log)
@@ -254,8 +262,10 @@ def run(index_dir: str, args: argparse.Namespace) -> None:
     print("\n| phase | searches | p50 ms | p95 ms | failed (status: count) |\n|---|---|---|---|---|")
     for name, ok, failed in (("quiet", quiet, quiet_failed), (f"{args.slow} slow connections", under, under_failed)):
         counts = {s: failed.count(s) for s in sorted(set(failed))}
-        print(f"| {name} | {len(ok) + len(failed)} | {percentile(ok, 0.5) * 1e3:.1f} | "
-              f"{percentile(ok, 0.95) * 1e3:.1f} | {counts or 0} |")  # fmt: skip
+        print(
+            f"| {name} | {len(ok) + len(failed)} | {percentile(ok, 0.5) * 1e3:.1f} | "
+            f"{percentile(ok, 0.95) * 1e3:.1f} | {counts or 0} |"
+        )
     if under and quiet:
         print(f"p50 under attack / quiet: {percentile(under, 0.5) / percentile(quiet, 0.5):.2f}x (target <= 2x)")
     else:
@@ -265,18 +275,25 @@ def run(index_dir: str, args: argparse.Namespace) -> None:
     outcomes: dict[str, list[float]] = {}
     for outcome, seconds in records:
         outcomes.setdefault(outcome, []).append(seconds)
-    print(f"\nattacker: {len(records):,} connections in {args.seconds:g} s from {ATTACKER} "
-          f"(first {args.slow} open after {report['first_wave_open_s']:.2f} s); by how each ended:")  # fmt: skip
+    print(
+        f"\nattacker: {len(records):,} connections in {args.seconds:g} s from {ATTACKER} "
+        f"(first {args.slow} open after {report['first_wave_open_s']:.2f} s); by how each ended:"
+    )
     for outcome, times in sorted(outcomes.items(), key=lambda kv: -len(kv[1])):
-        label = {"503": "503 at once (over the per-address cap)", "408": "408 at the header deadline",
-                 "EOF": "closed without an answer", "never closed": f"still open after {args.give_up:g} s"}.get(
-            outcome, outcome)  # fmt: skip
+        label = {
+            "503": "503 at once (over the per-address cap)",
+            "408": "408 at the header deadline",
+            "EOF": "closed without an answer",
+            "never closed": f"still open after {args.give_up:g} s",
+        }.get(outcome, outcome)
         print(f"  {label}: {len(times):,}, open for p50 {percentile(times, 0.5):.2f} s, max {max(times):.2f} s")
     stalled = [s for _, s in records]
     worst = max(stalled) if stalled else float("nan")
-    print(f"every stalled connection saw EOF within {worst:.2f} s of its last byte (target <= 10 s)"
-          if "never closed" not in outcomes else
-          f"{len(outcomes['never closed'])} stalled connections were still open after {args.give_up:g} s")  # fmt: skip
+    print(
+        f"every stalled connection saw EOF within {worst:.2f} s of its last byte (target <= 10 s)"
+        if "never closed" not in outcomes
+        else f"{len(outcomes['never closed'])} stalled connections were still open after {args.give_up:g} s"
+    )
     print(f"server log: {len(log_text.splitlines())} lines, {log_text.count('Traceback')} tracebacks")
 
 

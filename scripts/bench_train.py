@@ -118,14 +118,22 @@ def main() -> None:
     peak32, peak16 = matmul_peak_gflops(torch.float32), matmul_peak_gflops(torch.bfloat16)
     achieved = n * TRAIN_FLOP_PER_IMAGE / our_s / 1e9
     peak = peak16 if ours.precision == "bf16" else peak32
-    print(f"seed loop (DataLoader + ToTensor, nn.Conv2d, fp32): {seed_s:6.2f} s/epoch  (each: "
-          f"{', '.join(f'{t:.2f}' for t in seed_times)})")  # fmt: skip
-    print(f"plain     (in-memory tensor, nn.Conv2d, fp32):   {min(plain_times):6.2f} s/epoch  (each: "
-          f"{', '.join(f'{t:.2f}' for t in plain_times)})")  # fmt: skip
-    print(f"aesearch  (in-memory, matmul form, {ours.precision}):      {our_s:6.2f} s/epoch  (each: "
-          f"{', '.join(f'{t:.2f}' for t in our_times)})")  # fmt: skip
-    print(f"aesearch  (in-memory, matmul form, fp32):        {min(our32_times):6.2f} s/epoch  (each: "
-          f"{', '.join(f'{t:.2f}' for t in our32_times)})")  # fmt: skip
+    print(
+        f"seed loop (DataLoader + ToTensor, nn.Conv2d, fp32): {seed_s:6.2f} s/epoch  (each: "
+        f"{', '.join(f'{t:.2f}' for t in seed_times)})"
+    )
+    print(
+        f"plain     (in-memory tensor, nn.Conv2d, fp32):   {min(plain_times):6.2f} s/epoch  (each: "
+        f"{', '.join(f'{t:.2f}' for t in plain_times)})"
+    )
+    print(
+        f"aesearch  (in-memory, matmul form, {ours.precision}):      {our_s:6.2f} s/epoch  (each: "
+        f"{', '.join(f'{t:.2f}' for t in our_times)})"
+    )
+    print(
+        f"aesearch  (in-memory, matmul form, fp32):        {min(our32_times):6.2f} s/epoch  (each: "
+        f"{', '.join(f'{t:.2f}' for t in our32_times)})"
+    )
     print(
         f"speed-up: {seed_s / our_s:.2f}x ({ours.precision}), {seed_s / min(our32_times):.2f}x (fp32); "
         f"the matmul form alone, fp32 against the plain in-memory loop: {min(plain_times) / min(our32_times):.2f}x"
@@ -137,8 +145,10 @@ def main() -> None:
     )
     if args.full:
         result = fit(TrainConfig.for_recipe("default"), data, progress=False, log=None)
-        print(f"full default recipe: {result.seconds:.1f} s for {len(result.history)} epochs "
-              f"({result.precision}), test MSE {result.test_mse:.5f}")  # fmt: skip
+        print(
+            f"full default recipe: {result.seconds:.1f} s for {len(result.history)} epochs "
+            f"({result.precision}), test MSE {result.test_mse:.5f}"
+        )
 
 
 if __name__ == "__main__":

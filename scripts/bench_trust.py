@@ -57,8 +57,10 @@ def main() -> None:
     for name, image in unlike_inputs().items():
         t = engine.query(image, k=1).trust
         verdict = "in distribution" if t.in_distribution else "FLAGGED"
-        print(f"{name:<22} {t.reconstruction_percentile:>8.1f} {t.neighbour_percentile:>12.1f} "
-              f"{t.content_percentile:>10.1f}  {verdict}")  # fmt: skip
+        print(
+            f"{name:<22} {t.reconstruction_percentile:>8.1f} {t.neighbour_percentile:>12.1f} "
+            f"{t.content_percentile:>10.1f}  {verdict}"
+        )
 
 
 if __name__ == "__main__":

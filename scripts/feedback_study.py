@@ -22,15 +22,21 @@ CANDIDATES = [
     ("Rocchio a=1 b=1 c=0.5", FeedbackSettings(method="rocchio", rocchio_more=1.0, rocchio_less=0.5)),
     ("Rocchio a=1 b=2 c=1", FeedbackSettings(method="rocchio", rocchio_more=2.0, rocchio_less=1.0)),
     ("classifier, no pseudo-negatives", FeedbackSettings(method="classifier", pseudo_negatives=0, pseudo_weight=0)),
-    ("classifier lambda=1, 256 pseudo x1", FeedbackSettings(method="classifier", regularisation=1.0,
-                                                           pseudo_negatives=256, pseudo_weight=1.0, prior=4.0)),
-    ("classifier lambda=0.3, 256 pseudo x3", FeedbackSettings(method="classifier", regularisation=0.3,
-                                                             pseudo_negatives=256, pseudo_weight=3.0, prior=4.0)),
+    (
+        "classifier lambda=1, 256 pseudo x1",
+        FeedbackSettings(method="classifier", regularisation=1.0, pseudo_negatives=256, pseudo_weight=1.0, prior=4.0),
+    ),
+    (
+        "classifier lambda=0.3, 256 pseudo x3",
+        FeedbackSettings(method="classifier", regularisation=0.3, pseudo_negatives=256, pseudo_weight=3.0, prior=4.0),
+    ),
     ("classifier lambda=0.1, 1024 pseudo x5 (default)", FeedbackSettings(method="classifier")),
     ("classifier lambda=0.1, 1024 pseudo x5, prior 1", FeedbackSettings(method="classifier", prior=1.0)),
-    ("classifier lambda=0.1, 2048 pseudo x10", FeedbackSettings(method="classifier", pseudo_negatives=2048,
-                                                               pseudo_weight=10.0)),
-]  # fmt: skip
+    (
+        "classifier lambda=0.1, 2048 pseudo x10",
+        FeedbackSettings(method="classifier", pseudo_negatives=2048, pseudo_weight=10.0),
+    ),
+]
 
 
 def main() -> None:

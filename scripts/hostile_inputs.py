@@ -140,13 +140,25 @@ def cli_cases(files: dict[str, Path], index_dir: str, tmp: Path) -> list[tuple[s
         ("query --index-dir a file", ["query", "--index-dir", good, good], False),
         ("query --out /proc", ["query", "--index-dir", index_dir, good, "--out", "/proc/aesearch.png"], False),
         ("query --out in a file", ["query", "--index-dir", index_dir, good, "--out", f"{good}/x.png"], False),
-        ("query --out name too long", ["query", "--index-dir", index_dir, good, "--out", str(tmp / ("y" * 300))],
-         False),
+        (
+            "query --out name too long",
+            ["query", "--index-dir", index_dir, good, "--out", str(tmp / ("y" * 300))],
+            False,
+        ),
         ("query --out no parent", ["query", "--index-dir", index_dir, good, "--out", "/proc/none/x.png"], False),
         ("info --index-dir missing", ["info", "--index-dir", str(tmp / "none")], False),
-        ("build-index --out /proc", ["build-index", "--index-dir", "/proc/aesearch-index",
-                                     "--model", str(Path(index_dir) / "model.safetensors")], False),
-    ]  # fmt: skip
+        (
+            "build-index --out /proc",
+            [
+                "build-index",
+                "--index-dir",
+                "/proc/aesearch-index",
+                "--model",
+                str(Path(index_dir) / "model.safetensors"),
+            ],
+            False,
+        ),
+    ]
     return cases
 
 
@@ -155,8 +167,14 @@ def run_cli(cases, env) -> Counter:
     for name, args, should_work in cases:
         try:
             # `-m` puts the working folder first on sys.path: run from the checkout under test
-            done = subprocess.run([sys.executable, "-m", "aesearch", *args], capture_output=True, text=True, env=env,
-                                  timeout=HANG_S, cwd=Path(aesearch.__file__).parents[1])  # fmt: skip
+            done = subprocess.run(
+                [sys.executable, "-m", "aesearch", *args],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=HANG_S,
+                cwd=Path(aesearch.__file__).parents[1],
+            )
         except subprocess.TimeoutExpired:
             counts["wrong"] += 1
             print(f"  cli hang      {name}: still running after {HANG_S} s")
@@ -279,8 +297,22 @@ def collection_cases(tmp: Path, index_dir: str, engine: SearchEngine) -> list[tu
         (photos / f"class{i % 2}").mkdir(parents=True, exist_ok=True)
         (photos / f"class{i % 2}" / f"img-{i:02d}.png").write_bytes(_png(engine.image(i)))
     model = str(Path(index_dir) / "model.safetensors")
-    subprocess.run([sys.executable, "-m", "aesearch", "build-index", "--images", str(photos), "--model", model,
-                    "--index-dir", str(index)], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aesearch",
+            "build-index",
+            "--images",
+            str(photos),
+            "--model",
+            model,
+            "--index-dir",
+            str(index),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (photos.parent / "photos.away").mkdir()
     d = ["--index-dir", str(index)]
     return [
@@ -351,10 +383,23 @@ class Server:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         # `-m` puts the working folder first on sys.path: run from the checkout under test
-        self.proc = subprocess.Popen([sys.executable, "-m", "aesearch", "serve", "--index-dir",
-                                      str(Path(index_dir).resolve()), "--port", str(self.port)], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     cwd=Path(aesearch.__file__).parents[1])  # fmt: skip
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "aesearch",
+                "serve",
+                "--index-dir",
+                str(Path(index_dir).resolve()),
+                "--port",
+                str(self.port),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=Path(aesearch.__file__).parents[1],
+        )
         self.proc.stdout.readline()  # "Serving ..."
         for _ in range(600):
             try:
@@ -369,8 +414,16 @@ class Server:
                 return int(line.split()[1]) * 1024
         return 0
 
-    def request(self, method: str, path: str, *, body: bytes = b"", headers: dict | None = None, timeout: float = 60,
-                source: str = "127.0.0.1"):  # fmt: skip
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes = b"",
+        headers: dict | None = None,
+        timeout: float = 60,
+        source: str = "127.0.0.1",
+    ):
         import http.client
 
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout, source_address=(source, 0))
@@ -383,8 +436,15 @@ class Server:
         finally:
             conn.close()
 
-    def upload(self, data: bytes, name: str = "q.png", k: int | str = 3, headers: dict | None = None,
-               query: str = "", source: str = "127.0.0.1"):  # fmt: skip
+    def upload(
+        self,
+        data: bytes,
+        name: str = "q.png",
+        k: int | str = 3,
+        headers: dict | None = None,
+        query: str = "",
+        source: str = "127.0.0.1",
+    ):
         boundary = "hostileboundary"
         body = (
             (
@@ -395,8 +455,9 @@ class Server:
             + f"\r\n--{boundary}--\r\n".encode()
         )
         kind = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-        return self.request("POST", f"/api/search?k={k}{query}", body=body, headers={**kind, **(headers or {})},
-                            source=source)  # fmt: skip
+        return self.request(
+            "POST", f"/api/search?k={k}{query}", body=body, headers={**kind, **(headers or {})}, source=source
+        )
 
     def raw(self, data: bytes, *, source: str = "127.0.0.1", give_up: float = 15) -> tuple[int, dict, bytes, float]:
         """Bytes sent as they are, read until the server closes: status (0: none), headers, body, seconds."""
@@ -456,8 +517,11 @@ def run_server(files: dict[str, Path], engine: SearchEngine, index_dir: str, env
         status, _, body = server.upload(good, k="9" * 5000)
         judge("k of 5,000 digits", "ok" if 400 <= status < 500 and len(body) < 1000 else "wrong", f"{len(body)} bytes")
         status, _, body = server.upload(b"x", name="n" * 3000 + ".png")
-        judge("3,000-character file name", "ok" if 400 <= status < 500 and len(body) < 1000 else "wrong",
-              f"{len(body)} bytes")  # fmt: skip
+        judge(
+            "3,000-character file name",
+            "ok" if 400 <= status < 500 and len(body) < 1000 else "wrong",
+            f"{len(body)} bytes",
+        )
         status, _, _ = server.request("GET", "/api/health", headers={"Host": "attacker.example"})
         judge("foreign Host header (DNS rebinding)", "ok" if status == 400 else "wrong", f"{status}")
         status, headers, _ = server.request("GET", "/")
@@ -531,9 +595,13 @@ def _http_cases(server: Server, good: bytes, count: int) -> list[tuple[str, str,
     out = []
     host = f"Host: 127.0.0.1:{server.port}\r\n".encode()
     paths = [
-        "/api/images/99999999999999999999.png", f"/api/images/{2**63}.png", f"/api/images/{-(2**63) - 1}.png",
-        "/api/images/%C2%B2.png", "/api/images/3.png?scale=%C2%B2", f"/api/images/3.png?scale={2**64}",
-    ]  # fmt: skip
+        "/api/images/99999999999999999999.png",
+        f"/api/images/{2**63}.png",
+        f"/api/images/{-(2**63) - 1}.png",
+        "/api/images/%C2%B2.png",
+        "/api/images/3.png?scale=%C2%B2",
+        f"/api/images/3.png?scale={2**64}",
+    ]
     for path in paths:
         status, headers, body = server.request("GET", path)
         out.append((f"GET {path}", *_verdict(status, headers, body, (400,))))
@@ -657,8 +725,13 @@ def _slow_clients(server: Server, good: bytes, figures: dict) -> list[tuple[str,
         f"{refused}, {max(closed_after):.1f}"
     )
     out.append(("stalled connections over the per-address cap refused", "ok" if refused else "wrong", f"{refused}"))
-    out.append(("stalled connections closed within 10 s", "ok" if max(closed_after) < 10 else "wrong",
-                f"last after {max(closed_after):.1f} s"))  # fmt: skip
+    out.append(
+        (
+            "stalled connections closed within 10 s",
+            "ok" if max(closed_after) < 10 else "wrong",
+            f"last after {max(closed_after):.1f} s",
+        )
+    )
     return out
 
 
@@ -672,8 +745,10 @@ def _is_file(path: Path) -> bool:
 def _stalled(server: Server, give_up: float = 60) -> float:
     """Seconds the server keeps a connection whose body stops coming (give_up: we stop waiting)."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=give_up) as conn:
-        conn.sendall(f"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Length: 100000\r\n"
-                     "Content-Type: multipart/form-data; boundary=x\r\n\r\n--x\r\n".encode())  # fmt: skip
+        conn.sendall(
+            f"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Length: 100000\r\n"
+            "Content-Type: multipart/form-data; boundary=x\r\n\r\n--x\r\n".encode()
+        )
         start = time.monotonic()
         with contextlib.suppress(OSError):
             conn.recv(100)
@@ -699,8 +774,9 @@ def main() -> None:
             shutil.copytree(args.index_dir, copy_dir)
             table["Python API"] = run_api(api_cases(files, engine) + api_write_cases(SearchEngine.load(copy_dir)))
         if "collection" in args.only:
-            table["collections (CLI)"] = run_collection(collection_cases(Path(tmp), args.index_dir, engine), env,
-                                                        Path(tmp))  # fmt: skip
+            table["collections (CLI)"] = run_collection(
+                collection_cases(Path(tmp), args.index_dir, engine), env, Path(tmp)
+            )
         if "cli" in args.only:
             table["CLI"] = run_cli(cli_cases(files, args.index_dir, Path(tmp)), env)
         figures = {}
@@ -711,10 +787,14 @@ def main() -> None:
     total: Counter = Counter()
     for surface, counts in table.items():
         total.update(counts)
-        print(f"| {surface} | {sum(counts.values())} | {counts['ok']} | {counts['traceback']} | {counts['raw']} | "
-              f"{counts['500']} | {counts['wrong']} |")  # fmt: skip
-    print(f"| all | {sum(total.values())} | {total['ok']} | {total['traceback']} | {total['raw']} | {total['500']} | "
-          f"{total['wrong']} |")  # fmt: skip
+        print(
+            f"| {surface} | {sum(counts.values())} | {counts['ok']} | {counts['traceback']} | {counts['raw']} | "
+            f"{counts['500']} | {counts['wrong']} |"
+        )
+    print(
+        f"| all | {sum(total.values())} | {total['ok']} | {total['traceback']} | {total['raw']} | {total['500']} | "
+        f"{total['wrong']} |"
+    )
     for name, value in figures.items():
         print(f"{name}: {value}")
 

@@ -71,10 +71,13 @@ def main() -> None:
             )
     if not args.png:  # a folder of PNG files needs no manifest: build-index scans it
         write_manifest(
-            args.out, shards, name=f"fashion-mnist-augmented-{args.size}", seed=args.seed,
+            args.out,
+            shards,
+            name=f"fashion-mnist-augmented-{args.size}",
+            seed=args.seed,
             source="Fashion-MNIST train split, augmented (aesearch.sources.augment)",
             class_names=list(data.class_names),
-        )  # fmt: skip
+        )
     source.unlink()
     rate = args.size / (time.perf_counter() - started)
     print(f"{args.size:,} images written to {args.out} ({rate:,.0f} images/s, {args.workers} workers)")

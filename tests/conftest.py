@@ -48,8 +48,9 @@ def write_idx(path: Path, array: np.ndarray, gz: bool) -> None:
         path.write_bytes(data)
 
 
-def write_fake_fashion_mnist(folder: Path, *, gz: bool = True, torchvision_layout: bool = False,
-                             n_train: int = 60_000, n_test: int = 10_000) -> Path:  # fmt: skip
+def write_fake_fashion_mnist(
+    folder: Path, *, gz: bool = True, torchvision_layout: bool = False, n_train: int = 60_000, n_test: int = 10_000
+) -> Path:
     """A folder holding the four Fashion-MNIST files with synthetic content of the real shapes."""
     target = folder / "FashionMNIST" / "raw" if torchvision_layout else folder
     for prefix, n, seed in (("train", n_train, 1), ("t10k", n_test, 2)):
@@ -108,8 +109,18 @@ def tiny_checkpoint(z_size: int = 314, seed: int = 0):
     return Checkpoint(model.weights(), model.config, {"recipe": "untrained", "test_mse": 0.1})
 
 
-def make_bundle(path: Path, *, n: int = 120, checkpoint=None, index_type: str = "flat", metric: str = "l2",
-                transform: str = "none", images=None, labels=None, params=None) -> Path:  # fmt: skip
+def make_bundle(
+    path: Path,
+    *,
+    n: int = 120,
+    checkpoint=None,
+    index_type: str = "flat",
+    metric: str = "l2",
+    transform: str = "none",
+    images=None,
+    labels=None,
+    params=None,
+) -> Path:
     """Write a real bundle of n synthetic images (ids 0..n-1: 3/4 "train", 1/4 "test")."""
     from aesearch.pipelines.build import assemble_bundle
     from aesearch.search.index import IndexSpec
@@ -123,10 +134,20 @@ def make_bundle(path: Path, *, n: int = 120, checkpoint=None, index_type: str = 
     metadata["split"][n_train:] = 1
     metadata["position"] = np.concatenate([np.arange(n_train), np.arange(n - n_train)])
     metadata["label"] = synthetic_labels(n) if labels is None else labels
-    info = {"dataset": "synthetic", "class_names": ["ellipse", "rectangle", "ring"], "split_names": ["train", "test"],
-            "split_sizes": {"train": n_train, "test": n - n_train}}  # fmt: skip
-    assemble_bundle(path, checkpoint=checkpoint, images=images, records=metadata, info=info,
-                    spec=IndexSpec(index_type, metric, dict(params or {}), transform=transform))  # fmt: skip
+    info = {
+        "dataset": "synthetic",
+        "class_names": ["ellipse", "rectangle", "ring"],
+        "split_names": ["train", "test"],
+        "split_sizes": {"train": n_train, "test": n - n_train},
+    }
+    assemble_bundle(
+        path,
+        checkpoint=checkpoint,
+        images=images,
+        records=metadata,
+        info=info,
+        spec=IndexSpec(index_type, metric, dict(params or {}), transform=transform),
+    )
     return path
 
 
@@ -172,5 +193,9 @@ def trained_bundle(tmp_path_factory) -> Path:
     data = FashionMNIST(Split("train", x[:600], labels[:600]), Split("test", x[600:], labels[600:]), Path("."))
     config = TrainConfig.for_recipe("default", epochs=8, batch_size=32, lr=3e-3)
     checkpoint = to_checkpoint(fit(config, data, progress=False, log=None))
-    return make_bundle(tmp_path_factory.mktemp("trained") / "bundle", checkpoint=checkpoint, images=images,
-                       labels=synthetic_labels(720))  # fmt: skip
+    return make_bundle(
+        tmp_path_factory.mktemp("trained") / "bundle",
+        checkpoint=checkpoint,
+        images=images,
+        labels=synthetic_labels(720),
+    )

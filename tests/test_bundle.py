@@ -178,8 +178,9 @@ make_bundle(__import__("pathlib").Path(sys.argv[1]), n=60)
 def test_killed_build_leaves_the_old_bundle_loadable_and_unchanged(bundle_copy):
     before = folder_digest(bundle_copy)
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(bundle_copy)], cwd=root,
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_BUILD, str(bundle_copy)], cwd=root, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout.readline().strip() == "writing"
         os.kill(proc.pid, signal.SIGKILL)

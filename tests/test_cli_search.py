@@ -94,8 +94,9 @@ def test_info_shows_the_manifest_and_verifies(tiny_bundle):
 def test_build_index_with_a_given_model(fake_data_dir, tmp_path):
     model = save_checkpoint(tmp_path / "m.safetensors", tiny_checkpoint())
     index_dir = tmp_path / "idx"
-    result = run("build-index", "--model", model, "--index-dir", index_dir, "--data-dir", fake_data_dir,
-                 "--metric", "cosine")  # fmt: skip
+    result = run(
+        "build-index", "--model", model, "--index-dir", index_dir, "--data-dir", fake_data_dir, "--metric", "cosine"
+    )
     assert result.exit_code == 0, result.output
     bundle = load_bundle(index_dir)
     manifest = bundle.manifest

@@ -33,8 +33,9 @@ WHITEN = {"whiten_dims": 32, "whiten_shrinkage": 0.03}
 
 def build(folder: Path, index: Path, model: Path, transform: str = "none") -> list:
     spec = IndexSpec("flat", "cosine", WHITEN if transform == "whiten" else {}, transform)
-    _, skipped = build_from_folders(index, images=[folder], labels="folders", model=model, spec=spec,
-                                    shifts=((0, 0), (1, 1)), workers=1, log=None)  # fmt: skip
+    _, skipped = build_from_folders(
+        index, images=[folder], labels="folders", model=model, spec=spec, shifts=((0, 0), (1, 1)), workers=1, log=None
+    )
     return skipped
 
 
@@ -52,8 +53,12 @@ def change_folder(root: Path) -> dict:
     (root / "ellipse/e-000.png").unlink()
     (root / "rectangle/r-001.png").rename(root / "ring/was-r-001.png")
     (root / "ring/r-002.png").write_bytes(png_bytes(new[2]))
-    return {"added": ["fresh/new-b.png", "ring/new-a.png"], "removed": ["ellipse/e-000.png"],
-            "moved": [("rectangle/r-001.png", "ring/was-r-001.png")], "changed": ["ring/r-002.png"]}  # fmt: skip
+    return {
+        "added": ["fresh/new-b.png", "ring/new-a.png"],
+        "removed": ["ellipse/e-000.png"],
+        "moved": [("rectangle/r-001.png", "ring/was-r-001.png")],
+        "changed": ["ring/r-002.png"],
+    }
 
 
 def compare_with_fresh(tmp_path: Path, index: Path, folder: Path, model: Path, transform: str) -> None:
@@ -84,8 +89,19 @@ def test_build_keeps_paths_labels_sizes_hashes_and_lists_unreadable_files(tmp_pa
         assert record["label"] == (bundle.class_names.index(label) if label else -1)
     assert sorted(paths_by_id(tmp_path / "idx").values()) == sorted(folder.images)
 
-    result = CliRunner().invoke(cli, ["query", str(folder.root / "ring/r-002.png"), "--index-dir",
-                                      str(tmp_path / "idx"), "--json", "--no-picture", "-k", "2"])  # fmt: skip
+    result = CliRunner().invoke(
+        cli,
+        [
+            "query",
+            str(folder.root / "ring/r-002.png"),
+            "--index-dir",
+            str(tmp_path / "idx"),
+            "--json",
+            "--no-picture",
+            "-k",
+            "2",
+        ],
+    )
     hit = json.loads(result.output)["hits"][0]
     assert hit["path"] == "ring/r-002.png" and hit["label_name"] == "ring" and hit["distance"] < 1e-4
 
@@ -150,8 +166,13 @@ def test_kill_9_during_sync_then_sync_again_loses_nothing_and_indexes_nothing_tw
     expected = change_folder(folder.root)
     manifest = (index / "manifest.json").read_bytes()
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_SYNC, str(index)], cwd=root, stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(root)})  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_SYNC, str(index)],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
     try:
         assert proc.stdout.readline().strip() == "segment written"
         os.kill(proc.pid, signal.SIGKILL)
@@ -206,8 +227,9 @@ def test_labelled_folder_eval_and_planted_duplicates(tmp_path, model):
     build(folder.root, tmp_path / "idx", model)
     engine = SearchEngine.load(tmp_path / "idx")
     groups = find_duplicates(engine, threshold=0).groups
-    assert [sorted(g.paths) for g in groups] == [["ellipse/copy-of-r-002.png", "ring/r-002-again.png",
-                                                  "ring/r-002.png"]]  # fmt: skip
+    assert [sorted(g.paths) for g in groups] == [
+        ["ellipse/copy-of-r-002.png", "ring/r-002-again.png", "ring/r-002.png"]
+    ]
 
     report = evaluate(engine)
     labelled = int((engine.bundle.records(engine.bundle.live_ids())["label"] >= 0).sum())
@@ -296,8 +318,15 @@ def test_without_a_model_one_is_trained_on_the_collection_with_a_warning(tmp_pat
     lines: list[str] = []
     spec = IndexSpec("flat", "cosine", {}, "none")
     config = TrainConfig.for_recipe("default", epochs=1, batch_size=16)
-    manifest, _ = build_from_folders(tmp_path / "idx", images=[folder.root], spec=spec, shifts=((0, 0),),
-                                     train_config=config, workers=1, log=lines.append)  # fmt: skip
+    manifest, _ = build_from_folders(
+        tmp_path / "idx",
+        images=[folder.root],
+        spec=spec,
+        shifts=((0, 0),),
+        train_config=config,
+        workers=1,
+        log=lines.append,
+    )
     assert manifest["count"] == len(folder.images) and manifest["model"]["recipe"] == "default"
     assert any(line.startswith("Warning: 32 images are too few") and "--model" in line for line in lines)
 
@@ -336,13 +365,31 @@ def test_streamed_folder_build_equals_the_whole_folder_read_into_memory(tmp_path
     folder = write_image_folder(tmp_path / "pics")
     _write_bytes(folder.root / "zz-only-broken/bad.png", b"not an image")  # a class folder of unreadable files only
     spec = IndexSpec("flat", "cosine", WHITEN, "whiten")
-    _, skipped = build_from_folders(tmp_path / "stream", images=[folder.root], labels="folders", model=model, spec=spec,
-                                    shifts=((0, 0),), workers=1, chunk_size=5, log=None)  # fmt: skip
+    _, skipped = build_from_folders(
+        tmp_path / "stream",
+        images=[folder.root],
+        labels="folders",
+        model=model,
+        spec=spec,
+        shifts=((0, 0),),
+        workers=1,
+        chunk_size=5,
+        log=None,
+    )
     source = FolderSource(scan([folder.root]), "folders", workers=1)
     assert all(len(chunk) <= 5 for chunk in source.chunks(5)), "a chunk never holds more than chunk_size images"
     pixels, records, paths, unread = read_collection(source)
-    assemble_bundle(tmp_path / "memory", checkpoint=load_checkpoint(model), images=pixels, records=records,
-                    paths=paths, info=source.info(), spec=spec, shifts=((0, 0),), prune_classes=True)  # fmt: skip
+    assemble_bundle(
+        tmp_path / "memory",
+        checkpoint=load_checkpoint(model),
+        images=pixels,
+        records=records,
+        paths=paths,
+        info=source.info(),
+        spec=spec,
+        shifts=((0, 0),),
+        prune_classes=True,
+    )
     assert (
         sorted(s.path for s in skipped) == sorted(s.path for s in unread) == [*folder.broken, "zz-only-broken/bad.png"]
     )
@@ -400,8 +447,9 @@ def test_kill_9_during_a_folder_build_then_the_same_command_reads_only_the_files
     assert resumed.stdout.split()[-4:] == ["read", str(files - done), "skipped", str(len(folder.broken))]
     fresh = tmp_path / "fresh"
     spec = IndexSpec("flat", "cosine", {}, "none")
-    build_from_folders(fresh, images=[folder.root], labels="folders", model=model, spec=spec, shifts=((0, 0),),
-                       workers=1, log=None)  # fmt: skip
+    build_from_folders(
+        fresh, images=[folder.root], labels="folders", model=model, spec=spec, shifts=((0, 0),), workers=1, log=None
+    )
     a, b = load_bundle(tmp_path / "idx"), load_bundle(fresh)
     (sa,), (sb,) = a.segments, b.segments
     np.testing.assert_array_equal(sa.records, sb.records)
@@ -411,8 +459,20 @@ def test_kill_9_during_a_folder_build_then_the_same_command_reads_only_the_files
 
 def test_folder_builds_take_the_streaming_options(tmp_path, model):
     folder = write_image_folder(tmp_path / "pics")
-    result = CliRunner().invoke(cli, ["build-index", "--images", str(folder.root), "--model", str(model),
-                                      "--index-dir", str(tmp_path / "idx"), "--max-index-memory", "1K"])  # fmt: skip
+    result = CliRunner().invoke(
+        cli,
+        [
+            "build-index",
+            "--images",
+            str(folder.root),
+            "--model",
+            str(model),
+            "--index-dir",
+            str(tmp_path / "idx"),
+            "--max-index-memory",
+            "1K",
+        ],
+    )
     assert result.exit_code != 0 and "--max-index-memory 1.0 KiB is too small" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "idx").exists()
 

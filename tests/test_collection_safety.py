@@ -33,8 +33,16 @@ def collection(tmp_path, model) -> tuple[Path, Path]:
     """(folder of 38 readable images, its bundle)."""
     folder, index = tmp_path / "photos", tmp_path / "index"
     write_image_folder(folder, 36)
-    build_from_folders(index, images=[folder], labels="folders", model=model, spec=IndexSpec("flat", "cosine"),
-                       shifts=((0, 0),), workers=1, log=None)  # fmt: skip
+    build_from_folders(
+        index,
+        images=[folder],
+        labels="folders",
+        model=model,
+        spec=IndexSpec("flat", "cosine"),
+        shifts=((0, 0),),
+        workers=1,
+        log=None,
+    )
     return folder, index
 
 
@@ -82,8 +90,9 @@ def test_an_emptied_list_file_is_refused(tmp_path, model):
     listing = tmp_path / "list.txt"
     listing.write_text("\n".join(str(p) for p in sorted(folder.rglob("*.png")) if "broken" not in p.parts))
     index = tmp_path / "index"
-    build_from_folders(index, images_from=listing, model=model, spec=IndexSpec("flat", "cosine"), shifts=((0, 0),),
-                       workers=1, log=None)  # fmt: skip
+    build_from_folders(
+        index, images_from=listing, model=model, spec=IndexSpec("flat", "cosine"), shifts=((0, 0),), workers=1, log=None
+    )
     listing.write_text("")
     with pytest.raises(MassRemovalError, match="holds no image files now"):
         Collection.open(index).sync()
@@ -152,8 +161,14 @@ def test_k_hits_whenever_k_images_are_live(tmp_path, index_type):
 
 def test_an_ivf_bundle_answers_k_near_its_size(tmp_path):
     """The case found by hand: -k 5000 on a 70,000-image IVF bundle returned 4,118 hits."""
-    index = make_bundle(tmp_path / "ivf", n=2000, index_type="ivf", metric="cosine", transform="whiten",
-                        params={"whiten_dims": 32, "whiten_shrinkage": 0.03})  # fmt: skip
+    index = make_bundle(
+        tmp_path / "ivf",
+        n=2000,
+        index_type="ivf",
+        metric="cosine",
+        transform="whiten",
+        params={"whiten_dims": 32, "whiten_shrinkage": 0.03},
+    )
     engine = SearchEngine.load(index)
     assert engine.index.parts[0].index.search_parameters().nprobe < engine.index.parts[0].index.index.nlist
     assert len(engine.query_id(7, k=1900).hits) == 1900
@@ -166,9 +181,16 @@ def test_a_compressed_reranked_bundle_answers_k_near_its_size(tmp_path, monkeypa
     monkeypatch.setattr("aesearch.search.index_choice.EXACT_MAX_SCAN", 10_000)
     n = 3000
     spec = IndexSpec("auto", "cosine", {"whiten_dims": 32, "whiten_shrinkage": 0.03}, "whiten")
-    assemble_bundle(tmp_path / "pq", checkpoint=tiny_checkpoint(), images=synthetic_images(n), records=new_records(n),
-                    info={"dataset": "synthetic"}, shifts=((0, 0),), max_index_memory=40 * n,
-                    spec=spec)  # fmt: skip
+    assemble_bundle(
+        tmp_path / "pq",
+        checkpoint=tiny_checkpoint(),
+        images=synthetic_images(n),
+        records=new_records(n),
+        info={"dataset": "synthetic"},
+        shifts=((0, 0),),
+        max_index_memory=40 * n,
+        spec=spec,
+    )
     engine = SearchEngine.load(tmp_path / "pq")
     params = engine.manifest["index_params"]
     assert "PQ" in engine.manifest["index_type"] and "rerank_factor" in params
@@ -197,8 +219,16 @@ def test_compacting_a_compressed_bundle_writes_what_a_fresh_build_writes(tmp_pat
     info = {"dataset": "synthetic", "class_names": ["ellipse", "rectangle", "ring"], "split_names": ["train", "test"]}
 
     def build(path, images, records):
-        assemble_bundle(path, checkpoint=checkpoint, images=images, records=records, info=info, spec=spec,
-                        shifts=((0, 0),), max_index_memory=40 * n)  # fmt: skip
+        assemble_bundle(
+            path,
+            checkpoint=checkpoint,
+            images=images,
+            records=records,
+            info=info,
+            spec=spec,
+            shifts=((0, 0),),
+            max_index_memory=40 * n,
+        )
 
     build(tmp_path / "compacted", synthetic_images(n), records)
     add_images(tmp_path / "compacted", synthetic_images(300, seed=9))
@@ -264,8 +294,12 @@ def full_disk(tmp_path):
 
     mount = tmp_path / "tiny"
     mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16M", "tmpfs", str(mount)],
-                                           capture_output=True).returncode:  # fmt: skip
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=16M", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+    ):
         pytest.skip("needs root and tmpfs to fill a disk")
     try:
         yield mount

@@ -77,8 +77,19 @@ def test_a_folder_of_image_files_builds_on_the_cluster_as_here(tmp_path):
     save_checkpoint(tmp_path / "model.safetensors", tiny_checkpoint())
     built = {}
     for name, extra in (("plain", []), ("cluster", ["--cluster", "local"])):
-        args = ["build-index", "--images", str(folder.root), "--labels", "folders", "--chunk-size", "8",
-                "--model", str(tmp_path / "model.safetensors"), "--whiten-dims", "32"]  # fmt: skip
+        args = [
+            "build-index",
+            "--images",
+            str(folder.root),
+            "--labels",
+            "folders",
+            "--chunk-size",
+            "8",
+            "--model",
+            str(tmp_path / "model.safetensors"),
+            "--whiten-dims",
+            "32",
+        ]
         result = CliRunner().invoke(cli, [*args, "--index-dir", str(tmp_path / name), *extra])
         assert result.exit_code == 0, result.output
         assert "Skipped 3 file(s)" in result.output

@@ -96,8 +96,9 @@ def test_duplicates_cli_json_csv_and_errors(planted_bundle, tmp_path):
     path, _ = planted_bundle
     runner = CliRunner()
     out = tmp_path / "dups.png"
-    result = runner.invoke(cli, ["duplicates", "--index-dir", str(path), "--threshold", "0.001", "--json",
-                                 "--out", str(out)])  # fmt: skip
+    result = runner.invoke(
+        cli, ["duplicates", "--index-dir", str(path), "--threshold", "0.001", "--json", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["threshold"] == 0.001 and data["groups"][0]["ids"] == [7, 95, 96]

@@ -38,8 +38,15 @@ def test_every_input_type_gives_the_same_answer(engine, tmp_path):
     image = engine.image(33)
     path = tmp_path / "q.png"
     Image.fromarray(image).save(path)
-    sources = [path, str(path), path.read_bytes(), Image.fromarray(image), image, torch.from_numpy(image),
-               image.astype(np.float32) / 255]  # fmt: skip
+    sources = [
+        path,
+        str(path),
+        path.read_bytes(),
+        Image.fromarray(image),
+        image,
+        torch.from_numpy(image),
+        image.astype(np.float32) / 255,
+    ]
     answers = [[h.id for h in engine.query(s, k=4).hits] for s in sources]
     assert all(a == answers[0] for a in answers)
 

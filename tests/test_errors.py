@@ -21,19 +21,31 @@ from aesearch.interfaces.cli import cli, option_name
 IN_WORDS = [
     ("`chunk_size` must be positive", "chunk_size", "--chunk-size", "--chunk-size must be positive"),
     # several parameters, named by a mapping
-    ("lower `batch_size` or raise `limit`", ("batch_size", "limit"),
-     {"batch_size": "--batch-size", "limit": "--limit"}, "lower --batch-size or raise --limit"),
+    (
+        "lower `batch_size` or raise `limit`",
+        ("batch_size", "limit"),
+        {"batch_size": "--batch-size", "limit": "--limit"},
+        "lower --batch-size or raise --limit",
+    ),
     # backticked: only those, never the same word in a quoted path or name
     ("no folder: images/images: check `images`", "images", "--images", "no folder: images/images: check --images"),
     ("no folder: images: check `images`", "images", "--images", "no folder: images: check --images"),
-    ("use `aesearch x --limit 3`, or lower `limit`", "limit", option_name,
-     "use `aesearch x --limit 3`, or lower --limit"),
+    (
+        "use `aesearch x --limit 3`, or lower `limit`",
+        "limit",
+        option_name,
+        "use `aesearch x --limit 3`, or lower --limit",
+    ),
     ("a parameter left out keeps its `name`", "name", {}, "a parameter left out keeps its `name`"),
     # bare (no backticked name): whole words outside paths; "k" is not in "rank", "/k/" or "--k-max"
-    ("k is over the rank of /k/x and k.png; see --k-max", "k", {"k": "-k"},
-     "-k is over the rank of /k/x and k.png; see --k-max"),
+    (
+        "k is over the rank of /k/x and k.png; see --k-max",
+        "k",
+        {"k": "-k"},
+        "-k is over the rank of /k/x and k.png; see --k-max",
+    ),
     ("no parameter: unchanged", None, "--anything", "no parameter: unchanged"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("message", "parameter", "words", "expected"), IN_WORDS)
@@ -49,8 +61,11 @@ def test_any_error_may_name_a_parameter_and_stays_one_line():
 
 def test_cli_options_for_library_parameters():
     assert [option_name(p) for p in ("chunk_size", "k", "max_pixels", "images_from")] == [
-        "--chunk-size", "-k", "--max-pixels", "--images-from",
-    ]  # fmt: skip
+        "--chunk-size",
+        "-k",
+        "--max-pixels",
+        "--images-from",
+    ]
 
 
 def test_the_situations_have_their_own_classes():
@@ -75,19 +90,29 @@ def test_a_locked_bundle_is_bundle_locked_error_and_one_line_in_the_cli(bundle_c
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["build-index", "--model", "{model}", "--images", "{tmp}/nowhere"],
-         "no such folder: {tmp}/nowhere: check the path given to --images"),
-        (["build-index", "--model", "{model}", "--images", "{tmp}/file.txt"],
-         "file.txt is a file, not a folder: give --images a folder$"),
-        (["build-index", "--model", "{model}", "--images", "images"],
-         "no such folder: images: check the path given to --images$"),
-        (["build-index", "--model", "{model}", "--images-from", "{tmp}/none.txt"],
-         "no such list: .*none.txt: give --images-from a text file"),
-        (["build-index", "--model", "{model}", "--images", "{tmp}/a", "--images", "{tmp}/a"],
-         "given twice: give each --images folder once"),
+        (
+            ["build-index", "--model", "{model}", "--images", "{tmp}/nowhere"],
+            "no such folder: {tmp}/nowhere: check the path given to --images",
+        ),
+        (
+            ["build-index", "--model", "{model}", "--images", "{tmp}/file.txt"],
+            "file.txt is a file, not a folder: give --images a folder$",
+        ),
+        (
+            ["build-index", "--model", "{model}", "--images", "images"],
+            "no such folder: images: check the path given to --images$",
+        ),
+        (
+            ["build-index", "--model", "{model}", "--images-from", "{tmp}/none.txt"],
+            "no such list: .*none.txt: give --images-from a text file",
+        ),
+        (
+            ["build-index", "--model", "{model}", "--images", "{tmp}/a", "--images", "{tmp}/a"],
+            "given twice: give each --images folder once",
+        ),
         (["map", "--method", "tsne", "--index-dir", "{tmp}/none"], "no index at .*, or pass --index-dir"),
     ],
-)  # fmt: skip
+)
 def test_the_cli_speaks_in_options(tmp_path, monkeypatch, model, args, message):
     import re
 

@@ -65,8 +65,9 @@ def test_cli_eval_prints_tables_json_and_writes_the_report(separable_bundle, tmp
     assert result.exit_code == 0, result.output
     assert "P@10" in result.output and "raw pixels" in result.output and "Most confused" in result.output
     assert out.read_bytes()[:4] == b"\x89PNG"
-    as_json = CliRunner().invoke(cli, ["eval", "--index-dir", str(separable_bundle), "--json", "--report", str(out),
-                                       "--index-types", "hnsw"])  # fmt: skip
+    as_json = CliRunner().invoke(
+        cli, ["eval", "--index-dir", str(separable_bundle), "--json", "--report", str(out), "--index-types", "hnsw"]
+    )
     payload = json.loads(as_json.output)
     assert payload["retrieval"][0]["p_at_10"] == 1.0 and payload["indexes"][0]["index_type"] == "hnsw"
 

@@ -89,12 +89,15 @@ def test_cli_query_explain_and_interpolate(tiny_bundle, tmp_path, monkeypatch):
     assert gif.n_frames == 2 * 8 - 2  # there and back
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["interpolate", "nofile.png", "3"], "nofile.png is neither an image file nor an indexed id"),
-    (["interpolate", "1", "500"], "no image with id 500"),
-    (["interpolate", "1", "2", "--steps", "1"], "steps must be an integer from 2 to 64"),
-    (["interpolate", "1", "2", "--out", "x.jpg"], "name it .png or .gif"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["interpolate", "nofile.png", "3"], "nofile.png is neither an image file nor an indexed id"),
+        (["interpolate", "1", "500"], "no image with id 500"),
+        (["interpolate", "1", "2", "--steps", "1"], "steps must be an integer from 2 to 64"),
+        (["interpolate", "1", "2", "--out", "x.jpg"], "name it .png or .gif"),
+    ],
+)
 def test_cli_interpolate_bad_input_is_one_line(tiny_bundle, tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     out = CliRunner().invoke(cli, [*args, "--index-dir", str(tiny_bundle)])

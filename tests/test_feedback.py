@@ -73,8 +73,7 @@ def test_l2_bundles_use_the_rocchio_point():
     q, more, less = rng.normal(size=(1, 5)), rng.normal(size=(3, 5)), rng.normal(size=(2, 5))
     out = refined_queries(q, [more], [less], np.zeros((0, 5)), metric="l2")
     s = DEFAULT_SETTINGS
-    np.testing.assert_allclose(out[0], q[0] + s.rocchio_more * more.mean(0) - s.rocchio_less * less.mean(0),
-                               rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(out[0], q[0] + s.rocchio_more * more.mean(0) - s.rocchio_less * less.mean(0), rtol=1e-5)
 
 
 def test_marks_add_up_and_a_new_mark_replaces_the_opposite_one():
@@ -96,8 +95,9 @@ def test_refine_equals_brute_force_over_the_stored_images(engine):
 
     everything = engine.search_space(engine.encode(np.stack([engine.image(i) for i in range(len(engine))])))
     background_rows = background_ids(len(engine))
-    w = refined_queries(engine.search_space(result.latent[None]), [everything[more]], [everything[less]],
-                        everything[background_rows])[0]  # fmt: skip
+    w = refined_queries(
+        engine.search_space(result.latent[None]), [everything[more]], [everything[less]], everything[background_rows]
+    )[0]
     scores = everything @ (w / np.linalg.norm(w))
     order = [int(i) for i in np.argsort(-scores, kind="stable") if i not in less][:10]
     assert [h.id for h in refined.hits] == order
@@ -126,11 +126,14 @@ def test_refine_with_no_marks_is_the_plain_search(engine):
     assert engine.refine(result).hits == result.hits
 
 
-@pytest.mark.parametrize(("more", "less", "message"), [
-    ([500], [], "no image with id 500"),
-    ([], [-1], "item 0 is -1"),
-    ([3], [3], "marked both"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("more", "less", "message"),
+    [
+        ([500], [], "no image with id 500"),
+        ([], [-1], "item 0 is -1"),
+        ([3], [3], "marked both"),
+    ],
+)
 def test_bad_marks_are_refused(engine, more, less, message):
     with pytest.raises(InvalidArgumentError, match=message):
         engine.refine(engine.query_id(0, k=4), more=more, less=less)
@@ -166,13 +169,16 @@ def test_cli_query_with_marks_and_eval_feedback(cosine_bundle):
     assert "new P@10" in report.output and len(report.output.splitlines()) == 7
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--more-like", "1,x"], "--more-like takes integers from 0 to 2^63-1 separated by commas"),
-    (["--less-like", "-3"], "--less-like takes integers"),
-    (["--more-like", "1,²"], "--more-like takes integers"),
-    (["--more-like", "99999999999999999999999"], "--more-like takes integers"),
-    (["--more-like", "999"], "no image with id 999"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--more-like", "1,x"], "--more-like takes integers from 0 to 2^63-1 separated by commas"),
+        (["--less-like", "-3"], "--less-like takes integers"),
+        (["--more-like", "1,²"], "--more-like takes integers"),
+        (["--more-like", "99999999999999999999999"], "--more-like takes integers"),
+        (["--more-like", "999"], "no image with id 999"),
+    ],
+)
 def test_cli_bad_marks_are_one_line(cosine_bundle, args, message):
     out = CliRunner().invoke(cli, ["query", "--id", "5", "--no-picture", "--index-dir", str(cosine_bundle), *args])
     assert out.exit_code == 1 and message in out.output and len(out.output.strip().splitlines()) == 1

@@ -58,8 +58,7 @@ def test_worker_pool_equals_inline(folder, monkeypatch):
     inline = read_all(roots, files, workers=1, batch=5)
     pooled = read_all(roots, files, workers=2, batch=5)
     assert inline[0] == pooled[0] and np.array_equal(inline[1], pooled[1]) and inline[2] == pooled[2]
-    assert np.array_equal(np.concatenate([c.hashes for c in inline[3]]),
-                          np.concatenate([c.hashes for c in pooled[3]]))  # fmt: skip
+    assert np.array_equal(np.concatenate([c.hashes for c in inline[3]]), np.concatenate([c.hashes for c in pooled[3]]))
     assert len(pooled[3]) == -(-len(files) // 5), "one chunk per batch, in order"
 
 
@@ -77,8 +76,10 @@ def test_vanished_and_unreadable_files_are_skipped(folder):
 
 def test_images_from_list_and_labels(tmp_path, folder):
     listing = tmp_path / "list.txt"
-    listing.write_text("# two files and a missing one\npictures/ellipse/e-000.png\n\npictures/missing.png\n"
-                       f"{folder.root / 'ring/r-002.png'}\n")  # fmt: skip
+    listing.write_text(
+        "# two files and a missing one\npictures/ellipse/e-000.png\n\npictures/missing.png\n"
+        f"{folder.root / 'ring/r-002.png'}\n"
+    )
     found = scan(collection_roots(images_from=listing))
     assert [f.path for f in found.files] == ["pictures/ellipse/e-000.png", "pictures/ring/r-002.png"]
     assert [(s.path, s.reason) for s in found.skipped] == [("pictures/missing.png", "no such file")]

@@ -46,14 +46,18 @@ def _encoded(fmt: str, mode: str, **options) -> bytes:
 
 
 SEEDS = {
-    "PNG": [_encoded("PNG", "L"), _encoded("PNG", "RGBA"), _encoded("PNG", "P", transparency=0),
-            _encoded("PNG", "I;16")],
+    "PNG": [
+        _encoded("PNG", "L"),
+        _encoded("PNG", "RGBA"),
+        _encoded("PNG", "P", transparency=0),
+        _encoded("PNG", "I;16"),
+    ],
     "JPEG": [_encoded("JPEG", "L"), _encoded("JPEG", "RGB", progressive=True)],
     "GIF": [_encoded("GIF", "P")],
     "BMP": [_encoded("BMP", "RGB"), _encoded("BMP", "L")],
     "TIFF": [_encoded("TIFF", "F"), _encoded("TIFF", "I"), _encoded("TIFF", "RGB", compression="tiff_deflate")],
     "WEBP": [_encoded("WEBP", "RGB"), _encoded("WEBP", "RGBA", lossless=True)],
-}  # fmt: skip
+}
 
 
 def _chunks(png: bytes) -> list[tuple[bytes, bytes]]:

@@ -64,8 +64,15 @@ def write(path: Path | bytes, data: bytes) -> None:
 
 
 def build(root: Path, index: Path, model: Path, workers: int = 1) -> list:
-    _, skipped = build_from_folders(index, images=[root], model=model, spec=IndexSpec("flat", "cosine", {}, "none"),
-                                    shifts=((0, 0),), workers=workers, log=None)  # fmt: skip
+    _, skipped = build_from_folders(
+        index,
+        images=[root],
+        model=model,
+        spec=IndexSpec("flat", "cosine", {}, "none"),
+        shifts=((0, 0),),
+        workers=workers,
+        log=None,
+    )
     return skipped
 
 
@@ -115,9 +122,13 @@ def test_pipes_devices_and_sockets_named_as_images_are_skipped_and_block_nothing
     server = socket.socket(socket.AF_UNIX)
     server.bind("sock.png")
     only = "only regular files are read as images"
-    expected = {"fifo.png": PIPE, "sub/fifo2.png": PIPE, "sock.png": f"is a socket: {only}",
-                "zero.png": f"links to a character device: {only}",
-                "to-fifo.png": f"links to a named pipe (FIFO): {only}"}  # fmt: skip
+    expected = {
+        "fifo.png": PIPE,
+        "sub/fifo2.png": PIPE,
+        "sock.png": f"is a socket: {only}",
+        "zero.png": f"links to a character device: {only}",
+        "to-fifo.png": f"links to a named pipe (FIFO): {only}",
+    }
     index = tmp_path / "idx"
     try:
         built = cli_run("build-index", "--images", str(root), "--model", str(model), "--index-dir", str(index))
@@ -129,14 +140,19 @@ def test_pipes_devices_and_sockets_named_as_images_are_skipped_and_block_nothing
             assert result.returncode == 0 and "0 added, 0 changed, 0 moved, 0 removed" in text(result), args
             assert PIPE in text(result), args
         write(root / "sub/d.png", pngs(1, seed=2)[0])
-        api = subprocess.run([sys.executable, "-c", API_SYNC, str(index)], capture_output=True, text=True,
-                             env=ENV, timeout=60)  # fmt: skip
+        api = subprocess.run(
+            [sys.executable, "-c", API_SYNC, str(index)], capture_output=True, text=True, env=ENV, timeout=60
+        )
         assert api.returncode == 0, api.stderr
         assert json.loads(api.stdout) == [["sub/d.png"], sorted(expected.values())]
     finally:
         server.close()
     assert sorted(load_bundle(index).path_of(int(i)) for i in load_bundle(index).live_ids()) == [
-        "a.png", "b.png", "sub/c.png", "sub/d.png"]  # fmt: skip
+        "a.png",
+        "b.png",
+        "sub/c.png",
+        "sub/d.png",
+    ]
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -305,8 +321,9 @@ def test_a_writer_killed_mid_read_leaves_no_worker_and_no_lock(tmp_path):
         write(root / name, data)
     os.mkfifo(root / "fifo")
     pids.mkdir()
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(index), str(root), str(pids)], env=ENV,
-                            stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(index), str(root), str(pids)], env=ENV, stderr=subprocess.PIPE
+    )
     workers: list[int] = []
     try:
         deadline = time.monotonic() + 60
@@ -355,8 +372,14 @@ def test_a_process_forked_by_a_writer_never_holds_its_lock(tmp_path):
 
 # --- 4. any file name a file system allows ---
 
-NAMES = [os.fsdecode(b"x\xff.png"), "new\nline.png", "n" * 251 + ".png", "with  spaces .png", "emoji 🙂 ünï.png",
-         "plain.png"]  # fmt: skip
+NAMES = [
+    os.fsdecode(b"x\xff.png"),
+    "new\nline.png",
+    "n" * 251 + ".png",
+    "with  spaces .png",
+    "emoji 🙂 ünï.png",
+    "plain.png",
+]
 
 
 def test_names_that_are_not_utf8_or_hold_a_newline_are_indexed_found_moved_and_removed(tmp_path, model):
@@ -448,16 +471,25 @@ def test_add_indexes_only_what_sync_would_keep(tmp_path, model, guard):
         write(root / name, image)
     build(root, index, model)
     unnamed = "is not named as an image file"
-    others = {".hidden.png": "is a hidden file", "photo.png.bak": unnamed, "noext": unnamed,
-              ".secret/in.png": "is in a hidden folder (.secret)"}  # fmt: skip
+    others = {
+        ".hidden.png": "is a hidden file",
+        "photo.png.bak": unnamed,
+        "noext": unnamed,
+        ".secret/in.png": "is in a hidden folder (.secret)",
+    }
     for name, image in zip([*others, "ok.png", "new/n.png"], data[2:], strict=True):
         write(root / name, image)
     os.mkfifo(root / "new/fifo.png")
     (root / "loop.png").symlink_to("loop.png")
     (root / "dangling.png").symlink_to("nothing.png")
     runner = CliRunner()
-    refusals = {**others, ".secret": "is a hidden folder", "loop.png": "is a symbolic link loop",
-                "dangling.png": "is a symbolic link to a file that does not exist", "new/fifo.png": PIPE}  # fmt: skip
+    refusals = {
+        **others,
+        ".secret": "is a hidden folder",
+        "loop.png": "is a symbolic link loop",
+        "dangling.png": "is a symbolic link to a file that does not exist",
+        "new/fifo.png": PIPE,
+    }
     for name, problem in refusals.items():
         result = runner.invoke(cli, ["add", str(root / name), "--index-dir", str(index)])
         assert result.exit_code == 1 and f"cannot add {root / name}: it {problem}" in result.output, result.output
@@ -498,8 +530,15 @@ def test_a_root_through_links_and_with_a_trailing_slash_is_one_root(tmp_path, mo
     (tmp_path / "link1").symlink_to(real)
     (tmp_path / "link2").symlink_to(tmp_path / "link1")  # a link to a link
     index = tmp_path / "idx"
-    build_from_folders(index, images=[f"{tmp_path / 'link2'}/"], model=model, spec=IndexSpec("flat", "cosine", {}),
-                       shifts=((0, 0),), workers=1, log=None)  # fmt: skip
+    build_from_folders(
+        index,
+        images=[f"{tmp_path / 'link2'}/"],
+        model=model,
+        spec=IndexSpec("flat", "cosine", {}),
+        shifts=((0, 0),),
+        workers=1,
+        log=None,
+    )
     assert load_bundle(index).manifest["collection"]["roots"] == [str(real)]
     with pytest.raises(InvalidArgumentError, match="the same folder is given twice"):
         collection_roots([tmp_path / "link2", f"{real}/"])

@@ -153,10 +153,15 @@ def test_unreadable_file_gives_one_line(tmp_path):
 
 @pytest.mark.parametrize(
     ("target", "message"),
-    [("/proc/aesearch-test.png", "cannot write"), ("/proc/none/x.png", "cannot write"),
-     ("{file}/inside.png", "is a file, not a folder"), ("{tmp}/" + "y" * 300 + ".png", "over 255 bytes"),
-     ("{tmp}/new/deeper/x.png", "outside the current folder"), ("{tmp}", "is a folder")],
-)  # fmt: skip
+    [
+        ("/proc/aesearch-test.png", "cannot write"),
+        ("/proc/none/x.png", "cannot write"),
+        ("{file}/inside.png", "is a file, not a folder"),
+        ("{tmp}/" + "y" * 300 + ".png", "over 255 bytes"),
+        ("{tmp}/new/deeper/x.png", "outside the current folder"),
+        ("{tmp}", "is a folder"),
+    ],
+)
 def test_unwritable_targets_are_refused_before_any_work(tmp_path, target, message):
     from aesearch.store.atomic import check_writable
 
@@ -186,9 +191,11 @@ def test_cli_writes_to_impossible_places_give_one_line(tiny_bundle, tmp_path):
 
     runner = CliRunner()
     model = next(tiny_bundle.rglob("model.safetensors"))
-    for args in (["query", "--id", "1", "--index-dir", str(tiny_bundle), "--out", "/proc/x.png"],
-                 ["build-index", "--index-dir", "/proc/aesearch-index", "--model", str(model)],
-                 ["map", "--index-dir", str(tiny_bundle), "--out", str(tmp_path / ("z" * 300) / "m.png")]):  # fmt: skip
+    for args in (
+        ["query", "--id", "1", "--index-dir", str(tiny_bundle), "--out", "/proc/x.png"],
+        ["build-index", "--index-dir", "/proc/aesearch-index", "--model", str(model)],
+        ["map", "--index-dir", str(tiny_bundle), "--out", str(tmp_path / ("z" * 300) / "m.png")],
+    ):
         result = runner.invoke(cli, args)
         assert result.exit_code == 1 and isinstance(result.exception, SystemExit | None)
         assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output, result.output
@@ -220,8 +227,22 @@ def test_index_type_is_checked_on_the_whitened_dimension(tiny_bundle, tmp_path, 
     monkeypatch.setattr(fashion_mnist, "_download", lambda target: False)
     model = next(tiny_bundle.rglob("model.safetensors"))
     with pytest.raises(InvalidArgumentError, match="FAISS refuses index type 'PQ157' for 192-dimensional"):
-        build_index(tmp_path / "a", model=model, index_type="PQ157", transform="whiten", whiten_dims=192,
-                    data_dir=tmp_path / "none", log=None)  # fmt: skip
+        build_index(
+            tmp_path / "a",
+            model=model,
+            index_type="PQ157",
+            transform="whiten",
+            whiten_dims=192,
+            data_dir=tmp_path / "none",
+            log=None,
+        )
     with pytest.raises(DataNotFoundError):  # accepted: the build goes on to look for the data
-        build_index(tmp_path / "b", model=model, index_type="PQ32", transform="whiten", whiten_dims=192,
-                    data_dir=tmp_path / "none", log=None)  # fmt: skip
+        build_index(
+            tmp_path / "b",
+            model=model,
+            index_type="PQ32",
+            transform="whiten",
+            whiten_dims=192,
+            data_dir=tmp_path / "none",
+            log=None,
+        )

@@ -75,10 +75,14 @@ def test_a_projection_of_an_earlier_state_is_dropped(engine):
 
 @pytest.mark.parametrize(
     "damage",
-    [{"coords": np.full((120, 2), np.nan, np.float32)}, {"ids": np.arange(1000, 1120)},
-     {"components": np.zeros((3, 2), np.float32)}, {"coords": np.zeros((5, 2), np.float32)},
-     {"ids": np.zeros(120, np.float32)}],
-)  # fmt: skip
+    [
+        {"coords": np.full((120, 2), np.nan, np.float32)},
+        {"ids": np.arange(1000, 1120)},
+        {"components": np.zeros((3, 2), np.float32)},
+        {"coords": np.zeros((5, 2), np.float32)},
+        {"ids": np.zeros(120, np.float32)},
+    ],
+)
 def test_a_stale_or_damaged_cache_is_recomputed(bundle_copy, damage):
     from aesearch.search.engine import SearchEngine
 

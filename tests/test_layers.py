@@ -71,8 +71,9 @@ def module_of(dotted: str, known: dict[str, Path]) -> str | None:
     parts = dotted.split(".")
     if parts[0] != "aesearch":
         return None
-    return next((key for end in range(len(parts), 0, -1) if (key := ".".join(parts[1:end]) or "aesearch") in known),
-                None)  # fmt: skip
+    return next(
+        (key for end in range(len(parts), 0, -1) if (key := ".".join(parts[1:end]) or "aesearch") in known), None
+    )
 
 
 def graph() -> dict[str, set[str]]:

@@ -58,9 +58,14 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision
 
 @pytest.mark.parametrize(
     "args",
-    [["info"], ["query", "--id", "3", "-k", "2", "--json", "--no-picture"], ["eval", "--json"],
-     ["map", "--out", "map.png"], ["duplicates", "--json"]],
-)  # fmt: skip
+    [
+        ["info"],
+        ["query", "--id", "3", "-k", "2", "--json", "--no-picture"],
+        ["eval", "--json"],
+        ["map", "--out", "map.png"],
+        ["duplicates", "--json"],
+    ],
+)
 def test_commands_over_a_bundle_work_without_torch(tiny_bundle, tmp_path, args):
     done = run_cli([*args, "--index-dir", str(tiny_bundle)], tmp_path)
     assert done.returncode == 0, done.stderr
@@ -70,8 +75,9 @@ def test_commands_over_a_bundle_work_without_torch(tiny_bundle, tmp_path, args):
 
 def test_build_index_with_a_model_works_without_torch(tiny_bundle, fake_data_dir, tmp_path):
     model = next(Path(tiny_bundle).rglob("model.safetensors"))
-    done = run_cli(["build-index", "--index-dir", "idx", "--model", str(model), "--data-dir", str(fake_data_dir)],
-                   tmp_path)  # fmt: skip
+    done = run_cli(
+        ["build-index", "--index-dir", "idx", "--model", str(model), "--data-dir", str(fake_data_dir)], tmp_path
+    )
     assert done.returncode == 0, done.stderr
     assert "70,000 images" in done.stdout
 

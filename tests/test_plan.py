@@ -103,8 +103,10 @@ def test_mass_removal_allowed_plans_the_same_removals_unrefused():
 
 
 def test_ids_and_copies_say_what_each_file_read_is_published_as():
-    seen = found(ALL - {(0, "x.png")} | {(0, "m.png"), (0, "n.png")}, {(0, "y.png"): B, (0, "sub/z.png"): A,
-                                                                      (0, "m.png"): A, (0, "n.png"): C})  # fmt: skip
+    seen = found(
+        ALL - {(0, "x.png")} | {(0, "m.png"), (0, "n.png")},
+        {(0, "y.png"): B, (0, "sub/z.png"): A, (0, "m.png"): A, (0, "n.png"): C},
+    )
     plan = plan_sync(INDEXED, seen)
     assert plan.ids() == {(0, "y.png"): 2, (0, "sub/z.png"): 3, (0, "m.png"): 1, (0, "n.png"): -1}
     assert plan.copies() == {(0, "y.png"): 2, (0, "m.png"): 1}, "touched and moved reuse the stored vector"

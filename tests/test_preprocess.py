@@ -36,11 +36,15 @@ def test_dataset_image_passes_through_exactly(dataset_like):
     """A 28x28 image on black is what the encoder was trained on: it must not change at all."""
     for image in dataset_like:
         expected = as_unit(image)
-        for source in (image, Image.fromarray(image), png_bytes(Image.fromarray(image)),
-                       png_bytes(Image.fromarray(image).convert("RGB")),
-                       png_bytes(Image.fromarray(image.astype(np.uint16) * 257)),  # 16-bit PNG
-                       png_bytes(Image.fromarray(image).convert("P")),
-                       torch.from_numpy(image)):  # fmt: skip
+        for source in (
+            image,
+            Image.fromarray(image),
+            png_bytes(Image.fromarray(image)),
+            png_bytes(Image.fromarray(image).convert("RGB")),
+            png_bytes(Image.fromarray(image.astype(np.uint16) * 257)),  # 16-bit PNG
+            png_bytes(Image.fromarray(image).convert("P")),
+            torch.from_numpy(image),
+        ):
             out = preprocess(source)
             assert out.dtype == np.float32 and out.shape == (28, 28)
             np.testing.assert_array_equal(out, expected)
@@ -65,7 +69,7 @@ def variants(image: np.ndarray) -> dict[str, bytes]:
         "TIFF": png_bytes(Image.fromarray(255 - image), "TIFF"),
         "WebP lossless": png_bytes(pil.resize((84, 84), Image.Resampling.NEAREST), "WEBP", lossless=True),
         "JPEG": png_bytes(Image.fromarray(255 - image).resize((112, 112), Image.NEAREST), "JPEG", quality=95),
-    }  # fmt: skip
+    }
 
 
 def test_variants_preprocess_to_nearly_the_same_image(dataset_like):
@@ -103,18 +107,28 @@ def test_blank_and_fully_transparent_images_give_black():
 
 @pytest.mark.parametrize(
     "array",
-    [np.zeros((28, 28, 3), np.uint8), np.zeros((3, 28, 28), np.float32), np.zeros((28, 28), bool),
-     np.zeros((1, 28, 28), np.uint16), np.zeros((40, 30, 4), np.float64)],
-)  # fmt: skip
+    [
+        np.zeros((28, 28, 3), np.uint8),
+        np.zeros((3, 28, 28), np.float32),
+        np.zeros((28, 28), bool),
+        np.zeros((1, 28, 28), np.uint16),
+        np.zeros((40, 30, 4), np.float64),
+    ],
+)
 def test_array_layouts(array):
     assert preprocess(array).shape == (28, 28)
 
 
 @pytest.mark.parametrize(
     ("array", "message"),
-    [(np.zeros((5,)), "has shape"), (np.zeros((28, 28, 7)), "has shape"), (np.zeros((0, 28)), "has shape"),
-     (np.full((28, 28), np.nan), "NaN"), (np.zeros((28, 28), dtype=complex), "dtype")],
-)  # fmt: skip
+    [
+        (np.zeros((5,)), "has shape"),
+        (np.zeros((28, 28, 7)), "has shape"),
+        (np.zeros((0, 28)), "has shape"),
+        (np.full((28, 28), np.nan), "NaN"),
+        (np.zeros((28, 28), dtype=complex), "dtype"),
+    ],
+)
 def test_bad_arrays(array, message):
     with pytest.raises(ImageError, match=message):
         preprocess(array)
@@ -151,11 +165,16 @@ def write_bad_file(folder, name):
 
 @pytest.mark.parametrize(
     ("name", "message"),
-    [("missing.png", "no such file"), ("folder", "is a folder"), ("empty.png", "is empty"),
-     ("notes.png", "not an image"), ("cut.png", "truncated or damaged"),
-     ("bomb.png", "10,000.0 megapixels, over the limit of 50.0 megapixels"),
-     ("big.png", "80.0 megapixels, over the limit of 50.0 megapixels")],
-)  # fmt: skip
+    [
+        ("missing.png", "no such file"),
+        ("folder", "is a folder"),
+        ("empty.png", "is empty"),
+        ("notes.png", "not an image"),
+        ("cut.png", "truncated or damaged"),
+        ("bomb.png", "10,000.0 megapixels, over the limit of 50.0 megapixels"),
+        ("big.png", "80.0 megapixels, over the limit of 50.0 megapixels"),
+    ],
+)
 def test_bad_files_give_one_line_errors(tmp_path, name, message):
     with pytest.raises(ImageError, match=message) as info:
         preprocess(write_bad_file(tmp_path, name))

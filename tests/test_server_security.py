@@ -58,10 +58,18 @@ def assert_our_headers(headers) -> None:
 
 @pytest.mark.parametrize(
     ("host", "allowed"),
-    [("localhost:8000", True), ("127.0.0.1", True), ("[::1]:8000", True), ("[0:0::1]", True),
-     ("search.lan:8000", True), ("SEARCH.LAN", True),
-     ("evil.example", False), ("localhost.evil.example", False), ("127.0.0.1.nip.io", False)],
-)  # fmt: skip
+    [
+        ("localhost:8000", True),
+        ("127.0.0.1", True),
+        ("[::1]:8000", True),
+        ("[0:0::1]", True),
+        ("search.lan:8000", True),
+        ("SEARCH.LAN", True),
+        ("evil.example", False),
+        ("localhost.evil.example", False),
+        ("127.0.0.1.nip.io", False),
+    ],
+)
 def test_host_allow_list(client, host, allowed):
     response = client.get("/api/health", headers={"host": host})
     assert response.status_code == (200 if allowed else 400)
@@ -72,10 +80,28 @@ def test_host_allow_list(client, host, allowed):
 
 @pytest.mark.parametrize(
     "host",
-    ["127.0.0.1:1@evil.example", "user@localhost", "localhost:8000 evil", "local host", "", "localhost:",
-     "localhost:99999", "localhost:80:80", "localhost:+80", "localhost:８０", "::1", "[::1", "[::1]x",
-     "[fe80::1%25eth0]", "[127.0.0.1]", "locαlhost", "\u212aocalhost", "localhost%2e", "localhost/x"],
-)  # fmt: skip
+    [
+        "127.0.0.1:1@evil.example",
+        "user@localhost",
+        "localhost:8000 evil",
+        "local host",
+        "",
+        "localhost:",
+        "localhost:99999",
+        "localhost:80:80",
+        "localhost:+80",
+        "localhost:８０",
+        "::1",
+        "[::1",
+        "[::1]x",
+        "[fe80::1%25eth0]",
+        "[127.0.0.1]",
+        "locαlhost",
+        "\u212aocalhost",
+        "localhost%2e",
+        "localhost/x",
+    ],
+)
 def test_malformed_host_headers_are_refused(client, host):
     response = client.get("/api/health", headers={"host": host.encode("utf-8")})
     assert response.status_code == 400 and "\n" not in response.text
@@ -85,10 +111,22 @@ def test_malformed_host_headers_are_refused(client, host):
 
 @pytest.mark.parametrize(
     ("header", "host"),
-    [("LocalHost:80", "localhost"), ("[::1]:8000", "::1"), ("[0:0:0:0:0:0:0:1]", "::1"), ("a-b.c_d~e", "a-b.c_d~e"),
-     ("127.0.0.1:65535", "127.0.0.1"), ("::1", None), ("x:65536", None), ("127.0.0.1:1@evil.example", None),
-     (" localhost", None), ("localhost\t", None), ("", None), ("[::g]", None), ("\u212a", None)],
-)  # fmt: skip
+    [
+        ("LocalHost:80", "localhost"),
+        ("[::1]:8000", "::1"),
+        ("[0:0:0:0:0:0:0:1]", "::1"),
+        ("a-b.c_d~e", "a-b.c_d~e"),
+        ("127.0.0.1:65535", "127.0.0.1"),
+        ("::1", None),
+        ("x:65536", None),
+        ("127.0.0.1:1@evil.example", None),
+        (" localhost", None),
+        ("localhost\t", None),
+        ("", None),
+        ("[::g]", None),
+        ("\u212a", None),
+    ],
+)
 def test_host_of(header, host):
     assert host_of(header) == host
 
@@ -109,9 +147,20 @@ def asgi_request(app, headers: list[tuple[bytes, bytes]], path: str = "/api/heal
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": headers,
-             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}  # fmt: skip
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
     asyncio.run(app(scope, receive, send))
     start = sent[0]
     body = b"".join(m.get("body", b"") for m in sent[1:])
@@ -120,9 +169,13 @@ def asgi_request(app, headers: list[tuple[bytes, bytes]], path: str = "/api/heal
 
 @pytest.mark.parametrize(
     ("hosts", "message"),
-    [([], "exactly one Host header, got 0"), ([b"localhost", b"localhost"], "exactly one Host header, got 2"),
-     ([b"localhost", b"evil.example"], "exactly one Host header, got 2"), ([b""], "must be a host name")],
-)  # fmt: skip
+    [
+        ([], "exactly one Host header, got 0"),
+        ([b"localhost", b"localhost"], "exactly one Host header, got 2"),
+        ([b"localhost", b"evil.example"], "exactly one Host header, got 2"),
+        ([b""], "must be a host name"),
+    ],
+)
 def test_missing_or_repeated_host_headers_are_refused_by_the_app_too(app, hosts, message):
     status, headers, body = asgi_request(app, [(b"host", h) for h in hosts])
     assert status == 400 and message in body["detail"]
@@ -163,11 +216,20 @@ def test_requests_in_flight_are_capped_with_503_and_released():
 
 @pytest.mark.parametrize(
     ("method", "url", "status"),
-    [("get", "/", 200), ("get", "/static/app.js", 200), ("get", "/api/images/1.png", 200),
-     ("get", "/api/images/999.png", 404), ("get", "/api/images/x.png", 400), ("post", "/api/search", 422),
-     ("get", "/nowhere", 404), ("post", "/api/health", 405), ("delete", "/api/search", 405),
-     ("post", "/api/search?k=3", 413), ("get", "/boom", 500)],
-)  # fmt: skip
+    [
+        ("get", "/", 200),
+        ("get", "/static/app.js", 200),
+        ("get", "/api/images/1.png", 200),
+        ("get", "/api/images/999.png", 404),
+        ("get", "/api/images/x.png", 400),
+        ("post", "/api/search", 422),
+        ("get", "/nowhere", 404),
+        ("post", "/api/health", 405),
+        ("delete", "/api/search", 405),
+        ("post", "/api/search?k=3", 413),
+        ("get", "/boom", 500),
+    ],
+)
 def test_security_headers_on_every_answer(client, method, url, status):
     big = {"files": {"image": ("big.png", b"0" * 200_000, "image/png")}} if status == 413 else {}
     response = getattr(client, method)(url, **big)
@@ -178,26 +240,28 @@ def test_security_headers_on_every_answer(client, method, url, status):
 
 @pytest.mark.parametrize(
     ("method", "url", "status", "message"),
-    [("get", "/api/images/99999999999999999999.png", 400, "image id must be an integer from 0 to 2^63-1"),
-     ("get", f"/api/images/{2**63}.png", 400, "image id must be an integer from 0 to 2^63-1"),
-     ("get", f"/api/images/{-(2**63) - 1}.png", 400, "image id must be an integer from 0 to 2^63-1"),
-     ("get", f"/api/images/{2**63 - 1}.png", 404, "no image with id"),
-     ("get", "/api/images/%C2%B2.png", 400, "written in digits 0-9"),  # "²": str.isdigit() says yes
-     ("get", "/api/images/%D9%A3.png", 400, "written in digits 0-9"),  # Arabic-Indic three
-     ("get", "/api/images/1e3.png", 400, "written in digits 0-9"),
-     ("get", "/api/images/3.png?scale=%C2%B2", 400, "scale must be an integer from 1 to 16"),
-     ("get", "/api/images/3.png?scale=0", 400, "scale must be an integer from 1 to 16, got 0"),
-     ("get", f"/api/images/3.png?scale={2**64}", 400, "scale must be an integer from 1 to 16"),
-     ("post", "/api/search?k=%C2%B2", 400, "k must be an integer from 1 to 120 written in digits 0-9"),
-     ("post", "/api/search?k=121", 400, "k must be an integer from 1 to 120, got 121"),
-     ("post", f"/api/search?k={2**63}", 400, "k must be an integer from 1 to 120"),
-     ("post", "/api/search?k=", 400, "k must be an integer from 1 to 120"),
-     ("post", f"/api/search?more={2**63}", 400, "more takes integers from 0 to 2^63-1"),
-     ("post", "/api/search?more=%C2%B2", 400, "more takes integers from 0 to 2^63-1"),
-     ("post", "/api/search?less=1,,2", 400, "less takes integers from 0 to 2^63-1"),
-     ("post", f"/api/search?less={2**63 - 1}", 400, "no image with id"),
-     ("post", "/api/search?more=" + ",".join(["7"] * 5000), 400, "more takes up to 1000 indexed image ids")],
-)  # fmt: skip
+    [
+        ("get", "/api/images/99999999999999999999.png", 400, "image id must be an integer from 0 to 2^63-1"),
+        ("get", f"/api/images/{2**63}.png", 400, "image id must be an integer from 0 to 2^63-1"),
+        ("get", f"/api/images/{-(2**63) - 1}.png", 400, "image id must be an integer from 0 to 2^63-1"),
+        ("get", f"/api/images/{2**63 - 1}.png", 404, "no image with id"),
+        ("get", "/api/images/%C2%B2.png", 400, "written in digits 0-9"),  # "²": str.isdigit() says yes
+        ("get", "/api/images/%D9%A3.png", 400, "written in digits 0-9"),  # Arabic-Indic three
+        ("get", "/api/images/1e3.png", 400, "written in digits 0-9"),
+        ("get", "/api/images/3.png?scale=%C2%B2", 400, "scale must be an integer from 1 to 16"),
+        ("get", "/api/images/3.png?scale=0", 400, "scale must be an integer from 1 to 16, got 0"),
+        ("get", f"/api/images/3.png?scale={2**64}", 400, "scale must be an integer from 1 to 16"),
+        ("post", "/api/search?k=%C2%B2", 400, "k must be an integer from 1 to 120 written in digits 0-9"),
+        ("post", "/api/search?k=121", 400, "k must be an integer from 1 to 120, got 121"),
+        ("post", f"/api/search?k={2**63}", 400, "k must be an integer from 1 to 120"),
+        ("post", "/api/search?k=", 400, "k must be an integer from 1 to 120"),
+        ("post", f"/api/search?more={2**63}", 400, "more takes integers from 0 to 2^63-1"),
+        ("post", "/api/search?more=%C2%B2", 400, "more takes integers from 0 to 2^63-1"),
+        ("post", "/api/search?less=1,,2", 400, "less takes integers from 0 to 2^63-1"),
+        ("post", f"/api/search?less={2**63 - 1}", 400, "no image with id"),
+        ("post", "/api/search?more=" + ",".join(["7"] * 5000), 400, "more takes up to 1000 indexed image ids"),
+    ],
+)
 def test_integers_are_strict_and_never_a_500(client, engine, method, url, status, message):
     upload = {"files": {"image": ("q.png", png(engine.image(3)), "image/png")}} if method == "post" else {}
     response = getattr(client, method)(url, **upload)
@@ -289,8 +353,10 @@ def test_a_stalled_body_is_cut_off_with_408(engine):
         while not server.started:
             time.sleep(0.02)
         with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
-            head = (f"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 100000\r\n"
-                    "Content-Type: multipart/form-data; boundary=x\r\n\r\n--x\r\n")  # fmt: skip
+            head = (
+                f"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 100000\r\n"
+                "Content-Type: multipart/form-data; boundary=x\r\n\r\n--x\r\n"
+            )
             conn.sendall(head.encode())
             start = time.monotonic()
             answer = conn.recv(4096).decode("latin-1")
@@ -319,8 +385,9 @@ class LiveServer:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        self.protocol = GuardedH11Protocol.with_limits(header_timeout=DEADLINE, write_timeout=DEADLINE,
-                                                       max_per_address=PER_ADDRESS, max_connections=TOTAL)  # fmt: skip
+        self.protocol = GuardedH11Protocol.with_limits(
+            header_timeout=DEADLINE, write_timeout=DEADLINE, max_per_address=PER_ADDRESS, max_connections=TOTAL
+        )
         config = uvicorn.Config(app, http=self.protocol, ws="none", log_config=None, log_level="warning")
         self.records: list[logging.LogRecord] = []
         self.handler = logging.Handler()
@@ -398,9 +465,13 @@ def trickle(conn: socket.socket, data: bytes, pause: float) -> None:
 
 @pytest.mark.parametrize(
     ("sent", "answered"),
-    [(b"", False), (b"GET /api/hea", True), (b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: aaa", True),
-     ("trickle", True)],
-)  # fmt: skip
+    [
+        (b"", False),
+        (b"GET /api/hea", True),
+        (b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: aaa", True),
+        ("trickle", True),
+    ],
+)
 def test_a_connection_without_whole_headers_is_closed_at_the_deadline(live, quiet_log, sent, answered):
     with live.connect("127.0.0.21") as conn:
         start = time.monotonic()
@@ -475,24 +546,38 @@ HOST = b"Host: 127.0.0.1\r\n"
 
 @pytest.mark.parametrize(
     ("sent", "status", "message"),
-    [(b"GET /api/health HTTP/1.1\r\n\r\n", 400, "Missing mandatory Host"),
-     (b"GET /api/health HTTP/1.1\r\n" + HOST + HOST + b"\r\n", 400, "multiple Host"),
-     (b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:1@evil.example\r\n\r\n", 400, "Host header must be a host name"),
-     (b"GET /api/health HTTP/1.1\r\nHost: \r\n\r\n", 400, "Host header must be a host name"),
-     (b"GET /api/health HTTP/1.0\r\n\r\n", 400, "exactly one Host header, got 0"),
-     (b"GARBAGE\r\n\r\n", 400, "illegal request line"),
-     (b"GET /api/health HTTQ/1.1\r\n" + HOST + b"\r\n", 400, "not a valid HTTP/1.1 request"),
-     (b"GET /api/health HTTP/1.1\r\n" + HOST + b"X-Bad Name: 1\r\n\r\n", 400, "not a valid HTTP/1.1 request"),
-     (b"POST /api/search HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "chunk"),
-     (b"POST /api/search HTTP/1.1\r\n" + HOST + b"Content-Length: 1\r\nContent-Length: 2\r\n\r\n", 400,
-      "not a valid HTTP/1.1 request"),
-     (b"POST /api/search HTTP/1.1\r\n" + HOST + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-      400, "must not carry both Content-Length and Transfer-Encoding"),
-     (b"GET / HTTP/1.1\r\n" + HOST + b"X-Long: " + b"a" * 1_000_000 + b"\r\n\r\n", 431, "over 16 KB"),
-     (b"GET /api/images/99999999999999999999.png HTTP/1.1\r\n" + HOST + b"\r\n", 400, "image id must be"),
-     (b"POST /api/search HTTP/1.1\r\n" + HOST + b"Content-Length: 1000\r\nExpect: 100-continue\r\n"
-      b"Content-Type: multipart/form-data; boundary=x\r\n\r\n", 408, "arrived too slowly")],
-)  # fmt: skip
+    [
+        (b"GET /api/health HTTP/1.1\r\n\r\n", 400, "Missing mandatory Host"),
+        (b"GET /api/health HTTP/1.1\r\n" + HOST + HOST + b"\r\n", 400, "multiple Host"),
+        (b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:1@evil.example\r\n\r\n", 400, "Host header must be a host name"),
+        (b"GET /api/health HTTP/1.1\r\nHost: \r\n\r\n", 400, "Host header must be a host name"),
+        (b"GET /api/health HTTP/1.0\r\n\r\n", 400, "exactly one Host header, got 0"),
+        (b"GARBAGE\r\n\r\n", 400, "illegal request line"),
+        (b"GET /api/health HTTQ/1.1\r\n" + HOST + b"\r\n", 400, "not a valid HTTP/1.1 request"),
+        (b"GET /api/health HTTP/1.1\r\n" + HOST + b"X-Bad Name: 1\r\n\r\n", 400, "not a valid HTTP/1.1 request"),
+        (b"POST /api/search HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "chunk"),
+        (
+            b"POST /api/search HTTP/1.1\r\n" + HOST + b"Content-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            400,
+            "not a valid HTTP/1.1 request",
+        ),
+        (
+            b"POST /api/search HTTP/1.1\r\n"
+            + HOST
+            + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+            "must not carry both Content-Length and Transfer-Encoding",
+        ),
+        (b"GET / HTTP/1.1\r\n" + HOST + b"X-Long: " + b"a" * 1_000_000 + b"\r\n\r\n", 431, "over 16 KB"),
+        (b"GET /api/images/99999999999999999999.png HTTP/1.1\r\n" + HOST + b"\r\n", 400, "image id must be"),
+        (
+            b"POST /api/search HTTP/1.1\r\n" + HOST + b"Content-Length: 1000\r\nExpect: 100-continue\r\n"
+            b"Content-Type: multipart/form-data; boundary=x\r\n\r\n",
+            408,
+            "arrived too slowly",
+        ),
+    ],
+)
 def test_refusals_by_the_protocol_layer_carry_our_headers_and_one_line(live, quiet_log, sent, status, message):
     seconds, answer = live.exchange(sent, source="127.0.0.28")
     got, headers, body = parse(answer)
@@ -522,16 +607,21 @@ def test_an_answer_the_client_never_reads_is_dropped_at_the_write_deadline(engin
     server = LiveServer(engine, send_buffer=4096)
     try:
         boundary = "b"
-        body = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q.png"\r\n\r\n'.encode()
-                + png(engine.image(5)) + f"\r\n--{boundary}--\r\n".encode())  # fmt: skip
+        body = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q.png"\r\n\r\n'.encode()
+            + png(engine.image(5))
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
         conn = socket.socket()
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         conn.bind(("127.0.0.29", 0))
         conn.connect(("127.0.0.1", server.port))
         with conn:  # ~260 KB of explanations, and not one byte read
-            conn.sendall(f"POST /api/search?k=120&explain=true HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-                         f"multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-                         + body)  # fmt: skip
+            conn.sendall(
+                f"POST /api/search?k=120&explain=true HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                f"multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
             counts = server.protocol._open_by_address
             assert wait_until(lambda: "127.0.0.29" in counts, 5) < 5  # counted once the server accepted it
             dropped_after = wait_until(lambda: "127.0.0.29" not in counts, 10)

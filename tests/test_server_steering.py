@@ -59,13 +59,16 @@ def test_explain_gives_maps_and_strips_for_every_hit(client, engine):
     assert strip.shape == (28, 8 * 28 + 7) and got["steps"] == 8
 
 
-@pytest.mark.parametrize(("params", "message"), [
-    ({"more": "1,x"}, "more takes integers from 0 to 2^63-1 separated by commas"),
-    ({"less": "-2"}, "less takes integers from 0 to 2^63-1"),
-    ({"more": ",".join(["1"] * 1001)}, "more takes up to 1000 indexed image ids, got 1001"),
-    ({"more": "999"}, "no image with id 999"),
-    ({"more": "4", "less": "4"}, "marked both"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"more": "1,x"}, "more takes integers from 0 to 2^63-1 separated by commas"),
+        ({"less": "-2"}, "less takes integers from 0 to 2^63-1"),
+        ({"more": ",".join(["1"] * 1001)}, "more takes up to 1000 indexed image ids, got 1001"),
+        ({"more": "999"}, "no image with id 999"),
+        ({"more": "4", "less": "4"}, "marked both"),
+    ],
+)
 def test_bad_marks_get_400_with_one_line(client, engine, params, message):
     response = post(client, engine.image(3), **params)
     assert response.status_code == 400 and message in response.json()["detail"]

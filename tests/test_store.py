@@ -50,8 +50,14 @@ def fresh_equivalent(tmp_path: Path, bundle_dir: Path, **kwargs) -> tuple[Path, 
     bundle = load_bundle(bundle_dir)
     ids = bundle.live_ids()
     info = {k: bundle.manifest[k] for k in ("dataset", "class_names", "split_names")}
-    assemble_bundle(tmp_path / "fresh", checkpoint=CHECKPOINT, images=bundle.images(ids), records=bundle.records(ids),
-                    info=info, spec=IndexSpec(**kwargs))  # fmt: skip
+    assemble_bundle(
+        tmp_path / "fresh",
+        checkpoint=CHECKPOINT,
+        images=bundle.images(ids),
+        records=bundle.records(ids),
+        info=info,
+        spec=IndexSpec(**kwargs),
+    )
     return tmp_path / "fresh", ids
 
 
@@ -97,8 +103,9 @@ def test_adds_and_removes_equal_a_fresh_build_of_the_final_images(tmp_path, inde
 def test_compaction_relearns_the_whitening_and_equals_a_fresh_build(tmp_path):
     # Whitening as the default bundle does it: shrunk, and fewer axes than training images.
     whiten = {"whiten_shrinkage": 0.03, "whiten_dims": 24}
-    bundle = make_bundle(tmp_path / "b", n=100, checkpoint=CHECKPOINT, transform="whiten", metric="cosine",
-                         params=whiten)  # fmt: skip
+    bundle = make_bundle(
+        tmp_path / "b", n=100, checkpoint=CHECKPOINT, transform="whiten", metric="cosine", params=whiten
+    )
     before = json.loads((bundle / MANIFEST).read_text())["space"]
     add_images(bundle, synthetic_images(40, seed=3))
     remove_images(bundle, np.arange(0, 100, 7))
@@ -167,8 +174,9 @@ def test_killed_update_leaves_the_bundle_loadable_and_the_next_writer_cleans_up(
     bundle = make_bundle(tmp_path / "b", n=30, checkpoint=CHECKPOINT)
     manifest_before = (bundle / MANIFEST).read_bytes()
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_UPDATE, str(bundle)], cwd=root, stdout=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_UPDATE, str(bundle)], cwd=root, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout.readline().strip() == "segment written"
         os.kill(proc.pid, signal.SIGKILL)
@@ -240,8 +248,10 @@ def test_a_swapped_decoder_is_refused_even_with_recomputed_checksums(tmp_path):
     weights = {k: (other.weights[k] if k.startswith("decoder.") else v) for k, v in CHECKPOINT.weights.items()}
     save_checkpoint(bundle / "model.safetensors", Checkpoint(weights, CHECKPOINT.model_config, CHECKPOINT.info))
     model = bundle / "model.safetensors"
-    _rewrite(bundle, lambda m: m["files"]["model.safetensors"].update(sha256=file_checksum(model),
-                                                                      bytes=model.stat().st_size))  # fmt: skip
+    _rewrite(
+        bundle,
+        lambda m: m["files"]["model.safetensors"].update(sha256=file_checksum(model), bytes=model.stat().st_size),
+    )
     with pytest.raises(BundleError, match="has another decoder than the index"):
         load_bundle(bundle)
 

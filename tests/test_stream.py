@@ -31,14 +31,28 @@ def source(n: int = N) -> ArraySource:
     images, n_train = synthetic_images(n), n * 3 // 4
     split = np.repeat(np.array([0, 1], np.uint8), [n_train, n - n_train])
     positions = np.concatenate([np.arange(n_train), np.arange(n - n_train)])
-    return ArraySource(images, synthetic_labels(n).astype(np.int16), split, positions, split_names=["train", "test"],
-                       class_names=["ellipse", "rectangle", "ring"], fit_split=0, name="synthetic")  # fmt: skip
+    return ArraySource(
+        images,
+        synthetic_labels(n).astype(np.int16),
+        split,
+        positions,
+        split_names=["train", "test"],
+        class_names=["ellipse", "rectangle", "ring"],
+        fit_split=0,
+        name="synthetic",
+    )
 
 
 def test_streamed_bundle_equals_in_memory_build(tmp_path):
     checkpoint = tiny_checkpoint()
-    memory = make_bundle(tmp_path / "memory", n=N, checkpoint=checkpoint, metric="cosine", transform="whiten",
-                         params={"whiten_dims": 64, "whiten_shrinkage": 0.03})  # fmt: skip
+    memory = make_bundle(
+        tmp_path / "memory",
+        n=N,
+        checkpoint=checkpoint,
+        metric="cosine",
+        transform="whiten",
+        params={"whiten_dims": 64, "whiten_shrinkage": 0.03},
+    )
     options = StreamOptions(index_type="flat", whiten_dims=64, chunk_size=37)
     stream_build(tmp_path / "stream", source(), checkpoint, options, log=None)
     a, b = load_bundle(memory), load_bundle(tmp_path / "stream")
@@ -102,8 +116,10 @@ def test_auto_builds_compressed_index_with_exact_reranking(tmp_path):
 def write_shards(folder: Path, n: int, per_shard: int) -> Path:
     folder.mkdir()
     images, labels = synthetic_images(n, seed=3), synthetic_labels(n)
-    shards = [write_shard(folder, i, images[s : s + per_shard], labels[s : s + per_shard])
-              for i, s in enumerate(range(0, n, per_shard))]  # fmt: skip
+    shards = [
+        write_shard(folder, i, images[s : s + per_shard], labels[s : s + per_shard])
+        for i, s in enumerate(range(0, n, per_shard))
+    ]
     write_collection_manifest(folder, shards, name="test", class_names=["a", "b", "c"])
     return folder
 
@@ -150,8 +166,13 @@ def test_kill_9_then_same_command_resumes_after_last_finished_chunk(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.split() == ["100", "140", "180", "200"]  # finished chunks not redone (chunks end at shards)
     fresh = tmp_path / "fresh"
-    stream_build(fresh, ShardSource(folder), tiny_checkpoint(),
-                 StreamOptions(index_type="flat", whiten_dims=32, chunk_size=40), log=None)  # fmt: skip
+    stream_build(
+        fresh,
+        ShardSource(folder),
+        tiny_checkpoint(),
+        StreamOptions(index_type="flat", whiten_dims=32, chunk_size=40),
+        log=None,
+    )
     (a,), (b,) = load_bundle(tmp_path / "b").segments, load_bundle(fresh).segments
     np.testing.assert_array_equal(a.embeddings, b.embeddings)
     np.testing.assert_array_equal(a.records, b.records)

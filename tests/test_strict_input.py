@@ -160,9 +160,15 @@ def test_bad_cli_integers_are_one_line(bundle_copy, tmp_path, monkeypatch, args,
 
 @pytest.mark.parametrize(
     ("code", "advice"),
-    [(errno.ENOSPC, "the disk is full"), (errno.EACCES, "fix the permissions"), (errno.EROFS, "read-only"),
-     (errno.EIO, "input/output error"), (errno.ENOENT, "vanished"), (errno.EXDEV, "fix the cause")],
-)  # fmt: skip
+    [
+        (errno.ENOSPC, "the disk is full"),
+        (errno.EACCES, "fix the permissions"),
+        (errno.EROFS, "read-only"),
+        (errno.EIO, "input/output error"),
+        (errno.ENOENT, "vanished"),
+        (errno.EXDEV, "fix the cause"),
+    ],
+)
 def test_os_errors_get_advice_that_fits(code, advice):
     message = os_error_message(OSError(code, os.strerror(code), "/some/file"))
     assert advice in message and "/some/file" in message and "\n" not in message

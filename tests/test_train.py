@@ -67,9 +67,13 @@ def test_drop_last_and_batch_larger_than_data(tiny_data):
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
-    [({"epochs": 0}, "epochs"), ({"batch_size": -1}, "batch size"), ({"lr": 0.0}, "learning rate"),
-     ({"precision": "fp8"}, "precision")],
-)  # fmt: skip
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"batch_size": -1}, "batch size"),
+        ({"lr": 0.0}, "learning rate"),
+        ({"precision": "fp8"}, "precision"),
+    ],
+)
 def test_bad_settings(overrides, message):
     with pytest.raises(InvalidArgumentError, match=message):
         TrainConfig.for_recipe("default", **overrides)
@@ -82,9 +86,22 @@ def test_cli_train_writes_checkpoint_and_curve(fake_data_dir, tmp_path, monkeypa
     out = tmp_path / "models" / "tiny.safetensors"
     result = CliRunner().invoke(
         cli,
-        ["train", "--data-dir", str(fake_data_dir), "--limit", "256", "--epochs", "2", "--batch-size", "64",
-         "--z-size", "16", "--out", str(out)],
-    )  # fmt: skip
+        [
+            "train",
+            "--data-dir",
+            str(fake_data_dir),
+            "--limit",
+            "256",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "64",
+            "--z-size",
+            "16",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "Epoch: 2" in result.output and "Test MSE" in result.output
     ckpt = load_checkpoint(out)
@@ -134,8 +151,11 @@ def test_corruption_shifts_masks_and_adds_noise():
     seen = set()
     for _ in range(12):  # one shift per batch, within 2 pixels; never the zero roll's copy alone
         shifted = from_patch_layout(_corrupt(x, quick(shift=2), generator))
-        rolls = {(dy, dx): torch.roll(from_patch_layout(x), (dy, dx), dims=(2, 3))
-                 for dy in range(-2, 3) for dx in range(-2, 3)}  # fmt: skip
+        rolls = {
+            (dy, dx): torch.roll(from_patch_layout(x), (dy, dx), dims=(2, 3))
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+        }
         matches = [shift for shift, rolled in rolls.items() if torch.equal(shifted, rolled)]
         assert len(matches) == 1
         seen.add(matches[0])

@@ -117,8 +117,9 @@ def test_calibration_with_non_finite_or_unordered_quantiles_is_refused(bad):
     from aesearch.search.trust import TrustCalibration
 
     levels = list(np.linspace(0, 1, 1001))
-    good = {name: levels for name in ("reconstruction_mse_quantiles", "neighbour_distance_quantiles",
-                                      "content_quantiles")}  # fmt: skip
+    good = {
+        name: levels for name in ("reconstruction_mse_quantiles", "neighbour_distance_quantiles", "content_quantiles")
+    }
     TrustCalibration.from_dict(good)
     with pytest.raises(ValueError, match="NaN or infinity"):
         TrustCalibration.from_dict({**good, "content_quantiles": [*levels[:-1], bad]})

@@ -65,8 +65,9 @@ def render_explanations(path: str | Path, explanations: list, *, title: str) -> 
     draw.text((GAP, 8), title, fill=INK, font=bold)
     if explanations:
         first = explanations[0]
-        for n, (image, caption) in enumerate([(first.query, "query (searched)"),
-                                              (first.query_reconstruction, "its reconstruction")]):  # fmt: skip
+        for n, (image, caption) in enumerate(
+            [(first.query, "query (searched)"), (first.query_reconstruction, "its reconstruction")]
+        ):
             x = GAP + n * (column + GAP)
             canvas.paste(_tile(grey(image), big), (x, 36))
             draw.text((x, 36 + big + 4), caption, fill=INK, font=small)

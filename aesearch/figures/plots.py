@@ -76,8 +76,12 @@ def eval_report(report, image, path: str | Path) -> Path:
     x = np.arange(len(classes))
     width = 0.8 / len(report.retrieval)
     for n, row in enumerate(report.retrieval):
-        bars.bar(x + (n - (len(report.retrieval) - 1) / 2) * width, row.per_class_p_at_10, width,
-                 label=f"{row.name}: P@10 {row.p_at_10:.3f}, mAP@100 {row.map_at_100:.3f}")  # fmt: skip
+        bars.bar(
+            x + (n - (len(report.retrieval) - 1) / 2) * width,
+            row.per_class_p_at_10,
+            width,
+            label=f"{row.name}: P@10 {row.p_at_10:.3f}, mAP@100 {row.map_at_100:.3f}",
+        )
     bars.set_xticks(x, classes, rotation=20)
     bars.set_ylim(0, 1.05)
     bars.set_ylabel("precision@10")
@@ -116,29 +120,74 @@ def latent_map_figure(coords, labels, class_names, path: str | Path, *, title: s
     size = 2 if len(coords) > 20_000 else 6
     for c, name in enumerate(class_names):
         mask = labels == c
-        ax.scatter(coords[mask, 0], coords[mask, 1], s=size, alpha=0.35, color=colours(c % 10), label=name,
-                   linewidths=0, rasterized=True)  # fmt: skip
+        ax.scatter(
+            coords[mask, 0],
+            coords[mask, 1],
+            s=size,
+            alpha=0.35,
+            color=colours(c % 10),
+            label=name,
+            linewidths=0,
+            rasterized=True,
+        )
     unlabelled = (labels < 0) | (labels >= len(class_names))  # a collection without --labels: every image
     if unlabelled.any():
-        ax.scatter(coords[unlabelled, 0], coords[unlabelled, 1], s=size, alpha=0.35, color="grey", label="unlabelled",
-                   linewidths=0, rasterized=True)  # fmt: skip
+        ax.scatter(
+            coords[unlabelled, 0],
+            coords[unlabelled, 1],
+            s=size,
+            alpha=0.35,
+            color="grey",
+            label="unlabelled",
+            linewidths=0,
+            rasterized=True,
+        )
     if marks is not None:
         hits = np.asarray(marks["hits"])
-        ax.scatter(hits[:, 0], hits[:, 1], s=90, facecolors=[colours(h % 10) if 0 <= h < len(class_names) else "grey"
-                                                         for h in marks["hit_labels"]],
-                   edgecolors="black", linewidths=1.2, zorder=3)  # fmt: skip
-        ax.scatter([], [], s=90, facecolors="white", edgecolors="black", linewidths=1.2,
-                   label="its hits, by rank (filled with their class colour)")  # fmt: skip
+        ax.scatter(
+            hits[:, 0],
+            hits[:, 1],
+            s=90,
+            facecolors=[colours(h % 10) if 0 <= h < len(class_names) else "grey" for h in marks["hit_labels"]],
+            edgecolors="black",
+            linewidths=1.2,
+            zorder=3,
+        )
+        ax.scatter(
+            [],
+            [],
+            s=90,
+            facecolors="white",
+            edgecolors="black",
+            linewidths=1.2,
+            label="its hits, by rank (filled with their class colour)",
+        )
         for rank, (x, y) in enumerate(hits, start=1):  # above the star, which may sit on a hit
-            ax.annotate(str(rank), (x, y), textcoords="offset points", xytext=(6, 6), fontsize=9, zorder=6,
-                        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})  # fmt: skip
-        ax.scatter(*marks["query"], s=420, marker="*", color="gold", edgecolors="black", linewidths=1.5, zorder=5,
-                   label=marks["label"])  # fmt: skip
+            ax.annotate(
+                str(rank),
+                (x, y),
+                textcoords="offset points",
+                xytext=(6, 6),
+                fontsize=9,
+                zorder=6,
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
+            )
+        ax.scatter(
+            *marks["query"],
+            s=420,
+            marker="*",
+            color="gold",
+            edgecolors="black",
+            linewidths=1.5,
+            zorder=5,
+            label=marks["label"],
+        )
     ax.set_title(title, fontsize=11)
     ax.set_xticks([])
     ax.set_yticks([])
-    legend = ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=3 if marks is None else 1,
-                       frameon=False)  # fmt: skip
+    legend = ax.legend(
+        loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=3 if marks is None else 1, frameon=False
+    )
     for handle in legend.legend_handles[: len(class_names)]:
         handle.set_alpha(1)
         handle.set_sizes([40])

@@ -120,9 +120,15 @@ def train(recipe, epochs, batch_size, lr, z_size, seed, device, precision, data_
     from aesearch.training.train import TrainConfig, curve_path, train_model
 
     config = TrainConfig.for_recipe(
-        recipe, epochs=epochs, batch_size=batch_size, lr=lr, z_size=z_size, seed=seed, device=device,
+        recipe,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        z_size=z_size,
+        seed=seed,
+        device=device,
         precision=precision,
-    )  # fmt: skip
+    )
     result = train_model(config, out=out, data_dir=data_dir, limit=limit, log=click.echo)
     click.echo(
         f"Checkpoint: {out}  (test MSE {result.test_mse:.5f}, {result.seconds:.0f} s on {result.device}, "
@@ -132,9 +138,12 @@ def train(recipe, epochs, batch_size, lr, z_size, seed, device, precision, data_
 
 
 INDEX_DIR_OPTION = click.option(
-    "--index-dir", type=click.Path(path_type=Path), default=defaults.INDEX_DIR, show_default=True,
+    "--index-dir",
+    type=click.Path(path_type=Path),
+    default=defaults.INDEX_DIR,
+    show_default=True,
     help="The index bundle folder.",
-)  # fmt: skip
+)
 
 
 @cli.command("build-index")
@@ -219,8 +228,11 @@ INDEX_DIR_OPTION = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Index the image files listed in this text file, one path a line.",
 )
-@click.option("--labels", type=click.Choice(["folders"]),
-              help="folders: each image's first-level subfolder is its class (for `aesearch eval`).")  # fmt: skip
+@click.option(
+    "--labels",
+    type=click.Choice(["folders"]),
+    help="folders: each image's first-level subfolder is its class (for `aesearch eval`).",
+)
 def build_index_command(
     index_dir,
     model,
@@ -261,41 +273,92 @@ def build_index_command(
     if len(image_dirs) == 1 and not images_from and is_shard_folder(image_dirs[0]):
         from aesearch.pipelines.stream import StreamOptions, build_from_shards
 
-        options = StreamOptions(index_type=index_type, metric=metric, transform=transform, shifts=shifts,
-                                whiten_shrinkage=whiten_shrinkage, whiten_dims=whiten_dims, **knobs)  # fmt: skip
+        options = StreamOptions(
+            index_type=index_type,
+            metric=metric,
+            transform=transform,
+            shifts=shifts,
+            whiten_shrinkage=whiten_shrinkage,
+            whiten_dims=whiten_dims,
+            **knobs,
+        )
         manifest = build_from_shards(index_dir, image_dirs[0], model=model, options=options, log=click.echo)
         click.echo(f"Done: {manifest['count']:,} images in {index_dir}.")
         return
     if image_dirs or images_from:
-        _build_from_folders(index_dir, image_dirs, images_from, labels, model, index_type, metric, transform,
-                            whiten_shrinkage, whiten_dims, shifts, config, knobs)  # fmt: skip
+        _build_from_folders(
+            index_dir,
+            image_dirs,
+            images_from,
+            labels,
+            model,
+            index_type,
+            metric,
+            transform,
+            whiten_shrinkage,
+            whiten_dims,
+            shifts,
+            config,
+            knobs,
+        )
         return
     if labels:
         from aesearch.errors import InvalidArgumentError
 
         raise InvalidArgumentError("--labels folders needs --images DIR or --images-from LIST")
     manifest = build_index(
-        index_dir, model=model, index_type=index_type, metric=metric, transform=transform,
-        whiten_shrinkage=whiten_shrinkage, whiten_dims=whiten_dims, embedding_shifts=shifts,
-        data_dir=data_dir, train_config=config, log=click.echo, **knobs,
-    )  # fmt: skip
+        index_dir,
+        model=model,
+        index_type=index_type,
+        metric=metric,
+        transform=transform,
+        whiten_shrinkage=whiten_shrinkage,
+        whiten_dims=whiten_dims,
+        embedding_shifts=shifts,
+        data_dir=data_dir,
+        train_config=config,
+        log=click.echo,
+        **knobs,
+    )
     click.echo(f"Done: {manifest['count']:,} images in {index_dir}. Try `aesearch query IMAGE --index-dir {index_dir}`")
 
 
-def _build_from_folders(index_dir, image_dirs, images_from, labels, model, index_type, metric, transform,
-                        whiten_shrinkage, whiten_dims, shifts, config, knobs) -> None:  # fmt: skip
+def _build_from_folders(
+    index_dir,
+    image_dirs,
+    images_from,
+    labels,
+    model,
+    index_type,
+    metric,
+    transform,
+    whiten_shrinkage,
+    whiten_dims,
+    shifts,
+    config,
+    knobs,
+) -> None:
     from aesearch.pipelines.collection import build_from_folders
     from aesearch.search.index import IndexSpec
 
     params = {"whiten_shrinkage": whiten_shrinkage, "whiten_dims": whiten_dims} if transform == "whiten" else {}
     manifest, skipped = build_from_folders(
-        index_dir, images=image_dirs, images_from=images_from, labels=labels, model=model,
-        spec=IndexSpec(index_type, metric, params, transform), shifts=shifts, train_config=config, log=click.echo,
+        index_dir,
+        images=image_dirs,
+        images_from=images_from,
+        labels=labels,
+        model=model,
+        spec=IndexSpec(index_type, metric, params, transform),
+        shifts=shifts,
+        train_config=config,
+        log=click.echo,
         **knobs,
-    )  # fmt: skip
+    )
     _echo_skipped(skipped)
-    click.echo(f"Done: {manifest['count']:,} images in {index_dir}. Keep it current with "
-               f"`aesearch sync --index-dir {index_dir}`")  # fmt: skip
+    click.echo(
+        f"Done: {manifest['count']:,} images in {index_dir}. Keep it current with "
+        f"`aesearch sync --index-dir {index_dir}`"
+    )
 
 
 def _echo_skipped(skipped, at_most: int = 20) -> None:
@@ -319,9 +382,12 @@ def _echo_skipped(skipped, at_most: int = 20) -> None:
 @click.option("--dry-run", is_flag=True, help="Say what would change; write nothing.")
 @click.option("--compact", is_flag=True, help="Also compact: one segment, search space learned again.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the lists of paths.")
-@click.option("--allow-mass-removal", is_flag=True,
-              help="Remove even a whole folder's images, or more than half of the index (refused otherwise: "
-                   "an unmounted disk looks like deleted files).")  # fmt: skip
+@click.option(
+    "--allow-mass-removal",
+    is_flag=True,
+    help="Remove even a whole folder's images, or more than half of the index (refused otherwise: "
+    "an unmounted disk looks like deleted files).",
+)
 def sync_command(index_dir, dry_run, compact, as_json, allow_mass_removal) -> None:
     """Bring an index built with --images in step with its folders (added, changed, moved, removed)."""
     from aesearch.pipelines.writer import Collection
@@ -357,8 +423,10 @@ def remove_command(targets, index_dir) -> None:
     ids = Collection.open(index_dir).remove(
         [parse_int(t, "an id to remove") if t.strip().isascii() and t.strip().isdigit() else t for t in targets]
     )
-    click.echo(f"Removed {len(ids):,} image(s) from {index_dir}: ids {', '.join(map(str, ids[:20]))}"
-               + (" ..." if len(ids) > 20 else ""))  # fmt: skip
+    click.echo(
+        f"Removed {len(ids):,} image(s) from {index_dir}: ids {', '.join(map(str, ids[:20]))}"
+        + (" ..." if len(ids) > 20 else "")
+    )
 
 
 @cli.command()
@@ -386,12 +454,14 @@ def remove_command(targets, index_dir) -> None:
     type=click.Path(path_type=Path),
     help="Use this checkpoint instead of the bundle's (must be the encoder the index was built with).",
 )
-@click.option("--explain", is_flag=True,
-              help="Also write IMAGE.explain.png: difference maps and a latent path per hit.")  # fmt: skip
+@click.option(
+    "--explain", is_flag=True, help="Also write IMAGE.explain.png: difference maps and a latent path per hit."
+)
 @click.option("--more-like", "more_like", metavar="ID[,ID...]", help="Refine: indexed images to find more like.")
 @click.option("--less-like", "less_like", metavar="ID[,ID...]", help="Refine: indexed images to find fewer like.")
-def query(image, k, index_dir, query_id, out, no_picture, as_json, max_pixels, model, explain, more_like,
-          less_like) -> None:  # fmt: skip
+def query(
+    image, k, index_dir, query_id, out, no_picture, as_json, max_pixels, model, explain, more_like, less_like
+) -> None:
     """Find the K images nearest to IMAGE; show them with the query's reconstruction.
 
     --more-like / --less-like refine the search with relevance feedback (hits marked less-like are
@@ -430,8 +500,9 @@ def query(image, k, index_dir, query_id, out, no_picture, as_json, max_pixels, m
         render_explanations(explained, explain_hits(engine, result, result.hits), title=f"Why these hits: {label}")
     if as_json:
         extra = {"explain_picture": str(explained)} if explained else {}
-        click.echo(json.dumps({"query": label, **result.to_dict(), "picture": str(picture) if picture else None,
-                               **extra}))  # fmt: skip
+        click.echo(
+            json.dumps({"query": label, **result.to_dict(), "picture": str(picture) if picture else None, **extra})
+        )
         return
     click.echo(tables.query_table(result, label))
     if result.trust.warning():  # on stderr, after the table: the last thing read
@@ -484,8 +555,11 @@ def _write_picture(engine, result, picture: Path, label: str) -> None:
 @click.option(
     "--steps", type=ANY_INTEGER, default=8, show_default=True, help="Images along the path, ends included (2-64)."
 )
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="A .png strip or a .gif animation [default: interpolation-START-END.png here].")  # fmt: skip
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A .png strip or a .gif animation [default: interpolation-START-END.png here].",
+)
 def interpolate(start, end, index_dir, steps, out) -> None:
     """Decode the straight line in z between START and END (image files or indexed ids).
 
@@ -525,8 +599,14 @@ def _image_or_id(value: str) -> Path | int:
 @cli.command()
 @INDEX_DIR_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
-@click.option("--no-verify", "verify", is_flag=True, flag_value=False, default=True,
-              help="Show the manifest without checking the files (to inspect a damaged bundle).")  # fmt: skip
+@click.option(
+    "--no-verify",
+    "verify",
+    is_flag=True,
+    flag_value=False,
+    default=True,
+    help="Show the manifest without checking the files (to inspect a damaged bundle).",
+)
 def info(index_dir, as_json, verify) -> None:
     """Show what an index bundle holds and how it was built, and verify its checksums."""
     from aesearch.search.engine import SearchEngine
@@ -547,26 +627,46 @@ def info(index_dir, as_json, verify) -> None:
 @cli.command("eval")
 @INDEX_DIR_OPTION
 @click.option("--baselines", is_flag=True, help="Also score raw pixels and PCA to the z size, same protocol.")
-@click.option("--protocol", type=click.Choice(["test", "validation"]), default="test", show_default=True,
-              help="test: test images against training images; validation: the last 10,000 training images "
-                   "against the other 50,000 (for choosing settings).")  # fmt: skip
-@click.option("--index-types", default=None,
-              help="Comma-separated approximate index types to compare with exact search (e.g. hnsw,ivf,sq8); "
-                   "'all' for hnsw,ivf,sq8. Default: the bundle's own, if approximate.")  # fmt: skip
+@click.option(
+    "--protocol",
+    type=click.Choice(["test", "validation"]),
+    default="test",
+    show_default=True,
+    help="test: test images against training images; validation: the last 10,000 training images "
+    "against the other 50,000 (for choosing settings).",
+)
+@click.option(
+    "--index-types",
+    default=None,
+    help="Comma-separated approximate index types to compare with exact search (e.g. hnsw,ivf,sq8); "
+    "'all' for hnsw,ivf,sq8. Default: the bundle's own, if approximate.",
+)
 @click.option(
     "--report",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Report picture to write [default: INDEX_DIR-eval.png beside the bundle].",
 )
-@click.option("--feedback", "feedback_rounds", type=Integer(1, 20),
-              help="Instead: measure relevance feedback over this many rounds of simulated users.")  # fmt: skip
+@click.option(
+    "--feedback",
+    "feedback_rounds",
+    type=Integer(1, 20),
+    help="Instead: measure relevance feedback over this many rounds of simulated users.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
-@click.option("--exclude-near-duplicates", "near_duplicates", is_flag=False, flag_value=-1.0, default=None,
-              type=click.FloatRange(-1, 4), metavar="[T]",
-              help="Leave out each test query's near duplicates in the training split (distance <= T, default "
-                   "the `duplicates` threshold) before scoring.")  # fmt: skip
-def eval_command(index_dir, baselines, protocol, index_types, report, feedback_rounds, as_json,
-                 near_duplicates) -> None:  # fmt: skip
+@click.option(
+    "--exclude-near-duplicates",
+    "near_duplicates",
+    is_flag=False,
+    flag_value=-1.0,
+    default=None,
+    type=click.FloatRange(-1, 4),
+    metavar="[T]",
+    help="Leave out each test query's near duplicates in the training split (distance <= T, default "
+    "the `duplicates` threshold) before scoring.",
+)
+def eval_command(
+    index_dir, baselines, protocol, index_types, report, feedback_rounds, as_json, near_duplicates
+) -> None:
     """Measure search quality by class label, beside baselines and exact search."""
     from aesearch.errors import InvalidArgumentError
     from aesearch.figures.plots import eval_report
@@ -599,8 +699,9 @@ def eval_command(index_dir, baselines, protocol, index_types, report, feedback_r
         from aesearch.quality.duplicates import DEFAULT_THRESHOLD
 
         near_duplicates = DEFAULT_THRESHOLD
-    result = evaluate(engine, protocol=protocol, baselines=baselines, index_types=types,
-                      exclude_near_duplicates=near_duplicates)  # fmt: skip
+    result = evaluate(
+        engine, protocol=protocol, baselines=baselines, index_types=types, exclude_near_duplicates=near_duplicates
+    )
     eval_report(result, engine.image, report_path)
     if as_json:
         click.echo(json.dumps({**result.to_dict(), "report": str(report_path)}))
@@ -625,7 +726,7 @@ def eval_command(index_dir, baselines, protocol, index_types, report, feedback_r
     type=click.Path(dir_okay=False, path_type=Path),
     help="Picture of the largest groups [default: INDEX_DIR-duplicates.png beside the bundle].",
 )
-def duplicates(index_dir, threshold, across_splits, as_json, as_csv, out) -> None:  # fmt: skip
+def duplicates(index_dir, threshold, across_splits, as_json, as_csv, out) -> None:
     """Find groups of exact and near-duplicate images (range search + connected components)."""
     from aesearch.errors import InvalidArgumentError
     from aesearch.figures.groups import render_groups
@@ -752,8 +853,14 @@ def serve(index_dir, host, port, max_upload_mb, max_pixels, decode_slots, allowe
 
     # The address served on is a name clients use; 0.0.0.0 and :: are not.
     hosts = [*allowed_host, *([host] if host not in ("0.0.0.0", "::", "") else [])]
-    app = create_app(index_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels,
-                     decode_slots=decode_slots, allowed_hosts=hosts, cors_origins=cors_origin)  # fmt: skip
+    app = create_app(
+        index_dir,
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        max_pixels=max_pixels,
+        decode_slots=decode_slots,
+        allowed_hosts=hosts,
+        cors_origins=cors_origin,
+    )
     sock = _listening_socket(host, port)
     click.echo(f"Serving {index_dir} ({len(app.state.engine):,} images) on http://{host}:{port}/  (Ctrl-C stops)")
     # The request line and headers must come within 5 s of connecting (or of the last answer, which
@@ -762,8 +869,9 @@ def serve(index_dir, host, port, max_upload_mb, max_pixels, decode_slots, allowe
     protocol = GuardedH11Protocol.with_limits()
     # A malformed multipart body is answered 400; the parser would also log each one, for anyone to fill the log.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
-    config = uvicorn.Config(app, http=protocol, ws="none", log_level="warning",
-                            timeout_keep_alive=defaults.SERVER_HEADER_TIMEOUT_S)  # fmt: skip
+    config = uvicorn.Config(
+        app, http=protocol, ws="none", log_level="warning", timeout_keep_alive=defaults.SERVER_HEADER_TIMEOUT_S
+    )
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -100,9 +100,15 @@ def allowed_name(name: str) -> str:
 class Guard:
     """ASGI layer: Host check, security headers, body time limits, requests in flight. Wraps the whole app."""
 
-    def __init__(self, app, allowed_hosts: Sequence[str], *, body_timeout: float = BODY_TIMEOUT_S,
-                 idle_timeout: float = IDLE_TIMEOUT_S,
-                 max_in_flight: int = defaults.SERVER_MAX_REQUESTS_IN_FLIGHT) -> None:  # fmt: skip
+    def __init__(
+        self,
+        app,
+        allowed_hosts: Sequence[str],
+        *,
+        body_timeout: float = BODY_TIMEOUT_S,
+        idle_timeout: float = IDLE_TIMEOUT_S,
+        max_in_flight: int = defaults.SERVER_MAX_REQUESTS_IN_FLIGHT,
+    ) -> None:
         self.app = app
         self.allowed = {allowed_name(h) for h in allowed_hosts}
         self.body_timeout, self.idle_timeout = body_timeout, idle_timeout
@@ -130,11 +136,19 @@ class Guard:
         if b"transfer-encoding" in names and b"content-length" in names:
             # h11 lets Transfer-Encoding win, as RFC 9112 allows; a proxy in front that reads
             # Content-Length would see another request boundary (request smuggling): refuse both.
-            return await _answer(send_with_headers, 400, "a request must not carry both Content-Length and "
-                                 "Transfer-Encoding: send one", [(b"connection", b"close")])  # fmt: skip
+            return await _answer(
+                send_with_headers,
+                400,
+                "a request must not carry both Content-Length and Transfer-Encoding: send one",
+                [(b"connection", b"close")],
+            )
         if self.in_flight >= self.max_in_flight:
-            return await _answer(send_with_headers, 503, f"the server is answering {self.max_in_flight} requests "
-                                 "already: try again in a moment", [(b"retry-after", b"1")])  # fmt: skip
+            return await _answer(
+                send_with_headers,
+                503,
+                f"the server is answering {self.max_in_flight} requests already: try again in a moment",
+                [(b"retry-after", b"1")],
+            )
         deadline = time.monotonic() + self.body_timeout
 
         async def timed_receive():
@@ -156,8 +170,12 @@ class Guard:
             self.in_flight -= 1
         if stalled and not started:
             stalled = False
-            await _answer(send_with_headers, 408, "the request body arrived too slowly: send it again",
-                          [(b"connection", b"close")])  # fmt: skip
+            await _answer(
+                send_with_headers,
+                408,
+                "the request body arrived too slowly: send it again",
+                [(b"connection", b"close")],
+            )
 
     def _host_problem(self, values: list[bytes]) -> str | None:
         """Why the request's Host headers are refused, or None."""
@@ -191,8 +209,13 @@ async def _answer(send, status: int, detail: str, extra: Sequence[tuple[bytes, b
 def raw_answer(status: int, detail: str, extra: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
     """A whole HTTP/1.1 answer that closes the connection, for refusals made before h11 has a request."""
     body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"connection", b"close"), *extra, *HEADERS]  # fmt: skip
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        *extra,
+        *HEADERS,
+    ]
     head = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}".encode(), *(n + b": " + v for n, v in headers)]
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
@@ -230,12 +253,21 @@ class GuardedH11Protocol(H11Protocol):
     _open_by_address: ClassVar[Counter] = Counter()  # per configured class: with_limits gives each its own
 
     @classmethod
-    def with_limits(cls, *, header_timeout: float = defaults.SERVER_HEADER_TIMEOUT_S,
-                    write_timeout: float = defaults.SERVER_WRITE_TIMEOUT_S,
-                    max_per_address: int = defaults.SERVER_MAX_CONNECTIONS_PER_ADDRESS,
-                    max_connections: int = defaults.SERVER_MAX_CONNECTIONS) -> type[GuardedH11Protocol]:  # fmt: skip
-        limits = {"header_timeout": header_timeout, "write_timeout": write_timeout, "max_per_address": max_per_address,
-                  "max_connections": max_connections, "_open_by_address": Counter()}  # fmt: skip
+    def with_limits(
+        cls,
+        *,
+        header_timeout: float = defaults.SERVER_HEADER_TIMEOUT_S,
+        write_timeout: float = defaults.SERVER_WRITE_TIMEOUT_S,
+        max_per_address: int = defaults.SERVER_MAX_CONNECTIONS_PER_ADDRESS,
+        max_connections: int = defaults.SERVER_MAX_CONNECTIONS,
+    ) -> type[GuardedH11Protocol]:
+        limits = {
+            "header_timeout": header_timeout,
+            "write_timeout": write_timeout,
+            "max_per_address": max_per_address,
+            "max_connections": max_connections,
+            "_open_by_address": Counter(),
+        }
         return type(cls.__name__, (cls,), limits)
 
     def __init__(self, config, server_state, app_state, _loop=None) -> None:
@@ -254,8 +286,10 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_made(transport)
         address = self.client[0] if self.client else ""
         if self._open_by_address[address] >= self.max_per_address:
-            return self._refuse(f"{self.max_per_address} connections from your address are open already: "
-                                "close some, or wait for them to finish")  # fmt: skip
+            return self._refuse(
+                f"{self.max_per_address} connections from your address are open already: "
+                "close some, or wait for them to finish"
+            )
         if sum(self._open_by_address.values()) >= self.max_connections:
             return self._refuse(f"the server has {self.max_connections} connections open: try again in a moment")
         self._open_by_address[address] += 1
@@ -369,8 +403,11 @@ class GuardedH11Protocol(H11Protocol):
         if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
             return  # a request is being answered: its body has Guard's limits
         if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:  # half a request came
-            return self._answer_and_close(raw_answer(408, f"the request line and headers must arrive within "
-                                                          f"{self.header_timeout:g} s: send them at once"))  # fmt: skip
+            return self._answer_and_close(
+                raw_answer(
+                    408, f"the request line and headers must arrive within {self.header_timeout:g} s: send them at once"
+                )
+            )
         with contextlib.suppress(h11.LocalProtocolError):
             self.conn.send(h11.ConnectionClosed())
         self.transport.close()

@@ -82,8 +82,9 @@ def create_app(
     """
     hosts = [allowed_name(h) for h in (*LOCAL_HOSTS, *allowed_hosts)]  # a bad --allowed-host fails here
     live = LiveEngine(engine or SearchEngine.load(index_dir))  # follows updates (sync, add, remove)
-    app = _GuardedApp(title="aesearch", version=__version__, docs_url=None, redoc_url=None,
-                      openapi_url="/api/openapi.json")  # fmt: skip
+    app = _GuardedApp(
+        title="aesearch", version=__version__, docs_url=None, redoc_url=None, openapi_url="/api/openapi.json"
+    )
     app.guard_options = {"allowed_hosts": hosts, "max_in_flight": max_in_flight}
     app.add_middleware(_UploadLimit, max_bytes=max_upload_bytes)
     if cors_origins:
@@ -105,8 +106,10 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's default answer quotes the input back whole (kilobytes, if that is what was sent).
-        problems = [f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg', 'invalid')}"
-                    for e in exc.errors()[:3]]  # fmt: skip
+        problems = [
+            f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg', 'invalid')}"
+            for e in exc.errors()[:3]
+        ]
         return JSONResponse({"detail": "; ".join(problems)[:300]}, status_code=422)
 
     @app.get("/api/health")
@@ -114,18 +117,28 @@ def create_app(
         engine = live.get()
         m = engine.manifest
         return {
-            "status": "ok", "version": __version__, "count": len(engine), "z_size": m["z_size"],
-            "updated": m.get("updated"), "generation": m.get("generation"),
-            "index_type": m["index_type"], "metric": m["metric"], "transform": m.get("transform", "none"),
-            "dataset": m.get("dataset"), "model": m.get("model", {}).get("recipe"),
+            "status": "ok",
+            "version": __version__,
+            "count": len(engine),
+            "z_size": m["z_size"],
+            "updated": m.get("updated"),
+            "generation": m.get("generation"),
+            "index_type": m["index_type"],
+            "metric": m["metric"],
+            "transform": m.get("transform", "none"),
+            "dataset": m.get("dataset"),
+            "model": m.get("model", {}).get("recipe"),
             "max_upload_bytes": max_upload_bytes,
-        }  # fmt: skip
+        }
 
     @app.post("/api/search")
     def search(
-        image: UploadFile, k: str = Query("8", description="hits wanted: 1 to the number of indexed images"),
-        more: str | None = None, less: str | None = None, explain: bool = False,
-    ) -> dict:  # fmt: skip
+        image: UploadFile,
+        k: str = Query("8", description="hits wanted: 1 to the number of indexed images"),
+        more: str | None = None,
+        less: str | None = None,
+        explain: bool = False,
+    ) -> dict:
         engine = live.get()
         k = parse_int(k, "k", low=1, high=len(engine))
         filename = (image.filename or "")[:_ECHO]

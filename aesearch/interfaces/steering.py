@@ -46,20 +46,24 @@ def explanations(engine: SearchEngine, result: QueryResult) -> list[dict]:
     """
     out = []
     for e in explain_hits(engine, result, result.hits):
-        out.append({
-            "id": e.hit.id,
-            "pixel_difference_png": _data_url(signed_colours(e.pixel_difference)),
-            "reconstruction_difference_png": _data_url(signed_colours(e.reconstruction_difference)),
-            "interpolation_png": _data_url(strip(e.interpolation)),
-            "steps": len(e.fractions),
-        })  # fmt: skip
+        out.append(
+            {
+                "id": e.hit.id,
+                "pixel_difference_png": _data_url(signed_colours(e.pixel_difference)),
+                "reconstruction_difference_png": _data_url(signed_colours(e.reconstruction_difference)),
+                "interpolation_png": _data_url(strip(e.interpolation)),
+                "steps": len(e.fractions),
+            }
+        )
     return out
 
 
 def marked_hits(engine: SearchEngine, result: QueryResult) -> list[dict]:
     """Every marked image with its class, so the page can show marks that are not among the hits."""
-    return [{**engine.hit(i).to_dict(), "mark": result.feedback.mark(i)}
-            for i in (*result.feedback.more, *result.feedback.less)]  # fmt: skip
+    return [
+        {**engine.hit(i).to_dict(), "mark": result.feedback.mark(i)}
+        for i in (*result.feedback.more, *result.feedback.less)
+    ]
 
 
 def _data_url(pixels: np.ndarray) -> str:

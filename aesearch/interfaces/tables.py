@@ -54,8 +54,10 @@ def eval_table(report) -> str:
         f"{'':<40} {'dims':>5} {'metric':>7} {'P@1':>7} {'P@10':>7} {'mAP@100':>8}",
     ]
     for row in report.retrieval:
-        lines.append(f"{row.name:<40} {row.dims:>5} {row.metric:>7} {row.p_at_1:>7.4f} {row.p_at_10:>7.4f} "
-                     f"{row.map_at_100:>8.4f}")  # fmt: skip
+        lines.append(
+            f"{row.name:<40} {row.dims:>5} {row.metric:>7} {row.p_at_1:>7.4f} {row.p_at_10:>7.4f} "
+            f"{row.map_at_100:>8.4f}"
+        )
     main = report.retrieval[0]
     short = ["aesearch", "pixels", "PCA"][: len(report.retrieval)]
     lines += ["", f"{'P@10 by class':<14}" + "".join(f"{name:>10}" for name in short)]
@@ -63,15 +65,22 @@ def eval_table(report) -> str:
         lines.append(f"{name:<14}" + "".join(f"{r.per_class_p_at_10[c]:>10.3f}" for r in report.retrieval))
     lines += ["", "Most confused (share of a class's top-10 neighbours that belong to another class):"]
     pairs = sorted(
-        ((main.confusion[a][b], a, b) for a in range(len(main.confusion)) for b in range(len(main.confusion))
-         if a != b), reverse=True,
-    )[:5]  # fmt: skip
+        (
+            (main.confusion[a][b], a, b)
+            for a in range(len(main.confusion))
+            for b in range(len(main.confusion))
+            if a != b
+        ),
+        reverse=True,
+    )[:5]
     lines += [f"  {report.class_names[a]:<12} -> {report.class_names[b]:<12} {share:.3f}" for share, a, b in pairs]
     if report.indexes:
         lines += ["", f"{'index':<10} {'recall@10':>10} {'p50 ms':>8} {'exact p50 ms':>13} {'speed-up':>9}  params"]
         for idx in report.indexes:
-            lines.append(f"{idx.index_type:<10} {idx.recall_at_10:>10.4f} {idx.latency_ms_p50:>8.3f} "
-                         f"{idx.exact_latency_ms_p50:>13.3f} {idx.speedup:>8.1f}x  {idx.params}")  # fmt: skip
+            lines.append(
+                f"{idx.index_type:<10} {idx.recall_at_10:>10.4f} {idx.latency_ms_p50:>8.3f} "
+                f"{idx.exact_latency_ms_p50:>13.3f} {idx.speedup:>8.1f}x  {idx.params}"
+            )
     return "\n".join(lines)
 
 
@@ -92,21 +101,34 @@ def manifest_table(index_dir: Path, manifest: dict) -> str:
         ("index", str(index_dir)),
         ("images", f"{manifest.get('count', '?'):,} ({manifest.get('dataset', '?')}: {splits})"),
         ("vectors", f"z of {manifest.get('z_size')} dimensions{pooled}"),
-        ("transform", "none" if manifest.get("transform", "none") == "none" else
-                      f"{manifest['transform']}: {whitening.get('whiten_dims') or 'all'} axes kept, "
-                      f"shrinkage {whitening.get('whiten_shrinkage')}"),
+        (
+            "transform",
+            "none"
+            if manifest.get("transform", "none") == "none"
+            else f"{manifest['transform']}: {whitening.get('whiten_dims') or 'all'} axes kept, "
+            f"shrinkage {whitening.get('whiten_shrinkage')}",
+        ),
         ("metric", str(manifest.get("metric"))),
         ("index type", f"{manifest.get('index_type')}" + (f" ({tuned})" if tuned else "")),
         *([("index choice", manifest["index_choice"]["reason"])] if manifest.get("index_choice") else []),
         ("model", f"recipe {model.get('recipe')}, test MSE {_fmt(model.get('test_mse'))}"),
         ("encoder sha256", str(manifest.get("encoder_sha256"))),
-        ("created", f"{manifest.get('created')} by aesearch {manifest.get('package_version')} "
-                    f"(format {manifest.get('format_version')})"),
+        (
+            "created",
+            f"{manifest.get('created')} by aesearch {manifest.get('package_version')} "
+            f"(format {manifest.get('format_version')})",
+        ),
         ("updated", f"{manifest.get('updated')} (generation {manifest.get('generation')})"),
-        ("segments", ", ".join(f"{s['name']}: {s['count']:,} {s.get('meta', {}).get('index_type', '')}".rstrip()
-                               for s in manifest.get("segments", [])) or "none"),
+        (
+            "segments",
+            ", ".join(
+                f"{s['name']}: {s['count']:,} {s.get('meta', {}).get('index_type', '')}".rstrip()
+                for s in manifest.get("segments", [])
+            )
+            or "none",
+        ),
         ("removed", f"{(manifest.get('tombstones') or {}).get('count', 0):,} images (tombstones, until a compaction)"),
-    ]  # fmt: skip
+    ]
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
     lines.append("files")

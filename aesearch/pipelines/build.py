@@ -115,10 +115,19 @@ def build_index(
         "data_fingerprint": {"train": data.train.fingerprint(), "test": data.test.fingerprint()},
     }
     manifest = assemble_bundle(
-        index_dir, checkpoint=checkpoint, images=images, records=records, info=info, spec=spec,
-        shifts=embedding_shifts, progress=progress, log=log, max_index_memory=max_index_memory,
-        chunk_size=chunk_size, cluster=cluster,
-    )  # fmt: skip
+        index_dir,
+        checkpoint=checkpoint,
+        images=images,
+        records=records,
+        info=info,
+        spec=spec,
+        shifts=embedding_shifts,
+        progress=progress,
+        log=log,
+        max_index_memory=max_index_memory,
+        chunk_size=chunk_size,
+        cluster=cluster,
+    )
     return manifest
 
 
@@ -157,9 +166,15 @@ def assemble_bundle(
     split_names = info.pop("split_names", None) or ["collection"]
     class_names = info.pop("class_names", None)
     source = ArraySource(
-        images, records=records, paths=paths, split_names=split_names, class_names=class_names,
-        fit_split=0 if len(split_names) > 1 else None, info=info, name="images",
-    )  # fmt: skip
+        images,
+        records=records,
+        paths=paths,
+        split_names=split_names,
+        class_names=class_names,
+        fit_split=0 if len(split_names) > 1 else None,
+        info=info,
+        name="images",
+    )
     source.prune_classes = prune_classes
     options = stream_options(spec, shifts, max_index_memory=max_index_memory, chunk_size=chunk_size, cluster=cluster)
     return stream_build(index_dir, source, checkpoint, options, log=log)
@@ -177,11 +192,16 @@ def stream_options(
     the embedding shifts, and the streaming knobs."""
     params = spec.params
     return StreamOptions(
-        index_type=spec.index_type, metric=spec.metric, transform=spec.transform,
-        whiten_shrinkage=params.get("whiten_shrinkage", 0.0), whiten_dims=params.get("whiten_dims"),
-        shifts=tuple((int(dy), int(dx)) for dy, dx in shifts), max_index_memory=max_index_memory,
-        chunk_size=chunk_size, cluster=cluster,
-    )  # fmt: skip
+        index_type=spec.index_type,
+        metric=spec.metric,
+        transform=spec.transform,
+        whiten_shrinkage=params.get("whiten_shrinkage", 0.0),
+        whiten_dims=params.get("whiten_dims"),
+        shifts=tuple((int(dy), int(dx)) for dy, dx in shifts),
+        max_index_memory=max_index_memory,
+        chunk_size=chunk_size,
+        cluster=cluster,
+    )
 
 
 def _train(data, train_config, *, progress: bool, log) -> Checkpoint:

@@ -86,9 +86,19 @@ def build_from_folders(
         )
     checkpoint = _train_on(pixels, records, train_config, progress=progress, log=log)
     manifest = assemble_bundle(
-        index_dir, checkpoint=checkpoint, images=pixels, records=records, paths=paths, info=source.info(),
-        spec=spec, shifts=shifts, progress=progress, log=log, prune_classes=True, **knobs,
-    )  # fmt: skip
+        index_dir,
+        checkpoint=checkpoint,
+        images=pixels,
+        records=records,
+        paths=paths,
+        info=source.info(),
+        spec=spec,
+        shifts=shifts,
+        progress=progress,
+        log=log,
+        prune_classes=True,
+        **knobs,
+    )
     return manifest, found.skipped + skipped
 
 
@@ -100,8 +110,13 @@ def read_collection(source: FolderSource) -> tuple[np.ndarray, np.ndarray, list[
     pixels = np.concatenate([c.images for c in chunks]) if chunks else np.zeros((0, SIZE, SIZE), np.uint8)
     records = new_records(len(pixels))
     if chunks:
-        for column, name in (("position", "positions"), ("bytes", "sizes"), ("mtime_ns", "mtimes_ns"),
-                             ("content_hash", "hashes"), ("label", "labels")):  # fmt: skip
+        for column, name in (
+            ("position", "positions"),
+            ("bytes", "sizes"),
+            ("mtime_ns", "mtimes_ns"),
+            ("content_hash", "hashes"),
+            ("label", "labels"),
+        ):
             if getattr(chunks[0], name) is not None:
                 records[column] = np.concatenate([getattr(c, name) for c in chunks])
     paths = [p for c in chunks for p in c.paths]
@@ -128,6 +143,7 @@ def _train_on(pixels: np.ndarray, records: np.ndarray, train_config, *, progress
     data = FashionMNIST(Split("train", x[train], y[train]), Split("test", x[test], y[test]), Path("."))
     config = train_config or TrainConfig.for_recipe("default")
     if log:
-        log(f"No --model given: training one on the collection with the {config.recipe} recipe ({config.epochs} "
-            "epochs)")  # fmt: skip
+        log(
+            f"No --model given: training one on the collection with the {config.recipe} recipe ({config.epochs} epochs)"
+        )
     return to_checkpoint(fit(config, data, progress=progress, log=log))

@@ -136,10 +136,11 @@ def cluster_encoder(
         config = checkpoint.model_config
         weights = {k: np.ascontiguousarray(v) for k, v in checkpoint.weights.items()}
         actors = [
-            client.submit(EncoderActor, weights, config.to_dict(), [list(s) for s in shifts],
-                          actor=True, workers=[w], pure=False).result()
+            client.submit(
+                EncoderActor, weights, config.to_dict(), [list(s) for s in shifts], actor=True, workers=[w], pure=False
+            ).result()
             for w in workers
-        ]  # fmt: skip
+        ]
 
         yield ClusterSession(actors)
 

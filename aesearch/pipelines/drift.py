@@ -43,9 +43,17 @@ DRIFT_QUERIES = 256  # sampled images whose neighbours are compared
 K = 10
 
 
-def estimated_overlap(vectors: Callable[[np.ndarray], np.ndarray], n: int, kept: AffineTransform, metric: str, *,
-                      dims: int | None, shrinkage: float, fit_rows: np.ndarray | None = None,
-                      seed: int = 0) -> float:  # fmt: skip
+def estimated_overlap(
+    vectors: Callable[[np.ndarray], np.ndarray],
+    n: int,
+    kept: AffineTransform,
+    metric: str,
+    *,
+    dims: int | None,
+    shrinkage: float,
+    fit_rows: np.ndarray | None = None,
+    seed: int = 0,
+) -> float:
     """Mean top-K overlap of sampled neighbours in the kept whitening and in one learned now.
 
     vectors: rows (sorted positions among the n live images after the update) -> their (len, z)

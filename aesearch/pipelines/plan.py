@@ -78,11 +78,17 @@ class SyncPlan:
 def plan_sync(indexed: Mapping[Key, IndexedFile], found: Found, *, allow_mass_removal: bool = False) -> SyncPlan:
     """Sort the files read into touched, changed, moved and added, and the vanished ones into removed."""
     plan = SyncPlan()
-    vanished = {} if found.only else {
-        key: entry for key, entry in indexed.items()
-        if key not in found.listed and key[0] != PINNED
-        and not any(key[0] == root and key[1].startswith(prefix) for root, prefix in found.unlisted)
-    }  # fmt: skip
+    vanished = (
+        {}
+        if found.only
+        else {
+            key: entry
+            for key, entry in indexed.items()
+            if key not in found.listed
+            and key[0] != PINNED
+            and not any(key[0] == root and key[1].startswith(prefix) for root, prefix in found.unlisted)
+        }
+    )
     by_hash: dict[bytes, list[Key]] = {}
     for key in sorted(vanished):
         by_hash.setdefault(vanished[key].content_hash, []).append(key)

@@ -114,8 +114,9 @@ def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, enco
         log(f"Resuming: {state.rows + state.skipped:,} of {source.count:,} items already read")
     if log:
         log(f"Encoding {source.describe()} in chunks of {options.chunk_size:,}")
-    paths, skipped = _encode_pass(source, segment, state, writer, options,
-                                  encoder or local_encoder(checkpoint, shifts), encoded)  # fmt: skip
+    paths, skipped = _encode_pass(
+        source, segment, state, writer, options, encoder or local_encoder(checkpoint, shifts), encoded
+    )
     rows = state.rows
     if not state.done(source.count):
         read = rows + state.skipped
@@ -142,9 +143,16 @@ def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, enco
         fit = np.asarray(segment.records["split"]) == source.fit_split
         release(segment.records)
     choice, params = index_segment(
-        writer, segment, options, fit=fit, trust_sample=state.sample, trust_errors=state.errors,
-        moments=state.moments, log=log, fill=getattr(encoded, "fill", None),
-    )  # fmt: skip
+        writer,
+        segment,
+        options,
+        fit=fit,
+        trust_sample=state.sample,
+        trust_errors=state.errors,
+        moments=state.moments,
+        log=log,
+        fill=getattr(encoded, "fill", None),
+    )
     writer.add_segment(segment, meta={"index_type": choice.index_type, "index_params": params})
     fields = {
         **source.info(),
@@ -248,8 +256,13 @@ def _encode_pass(source, segment, state, writer, options, encoder, encoded) -> t
             rows = slice(state.rows, state.rows + len(chunk))
             records = new_records(len(chunk))
             records["id"] = np.arange(rows.start, rows.stop)
-            for column, values in (("label", chunk.labels), ("split", chunk.split), ("position", chunk.positions),
-                                   ("bytes", chunk.sizes), ("mtime_ns", chunk.mtimes_ns)):  # fmt: skip
+            for column, values in (
+                ("label", chunk.labels),
+                ("split", chunk.split),
+                ("position", chunk.positions),
+                ("bytes", chunk.sizes),
+                ("mtime_ns", chunk.mtimes_ns),
+            ):
                 if values is not None:
                     records[column] = values
             records["content_hash"] = chunk.hashes if chunk.hashes is not None else pixel_hashes(chunk.images)
@@ -355,8 +368,17 @@ class _State:
     def save(self, path: Path) -> None:
         partial = path.with_suffix(".partial.npz")
         m = self.moments
-        np.savez(partial, cursor=self.cursor, rows=self.rows, fitted=m.fitted, skipped=self.skipped,
-                 total=m.total, outer=m.outer, errors=self.errors, reference=m.reference)  # fmt: skip
+        np.savez(
+            partial,
+            cursor=self.cursor,
+            rows=self.rows,
+            fitted=m.fitted,
+            skipped=self.skipped,
+            total=m.total,
+            outer=m.outer,
+            errors=self.errors,
+            reference=m.reference,
+        )
         os.replace(partial, path)
 
 

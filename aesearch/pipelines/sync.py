@@ -67,9 +67,14 @@ class SyncReport:
         return len(self.added) + len(self.changed) + len(self.moved) + len(self.removed)
 
     def summary(self) -> str:
-        parts = [f"{len(self.added):,} added", f"{len(self.changed):,} changed", f"{len(self.moved):,} moved",
-                 f"{len(self.removed):,} removed", f"{len(self.skipped):,} skipped",
-                 f"{self.unchanged:,} unchanged"]  # fmt: skip
+        parts = [
+            f"{len(self.added):,} added",
+            f"{len(self.changed):,} changed",
+            f"{len(self.moved):,} moved",
+            f"{len(self.removed):,} removed",
+            f"{len(self.skipped):,} skipped",
+            f"{self.unchanged:,} unchanged",
+        ]
         tail = f"; {self.maintenance}" if self.maintenance else ""
         head = "Dry run (nothing written): " if self.dry_run else ""
         refused = f". A sync would refuse: {self.refused}" if self.refused else ""
@@ -77,12 +82,18 @@ class SyncReport:
 
     def to_dict(self) -> dict:
         return {
-            "added": self.added, "changed": self.changed,
-            "moved": [{"from": a, "to": b} for a, b in self.moved], "removed": self.removed,
-            "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped], "unchanged": self.unchanged,
-            "dry_run": self.dry_run, "maintenance": self.maintenance, "count": self.count, "seconds": self.seconds,
+            "added": self.added,
+            "changed": self.changed,
+            "moved": [{"from": a, "to": b} for a, b in self.moved],
+            "removed": self.removed,
+            "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
+            "unchanged": self.unchanged,
+            "dry_run": self.dry_run,
+            "maintenance": self.maintenance,
+            "count": self.count,
+            "seconds": self.seconds,
             "refused": self.refused,
-        }  # fmt: skip
+        }
 
 
 class MassRemovalError(AesearchError):
@@ -130,8 +141,15 @@ class SyncRows:
     class_names: list[str]
 
 
-def sync_rows(bundle: Bundle, report: SyncReport, *, dry_run: bool = False, workers: int | None = None,
-              only: set[Key] | None = None, allow_mass_removal: bool = False) -> SyncRows | None:  # fmt: skip
+def sync_rows(
+    bundle: Bundle,
+    report: SyncReport,
+    *,
+    dry_run: bool = False,
+    workers: int | None = None,
+    only: set[Key] | None = None,
+    allow_mass_removal: bool = False,
+) -> SyncRows | None:
     """Scan, read and plan a sync of this bundle; fill report; the rows to publish (None: nothing to write).
 
     only: sync just these (root, path) files and remove nothing (`aesearch add`).
@@ -156,9 +174,13 @@ def sync_rows(bundle: Bundle, report: SyncReport, *, dry_run: bool = False, work
     images = np.concatenate([c.images for c in chunks]) if chunks else np.zeros((0, *bundle.image_shape), np.uint8)
     hashes = np.concatenate([c.hashes for c in chunks]) if chunks else np.zeros(0, "S16")
 
-    seen = Found(roots=[str(r) for r in roots], listed={f.key for f in found.files},
-                 read=dict(zip((f.key for f in files), hashes.tolist(), strict=True)),
-                 unlisted=[s.unlisted for s in found.skipped if s.unlisted], only=only is not None)  # fmt: skip
+    seen = Found(
+        roots=[str(r) for r in roots],
+        listed={f.key for f in found.files},
+        read=dict(zip((f.key for f in files), hashes.tolist(), strict=True)),
+        unlisted=[s.unlisted for s in found.skipped if s.unlisted],
+        only=only is not None,
+    )
     plan = plan_sync(indexed, seen, allow_mass_removal=allow_mass_removal)
     report.added = [key[1] for key in plan.added]
     report.changed = [key[1] for key, _ in sorted([*plan.changed, *plan.touched])]

@@ -88,8 +88,7 @@ def compact(index_dir: str | Path) -> dict:
         chosen = {}
 
         def index(segment) -> dict:
-            choice, params = index_segment(writer, segment, options, fit=fit, trust_sample=sample,
-                                           trust_errors=errors)  # fmt: skip
+            choice, params = index_segment(writer, segment, options, fit=fit, trust_sample=sample, trust_errors=errors)
             chosen.update(choice=choice, params=params)
             return {"index_type": choice.index_type, "index_params": params}
 
@@ -99,8 +98,11 @@ def compact(index_dir: str | Path) -> dict:
         recorded = bundle.manifest.get("index_choice")
         fields = {"index_type": choice.index_type, "index_params": params}
         if isinstance(recorded, dict):  # what auto chose this time, and why; what was asked for stays
-            fields["index_choice"] = {**recorded, "reason": choice.reason,
-                                      "bytes_per_vector": params.get("bytes_per_vector")}  # fmt: skip
+            fields["index_choice"] = {
+                **recorded,
+                "reason": choice.reason,
+                "bytes_per_vector": params.get("bytes_per_vector"),
+            }
         return writer.commit(fields)
 
 
@@ -125,10 +127,13 @@ def _compaction_options(bundle: Bundle, n: int) -> StreamOptions:
     asked_for = choice.get("asked_for", "auto" if choice and "asked for" not in str(choice.get("reason")) else None)
     whiten = m.get("transform", "none") == "whiten"
     return StreamOptions(
-        index_type="auto" if asked_for == "auto" else m["index_type"], metric=m["metric"],
-        transform=m.get("transform", "none"), whiten_shrinkage=params.get("whiten_shrinkage", 0.0) if whiten else 0.0,
-        whiten_dims=params.get("whiten_dims") if whiten else None, max_index_memory=choice.get("max_index_memory"),
-    )  # fmt: skip
+        index_type="auto" if asked_for == "auto" else m["index_type"],
+        metric=m["metric"],
+        transform=m.get("transform", "none"),
+        whiten_shrinkage=params.get("whiten_shrinkage", 0.0) if whiten else 0.0,
+        whiten_dims=params.get("whiten_dims") if whiten else None,
+        max_index_memory=choice.get("max_index_memory"),
+    )
 
 
 def _has_paths(bundle: Bundle) -> bool:
@@ -145,8 +150,16 @@ def embed(bundle: Bundle, images: np.ndarray) -> np.ndarray:
     return encode_chunk(autoencoder, images, np.zeros(0, np.int64), shifts)[0]
 
 
-def write_delta(writer: BundleWriter, bundle: Bundle, records: np.ndarray, images: np.ndarray,
-                embeddings: np.ndarray, paths: Sequence[str], *, delta: bool = True) -> None:  # fmt: skip
+def write_delta(
+    writer: BundleWriter,
+    bundle: Bundle,
+    records: np.ndarray,
+    images: np.ndarray,
+    embeddings: np.ndarray,
+    paths: Sequence[str],
+    *,
+    delta: bool = True,
+) -> None:
     """Add one delta segment of these rows (ids set; new or already in the bundle), indexed exactly.
 
     delta=False: the segment is the bundle's base (a compaction of very few images)."""

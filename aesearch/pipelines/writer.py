@@ -55,8 +55,12 @@ class Collection:
 
     # --- the verbs ---
 
-    def add(self, images: np.ndarray | Sequence[ImageSource], paths: Sequence[str] | None = None,
-            labels: Sequence[int] | None = None) -> np.ndarray:  # fmt: skip
+    def add(
+        self,
+        images: np.ndarray | Sequence[ImageSource],
+        paths: Sequence[str] | None = None,
+        labels: Sequence[int] | None = None,
+    ) -> np.ndarray:
         """Index more images (anything the preprocessing contract takes); returns their new ids.
 
         paths: a name shown for each (it need not be a file); labels: class numbers (-1: none).
@@ -148,15 +152,17 @@ class Collection:
 
     # --- one update ---
 
-    def _sync(self, only: Sequence[str | Path] | None, *, dry_run: bool, allow_mass_removal: bool,
-              compact_now: bool) -> SyncReport:  # fmt: skip
+    def _sync(
+        self, only: Sequence[str | Path] | None, *, dry_run: bool, allow_mass_removal: bool, compact_now: bool
+    ) -> SyncReport:
         start = time.perf_counter()
         report = SyncReport(dry_run=dry_run)
         with BundleWriter.update(self.path) as writer:  # the lock first: a second writer is refused in one line
             bundle = load_bundle(self.path, verify="sizes")
             keys = None if only is None else files_to_add(bundle, only)
-            rows = sync_rows(bundle, report, dry_run=dry_run, workers=self.workers, only=keys,
-                             allow_mass_removal=allow_mass_removal)  # fmt: skip
+            rows = sync_rows(
+                bundle, report, dry_run=dry_run, workers=self.workers, only=keys, allow_mass_removal=allow_mass_removal
+            )
             # Nothing to write: the bundle stays byte for byte as it was (unless --compact).
             due = None if rows is None else self._publish(writer, bundle, rows)
             count = writer.manifest["count"] if rows is not None else len(bundle)
@@ -184,8 +190,9 @@ class Collection:
                 segment = bundle.segments[number]
                 live = bundle.live_rows(number)
                 live = live[~np.isin(segment.ids[live], replaced)]
-                parts.append((segment.records[live], segment.images[live], segment.embeddings[live],
-                              segment.paths(live)))  # fmt: skip
+                parts.append(
+                    (segment.records[live], segment.images[live], segment.embeddings[live], segment.paths(live))
+                )
             records, images, embeddings = (np.concatenate([p[i] for p in parts]) for i in range(3))
             paths = [path for p in parts for path in p[3]]
         write_delta(writer, bundle, records, images, embeddings, paths)
@@ -225,10 +232,16 @@ class Collection:
             fit = np.flatnonzero(splits == train)
             fit = fit if len(fit) >= 2 else None
         params = m.get("index_params") or {}
-        overlap = drift.estimated_overlap(vectors, len(ids) + len(rows.records), transform, m["metric"],
-                                          dims=params.get("whiten_dims"),
-                                          shrinkage=params.get("whiten_shrinkage", 0.0), fit_rows=fit,
-                                          seed=m["generation"])  # fmt: skip
+        overlap = drift.estimated_overlap(
+            vectors,
+            len(ids) + len(rows.records),
+            transform,
+            m["metric"],
+            dims=params.get("whiten_dims"),
+            shrinkage=params.get("whiten_shrinkage", 0.0),
+            fit_rows=fit,
+            seed=m["generation"],
+        )
         return overlap < drift.MIN_OVERLAP
 
     def _maintain(self, due: str | None, *, asked: bool = False) -> str | None:

@@ -69,11 +69,17 @@ class DuplicateReport:
 
     def to_dict(self) -> dict:
         return {
-            "threshold": self.threshold, "metric": self.metric, "n_images": self.n_images,
-            "across_splits": self.across_splits, "method": self.method, "probe_recall": self.probe_recall,
-            "pairs": self.pairs, "images_in_groups": self.images_in_groups, "seconds": self.seconds,
+            "threshold": self.threshold,
+            "metric": self.metric,
+            "n_images": self.n_images,
+            "across_splits": self.across_splits,
+            "method": self.method,
+            "probe_recall": self.probe_recall,
+            "pairs": self.pairs,
+            "images_in_groups": self.images_in_groups,
+            "seconds": self.seconds,
             "groups": [g.to_dict() for g in self.groups],
-        }  # fmt: skip
+        }
 
 
 def find_duplicates(engine, *, threshold: float = DEFAULT_THRESHOLD, across_splits: bool = False) -> DuplicateReport:
@@ -117,9 +123,16 @@ def find_duplicates(engine, *, threshold: float = DEFAULT_THRESHOLD, across_spli
     roots = connected_components(n, edges_a, edges_b)
     groups = _groups(view, roots, edges_a, weights, exact_class)
     return DuplicateReport(
-        threshold=float(threshold), metric=view.metric, n_images=n, across_splits=across_splits, method=method,
-        probe_recall=recall, pairs=pairs, groups=groups, seconds=round(time.perf_counter() - start, 2),
-    )  # fmt: skip
+        threshold=float(threshold),
+        metric=view.metric,
+        n_images=n,
+        across_splits=across_splits,
+        method=method,
+        probe_recall=recall,
+        pairs=pairs,
+        groups=groups,
+        seconds=round(time.perf_counter() - start, 2),
+    )
 
 
 @dataclass
@@ -141,9 +154,14 @@ class _View:
         # The stored embeddings, in the search space every query uses: no image is encoded again.
         vectors = engine.index.search_space(bundle.embeddings(ids))
         return cls(
-            ids=ids, images=bundle.images(ids), split=bundle.records(ids)["split"].astype(np.int64),
-            split_names=list(bundle.split_names), bundle=bundle, vectors=vectors, metric=engine.index.spec.metric,
-        )  # fmt: skip
+            ids=ids,
+            images=bundle.images(ids),
+            split=bundle.records(ids)["split"].astype(np.int64),
+            split_names=list(bundle.split_names),
+            bundle=bundle,
+            vectors=vectors,
+            metric=engine.index.spec.metric,
+        )
 
     def radius(self, threshold: float) -> float:
         """The squared-L2 range search radius for a distance threshold (inclusive)."""
@@ -283,8 +301,9 @@ def _cross_split_chains(exact_class: np.ndarray, split: np.ndarray) -> tuple[np.
     return np.concatenate(chain_a), np.concatenate(chain_b)
 
 
-def _pair_counts(view: _View, exact_class: np.ndarray, near_a: np.ndarray, near_b: np.ndarray,
-                 across_splits: bool) -> dict[str, dict[str, int]]:  # fmt: skip
+def _pair_counts(
+    view: _View, exact_class: np.ndarray, near_a: np.ndarray, near_b: np.ndarray, across_splits: bool
+) -> dict[str, dict[str, int]]:
     """Pairs by split pair: exact (counted from class sizes, never listed) and near (not exact)."""
     names = view.split_names
     counts: dict[str, dict[str, int]] = {}
@@ -313,8 +332,9 @@ def _pair_counts(view: _View, exact_class: np.ndarray, near_a: np.ndarray, near_
     return counts
 
 
-def _groups(view: _View, roots: np.ndarray, edges_a: np.ndarray, weights: np.ndarray,
-            exact_class: np.ndarray) -> list[DuplicateGroup]:  # fmt: skip
+def _groups(
+    view: _View, roots: np.ndarray, edges_a: np.ndarray, weights: np.ndarray, exact_class: np.ndarray
+) -> list[DuplicateGroup]:
     sizes = np.bincount(roots, minlength=len(roots))
     grouped = np.flatnonzero(sizes[roots] > 1)
     if len(grouped) == 0:
@@ -326,12 +346,14 @@ def _groups(view: _View, roots: np.ndarray, edges_a: np.ndarray, weights: np.nda
     groups = []
     for members in np.split(order, boundaries):
         root = roots[members[0]]
-        groups.append(DuplicateGroup(
-            ids=[int(i) for i in view.ids[members]],
-            exact=bool(np.all(exact_class[members] == exact_class[members[0]])),
-            splits=[view.split_names[s] for s in view.split[members]],
-            paths=[view.path(i) for i in members],
-            max_distance=round(float(worst[root]), 6),
-        ))  # fmt: skip
+        groups.append(
+            DuplicateGroup(
+                ids=[int(i) for i in view.ids[members]],
+                exact=bool(np.all(exact_class[members] == exact_class[members[0]])),
+                splits=[view.split_names[s] for s in view.split[members]],
+                paths=[view.path(i) for i in members],
+                max_distance=round(float(worst[root]), 6),
+            )
+        )
     groups.sort(key=lambda g: (-len(g.ids), g.ids[0]))
     return groups

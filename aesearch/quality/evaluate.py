@@ -149,15 +149,26 @@ def evaluate(
 
     rng = np.random.default_rng(0)
     kept = [
-        {"query_id": int(ids[test_ids[q]]), "label": int(test_labels[q]),
-         "hits": [{"id": int(ids[train_ids[h]]), "label": int(train_labels[h])} for h in neighbours[q, :8]]}
+        {
+            "query_id": int(ids[test_ids[q]]),
+            "label": int(test_labels[q]),
+            "hits": [{"id": int(ids[train_ids[h]]), "label": int(train_labels[h])} for h in neighbours[q, :8]],
+        }
         for q in rng.choice(len(test_ids), size=min(examples, len(test_ids)), replace=False)
-    ]  # fmt: skip
+    ]
     return EvalReport(
-        bundle=str(bundle.path), protocol=protocol, class_names=list(bundle.class_names), n_queries=len(test_ids),
-        n_database=len(train_ids), reconstruction_mse=reconstruction_mse, retrieval=rows, indexes=index_rows,
-        examples=kept, near_duplicate_threshold=exclude_near_duplicates, queries_with_near_duplicates=len(excluded),
-    )  # fmt: skip
+        bundle=str(bundle.path),
+        protocol=protocol,
+        class_names=list(bundle.class_names),
+        n_queries=len(test_ids),
+        n_database=len(train_ids),
+        reconstruction_mse=reconstruction_mse,
+        retrieval=rows,
+        indexes=index_rows,
+        examples=kept,
+        near_duplicate_threshold=exclude_near_duplicates,
+        queries_with_near_duplicates=len(excluded),
+    )
 
 
 def protocol_rows(engine: SearchEngine, protocol: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
@@ -193,8 +204,9 @@ def protocol_rows(engine: SearchEngine, protocol: str) -> tuple[np.ndarray, np.n
     return ids, train_ids, test_ids, labels, protocol
 
 
-def _cross_split_duplicates(engine: SearchEngine, threshold: float | None, train_ids: np.ndarray,
-                            test_ids: np.ndarray, split_protocol: str) -> dict[int, np.ndarray]:  # fmt: skip
+def _cross_split_duplicates(
+    engine: SearchEngine, threshold: float | None, train_ids: np.ndarray, test_ids: np.ndarray, split_protocol: str
+) -> dict[int, np.ndarray]:
     """Query row -> database rows in its cross-split duplicate group (empty without a threshold).
 
     train_ids, test_ids: the bundle ids of the database and query rows.
@@ -237,16 +249,20 @@ def _describe(engine: SearchEngine) -> str:
     return f"aesearch ({', '.join(parts)})"
 
 
-def _scores(name: str, dims: int, metric: str, neighbour_labels: np.ndarray, query_labels: np.ndarray,
-            n_classes: int) -> RetrievalScores:  # fmt: skip
+def _scores(
+    name: str, dims: int, metric: str, neighbour_labels: np.ndarray, query_labels: np.ndarray, n_classes: int
+) -> RetrievalScores:
     relevant = relevance(neighbour_labels, query_labels)
     return RetrievalScores(
-        name=name, dims=dims, metric=metric,
-        p_at_1=precision_at_k(relevant, 1), p_at_10=precision_at_k(relevant, 10),
+        name=name,
+        dims=dims,
+        metric=metric,
+        p_at_1=precision_at_k(relevant, 1),
+        p_at_10=precision_at_k(relevant, 10),
         map_at_100=mean_average_precision_at_k(relevant, relevant.shape[1]),
         per_class_p_at_10=per_class_precision(relevant, query_labels, 10, n_classes).tolist(),
         confusion=neighbour_confusion(neighbour_labels, query_labels, 10, n_classes).tolist(),
-    )  # fmt: skip
+    )
 
 
 def _pca(train: np.ndarray, dims: int) -> AffineTransform:
@@ -256,8 +272,15 @@ def _pca(train: np.ndarray, dims: int) -> AffineTransform:
     return AffineTransform(mean.astype(np.float32), np.ascontiguousarray(vt[:dims].T, dtype=np.float32))
 
 
-def _index_scores(index_type: str, database: np.ndarray, queries: np.ndarray, exact: VectorIndex,
-                  template, truth: np.ndarray, latency_queries: int) -> IndexScores:  # fmt: skip
+def _index_scores(
+    index_type: str,
+    database: np.ndarray,
+    queries: np.ndarray,
+    exact: VectorIndex,
+    template,
+    truth: np.ndarray,
+    latency_queries: int,
+) -> IndexScores:
     spec = IndexSpec(index_type, template.spec.metric)
     approximate = VectorIndex.build(database, spec, template.transform)
     _, found = approximate.search(queries, 10)

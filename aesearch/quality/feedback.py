@@ -85,9 +85,13 @@ def evaluate_feedback(
     more: list[list[int]] = [[] for _ in query_ids]  # rows of `database`, per query
     less: list[list[int]] = [[] for _ in query_ids]
     report = FeedbackReport(
-        bundle=str(engine.bundle.path), protocol=protocol, n_queries=len(query_ids), n_database=len(database_ids),
-        metric=metric, settings=asdict(settings),
-    )  # fmt: skip
+        bundle=str(engine.bundle.path),
+        protocol=protocol,
+        n_queries=len(query_ids),
+        n_database=len(database_ids),
+        metric=metric,
+        settings=asdict(settings),
+    )
     depth = min(DEPTH, len(database))
     for r in range(rounds + 1):
         marks = float(np.mean([len(m) + len(n) for m, n in zip(more, less, strict=True)]))
@@ -98,9 +102,13 @@ def evaluate_feedback(
             chunk = queries[rows.start : rows.stop]
             if r:
                 chunk = refined_queries(
-                    chunk, [database[more[i]] for i in rows], [database[less[i]] for i in rows], background,
-                    metric=metric, settings=settings,
-                )  # fmt: skip
+                    chunk,
+                    [database[more[i]] for i in rows],
+                    [database[less[i]] for i in rows],
+                    background,
+                    metric=metric,
+                    settings=settings,
+                )
             extra = max(len(more[i]) + len(less[i]) for i in rows)
             _, found = index.search_in_space(chunk, min(len(database), depth + extra))
             for i, row in zip(rows, found, strict=True):
@@ -111,11 +119,15 @@ def evaluate_feedback(
                 fresh[i, : len(unseen)] = unseen
         relevant = relevance(np.where(shown >= 0, database_labels[shown], -1), query_labels)
         new_relevant = relevance(np.where(fresh >= 0, database_labels[fresh], -1), query_labels)
-        report.rounds.append(FeedbackRound(
-            round=r, p_at_10=precision_at_k(relevant, min(10, depth)),
-            map_at_100=mean_average_precision_at_k(relevant, depth),
-            new_p_at_10=precision_at_k(new_relevant, min(SHOWN, new_relevant.shape[1])), marks=marks,
-        ))  # fmt: skip
+        report.rounds.append(
+            FeedbackRound(
+                round=r,
+                p_at_10=precision_at_k(relevant, min(10, depth)),
+                map_at_100=mean_average_precision_at_k(relevant, depth),
+                new_p_at_10=precision_at_k(new_relevant, min(SHOWN, new_relevant.shape[1])),
+                marks=marks,
+            )
+        )
         for i, row in enumerate(shown[:, :SHOWN]):  # the simulated user marks what it was shown
             for j in row[row >= 0]:
                 target, other = (more[i], less[i]) if database_labels[j] == query_labels[i] else (less[i], more[i])

@@ -89,13 +89,20 @@ def latent_map(
         hits = engine.encode(np.stack([engine.image(h.id) for h in query.hits]))
         search_space = _search_space(engine, np.concatenate([query.latent[None], hits]))
         placed = projection.place(search_space)
-        marks = {"query": placed[0], "hits": placed[1:], "hit_labels": [h.label for h in query.hits],
-                 "label": query_label}  # fmt: skip
+        marks = {
+            "query": placed[0],
+            "hits": placed[1:],
+            "hit_labels": [h.label for h in query.hits],
+            "label": query_label,
+        }
     path = latent_map_figure(
-        projection.coords, labels, engine.bundle.class_names, out,
+        projection.coords,
+        labels,
+        engine.bundle.class_names,
+        out,
         title=f"{engine.bundle.path}: {len(projection.ids):,} images, {method.upper()} of the search space",
         marks=marks,
-    )  # fmt: skip
+    )
     return projection, path
 
 

@@ -48,9 +48,14 @@ class Hit:
 
     def to_dict(self) -> dict:
         data = {
-            "rank": self.rank, "id": self.id, "label": self.label, "label_name": self.label_name,
-            "split": self.split, "position": self.position, "distance": self.distance,
-        }  # fmt: skip
+            "rank": self.rank,
+            "id": self.id,
+            "label": self.label,
+            "label_name": self.label_name,
+            "split": self.split,
+            "position": self.position,
+            "distance": self.distance,
+        }
         if self.path:
             data["path"] = self.path
         return data
@@ -213,8 +218,18 @@ class SearchEngine:
                 if ok:
                     w = next(at)
                     label = labels[w]
-                    hits.append(Hit(rank, i, label, names[label] if label >= 0 else None, split_names[splits[w]],
-                                    positions[w], d, paths[w]))  # fmt: skip
+                    hits.append(
+                        Hit(
+                            rank,
+                            i,
+                            label,
+                            names[label] if label >= 0 else None,
+                            split_names[splits[w]],
+                            positions[w],
+                            d,
+                            paths[w],
+                        )
+                    )
             results.append(hits)
         return results
 
@@ -222,10 +237,15 @@ class SearchEngine:
         self._check_records(np.array([record], dtype=record.dtype))
         label = int(record["label"])
         return Hit(
-            rank=rank, id=int(id), label=label, label_name=self.bundle.class_names[label] if label >= 0 else None,
-            split=self.bundle.split_names[int(record["split"])], position=int(record["position"]),
-            distance=float(distance), path=path,
-        )  # fmt: skip
+            rank=rank,
+            id=int(id),
+            label=label,
+            label_name=self.bundle.class_names[label] if label >= 0 else None,
+            split=self.bundle.split_names[int(record["split"])],
+            position=int(record["position"]),
+            distance=float(distance),
+            path=path,
+        )
 
     # --- the query path ---
 
@@ -281,8 +301,9 @@ class SearchEngine:
             for n, hits in enumerate(self._hits(ids, distances))
         ]
 
-    def refine(self, result: QueryResult, more: Sequence[int] = (), less: Sequence[int] = (), *,
-               k: int | None = None) -> QueryResult:  # fmt: skip
+    def refine(
+        self, result: QueryResult, more: Sequence[int] = (), less: Sequence[int] = (), *, k: int | None = None
+    ) -> QueryResult:
         """Search again with relevance feedback: these ids marked "more like this" / "less like this".
 
         Marks add up over rounds (pass the refined result back in). Hits marked "less like" are left

@@ -71,12 +71,19 @@ def explain_hits(
     hit_reconstructions = frames[:, -1]  # the line's end is the hit's z
     explanations = []
     for n, hit in enumerate(hits):
-        explanations.append(Explanation(
-            hit=hit, query=result.query, image=images[n], query_reconstruction=result.reconstruction,
-            hit_reconstruction=hit_reconstructions[n], pixel_difference=images[n] - result.query,
-            reconstruction_difference=hit_reconstructions[n] - result.reconstruction,
-            interpolation=frames[n], fractions=fractions,
-        ))  # fmt: skip
+        explanations.append(
+            Explanation(
+                hit=hit,
+                query=result.query,
+                image=images[n],
+                query_reconstruction=result.reconstruction,
+                hit_reconstruction=hit_reconstructions[n],
+                pixel_difference=images[n] - result.query,
+                reconstruction_difference=hit_reconstructions[n] - result.reconstruction,
+                interpolation=frames[n],
+                fractions=fractions,
+            )
+        )
     return explanations
 
 

@@ -117,9 +117,13 @@ def refine(
     else:
         query = engine.search_space(result.latent[None])
         refined = refined_queries(
-            query, [_vectors(engine, feedback.more, query.shape[1])], [_vectors(engine, feedback.less, query.shape[1])],
-            _background(engine, settings), metric=engine.manifest["metric"], settings=settings,
-        )  # fmt: skip
+            query,
+            [_vectors(engine, feedback.more, query.shape[1])],
+            [_vectors(engine, feedback.less, query.shape[1])],
+            _background(engine, settings),
+            metric=engine.manifest["metric"],
+            settings=settings,
+        )
         distances, ids = engine.search_in_space(refined, min(len(engine), k + len(feedback.less)))
     kept = [(int(i), float(d)) for i, d in zip(ids[0], distances[0], strict=True) if i >= 0 and i not in feedback.less]
     hits = [engine.hit(i, rank=rank, distance=d) for rank, (i, d) in enumerate(kept[:k], start=1)]
@@ -184,8 +188,13 @@ def refined_queries(
         g_pos = pos_mask * (_sigmoid(np.einsum("nmd,nd->nm", pos, w) + b[:, None]) - 1)  # (n, m) label 1
         g_neg = neg_mask * _sigmoid(np.einsum("nmd,nd->nm", neg, w) + b[:, None])  # (n, m) label 0
         g_bg = bg_weight * _sigmoid(w @ bg.T + b[:, None])  # (n, b) label 0
-        grad_w = (g_q[:, None] * q + np.einsum("nm,nmd->nd", g_pos, pos) + np.einsum("nm,nmd->nd", g_neg, neg)
-                  + g_bg @ bg + settings.regularisation * (w - w0))  # fmt: skip
+        grad_w = (
+            g_q[:, None] * q
+            + np.einsum("nm,nmd->nd", g_pos, pos)
+            + np.einsum("nm,nmd->nd", g_neg, neg)
+            + g_bg @ bg
+            + settings.regularisation * (w - w0)
+        )
         grad_b = g_q + g_pos.sum(1) + g_neg.sum(1) + g_bg.sum(1)
         w -= step[:, None] * grad_w
         b -= step * grad_b

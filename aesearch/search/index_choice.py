@@ -100,9 +100,11 @@ def choose_index(n: int, dim: int, max_memory: int | None = None) -> IndexChoice
     centroids = nlist * full / max(n, 1)
     if full + ID_BYTES + centroids <= budget:
         return IndexChoice(
-            "ivf", {"nlist": nlist}, round(full + ID_BYTES + centroids, 1),
+            "ivf",
+            {"nlist": nlist},
+            round(full + ID_BYTES + centroids, 1),
             f"{n:,} vectors of {full} bytes fit {budget_text}: IVF-Flat, memory-mapped, tuned nprobe",
-        )  # fmt: skip
+        )
     # PQ splits the vector into m equal parts of 2 or more dimensions
     fitting = [m for m in PQ_SUBQUANTIZERS if dim % m == 0 and dim // m >= 2]
     for m in fitting:
@@ -110,12 +112,16 @@ def choose_index(n: int, dim: int, max_memory: int | None = None) -> IndexChoice
         if cost <= budget:
             return IndexChoice(
                 f"IVF{nlist},PQ{m}x4fs",
-                {"nlist": nlist, "pq_subquantizers": m, "rerank_factor": RERANK_FACTOR,
-                 "target_recall": COMPRESSED_TARGET_RECALL},
+                {
+                    "nlist": nlist,
+                    "pq_subquantizers": m,
+                    "rerank_factor": RERANK_FACTOR,
+                    "target_recall": COMPRESSED_TARGET_RECALL,
+                },
                 round(cost, 1),
                 f"{n:,} full vectors ({format_bytes(n * full)}) exceed {budget_text}: IVF + 4-bit PQ codes of "
                 f"{m // 2} bytes (fast scan), candidates re-ranked exactly from their full vectors on disk",
-            )  # fmt: skip
+            )
     if not fitting:
         raise InvalidArgumentError(
             f"max_index_memory {budget_text} is too small for {n:,} full vectors of {dim} dimensions, and no PQ "

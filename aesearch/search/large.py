@@ -65,8 +65,15 @@ class RerankingIndex:
         exact = np.empty(candidates.shape, dtype=np.float32)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if len(full):
-            faiss.fvec_L2sqr_by_idx(faiss.swig_ptr(exact), faiss.swig_ptr(queries), faiss.swig_ptr(full),
-                                    faiss.swig_ptr(slots), queries.shape[1], len(queries), slots.shape[1])  # fmt: skip
+            faiss.fvec_L2sqr_by_idx(
+                faiss.swig_ptr(exact),
+                faiss.swig_ptr(queries),
+                faiss.swig_ptr(full),
+                faiss.swig_ptr(slots),
+                queries.shape[1],
+                len(queries),
+                slots.shape[1],
+            )
         exact[~found] = np.finfo(np.float32).max
         best = np.argsort(exact, axis=1, kind="stable")[:, :k]
         squared = np.take_along_axis(exact, best, axis=1)

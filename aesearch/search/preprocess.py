@@ -140,8 +140,9 @@ def _none() -> np.ndarray:
     return np.zeros((0, SIZE, SIZE), np.float32)
 
 
-def open_image(source: str | Path | bytes | Image.Image, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-               name: str | None = None) -> Image.Image:  # fmt: skip
+def open_image(
+    source: str | Path | bytes | Image.Image, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None
+) -> Image.Image:
     """Open and fully decode an image, or raise ImageError saying what is wrong with it.
 
     A PIL image passed in is decoded here too (Image.open is lazy), so a damaged file opened by

@@ -48,8 +48,9 @@ class SegmentedIndex:
             if segment.count == 0:
                 continue
             meta = segment.meta
-            segment_spec = IndexSpec(meta.get("index_type", "flat"), spec.metric, dict(meta.get("index_params") or {}),
-                                     spec.transform)  # fmt: skip
+            segment_spec = IndexSpec(
+                meta.get("index_type", "flat"), spec.metric, dict(meta.get("index_params") or {}), spec.transform
+            )
             try:
                 index = read_segment_index(segment, segment_spec, transform)
             except RuntimeError as exc:

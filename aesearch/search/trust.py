@@ -77,8 +77,9 @@ class TrustCalibration:
         """image: the preprocessed 28x28 query in [0, 1]."""
         return self.assess_many(np.array([reconstruction_mse]), np.array([neighbour_distance]), image[None])[0]
 
-    def assess_many(self, reconstruction_mse: np.ndarray, neighbour_distance: np.ndarray,
-                    images: np.ndarray) -> list[Trust]:  # fmt: skip
+    def assess_many(
+        self, reconstruction_mse: np.ndarray, neighbour_distance: np.ndarray, images: np.ndarray
+    ) -> list[Trust]:
         """assess() for a batch of queries, as columns (50 us a query one by one)."""
         columns = (
             _percentile(self.reconstruction_quantiles, reconstruction_mse),

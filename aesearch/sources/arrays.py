@@ -19,11 +19,21 @@ class ArraySource:
 
     prune_classes = False  # True: the build drops class names no image has (see FolderSource)
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray | None = None, split: np.ndarray | None = None,
-                 positions: np.ndarray | None = None, *, split_names: list[str] | None = None,
-                 class_names: list[str] | None = None, fit_split: int | None = None, info: dict | None = None,
-                 name: str = "images", records: np.ndarray | None = None,
-                 paths: list[str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray | None = None,
+        split: np.ndarray | None = None,
+        positions: np.ndarray | None = None,
+        *,
+        split_names: list[str] | None = None,
+        class_names: list[str] | None = None,
+        fit_split: int | None = None,
+        info: dict | None = None,
+        name: str = "images",
+        records: np.ndarray | None = None,
+        paths: list[str] | None = None,
+    ) -> None:
         """records (RECORD_DTYPE, ids ignored), when given, supply labels, splits, positions and file facts."""
         assert images.dtype == np.uint8 and images.ndim == 3, f"bad images {images.dtype} {images.shape}"
         if records is not None:

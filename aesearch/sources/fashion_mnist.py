@@ -25,9 +25,17 @@ import numpy as np
 from aesearch.errors import DataError, DataNotFoundError
 
 CLASS_NAMES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 IMAGE_SHAPE = (28, 28)  # the dataset's format (the seed model's input is its size by design)
 DATA_DIR_ENV = "AESEARCH_DATA_DIR"
 LOCAL_DATA_DIR = Path("data")
@@ -198,8 +206,9 @@ def read_idx(path: Path, *, ndim: int) -> np.ndarray:
     header = 4 + 4 * ndim
     shape = tuple(int(d) for d in np.frombuffer(data[4:header], dtype=">u4")) if len(data) >= header else ()
     if len(shape) != ndim or len(data) != header + int(np.prod(shape)):
-        raise ValueError(f"{path.name} holds {len(data) - min(header, len(data))} bytes of data, its header says "
-                         f"shape {shape}")  # fmt: skip
+        raise ValueError(
+            f"{path.name} holds {len(data) - min(header, len(data))} bytes of data, its header says shape {shape}"
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()
 
 

@@ -431,8 +431,9 @@ def read_files(
     # a caller's script without a main guard). They use Pillow and element-wise NumPy only, never the
     # BLAS or OpenMP pools a parent's threads may hold.
     context = multiprocessing.get_context("fork")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_start,
-                               initargs=(os.getpid(),))  # fmt: skip
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_worker_start, initargs=(os.getpid(),)
+    )
     try:
         pending = []
         for items in batches:

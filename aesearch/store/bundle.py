@@ -165,9 +165,10 @@ class Bundle:
             array = getattr(self.segments[0], attribute)
             return array.shape[1:], array.dtype
         return {
-            "records": ((), RECORD_DTYPE), "images": (self.image_shape, np.dtype(np.uint8)),
+            "records": ((), RECORD_DTYPE),
+            "images": (self.image_shape, np.dtype(np.uint8)),
             "embeddings": ((self.manifest["z_size"],), np.dtype(np.float32)),
-        }[attribute]  # fmt: skip
+        }[attribute]
 
     def images(self, ids) -> np.ndarray:
         """(n, *image_shape) uint8: the preprocessed images of these ids."""
@@ -421,9 +422,15 @@ class BundleWriter:
         name = segment.folder.name
         files = sorted(p.name for p in segment.folder.iterdir() if p.is_file())
         self.manifest["segments"].append(
-            {"name": name, "count": segment.count, "first_id": int(ids[0]) if len(ids) else -1,
-             "last_id": int(ids[-1]) if len(ids) else -1, "files": files, "meta": meta or {}}
-        )  # fmt: skip
+            {
+                "name": name,
+                "count": segment.count,
+                "first_id": int(ids[0]) if len(ids) else -1,
+                "last_id": int(ids[-1]) if len(ids) else -1,
+                "files": files,
+                "meta": meta or {},
+            }
+        )
 
     def remove_ids(self, ids) -> None:
         """Tombstone these ids (they must be in the bundle and not removed already)."""
@@ -532,11 +539,24 @@ class BundleWriter:
 
 def _empty_manifest() -> dict:
     return {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "package_version": __version__, "created": "",
-        "updated": "", "generation": 0, "count": 0, "next_id": 0, "z_size": 1, "embedding_shifts": [[0, 0]],
-        "encoder_sha256": "", "class_names": [], "split_names": ["all"], "segments": [], "tombstones": None,
-        "space": {"dir": "space/0", "files": []}, "files": {},
-    }  # fmt: skip
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "created": "",
+        "updated": "",
+        "generation": 0,
+        "count": 0,
+        "next_id": 0,
+        "z_size": 1,
+        "embedding_shifts": [[0, 0]],
+        "encoder_sha256": "",
+        "class_names": [],
+        "split_names": ["all"],
+        "segments": [],
+        "tombstones": None,
+        "space": {"dir": "space/0", "files": []},
+        "files": {},
+    }
 
 
 def _referenced_files(m: dict) -> set[str]:

@@ -151,11 +151,13 @@ class Segment:
         problems = [
             (records.dtype == RECORD_DTYPE and records.shape == (count,), f"records are {records.shape}"),
             (images.dtype == np.uint8 and images.shape == (count, *image_shape), f"images are {images.shape}"),
-            (embeddings.dtype == np.float32 and embeddings.shape == (count, z_size),
-             f"embeddings are {embeddings.shape}"),
+            (
+                embeddings.dtype == np.float32 and embeddings.shape == (count, z_size),
+                f"embeddings are {embeddings.shape}",
+            ),
             (offsets.dtype == np.int64 and offsets.shape == (count + 1,), f"path offsets are {offsets.shape}"),
             (count == 0 or (offsets[0] == 0 and offsets[-1] == len(blob)), "path offsets do not match paths.bin"),
-        ]  # fmt: skip
+        ]
         for ok, problem in problems:
             if not ok:
                 raise BundleError(f"segment {name} is inconsistent ({problem})")

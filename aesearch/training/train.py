@@ -63,7 +63,7 @@ class TrainConfig:
             (0 <= self.corrupt_until <= 1, f"corrupt_until must be in [0, 1], got {self.corrupt_until}"),
             (1 <= self.z_size <= 100_000, f"z size must be from 1 to 100000, got {self.z_size}"),
             (self.precision in ("auto", "fp32", "bf16"), f"precision must be auto, fp32 or bf16: {self.precision!r}"),
-        ]  # fmt: skip
+        ]
         for ok, message in checks:
             if not ok:
                 raise InvalidArgumentError(message)
