@@ -286,21 +286,11 @@ def build_index_command(
         click.echo(f"Done: {manifest['count']:,} images in {index_dir}.")
         return
     if image_dirs or images_from:
-        _build_from_folders(
-            index_dir,
-            image_dirs,
-            images_from,
-            labels,
-            model,
-            index_type,
-            metric,
-            transform,
-            whiten_shrinkage,
-            whiten_dims,
-            shifts,
-            config,
-            knobs,
-        )
+        from aesearch.search.index import IndexSpec
+
+        params = {"whiten_shrinkage": whiten_shrinkage, "whiten_dims": whiten_dims} if transform == "whiten" else {}
+        spec = IndexSpec(index_type, metric, params, transform)
+        _build_from_folders(index_dir, image_dirs, images_from, labels, model, spec, shifts, config, knobs)
         return
     if labels:
         from aesearch.errors import InvalidArgumentError
@@ -323,32 +313,16 @@ def build_index_command(
     click.echo(f"Done: {manifest['count']:,} images in {index_dir}. Try `aesearch query IMAGE --index-dir {index_dir}`")
 
 
-def _build_from_folders(
-    index_dir,
-    image_dirs,
-    images_from,
-    labels,
-    model,
-    index_type,
-    metric,
-    transform,
-    whiten_shrinkage,
-    whiten_dims,
-    shifts,
-    config,
-    knobs,
-) -> None:
+def _build_from_folders(index_dir, image_dirs, images_from, labels, model, spec, shifts, config, knobs) -> None:
     from aesearch.pipelines.collection import build_from_folders
-    from aesearch.search.index import IndexSpec
 
-    params = {"whiten_shrinkage": whiten_shrinkage, "whiten_dims": whiten_dims} if transform == "whiten" else {}
     manifest, skipped = build_from_folders(
         index_dir,
         images=image_dirs,
         images_from=images_from,
         labels=labels,
         model=model,
-        spec=IndexSpec(index_type, metric, params, transform),
+        spec=spec,
         shifts=shifts,
         train_config=config,
         log=click.echo,

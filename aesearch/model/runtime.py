@@ -12,17 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from aesearch.model.architecture import (
-    B4_TO_PATCHES,
-    C1,
-    C2,
-    FROM_PATCHES,
-    TO_PATCHES,
-    W2_TO_PATCHES,
-    W3_TO_PATCHES,
-    W4_TO_PATCHES,
-    ModelConfig,
-)
+from aesearch.model import architecture as layout  # the patch layouts the torch network shares
+from aesearch.model.architecture import C1, C2, ModelConfig
 from aesearch.model.checkpoint import Checkpoint
 from aesearch.rowwise import map_blocks, matmul
 
@@ -39,16 +30,22 @@ class NumpyAutoEncoder:
             return np.ascontiguousarray(array, dtype=f32)
 
         self._w1 = arranged(weights["encoder.0.weight"].reshape(C1, 4).T)  # (p*q, 32)
-        self._w2 = arranged(weights["encoder.2.weight"].transpose(W2_TO_PATCHES).reshape(C2, 4 * C1).T)  # (r*s*c, 64)
+        self._w2 = arranged(
+            weights["encoder.2.weight"].transpose(layout.W2_TO_PATCHES).reshape(C2, 4 * C1).T
+        )  # (r*s*c, 64)
         self._w3 = arranged(
-            weights["encoder.5.weight"].reshape(z, C2, grid, grid).transpose(W3_TO_PATCHES).reshape(z, flat).T
+            weights["encoder.5.weight"].reshape(z, C2, grid, grid).transpose(layout.W3_TO_PATCHES).reshape(z, flat).T
         )
         self._b3 = arranged(weights["encoder.5.bias"])
         self._w4 = arranged(
-            weights["decoder.0.weight"].reshape(C2, grid, grid, z).transpose(W4_TO_PATCHES).reshape(flat, z).T
+            weights["decoder.0.weight"].reshape(C2, grid, grid, z).transpose(layout.W4_TO_PATCHES).reshape(flat, z).T
         )
-        self._b4 = arranged(weights["decoder.0.bias"].reshape(C2, grid, grid).transpose(B4_TO_PATCHES).reshape(flat))
-        self._w5 = arranged(weights["decoder.3.weight"].transpose(W2_TO_PATCHES).reshape(C2, 4 * C1))  # (in, r*s*out)
+        self._b4 = arranged(
+            weights["decoder.0.bias"].reshape(C2, grid, grid).transpose(layout.B4_TO_PATCHES).reshape(flat)
+        )
+        self._w5 = arranged(
+            weights["decoder.3.weight"].transpose(layout.W2_TO_PATCHES).reshape(C2, 4 * C1)
+        )  # (in, r*s*out)
         self._w6 = arranged(weights["decoder.5.weight"].reshape(C1, 4))  # (in, p*q)
 
     @classmethod
@@ -93,7 +90,7 @@ class NumpyAutoEncoder:
 
     def _encode_chunk(self, images: np.ndarray) -> np.ndarray:
         n, cells = len(images), self.config.grid**2  # 7 x 7 cells of 4 x 4 pixels for 28 x 28 images
-        patches = images.reshape(n, *self.config.pixel_axes).transpose(TO_PATCHES).reshape(n * cells * 4, 4)
+        patches = images.reshape(n, *self.config.pixel_axes).transpose(layout.TO_PATCHES).reshape(n * cells * 4, 4)
         h = self._leaky(matmul(patches, self._w1))  # (n*7*7*2*2, 2*2) -> (n*7*7*2*2, 32)
         h = self._leaky(matmul(h.reshape(n * cells, 4 * C1), self._w2))  # (n*7*7, 64)
         return self._leaky(matmul(h.reshape(n, self.config.flat), self._w3) + self._b3)  # (n, z)
@@ -103,7 +100,11 @@ class NumpyAutoEncoder:
         h = self._leaky(matmul(z, self._w4) + self._b4)  # (n, 7*7*64)
         h = self._leaky(matmul(h.reshape(n * grid * grid, C2), self._w5))  # (n*7*7, 2*2*32)
         logits = matmul(h.reshape(n * grid * grid * 4, C1), self._w6)  # (n*7*7*2*2, 2*2)
-        out = logits.reshape(n, grid, grid, 2, 2, 2, 2).transpose(FROM_PATCHES).reshape(n, *self.config.image_shape)
+        out = (
+            logits.reshape(n, grid, grid, 2, 2, 2, 2)
+            .transpose(layout.FROM_PATCHES)
+            .reshape(n, *self.config.image_shape)
+        )
         return _sigmoid(out)
 
     def _leaky(self, x: np.ndarray) -> np.ndarray:
