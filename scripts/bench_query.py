@@ -93,7 +93,7 @@ def main() -> None:
         if photo.exists():
             print(f"480x400 JPEG photo     {percentiles(timed(lambda: engine.query(photo, k=8), args.repeats))}")
 
-        from aesearch.search.preprocess import preprocess  # the parts, to see where the time goes
+        from aesearch.sources.preprocess import preprocess  # the parts, to see where the time goes
 
         x = preprocess(png)[None]
         z = engine.encode(x)

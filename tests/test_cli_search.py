@@ -42,7 +42,7 @@ def test_query_prints_a_table_and_writes_the_picture(tiny_bundle, query_png):
 @pytest.mark.parametrize("kind", ["png", "large grey jpeg"])
 def test_query_decodes_the_image_once_and_shows_it_as_given(tiny_bundle, tmp_path, monkeypatch, kind):
     from aesearch.figures import render
-    from aesearch.search.preprocess import open_image
+    from aesearch.sources.preprocess import open_image
 
     path = tmp_path / ("q.png" if kind == "png" else "q.jpg")
     if kind == "png":

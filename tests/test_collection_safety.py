@@ -207,7 +207,7 @@ def test_compacting_a_compressed_bundle_writes_what_a_fresh_build_writes(tmp_pat
     the rows, the whitening, the search vectors and the trust agree file by file, and the answers
     (IVF-PQ, re-ranked exactly) agree rank by rank."""
     from aesearch.pipelines.build import assemble_bundle
-    from aesearch.pipelines.update import add_images
+    from aesearch.pipelines.writer import Collection
     from aesearch.search.large import SEARCH_VECTORS_FILE
 
     monkeypatch.setattr("aesearch.search.index_choice.EXACT_MAX_SCAN", 10_000)
@@ -231,8 +231,8 @@ def test_compacting_a_compressed_bundle_writes_what_a_fresh_build_writes(tmp_pat
         )
 
     build(tmp_path / "compacted", synthetic_images(n), records)
-    add_images(tmp_path / "compacted", synthetic_images(300, seed=9))
-    SearchEngine.load(tmp_path / "compacted").remove(list(range(0, n + 300, 5)))
+    Collection.open(tmp_path / "compacted").add(synthetic_images(300, seed=9))
+    Collection.open(tmp_path / "compacted").remove(list(range(0, n + 300, 5)))
     manifest = compact(tmp_path / "compacted")
     compacted = load_bundle(tmp_path / "compacted")
     live = compacted.live_ids()

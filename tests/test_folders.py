@@ -9,8 +9,8 @@ import pytest
 from image_folders import write_image_folder
 
 from aesearch.errors import InvalidArgumentError
-from aesearch.search.preprocess import preprocess
 from aesearch.sources.folders import collection_roots, content_hash, folder_label, read_files, scan
+from aesearch.sources.preprocess import preprocess
 
 
 @pytest.fixture

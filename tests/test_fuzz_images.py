@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from aesearch.errors import ImageError
-from aesearch.search.preprocess import preprocess
+from aesearch.sources.preprocess import preprocess
 
 PER_FORMAT = 200
 SEED = 20261130

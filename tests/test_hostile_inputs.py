@@ -11,7 +11,7 @@ from PIL import Image
 
 from aesearch.errors import ImageError, InvalidArgumentError
 from aesearch.search.engine import SearchEngine
-from aesearch.search.preprocess import preprocess, preprocess_batch
+from aesearch.sources.preprocess import preprocess, preprocess_batch
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +163,7 @@ def test_unreadable_file_gives_one_line(tmp_path):
     ],
 )
 def test_unwritable_targets_are_refused_before_any_work(tmp_path, target, message):
-    from aesearch.store.atomic import check_writable
+    from aesearch.atomic import check_writable
 
     afile = tmp_path / "afile"
     afile.write_text("x")
@@ -174,7 +174,7 @@ def test_unwritable_targets_are_refused_before_any_work(tmp_path, target, messag
 
 
 def test_writable_targets_pass_and_free_space_is_checked(tmp_path, monkeypatch):
-    from aesearch.store.atomic import check_writable
+    from aesearch.atomic import check_writable
 
     monkeypatch.chdir(tmp_path)
     check_writable(tmp_path / "x.png")

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from aesearch.errors import ImageError
-from aesearch.search.preprocess import _fit_and_centre, preprocess, preprocess_batch
+from aesearch.sources.preprocess import _fit_and_centre, preprocess, preprocess_batch
 from tests.conftest import synthetic_images
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from aesearch.atomic import atomic_path
 from aesearch.figures.render import BACKGROUND, GAP, INK, MUTED, load_font, picture_format
-from aesearch.store.atomic import atomic_path
 
 RED, BLUE = np.array([200, 30, 30], np.float32), np.array([30, 80, 210], np.float32)
 FORMATS = {".png": "PNG", ".gif": "GIF"}

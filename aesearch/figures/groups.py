@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from aesearch.atomic import atomic_path
 from aesearch.figures.render import BACKGROUND, GAP, INK, MUTED, load_font, picture_format
-from aesearch.store.atomic import atomic_path
 
 TILE = 84  # every image enlarged to this (3x a 28x28 one)
 LABEL = 34

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from aesearch.store.atomic import atomic_path
+from aesearch.atomic import atomic_path
 
 
 def _pyplot():

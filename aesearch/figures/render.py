@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from aesearch.store.atomic import atomic_path
+from aesearch.atomic import atomic_path
 
 TILE = 140  # every image is enlarged to this with nearest-neighbour (5x a 28x28 one), so pixels stay crisp
 GAP = 14

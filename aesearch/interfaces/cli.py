@@ -448,7 +448,7 @@ def query(
         raise InvalidArgumentError("give an IMAGE file to search with, or --id N for an indexed image")
     if image is not None and query_id is not None:
         raise InvalidArgumentError("give an IMAGE file or --id N, not both")
-    from aesearch.store.atomic import check_writable
+    from aesearch.atomic import check_writable
 
     engine = SearchEngine.load(index_dir, model=model)
     if query_id is not None:
@@ -502,8 +502,8 @@ def _default_picture_path(image: Path | None, query_id: int | None, kind: str = 
 
 def _write_picture(engine, result, picture: Path, label: str) -> None:
     """The result picture; the query as given is result.original (None for --id: the indexed image)."""
+    from aesearch.atomic import check_writable
     from aesearch.figures.render import picture_format, render_result
-    from aesearch.store.atomic import check_writable
 
     picture_format(picture)
     check_writable(picture)
@@ -539,10 +539,10 @@ def interpolate(start, end, index_dir, steps, out) -> None:
 
     An argument that names an existing file is an image; otherwise digits are an indexed id.
     """
+    from aesearch.atomic import check_writable
     from aesearch.figures.explain import render_interpolation
     from aesearch.search.engine import SearchEngine
     from aesearch.search.explain import interpolate as interpolate_images
-    from aesearch.store.atomic import check_writable
 
     ends = [_image_or_id(value) for value in (start, end)]
     names = [Path(v).stem if isinstance(v, Path) else f"id{v}" for v in ends]
@@ -642,11 +642,11 @@ def eval_command(
     index_dir, baselines, protocol, index_types, report, feedback_rounds, as_json, near_duplicates
 ) -> None:
     """Measure search quality by class label, beside baselines and exact search."""
+    from aesearch.atomic import check_writable
     from aesearch.errors import InvalidArgumentError
     from aesearch.figures.plots import eval_report
     from aesearch.quality.evaluate import evaluate
     from aesearch.search.engine import SearchEngine
-    from aesearch.store.atomic import check_writable
 
     if feedback_rounds is not None:
         if baselines or index_types or report or near_duplicates is not None:
@@ -702,12 +702,12 @@ def eval_command(
 )
 def duplicates(index_dir, threshold, across_splits, as_json, as_csv, out) -> None:
     """Find groups of exact and near-duplicate images (range search + connected components)."""
+    from aesearch.atomic import check_writable
     from aesearch.errors import InvalidArgumentError
     from aesearch.figures.groups import render_groups
     from aesearch.figures.render import picture_format
     from aesearch.quality.duplicates import DEFAULT_THRESHOLD, find_duplicates
     from aesearch.search.engine import SearchEngine
-    from aesearch.store.atomic import check_writable
     from aesearch.store.paths import shown
 
     if as_json and as_csv:
@@ -755,10 +755,10 @@ def _csv_field(text: str) -> str:
 )
 def map_command(index_dir, image, query_id, k, method, out) -> None:
     """Draw the indexed latents in 2-D by class, with a query and its hits marked."""
+    from aesearch.atomic import check_writable
     from aesearch.errors import InvalidArgumentError
     from aesearch.quality.latent_map import latent_map
     from aesearch.search.engine import SearchEngine
-    from aesearch.store.atomic import check_writable
 
     if image is not None and query_id is not None:
         raise InvalidArgumentError("give --query IMAGE or --id N, not both")

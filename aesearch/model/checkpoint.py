@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from aesearch._version import __version__
+from aesearch.atomic import atomic_path
 from aesearch.errors import CheckpointError, reason
 from aesearch.model.architecture import ModelConfig, parameter_shapes
-from aesearch.store.atomic import atomic_path
 
 FORMAT = "aesearch-checkpoint"
 FORMAT_VERSION = 1

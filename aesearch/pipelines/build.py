@@ -58,7 +58,7 @@ def build_index(
         The new bundle's manifest. The previous bundle at index_dir, if any, is replaced only
         once the new one is complete.
     """
-    from aesearch.store.atomic import check_writable
+    from aesearch.atomic import check_writable
 
     index_dir = Path(index_dir)
     if not 0 <= whiten_shrinkage <= 10:

@@ -104,7 +104,7 @@ def build_from_folders(
 
 def read_collection(source: FolderSource) -> tuple[np.ndarray, np.ndarray, list[str], list[Skipped]]:
     """Every file of a folder source in memory: (images, records without ids, paths, skipped)."""
-    from aesearch.search.preprocess import SIZE  # the size files are preprocessed to
+    from aesearch.sources.preprocess import SIZE  # the size files are preprocessed to
 
     chunks = list(source.chunks(source.count or 1))
     pixels = np.concatenate([c.images for c in chunks]) if chunks else np.zeros((0, SIZE, SIZE), np.uint8)

@@ -28,8 +28,8 @@ from aesearch.integers import check_int, check_ints
 from aesearch.pipelines import drift
 from aesearch.pipelines.sync import SyncReport, SyncRows, files_to_add, ids_by_path, sync_rows
 from aesearch.pipelines.update import MAX_DELTAS, compact, delta_numbers, embed, needs_compaction, write_delta
-from aesearch.search.preprocess import ImageSource, preprocess_batch
 from aesearch.search.segments import load_transform
+from aesearch.sources.preprocess import ImageSource, preprocess_batch
 from aesearch.store.bundle import Bundle, BundleWriter, as_path, load_bundle
 from aesearch.store.manifest import read_manifest
 from aesearch.store.paths import encode_path, shown

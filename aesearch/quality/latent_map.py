@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from aesearch.atomic import atomic_path
 from aesearch.errors import InvalidArgumentError
 from aesearch.search.engine import QueryResult, SearchEngine
-from aesearch.store.atomic import atomic_path
 
 METHODS = ("pca", "tsne")
 TSNE_SAMPLE = 10_000

@@ -19,9 +19,9 @@ from aesearch.errors import BundleError, EmptyIndexError, InvalidArgumentError
 from aesearch.integers import check_int
 from aesearch.model.runtime import NumpyAutoEncoder
 from aesearch.search.feedback import Feedback
-from aesearch.search.preprocess import DEFAULT_MAX_PIXELS, ImageSource, preprocess_batch, preprocess_keeping_originals
 from aesearch.search.segments import SegmentedIndex, load_trust_dict
 from aesearch.search.trust import Trust, TrustCalibration
+from aesearch.sources.preprocess import DEFAULT_MAX_PIXELS, ImageSource, preprocess_batch, preprocess_keeping_originals
 from aesearch.store.bundle import Bundle, load_bundle, records_problem
 from aesearch.store.manifest import rebuild_advice
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from aesearch.integers import check_int
-from aesearch.search.preprocess import ImageSource, preprocess_batch
+from aesearch.sources.preprocess import ImageSource, preprocess_batch
 
 if TYPE_CHECKING:
     from aesearch.search.engine import Hit, QueryResult, SearchEngine

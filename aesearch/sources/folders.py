@@ -494,7 +494,7 @@ def _chunk(items: list[FileEntry], result: tuple) -> ReadChunk:
 
 def _read_batch(base: list[str], items: list[tuple[int, str]]) -> tuple:
     """In a worker: each file's preprocessed uint8 image, hash, size and mtime, or why it failed."""
-    from aesearch.search.preprocess import SIZE, preprocess
+    from aesearch.sources.preprocess import SIZE, preprocess
 
     n = len(items)
     images = np.zeros((n, SIZE, SIZE), dtype=np.uint8)  # preprocess()'s output

@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from aesearch._version import __version__
+from aesearch.atomic import new_staging_folder, publish_folder
 from aesearch.errors import BundleError, CheckpointError, InvalidArgumentError, reason
 from aesearch.model.checkpoint import Checkpoint, load_checkpoint, read_model_config, save_checkpoint
 from aesearch.rowwise import CORES
-from aesearch.store.atomic import new_staging_folder, publish_folder
 from aesearch.store.lock import writer_lock
 from aesearch.store.manifest import (
     FORMAT,

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from aesearch import defaults
+from aesearch.atomic import check_writable
 from aesearch.errors import InvalidArgumentError
 from aesearch.model.checkpoint import Checkpoint, save_checkpoint
 from aesearch.model.network import AutoEncoder, ModelConfig, from_patch_layout, to_patch_layout
 from aesearch.sources.fashion_mnist import FashionMNIST, Split, load_fashion_mnist
-from aesearch.store.atomic import check_writable
 
 Precision = Literal["auto", "fp32", "bf16"]
 
