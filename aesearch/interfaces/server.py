@@ -164,7 +164,7 @@ def create_app(
             raise HTTPException(404, str(exc)) from None
         image = Image.fromarray(pixels)
         if scale > 1:
-            image = image.resize((28 * scale, 28 * scale), Image.Resampling.NEAREST)
+            image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
         return Response(_png(image), media_type="image/png", headers={"Cache-Control": "public, max-age=86400"})
 
     @app.get("/", include_in_schema=False)
@@ -183,7 +183,8 @@ def _png(image: Image.Image) -> bytes:
 
 def _png_data_url(array: np.ndarray, scale: int = 8) -> str:
     pixels = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
-    image = Image.fromarray(pixels).resize((28 * scale, 28 * scale), Image.Resampling.NEAREST)
+    image = Image.fromarray(pixels)
+    image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     return "data:image/png;base64," + base64.b64encode(_png(image)).decode()
 
 

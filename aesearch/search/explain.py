@@ -67,7 +67,7 @@ def explain_hits(
     z_query = engine.autoencoder.encode(result.query[None])  # (1, z)
     z_hits = engine.autoencoder.encode(images)  # (n, z)
     path = (1 - fractions)[None, :, None] * z_query[:, None] + fractions[None, :, None] * z_hits[:, None]
-    frames = engine.decode(path.reshape(-1, z_hits.shape[1])).reshape(len(hits), steps, 28, 28)
+    frames = engine.decode(path.reshape(-1, z_hits.shape[1])).reshape(len(hits), steps, *images.shape[1:])
     hit_reconstructions = frames[:, -1]  # the line's end is the hit's z
     explanations = []
     for n, hit in enumerate(hits):

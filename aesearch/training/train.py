@@ -280,7 +280,7 @@ def reconstruction_mse(
     for start in range(0, len(split), batch_size):
         x = to_patch_layout(torch.as_tensor(split.images[start : start + batch_size]).to(device)).float().div_(255.0)
         total += F.mse_loss(model.forward_patches(x), x, reduction="sum").item()
-    return total / (len(split) * 28 * 28)
+    return total / (len(split) * math.prod(split.images.shape[1:]))  # per pixel, whatever the image size
 
 
 def _progress_bar(total: int, description: str, enabled: bool):
