@@ -270,18 +270,12 @@ def build_index_command(
     shifts = defaults.EMBEDDING_SHIFTS if phase_pooling else ((0, 0),)
     budget = parse_memory(max_index_memory) if max_index_memory is not None else None
     knobs = {"max_index_memory": budget, "chunk_size": chunk_size, "cluster": cluster}  # the streaming build's
+    common = {"model": model, "train_config": config, "log": click.echo, **knobs}  # every kind of build takes these
+    space = {"metric": metric, "transform": transform, "whiten_shrinkage": whiten_shrinkage, "whiten_dims": whiten_dims}
     if len(image_dirs) == 1 and not images_from and is_shard_folder(image_dirs[0]):
         from aesearch.pipelines.stream import StreamOptions, build_from_shards
 
-        options = StreamOptions(
-            index_type=index_type,
-            metric=metric,
-            transform=transform,
-            shifts=shifts,
-            whiten_shrinkage=whiten_shrinkage,
-            whiten_dims=whiten_dims,
-            **knobs,
-        )
+        options = StreamOptions(index_type=index_type, shifts=shifts, **space, **knobs)
         manifest = build_from_shards(index_dir, image_dirs[0], model=model, options=options, log=click.echo)
         click.echo(f"Done: {manifest['count']:,} images in {index_dir}.")
         return
@@ -290,44 +284,23 @@ def build_index_command(
 
         params = {"whiten_shrinkage": whiten_shrinkage, "whiten_dims": whiten_dims} if transform == "whiten" else {}
         spec = IndexSpec(index_type, metric, params, transform)
-        _build_from_folders(index_dir, image_dirs, images_from, labels, model, spec, shifts, config, knobs)
+        _build_from_folders(index_dir, image_dirs, images_from, labels, spec, shifts, common)
         return
     if labels:
         from aesearch.errors import InvalidArgumentError
 
         raise InvalidArgumentError("--labels folders needs --images DIR or --images-from LIST")
     manifest = build_index(
-        index_dir,
-        model=model,
-        index_type=index_type,
-        metric=metric,
-        transform=transform,
-        whiten_shrinkage=whiten_shrinkage,
-        whiten_dims=whiten_dims,
-        embedding_shifts=shifts,
-        data_dir=data_dir,
-        train_config=config,
-        log=click.echo,
-        **knobs,
+        index_dir, index_type=index_type, embedding_shifts=shifts, data_dir=data_dir, **space, **common
     )
     click.echo(f"Done: {manifest['count']:,} images in {index_dir}. Try `aesearch query IMAGE --index-dir {index_dir}`")
 
 
-def _build_from_folders(index_dir, image_dirs, images_from, labels, model, spec, shifts, config, knobs) -> None:
+def _build_from_folders(index_dir, image_dirs, images_from, labels, spec, shifts, common: dict) -> None:
     from aesearch.pipelines.collection import build_from_folders
 
-    manifest, skipped = build_from_folders(
-        index_dir,
-        images=image_dirs,
-        images_from=images_from,
-        labels=labels,
-        model=model,
-        spec=spec,
-        shifts=shifts,
-        train_config=config,
-        log=click.echo,
-        **knobs,
-    )
+    roots = {"images": image_dirs, "images_from": images_from, "labels": labels}
+    manifest, skipped = build_from_folders(index_dir, spec=spec, shifts=shifts, **roots, **common)
     _echo_skipped(skipped)
     click.echo(
         f"Done: {manifest['count']:,} images in {index_dir}. Keep it current with "
