@@ -45,7 +45,7 @@ from aesearch.sources.folders import (
 )
 from aesearch.store.bundle import Bundle
 from aesearch.store.paths import shown
-from aesearch.store.records import NO_LABEL, PINNED, new_records
+from aesearch.store.records import NO_LABEL, PINNED, ROOT, new_records
 
 
 @dataclass
@@ -117,7 +117,7 @@ def indexed_files(bundle: Bundle) -> dict[Key, IndexedFile]:
     for number, segment in enumerate(bundle.segments):
         rows = bundle.live_rows(number)
         records = segment.records[rows]
-        columns = [records[name].tolist() for name in ("position", "id", "bytes", "mtime_ns", "content_hash")]
+        columns = [records[name].tolist() for name in (ROOT, "id", "bytes", "mtime_ns", "content_hash")]
         for root, path, *entry in zip(columns[0], segment.paths(rows), *columns[1:], strict=True):
             out[(root, path)] = IndexedFile(*entry)
     return out
@@ -196,7 +196,7 @@ def sync_rows(
     ids, copies = plan.ids(), plan.copies()
     records = new_records(len(files))
     records["id"], records["content_hash"] = [ids[f.key] for f in files], hashes
-    records["position"] = [f.root for f in files]
+    records[ROOT] = [f.root for f in files]
     records["bytes"], records["mtime_ns"] = [f.size for f in files], [f.mtime_ns for f in files]
     if labels == "folders":
         records["label"] = [_label(class_names, f.path) for f in files]

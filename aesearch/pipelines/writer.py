@@ -33,7 +33,7 @@ from aesearch.sources.preprocess import ImageSource, preprocess_batch
 from aesearch.store.bundle import Bundle, BundleWriter, as_path, load_bundle
 from aesearch.store.manifest import read_manifest
 from aesearch.store.paths import encode_path, shown
-from aesearch.store.records import PINNED, new_records, pixel_hashes
+from aesearch.store.records import PINNED, ROOT, new_records, pixel_hashes
 
 
 class Collection:
@@ -72,7 +72,7 @@ class Collection:
         pixels = (preprocess_batch(images) * np.float32(255)).round().astype(np.uint8)
         records = new_records(len(pixels))
         records["content_hash"] = pixel_hashes(pixels)
-        records["position"] = PINNED
+        records[ROOT] = PINNED
         if paths is not None:
             if isinstance(paths, str | bytes) or not isinstance(paths, Sequence) or len(paths) != len(pixels):
                 raise InvalidArgumentError(f"paths must be a list of {len(pixels)} strings, one per image")

@@ -39,7 +39,7 @@ from aesearch.store.manifest import (
     rebuild_advice,
     write_manifest,
 )
-from aesearch.store.records import PINNED, RECORD_DTYPE
+from aesearch.store.records import PINNED, RECORD_DTYPE, ROOT
 from aesearch.store.segment import Segment, SegmentBuilder
 
 MODEL_FILE = "model.safetensors"
@@ -307,9 +307,9 @@ def records_problem(manifest: dict, records: np.ndarray) -> str | None:
         return f"a record has split {int(splits.max())}, but there are {names['split']} split names"
     collection = manifest.get("collection")
     if collection:
-        positions = records["position"]
-        if positions.min() < PINNED or positions.max() >= len(collection["roots"]):
-            return f"a record names root {int(positions.max())}, but the collection has {len(collection['roots'])}"
+        roots = records[ROOT]
+        if roots.min() < PINNED or roots.max() >= len(collection["roots"]):
+            return f"a record names root {int(roots.max())}, but the collection has {len(collection['roots'])}"
     return None
 
 

@@ -7,9 +7,10 @@ import hashlib
 import numpy as np
 
 # One row per image, sorted by id within a segment. split indexes the manifest's split_names;
-# position is the image's row in its source (its split of a dataset, or its shard); bytes, mtime_ns
-# and content_hash describe the file it came from (0 and the pixels' hash for array sources), so a
-# sync can tell unchanged, changed and moved files apart without decoding them.
+# position is the image's row in its source (its split of a dataset, or its shard), except in a
+# bundle of folders, where it is the number of the collection root the file is under (ROOT, below);
+# bytes, mtime_ns and content_hash describe the file it came from (0 and the pixels' hash for array
+# sources), so a sync can tell unchanged, changed and moved files apart without decoding them.
 RECORD_DTYPE = np.dtype(
     [
         ("id", "<i8"),
@@ -22,6 +23,9 @@ RECORD_DTYPE = np.dtype(
     ]
 )
 NO_LABEL = -1
+# The column that holds a folder bundle's root number: bundle format 2 named it "position", for
+# the datasets that came first; code that means the root says ROOT.
+ROOT = "position"
 # position of an image added through the Python API to a bundle of folders: no root holds its file,
 # so no sync removes it (pipelines/sync.py)
 PINNED = -1
