@@ -94,7 +94,6 @@ def build_from_folders(
         info=source.info(),
         spec=spec,
         shifts=shifts,
-        progress=progress,
         log=log,
         prune_classes=True,
         **knobs,

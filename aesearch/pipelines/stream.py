@@ -105,7 +105,7 @@ def stream_build(
             raise
 
 
-def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, encoded, info, log, report) -> dict:
+def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, encoded, info, log, report_skipped) -> dict:
     writer.set_model(checkpoint)
     state = _State.load(writer.scratch("state.npz"), source.count, checkpoint.model_config.z_size, options.seed)
     # Sized for every item; cut to the images there are once the pass is done (here, or before a kill).
@@ -124,8 +124,8 @@ def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, enco
             f"{source.describe()} yielded {read:,} items, fewer than it announced: its files changed during the "
             "build; run it again"
         )
-    if report is not None:
-        report(skipped)
+    if report_skipped is not None:
+        report_skipped(skipped)
     if rows < 2:
         example = f", e.g. {skipped[0].path}: {skipped[0].reason}" if skipped else ""
         raise InvalidArgumentError(

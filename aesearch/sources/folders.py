@@ -305,12 +305,6 @@ def _scan_list(number: int, listing: Path, files: list[FileEntry], skipped: list
         files.append(FileEntry(number, rel, st.st_size, st.st_mtime_ns))
 
 
-def full_path(roots: Sequence[Path], entry: FileEntry) -> Path:
-    root = roots[entry.root]
-    base = root.parent if root.is_file() else root
-    return base / entry.path
-
-
 def folder_label(path: str) -> str | None:
     """The first-level subfolder a file is in (its class with `--labels folders`), or None at the top."""
     head, sep, _ = path.partition("/")
