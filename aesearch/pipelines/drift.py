@@ -6,15 +6,13 @@ images there are now. The writer (writer.py) decides by cost after every change:
 
   * at most RELEARN_EVERY_SYNC_MAX live images: every update that changes something compacts
     (update.compact: whitening, index and trust learned again from the stored vectors; nothing is
-    encoded again). Measured on 2 cores, flat index: 1,000 images 0.2 s, 5,000 0.55 s, 10,000 1.0 s,
-    20,000 2.1 s, so below this size a synced bundle is a fresh build for under ~0.6 s.
+    encoded again), which costs well under a second at this size (docs/collections.md has the
+    figures), so below it a synced bundle simply is a fresh build.
   * above it, the drift is measured instead: the whitening a fresh build would learn now is learned
     from DRIFT_FIT sampled live vectors (one covariance), and the top-10 neighbours of DRIFT_QUERIES
     sampled images among DRIFT_SAMPLE sampled images are found in both spaces; when they overlap by
-    less than MIN_OVERLAP the update compacts. Measured on the 70,000-image Fashion-MNIST bundle
-    (IVF, whitened to 192 axes): 0.3 s warm with the covariance summed in float32 (0.85 s in
-    float64; the unchanged bundle's estimate is 0.991 either way); the estimate read 0.988 after
-    1,000 mirrored images were added and 0.985 after 2,000 (no compaction).
+    less than MIN_OVERLAP the update compacts. The check costs a fraction of a second at 70,000
+    images, far less than the compaction it may save (docs/collections.md has the figures).
 
 The bound: after any sequence of updates, the top-10 hits of a synced bundle overlap a fresh
 build's by at least MIN_OVERLAP (0.97) as estimated on the sample, which the tests check as at
@@ -32,7 +30,7 @@ import numpy as np
 
 from aesearch.search.index import AffineTransform, in_space
 
-RELEARN_EVERY_SYNC_MAX = 5_000  # live images up to which every changing update compacts (~0.55 s here)
+RELEARN_EVERY_SYNC_MAX = 5_000  # live images up to which every changing update compacts (cheaper than the check)
 MIN_OVERLAP = 0.97  # estimated top-10 overlap with a fresh build's space below which an update compacts
 DRIFT_SAMPLE = 16_384  # images the neighbour check searches among
 # Vectors the fresh whitening is learned from. All 60,000 of the Fashion-MNIST bundle's took 2.0 s in a
@@ -74,9 +72,9 @@ def estimated_overlap(
 
 
 def _whitening_estimate(x: np.ndarray, *, dims: int | None, shrinkage: float) -> AffineTransform:
-    """The whitening of x with its covariance summed in float32 (one BLAS product): 0.07 s for
-    32,768 x 314 here against 0.74 s for the float64 np.cov a build uses. This is an estimate's
-    input: float32 sums move it far less than the sampling does."""
+    """The whitening of x with its covariance summed in float32 (one BLAS product, a tenth of the
+    float64 np.cov a build uses). This is an estimate's input: float32 sums move it far less than
+    the sampling does."""
     x = np.asarray(x, dtype=np.float32)
     mean = x.mean(axis=0, dtype=np.float64)
     centred = x - mean.astype(np.float32)
