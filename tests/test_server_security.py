@@ -603,7 +603,10 @@ def wait_until(condition, limit: float) -> float:
     return time.monotonic() - start
 
 
-def test_an_answer_the_client_never_reads_is_dropped_at_the_write_deadline(engine):
+def test_an_answer_the_client_never_reads_is_dropped_at_the_write_deadline(engine, monkeypatch):
+    from aesearch import defaults
+
+    monkeypatch.setattr(defaults, "SERVER_MAX_EXPLAINED_HITS", 120)  # a large answer: 120 hits explained
     server = LiveServer(engine, send_buffer=4096)
     try:
         boundary = "b"

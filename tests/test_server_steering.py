@@ -48,6 +48,16 @@ def test_marks_refine_as_engine_refine_does(client, engine, tiny_bundle):
     assert folder_digest(tiny_bundle) == before
 
 
+def test_explain_is_refused_past_its_hit_limit(client, engine, monkeypatch):
+    from aesearch import defaults
+
+    monkeypatch.setattr(defaults, "SERVER_MAX_EXPLAINED_HITS", 5)
+    answer = post(client, engine.image(30), k=6, explain="true")
+    assert answer.status_code == 400 and "explains at most 5 hits, got k=6" in answer.json()["detail"]
+    assert post(client, engine.image(30), k=5, explain="true").status_code == 200
+    assert post(client, engine.image(30), k=6).status_code == 200, "without explain, k is the collection's"
+
+
 def test_explain_gives_maps_and_strips_for_every_hit(client, engine):
     result = engine.query(engine.image(30), k=3)
     body = post(client, engine.image(30), k=3, explain="true").json()

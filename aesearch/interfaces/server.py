@@ -141,6 +141,11 @@ def create_app(
     ) -> dict:
         engine = live.get()
         k = parse_int(k, "k", low=1, high=len(engine))
+        if explain and k > defaults.SERVER_MAX_EXPLAINED_HITS:  # a minute of CPU at k = 70,000 otherwise
+            raise InvalidArgumentError(
+                f"explain=true explains at most {defaults.SERVER_MAX_EXPLAINED_HITS} hits, got k={k}: ask for fewer "
+                "hits, or leave explain out"
+            )
         filename = (image.filename or "")[:_ECHO]
         name = f"uploaded file {filename}".rstrip()
         result = slots.run(lambda: engine.query(image.file.read(), k, max_pixels=max_pixels, name=name))
