@@ -74,7 +74,7 @@ def compact(index_dir: str | Path) -> dict:
         if len(ids) < MIN_IMAGES_TO_LEARN:
             return _compact_keeping_space(writer, bundle, ids)
         records, images, embeddings = bundle.records(ids), bundle.images(ids), bundle.embeddings(ids)
-        paths = [bundle.path_of(int(i)) for i in ids] if _has_paths(bundle) else None
+        paths = bundle.paths_of(ids) if any(s.has_paths for s in bundle.segments) else None
         options = _compaction_options(bundle, len(ids))
         fit = None
         if "train" in bundle.split_names:
@@ -109,7 +109,7 @@ def compact(index_dir: str | Path) -> dict:
 def _compact_keeping_space(writer: BundleWriter, bundle: Bundle, ids: np.ndarray) -> dict:
     """Too few images to learn from: their rows go into one exact segment in the current space."""
     records, images, embeddings = bundle.records(ids), bundle.images(ids), bundle.embeddings(ids)
-    paths = [bundle.path_of(int(i)) for i in ids] if _has_paths(bundle) else [""] * len(ids)
+    paths = bundle.paths_of(ids)
     writer.drop_segments([s.name for s in bundle.segments])
     write_delta(writer, bundle, records, images, embeddings, paths, delta=False)
     return writer.commit()
@@ -134,10 +134,6 @@ def _compaction_options(bundle: Bundle, n: int) -> StreamOptions:
         whiten_dims=params.get("whiten_dims") if whiten else None,
         max_index_memory=choice.get("max_index_memory"),
     )
-
-
-def _has_paths(bundle: Bundle) -> bool:
-    return any(s.file("paths.bin").stat().st_size for s in bundle.segments)
 
 
 def embed(bundle: Bundle, images: np.ndarray) -> np.ndarray:

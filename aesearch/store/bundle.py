@@ -186,8 +186,17 @@ class Bundle:
 
     def path_of(self, id: int) -> str:
         """The image's path relative to its collection root ("" for dataset images)."""
-        (number,), (row,) = self.locate([id])
-        return self.segments[number].path(int(row))
+        return self.paths_of([id])[0]
+
+    def paths_of(self, ids) -> list[str]:
+        """The paths of these ids, located in one lookup and read a segment at a time."""
+        where, rows = self.locate(ids)
+        out = [""] * len(rows)
+        for number in np.unique(where).tolist():
+            mine = np.flatnonzero(where == number)
+            for at, path in zip(mine.tolist(), self.segments[number].paths(rows[mine]), strict=True):
+                out[at] = path
+        return out
 
     def all_records(self) -> np.ndarray:
         """Records of every live image, in id order."""
