@@ -7,7 +7,7 @@ No torch anywhere on this path: a cold `aesearch query` pays for NumPy, FAISS an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -78,6 +78,9 @@ class QueryResult:
     # The query as given, decoded once by the preprocessing (keep_original=True; None for an array):
     # a result picture shows it without reading the file again.
     original: Image.Image | None = field(default=None, repr=False, compare=False)
+    # Where the hits' indexed images come from (ids -> (n, *image_shape) uint8): the engine's bundle,
+    # or a server for aesearch.Client. Pictures of a result (a notebook's grid) read them through it.
+    images_of: Callable[[Sequence[int]], np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @property
     def in_distribution(self) -> bool:
@@ -296,7 +299,14 @@ class SearchEngine:
         trusts = self.trust.assess_many(errors, distances[:, 0], queries)
         return [
             QueryResult(
-                hits, queries[n], reconstructions[n], float(errors[n]), trusts[n], latents[n], original=originals[n]
+                hits,
+                queries[n],
+                reconstructions[n],
+                float(errors[n]),
+                trusts[n],
+                latents[n],
+                original=originals[n],
+                images_of=self.bundle.images,
             )
             for n, hits in enumerate(self._hits(ids, distances))
         ]
