@@ -65,3 +65,16 @@ SERVER_MAX_CONNECTIONS_PER_ADDRESS = 32  # a browser opens 6 per host: room for 
 SERVER_MAX_CONNECTIONS = 512  # 16 addresses at their cap; well under the usual 1024 file descriptors
 SERVER_MAX_EXPLAINED_HITS = 100  # explain=true costs ~1 ms and 2 KB a hit: the page's largest k, no more
 SERVER_MAX_REQUESTS_IN_FLIGHT = 64  # uvicorn's old limit, now counting requests, not idle or stalled sockets
+
+# --- filters (search/filters.py) ---
+# A filter's text: 16 MB holds an `id in (...)` list of a million 15-digit ids (a lasso over a whole
+# map); anything longer is not a filter a person or a page wrote.
+FILTER_MAX_CHARS = 16 * 2**20
+FILTER_MAX_DEPTH = 64  # nested parentheses / nots: far past any real filter, far below Python's stack
+FILTER_SHOWN_CHARS = 300  # a result reports its filter's text up to this long (a lasso's id list is cut)
+FILTER_CACHE = 8  # filters whose matches the engine keeps (per bundle generation): a repeated filter is free
+# A filtered search scans the matching rows' vectors exactly (no index) while a part has at most this
+# many floats of them to compare (matches x dimensions: 2 M floats, ~10,000 rows of 192, ~0.3 ms on
+# one core, and their 8 MB copy cached with the filter); more matches go through the index with a
+# selector. Measured by scripts/bench_filter.py (docs/filters.md).
+FILTER_SCAN_MAX_FLOATS = 2_000_000

@@ -62,6 +62,7 @@ class DuplicateReport:
     pairs: dict[str, dict[str, int]]  # "train/test" -> {"exact": n, "near": n}: near counts the non-exact
     groups: list[DuplicateGroup]
     seconds: float = 0.0
+    where: str | None = None  # the filter both images of every pair match (None: all images)
     images_in_groups: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -78,16 +79,21 @@ class DuplicateReport:
             "pairs": self.pairs,
             "images_in_groups": self.images_in_groups,
             "seconds": self.seconds,
+            **({"where": self.where} if self.where is not None else {}),
             "groups": [g.to_dict() for g in self.groups],
         }
 
 
-def find_duplicates(engine, *, threshold: float = DEFAULT_THRESHOLD, across_splits: bool = False) -> DuplicateReport:
+def find_duplicates(
+    engine, *, threshold: float = DEFAULT_THRESHOLD, across_splits: bool = False, where=None
+) -> DuplicateReport:
     """Exact and near-duplicate groups among a bundle's images, largest groups first.
 
     Args:
         threshold: the largest distance (as `query` reports it) at which two images count as
             near duplicates; 0 groups exact copies only.
+        where: only images that match (filter text, a Filter, a Selection or ids): pairs whose
+            images both match.
         across_splits: keep only pairs whose images are in different splits (Fashion-MNIST:
             training images that reappear in the test split).
     """
@@ -97,7 +103,8 @@ def find_duplicates(engine, *, threshold: float = DEFAULT_THRESHOLD, across_spli
         )
     engine.require_images()
     start = time.perf_counter()
-    view = _View.of(engine)
+    parsed = engine.subset(where)[0]  # a bad filter: one line, before any work
+    view = _View.of(engine, None if parsed is None else engine.select(parsed).ids)
     n = len(view.ids)
     exact_class = exact_classes(view.images)
     if threshold > 0 and n > 1:
@@ -132,6 +139,7 @@ def find_duplicates(engine, *, threshold: float = DEFAULT_THRESHOLD, across_spli
         pairs=pairs,
         groups=groups,
         seconds=round(time.perf_counter() - start, 2),
+        where=None if parsed is None else parsed.summary,
     )
 
 
@@ -148,9 +156,10 @@ class _View:
     metric: str
 
     @classmethod
-    def of(cls, engine) -> _View:
+    def of(cls, engine, ids: np.ndarray | None = None) -> _View:
+        """ids: the images to compare (default: every live one)."""
         bundle = engine.bundle
-        ids = bundle.live_ids()
+        ids = bundle.live_ids() if ids is None else ids
         # The stored embeddings, in the search space every query uses: no image is encoded again.
         vectors = engine.index.search_space(bundle.embeddings(ids))
         return cls(

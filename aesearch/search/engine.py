@@ -7,6 +7,8 @@ No torch anywhere on this path: a cold `aesearch query` pays for NumPy, FAISS an
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +18,12 @@ import numpy as np
 
 from aesearch import defaults
 from aesearch.errors import BundleError, EmptyIndexError, InvalidArgumentError
-from aesearch.integers import check_int
+from aesearch.integers import check_int, check_ints
 from aesearch.model.runtime import NumpyAutoEncoder
 from aesearch.search.feedback import Feedback
-from aesearch.search.segments import SegmentedIndex, load_trust_dict
+from aesearch.search.filters import Filter
+from aesearch.search.segments import SegmentedIndex, Subset, load_trust_dict
+from aesearch.search.selection import Selection
 from aesearch.search.trust import Trust, TrustCalibration
 from aesearch.sources.preprocess import DEFAULT_MAX_PIXELS, ImageSource, preprocess_batch, preprocess_keeping_originals
 from aesearch.store.bundle import Bundle, load_bundle, records_problem
@@ -31,6 +35,8 @@ if TYPE_CHECKING:
     from aesearch.search.explain import Explanation
 
 DEFAULT_INDEX_DIR = defaults.INDEX_DIR
+# What `where=` takes: filter text, a parsed Filter, a Selection, or ids (None: every image).
+Where = str | Filter | Selection | Sequence[int] | np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ class QueryResult:
     # Where the hits' indexed images come from (ids -> (n, *image_shape) uint8): the engine's bundle,
     # or a server for aesearch.Client. Pictures of a result (a notebook's grid) read them through it.
     images_of: Callable[[Sequence[int]], np.ndarray] | None = field(default=None, repr=False, compare=False)
+    where: Filter | None = None  # the filter the hits were narrowed to; refine() keeps narrowing within it
 
     @property
     def in_distribution(self) -> bool:
@@ -97,6 +104,7 @@ class QueryResult:
             **self.trust.to_dict(),
             "hits": hits,
             **(self.feedback.to_dict() if self.feedback else {}),
+            **({"where": self.where.summary} if self.where is not None else {}),
         }
 
 
@@ -120,6 +128,8 @@ class SearchEngine:
         # The index holds each image's z averaged over these translations (see NumpyAutoEncoder.embed).
         self.shifts = [tuple(shift) for shift in bundle.manifest.get("embedding_shifts", [[0, 0]])]
         self._check_stored_vectors()
+        self._subsets: OrderedDict[tuple[str, int], tuple[Filter, Subset]] = OrderedDict()  # defaults.FILTER_CACHE
+        self._subsets_lock = threading.Lock()
 
     @classmethod
     def load(cls, index_dir: str | Path = DEFAULT_INDEX_DIR, *, model: str | Path | None = None) -> SearchEngine:
@@ -168,19 +178,60 @@ class SearchEngine:
         """(n, z_size) encoder outputs -> (n, 28, 28) float32 images in [0, 1]."""
         return self.autoencoder.decode(self._check_vectors(z, "z"))
 
-    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(n, z_size) vectors -> (distances, ids), each (n, k), FAISS's convention (-1: no result)."""
+    def search(self, vectors: np.ndarray, k: int, *, where: Where = None) -> tuple[np.ndarray, np.ndarray]:
+        """(n, z_size) vectors -> (distances, ids), each (n, k), FAISS's convention (-1: no result).
+
+        where: only images that match (filter text, a Filter, a Selection or ids; see search/filters.py).
+        """
         k = self._check_k(k)
-        return self.index.search(self._check_vectors(vectors, "vectors"), k)
+        return self.index.search(self._check_vectors(vectors, "vectors"), k, self.subset(where)[1])
 
     def search_space(self, vectors: np.ndarray) -> np.ndarray:
         """(n, z_size) vectors from encode() -> the vectors the index compares (whitened, unit for cosine)."""
         return self.index.search_space(np.asarray(vectors, dtype=np.float32))
 
-    def search_in_space(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search_in_space(
+        self, vectors: np.ndarray, k: int, *, where: Where = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Like search(), for vectors made in the search space (a refined query); see feedback.py."""
         k = self._check_k(k)
-        return self.index.search_in_space(self._check_vectors(vectors, "vectors", self.index.search_dim), k)
+        vectors = self._check_vectors(vectors, "vectors", self.index.search_dim)
+        return self.index.search_in_space(vectors, k, self.subset(where)[1])
+
+    def select(self, where: Where) -> Selection:
+        """The live images that match, as a Selection (ids, records, JSON / CSV export)."""
+        if isinstance(where, Selection):
+            return where
+        subset = self.subset(where)[1]
+        if subset is None:
+            return Selection(np.asarray(self.bundle.live_ids(), dtype=np.int64), self)
+        ids = [self.index.parts[n].ids[plan.rows] for n, plan in enumerate(subset.plans) if plan is not None]
+        return Selection(np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64), self)
+
+    def subset(self, where: Where) -> tuple[Filter | None, Subset | None]:
+        """where as a parsed Filter and the plan its searches follow (None, None: no filter), cached
+        per (filter text, bundle generation) for the last defaults.FILTER_CACHE filters."""
+        if where is None or (isinstance(where, str) and not where.strip()):
+            return None, None
+        if isinstance(where, Selection):
+            where = where.ids
+        if isinstance(where, str | Filter):
+            text = where.text if isinstance(where, Filter) else where.strip()
+        else:
+            where = Filter.of_ids(_checked_ids(where))
+            text = where.text
+        key = (text, self.bundle.generation)
+        with self._subsets_lock:
+            if key in self._subsets:
+                self._subsets.move_to_end(key)
+                return self._subsets[key]
+        parsed = Filter.parse(where)
+        found = parsed, self.index.subset(parsed.masks(self.bundle))
+        with self._subsets_lock:
+            self._subsets[key] = found
+            while len(self._subsets) > defaults.FILTER_CACHE:
+                self._subsets.popitem(last=False)
+        return found
 
     def image(self, id: int) -> np.ndarray:
         """The indexed 28x28 uint8 image with this id."""
@@ -260,18 +311,24 @@ class SearchEngine:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         name: str | None = None,
         keep_original: bool = False,
+        where: Where = None,
     ) -> QueryResult:
         """Preprocess one image, encode it, find its k nearest neighbours, and decode it.
 
         image: a path, the file's bytes, a PIL image, a numpy array or a torch tensor.
         name: how to call the image in error messages (default: its path, or "the image data").
         keep_original: keep the image as decoded in result.original (to show it; it may be large).
+        where: only images that match: filter text (`label in (Shirt, Coat) and size < 10KB`, see
+            search/filters.py), a Filter, a Selection or ids. The hits are exact for the filter:
+            k of them whenever k images match.
         """
-        return self.query_batch([image], k, max_pixels=max_pixels, name=name, keep_original=keep_original)[0]
+        return self.query_batch(
+            [image], k, max_pixels=max_pixels, name=name, keep_original=keep_original, where=where
+        )[0]
 
-    def query_id(self, id: int, k: int = 8) -> QueryResult:
-        """Query with an indexed image (it finds itself first, at distance 0)."""
-        return self.query_batch(self.image(id)[None], k)[0]
+    def query_id(self, id: int, k: int = 8, *, where: Where = None) -> QueryResult:
+        """Query with an indexed image (it finds itself first, at distance 0, if it matches where)."""
+        return self.query_batch(self.image(id)[None], k, where=where)[0]
 
     def query_batch(
         self,
@@ -281,10 +338,12 @@ class SearchEngine:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         name: str | None = None,
         keep_original: bool = False,
+        where: Where = None,
     ) -> list[QueryResult]:
-        """Many queries at once: one batched encode, search and decode (keep_original: see query())."""
+        """Many queries at once: one batched encode, search and decode (keep_original, where: see query())."""
         k = self._check_k(k)
         max_pixels = check_int(max_pixels, "max_pixels", low=1)
+        parsed, subset = self.subset(where)  # a bad filter fails before any image is decoded
         if isinstance(images, Sequence | np.ndarray) and not isinstance(images, str | bytes) and not len(images):
             return []  # no image, no result (and no zero-row arrays through the encoder)
         if keep_original:  # off by default: a batch of photos would keep every one decoded
@@ -295,7 +354,7 @@ class SearchEngine:
         z, latents = self.autoencoder.embed(queries, self.shifts)
         reconstructions = self.autoencoder.decode(z)
         errors = ((reconstructions - queries) ** 2).mean(axis=(1, 2))
-        distances, ids = self.index.search(latents, k)
+        distances, ids = self.index.search(latents, k, subset)
         trusts = self.trust.assess_many(errors, distances[:, 0], queries)
         return [
             QueryResult(
@@ -307,22 +366,31 @@ class SearchEngine:
                 latents[n],
                 original=originals[n],
                 images_of=self.bundle.images,
+                where=parsed,
             )
             for n, hits in enumerate(self._hits(ids, distances))
         ]
 
     def refine(
-        self, result: QueryResult, more: Sequence[int] = (), less: Sequence[int] = (), *, k: int | None = None
+        self,
+        result: QueryResult,
+        more: Sequence[int] = (),
+        less: Sequence[int] = (),
+        *,
+        k: int | None = None,
+        where: Where = None,
     ) -> QueryResult:
         """Search again with relevance feedback: these ids marked "more like this" / "less like this".
 
         Marks add up over rounds (pass the refined result back in). Hits marked "less like" are left
         out of the new hits and listed in result.feedback; see search/feedback.py for the method.
+        where: narrow to these images (default: the filter result was made with, result.where).
         """
         from aesearch.search.feedback import refine
 
         self._check_result(result)
-        return refine(self, result, more, less, k=None if k is None else self._check_k(k))
+        parsed = self.subset(where)[0] if where is not None else result.where
+        return refine(self, result, more, less, k=None if k is None else self._check_k(k), where=parsed)
 
     def explain(self, result: QueryResult, hit: Hit | int, *, steps: int = 8) -> Explanation:
         """Why a hit matched: signed difference maps and a latent interpolation strip (search/explain.py).
@@ -408,3 +476,12 @@ class SearchEngine:
         """(segment number, row) of a live id; one line naming the id if it is not in the bundle."""
         (number,), (row,) = self.bundle.locate([check_int(id, "an image id")])
         return int(number), int(row)
+
+
+def _checked_ids(ids: object) -> np.ndarray:
+    """ids given as a list or array, as sorted unique int64; one line for anything else."""
+    if isinstance(ids, np.ndarray) and np.issubdtype(ids.dtype, np.integer) and ids.ndim == 1:
+        if len(ids) and ids.min() < 0:
+            raise InvalidArgumentError("where: ids must be 0 or more", parameter="where")
+        return np.unique(ids.astype(np.int64))
+    return np.unique(np.array(check_ints(ids, "where"), dtype=np.int64))

@@ -100,6 +100,7 @@ def refine(
     *,
     k: int | None = None,
     settings: FeedbackSettings = DEFAULT_SETTINGS,
+    where=None,
 ) -> QueryResult:
     """One more round of feedback: result's earlier marks plus these, searched again.
 
@@ -107,13 +108,15 @@ def refine(
     result.feedback still lists them, so they stay visible as marks); images marked "more like this"
     rank where the refined query puts them, normally first. Distances are to the refined query.
     k: hits to return (default: as many as result has).
+    where: only images that match (a Filter, filter text, a Selection or ids; SearchEngine.refine
+    passes the filter result was made with). Marked images outside it still shape the query.
     """
     feedback = result.feedback.add(more, less)
     k = len(result.hits) if k is None else k
     for id in (*feedback.more, *feedback.less):
         engine.hit(id)  # one line naming the bad id, before any work
     if not feedback:  # the plain search's own path: normalizing its unit vector again can move the last bit
-        distances, ids = engine.search(result.latent[None], k)
+        distances, ids = engine.search(result.latent[None], k, where=where)
     else:
         query = engine.search_space(result.latent[None])
         refined = refined_queries(
@@ -124,10 +127,10 @@ def refine(
             metric=engine.manifest["metric"],
             settings=settings,
         )
-        distances, ids = engine.search_in_space(refined, min(len(engine), k + len(feedback.less)))
+        distances, ids = engine.search_in_space(refined, min(len(engine), k + len(feedback.less)), where=where)
     kept = [(int(i), float(d)) for i, d in zip(ids[0], distances[0], strict=True) if i >= 0 and i not in feedback.less]
     hits = [engine.hit(i, rank=rank, distance=d) for rank, (i, d) in enumerate(kept[:k], start=1)]
-    return replace(result, hits=hits, feedback=feedback)
+    return replace(result, hits=hits, feedback=feedback, where=engine.subset(where)[0])
 
 
 def _vectors(engine: SearchEngine, ids: Sequence[int], dims: int) -> np.ndarray:

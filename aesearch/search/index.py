@@ -362,6 +362,12 @@ def to_search_space(vectors: np.ndarray, metric: str, transform: AffineTransform
     return x
 
 
+def exact_search(prepared: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest rows of vectors to each prepared query: (squared L2, rows), FAISS's convention."""
+    with _threads(len(prepared)):
+        return faiss.knn(np.ascontiguousarray(prepared, np.float32), vectors, k)
+
+
 def to_distance(squared: np.ndarray, metric: str) -> np.ndarray:
     missing = squared >= np.finfo(np.float32).max / 2  # FAISS pads absent results with +inf-like values
     squared = np.maximum(squared, 0)  # BLAS rounding can give -1e-7 for identical vectors

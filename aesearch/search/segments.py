@@ -10,14 +10,17 @@ same way until a compaction rebuilds it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
 
+from aesearch import defaults
 from aesearch.errors import BundleError
-from aesearch.search.index import AffineTransform, IndexSpec, VectorIndex, in_space, to_distance
-from aesearch.search.large import read_segment_index
+from aesearch.search.index import AffineTransform, IndexSpec, VectorIndex, exact_search, in_space, to_distance
+from aesearch.search.large import RerankingIndex, read_segment_index
 from aesearch.store.bundle import Bundle
 
 INDEX_FILE = "index.faiss"
@@ -30,6 +33,28 @@ class _Part:
     removed: np.ndarray  # sorted positions whose ids are tombstoned or superseded
     params: faiss.SearchParameters | None  # the selector that skips them (None: nothing removed)
     selectors: tuple = ()  # SWIG does not own the selectors params point to: keep them alive here
+    vectors_of: Callable[[np.ndarray], np.ndarray] | None = None  # positions -> search-space vectors
+    number: int = 0  # the bundle segment this part searches
+
+
+@dataclass
+class _Plan:
+    """How a filtered search searches one part: an exact scan of the matching rows' vectors (few
+    matches), or the part's index behind a bitmap selector with its knobs raised by the selectivity."""
+
+    rows: np.ndarray  # sorted live positions that match
+    vectors: np.ndarray | None = None  # (len(rows), d) search-space vectors: the scan
+    params: faiss.SearchParameters | None = None  # the index's, with the selector
+    exhaustive: faiss.SearchParameters | None = None  # every list / the whole graph, with the selector
+    keep: tuple = field(default=(), repr=False)  # the bitmap and selector SWIG points to
+
+
+@dataclass
+class Subset:
+    """The live images a filter matched, as a filtered search uses them (SegmentedIndex.subset)."""
+
+    plans: list[_Plan | None]  # per part; None: nothing matches there
+    count: int  # live matching images
 
 
 class SegmentedIndex:
@@ -64,7 +89,8 @@ class SegmentedIndex:
                 )
             ids = np.asarray(segment.ids)
             removed = bundle.dead_rows(number)  # tombstoned, or superseded by a newer copy
-            parts.append(_Part(index, ids, removed, *_skipping(index, removed)))
+            vectors_of = _vectors_of(index, segment)
+            parts.append(_Part(index, ids, removed, *_skipping(index, removed), vectors_of, number))
         return cls(parts, spec, transform, len(bundle))
 
     def __len__(self) -> int:
@@ -86,42 +112,89 @@ class SegmentedIndex:
         """Vectors as the index compares them: transformed, and unit length for cosine."""
         return self.parts[0].index.search_space(vectors) if self.parts else np.asarray(vectors, np.float32)
 
-    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, vectors: np.ndarray, k: int, subset: Subset | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(n, dim) float32 -> (distances, ids), each (n, k); smaller is closer; -1 / inf where
-        fewer than k images are live."""
-        return self._search_prepared(self.search_space(vectors), k)
+        fewer than k images are live (subset: only those images, see subset())."""
+        return self._search_prepared(self.search_space(vectors), k, subset)
 
-    def search_in_space(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search_in_space(
+        self, vectors: np.ndarray, k: int, subset: Subset | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Like search(), for vectors made in the search space (a refined query, search/feedback.py)."""
-        return self._search_prepared(in_space(vectors, self.spec.metric), k)
+        return self._search_prepared(in_space(vectors, self.spec.metric), k, subset)
 
-    def _search_prepared(self, prepared: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exactly k results a row whenever k images are live: an approximate index that finds fewer
-        (IVF lists probed hold fewer than k live vectors) searches those rows again exhaustively."""
-        squared, ids = self._merged(prepared, k, exhaustive=False)
-        short = np.flatnonzero((ids < 0).any(axis=1)) if self.count >= k else np.zeros(0, np.int64)
+    def subset(self, masks: list[np.ndarray]) -> Subset:
+        """The plan of a filtered search over the rows masks marks (one boolean mask per bundle
+        segment, dead rows False: Filter.masks), made once per filter and reused by every query.
+
+        A part with few matches is scanned exactly; one with many is searched through its index
+        behind a bitmap selector, with nprobe / efSearch divided by the share of its live images
+        that match: the lists or graph nodes a search visits then hold about as many matches as the
+        tuned unfiltered search sees images, so recall stays at the tuned level.
+        """
+        plans, count = [], 0
+        for part in self.parts:
+            mask = masks[part.number]
+            rows = np.flatnonzero(mask)
+            count += len(rows)
+            if not len(rows):
+                plans.append(None)
+            elif len(rows) * self.search_dim <= defaults.FILTER_SCAN_MAX_FLOATS:
+                plans.append(_Plan(rows, vectors=np.ascontiguousarray(part.vectors_of(rows), dtype=np.float32)))
+            else:
+                share = len(rows) / max(1, len(part.ids) - len(part.removed))
+                bitmap = np.packbits(mask, bitorder="little")
+                selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
+                params, exhaustive = part.index.search_parameters(), part.index.exhaustive_parameters()
+                _widen(params, share, exhaustive)
+                params.sel = exhaustive.sel = selector
+                plans.append(_Plan(rows, params=params, exhaustive=exhaustive, keep=(bitmap, selector)))
+        return Subset(plans, count)
+
+    def _search_prepared(
+        self, prepared: np.ndarray, k: int, subset: Subset | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exactly k results a row whenever k images are live (and match): an approximate index that
+        finds fewer (IVF lists probed hold fewer than k live vectors) searches those rows again
+        exhaustively."""
+        squared, ids = self._merged(prepared, k, exhaustive=False, subset=subset)
+        available = min(k, self.count if subset is None else subset.count)
+        short = np.flatnonzero((ids[:, :available] < 0).any(axis=1))
         if len(short):
-            squared[short], ids[short] = self._merged(prepared[short], k, exhaustive=True)
+            squared[short], ids[short] = self._merged(prepared[short], k, exhaustive=True, subset=subset)
         ids = np.where(squared >= np.finfo(np.float32).max / 2, -1, ids)
         return to_distance(squared, self.spec.metric), ids
 
-    def _merged(self, prepared: np.ndarray, k: int, *, exhaustive: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _merged(
+        self, prepared: np.ndarray, k: int, *, exhaustive: bool, subset: Subset | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Every part's answer merged into one ranking of global ids: (squared distances, ids), (n, k)."""
         n = len(prepared)
-        if not self.parts:
-            return np.full((n, k), np.finfo(np.float32).max, np.float32), np.full((n, k), -1, np.int64)
         all_squared, all_ids = [], []
-        for part in self.parts:
-            params = part.params
-            if exhaustive:
-                params = part.index.exhaustive_parameters()
-                if part.selectors:
-                    params.sel = part.selectors[-1]  # the removed positions stay skipped
-            squared, positions = part.index.search_prepared(prepared, min(k, len(part.ids)), params=params)
+        for number, part in enumerate(self.parts):
+            if subset is not None:
+                plan = subset.plans[number]
+                if plan is None:
+                    continue
+                if plan.vectors is not None:
+                    squared, found = exact_search(prepared, plan.vectors, min(k, len(plan.rows)))
+                    positions = np.where(found >= 0, plan.rows[np.maximum(found, 0)], -1)
+                else:
+                    params = plan.exhaustive if exhaustive else plan.params
+                    squared, positions = part.index.search_prepared(prepared, min(k, len(plan.rows)), params=params)
+            else:
+                params = part.params
+                if exhaustive:
+                    params = part.index.exhaustive_parameters()
+                    if part.selectors:
+                        params.sel = part.selectors[-1]  # the removed positions stay skipped
+                squared, positions = part.index.search_prepared(prepared, min(k, len(part.ids)), params=params)
             all_squared.append(squared)
             all_ids.append(np.where(positions >= 0, part.ids[np.maximum(positions, 0)], -1))
+        if not all_squared:
+            return np.full((n, k), np.finfo(np.float32).max, np.float32), np.full((n, k), -1, np.int64)
         squared, ids = np.concatenate(all_squared, axis=1), np.concatenate(all_ids, axis=1)
-        if len(self.parts) > 1 or squared.shape[1] < k:
+        if len(all_squared) > 1 or squared.shape[1] < k:
             order = np.argsort(squared, axis=1, kind="stable")[:, :k]
             squared, ids = np.take_along_axis(squared, order, 1), np.take_along_axis(ids, order, 1)
             if squared.shape[1] < k:
@@ -154,6 +227,22 @@ def load_trust_dict(bundle: Bundle) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError, RecursionError) as exc:
         raise BundleError(f"{path} cannot be read ({exc!s:.120}): rebuild the index") from None
+
+
+def _vectors_of(index: VectorIndex, segment) -> Callable[[np.ndarray], np.ndarray]:
+    """Positions -> the search-space vectors a filtered scan compares: a re-ranked segment's stored
+    ones, else its embeddings transformed (what every index was built from; lossy codes are not)."""
+    if isinstance(index.index, RerankingIndex):
+        return index.index.vectors_of
+    embeddings = segment.embeddings
+    return lambda rows: index.search_space(embeddings[rows])
+
+
+def _widen(params: faiss.SearchParameters, share: float, bound: faiss.SearchParameters) -> None:
+    """nprobe / efSearch divided by the share of images that match, up to the exhaustive bound."""
+    for knob in ("nprobe", "efSearch"):
+        if hasattr(params, knob):
+            setattr(params, knob, int(min(getattr(bound, knob), math.ceil(getattr(params, knob) / share))))
 
 
 def _skipping(index: VectorIndex, removed: np.ndarray) -> tuple[faiss.SearchParameters | None, tuple]:
