@@ -60,7 +60,7 @@ def test_valid_filters_parse(text):
         ("not " * 10_000 + "id = 1", "nests deeper than 64 levels"),
         ("x" * (defaults.FILTER_MAX_CHARS + 1), "more than 16,777,216"),
         ("label = ring drop", "found 'drop'"),
-        ("label = \"ring", "unexpected '\"' at character 9"),
+        ('label = "ring', "unexpected '\"' at character 9"),
     ],
 )
 def test_bad_filters_are_one_line(text, message):
@@ -211,7 +211,9 @@ def _assert_exact(engine: SearchEngine, where, expected_ids: np.ndarray, k: int,
         oracle_distances = to_distance(oracle_squared[:, :want].astype(np.float32), engine.index.spec.metric)
         np.testing.assert_allclose(distances[:, :want], oracle_distances, atol=1e-5)
         assert not want or np.mean(ids[:, :want] == oracle[:, :want]) > 0.99
-    elif want and not LOSSY.search(engine.manifest["index_type"]) or "rerank_factor" in engine.manifest["index_params"]:
+    elif want and (
+        not LOSSY.search(engine.manifest["index_type"]) or "rerank_factor" in engine.manifest.get("index_params", {})
+    ):
         held_out = slice(len(queries) - 40, None)  # new images: an indexed one finds itself too easily
         unfiltered = _recall(engine.search(queries[held_out], k)[1], _brute(engine, queries[held_out], live, k)[1])
         assert _recall(ids[held_out, :want], oracle[held_out, :want]) >= min(0.95, unfiltered - 0.1)
@@ -329,3 +331,56 @@ def test_the_cache_follows_the_bundle(bundle_copy):
     Collection.open(bundle_copy).remove([1])
     assert len(SearchEngine.load(bundle_copy).select("id < 10")) == 9
     shutil.rmtree(bundle_copy)
+
+
+# --- the CLI and the HTTP API ---
+
+
+def test_cli_query_and_duplicates_take_where(tiny_bundle, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from aesearch.interfaces.cli import cli
+
+    runner = CliRunner()
+    common = ["--index-dir", str(tiny_bundle)]
+    result = runner.invoke(
+        cli, ["query", "--id", "6", "-k", "4", "--where", "label = ring", "--json", "--no-picture", *common]
+    )
+    body = json.loads(result.output)
+    assert result.exit_code == 0 and body["where"] == "label = ring"
+    assert all(h["label_name"] == "ring" for h in body["hits"]) and len(body["hits"]) == 4
+    out = str(tmp_path / "d.png")
+    result = runner.invoke(cli, ["duplicates", "--where", "id < 50", "--json", "--out", out, *common])
+    assert result.exit_code == 0 and json.loads(result.output)["where"] == "id < 50"
+    for command in (["query", "--id", "6", "--no-picture"], ["duplicates", "--out", out]):
+        for bad, message in [("label = Ring", "did you mean 'ring'"), ("id in (1", "it ends where")]:
+            result = runner.invoke(cli, [*command, "--where", bad, *common])
+            assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_server_search_takes_where_as_a_form_field_or_a_query_parameter(tiny_bundle):
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from aesearch.interfaces.server import create_app
+
+    client = TestClient(create_app(tiny_bundle), base_url="http://localhost")
+    engine = SearchEngine.load(tiny_bundle)
+    buffer = io.BytesIO()
+    Image.fromarray(engine.image(9)).save(buffer, format="PNG")
+    files = {"image": ("q.png", buffer.getvalue(), "image/png")}
+    lasso = ", ".join(str(i) for i in range(0, 120, 3))
+    expected = [h.id for h in engine.query(engine.image(9), k=5, where=f"id in ({lasso})").hits]
+    by_form = client.post("/api/search?k=5", files=files, data={"where": f"id in ({lasso})"})
+    by_query = client.post(f"/api/search?k=5&where=id in ({lasso})", files=files)
+    for response in (by_form, by_query):
+        assert response.status_code == 200 and [h["id"] for h in response.json()["hits"]] == expected
+    assert by_form.json()["where"].startswith("id in (0, 3, 6")
+    refined = client.post(f"/api/search?k=5&less={expected[1]}", files=files, data={"where": f"id in ({lasso})"})
+    assert all(h["id"] % 3 == 0 for h in refined.json()["hits"]), "feedback stays within the filter"
+    bad = client.post("/api/search?k=5", files=files, data={"where": "label = nope"})
+    assert bad.status_code == 400 and bad.json()["detail"].startswith("bad filter: no class 'nope'")

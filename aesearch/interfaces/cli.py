@@ -144,6 +144,11 @@ INDEX_DIR_OPTION = click.option(
     show_default=True,
     help="The index bundle folder.",
 )
+WHERE_OPTION = click.option(
+    "--where",
+    metavar="FILTER",
+    help="Only images that match, e.g. 'label = Shirt and size < 10KB' (docs/filters.md).",
+)
 
 
 @cli.command("build-index")
@@ -406,13 +411,15 @@ def remove_command(targets, index_dir) -> None:
 )
 @click.option("--more-like", "more_like", metavar="ID[,ID...]", help="Refine: indexed images to find more like.")
 @click.option("--less-like", "less_like", metavar="ID[,ID...]", help="Refine: indexed images to find fewer like.")
+@WHERE_OPTION
 def query(
-    image, k, index_dir, query_id, out, no_picture, as_json, max_pixels, model, explain, more_like, less_like
+    image, k, index_dir, query_id, out, no_picture, as_json, max_pixels, model, explain, more_like, less_like, where
 ) -> None:
     """Find the K images nearest to IMAGE; show them with the query's reconstruction.
 
     --more-like / --less-like refine the search with relevance feedback (hits marked less-like are
-    left out); run again with more marks for another round.
+    left out); run again with more marks for another round. --where narrows the search to the
+    images that match a filter (docs/filters.md), e.g. 'label in (Shirt, Coat) and not path ~ "old/**"'.
     """
     from aesearch.errors import InvalidArgumentError
     from aesearch.search.engine import SearchEngine
@@ -424,12 +431,13 @@ def query(
     from aesearch.atomic import check_writable
 
     engine = SearchEngine.load(index_dir, model=model)
+    where = _checked_where(engine, where)
     if query_id is not None:
-        result = engine.query_id(query_id, k)
+        result = engine.query_id(query_id, k, where=where)
         label = f"id {query_id}"
     else:
         # The picture shows the image as given: decoded once, here, and kept in the result for it.
-        result = engine.query(image, k, max_pixels=max_pixels, keep_original=not no_picture)
+        result = engine.query(image, k, max_pixels=max_pixels, keep_original=not no_picture, where=where)
         label = str(image)
     if more_like or less_like:
         result = engine.refine(result, _id_list(more_like, "--more-like"), _id_list(less_like, "--less-like"))
@@ -458,6 +466,16 @@ def query(
         click.echo(f"Result picture: {picture}")
     if explained:
         click.echo(f"Explanation picture: {explained}")
+
+
+def _checked_where(engine, where: str | None):
+    """The --where filter parsed and matched against the bundle: a bad one is a usage error (exit 2)."""
+    from aesearch.errors import InvalidArgumentError
+
+    try:
+        return engine.subset(where)[0]
+    except InvalidArgumentError as exc:
+        raise click.BadParameter(str(exc), param_hint="--where") from None
 
 
 def _id_list(text: str | None, option: str) -> list[int]:
@@ -673,7 +691,8 @@ def eval_command(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Picture of the largest groups [default: INDEX_DIR-duplicates.png beside the bundle].",
 )
-def duplicates(index_dir, threshold, across_splits, as_json, as_csv, out) -> None:
+@WHERE_OPTION
+def duplicates(index_dir, threshold, across_splits, as_json, as_csv, out, where) -> None:
     """Find groups of exact and near-duplicate images (range search + connected components)."""
     from aesearch.atomic import check_writable
     from aesearch.errors import InvalidArgumentError
@@ -689,8 +708,9 @@ def duplicates(index_dir, threshold, across_splits, as_json, as_csv, out) -> Non
     picture_format(out)
     check_writable(out)
     engine = SearchEngine.load(index_dir)
+    where = _checked_where(engine, where)
     threshold = DEFAULT_THRESHOLD if threshold is None else threshold
-    report = find_duplicates(engine, threshold=threshold, across_splits=across_splits)
+    report = find_duplicates(engine, threshold=threshold, across_splits=across_splits, where=where)
     scope = " across splits" if across_splits else ""
     render_groups(out, report.groups, engine.image, title=f"Duplicates{scope} at distance <= {threshold:g}")
     if as_json:

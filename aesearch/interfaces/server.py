@@ -3,7 +3,9 @@
     POST /api/search?k=8        multipart field `image` -> the `aesearch query --json` object, plus
                                 the preprocessed query and the reconstruction as PNG data URLs;
                                 &more=ID,ID&less=ID refines it with feedback marks, &explain=true
-                                adds difference maps and interpolation strips (steering.py)
+                                adds difference maps and interpolation strips (steering.py);
+                                a `where` form field (or query parameter) narrows it to the
+                                images that match a filter (search/filters.py): 400 if it is bad
     GET  /api/images/{id}.png   an indexed image (?scale=1..16 enlarges it, nearest neighbour)
     GET  /api/health            bundle summary: count, and when it last changed (generation, updated)
     GET  /                      the page (static/, no external resources)
@@ -28,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Query, Request, UploadFile
+from fastapi import FastAPI, Form, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -138,9 +140,12 @@ def create_app(
         more: str | None = None,
         less: str | None = None,
         explain: bool = False,
+        where: str | None = Form(None, description="filter (docs/filters.md); a form field holds a long id list"),
+        where_query: str | None = Query(None, alias="where", description="filter, as a query parameter"),
     ) -> dict:
         engine = live.get()
         k = parse_int(k, "k", low=1, high=len(engine))
+        where = engine.subset(where if where is not None else where_query)[0]  # a bad filter: 400 before decoding
         if explain and k > defaults.SERVER_MAX_EXPLAINED_HITS:  # a minute of CPU at k = 70,000 otherwise
             raise InvalidArgumentError(
                 f"explain=true explains at most {defaults.SERVER_MAX_EXPLAINED_HITS} hits, got k={k}: ask for fewer "
@@ -148,7 +153,7 @@ def create_app(
             )
         filename = (image.filename or "")[:_ECHO]
         name = f"uploaded file {filename}".rstrip()
-        result = slots.run(lambda: engine.query(image.file.read(), k, max_pixels=max_pixels, name=name))
+        result = slots.run(lambda: engine.query(image.file.read(), k, max_pixels=max_pixels, name=name, where=where))
         result = steering.steer(engine, result, more=more, less=less)  # feedback marks, if any
         return {
             "query": filename,

@@ -190,9 +190,7 @@ class SearchEngine:
         """(n, z_size) vectors from encode() -> the vectors the index compares (whitened, unit for cosine)."""
         return self.index.search_space(np.asarray(vectors, dtype=np.float32))
 
-    def search_in_space(
-        self, vectors: np.ndarray, k: int, *, where: Where = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def search_in_space(self, vectors: np.ndarray, k: int, *, where: Where = None) -> tuple[np.ndarray, np.ndarray]:
         """Like search(), for vectors made in the search space (a refined query); see feedback.py."""
         k = self._check_k(k)
         vectors = self._check_vectors(vectors, "vectors", self.index.search_dim)
@@ -322,9 +320,9 @@ class SearchEngine:
             search/filters.py), a Filter, a Selection or ids. The hits are exact for the filter:
             k of them whenever k images match.
         """
-        return self.query_batch(
-            [image], k, max_pixels=max_pixels, name=name, keep_original=keep_original, where=where
-        )[0]
+        return self.query_batch([image], k, max_pixels=max_pixels, name=name, keep_original=keep_original, where=where)[
+            0
+        ]
 
     def query_id(self, id: int, k: int = 8, *, where: Where = None) -> QueryResult:
         """Query with an indexed image (it finds itself first, at distance 0, if it matches where)."""

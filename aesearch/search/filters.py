@@ -136,7 +136,7 @@ class _Parser:
                 continue
             value, start = match.group(kind), match.start(kind)
             if kind == "bad":
-                raise _problem(f"unexpected {value!r} at character {start + 1}: quote values with \"...\"")
+                raise _problem(f'unexpected {value!r} at character {start + 1}: quote values with "..."')
             if kind == "word" and value.lower() in _KEYWORDS:
                 kind, value = value.lower(), value.lower()
             self.tokens.append((kind, value, start))

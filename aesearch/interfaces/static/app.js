@@ -59,6 +59,8 @@ async function search() {
   if ($("explain").checked) params.set("explain", "true");
   const form = new FormData();
   form.append("image", blob, name);
+  const where = $("where").value.trim();
+  if (where) form.append("where", where); // a form field: a lasso's long id list fits
   try {
     const started = performance.now();
     const response = await fetch(`/api/search?${params}`, { method: "POST", body: form });
@@ -126,7 +128,8 @@ function render(result, ms) {
   for (const hit of result.hits) list.append(hitItem(hit, explanations.get(hit.id)));
   $("results").hidden = false;
   const refined = result.more_like ? ` (refined by ${state.marks.size} marks)` : "";
-  $("status").textContent = `${result.hits.length} neighbours of ${name}${refined} in ${Math.round(ms)} ms`;
+  const within = result.where ? ` within ${result.where}` : "";
+  $("status").textContent = `${result.hits.length} neighbours of ${name}${refined}${within} in ${Math.round(ms)} ms`;
 }
 
 function hitItem(hit, explanation) {
@@ -219,6 +222,7 @@ function setUp() {
   });
   $("explain").addEventListener("change", () => search());
   $("k").addEventListener("change", () => search());
+  $("where").addEventListener("change", () => search()); // Enter or leaving the box: not every keystroke
   $("clear-marks").addEventListener("click", () => {
     state.marks.clear();
     search();
