@@ -147,6 +147,9 @@ def cli_cases(files: dict[str, Path], index_dir: str, tmp: Path) -> list[tuple[s
         ),
         ("query --out no parent", ["query", "--index-dir", index_dir, good, "--out", "/proc/none/x.png"], False),
         ("info --index-dir missing", ["info", "--index-dir", str(tmp / "none")], False),
+        ("query --where unknown field", [*q, "--where", "colour = red", good], False),
+        ("query --where unclosed quote", [*q, "--where", 'path ~ "a/**', good], False),
+        ("query --where 10,000 parentheses", [*q, "--where", "(" * 10_000 + "id = 1" + ")" * 10_000, good], False),
         (
             "build-index --out /proc",
             [
@@ -249,6 +252,15 @@ def api_cases(files: dict[str, Path], engine: SearchEngine) -> list[tuple[str, o
             True,
         ),
         ("query_batch of no image", lambda: engine.query_batch([], k=3), True),
+        ("where 10,000-deep parentheses", lambda: engine.query(image, k=3, where="(" * 10_000 + "id = 1"), False),
+        ("where 10,000 nots", lambda: engine.query(image, k=3, where="not " * 10_000 + "id = 1"), False),
+        ("where a 100 MB string", lambda: engine.query(image, k=3, where="id = 1 or " * 10**7), False),
+        ("where 1 M ids", lambda: _exactly(engine.query(image, k=3, where=np.arange(10**6)).hits, 3), True),
+        ("where 1 M ids as text", lambda: engine.query(image, k=3, where=f"id in ({','.join(['7'] * 10**6)})"), True),
+        ("where a dict", lambda: engine.query(image, k=3, where={"label": 1}), False),
+        ("where NaN ids", lambda: engine.query(image, k=3, where=[float("nan")]), False),
+        ("where unknown class", lambda: engine.query(image, k=3, where="label = nothing"), False),
+        ("where matches nothing", lambda: engine.query(image, k=3, where="id > 99999999999"), True),
     ]
     return cases
 
@@ -605,7 +617,8 @@ def _http_cases(server: Server, good: bytes, count: int) -> list[tuple[str, str,
     for path in paths:
         status, headers, body = server.request("GET", path)
         out.append((f"GET {path}", *_verdict(status, headers, body, (400,))))
-    for query in (f"&more={2**63}", "&more=%C2%B2", "&less=1,,2", "&more=" + ",".join(["7"] * 5000)):
+    hostile_where = ("&where=label%20%3D%20nope", "&where=" + "%28" * 1000, "&where=id%20in%20%281%2C", "&where=%22")
+    for query in (f"&more={2**63}", "&more=%C2%B2", "&less=1,,2", "&more=" + ",".join(["7"] * 5000), *hostile_where):
         status, headers, body = server.upload(good, query=query)
         out.append((f"search with {query[:30]}", *_verdict(status, headers, body, (400,))))
     for k in ("%C2%B2", str(2**63), "0", "-1", "1e3", ""):

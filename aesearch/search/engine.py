@@ -21,7 +21,7 @@ from aesearch.errors import BundleError, EmptyIndexError, InvalidArgumentError
 from aesearch.integers import check_int, check_ints
 from aesearch.model.runtime import NumpyAutoEncoder
 from aesearch.search.feedback import Feedback
-from aesearch.search.filters import Filter
+from aesearch.search.filters import Filter, sorted_unique
 from aesearch.search.segments import SegmentedIndex, Subset, load_trust_dict
 from aesearch.search.selection import Selection
 from aesearch.search.trust import Trust, TrustCalibration
@@ -204,7 +204,7 @@ class SearchEngine:
         if subset is None:
             return Selection(np.asarray(self.bundle.live_ids(), dtype=np.int64), self)
         ids = [self.index.parts[n].ids[plan.rows] for n, plan in enumerate(subset.plans) if plan is not None]
-        return Selection(np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64), self)
+        return Selection(sorted_unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64), self)
 
     def subset(self, where: Where) -> tuple[Filter | None, Subset | None]:
         """where as a parsed Filter and the plan its searches follow (None, None: no filter), cached
@@ -481,5 +481,5 @@ def _checked_ids(ids: object) -> np.ndarray:
     if isinstance(ids, np.ndarray) and np.issubdtype(ids.dtype, np.integer) and ids.ndim == 1:
         if len(ids) and ids.min() < 0:
             raise InvalidArgumentError("where: ids must be 0 or more", parameter="where")
-        return np.unique(ids.astype(np.int64))
-    return np.unique(np.array(check_ints(ids, "where"), dtype=np.int64))
+        return sorted_unique(ids.astype(np.int64))
+    return sorted_unique(np.array(check_ints(ids, "where"), dtype=np.int64))
