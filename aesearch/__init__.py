@@ -37,6 +37,8 @@ _LAZY = {
     "SearchEngine": "search.engine",
     "QueryResult": "search.engine",
     "Hit": "search.engine",
+    "Filter": "search.filters",
+    "Selection": "search.selection",
     "build_index": "pipelines.build",
     "Collection": "pipelines.writer",
     "ModelConfig": "model.architecture",
@@ -57,6 +59,7 @@ __all__ = [
     "DataError",
     "DataNotFoundError",
     "EmptyIndexError",
+    "Filter",
     "Hit",
     "ImageError",
     "InvalidArgumentError",
@@ -65,6 +68,7 @@ __all__ = [
     "NumpyAutoEncoder",
     "QueryResult",
     "SearchEngine",
+    "Selection",
     "ShortSourceError",
     "TrainConfig",
     "TrainResult",
@@ -98,5 +102,7 @@ if TYPE_CHECKING:
     from .pipelines.build import build_index
     from .pipelines.writer import Collection
     from .search.engine import Hit, QueryResult, SearchEngine
+    from .search.filters import Filter
+    from .search.selection import Selection
     from .sources.fashion_mnist import load_fashion_mnist
     from .training.train import TrainConfig, TrainResult, fit, train_model
