@@ -255,3 +255,28 @@ def test_marks_refine_the_hits_and_stay_visible(live_server, browser, trained_bu
     assert foreign == [], f"the page loaded from outside: {foreign}"
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == [], errors
+
+
+def test_the_filter_box_narrows_the_search_and_shows_a_bad_filter(live_server, browser, trained_bundle, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from aesearch.search.engine import SearchEngine
+
+    engine = SearchEngine.load(trained_bundle)
+    rings = set(engine.select("label = ring").ids.tolist())
+    query = tmp_path / "filtered.png"
+    Image.fromarray(engine.image(700)).save(query)
+    browser.get(live_server)
+    WebDriverWait(browser, 20).until(lambda d: "images" in d.find_element(By.ID, "bundle").text)
+    browser.find_element(By.ID, "where").send_keys("label = ring")
+    browser.find_element(By.ID, "file-input").send_keys(str(query))
+    WebDriverWait(browser, 30).until(lambda d: "within label = ring" in d.find_element(By.ID, "status").text)
+    ids = [int(i) for i in _hit_ids(browser)]
+    assert ids and set(ids) <= rings
+    box = browser.find_element(By.ID, "where")
+    box.clear()
+    box.send_keys("label = nope", Keys.ENTER)
+    WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "error").is_displayed())
+    assert browser.find_element(By.ID, "error").text.startswith("bad filter: no class 'nope'")
