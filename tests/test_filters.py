@@ -29,6 +29,7 @@ from aesearch.search.selection import Selection
     [
         "label = ellipse",
         "label in (ellipse, 'rectangle')",
+        'label in (Shirt, T-shirt/top) and not path ~ "archive/**"',
         'not path ~ "archive/**" and (split = test or id < 10)',
         "label = none or label != ring",
         "size >= 2.5MB or size < 10KB or size in (0, 1)",

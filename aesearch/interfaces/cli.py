@@ -460,6 +460,8 @@ def query(
         )
         return
     click.echo(tables.query_table(result, label))
+    if result.where is not None:
+        click.echo(f"Within: {result.where.summary}")
     if result.trust.warning():  # on stderr, after the table: the last thing read
         click.echo(result.trust.warning(), err=True)
     if picture:
