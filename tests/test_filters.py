@@ -288,6 +288,8 @@ def test_query_refine_and_results_keep_the_filter(typed_engine):
     batch = typed_engine.query_batch(typed_engine.bundle.images([6, 7]), k=3, where=where)
     assert all({h.id for h in r.hits} <= matching for r in batch)
     assert typed_engine.query_id(6, k=5, where="id = 100000").hits == []
+    # Trust speaks of the whole collection, filtered or not: no warning because the matches are far.
+    assert typed_engine.query_id(6, k=5, where="id = 100000").trust == typed_engine.query_id(6, k=5).trust
 
 
 def test_a_compressed_reranked_index_filters_exactly(tmp_path, monkeypatch):

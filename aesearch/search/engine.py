@@ -353,7 +353,10 @@ class SearchEngine:
         reconstructions = self.autoencoder.decode(z)
         errors = ((reconstructions - queries) ** 2).mean(axis=(1, 2))
         distances, ids = self.index.search(latents, k, subset)
-        trusts = self.trust.assess_many(errors, distances[:, 0], queries)
+        # Trust compares the query with the whole collection: behind a filter, the nearest match may
+        # be far although the query is like many indexed images (a shoe searched among shirts).
+        nearest = distances[:, 0] if subset is None else self.index.search(latents, 1)[0][:, 0]
+        trusts = self.trust.assess_many(errors, nearest, queries)
         return [
             QueryResult(
                 hits,
