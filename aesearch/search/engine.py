@@ -320,9 +320,8 @@ class SearchEngine:
             search/filters.py), a Filter, a Selection or ids. The hits are exact for the filter:
             k of them whenever k images match.
         """
-        return self.query_batch([image], k, max_pixels=max_pixels, name=name, keep_original=keep_original, where=where)[
-            0
-        ]
+        options = {"max_pixels": max_pixels, "name": name, "keep_original": keep_original, "where": where}
+        return self.query_batch([image], k, **options)[0]
 
     def query_id(self, id: int, k: int = 8, *, where: Where = None) -> QueryResult:
         """Query with an indexed image (it finds itself first, at distance 0, if it matches where)."""
