@@ -72,9 +72,10 @@ SERVER_MAX_REQUESTS_IN_FLIGHT = 64  # uvicorn's old limit, now counting requests
 FILTER_MAX_CHARS = 16 * 2**20
 FILTER_MAX_DEPTH = 64  # nested parentheses / nots: far past any real filter, far below Python's stack
 FILTER_SHOWN_CHARS = 300  # a result reports its filter's text up to this long (a lasso's id list is cut)
-FILTER_CACHE = 8  # filters whose matches the engine keeps (per bundle generation): a repeated filter is free
-# A filtered search scans the matching rows' vectors exactly (no index) while a part has at most this
-# many floats of them to compare (matches x dimensions: 2 M floats, ~10,000 rows of 192, ~0.3 ms on
-# one core, and their 8 MB copy cached with the filter); more matches go through the index with a
-# selector. Measured by scripts/bench_filter.py (docs/filters.md).
-FILTER_SCAN_MAX_FLOATS = 2_000_000
+FILTER_CACHE = 8  # filters whose plans the engine keeps (each at most 32 MB of scan vectors a segment): a repeat is free
+# A filtered search scans the matching rows' vectors exactly (no index) while a segment has at most
+# this many floats of them (matches x dimensions: 8 M floats, ~41,000 rows of 192); their copy (up to
+# 32 MB) is cached with the filter. More matches go through the index behind a selector. Measured at
+# 1 M (scripts/bench_filter.py, docs/filters.md): the scan of 20,000 / 40,000 / 60,000 matches took
+# 0.65 / 1.3 / 1.8 ms a query, the index 4.2 / 2.0 / 2.0 ms (it probes more lists the fewer match).
+FILTER_SCAN_MAX_FLOATS = 8_000_000
