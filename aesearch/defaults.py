@@ -72,7 +72,7 @@ SERVER_MAX_REQUESTS_IN_FLIGHT = 64  # uvicorn's old limit, now counting requests
 FILTER_MAX_CHARS = 16 * 2**20
 FILTER_MAX_DEPTH = 64  # nested parentheses / nots: far past any real filter, far below Python's stack
 FILTER_SHOWN_CHARS = 300  # a result reports its filter's text up to this long (a lasso's id list is cut)
-FILTER_CACHE = 8  # filters whose plans the engine keeps (each at most 32 MB of scan vectors a segment): a repeat is free
+FILTER_CACHE = 8  # filters whose plans the engine keeps (each <= 32 MB of scan vectors a segment): a repeat is free
 # A filtered search scans the matching rows' vectors exactly (no index) while a segment has at most
 # this many floats of them (matches x dimensions: 8 M floats, ~41,000 rows of 192); their copy (up to
 # 32 MB) is cached with the filter. More matches go through the index behind a selector. Measured at
