@@ -158,6 +158,8 @@ class SegmentedIndex:
                 if ivf is not None:
                     part.lists = part.lists or (list_numbers(ivf), centroids_of(ivf))
                     probe = ListProbe(ivf, *part.lists, mask)
+                    exhaustive.nprobe = probe.holding  # every list that holds a match, and no other
+                    exhaustive.quantizer_params = probe.quantizer_params
                 else:
                     _widen(params, share, exhaustive)
                 params.sel = exhaustive.sel = selector
@@ -277,6 +279,7 @@ def _probed(index: VectorIndex, plan: _Plan, prepared: np.ndarray, k: int) -> tu
         rows = np.flatnonzero(nprobe == value)
         params = index.search_parameters()  # fresh: concurrent queries never share a changed one
         params.nprobe, params.sel = value, plan.params.sel
+        params.quantizer_params = plan.probe.quantizer_params  # lists without a match are never probed
         squared[rows], positions[rows] = index.search_prepared(prepared[rows], k, params=params)
     return squared, positions
 
