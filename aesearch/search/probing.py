@@ -45,7 +45,8 @@ class ListProbe:
         self.wanted = min(int(self.counts.sum()), int(np.ceil(SEEN * self.base * ivf.ntotal / max(1, self.nlist))))
 
     def nprobe(self, prepared: np.ndarray) -> np.ndarray:
-        """(n, d) prepared queries -> (n,) lists to probe: a power of two times the base, at most those holding a match."""
+        """(n, d) prepared queries -> (n,) lists to probe: a power of two times the base, at most those
+        holding a match."""
         scores = prepared @ self.centroids.T - self.half_norms  # larger is nearer: -|q - c|^2 / 2 + |q|^2 / 2
         order = np.argsort(-scores, axis=1)
         seen = np.cumsum(self.counts[order], axis=1)
