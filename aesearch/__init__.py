@@ -38,6 +38,7 @@ _LAZY = {
     "QueryResult": "search.engine",
     "Hit": "search.engine",
     "build_index": "pipelines.build",
+    "find_duplicates": "quality.duplicates",
     "Collection": "pipelines.writer",
     "ModelConfig": "model.architecture",
     "Checkpoint": "model.checkpoint",
@@ -70,6 +71,7 @@ __all__ = [
     "TrainResult",
     "__version__",
     "build_index",
+    "find_duplicates",
     "fit",
     "load_checkpoint",
     "load_fashion_mnist",
@@ -97,6 +99,7 @@ if TYPE_CHECKING:
     from .model.runtime import NumpyAutoEncoder
     from .pipelines.build import build_index
     from .pipelines.writer import Collection
+    from .quality.duplicates import find_duplicates
     from .search.engine import Hit, QueryResult, SearchEngine
     from .sources.fashion_mnist import load_fashion_mnist
     from .training.train import TrainConfig, TrainResult, fit, train_model
