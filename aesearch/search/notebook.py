@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from aesearch import defaults
-from aesearch.errors import one_line
+from aesearch.integers import check_int
 from aesearch.store.paths import shown
 
 if TYPE_CHECKING:
@@ -97,12 +97,9 @@ def _img(image: np.ndarray, size: int, alt: str) -> str:
 
 
 def _e(text: object) -> str:
-    """Any text as HTML text or attribute value: one printable line, escaped."""
-    return html.escape(one_line(str(text)), quote=True)
-
-
-def _path(path: str) -> str:
-    return html.escape(shown(path), quote=True)
+    """Any text (a path, a folder's class name, an error) as HTML text or attribute value: one printable
+    line, undecodable bytes as \\xff (a lone surrogate would make the output unencodable), escaped."""
+    return html.escape(shown(str(text)), quote=True)
 
 
 # --- one tile, one grid ---
@@ -146,6 +143,10 @@ def _note(text: str | None, colour: str = MUTED) -> str:
     return f'<div class="aesearch-note" style="color:{colour}">{_e(text)}</div>' if text else ""
 
 
+def _limit(limit: int) -> int:
+    return check_int(limit, "limit", low=1)
+
+
 def _field(record: object, name: str, default: object = None) -> object:
     """A field of a record given as a mapping (JSON) or an object (Hit)."""
     if isinstance(record, Mapping):
@@ -156,11 +157,11 @@ def _field(record: object, name: str, default: object = None) -> object:
 def _record_lines(record: object, id: int) -> list[str]:
     label = _field(record, "label_name")
     split = _field(record, "split")
-    path = _field(record, "path") or ""
+    path = str(_field(record, "path") or "")
     lines = [f"<b>{_e(label)}</b>" if label else f'<span style="color:{MUTED}">unlabelled</span>']
     lines.append(f'<span style="color:{MUTED}">id {id}{f" · {_e(split)}" if split else ""}</span>')
     if path:
-        lines.append(f'<span class="aesearch-path" style="{_BREAKING}">{_path(path)}</span>')
+        lines.append(f'<span class="aesearch-path" style="{_BREAKING}">{_e(path)}</span>')
     return lines
 
 
@@ -169,7 +170,7 @@ def _record_lines(record: object, id: int) -> list[str]:
 
 def result_html(result: QueryResult, *, limit: int = defaults.NOTEBOOK_MAX_TILES) -> str:
     """A query result: the searched image and its reconstruction, then the hits in rank order."""
-    hits = result.hits[:limit]
+    hits = result.hits[: _limit(limit)]
     images, note = _thumbnails(result.images_of, [h.id for h in hits])
     big, small = defaults.NOTEBOOK_LARGE_PX, defaults.NOTEBOOK_TILE_PX
     header = [
@@ -193,7 +194,7 @@ def result_html(result: QueryResult, *, limit: int = defaults.NOTEBOOK_MAX_TILES
         mark = result.feedback.mark(hit.id) if result.feedback else None
         lines = [f"<b>#{hit.rank}</b> · {hit.distance:.4f}" + (f" · {mark} like" if mark else "")]
         lines += _record_lines(hit, hit.id)
-        tiles.append(_tile(image, lines, size=small, alt=f"hit {hit.rank}", kind="hit", title=_path(hit.name)))
+        tiles.append(_tile(image, lines, size=small, alt=f"hit {hit.rank}", kind="hit", title=_e(hit.name)))
     return (
         f'<div class="aesearch-result" style="{_BOX}">'
         f'<div style="{_ROW}">{"".join(header)}<div class="aesearch-summary">'
@@ -239,7 +240,7 @@ def explanation_html(explanation: Explanation) -> str:
 def group_html(group: Group, *, limit: int = defaults.NOTEBOOK_MAX_TILES) -> str:
     """A duplicate group: every member's thumbnail with its id, split and path."""
     ids, paths, splits = group.ids, group.paths, group.splits
-    shown_ids = list(ids[:limit])
+    shown_ids = list(ids[: _limit(limit)])
     images, note = _thumbnails(group.images_of, shown_ids)
     kind = "exact copies" if group.exact else f"near duplicates, joined at distances <= {group.max_distance:.4f}"
     tiles = []
@@ -247,10 +248,8 @@ def group_html(group: Group, *, limit: int = defaults.NOTEBOOK_MAX_TILES) -> str
         lines = [f"<b>id {int(id)}</b> · {_e(splits[n])}" if n < len(splits) else f"<b>id {int(id)}</b>"]
         path = paths[n] if n < len(paths) else ""
         if path:
-            lines.append(f'<span class="aesearch-path" style="{_BREAKING}">{_path(path)}</span>')
-        tiles.append(
-            _tile(image, lines, size=defaults.NOTEBOOK_TILE_PX, alt=f"id {id}", kind="member", title=_path(path))
-        )
+            lines.append(f'<span class="aesearch-path" style="{_BREAKING}">{_e(path)}</span>')
+        tiles.append(_tile(image, lines, size=defaults.NOTEBOOK_TILE_PX, alt=f"id {id}", kind="member", title=_e(path)))
     return (
         f'<div class="aesearch-group" style="{_BOX}"><div><b>{len(ids):,} images</b> · {_e(kind)}</div>'
         f"{_note(note)}{_grid(tiles, len(ids), 'images')}</div>"
@@ -269,16 +268,14 @@ def selection_html(
     records: one per id, in order, as mappings (Hit.to_dict(), a server's JSON) or objects with the
     same attribute names (Hit); only the first `limit` are read, so it may be that long only.
     """
-    shown_ids = [int(i) for i in ids[:limit]]
+    shown_ids = [int(i) for i in ids[: _limit(limit)]]
     images, note = _thumbnails(images_of, shown_ids)
     tiles = []
     for n, (id, image) in enumerate(zip(shown_ids, images, strict=True)):
         record = records[n] if n < len(records) else {}
         path = str(_field(record, "path") or "")
         lines = _record_lines(record, id)
-        tiles.append(
-            _tile(image, lines, size=defaults.NOTEBOOK_TILE_PX, alt=f"id {id}", kind="item", title=_path(path))
-        )
+        tiles.append(_tile(image, lines, size=defaults.NOTEBOOK_TILE_PX, alt=f"id {id}", kind="item", title=_e(path)))
     return (
         f'<div class="aesearch-selection" style="{_BOX}"><div><b>{len(ids):,} images selected</b></div>'
         f"{_note(note)}{_grid(tiles, len(ids), 'images')}</div>"
