@@ -56,9 +56,11 @@ def test_the_notebook_is_stored_without_outputs():
     assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
 
 
-def test_the_example_notebook_runs_top_to_bottom(bundle_with_copies, tmp_path):
+def test_the_example_notebook_runs_top_to_bottom(bundle_with_copies, tmp_path, monkeypatch):
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    kernel = this_pythons_kernel(tmp_path / "kernels", {"AESEARCH_INDEX": str(bundle_with_copies)})
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))  # connection files: not in HOME
+    env = {"AESEARCH_INDEX": str(bundle_with_copies), "IPYTHONDIR": str(tmp_path / "ipython")}
+    kernel = this_pythons_kernel(tmp_path / "kernels", env)
     client = NotebookClient(notebook, km=kernel, timeout=60, startup_timeout=60)
     client.execute(cwd=str(EXAMPLES))  # raises CellExecutionError, naming the cell, if one fails
     cells = {cell.id: cell for cell in notebook.cells}
