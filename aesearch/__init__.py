@@ -40,6 +40,7 @@ _LAZY = {
     "Filter": "search.filters",
     "Selection": "search.selection",
     "build_index": "pipelines.build",
+    "find_duplicates": "quality.duplicates",
     "Collection": "pipelines.writer",
     "ModelConfig": "model.architecture",
     "Checkpoint": "model.checkpoint",
@@ -74,6 +75,7 @@ __all__ = [
     "TrainResult",
     "__version__",
     "build_index",
+    "find_duplicates",
     "fit",
     "load_checkpoint",
     "load_fashion_mnist",
@@ -101,6 +103,7 @@ if TYPE_CHECKING:
     from .model.runtime import NumpyAutoEncoder
     from .pipelines.build import build_index
     from .pipelines.writer import Collection
+    from .quality.duplicates import find_duplicates
     from .search.engine import Hit, QueryResult, SearchEngine
     from .search.filters import Filter
     from .search.selection import Selection

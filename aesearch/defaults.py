@@ -31,6 +31,11 @@ CHUNK_SIZE = 16_384
 # --- queries ---
 K = 8  # neighbours a query returns
 
+# --- notebooks (search/notebook.py) ---
+NOTEBOOK_MAX_TILES = 100  # images a result, group or selection grid shows; it says how many more there are
+NOTEBOOK_TILE_PX = 84  # a thumbnail's width on screen: a 28x28 image enlarged 3x, pixels kept sharp
+NOTEBOOK_LARGE_PX = 112  # the query and its reconstruction above a result's grid
+
 # --- keeping a collection in sync ---
 # A sync that would remove more than this share of the indexed images (or every image of a root)
 # is refused unless --allow-mass-removal: an unmounted disk looks exactly like deleted files.

@@ -19,12 +19,14 @@ because it compares every pair in one matrix):
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
 
 from aesearch.errors import InvalidArgumentError
+from aesearch.search.notebook import group_html
 
 # In the default search space (1 - cosine after whitening), looked at on Fashion-MNIST (docs/duplicates.md):
 # pairs up to 0.01 are the same product photo with small changes of crop, contrast or a few pixels; from
@@ -46,9 +48,21 @@ class DuplicateGroup:
     splits: list[str]
     paths: list[str]
     max_distance: float  # largest distance of a pair that joined the group (0 for exact copies)
+    # Where the members' images come from (ids -> (n, *image_shape) uint8; the bundle), for pictures
+    # of the group (a notebook's grid). Not part of the group's data: to_dict leaves it out.
+    images_of: Callable[[Sequence[int]], np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {
+            "ids": list(self.ids),
+            "exact": self.exact,
+            "splits": list(self.splits),
+            "paths": list(self.paths),
+            "max_distance": self.max_distance,
+        }
+
+    def _repr_html_(self) -> str:
+        return group_html(self)
 
 
 @dataclass
@@ -362,6 +376,7 @@ def _groups(
                 splits=[view.split_names[s] for s in view.split[members]],
                 paths=[view.path(i) for i in members],
                 max_distance=round(float(worst[root]), 6),
+                images_of=view.bundle.images,
             )
         )
     groups.sort(key=lambda g: (-len(g.ids), g.ids[0]))

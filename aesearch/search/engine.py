@@ -20,6 +20,7 @@ from aesearch import defaults
 from aesearch.errors import BundleError, EmptyIndexError, InvalidArgumentError
 from aesearch.integers import check_int, check_ints
 from aesearch.model.runtime import NumpyAutoEncoder
+from aesearch.search import notebook
 from aesearch.search.feedback import Feedback
 from aesearch.search.filters import Filter, sorted_unique
 from aesearch.search.segments import SegmentedIndex, Subset, load_trust_dict
@@ -92,6 +93,12 @@ class QueryResult:
     @property
     def in_distribution(self) -> bool:
         return self.trust.in_distribution
+
+    def __repr__(self) -> str:  # the arrays' own repr would bury the hits
+        return notebook.result_text(self)
+
+    def _repr_html_(self) -> str:
+        return notebook.result_html(self)
 
     def to_dict(self) -> dict:
         hits = [hit.to_dict() for hit in self.hits]

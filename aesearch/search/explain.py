@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from aesearch.integers import check_int
+from aesearch.search import notebook
 from aesearch.sources.preprocess import ImageSource, preprocess_batch
 
 if TYPE_CHECKING:
@@ -44,6 +45,12 @@ class Explanation:
     reconstruction_difference: np.ndarray  # hit_reconstruction - query_reconstruction
     interpolation: np.ndarray  # (steps, 28, 28): decoder images from the query's z to the hit's
     fractions: np.ndarray  # (steps,): where on the line each frame is (0 = query, 1 = hit)
+
+    def __repr__(self) -> str:  # seven 28x28 arrays otherwise
+        return notebook.explanation_text(self)
+
+    def _repr_html_(self) -> str:
+        return notebook.explanation_html(self)
 
     def to_dict(self) -> dict:
         """Summary numbers (the arrays are pictures: see figures/explain.py)."""
