@@ -65,3 +65,10 @@ SERVER_MAX_CONNECTIONS_PER_ADDRESS = 32  # a browser opens 6 per host: room for 
 SERVER_MAX_CONNECTIONS = 512  # 16 addresses at their cap; well under the usual 1024 file descriptors
 SERVER_MAX_EXPLAINED_HITS = 100  # explain=true costs ~1 ms and 2 KB a hit: the page's largest k, no more
 SERVER_MAX_REQUESTS_IN_FLIGHT = 64  # uvicorn's old limit, now counting requests, not idle or stalled sockets
+
+# --- duplicate review (quality/duplicate_review.py, pipelines/moves.py) ---
+DUPLICATE_REVIEW_MAX_THRESHOLD = (
+    0.05  # the page's slider ends here: pairs are found once up to it (1,149 on Fashion-MNIST)
+)
+DUPLICATE_REVIEW_PAGE = 50  # groups a page of the review shows: never thousands at once
+DUPLICATE_REVIEW_MAX_PAGE = 500  # the most groups one request may ask for
