@@ -838,7 +838,12 @@ def map_command(index_dir, image, query_id, k, method, out) -> None:
     help="Answer requests for this Host name too (localhost names always; '*' for any). Repeatable.",
 )
 @click.option("--cors-origin", multiple=True, help="Let pages from this origin read the API (none by default).")
-def serve(index_dir, host, port, max_upload_mb, max_pixels, decode_slots, allowed_host, cors_origin) -> None:
+@click.option(
+    "--allow-moves", is_flag=True, help="Let the page's duplicate review move files out of the collection (journaled)."
+)
+def serve(
+    index_dir, host, port, max_upload_mb, max_pixels, decode_slots, allowed_host, cors_origin, allow_moves
+) -> None:
     """Serve the search page and its HTTP API.
 
     POST /api/search?k=8 (multipart field `image`), GET /api/images/ID.png, GET /api/health, GET /.
@@ -861,6 +866,7 @@ def serve(index_dir, host, port, max_upload_mb, max_pixels, decode_slots, allowe
         decode_slots=decode_slots,
         allowed_hosts=hosts,
         cors_origins=cors_origin,
+        allow_moves=allow_moves,
     )
     sock = _listening_socket(host, port)
     click.echo(f"Serving {index_dir} ({len(app.state.engine):,} images) on http://{host}:{port}/  (Ctrl-C stops)")
