@@ -72,13 +72,15 @@ class MoveReport:
         return out
 
 
-def move_duplicates(review: Review, target_dir: str | Path, *, dry_run: bool = False) -> MoveReport:
+def move_duplicates(
+    review: Review, target_dir: str | Path, *, dry_run: bool = False, workers: int | None = None
+) -> MoveReport:
     """Move every non-kept file of the review's groups under target_dir, keeping their paths.
 
     One root: TARGET/relative/path; several: TARGET/ROOTNAME/relative/path. Refused in one line,
     before anything moves: a dataset bundle (no files), a target inside a collection folder (or
     holding one), another file system, a file that changed since it was indexed, a destination
-    that exists. dry_run: the plan only (no journal, no move, no sync).
+    that exists. dry_run: the plan only (no journal, no move, no sync). workers: the sync's (Collection.open).
     """
     start = time.perf_counter()
     if not review.has_files:
@@ -148,12 +150,12 @@ def move_duplicates(review: Review, target_dir: str | Path, *, dry_run: bool = F
         move.state = "moved"
         writer.maybe_write("moving")
     writer.write("moved")
-    report.sync, report.sync_problem = _sync(bundle.path, journal)
+    report.sync, report.sync_problem = _sync(bundle.path, journal, workers)
     report.seconds = round(time.perf_counter() - start, 3)
     return report
 
 
-def undo(journal: str | Path, *, dry_run: bool = False) -> MoveReport:
+def undo(journal: str | Path, *, dry_run: bool = False, workers: int | None = None) -> MoveReport:
     """Move every file of a journal back where it was, then sync the bundle.
 
     Refused in one line, before anything moves: a file exists at an original place, a moved file
@@ -191,7 +193,7 @@ def undo(journal: str | Path, *, dry_run: bool = False) -> MoveReport:
         move.state = "restored"
         writer.maybe_write("undoing")
     writer.write("undone")
-    report.sync, report.sync_problem = _sync(Path(header["bundle"]), path)
+    report.sync, report.sync_problem = _sync(Path(header["bundle"]), path, workers)
     report.seconds = round(time.perf_counter() - start, 3)
     return report
 
@@ -224,13 +226,17 @@ def _check_same_file_system(target: Path, moves: list[Move]) -> None:
     existing = target
     while not existing.exists():
         existing = existing.parent
-    device = existing.stat().st_dev
+    device = _device(existing)
     for move in moves:
-        if Path(move.source).parent.stat().st_dev != device:
+        if _device(Path(move.source).parent) != device:
             raise MoveRefusedError(
                 f"{shown(str(target))} is on another file system than {shown(move.source)}: a move there would be a "
                 "copy, not an atomic rename; choose a folder on the same disk"
             )
+
+
+def _device(path: Path) -> int:
+    return path.stat().st_dev
 
 
 def _check_unchanged(file: str, move: Move, what: str, advice: str) -> None:
@@ -261,9 +267,9 @@ def _rename(source: str, destination: str) -> None:
         ) from None
 
 
-def _sync(bundle: Path, journal: Path) -> tuple[SyncReport | None, str | None]:
+def _sync(bundle: Path, journal: Path, workers: int | None) -> tuple[SyncReport | None, str | None]:
     try:
-        return Collection.open(bundle).sync(), None
+        return Collection.open(bundle, workers=workers).sync(), None
     except MassRemovalError as exc:
         return None, f"the files moved, but the sync was refused ({one_line(str(exc))}); journal: {journal}"
     except AesearchError as exc:
