@@ -81,7 +81,7 @@ def test_groups_from_the_cached_pairs_equal_find_duplicates_at_every_threshold(t
     assert again.from_cache
     for name in ("ids", "exact_class", "near_a", "near_b", "near_d"):
         assert np.array_equal(getattr(again, name), getattr(pairs, name))
-    with pytest.raises(Exception, match="from 0 to 0.05"):
+    with pytest.raises(Exception, match=r"from 0 to 0\.05"):
         pairs.groups(engine.bundle, 0.06)
 
 
@@ -128,7 +128,7 @@ def test_the_keep_rule_and_its_reason(group, kept, why):
 
 
 def test_decisions_of_a_dataset_bundle_are_exported_not_moved(tmp_path):
-    images, planted = planted_images()
+    images, _ = planted_images()
     bundle = make_bundle(tmp_path / "b", images=images, metric="cosine")
     review = review_of(bundle, 0.0, keep=[10])
     by_ids = {tuple(d.members[i].id for i in range(len(d.members))): d for d in review.decisions}
@@ -138,7 +138,7 @@ def test_decisions_of_a_dataset_bundle_are_exported_not_moved(tmp_path):
     rows = review.to_csv().splitlines()
     assert rows[0].startswith("group,action,id,path") and len(rows) == 1 + 5
     assert json.loads(json.dumps(review.to_dict()))["decisions"][0]["keep"] in (7, 4)
-    with pytest.raises(MoveRefusedError, match="built from a dataset.*reviewed and exported"):
+    with pytest.raises(MoveRefusedError, match=r"built from a dataset.*reviewed and exported"):
         move_duplicates(review, tmp_path / "out")
 
 
@@ -232,7 +232,7 @@ def test_refusals_move_nothing(tmp_path, model, monkeypatch):
 
     real_device = moves._device
     monkeypatch.setattr(moves, "_device", lambda p: real_device(p) + (1 if str(p).startswith(str(target)) else 0))
-    with pytest.raises(MoveRefusedError, match="another file system.*not an atomic rename"):
+    with pytest.raises(MoveRefusedError, match=r"another file system.*not an atomic rename"):
         move_duplicates(review, target / "sub", workers=1)
     monkeypatch.setattr(moves, "_device", real_device)
 
@@ -252,7 +252,7 @@ def test_undo_refuses_a_taken_place_or_a_changed_file(tmp_path, model):
     report = move_duplicates(review_of(index), tmp_path / "dups", workers=1)
     first = report.moves[0]
     Path(first.source).write_bytes(b"new file in the old place")
-    with pytest.raises(MoveRefusedError, match="a file exists at .*nothing was moved back"):
+    with pytest.raises(MoveRefusedError, match=r"a file exists at .*nothing was moved back"):
         undo(report.journal, workers=1)
     Path(first.source).unlink()
     moved = Path(report.moves[1].destination)
