@@ -51,6 +51,7 @@ function buildView(root) {
     ),
     el("p", { id: "dup-note", class: "muted" }),
     el("p", { id: "dup-status", class: "muted", role: "status" }),
+    el("p", { id: "dup-result", role: "status" }), // what the last export or move did: loads leave it
     el("p", { id: "dup-error", class: "error", role: "alert", hidden: true }),
     el("ol", { id: "dup-groups", class: "dup-groups" }),
     el(
@@ -197,7 +198,7 @@ async function exportDecisions(format) {
   link.click();
   link.remove();
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
-  $("dup-status").textContent = `Exported the decisions as ${format.toUpperCase()}.`;
+  $("dup-result").textContent = `Exported the decisions as ${format.toUpperCase()}.`;
 }
 
 async function move(event) {
@@ -224,10 +225,11 @@ async function move(event) {
     const done = await response.json();
     state.keep.clear();
     state.page = 1;
-    await load();
-    $("dup-status").textContent =
+    $("dup-status").textContent = "";
+    $("dup-result").textContent =
       `Moved ${done.moved} files of ${done.groups} groups. Journal: ${done.journal} (undo: ${done.undo}).` +
       (done.sync_problem ? ` ${done.sync_problem}` : "");
+    await load(); // the bundle after the sync: the server reloads it and finds its pairs again
   } finally {
     $("dup-move-button").disabled = !(state.last && state.last.allow_moves && state.last.has_files);
   }
