@@ -134,3 +134,16 @@ def test_moves_from_the_page_when_allowed_then_the_served_bundle_shrinks(tmp_pat
     assert after["n_images"] == count - 2 and after["groups_total"] == 0
     undo(done["journal"], workers=1)
     assert snapshot(root) == before
+
+
+def test_prepare_starts_the_pairs_early_for_bundles_up_to_the_limit(planted, monkeypatch):
+    from aesearch import defaults
+
+    client = TestClient(create_app(planted), base_url="http://localhost")
+    assert client.get("/api/duplicates/prepare").json()["status"] in ("computing", "ready")
+    ready(client)
+    assert client.get("/api/duplicates/prepare").json() == {"status": "ready"}
+    monkeypatch.setattr(defaults, "DUPLICATE_REVIEW_PREPARE_MAX", 10)
+    big = TestClient(create_app(planted), base_url="http://localhost")
+    assert big.get("/api/duplicates/prepare").json() == {"status": "on request"}
+    ready(big)  # the view itself always finds them

@@ -1,5 +1,7 @@
 """The page's duplicate review: groups at any threshold, a page at a time; export; move (if allowed).
 
+    GET  /api/duplicates/prepare  start finding the pairs now, if the bundle has at most
+                              DUPLICATE_REVIEW_PREPARE_MAX images (the page asks as it opens)
     GET  /api/duplicates?threshold=0.01&page=1&per_page=50
                               202 {"status": "computing"} while the pairs are found (a background
                               thread, once per bundle state); then the groups of that page with
@@ -60,6 +62,10 @@ class _Pairs:
                 raise InvalidArgumentError(self._error)
             return self._pairs, time.monotonic() - self._started
 
+    def started(self, engine) -> bool:
+        with self._lock:
+            return self._engine is engine
+
     def groups(self, engine, pairs: DuplicatePairs, threshold: float) -> list:
         with self._lock:
             found = self._groups.get(threshold) if self._engine is engine else None
@@ -93,6 +99,14 @@ def duplicate_router(live: LiveEngine, *, allow_moves: bool = False) -> APIRoute
         if pairs is None:
             return engine, None, seconds
         return engine, cache.groups(engine, pairs, threshold), pairs
+
+    @router.get("/api/duplicates/prepare")
+    def prepare() -> dict:
+        engine = live.get()
+        if len(engine) > defaults.DUPLICATE_REVIEW_PREPARE_MAX and not cache.started(engine):
+            return {"status": "on request"}  # a big bundle's pairs cost minutes: only for a review
+        pairs, _ = cache.get(engine)
+        return {"status": "computing" if pairs is None else "ready"}
 
     @router.get("/api/duplicates")
     def duplicates(

@@ -15,6 +15,7 @@ const state = {
   poll: null,
   last: null, // the last answer shown
   loaded: false,
+  prepared: false,
 };
 
 function el(tag, props = {}, ...children) {
@@ -245,6 +246,9 @@ function showView() {
   if (duplicates && !state.loaded) {
     state.loaded = true;
     load();
+  } else if (!duplicates && !state.prepared) {
+    state.prepared = true; // the pairs take seconds to find: start while the user searches
+    fetch("/api/duplicates/prepare").catch(() => {});
   }
 }
 
