@@ -122,6 +122,9 @@ def test_moves_from_the_page_when_allowed_then_the_served_bundle_shrinks(tmp_pat
     for bad, message in [("relative/dir", "absolute path"), (str(root / "in"), "inside the collection's folder")]:
         answer = client.post("/api/duplicates/move", json={"threshold": 0, "target": bad})
         assert answer.status_code == 400 and message in answer.json()["detail"]
+    forged = '{"threshold": 0, "target": "%s"}' % (tmp_path / "d")  # what another site's form could send
+    answer = client.post("/api/duplicates/move", content=forged, headers={"content-type": "text/plain"})
+    assert answer.status_code in (415, 422) and not (tmp_path / "d").exists()
     assert snapshot(root) == before
     keep = next(m["id"] for m in body["groups"][0]["members"] if m["path"] == COPIES[2])
     answer = client.post("/api/duplicates/move", json={"threshold": 0, "keep": [keep], "target": str(tmp_path / "d")})

@@ -23,7 +23,7 @@ import math
 import threading
 import time
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from aesearch import defaults
@@ -167,9 +167,12 @@ def duplicate_router(live: LiveEngine, *, allow_moves: bool = False) -> APIRoute
         return JSONResponse(review.to_dict(), headers=headers)
 
     @router.post("/api/duplicates/move")
-    def move(body: dict):
+    def move(body: dict, request: Request):
         if not allow_moves:
             return JSONResponse({"detail": _READ_ONLY}, status_code=403)
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            # A form or text/plain POST needs no CORS preflight: another site's page could send one.
+            return JSONResponse({"detail": "send the move as application/json"}, status_code=415)
         target = body.get("target") if isinstance(body, dict) else None
         if not isinstance(target, str) or not target.strip() or len(target) > 4096:
             raise InvalidArgumentError("name the folder to move the copies into: `target`, an absolute path")
