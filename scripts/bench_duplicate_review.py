@@ -11,6 +11,8 @@ The bundle is copied into --work first: the review writes its pairs cache beside
   * warm open: a new server, the pairs cache file present (every later open of the same bundle state);
   * slider: a page of groups at each of 11 thresholds from 0 to 0.05 (the groups from the cached pairs);
   * next page, and the export of every decision as JSON.
+With --chromium, also the warm open in headless Chromium: from navigating to /#duplicates to the
+first 12 thumbnails drawn (needs selenium, chromium and chromedriver).
 With --folder-bundle the 70,000 images are also written as PNG files (once) and built into a bundle
 of folders with the same model, whose review reads each member's width and height from its file.
 """
@@ -53,7 +55,7 @@ def open_review(bundle: Path) -> tuple[float, TestClient, dict]:
     return time.perf_counter() - start, client, body
 
 
-def measure(name: str, bundle: Path) -> None:
+def measure(name: str, bundle: Path, *, chromium: bool = False) -> None:
     print(f"\n{name}: {bundle}")
     engine = SearchEngine.load(bundle)
     start = time.perf_counter()
@@ -88,6 +90,54 @@ def measure(name: str, bundle: Path) -> None:
         f"  export of all decisions at 0.05 (JSON):         {(time.perf_counter() - start) * 1000:6.0f} ms, "
         f"{len(exported.content) / 1024:,.0f} KB"
     )
+    if chromium:
+        print(f"  Chromium: open the view to 12 thumbnails drawn:  {chromium_open(bundle):6.2f} s")
+
+
+def chromium_open(bundle: Path) -> float:
+    """Seconds from navigating to the Duplicates view to its first 12 thumbnails drawn (pairs cached)."""
+    import socket
+    import threading
+
+    import uvicorn
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(bundle), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1200,1000",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"))
+    try:
+        driver.get(f"http://127.0.0.1:{port}/")  # the page's own assets, loaded once (a browser's cache)
+        start = time.perf_counter()
+        driver.get(f"http://127.0.0.1:{port}/#duplicates")
+        driver.refresh()
+        drawn = (
+            "const imgs = [...document.querySelectorAll('#dup-groups img')].slice(0, 12);"
+            "return imgs.length === 12 && imgs.every(i => i.complete && i.naturalWidth > 0)"
+        )
+        WebDriverWait(driver, 120).until(lambda d: d.execute_script(drawn))
+        return time.perf_counter() - start
+    finally:
+        driver.quit()
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def write_folder(engine: SearchEngine, out: Path) -> None:
@@ -111,6 +161,7 @@ def main() -> None:
     parser.add_argument("--bundle", type=Path, default=defaults.INDEX_DIR)
     parser.add_argument("--work", type=Path, required=True, help="scratch folder (about 600 MB with --folder-bundle)")
     parser.add_argument("--folder-bundle", action="store_true", help="also a bundle of 70,000 PNG files")
+    parser.add_argument("--chromium", action="store_true", help="also the warm open in headless Chromium")
     args = parser.parse_args()
     cpu = subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True, text=True).stdout.strip()
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
@@ -119,7 +170,7 @@ def main() -> None:
     copy = args.work / "dataset-bundle"
     if not copy.exists():
         shutil.copytree(args.bundle, copy)
-    measure("Dataset bundle (no files)", copy)
+    measure("Dataset bundle (no files)", copy, chromium=args.chromium)
     if args.folder_bundle:
         folder, index = args.work / "png", args.work / "folder-bundle"
         if not folder.exists():
@@ -138,7 +189,7 @@ def main() -> None:
                 log=None,
             )
             print(f"built the folder bundle in {time.perf_counter() - start:.0f} s")
-        measure("Folder bundle (70,000 PNG files)", index)
+        measure("Folder bundle (70,000 PNG files)", index, chromium=args.chromium)
 
 
 if __name__ == "__main__":

@@ -83,13 +83,14 @@ def move_duplicates(
     that exists. dry_run: the plan only (no journal, no move, no sync). workers: the sync's (Collection.open).
     """
     start = time.perf_counter()
-    if not review.has_files:
+    bundle = load_bundle(review.bundle, verify="sizes")
+    collection = bundle.manifest.get("collection")
+    if not review.has_files or not isinstance(collection, dict) or not collection.get("roots"):
         raise MoveRefusedError(
             "this bundle was built from a dataset, not from files: its duplicates can be reviewed and exported "
             "(--json, --csv), not moved"
         )
-    bundle = load_bundle(review.bundle, verify="sizes")
-    roots = [Path(r) for r in bundle.manifest["collection"]["roots"]]
+    roots = [Path(r) for r in collection["roots"]]
     bases = [(r.parent if r.is_file() else r).resolve() for r in roots]
     target = Path(target_dir).expanduser().absolute()
     _check_target(target, bases)

@@ -69,7 +69,15 @@ class DuplicatePairs:
         edges_b = np.concatenate([order[1:][same], self.near_b[near]])
         weights = np.concatenate([np.zeros(int(same.sum()), np.float32), self.near_d[near]])
         roots = connected_components(n, edges_a, edges_b)
-        view = _View(self.ids, None, self.split, list(bundle.split_names), bundle, None, self.metric)
+        view = _View(
+            ids=self.ids,
+            images=None,
+            split=self.split,
+            split_names=list(bundle.split_names),
+            bundle=bundle,
+            vectors=None,
+            metric=self.metric,
+        )
         return _groups(view, roots, edges_a, weights, self.exact_class)
 
 
