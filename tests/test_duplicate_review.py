@@ -246,6 +246,18 @@ def test_refusals_move_nothing(tmp_path, model, monkeypatch):
     assert snapshot(root) == before and not (tmp_path / "elsewhere").exists()
 
 
+def test_a_fifo_in_a_files_place_is_refused_not_read(tmp_path, model):
+    root, index = folder_bundle(tmp_path, model)
+    review = review_of(index)
+    fifo = root / COPIES[1]
+    fifo.unlink()
+    os.mkfifo(fifo)  # opening it to read would block forever
+    (again,) = review_of(index).decisions
+    assert next(m for m in again.members if m.path == COPIES[1]).width is None  # not opened: no hang
+    with pytest.raises(MoveRefusedError, match="not a regular file"):
+        move_duplicates(review, tmp_path / "dups", workers=1)
+
+
 def test_undo_refuses_a_taken_place_or_a_changed_file(tmp_path, model):
     root, index = folder_bundle(tmp_path, model)
     before = snapshot(root)

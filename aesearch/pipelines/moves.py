@@ -19,8 +19,10 @@ synced, so the moved images leave the index (and, after undo, come back).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -251,6 +253,8 @@ def _check_unchanged(file: str, move: Move, what: str, advice: str) -> None:
 
 
 def _file_hash(file: str) -> str:
+    if not stat.S_ISREG(os.stat(file).st_mode):  # a FIFO would block the read; a folder is not the file
+        raise OSError(errno.EINVAL, "not a regular file")
     with open(file, "rb") as f:
         return content_hash(f.read()).hex()
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import stat
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -244,6 +246,8 @@ def members(bundle, ids) -> list[Member]:
 
 def _dimensions(file: str) -> tuple[int | None, int | None]:
     try:
+        if not stat.S_ISREG(os.stat(file).st_mode):  # a FIFO put in its place would block the open
+            return None, None
         with Image.open(file) as image:  # reads the header only
             return int(image.width), int(image.height)
     except (OSError, ValueError, Image.DecompressionBombError):
