@@ -150,3 +150,18 @@ def test_prepare_starts_the_pairs_early_for_bundles_up_to_the_limit(planted, mon
     big = TestClient(create_app(planted), base_url="http://localhost")
     assert big.get("/api/duplicates/prepare").json() == {"status": "on request"}
     ready(big)  # the view itself always finds them
+
+
+def test_a_failure_while_finding_the_pairs_reaches_the_page(planted, monkeypatch):
+    from aesearch.interfaces import duplicate_routes
+
+    def broken(engine, **kwargs):
+        raise MemoryError("no room")
+
+    monkeypatch.setattr(duplicate_routes, "duplicate_pairs", broken)
+    client = TestClient(create_app(planted), base_url="http://localhost")
+    deadline = time.monotonic() + 10
+    while (response := client.get("/api/duplicates")).status_code == 202:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert response.status_code == 400 and "MemoryError: no room" in response.json()["detail"]

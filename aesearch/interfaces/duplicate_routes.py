@@ -83,6 +83,8 @@ class _Pairs:
             pairs, error = duplicate_pairs(engine, max_threshold=MAX_THRESHOLD), None
         except AesearchError as exc:
             pairs, error = None, str(exc)
+        except Exception as exc:  # a failure in the thread must reach the page, not leave it polling
+            pairs, error = None, f"finding the duplicate pairs failed ({type(exc).__name__}: {str(exc)[:200]})"
         with self._lock:
             if self._engine is engine:
                 self._pairs, self._error = pairs, error
