@@ -105,6 +105,29 @@ def _exchange(a: Path, b: Path) -> bool:
     return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
+def rename_no_replace(source: str | Path, destination: str | Path) -> None:
+    """Rename source to destination, never replacing a file there (FileExistsError instead).
+
+    Linux: one renameat2(RENAME_NOREPLACE), atomic; elsewhere (or a file system without it) a
+    check just before os.rename, which leaves a moment for another process to create the file.
+    """
+    if sys.platform == "linux":
+        try:
+            renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+        except (OSError, AttributeError):
+            renameat2 = None
+        if renameat2 is not None:
+            at_fdcwd, rename_noreplace = -100, 1
+            if renameat2(at_fdcwd, os.fsencode(source), at_fdcwd, os.fsencode(destination), rename_noreplace) == 0:
+                return
+            errno = ctypes.get_errno()
+            if errno not in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: fall back to the check
+                raise OSError(errno, os.strerror(errno), str(source), None, str(destination))
+    if os.path.lexists(destination):
+        raise FileExistsError(17, "File exists", str(destination))
+    os.rename(source, destination)
+
+
 def _remove_abandoned_staging(target: Path) -> None:
     for prefix in (f".{target.name}.building-", f".{target.name}.old-"):
         for path in target.parent.glob(f"{glob.escape(prefix)}*"):

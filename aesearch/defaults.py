@@ -84,3 +84,12 @@ FILTER_CACHE = 8  # filters whose plans the engine keeps (each <= 32 MB of scan 
 # 1 M (scripts/bench_filter.py, docs/filters.md): the scan of 20,000 / 40,000 / 60,000 matches took
 # 0.65 / 1.3 / 1.8 ms a query, the index 4.2 / 2.0 / 2.0 ms (it probes more lists the fewer match).
 FILTER_SCAN_MAX_FLOATS = 8_000_000
+# --- duplicate review (quality/duplicate_review.py, pipelines/moves.py) ---
+DUPLICATE_REVIEW_MAX_THRESHOLD = (
+    0.05  # the page's slider ends here: pairs are found once up to it (1,149 on Fashion-MNIST)
+)
+DUPLICATE_REVIEW_PAGE = 50  # groups a page of the review shows: never thousands at once
+DUPLICATE_REVIEW_MAX_PAGE = 500  # the most groups one request may ask for
+# The page asks for the pairs as it opens (before the Duplicates view is chosen) up to this many images:
+# ~8 s of CPU once per bundle state at 70,000; larger bundles find them when the view is opened.
+DUPLICATE_REVIEW_PREPARE_MAX = 300_000

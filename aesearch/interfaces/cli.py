@@ -694,8 +694,24 @@ def eval_command(
     help="Picture of the largest groups [default: INDEX_DIR-duplicates.png beside the bundle].",
 )
 @WHERE_OPTION
-def duplicates(index_dir, threshold, across_splits, as_json, as_csv, out, where) -> None:
-    """Find groups of exact and near-duplicate images (range search + connected components)."""
+@click.option("--decisions", is_flag=True, help="Print which copy of each group to keep and why (with --json/--csv).")
+@click.option("--keep", "keep_ids", type=Integer(), multiple=True, help="Keep this image in its group. Repeatable.")
+@click.option(
+    "--move-to",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Move every copy not kept into this folder (outside the collection), with a journal; then sync.",
+)
+@click.option("--undo", "journal", type=click.Path(dir_okay=False, path_type=Path), help="Undo a --move-to journal.")
+@click.option("--dry-run", is_flag=True, help="With --move-to or --undo: show the plan, move nothing.")
+def duplicates(
+    index_dir, threshold, across_splits, as_json, as_csv, out, where, decisions, keep_ids, move_to, journal, dry_run
+) -> None:
+    """Find groups of exact and near-duplicate images (range search + connected components).
+
+    Nothing moves without --move-to: then the copies not kept (the rule: most pixels, most bytes,
+    earliest modified, shortest path; --keep overrides) move into that folder, keeping their paths,
+    and the journal it prints undoes it: `aesearch duplicates --undo JOURNAL`.
+    """
     from aesearch.atomic import check_writable
     from aesearch.errors import InvalidArgumentError
     from aesearch.figures.groups import render_groups
@@ -706,6 +722,14 @@ def duplicates(index_dir, threshold, across_splits, as_json, as_csv, out, where)
 
     if as_json and as_csv:
         raise InvalidArgumentError("give --json or --csv, not both")
+    if journal is not None:
+        if move_to or decisions or keep_ids or as_csv:
+            raise InvalidArgumentError("--undo JOURNAL takes only --json and --dry-run")
+        return _undo_moves(journal, dry_run, as_json)
+    if dry_run and move_to is None:
+        raise InvalidArgumentError("--dry-run goes with --move-to DIR or --undo JOURNAL")
+    if move_to is not None and as_csv:
+        raise InvalidArgumentError("--move-to prints a summary, or --json: not --csv")
     out = out or index_dir.with_name(f"{index_dir.name}-duplicates.png")
     picture_format(out)
     check_writable(out)
@@ -713,6 +737,8 @@ def duplicates(index_dir, threshold, across_splits, as_json, as_csv, out, where)
     where = _checked_where(engine, where)
     threshold = DEFAULT_THRESHOLD if threshold is None else threshold
     report = find_duplicates(engine, threshold=threshold, across_splits=across_splits, where=where)
+    if move_to is not None or decisions or keep_ids:
+        return _decide_and_move(engine, report, keep_ids, move_to, dry_run, as_json, as_csv)
     scope = " across splits" if across_splits else ""
     render_groups(out, report.groups, engine.image, title=f"Duplicates{scope} at distance <= {threshold:g}")
     if as_json:
@@ -725,6 +751,34 @@ def duplicates(index_dir, threshold, across_splits, as_json, as_csv, out, where)
     else:
         click.echo(tables.duplicates_table(report))
         click.echo(f"Picture: {out}")
+
+
+def _decide_and_move(engine, report, keep_ids, move_to, dry_run, as_json, as_csv) -> None:
+    """`duplicates --decisions` / `--move-to`: the review's decisions, and the move when asked."""
+    from aesearch.pipelines.moves import move_duplicates
+    from aesearch.quality.duplicate_review import decide
+
+    review = decide(engine.bundle, report.groups, threshold=report.threshold, keep=keep_ids)
+    if move_to is None:
+        if as_csv:
+            click.echo(review.to_csv(), nl=False)
+        elif as_json:
+            click.echo(json.dumps(review.to_dict()))
+        else:
+            click.echo(tables.decisions_table(review))
+        return
+    moved = move_duplicates(review, move_to, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps(moved.to_dict()))
+        return
+    click.echo(tables.moves_table(moved, undo=False))
+
+
+def _undo_moves(journal, dry_run: bool, as_json: bool) -> None:
+    from aesearch.pipelines.moves import undo
+
+    moved = undo(journal, dry_run=dry_run)
+    click.echo(json.dumps(moved.to_dict()) if as_json else tables.moves_table(moved, undo=True))
 
 
 def _csv_field(text: str) -> str:
@@ -806,7 +860,12 @@ def map_command(index_dir, image, query_id, k, method, out) -> None:
     help="Answer requests for this Host name too (localhost names always; '*' for any). Repeatable.",
 )
 @click.option("--cors-origin", multiple=True, help="Let pages from this origin read the API (none by default).")
-def serve(index_dir, host, port, max_upload_mb, max_pixels, decode_slots, allowed_host, cors_origin) -> None:
+@click.option(
+    "--allow-moves", is_flag=True, help="Let the page's duplicate review move files out of the collection (journaled)."
+)
+def serve(
+    index_dir, host, port, max_upload_mb, max_pixels, decode_slots, allowed_host, cors_origin, allow_moves
+) -> None:
     """Serve the search page and its HTTP API.
 
     POST /api/search?k=8 (multipart field `image`), GET /api/images/ID.png, GET /api/health, GET /.
@@ -829,6 +888,7 @@ def serve(index_dir, host, port, max_upload_mb, max_pixels, decode_slots, allowe
         decode_slots=decode_slots,
         allowed_hosts=hosts,
         cors_origins=cors_origin,
+        allow_moves=allow_moves,
     )
     sock = _listening_socket(host, port)
     click.echo(f"Serving {index_dir} ({len(app.state.engine):,} images) on http://{host}:{port}/  (Ctrl-C stops)")

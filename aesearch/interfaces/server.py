@@ -9,12 +9,14 @@
     GET  /api/images/{id}.png   an indexed image (?scale=1..16 enlarges it, nearest neighbour)
     GET  /api/health            bundle summary: count, and when it last changed (generation, updated)
     GET  /                      the page (static/, no external resources)
+    /api/duplicates...          the page's duplicate review (duplicate_routes.py)
 
 The engine is read-only and its arrays are shared between threads; FastAPI runs each request in
 its thread pool. When a writer (sync, add, remove) publishes a new state, the next request swaps
 in a freshly loaded engine (search/live.py). Uploads over the limit are refused with 413 before
 they are read whole; a body that is not a usable image gets 400 with the CLI's one-line message;
-nothing ever writes to the bundle, and no route reads a file outside the package's static folder.
+nothing writes to the bundle (unless started with allow_moves: the duplicate review's moves, then
+a sync), and no route reads a file outside the package's static folder.
 Every integer a client sends (id, k, scale, more, less) is read by aesearch.integers: anything but
 ASCII digits in range is a 400 with one line, never a 500 from an overflow deeper down.
 security.py adds the Host allow-list, security headers, time limits, decode slots and connection caps; no
@@ -41,6 +43,7 @@ from aesearch._version import __version__
 from aesearch.errors import AesearchError, InvalidArgumentError
 from aesearch.integers import parse_int
 from aesearch.interfaces import steering
+from aesearch.interfaces.duplicate_routes import duplicate_router
 from aesearch.interfaces.security import LOCAL_HOSTS, Busy, DecodeSlots, Guard, allowed_name
 from aesearch.search.engine import SearchEngine
 from aesearch.search.live import LiveEngine
@@ -72,6 +75,7 @@ def create_app(
     allowed_hosts: Sequence[str] = LOCAL_HOSTS,
     cors_origins: Sequence[str] = (),
     max_in_flight: int = defaults.SERVER_MAX_REQUESTS_IN_FLIGHT,
+    allow_moves: bool = False,
 ) -> FastAPI:
     """The app, with its bundle loaded and verified now (a bad bundle fails here, not per request).
 
@@ -81,6 +85,7 @@ def create_app(
         allowed_hosts: Host header names answered (DNS rebinding defence); "*" answers any.
         cors_origins: origins whose pages may read the API from a browser (none by default).
         max_in_flight: requests answered at once; more get 503 at once.
+        allow_moves: the duplicate review may move files out of the collection (read-only otherwise).
     """
     hosts = [allowed_name(h) for h in (*LOCAL_HOSTS, *allowed_hosts)]  # a bad --allowed-host fails here
     live = LiveEngine(engine or SearchEngine.load(index_dir))  # follows updates (sync, add, remove)
@@ -176,6 +181,8 @@ def create_app(
         if scale > 1:
             image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
         return Response(_png(image), media_type="image/png", headers={"Cache-Control": "public, max-age=86400"})
+
+    app.include_router(duplicate_router(live, allow_moves=allow_moves))
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

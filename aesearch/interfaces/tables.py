@@ -161,6 +161,44 @@ def duplicates_table(report, *, shown: int = 10) -> str:
     return "\n".join(lines)
 
 
+def decisions_table(review, *, shown: int = 20) -> str:
+    """A duplicate Review as `aesearch duplicates --decisions` prints it: the copy kept per group, and why."""
+    lines = [f"{len(review.decisions):,} groups at threshold {review.threshold:g}; keep rule: {review.rule}"]
+    if not review.has_files:
+        lines.append("A dataset bundle (no files): these decisions can be exported (--json, --csv), not moved.")
+    for d in review.decisions[:shown]:
+        kept = next(m for m in d.members if m.id == d.keep)
+        lines.append(f"  {d.group:>3}. keep {d.keep} {printable(kept.path)} ({d.reason}); move {len(d.move)}")
+    if len(review.decisions) > shown:
+        lines.append(f"  ... ({len(review.decisions) - shown:,} more groups: --json or --csv lists them all)")
+    return "\n".join(lines)
+
+
+def moves_table(report, *, undo: bool) -> str:
+    """What `duplicates --move-to` or `--undo` did (or, with --dry-run, would do)."""
+    verb = (
+        ("would move back" if report.dry_run else "Moved back")
+        if undo
+        else ("would move" if report.dry_run else "Moved")
+    )
+    head = f"Dry run (nothing moved): {verb}" if report.dry_run else verb
+    scope = "" if undo else f" of {report.groups:,} groups"
+    lines = [f"{head} {len(report.moves):,} files{scope}:"]
+    for move in report.moves[:20]:
+        a, b = (move.destination, move.source) if undo else (move.source, move.destination)
+        lines.append(f"  {printable(a)} -> {printable(b)}")
+    if len(report.moves) > 20:
+        lines.append(f"  ... ({len(report.moves) - 20:,} more: the journal lists them all)")
+    if not report.dry_run:
+        if report.sync is not None:
+            lines.append(f"Synced: {report.sync.summary()}")
+        if report.sync_problem:
+            lines.append(f"Not synced: {report.sync_problem}")
+    if not undo and not report.dry_run:
+        lines.append(f"Journal: {report.journal}  (undo: aesearch duplicates --undo {report.journal})")
+    return "\n".join(lines)
+
+
 def feedback_table(report) -> str:
     """A FeedbackReport as `aesearch eval --feedback N` prints it: one row per round."""
     queries = "test" if report.protocol == "test" else "held-out training (validation)"
