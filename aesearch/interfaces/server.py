@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Query, Request, UploadFile
+from fastapi import FastAPI, Form, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -38,9 +38,9 @@ from aesearch import defaults
 from aesearch._version import __version__
 from aesearch.errors import AesearchError, InvalidArgumentError
 from aesearch.integers import parse_int
-from aesearch.interfaces import steering
+from aesearch.interfaces import steering, wire
 from aesearch.interfaces.security import LOCAL_HOSTS, Busy, DecodeSlots, Guard, allowed_name
-from aesearch.search.engine import SearchEngine
+from aesearch.search.engine import QueryResult, SearchEngine
 from aesearch.search.live import LiveEngine
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -97,7 +97,8 @@ def create_app(
 
     @app.exception_handler(AesearchError)
     async def _user_error(request: Request, exc: AesearchError) -> JSONResponse:
-        return JSONResponse({"detail": exc.in_words(_FIELDS)}, status_code=400)
+        # error: the exception's class, so aesearch.Client raises the one the engine would have
+        return JSONResponse({"detail": exc.in_words(_FIELDS), "error": type(exc).__name__}, status_code=400)
 
     @app.exception_handler(Busy)
     async def _busy(request: Request, exc: Busy) -> JSONResponse:
@@ -132,13 +133,20 @@ def create_app(
         }
 
     @app.post("/api/search")
-    def search(
-        image: UploadFile,
+    async def search(
+        image: UploadFile | None = None,
         k: str = Query("8", description="hits wanted: 1 to the number of indexed images"),
         more: str | None = None,
         less: str | None = None,
         explain: bool = False,
-    ) -> dict:
+        id: str | None = Query(None, description="search by this indexed image instead of an upload"),
+        arrays: bool = Query(False, description="add the query, reconstruction and latent as base64 float32"),
+    ) -> Response:
+        if (image is None) == (id is None):
+            problem = "Field required" if image is None else "send an image or an id, not both"
+            return JSONResponse(
+                {"detail": f"image: {problem}: send the multipart field `image`, or ?id=N for an indexed image"}, 422
+            )
         engine = live.get()
         k = parse_int(k, "k", low=1, high=len(engine))
         if explain and k > defaults.SERVER_MAX_EXPLAINED_HITS:  # a minute of CPU at k = 70,000 otherwise
@@ -146,18 +154,47 @@ def create_app(
                 f"explain=true explains at most {defaults.SERVER_MAX_EXPLAINED_HITS} hits, got k={k}: ask for fewer "
                 "hits, or leave explain out"
             )
-        filename = (image.filename or "")[:_ECHO]
-        name = f"uploaded file {filename}".rstrip()
-        result = slots.run(lambda: engine.query(image.file.read(), k, max_pixels=max_pixels, name=name))
-        result = steering.steer(engine, result, more=more, less=less)  # feedback marks, if any
-        return {
-            "query": filename,
-            **result.to_dict(),
-            "query_png": _png_data_url(result.query),
-            "reconstruction_png": _png_data_url(result.reconstruction),
-            **({"marked": steering.marked_hits(engine, result)} if result.feedback else {}),
-            **({"explanations": steering.explanations(engine, result)} if explain else {}),
-        }
+        number = None if id is None else parse_int(id, "image id")
+        filename = (image.filename or "")[:_ECHO] if image is not None else ""
+
+        def answer() -> JSONResponse:  # on a decode slot: everything but parsing the request
+            if number is not None:
+                result = _query_id(engine, number, k)
+            else:
+                name = f"uploaded file {filename}".rstrip()
+                result = engine.query(image.file.read(), k, max_pixels=max_pixels, name=name)
+            result = steering.steer(engine, result, more=more, less=less)  # feedback marks, if any
+            return JSONResponse(
+                {
+                    "query": filename,
+                    **result.to_dict(),
+                    **({"arrays": wire.arrays_of(result)} if arrays else {}),
+                    "query_png": _png_data_url(result.query),
+                    "reconstruction_png": _png_data_url(result.reconstruction),
+                    **({"marked": steering.marked_hits(engine, result)} if result.feedback else {}),
+                    **({"explanations": steering.explanations(engine, result)} if explain else {}),
+                }
+            )
+
+        # One hop to a decode thread and back, and the answer made there: a sync route would add
+        # a hop through the thread pool, and FastAPI's checks of a returned dict cost more than
+        # the JSON itself.
+        return await slots.run_async(answer)
+
+    @app.post("/api/refine")
+    def refine(
+        latent: str = Form(description="the searched vector: base64 of little-endian float32, as arrays=true gives"),
+        k: str = Query(description="hits wanted: 1 to the number of indexed images"),
+        more: str | None = None,
+        less: str | None = None,
+    ) -> Response:
+        """engine.refine for a client that holds the result: every mark so far, in order (the server keeps none)."""
+        engine = live.get()
+        k = parse_int(k, "k", low=1, high=len(engine))
+        vector = wire.vector_from(latent, engine.autoencoder.z_size)
+        seed = QueryResult([], vector, vector, 0.0, None, vector)  # refine reads only the latent and its marks
+        result = engine.refine(seed, steering.parse_ids(more, "more"), steering.parse_ids(less, "less"), k=k)
+        return JSONResponse({"k": len(result.hits), "hits": [hit.to_dict() for hit in result.hits]})
 
     @app.get("/api/images/{id}.png")
     def indexed_image(id: str, scale: str = Query("1", description="enlargement, 1 to 16")) -> Response:
@@ -180,16 +217,23 @@ def create_app(
     return app
 
 
+def _query_id(engine: SearchEngine, id: int, k: int) -> QueryResult:
+    try:
+        engine.hit(id)
+    except InvalidArgumentError as exc:  # not indexed (a malformed id is a 400 before this)
+        raise HTTPException(404, str(exc)) from None
+    return engine.query_id(id, k)
+
+
 def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
-def _png_data_url(array: np.ndarray, scale: int = 8) -> str:
-    pixels = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
-    image = Image.fromarray(pixels)
-    image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+def _png_data_url(array: np.ndarray) -> str:
+    # 28x28: the page enlarges it (image-rendering: pixelated); an 8x PNG cost 0.3 ms a picture to make.
+    image = Image.fromarray((np.clip(array, 0, 1) * 255).round().astype(np.uint8))
     return "data:image/png;base64," + base64.b64encode(_png(image)).decode()
 
 
