@@ -21,6 +21,7 @@ from .errors import (
     ImageError,
     InvalidArgumentError,
     MissingRootError,
+    ServerError,
     ShortSourceError,
 )
 
@@ -44,6 +45,8 @@ _LAZY = {
     "load_checkpoint": "model.checkpoint",
     "save_checkpoint": "model.checkpoint",
     "NumpyAutoEncoder": "model.runtime",
+    # a server's engine over HTTP (imports httpx)
+    "Client": "interfaces.client",
 }
 
 __all__ = [
@@ -53,6 +56,7 @@ __all__ = [
     "BundleLockedError",
     "Checkpoint",
     "CheckpointError",
+    "Client",
     "Collection",
     "DataError",
     "DataNotFoundError",
@@ -65,6 +69,7 @@ __all__ = [
     "NumpyAutoEncoder",
     "QueryResult",
     "SearchEngine",
+    "ServerError",
     "ShortSourceError",
     "TrainConfig",
     "TrainResult",
@@ -91,6 +96,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from .interfaces.client import Client
     from .model.architecture import ModelConfig
     from .model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
     from .model.network import AutoEncoder

@@ -140,10 +140,12 @@ def create_app(
         less: str | None = None,
         explain: bool = False,
         id: str | None = Query(None, description="search by this indexed image instead of an upload"),
+        pixels: str | None = Form(None, description="or an image preprocessed already: base64 float32 (28, 28)"),
         arrays: bool = Query(False, description="add the query, reconstruction and latent as base64 float32"),
     ) -> Response:
-        if (image is None) == (id is None):
-            problem = "Field required" if image is None else "send an image or an id, not both"
+        sources = sum(source is not None for source in (image, id, pixels))
+        if sources != 1:
+            problem = "Field required" if not sources else "send one of image, pixels and id"
             return JSONResponse(
                 {"detail": f"image: {problem}: send the multipart field `image`, or ?id=N for an indexed image"}, 422
             )
@@ -155,11 +157,15 @@ def create_app(
                 "hits, or leave explain out"
             )
         number = None if id is None else parse_int(id, "image id")
+        if pixels is not None:  # aesearch.Client frames images as the engine does, and sends the 28x28 exactly
+            framed = wire.floats_from(pixels, engine.autoencoder.config.image_shape, "pixels")
         filename = (image.filename or "")[:_ECHO] if image is not None else ""
 
         def answer() -> JSONResponse:  # on a decode slot: everything but parsing the request
             if number is not None:
                 result = _query_id(engine, number, k)
+            elif pixels is not None:
+                result = engine.query(framed, k)
             else:
                 name = f"uploaded file {filename}".rstrip()
                 result = engine.query(image.file.read(), k, max_pixels=max_pixels, name=name)
@@ -191,7 +197,7 @@ def create_app(
         """engine.refine for a client that holds the result: every mark so far, in order (the server keeps none)."""
         engine = live.get()
         k = parse_int(k, "k", low=1, high=len(engine))
-        vector = wire.vector_from(latent, engine.autoencoder.z_size)
+        vector = wire.floats_from(latent, (engine.autoencoder.z_size,), "latent")
         seed = QueryResult([], vector, vector, 0.0, None, vector)  # refine reads only the latent and its marks
         result = engine.refine(seed, steering.parse_ids(more, "more"), steering.parse_ids(less, "less"), k=k)
         return JSONResponse({"k": len(result.hits), "hits": [hit.to_dict() for hit in result.hits]})

@@ -36,15 +36,20 @@ def arrays_of(result) -> dict:
     return {name: encode(getattr(result, name)) for name in ARRAYS}
 
 
-def vector_from(text: str, size: int) -> np.ndarray:
-    """A client's latent (base64 float32) -> (size,) float32; one line if it is not that."""
+def floats_from(text: str, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """A client's form field (base64 of little-endian float32) -> a finite float32 array of this shape.
+
+    One line naming the field if it is anything else; `latent` for /api/refine, `pixels` (a
+    preprocessed image) for /api/search.
+    """
+    size = int(np.prod(shape))
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidArgumentError("latent must be base64 (the `latent` of a result's arrays)") from None
+        raise InvalidArgumentError(f"{name} must be base64 of little-endian float32 values") from None
     if len(raw) != 4 * size:
-        raise InvalidArgumentError(f"latent must hold {size} float32 values ({4 * size} bytes), got {len(raw)} bytes")
-    vector = np.frombuffer(raw, dtype=_FLOAT32).astype(np.float32)
-    if not np.isfinite(vector).all():
-        raise InvalidArgumentError("latent holds NaN or infinite values: send the latent a search returned")
-    return vector
+        raise InvalidArgumentError(f"{name} must hold {size} float32 values ({4 * size} bytes), got {len(raw)} bytes")
+    values = np.frombuffer(raw, dtype=_FLOAT32).astype(np.float32).reshape(shape)
+    if not np.isfinite(values).all():
+        raise InvalidArgumentError(f"{name} holds NaN or infinite values: send finite values")
+    return values
