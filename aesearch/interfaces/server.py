@@ -24,6 +24,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import struct
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -174,9 +176,10 @@ def create_app(
                 {
                     "query": filename,
                     **result.to_dict(),
+                    # a client asking for the arrays has no use for pictures of them
                     **({"arrays": wire.arrays_of(result)} if arrays else {}),
-                    "query_png": _png_data_url(result.query),
-                    "reconstruction_png": _png_data_url(result.reconstruction),
+                    **({} if arrays else {"query_png": _png_data_url(result.query)}),
+                    **({} if arrays else {"reconstruction_png": _png_data_url(result.reconstruction)}),
                     **({"marked": steering.marked_hits(engine, result)} if result.feedback else {}),
                     **({"explanations": steering.explanations(engine, result)} if explain else {}),
                 }
@@ -238,9 +241,23 @@ def _png(image: Image.Image) -> bytes:
 
 
 def _png_data_url(array: np.ndarray) -> str:
-    # 28x28: the page enlarges it (image-rendering: pixelated); an 8x PNG cost 0.3 ms a picture to make.
-    image = Image.fromarray((np.clip(array, 0, 1) * 255).round().astype(np.uint8))
-    return "data:image/png;base64," + base64.b64encode(_png(image)).decode()
+    """A greyscale image in [0, 1] as a data URL of its 8-bit PNG, at its own size.
+
+    The page enlarges it (image-rendering: pixelated). Written here rather than by Pillow: for a
+    28x28 picture Pillow's PNG writer costs 110 us, this 25 us, and every search sends two.
+    """
+    pixels = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
+    height, width = pixels.shape
+    rows = np.zeros((height, width + 1), np.uint8)  # each row starts with filter type 0 (none)
+    rows[:, 1:] = pixels
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale, no interlace
+    png = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(rows.tobytes()))
+    png += _chunk(b"IEND")
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def _chunk(kind: bytes, data: bytes = b"") -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 class _UploadLimit:
