@@ -3,7 +3,10 @@
     POST /api/search?k=8        multipart field `image` -> the `aesearch query --json` object, plus
                                 the preprocessed query and the reconstruction as PNG data URLs;
                                 &more=ID,ID&less=ID refines it with feedback marks, &explain=true
-                                adds difference maps and interpolation strips (steering.py)
+                                adds difference maps and interpolation strips (steering.py);
+                                ?id=N or the field `pixels` search by an indexed image or a framed
+                                28x28, &arrays=true sends the arrays exactly (wire.py, client.py)
+    POST /api/refine?k=8        field `latent` and every mark so far -> the refined hits
     GET  /api/images/{id}.png   an indexed image (?scale=1..16 enlarges it, nearest neighbour)
     GET  /api/health            bundle summary: count, and when it last changed (generation, updated)
     GET  /                      the page (static/, no external resources)
