@@ -136,6 +136,20 @@ def test_query_equals_the_engine_for_every_kind_of_input(pair, collection, form)
         assert_same(client.query(image, k=k), engine.query(image, k=k))
 
 
+def test_the_engines_query_options_work_the_same(pair, collection):
+    engine, client = pair
+    path = next(collection[0].glob("ring/light-*.png"))
+    got, expected = client.query(path, k=3, keep_original=True), engine.query(path, k=3, keep_original=True)
+    assert_same(got, expected)
+    assert got.original.tobytes() == expected.original.tobytes() and got.original.size == expected.original.size
+    for options in ({"max_pixels": 100}, {"max_pixels": 100, "name": "the sketch"}):
+        with pytest.raises(ImageError) as local:
+            engine.query(path, k=3, **options)
+        with pytest.raises(ImageError, match="over the limit") as remote:
+            client.query(path, k=3, **options)
+        assert str(remote.value) == str(local.value)
+
+
 def test_query_id_equals_the_engine(pair):
     engine, client = pair
     for id in (0, len(engine) - 1):

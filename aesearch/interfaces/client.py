@@ -26,11 +26,18 @@ from PIL import Image
 
 from aesearch import errors
 from aesearch.errors import AesearchError, ImageError, InvalidArgumentError, ServerError, reason
+from aesearch.integers import check_int
 from aesearch.interfaces import wire
 from aesearch.search.engine import Hit, QueryResult
 from aesearch.search.feedback import Feedback
 from aesearch.search.trust import Trust
-from aesearch.sources.preprocess import ImageSource, preprocess
+from aesearch.sources.preprocess import (
+    DEFAULT_MAX_PIXELS,
+    ImageSource,
+    preprocess,
+    preprocess_batch,
+    preprocess_keeping_originals,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8000"  # `aesearch serve`'s own default address
 TIMEOUT_S = 60.0  # a server under load queues uploads up to 30 s before it answers 503
@@ -66,13 +73,28 @@ class Client:
 
     # --- the engine's methods ---
 
-    def query(self, image: ImageSource, k: int = 8, *, where: str | None = None) -> QueryResult:
+    def query(
+        self,
+        image: ImageSource,
+        k: int = 8,
+        *,
+        where: str | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        name: str | None = None,
+        keep_original: bool = False,
+    ) -> QueryResult:
         """engine.query(image, k) on the server: image is a path, the file's bytes, a PIL image or an array.
 
         where: a filter, sent as the server's `where` form field (the server's filter language).
+        max_pixels, name, keep_original: as the engine's (they concern the framing, done here).
         """
         k = _integer(k, "k")
-        framed = preprocess(image)  # the engine's preprocessing, here: what it would search, to the bit
+        max_pixels = check_int(max_pixels, "max_pixels", low=1)
+        if keep_original:  # the engine's own calls, so its errors and its framing, to the bit
+            framed, (original,) = preprocess_keeping_originals([image], max_pixels=max_pixels, name=name)
+        else:
+            framed, original = preprocess_batch([image], max_pixels=max_pixels, name=name), None
+        framed = framed[0]
         if not np.array_equal(preprocess(framed), framed):
             # The server frames what it gets once more; a 28x28 with a light background would be
             # negated there (about never: preprocessing makes the background black).
@@ -81,7 +103,7 @@ class Client:
                 "search it with SearchEngine.query locally"
             )
         fields = {"pixels": wire.encode(framed)["float32"], **_where(where)}
-        return self._search({"k": k}, fields)
+        return replace(self._search({"k": k}, fields), original=original)
 
     def query_id(self, id: int, k: int = 8, *, where: str | None = None) -> QueryResult:
         """engine.query_id(id, k): search by an indexed image (it finds itself first, at distance 0)."""
