@@ -338,6 +338,31 @@ def test_decodes_run_on_the_slots_threads_only_and_a_long_wait_is_refused():
     assert slots.run(lambda: 7) == 7  # free again
 
 
+def test_the_search_routes_async_slots_refuse_a_long_wait_and_keep_the_loop_free():
+    slots = DecodeSlots(2, wait_s=0.2)
+    release = threading.Event()
+    names: set[str] = set()
+
+    def work() -> str:
+        names.add(threading.current_thread().name)
+        release.wait(2)
+        return "done"
+
+    async def scenario() -> tuple[list, int]:
+        tasks = [asyncio.create_task(slots.run_async(work)) for _ in range(4)]
+        ticks = 0
+        while not all(task.done() for task in tasks[2:]):  # the loop runs on while the slots work
+            ticks += 1
+            await asyncio.sleep(0.01)
+        release.set()
+        return await asyncio.gather(*tasks, return_exceptions=True), ticks
+
+    outcomes, ticks = asyncio.run(scenario())
+    assert outcomes[:2] == ["done", "done"] and all(isinstance(o, Busy) for o in outcomes[2:])
+    assert ticks >= 5 and len(names) == 2 and all(n.startswith("aesearch-decode") for n in names)
+    assert asyncio.run(slots.run_async(lambda: 7)) == 7  # free again
+
+
 def test_a_stalled_body_is_cut_off_with_408(engine):
     import uvicorn
 
