@@ -11,9 +11,11 @@ image (the page's sketch target: p50 <= 5 ms from one keep-alive client):
     a refine with 5 "more like" and 5 "less like" marks, explain=true;
   * aesearch.Client.query (the Python client: arrays come back as base64 float32).
 With --compare DIR (a checkout of another version, e.g. `git clone /work/main /tmp/old`), that
-version's server runs beside this one and every figure is measured for both, alternately.
+version's server runs beside this one and every figure is measured for both, alternately; with
+--workers N, this version with `aesearch serve --workers N` as well.
 
-    python scripts/bench_server.py [--index-dir indexes/fashion-mnist] [--requests 200] [--clients 8] [--compare DIR]
+    python scripts/bench_server.py [--index-dir indexes/fashion-mnist] [--requests 200] [--clients 8]
+                                   [--compare DIR] [--workers N]
 """
 
 from __future__ import annotations
@@ -53,12 +55,12 @@ def png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def start_server(checkout: Path, index_dir: str) -> tuple[subprocess.Popen, str]:
+def start_server(checkout: Path, index_dir: str, *options: str) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "aesearch", "serve", "--index-dir", index_dir, "--port", str(port)],
+        [sys.executable, "-m", "aesearch", "serve", "--index-dir", index_dir, "--port", str(port), *options],
         cwd=checkout,
         env={**os.environ, "PYTHONPATH": str(checkout)},
         stdout=subprocess.DEVNULL,
@@ -138,8 +140,16 @@ def many_clients(kind: str, url: str, pid: int, body: bytes, clients: int, n: in
 
 
 def server_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of the server process and of its worker processes (with --workers)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):  # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def p(times: list[float], q: float) -> float:
@@ -159,6 +169,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--compare", type=Path, help="a checkout of another version, measured beside this one")
+    parser.add_argument("--workers", type=int, default=1, help="also measure this version with --workers N (N > 1)")
     args = parser.parse_args()
     index_dir = str(Path(args.index_dir).resolve())
 
@@ -167,6 +178,8 @@ def main() -> None:
     del engine
     versions = {"this": ROOT, **({"compare": args.compare.resolve()} if args.compare else {})}
     servers = {name: start_server(checkout, index_dir) for name, checkout in versions.items()}
+    if args.workers > 1:
+        servers[f"this, --workers {args.workers}"] = start_server(ROOT, index_dir, "--workers", str(args.workers))
     kinds = [kind for kind in CLIENTS if kind != "curl" or shutil.which("curl")]
     try:
         import requests  # noqa: F401

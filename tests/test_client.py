@@ -8,6 +8,7 @@ collection (paths, cosine: feedback by the classifier).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
@@ -26,6 +27,7 @@ from PIL import Image
 import aesearch
 from aesearch.errors import AesearchError, ImageError, InvalidArgumentError, ServerError
 from aesearch.interfaces.client import Client, refusal
+from aesearch.interfaces.workers import split_limits
 from aesearch.pipelines.collection import build_from_folders
 from aesearch.search.engine import QueryResult, SearchEngine
 from aesearch.search.index import IndexSpec
@@ -33,13 +35,13 @@ from aesearch.search.index import IndexSpec
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def serve(index: Path) -> tuple[subprocess.Popen, str]:
+def serve(index: Path, *options: str) -> tuple[subprocess.Popen, str]:
     """`aesearch serve` on a free loopback port, once it answers."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "aesearch", "serve", "--index-dir", str(index), "--port", str(port)],
+        [sys.executable, "-m", "aesearch", "serve", "--index-dir", str(index), "--port", str(port), *options],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,
@@ -278,6 +280,37 @@ def test_the_server_checks_what_a_client_sends(collection):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def children_of(pid: int) -> set[int]:
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.add(int(stat.parent.name))
+    return out
+
+
+def test_worker_processes_answer_alike_and_stop_together(tiny_bundle):
+    """--workers 2: two children of the one process, either answering, all gone on SIGTERM."""
+    engine = SearchEngine.load(tiny_bundle)
+    process, url = serve(tiny_bundle, "--workers", "2")
+    try:
+        workers = children_of(process.pid)
+        assert len(workers) == 2
+        for id in range(8):  # a new connection each: the kernel hands them to either worker
+            with Client(url) as client:
+                assert_same(client.query(engine.image(id), k=3), engine.query(engine.image(id), k=3))
+    finally:
+        process.terminate()
+        assert process.wait(timeout=20) == 0
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+
+
+def test_limits_are_divided_among_workers():
+    assert split_limits(1, slots=2, cap=32) == {"slots": 2, "cap": 32}
+    assert split_limits(2, slots=2, cap=32, total=512) == {"slots": 1, "cap": 16, "total": 256}
+    assert split_limits(3, slots=2, cap=32) == {"slots": 1, "cap": 11}  # never 0; the totals grow by under 3
 
 
 def test_client_is_part_of_the_public_api():
