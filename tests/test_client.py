@@ -313,5 +313,9 @@ def test_limits_are_divided_among_workers():
     assert split_limits(3, slots=2, cap=32) == {"slots": 1, "cap": 11}  # never 0; the totals grow by under 3
 
 
-def test_client_is_part_of_the_public_api():
+def test_client_is_part_of_the_public_api_and_imports_no_torch():
     assert aesearch.Client is Client and "Client" in aesearch.__all__ and "ServerError" in aesearch.__all__
+    code = "import sys, aesearch; aesearch.Client; print(sorted(m for m in sys.modules if m.startswith('torch')))"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
