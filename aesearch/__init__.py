@@ -21,6 +21,7 @@ from .errors import (
     ImageError,
     InvalidArgumentError,
     MissingRootError,
+    ServerError,
     ShortSourceError,
 )
 
@@ -47,6 +48,8 @@ _LAZY = {
     "load_checkpoint": "model.checkpoint",
     "save_checkpoint": "model.checkpoint",
     "NumpyAutoEncoder": "model.runtime",
+    # a server's engine over HTTP (imports httpx)
+    "Client": "interfaces.client",
 }
 
 __all__ = [
@@ -56,6 +59,7 @@ __all__ = [
     "BundleLockedError",
     "Checkpoint",
     "CheckpointError",
+    "Client",
     "Collection",
     "DataError",
     "DataNotFoundError",
@@ -70,6 +74,7 @@ __all__ = [
     "QueryResult",
     "SearchEngine",
     "Selection",
+    "ServerError",
     "ShortSourceError",
     "TrainConfig",
     "TrainResult",
@@ -97,6 +102,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from .interfaces.client import Client
     from .model.architecture import ModelConfig
     from .model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
     from .model.network import AutoEncoder

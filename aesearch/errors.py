@@ -91,6 +91,10 @@ class BundleLockedError(BundleError):
     """Another writer (a sync, add, remove or build) holds the bundle's lock: wait for it, then run again."""
 
 
+class ServerError(AesearchError):
+    """aesearch.Client got no answer it can use: the server is unreachable, busy (503), or failed."""
+
+
 # Advice for an OSError that reached a command, by errno: what the user can do about that one.
 _OS_ADVICE = {
     errno.ENOSPC: "the disk is full: free some space, then run it again",

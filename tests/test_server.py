@@ -35,10 +35,12 @@ def test_search_returns_the_cli_json_plus_pictures(client, tiny_bundle):
     assert body["hits"] == json.loads(json.dumps(expected["hits"]))  # same as `aesearch query --json`
     assert body["k"] == 4 and body["query"] == "q.png" and body["hits"][0]["id"] == 9
     assert {"reconstruction_mse", "reconstruction_percentile", "in_distribution"} <= set(body)
-    for key in ("query_png", "reconstruction_png"):
+    result = engine.query(engine.image(9), k=4)
+    for key, array in (("query_png", result.query), ("reconstruction_png", result.reconstruction)):
         assert body[key].startswith("data:image/png;base64,")
         image = Image.open(io.BytesIO(base64.b64decode(body[key].split(",", 1)[1])))
-        assert image.size == (224, 224)
+        assert image.size == (28, 28) and image.mode == "L"  # the page enlarges it
+        assert np.array_equal(np.asarray(image), (np.clip(array, 0, 1) * 255).round().astype(np.uint8))
 
 
 def test_health_and_images(client):

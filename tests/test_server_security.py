@@ -273,7 +273,7 @@ def test_integers_are_strict_and_never_a_500(client, engine, method, url, status
 
 def test_a_multipart_body_without_the_image_field_is_422(client):
     response = client.post("/api/search", files={"picture": ("q.png", b"x", "image/png")})
-    assert response.status_code == 422 and response.json()["detail"] == "image: Field required"
+    assert response.status_code == 422 and response.json()["detail"].startswith("image: Field required")
     assert_our_headers(response.headers)
 
 
@@ -336,6 +336,31 @@ def test_decodes_run_on_the_slots_threads_only_and_a_long_wait_is_refused():
     assert len(names) <= 2 and all(name.startswith("aesearch-decode") for name in names)
     assert outcomes.count("done") >= 2 and "busy" in outcomes
     assert slots.run(lambda: 7) == 7  # free again
+
+
+def test_the_search_routes_async_slots_refuse_a_long_wait_and_keep_the_loop_free():
+    slots = DecodeSlots(2, wait_s=0.2)
+    release = threading.Event()
+    names: set[str] = set()
+
+    def work() -> str:
+        names.add(threading.current_thread().name)
+        release.wait(2)
+        return "done"
+
+    async def scenario() -> tuple[list, int]:
+        tasks = [asyncio.create_task(slots.run_async(work)) for _ in range(4)]
+        ticks = 0
+        while not all(task.done() for task in tasks[2:]):  # the loop runs on while the slots work
+            ticks += 1
+            await asyncio.sleep(0.01)
+        release.set()
+        return await asyncio.gather(*tasks, return_exceptions=True), ticks
+
+    outcomes, ticks = asyncio.run(scenario())
+    assert outcomes[:2] == ["done", "done"] and all(isinstance(o, Busy) for o in outcomes[2:])
+    assert ticks >= 5 and len(names) == 2 and all(n.startswith("aesearch-decode") for n in names)
+    assert asyncio.run(slots.run_async(lambda: 7)) == 7  # free again
 
 
 def test_a_stalled_body_is_cut_off_with_408(engine):
@@ -506,6 +531,20 @@ def test_keep_alive_pipelining_and_the_deadline_after_an_answer(live, quiet_log)
         seconds, answer = read_to_eof(conn, start)  # then idle: closed at the deadline
     assert answer.count(b"HTTP/1.1 200 OK") == 4 and answer.count(b"x-frame-options: DENY") == 4
     assert seconds < DEADLINE + 1.0
+
+
+def test_accepted_sockets_send_small_writes_at_once(live, quiet_log):
+    """TCP_NODELAY on every accepted socket, though the listening socket (like `aesearch serve`'s,
+    made with proto 0) keeps asyncio from setting it: with Nagle on, the answer's body waited for
+    the client's delayed ACK of its head, 40 ms a request on a keep-alive connection."""
+    assert live.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0  # what asyncio would inherit
+    with live.connect("127.0.0.30") as conn:
+        conn.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert conn.recv(65536).startswith(b"HTTP/1.1 200 OK")
+        ours = [c for c in live.server.server_state.connections if c.client and c.client[0] == "127.0.0.30"]
+        assert len(ours) == 1
+        accepted = ours[0].transport.get_extra_info("socket")
+        assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 
 def test_one_address_over_its_cap_is_refused_while_others_are_served(live, quiet_log):

@@ -863,8 +863,15 @@ def map_command(index_dir, image, query_id, k, method, out) -> None:
 @click.option(
     "--allow-moves", is_flag=True, help="Let the page's duplicate review move files out of the collection (journaled)."
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Server processes on the one port, sharing the bundle's memory; the limits are divided among them.",
+)
 def serve(
-    index_dir, host, port, max_upload_mb, max_pixels, decode_slots, allowed_host, cors_origin, allow_moves
+    index_dir, host, port, max_upload_mb, max_pixels, decode_slots, allowed_host, cors_origin, allow_moves, workers
 ) -> None:
     """Serve the search page and its HTTP API.
 
@@ -878,30 +885,47 @@ def serve(
 
     from aesearch.interfaces.security import GuardedH11Protocol
     from aesearch.interfaces.server import create_app
+    from aesearch.interfaces.workers import run_workers, split_limits
 
     # The address served on is a name clients use; 0.0.0.0 and :: are not.
     hosts = [*allowed_host, *([host] if host not in ("0.0.0.0", "::", "") else [])]
+    limits = split_limits(  # each worker's share: the totals stay those of one process
+        workers,
+        decode_slots=decode_slots,
+        max_in_flight=defaults.SERVER_MAX_REQUESTS_IN_FLIGHT,
+        max_per_address=defaults.SERVER_MAX_CONNECTIONS_PER_ADDRESS,
+        max_connections=defaults.SERVER_MAX_CONNECTIONS,
+    )
     app = create_app(
         index_dir,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_pixels=max_pixels,
-        decode_slots=decode_slots,
+        decode_slots=limits["decode_slots"],
         allowed_hosts=hosts,
         cors_origins=cors_origin,
         allow_moves=allow_moves,
+        max_in_flight=limits["max_in_flight"],
     )
     sock = _listening_socket(host, port)
-    click.echo(f"Serving {index_dir} ({len(app.state.engine):,} images) on http://{host}:{port}/  (Ctrl-C stops)")
+    processes = f", {workers} worker processes" if workers > 1 else ""
+    click.echo(
+        f"Serving {index_dir} ({len(app.state.engine):,} images{processes}) on http://{host}:{port}/  (Ctrl-C stops)"
+    )
     # The request line and headers must come within 5 s of connecting (or of the last answer, which
     # closes an idle keep-alive connection too); an answer unread for 15 s is dropped; 32 connections
     # per client address, 512 in all; past 64 requests being answered, 503 at once (security.py).
-    protocol = GuardedH11Protocol.with_limits()
+    protocol = GuardedH11Protocol.with_limits(
+        max_per_address=limits["max_per_address"], max_connections=limits["max_connections"]
+    )
     # A malformed multipart body is answered 400; the parser would also log each one, for anyone to fill the log.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
     config = uvicorn.Config(
         app, http=protocol, ws="none", log_level="warning", timeout_keep_alive=defaults.SERVER_HEADER_TIMEOUT_S
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    if workers == 1:
+        uvicorn.Server(config).run(sockets=[sock])
+    elif status := run_workers(lambda: uvicorn.Server(config).run(sockets=[sock]), workers):
+        sys.exit(status)
 
 
 def _listening_socket(host: str, port: int):
