@@ -65,3 +65,9 @@ SERVER_MAX_CONNECTIONS_PER_ADDRESS = 32  # a browser opens 6 per host: room for 
 SERVER_MAX_CONNECTIONS = 512  # 16 addresses at their cap; well under the usual 1024 file descriptors
 SERVER_MAX_EXPLAINED_HITS = 100  # explain=true costs ~1 ms and 2 KB a hit: the page's largest k, no more
 SERVER_MAX_REQUESTS_IN_FLIGHT = 64  # uvicorn's old limit, now counting requests, not idle or stalled sockets
+
+# --- the page's latent map (interfaces/map_routes.py, static/map.js) ---
+MAP_METHOD = "pca"  # every image, in seconds; "tsne" lays out a 10,000-image sample in minutes
+# Points sent to the page at most; past this, a stratified sample by class or folder (docs/map.md:
+# 1,000,000 points draw in ~1 s in headless Chromium on 2 cores, and cost 14 MB to send).
+MAP_MAX_POINTS = 1_000_000

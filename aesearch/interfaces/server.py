@@ -3,7 +3,10 @@
     POST /api/search?k=8        multipart field `image` -> the `aesearch query --json` object, plus
                                 the preprocessed query and the reconstruction as PNG data URLs;
                                 &more=ID,ID&less=ID refines it with feedback marks, &explain=true
-                                adds difference maps and interpolation strips (steering.py)
+                                adds difference maps and interpolation strips (steering.py);
+                                &id=ID searches by an indexed image instead of an upload, &map=pca
+                                adds where the query and hits fall on the map (map_routes.py)
+    GET  /api/map...            the page's latent map (map_routes.py)
     GET  /api/images/{id}.png   an indexed image (?scale=1..16 enlarges it, nearest neighbour)
     GET  /api/health            bundle summary: count, and when it last changed (generation, updated)
     GET  /                      the page (static/, no external resources)
@@ -38,7 +41,7 @@ from aesearch import defaults
 from aesearch._version import __version__
 from aesearch.errors import AesearchError, InvalidArgumentError
 from aesearch.integers import parse_int
-from aesearch.interfaces import steering
+from aesearch.interfaces import map_routes, steering
 from aesearch.interfaces.security import LOCAL_HOSTS, Busy, DecodeSlots, Guard, allowed_name
 from aesearch.search.engine import SearchEngine
 from aesearch.search.live import LiveEngine
@@ -133,11 +136,13 @@ def create_app(
 
     @app.post("/api/search")
     def search(
-        image: UploadFile,
+        image: UploadFile | None = None,
         k: str = Query("8", description="hits wanted: 1 to the number of indexed images"),
         more: str | None = None,
         less: str | None = None,
         explain: bool = False,
+        id: str | None = Query(None, description="search by this indexed image instead of an uploaded one"),
+        map_method: str | None = Query(None, alias="map", description="place the query on this map: pca or tsne"),
     ) -> dict:
         engine = live.get()
         k = parse_int(k, "k", low=1, high=len(engine))
@@ -146,9 +151,15 @@ def create_app(
                 f"explain=true explains at most {defaults.SERVER_MAX_EXPLAINED_HITS} hits, got k={k}: ask for fewer "
                 "hits, or leave explain out"
             )
-        filename = (image.filename or "")[:_ECHO]
-        name = f"uploaded file {filename}".rstrip()
-        result = slots.run(lambda: engine.query(image.file.read(), k, max_pixels=max_pixels, name=name))
+        if (image is None) == (id is None):
+            raise InvalidArgumentError("send either an image (multipart field `image`) or an indexed image's `id`")
+        if id is not None:  # an indexed image: nothing to upload or decode
+            number = parse_int(id, "id")
+            filename, result = f"id {number}", engine.query_id(number, k)
+        else:
+            filename = (image.filename or "")[:_ECHO]
+            name = f"uploaded file {filename}".rstrip()
+            result = slots.run(lambda: engine.query(image.file.read(), k, max_pixels=max_pixels, name=name))
         result = steering.steer(engine, result, more=more, less=less)  # feedback marks, if any
         return {
             "query": filename,
@@ -157,6 +168,7 @@ def create_app(
             "reconstruction_png": _png_data_url(result.reconstruction),
             **({"marked": steering.marked_hits(engine, result)} if result.feedback else {}),
             **({"explanations": steering.explanations(engine, result)} if explain else {}),
+            **map_routes.placement(app, engine, result, map_method),
         }
 
     @app.get("/api/images/{id}.png")
@@ -176,6 +188,7 @@ def create_app(
     def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
 
+    app.include_router(map_routes.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 
