@@ -24,8 +24,8 @@ const TEMPLATE = `
     <button id="map-show" type="button" aria-expanded="false">Show the map</button>
     <label class="map-method">layout
       <select id="map-method">
-        <option value="pca">PCA: every image</option>
-        <option value="tsne">t-SNE: a 10,000-image sample (slow the first time)</option>
+        <option value="pca">PCA, every image</option>
+        <option value="tsne">t-SNE, 10,000 of them (slow)</option>
       </select>
     </label>
     <span id="map-status" class="muted" role="status"></span>
@@ -90,6 +90,7 @@ export function setUpMap({ root, controls, onSearchId, onMarks, onLimit, onReady
     width: 0, height: 0,
     selection: [], // point indices
     lassoing: false,
+    lassoEnded: false, // since the last press: the lasso's closing "click" is no click
     result: null, // the latest search answer
     limited: null, // ids searches are limited to, or null
     records: new Map(), // id -> record, for the hover card
@@ -183,7 +184,7 @@ export function setUpMap({ root, controls, onSearchId, onMarks, onLimit, onReady
       opacity: n > 300_000 ? 0.6 : 0.85,
     });
     await plot.draw({ x: map.x, y: map.y, z: map.codes }, { zDataType: "categorical" });
-    plot.zoomToOrigin();
+    home();
     renderLegend(summary, colours);
     const count = summary.count.toLocaleString();
     status(n < summary.points
@@ -222,7 +223,7 @@ export function setUpMap({ root, controls, onSearchId, onMarks, onLimit, onReady
     plot.subscribe("pointOut", () => hover(-1));
     plot.subscribe("view", () => { placeMarks(); hover(map.hovered); });
     plot.subscribe("lassoStart", () => { map.lassoing = true; });
-    plot.subscribe("lassoEnd", () => { map.lassoing = false; });
+    plot.subscribe("lassoEnd", () => { map.lassoing = false; map.lassoEnded = true; });
     plot.subscribe("deselect", () => setSelection([]));
     plot.subscribe("select", ({ points }) => {
       if (map.lassoing) {
@@ -230,14 +231,22 @@ export function setUpMap({ root, controls, onSearchId, onMarks, onLimit, onReady
         return;
       }
       // A click on a point: search by it, and keep the lasso selection it would have replaced.
+      // A lasso closed where it began ends in a "click" too: that one searches nothing.
       if (map.selection.length) plot.select(map.selection, { preventEvent: true });
       else plot.deselect({ preventEvent: true });
-      if (points.length === 1) onSearchId(map.ids[points[0]]);
+      if (points.length === 1 && !map.lassoEnded) onSearchId(map.ids[points[0]]);
     });
+    canvas.addEventListener("pointerdown", () => { map.lassoEnded = false; }, { capture: true });
     canvas.addEventListener("pointerup", () => { map.timings.pointerUp = performance.now(); }, { capture: true });
     new ResizeObserver(() => resize()).observe($("map-frame"));
     map.plot = plot;
     return plot;
+  }
+
+  // The whole layout in view: the plot fits [-1, 1] to the frame's height, so a frame taller than
+  // wide (a phone) must step back to fit its width.
+  function home(options = {}) {
+    map.plot?.zoomToLocation([0, 0], Math.max(1, map.height / map.width), options);
   }
 
   function resize() {
@@ -401,7 +410,7 @@ export function setUpMap({ root, controls, onSearchId, onMarks, onLimit, onReady
     $("map-lasso").setAttribute("aria-pressed", String(on));
     map.plot?.set({ mouseMode: on ? "lasso" : "panZoom" });
   });
-  $("map-reset").addEventListener("click", () => map.plot?.zoomToOrigin({ transition: true }));
+  $("map-reset").addEventListener("click", () => home({ transition: true }));
   $("map-more").addEventListener("click", () => onMarks(selectedIds(), "more"));
   $("map-less").addEventListener("click", () => onMarks(selectedIds(), "less"));
   $("map-limit").addEventListener("click", () => setLimit(selectedIds()));
@@ -422,6 +431,6 @@ export function setUpMap({ root, controls, onSearchId, onMarks, onLimit, onReady
       setSelection(map.selection);
     },
   };
-  window.aesearchMap = { map, toScreen, view }; // for the browser tests and the benchmark
+  window.aesearchMap = { map, toScreen, view, searchId: onSearchId }; // for the browser tests and the benchmark
   return view;
 }
