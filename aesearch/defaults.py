@@ -68,6 +68,7 @@ SERVER_MAX_REQUESTS_IN_FLIGHT = 64  # uvicorn's old limit, now counting requests
 
 # --- the page's latent map (interfaces/map_routes.py, static/map.js) ---
 MAP_METHOD = "pca"  # every image, in seconds; "tsne" lays out a 10,000-image sample in minutes
-# Points sent to the page at most; past this, a stratified sample by class or folder (docs/map.md:
-# 1,000,000 points draw in ~1 s in headless Chromium on 2 cores, and cost 14 MB to send).
+# Points sent to the page at most; past this, a sample stratified by class or folder. A million
+# (14 MB) draw in 0.6-2.3 s in headless Chromium without a GPU on 2 busy cores, two million in
+# 0.9-2.0 s on quieter ones: a million keeps the 3 s target with room (docs/map.md).
 MAP_MAX_POINTS = 1_000_000

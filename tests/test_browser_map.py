@@ -401,3 +401,16 @@ def test_phone_width_and_nothing_from_outside(live_server, browser):
     assert foreign == [], f"the page loaded from outside: {foreign}"
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == [], errors
+
+
+def test_past_the_limit_the_page_says_what_it_shows(live_server, browser, monkeypatch):
+    from selenium.webdriver.common.by import By
+
+    from aesearch import defaults
+
+    monkeypatch.setattr(defaults, "MAP_MAX_POINTS", 40)  # read by the server at each request
+    summary = open_map(browser, live_server)
+    status = browser.find_element(By.ID, "map-status").text
+    assert status.startswith(f"showing 40 of {summary['count']} images: a sample stratified by class"), status
+    assert "(the page is sent at most 40 points)" in status
+    assert browser.execute_script("return window.aesearchMap.map.ids.length") == 40

@@ -201,11 +201,11 @@ def map_status(request: Request, method: str = Query(defaults.MAP_METHOD, descri
 def map_points_binary(
     request: Request,
     method: str = Query(defaults.MAP_METHOD, description="pca or tsne"),
-    limit: str = Query(str(defaults.MAP_MAX_POINTS), description="points at most (a stratified sample past it)"),
+    limit: str | None = Query(None, description="points at most (default and most: the server's limit)"),
 ) -> Response:
     engine = request.app.state.live.get()
     method = check_method(method)
-    limit = parse_int(limit, "limit", low=1, high=defaults.MAP_MAX_POINTS)
+    limit = defaults.MAP_MAX_POINTS if limit is None else parse_int(limit, "limit", low=1, high=defaults.MAP_MAX_POINTS)
     layout = layouts(request.app).ready(engine, method)
     if layout is None:
         raise HTTPException(409, f"the {method} map is not ready: ask GET /api/map?method={method} until it is")

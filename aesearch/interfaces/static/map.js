@@ -10,6 +10,12 @@ const POINT_BYTES = 14; // x, y float32; id uint32; category uint16 (quality/map
 const MAX_MARKS = 1000; // the server's limit on more= / less= ids a search (steering.MAX_MARKS)
 const MAX_LIMIT_IDS = 100_000; // ids sent as `where id in (...)`: about 700 KB of form field
 const POLL_MS = 400;
+// While the view moves, past this many points only the first this many are drawn (the server sends
+// them shuffled: a random sample); all of them once the view has rested REST_MS. A CPU-rendered
+// frame (SwiftShader, no GPU) costs ~0.5 us a point: a million points pan at 2 frames a second,
+// fifty thousand at ~14 (docs/map.md).
+const MOTION_POINTS = 50_000;
+const REST_MS = 500;
 // Tableau 20, reordered so the first ten are far apart; "other" and "unlabelled" are grey.
 const PALETTE = [
   "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#393b79",
@@ -91,6 +97,10 @@ export function setUpMap({ root, controls, onSearchId, onMarks, onLimit, onReady
     selection: [], // point indices
     lassoing: false,
     lassoEnded: false, // since the last press: the lasso's closing "click" is no click
+    lassoPolygon: null, // the last lasso, in the plot's coordinates (for the benchmark's oracle)
+    drawn: false, // the points are on screen: moving the view may now draw a sample of them
+    coarse: false, // drawing MOTION_POINTS of them while the view moves
+    restTimer: 0,
     result: null, // the latest search answer
     limited: null, // ids searches are limited to, or null
     records: new Map(), // id -> record, for the hover card
@@ -150,8 +160,10 @@ export function setUpMap({ root, controls, onSearchId, onMarks, onLimit, onReady
     if (token !== map.loading) return;
     map.timings.fetched = performance.now();
     await draw(method, summary, buffer);
+    await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve))); // painted
     if (token !== map.loading) return;
     map.timings.drawn = performance.now();
+    map.drawn = true;
     onReady(); // search again, so the current query is placed on this layout
   }
 
@@ -172,6 +184,7 @@ export function setUpMap({ root, controls, onSearchId, onMarks, onLimit, onReady
     }
     map.method = method;
     map.summary = summary;
+    map.drawn = false;
     map.selection = [];
     map.records.clear();
     setSelection([]);
@@ -183,8 +196,9 @@ export function setUpMap({ root, controls, onSearchId, onMarks, onLimit, onReady
       pointSize: n > 300_000 ? 1.5 : n > 50_000 ? 2.5 : n > 5_000 ? 4 : 7,
       opacity: n > 300_000 ? 0.6 : 0.85,
     });
-    await plot.draw({ x: map.x, y: map.y, z: map.codes }, { zDataType: "categorical" });
+    if (map.coarse) await rest();
     home();
+    await plot.draw({ x: map.x, y: map.y, z: map.codes }, { zDataType: "categorical" });
     renderLegend(summary, colours);
     const count = summary.count.toLocaleString();
     status(n < summary.points
@@ -221,9 +235,16 @@ export function setUpMap({ root, controls, onSearchId, onMarks, onLimit, onReady
     });
     plot.subscribe("pointOver", (index) => hover(index));
     plot.subscribe("pointOut", () => hover(-1));
-    plot.subscribe("view", () => { placeMarks(); hover(map.hovered); });
-    plot.subscribe("lassoStart", () => { map.lassoing = true; });
-    plot.subscribe("lassoEnd", () => { map.lassoing = false; map.lassoEnded = true; });
+    plot.subscribe("view", () => { placeMarks(); hover(map.hovered); moving(); });
+    plot.subscribe("lassoStart", () => {
+      map.lassoing = true;
+      if (map.coarse) rest(); // the lasso selects among all the points, not the motion sample
+    });
+    plot.subscribe("lassoEnd", ({ coordinates }) => {
+      map.lassoing = false;
+      map.lassoEnded = true;
+      map.lassoPolygon = coordinates;
+    });
     plot.subscribe("deselect", () => setSelection([]));
     plot.subscribe("select", ({ points }) => {
       if (map.lassoing) {
@@ -241,6 +262,25 @@ export function setUpMap({ root, controls, onSearchId, onMarks, onLimit, onReady
     new ResizeObserver(() => resize()).observe($("map-frame"));
     map.plot = plot;
     return plot;
+  }
+
+  // Level of detail: a random sample of the points while the view moves, all of them at rest.
+  function moving() {
+    if (!map.drawn || map.ids.length <= MOTION_POINTS) return;
+    if (!map.coarse) {
+      map.coarse = true;
+      map.plot.filter(Array.from({ length: MOTION_POINTS }, (_, i) => i), { preventEvent: true });
+    }
+    clearTimeout(map.restTimer);
+    map.restTimer = setTimeout(rest, REST_MS);
+  }
+
+  async function rest() {
+    clearTimeout(map.restTimer);
+    map.coarse = false;
+    await map.plot.unfilter({ preventEvent: true });
+    // filter() dropped the selected points outside the sample: select them all again
+    if (map.selection.length) map.plot.select(map.selection, { preventEvent: true });
   }
 
   // The whole layout in view: the plot fits [-1, 1] to the frame's height, so a frame taller than
