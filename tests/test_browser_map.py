@@ -350,6 +350,12 @@ def test_lasso_selects_the_points_inside_then_export_mark_and_limit(live_server,
     tray = browser.execute_script("return [...document.querySelectorAll('#marked .mark')].map(e => e.className)")
     assert len(tray) == n and all("marked-more" in c for c in tray)
     WebDriverWait(browser, 10).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#map-marks .map-mark-more")) == n)
+    browser.find_element(By.ID, "map-less").click()  # the same images, now "less like": a mark replaces a mark
+    WebDriverWait(browser, 20).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#map-marks .map-mark-less")) == n)
+    tray = browser.execute_script("return [...document.querySelectorAll('#marked .mark')].map(e => e.className)")
+    assert len(tray) == n and all("marked-less" in c for c in tray)
+    shown = browser.execute_script("return [...document.querySelectorAll('#hits .hit')].map(e => +e.dataset.id)")
+    assert not set(shown) & set(screen.ids[chosen].tolist()), "images marked less like are left out of the hits"
 
     # Limit searches to the selection: a chip, and `where` = id in (...) with every search.
     browser.execute_script(
