@@ -420,3 +420,23 @@ def test_past_the_limit_the_page_says_what_it_shows(live_server, browser, monkey
     assert status.startswith(f"showing 40 of {summary['count']} images: a sample stratified by class"), status
     assert "(the page is sent at most 40 points)" in status
     assert browser.execute_script("return window.aesearchMap.map.ids.length") == 40
+
+
+def test_after_a_change_to_the_collection_the_next_search_redraws_the_map(live_server, browser, folder_bundle):
+    """Last in this file: it removes two images from the module's bundle."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from aesearch.pipelines.writer import Collection
+
+    before = open_map(browser, live_server)
+    gone = browser.execute_script("return Array.from(window.aesearchMap.map.ids.slice(0, 2))")
+    Collection(folder_bundle).remove(gone)
+    query = browser.execute_script("return window.aesearchMap.map.ids[5]")
+    browser.execute_script(f"window.aesearchMap.searchId({query})")
+    WebDriverWait(browser, 30).until(
+        lambda d: d.execute_script("return window.aesearchMap.map.summary.count") == before["count"] - 2
+    )
+    WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#map-marks .map-query"))
+    ids = browser.execute_script("return Array.from(window.aesearchMap.map.ids)")
+    assert len(ids) == before["count"] - 2 and not set(gone) & set(ids)

@@ -114,7 +114,7 @@ class MapLayouts:
             job = self._jobs.get(key)
             if job is None:
                 job = self._jobs[key] = {"state": "computing", "progress": 0.0, "started": time.monotonic()}
-                threading.Thread(target=self._run, args=(key, job, engine, method), daemon=True).start()
+                threading.Thread(target=self._run, args=(job, engine, method), daemon=True).start()
             if job["state"] == "ready":
                 return job["layout"].summary()
             if job["state"] == "failed":
@@ -128,7 +128,7 @@ class MapLayouts:
             job = self._jobs.get((str(engine.bundle.path), engine.bundle.generation, method))
         return job["layout"] if job is not None and job["state"] == "ready" else None
 
-    def _run(self, key: tuple, job: dict, engine: SearchEngine, method: str) -> None:
+    def _run(self, job: dict, engine: SearchEngine, method: str) -> None:
         def progress(fraction: float) -> None:
             job["progress"] = min(max(float(fraction), 0.0), 1.0)
 
@@ -136,7 +136,7 @@ class MapLayouts:
             layout = self._build(engine, method, progress)
             update = {"state": "ready", "layout": layout}
         except AesearchError as exc:
-            update = {"state": "failed", "detail": str(exc)}
+            update = {"state": "failed", "detail": reason(exc)}
         except Exception as exc:  # a thread's error would otherwise vanish, and the page poll forever
             update = {"state": "failed", "detail": f"the map could not be computed: {reason(exc)}"}
         with self._lock:

@@ -101,6 +101,8 @@ export function setUpMap({ root, controls, onSearchId, onMarks, onLimit, onReady
     drawn: false, // the points are on screen: moving the view may now draw a sample of them
     coarse: false, // drawing MOTION_POINTS of them while the view moves
     restTimer: 0,
+    reloading: false,
+    placing: false, // the search in flight asked to be placed on the map
     result: null, // the latest search answer
     limited: null, // ids searches are limited to, or null
     records: new Map(), // id -> record, for the hover card
@@ -158,6 +160,7 @@ export function setUpMap({ root, controls, onSearchId, onMarks, onLimit, onReady
     }
     const buffer = await response.arrayBuffer();
     if (token !== map.loading) return;
+    if (response.headers.get("X-Map-Generation") !== String(summary.generation)) return load(method); // changed
     map.timings.fetched = performance.now();
     await draw(method, summary, buffer);
     await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve))); // painted
@@ -197,6 +200,7 @@ export function setUpMap({ root, controls, onSearchId, onMarks, onLimit, onReady
       opacity: n > 300_000 ? 0.6 : 0.85,
     });
     if (map.coarse) await rest();
+    plot.deselect({ preventEvent: true });
     home();
     await plot.draw({ x: map.x, y: map.y, z: map.codes }, { zDataType: "categorical" });
     renderLegend(summary, colours);
@@ -461,12 +465,20 @@ export function setUpMap({ root, controls, onSearchId, onMarks, onLimit, onReady
 
   const view = {
     /** Query parameters for a search: place the query on the map drawn. */
-    params: () => (map.method ? { map: map.method } : {}),
+    params() {
+      map.placing = Boolean(map.method); // app.js has one search in flight: this is the one answered next
+      return map.method ? { map: map.method } : {};
+    },
     /** The `where` filter for a search: the images searches are limited to, if any. */
     where: () => (map.limited ? `id in (${map.limited.join(", ")})` : ""),
     /** A search's answer (null: none): mark its query and hits, and enable more/less. */
     showResult(result) {
       map.result = result;
+      if (map.drawn && map.placing && result && !result.map && !map.reloading) {
+        // The collection has changed since this map was drawn (a sync): draw the new state's.
+        map.reloading = true;
+        load(map.method).finally(() => { map.reloading = false; });
+      }
       placeMarks();
       setSelection(map.selection);
     },
