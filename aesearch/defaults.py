@@ -93,3 +93,9 @@ DUPLICATE_REVIEW_MAX_PAGE = 500  # the most groups one request may ask for
 # The page asks for the pairs as it opens (before the Duplicates view is chosen) up to this many images:
 # ~8 s of CPU once per bundle state at 70,000; larger bundles find them when the view is opened.
 DUPLICATE_REVIEW_PREPARE_MAX = 300_000
+# --- the page's latent map (interfaces/map_routes.py, static/map.js) ---
+MAP_METHOD = "pca"  # every image, in seconds; "tsne" lays out a 10,000-image sample in minutes
+# Points sent to the page at most; past this, a sample stratified by class or folder. A million
+# (14 MB) draw in 0.6-2.3 s in headless Chromium without a GPU on 2 busy cores, two million in
+# 0.9-2.0 s on quieter ones: a million keeps the 3 s target with room (docs/map.md).
+MAP_MAX_POINTS = 1_000_000

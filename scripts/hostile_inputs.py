@@ -683,7 +683,7 @@ def _http_cases(server: Server, good: bytes, count: int) -> list[tuple[str, str,
             + multipart
             + b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(no_image)
             + no_image,
-            (422,),
+            (400,),  # neither an image nor an id: one line saying to send one
         ),
         (
             "Expect: 100-continue, then no body",

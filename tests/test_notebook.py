@@ -85,4 +85,7 @@ def test_the_example_notebook_runs_top_to_bottom(bundle_with_copies, tmp_path, m
     members = group.find_all("figure", "aesearch-member")
     assert {m.find("b").text() for m in members} == {"id 3", "id 700", "id 701"}
     assert all(m.find("img").attrs["src"].startswith("data:image/png;base64,") for m in members)
-    assert np.all([not o.get("data", {}).get("text/html") for o in cells["filter"].outputs])
+    narrowed = html_of("filter").find("div", "aesearch-result").find_all("figure", "aesearch-hit")
+    assert len(narrowed) == 12
+    selection = html_of("select").find("div", "aesearch-selection")
+    assert selection.find_all("img") and "images selected" in selection.text()

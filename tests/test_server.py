@@ -69,7 +69,7 @@ def test_health_and_images(client):
         (("post", "/api/search?k=abc", "good"), 400, "written in digits 0-9"),
         (("post", "/api/search?k=121", "good"), 400, "k must be an integer from 1 to 120"),
         (("post", "/api/search?k=3", "huge"), 413, "over the 0.190735 MB limit"),
-        (("post", "/api/search?k=3", None), 422, "Field required"),
+        (("post", "/api/search?k=3", None), 400, "send either an image (multipart field `image`) or an indexed"),
         (("get", "/api/images/120.png", None), 404, "no image with id 120"),
         (("get", "/api/images/-1.png", None), 400, "image id must be an integer from 0 to 2^63-1"),
         (("get", "/api/images/abc.png", None), 400, "image id must be an integer"),

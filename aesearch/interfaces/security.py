@@ -43,8 +43,11 @@ from aesearch.errors import InvalidArgumentError
 T = TypeVar("T")
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+# 'unsafe-eval': the map's WebGL library (regl, in static/vendor/) compiles its draw calls with
+# Function(); scripts still come from this server only, and none inline.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
+    "default-src 'none'; script-src 'self' 'unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 HEADERS = [

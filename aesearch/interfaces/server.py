@@ -8,7 +8,9 @@
                                 images that match a filter (search/filters.py): 400 if it is bad
                                 ?id=N or the field `pixels` search by an indexed image or a framed
                                 28x28, &arrays=true sends the arrays exactly (wire.py, client.py)
+                                &map=pca adds where the query and hits fall on the map (map_routes.py)
     POST /api/refine?k=8        field `latent` and every mark so far -> the refined hits
+    GET  /api/map...            the page's latent map (map_routes.py)
     GET  /api/images/{id}.png   an indexed image (?scale=1..16 enlarges it, nearest neighbour)
     GET  /api/health            bundle summary: count, and when it last changed (generation, updated)
     GET  /                      the page (static/, no external resources)
@@ -47,7 +49,7 @@ from aesearch import defaults
 from aesearch._version import __version__
 from aesearch.errors import AesearchError, InvalidArgumentError
 from aesearch.integers import parse_int
-from aesearch.interfaces import steering, wire
+from aesearch.interfaces import map_routes, steering, wire
 from aesearch.interfaces.duplicate_routes import duplicate_router
 from aesearch.interfaces.security import LOCAL_HOSTS, Busy, DecodeSlots, Guard, allowed_name
 from aesearch.search.engine import QueryResult, SearchEngine
@@ -153,15 +155,16 @@ def create_app(
         explain: bool = False,
         where: str | None = Form(None, description="filter (docs/filters.md); a form field holds a long id list"),
         where_query: str | None = Query(None, alias="where", description="filter, as a query parameter"),
-            id: str | None = Query(None, description="search by this indexed image instead of an upload"),
+        id: str | None = Query(None, description="search by this indexed image instead of an upload"),
         pixels: str | None = Form(None, description="or an image preprocessed already: base64 float32 (28, 28)"),
         arrays: bool = Query(False, description="add the query, reconstruction and latent as base64 float32"),
+        map_method: str | None = Query(None, alias="map", description="place the query on this map: pca or tsne"),
     ) -> Response:
         sources = sum(source is not None for source in (image, id, pixels))
         if sources != 1:
-            problem = "Field required" if not sources else "send one of image, pixels and id"
-            return JSONResponse(
-                {"detail": f"image: {problem}: send the multipart field `image`, or ?id=N for an indexed image"}, 422
+            raise InvalidArgumentError(
+                "send either an image (multipart field `image`) or an indexed image's `id` "
+                "(or `pixels`, as aesearch.Client does): one of them"
             )
         engine = live.get()
         k = parse_int(k, "k", low=1, high=len(engine))
@@ -195,6 +198,7 @@ def create_app(
                     **({} if arrays else {"reconstruction_png": _png_data_url(result.reconstruction)}),
                     **({"marked": steering.marked_hits(engine, result)} if result.feedback else {}),
                     **({"explanations": steering.explanations(engine, result)} if explain else {}),
+                    **map_routes.placement(app, engine, result, map_method),
                 }
             )
 
@@ -216,7 +220,8 @@ def create_app(
         k = parse_int(k, "k", low=1, high=len(engine))
         vector = wire.floats_from(latent, (engine.autoencoder.z_size,), "latent")
         where = engine.subset(where)[0]
-        seed = QueryResult([], vector, vector, 0.0, None, vector, where=where)  # refine reads only the latent and its marks
+        # refine reads only the latent, its marks and its filter
+        seed = QueryResult([], vector, vector, 0.0, None, vector, where=where)
         result = engine.refine(seed, steering.parse_ids(more, "more"), steering.parse_ids(less, "less"), k=k)
         return JSONResponse({"k": len(result.hits), "hits": [hit.to_dict() for hit in result.hits]})
 
@@ -239,6 +244,7 @@ def create_app(
     def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
 
+    app.include_router(map_routes.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 

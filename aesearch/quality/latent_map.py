@@ -7,12 +7,15 @@ what is near on the map is near for the search too, as far as two dimensions can
     their nearest sampled neighbour, since t-SNE cannot place new points.
 The projection is computed once per bundle and cached beside it, in `.NAME.cache/` (keyed by the
 bundle's own checksums), so the next map only draws. Never inside the bundle: no command writes
-into a bundle it reads.
+into a bundle it reads. PCA reads the vectors a block at a time (two passes: the covariance, then
+the coordinates), so a million images need no more memory than their 2-D coordinates, and the
+server's map (interfaces/map_routes.py) can show how far it has got.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from aesearch.search.engine import QueryResult, SearchEngine
 
 METHODS = ("pca", "tsne")
 TSNE_SAMPLE = 10_000
+PCA_BLOCK = 65_536  # vectors read at a time: 50 MB at 192 dimensions
 
 
 @dataclass
@@ -47,8 +51,17 @@ class Projection:
         return self.coords[nearest]
 
 
-def project(engine: SearchEngine, method: str = "pca", *, cache: bool = True) -> Projection:
-    """The 2-D projection of the bundle's latents (from the cache when there is one)."""
+def project(
+    engine: SearchEngine,
+    method: str = "pca",
+    *,
+    cache: bool = True,
+    progress: Callable[[float], None] | None = None,
+) -> Projection:
+    """The 2-D projection of the bundle's latents (from the cache when there is one).
+
+    progress: called with the fraction done (0 to 1) as the projection is computed.
+    """
     if method not in METHODS:
         raise InvalidArgumentError(
             f"unknown map `method` {method!r}: choose one of {', '.join(METHODS)}", parameter="method"
@@ -64,7 +77,7 @@ def project(engine: SearchEngine, method: str = "pca", *, cache: bool = True) ->
                 return cached
         except (OSError, ValueError, TypeError, EOFError):
             pass  # a damaged or stale cache is recomputed (and rewritten)
-    projection = _compute(engine, method)
+    projection = _compute(engine, method, progress or (lambda fraction: None))
     if cache:
         _save(projection, cache_path)
     return projection
@@ -106,15 +119,10 @@ def latent_map(
     return projection, path
 
 
-def _compute(engine: SearchEngine, method: str) -> Projection:
+def _compute(engine: SearchEngine, method: str, progress: Callable[[float], None]) -> Projection:
     ids = engine.bundle.live_ids()
     if method == "pca":
-        vectors = _search_space(engine, engine.bundle.embeddings(ids))
-        mean = vectors.mean(axis=0)
-        _, _, vt = np.linalg.svd(vectors - mean, full_matrices=False)
-        components = np.ascontiguousarray(vt[:2].T, dtype=np.float32)
-        coords = (vectors - mean) @ components
-        return Projection("pca", ids, coords.astype(np.float32), mean, components)
+        return _pca(engine, ids, progress)
     try:
         from sklearn.manifold import TSNE
     except ImportError:
@@ -126,7 +134,31 @@ def _compute(engine: SearchEngine, method: str) -> Projection:
     vectors = _search_space(engine, engine.bundle.embeddings(ids))
     perplexity = float(min(30, max(2, (len(ids) - 1) / 3)))
     coords = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0).fit_transform(vectors)
+    progress(1.0)
     return Projection("tsne", ids, coords.astype(np.float32), vectors=vectors)
+
+
+def _pca(engine: SearchEngine, ids: np.ndarray, progress: Callable[[float], None]) -> Projection:
+    """PCA by the covariance, accumulated in float64 a block at a time, then the coordinates."""
+    blocks = [ids[start : start + PCA_BLOCK] for start in range(0, len(ids), PCA_BLOCK)]
+    d = engine.index.search_dim
+    total, gram = np.zeros(d), np.zeros((d, d))
+    for done, block in enumerate(blocks):
+        vectors = _search_space(engine, engine.bundle.embeddings(block)).astype(np.float64)
+        total += vectors.sum(axis=0)
+        gram += vectors.T @ vectors
+        progress(0.5 * (done + 1) / len(blocks))
+    mean = total / max(len(ids), 1)
+    _, eigenvectors = np.linalg.eigh(gram / max(len(ids), 1) - np.outer(mean, mean))
+    components = np.ascontiguousarray(eigenvectors[:, ::-1][:, :2], dtype=np.float32)  # the two largest
+    mean = mean.astype(np.float32)
+    coords = np.empty((len(ids), 2), dtype=np.float32)
+    for done, block in enumerate(blocks):
+        start = done * PCA_BLOCK
+        vectors = _search_space(engine, engine.bundle.embeddings(block))
+        coords[start : start + len(block)] = (vectors - mean) @ components
+        progress(0.5 + 0.5 * (done + 1) / len(blocks))
+    return Projection("pca", ids, coords, mean, components)
 
 
 def cache_dir(bundle: Path) -> Path:

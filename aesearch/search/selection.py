@@ -49,6 +49,14 @@ class Selection:
         shown_ids = ", ".join(map(str, self.ids[:8].tolist())) + (", ..." if len(self.ids) > 8 else "")
         return f"Selection({len(self):,} images: {shown_ids})"
 
+    def _repr_html_(self) -> str:  # Jupyter: the first images as a grid, with their records
+        from aesearch import defaults
+        from aesearch.search.notebook import selection_html
+
+        shown_ids = self.ids[: defaults.NOTEBOOK_MAX_TILES]
+        head = Selection(shown_ids, self.engine).records()
+        return selection_html(self.ids, self.engine.bundle.images, head)
+
     def records(self) -> list[dict]:
         """One dict per image, in id order: id, path (as shown, "" for dataset images), label_name
         (None: unlabelled), split, bytes, mtime (ISO 8601 UTC; None where the store has no time)."""

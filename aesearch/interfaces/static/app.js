@@ -1,12 +1,13 @@
 // The aesearch page: search with a file or a sketch, see what the model understood, steer the hits.
 // Marks ("more like this" / "less like this") live here and go with every search; the server keeps
 // no state between requests. No inline handlers or styles: everything is wired with addEventListener.
+import { setUpMap } from "/static/map.js";
 import { setUpSketch } from "/static/sketch.js";
 
 const $ = (id) => document.getElementById(id);
 
 const state = {
-  query: null, // { blob, name, sketch }: what is searched
+  query: null, // { blob, name, sketch } or { id, name }: what is searched (an upload, or an indexed image)
   marks: new Map(), // id -> "more" | "less"
   sequence: 0, // the latest request; older answers are dropped
   inFlight: false,
@@ -32,10 +33,12 @@ function showError(message) {
   $("status").textContent = "";
 }
 
-function setQuery(blob, name, sketch) {
-  state.query = { blob, name, sketch };
+function setQuery(blob, name, sketch, id) {
+  state.query = id === undefined ? { blob, name, sketch } : { id, name };
   state.marks.clear(); // marks belong to one query
 }
+
+let mapView = null; // the map (map.js): places the query, limits searches to a selection
 
 // One search at a time; while one is in flight only the newest request waits (a sketch changes fast).
 async function search() {
@@ -47,7 +50,8 @@ async function search() {
   state.inFlight = true;
   state.pending = false;
   const sequence = ++state.sequence;
-  const { blob, name, sketch } = state.query;
+  const query = state.query;
+  const { blob, name, sketch } = query;
   $("error").hidden = true;
   if (!sketch) $("status").textContent = `Searching for ${name}…`;
   const k = Math.max(1, parseInt($("k").value, 10) || 8);
@@ -57,15 +61,18 @@ async function search() {
   if (more.length) params.set("more", more.join(","));
   if (less.length) params.set("less", less.join(","));
   if ($("explain").checked) params.set("explain", "true");
+  for (const [key, value] of Object.entries(mapView?.params() || {})) params.set(key, value);
+  if (query.id !== undefined) params.set("id", String(query.id));
   const form = new FormData();
-  form.append("image", blob, name);
-  const where = $("where").value.trim();
-  if (where) form.append("where", where); // a form field: a lasso's long id list fits
+  if (blob) form.append("image", blob, name);
+  // the filter box and a map selection narrow together; a form field: a lasso's long id list fits
+  const where = [$("where").value.trim(), mapView?.where()].filter(Boolean).map((w) => `(${w})`).join(" and ");
+  if (where) form.append("where", where);
   try {
     const started = performance.now();
     const response = await fetch(`/api/search?${params}`, { method: "POST", body: form });
     const body = await response.json().catch(() => ({}));
-    if (sequence !== state.sequence || state.query?.blob !== blob) return; // superseded
+    if (sequence !== state.sequence || state.query !== query) return; // superseded
     if (!response.ok) {
       const detail = Array.isArray(body.detail) ? body.detail.map((d) => d.msg).join("; ") : body.detail;
       showError(detail || `the server answered ${response.status}`);
@@ -89,11 +96,11 @@ function picture(src, alt, className) {
 }
 
 function render(result, ms) {
-  const { blob, name, sketch } = state.query;
+  const { blob, name, sketch, id } = state.query;
   const sent = $("sent");
   if (sent.dataset.url) URL.revokeObjectURL(sent.dataset.url);
-  sent.dataset.url = URL.createObjectURL(blob);
-  sent.src = sent.dataset.url;
+  sent.dataset.url = blob ? URL.createObjectURL(blob) : "";
+  sent.src = blob ? sent.dataset.url : `/api/images/${id}.png?scale=6`;
   $("preprocessed").src = result.query_png;
   $("reconstruction").src = result.reconstruction_png;
   if (sketch) {
@@ -130,6 +137,7 @@ function render(result, ms) {
   const refined = result.more_like ? ` (refined by ${state.marks.size} marks)` : "";
   const within = result.where ? ` within ${result.where}` : "";
   $("status").textContent = `${result.hits.length} neighbours of ${name}${refined}${within} in ${Math.round(ms)} ms`;
+  mapView?.showResult(result);
 }
 
 function hitItem(hit, explanation) {
@@ -236,6 +244,20 @@ function setUp() {
       $("sketch-reconstruction").removeAttribute("src");
       $("sketch-reconstruction").hidden = true;
     },
+  });
+  mapView = setUpMap({
+    root: $("map-view"),
+    controls: document.querySelector(".controls"),
+    onSearchId(id) {
+      setQuery(null, `image ${id}`, false, id);
+      search();
+    },
+    onMarks(ids, kind) { // a lasso selection marked "more like" / "less like" the current query
+      for (const id of ids) state.marks.set(id, kind);
+      search();
+    },
+    onLimit: () => search(),
+    onReady: () => search(), // the current query, placed on the new layout
   });
   loadHealth();
 }
