@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import nbformat
-import numpy as np
 import pytest
 from conftest import make_bundle, synthetic_images, synthetic_labels
 from html_tree import parse
