@@ -66,7 +66,8 @@ async function search() {
   const form = new FormData();
   if (blob) form.append("image", blob, name);
   // the filter box and a map selection narrow together; a form field: a lasso's long id list fits
-  const where = [$("where").value.trim(), mapView?.where()].filter(Boolean).map((w) => `(${w})`).join(" and ");
+  const filters = [$("where").value.trim(), mapView?.where()].filter(Boolean);
+  const where = filters.length > 1 ? filters.map((w) => `(${w})`).join(" and ") : filters[0];
   if (where) form.append("where", where);
   try {
     const started = performance.now();
