@@ -98,7 +98,7 @@ def test_search_by_id_is_search_by_its_image_and_is_placed_on_the_map(client, en
     ("url", "files", "status", "message"),
     [
         ("/api/search?id=17", True, 400, "send either an image"),
-        ("/api/search?id=120", False, 400, "no image with id 120"),
+        ("/api/search?id=120", False, 404, "no image with id 120"),
         ("/api/search?id=x1", False, 400, "id must be an integer"),
         ("/api/search?id=1&map=umap", False, 400, "unknown map method 'umap'"),
         ("/api/map?method=umap", False, 400, "unknown map method 'umap': choose one of pca, tsne"),

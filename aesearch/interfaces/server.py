@@ -177,7 +177,7 @@ def create_app(
         number = None if id is None else parse_int(id, "image id")
         if pixels is not None:  # aesearch.Client frames images as the engine does, and sends the 28x28 exactly
             framed = wire.floats_from(pixels, engine.autoencoder.config.image_shape, "pixels")
-        filename = (image.filename or "")[:_ECHO] if image is not None else ""
+        filename = (image.filename or "")[:_ECHO] if image is not None else f"id {number}" if number is not None else ""
 
         def answer() -> JSONResponse:  # on a decode slot: everything but parsing the request
             if number is not None:
