@@ -4,78 +4,25 @@ Uses Debian's chromium and chromium-driver (`.ci/run` installs them). Skipped wh
 missing, except when AESEARCH_REQUIRE_BROWSER=1 (as in CI), where it fails instead.
 """
 
-import importlib.util
-import os
-import shutil
-import socket
-import threading
-import time
-from pathlib import Path
-
 import numpy as np
 import pytest
-import uvicorn
+from browsers import ARTIFACTS, chromium, serving
 from PIL import Image
 
 from aesearch.interfaces.server import create_app
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
 def live_server(trained_bundle):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(trained_bundle), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(trained_bundle)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        if os.environ.get("AESEARCH_REQUIRE_BROWSER") == "1":
-            missing = f"Chromium or ChromeDriver missing ({CHROMIUM}, {CHROMEDRIVER})"
-            pytest.fail(f"{missing}: apt-get install chromium chromium-driver")
-        pytest.skip("Chromium not installed (apt-get install chromium chromium-driver)")
-    if importlib.util.find_spec("selenium") is None:
-        if os.environ.get("AESEARCH_REQUIRE_BROWSER") == "1":
-            pytest.fail("selenium missing: pip install -e '.[test]'")
-        pytest.skip("selenium not installed (pip install -e '.[test]')")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1280,1100",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # to check the page logs no JS errors
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver = chromium(tmp_path_factory)
     yield driver
     driver.quit()
 

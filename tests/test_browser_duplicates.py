@@ -7,16 +7,13 @@ Uses test_browser.py's Chromium (skipped where it is missing, failing under AESE
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import uvicorn
+from browsers import ARTIFACTS, serving
 from conftest import make_bundle
-from test_browser import ARTIFACTS, browser  # noqa: F401 (the Chromium fixture)
+from test_browser import browser  # noqa: F401 (the Chromium fixture)
 from test_duplicate_review import COPIES, folder_bundle, snapshot
 from test_duplicates import planted_images
 
@@ -24,25 +21,6 @@ from aesearch.interfaces.server import create_app
 from aesearch.pipelines.moves import undo
 
 pytestmark = pytest.mark.browser
-
-
-@contextmanager
-def serving(app):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def groups_shown(driver) -> list[list[str]]:

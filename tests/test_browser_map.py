@@ -8,28 +8,19 @@ test_browser.py; skipped where they are missing unless AESEARCH_REQUIRE_BROWSER=
 """
 
 import csv
-import importlib.util
 import itertools
 import json
-import os
-import shutil
-import socket
-import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-import uvicorn
+from browsers import ARTIFACTS, chromium, serving
 
 from aesearch.interfaces.server import create_app
 from aesearch.quality.map_points import unpack
 from aesearch.search.engine import SearchEngine
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 EDGE_PX = 4.0  # points this close to the lasso's edge may fall either side (the mouse path is sampled)
 
 pytestmark = pytest.mark.browser
@@ -54,19 +45,8 @@ def folder_bundle(tmp_path_factory, model) -> Path:
 
 @pytest.fixture(scope="module")
 def live_server(folder_bundle):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(folder_bundle), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(folder_bundle)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -76,47 +56,9 @@ def downloads(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory, downloads):
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        if os.environ.get("AESEARCH_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"Chromium or ChromeDriver missing ({CHROMIUM}, {CHROMEDRIVER}): apt-get install chromium")
-        pytest.skip("Chromium not installed (apt-get install chromium chromium-driver)")
-    if importlib.util.find_spec("selenium") is None:
-        if os.environ.get("AESEARCH_REQUIRE_BROWSER") == "1":
-            pytest.fail("selenium missing: pip install -e '.[test]'")
-        pytest.skip("selenium not installed (pip install -e '.[test]')")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    driver = webdriver.Chrome(options=chromium_options(tmp_path_factory, downloads), service=Service(CHROMEDRIVER))
+    driver = chromium(tmp_path_factory, webgl=True, downloads=downloads)
     yield driver
     driver.quit()
-
-
-def chromium_options(tmp_path_factory, downloads: Path, size: str = "1280,1100"):
-    """Headless Chromium with WebGL: without a GPU it needs SwiftShader, which it only uses when told."""
-    from selenium import webdriver
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--use-angle=swiftshader",
-        "--enable-unsafe-swiftshader",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--window-size={size}",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
-    ):
-        options.add_argument(flag)
-    options.add_experimental_option(
-        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
-    )
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return options
 
 
 def open_map(driver, url: str) -> dict:
