@@ -875,7 +875,9 @@ def serve(
 ) -> None:
     """Serve the search page and its HTTP API.
 
-    POST /api/search?k=8 (multipart field `image`), GET /api/images/ID.png, GET /api/health, GET /.
+    POST /api/search?k=8 (multipart field `image`, or ?id=N; a `where` filter), POST /api/refine,
+    GET /api/images/ID.png, GET /api/health, /api/map... (the page's map), /api/duplicates... (its
+    duplicate review), GET / (docs/server.md).
     A connection must send its request line and headers within 5 s; one client address may keep 32
     connections open (behind a reverse proxy, every client shares the proxy's address).
     """
