@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from conftest import make_bundle, synthetic_images, synthetic_labels
 
 from aesearch.interfaces.cli import cli
+from aesearch.quality import duplicates
 from aesearch.quality.duplicates import connected_components, exact_classes, find_duplicates, near_pairs
 from aesearch.search.engine import SearchEngine
 
@@ -63,6 +64,32 @@ def test_near_pairs_equal_brute_force(exact_limit):
     else:
         assert len(found & truth) >= 0.99 * len(truth) and found <= truth and recall >= 0.99
     assert np.allclose(d, squared[a, b], atol=1e-4)
+
+
+def test_near_pairs_keep_pairs_at_the_radius_despite_float16_codes():
+    """The IVF stores float16 vectors (rounding moves a vector by up to 2^-11 of its norm): pairs just
+    inside the radius are still found, pairs just outside are not, among vectors of norm ~40."""
+    rng = np.random.default_rng(2)
+    base = 10 * rng.standard_normal((1500, 16)).astype(np.float32)
+    step = rng.standard_normal((40, 16))
+    step /= np.linalg.norm(step, axis=1, keepdims=True)
+    radius = 0.04
+    lengths = np.sqrt(radius) * np.where(np.arange(40) % 2, 0.999, 1.001)  # inside, outside, inside...
+    x = np.concatenate([base, (base[:40] + lengths[:, None] * step).astype(np.float32)])
+    a, b, d, _, _ = near_pairs(x, radius, exact_limit=0)
+    squared = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    truth = {(int(i), int(j)) for i, j in zip(*np.nonzero(squared <= radius), strict=True) if i < j}
+    assert set(zip(a.tolist(), b.tolist(), strict=True)) == truth and len(truth) == 20
+    assert np.allclose(d, squared[a, b], rtol=1e-5)
+
+
+def test_exact_classes_stay_exact_when_hashes_collide(monkeypatch):
+    images, _ = planted_images()
+    expected = exact_classes(images)
+    monkeypatch.setattr(duplicates, "_row_hashes", lambda rows: np.zeros(len(rows), np.uint64))
+    collided = exact_classes(images)  # every row shares one hash: the full comparison must notice
+    assert len(np.unique(collided)) == len(np.unique(expected)) == 117
+    assert len(np.unique(np.stack([expected, collided]), axis=1)[0]) == 117, "the same partition"
 
 
 def test_exact_classes_group_equal_pixels():
