@@ -163,7 +163,7 @@ class Bundle:
                 # file straight through, where an index array gathers row by row (0.3 s -> 0.05 s for
                 # 70,000 embeddings)
                 picked = slice(int(picked[0]), int(picked[-1]) + 1)
-            if len(mask) == len(rows) and mask.all():
+            if mask.all():
                 out[:] = source[picked]
             else:
                 out[mask] = source[picked]
