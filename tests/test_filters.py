@@ -289,6 +289,11 @@ def test_query_refine_and_results_keep_the_filter(typed_engine):
     assert typed_engine.query_id(6, k=5, where="id = 100000").hits == []
     # Trust speaks of the whole collection, filtered or not: no warning because the matches are far.
     assert typed_engine.query_id(6, k=5, where="id = 100000").trust == typed_engine.query_id(6, k=5).trust
+    # ... for a batch as for one query.
+    images = typed_engine.bundle.images(typed_engine.bundle.live_ids()[:20])
+    plain = [r.trust for r in typed_engine.query_batch(images, k=3)]
+    assert [r.trust for r in typed_engine.query_batch(images, k=3, where="id = 100000")] == plain
+    assert [r.trust for r in typed_engine.query_batch(images[:3], k=3, where="id = 100000")] == plain[:3]
 
 
 def test_a_compressed_reranked_index_filters_exactly(tmp_path, monkeypatch):

@@ -358,10 +358,16 @@ class SearchEngine:
         z, latents = self.autoencoder.embed(queries, self.shifts)
         reconstructions = self.autoencoder.decode(z)
         errors = ((reconstructions - queries) ** 2).mean(axis=(1, 2))
-        distances, ids = self.index.search(latents, k, subset)
-        # Trust compares the query with the whole collection: behind a filter, the nearest match may
-        # be far although the query is like many indexed images (a shoe searched among shirts).
-        nearest = distances[:, 0] if subset is None else self.index.search(latents, 1)[0][:, 0]
+        if subset is None:
+            distances, ids = self.index.search(latents, k)
+            nearest = distances[:, 0]
+        else:
+            distances, ids = self.index.search(latents, k, subset)
+            # Trust compares the query with the whole collection: behind a filter, the nearest match
+            # may be far although the query is like many indexed images (a shoe searched among
+            # shirts). (Searched beside the filtered search on a second thread, it saved 0.1 ms at a
+            # 10% filter and cost 0.25 ms at 0.1%: the hand-off and the GIL.)
+            nearest = self.index.search(latents, 1)[0][:, 0]
         trusts = self.trust.assess_many(errors, nearest, queries)
         return [
             QueryResult(
