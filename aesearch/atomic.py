@@ -41,6 +41,29 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def computed_once(lock: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file `lock` while computing what it guards, so that processes
+    sharing a cache compute each thing once: the second waits (fcntl.flock) until the first has
+    written it, then finds it. One lock file per kind of thing, never deleted (a lock file removed
+    while held would let a third process lock a new one). Where no lock can be had (a read-only
+    folder, a system without flock) nothing waits: each computes, as without the lock.
+    """
+    lock = Path(lock)
+    try:
+        import fcntl
+
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a")  # noqa: SIM115 (held across the yield)
+    except (ImportError, OSError):
+        yield
+        return
+    with handle:
+        with contextlib.suppress(OSError):
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock, also when the computation fails
+
+
+@contextlib.contextmanager
 def atomic_folder(target: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside target; on success it takes target's place.
 

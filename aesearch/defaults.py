@@ -49,6 +49,12 @@ MASS_REMOVAL_SHARE = 0.5
 MAX_PIXELS = 50_000_000
 SERVER_MAX_PIXELS = 16_000_000
 SERVER_DECODE_SLOTS = 2
+# `aesearch serve --workers auto` (the default): one server process per usable core, at most this
+# many. One process runs its Python (HTTP, FastAPI, a search's GIL-holding parts) on one core at a
+# time: 8 clients got 311-338 requests/s from one process and 408-492 from two on the 2-core
+# reference machine (docs/server.md). The limits here are divided among the processes, so many
+# more than a few would leave each almost none.
+SERVER_MAX_AUTO_WORKERS = 4
 SERVER_MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # an upload larger than this is refused (HTTP 413)
 
 # --- reading files ---

@@ -12,7 +12,8 @@ image (the page's sketch target: p50 <= 5 ms from one keep-alive client):
   * aesearch.Client.query (the Python client: arrays come back as base64 float32).
 With --compare DIR (a checkout of another version, e.g. `git clone /work/main /tmp/old`), that
 version's server runs beside this one and every figure is measured for both, alternately; with
---workers N, this version with `aesearch serve --workers N` as well.
+--workers N, this version with `aesearch serve --workers N` as well (`this` is `aesearch serve` as a user
+starts it: since --workers auto, one process per core, at most 4).
 
     python scripts/bench_server.py [--index-dir indexes/fashion-mnist] [--requests 200] [--clients 8]
                                    [--compare DIR] [--workers N]
@@ -169,7 +170,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--compare", type=Path, help="a checkout of another version, measured beside this one")
-    parser.add_argument("--workers", type=int, default=1, help="also measure this version with --workers N (N > 1)")
+    parser.add_argument("--workers", type=int, help="also measure this version with --workers N (its default: auto)")
     args = parser.parse_args()
     index_dir = str(Path(args.index_dir).resolve())
 
@@ -178,7 +179,7 @@ def main() -> None:
     del engine
     versions = {"this": ROOT, **({"compare": args.compare.resolve()} if args.compare else {})}
     servers = {name: start_server(checkout, index_dir) for name, checkout in versions.items()}
-    if args.workers > 1:
+    if args.workers is not None:
         servers[f"this, --workers {args.workers}"] = start_server(ROOT, index_dir, "--workers", str(args.workers))
     kinds = [kind for kind in CLIENTS if kind != "curl" or shutil.which("curl")]
     try:

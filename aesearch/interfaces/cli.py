@@ -865,10 +865,10 @@ def map_command(index_dir, image, query_id, k, method, out) -> None:
 )
 @click.option(
     "--workers",
-    type=click.IntRange(1, 64),
-    default=1,
+    default="auto",
     show_default=True,
-    help="Server processes on the one port, sharing the bundle's memory; the limits are divided among them.",
+    help="Server processes on the one port, sharing the bundle's memory (auto: one per core, at most "
+    f"{defaults.SERVER_MAX_AUTO_WORKERS}); the limits are divided among them.",
 )
 def serve(
     index_dir, host, port, max_upload_mb, max_pixels, decode_slots, allowed_host, cors_origin, allow_moves, workers
@@ -887,7 +887,9 @@ def serve(
 
     from aesearch.interfaces.security import GuardedH11Protocol
     from aesearch.interfaces.server import create_app
-    from aesearch.interfaces.workers import run_workers, split_limits
+    from aesearch.interfaces.workers import parse_workers, run_workers, split_limits
+
+    workers = parse_workers(workers)
 
     # The address served on is a name clients use; 0.0.0.0 and :: are not.
     hosts = [*allowed_host, *([host] if host not in ("0.0.0.0", "::", "") else [])]

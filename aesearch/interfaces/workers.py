@@ -1,4 +1,5 @@
-"""`aesearch serve --workers N`: N server processes answering on one listening socket.
+"""`aesearch serve --workers N`: N server processes answering on one listening socket (by default
+one per core, at most 4: parse_workers).
 
 One process runs its Python (HTTP parsing, FastAPI, the parts of a search that hold the GIL) on
 one core at a time; N processes use N. The parent loads the app once (a bad bundle fails before
@@ -25,6 +26,25 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable
+
+from aesearch import defaults
+from aesearch.errors import InvalidArgumentError
+from aesearch.integers import parse_int
+from aesearch.rowwise import CORES
+
+
+def parse_workers(text: str) -> int:
+    """`--workers`: `auto` (one process per usable core, at most SERVER_MAX_AUTO_WORKERS; one where
+    the system cannot fork) or a number from 1 to 64."""
+    if text.strip().lower() == "auto":
+        return max(1, min(CORES, defaults.SERVER_MAX_AUTO_WORKERS)) if hasattr(os, "fork") else 1
+    try:
+        workers = parse_int(text, "--workers", low=1, high=64)
+    except InvalidArgumentError:
+        raise InvalidArgumentError(f"--workers must be `auto` or a number from 1 to 64, got {text!r:.40}") from None
+    if workers > 1 and not hasattr(os, "fork"):
+        raise InvalidArgumentError("--workers above 1 needs a system that can fork (Linux, macOS): use --workers 1")
+    return workers
 
 
 def split_limits(workers: int, **totals: int) -> dict[str, int]:

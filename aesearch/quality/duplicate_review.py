@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from aesearch import defaults
-from aesearch.atomic import atomic_path
+from aesearch.atomic import atomic_path, computed_once
 from aesearch.errors import InvalidArgumentError
 from aesearch.quality.duplicates import DuplicateGroup, _groups, _View, connected_components, exact_classes, near_pairs
 from aesearch.quality.latent_map import _bundle_key, cache_dir
@@ -88,13 +88,21 @@ def duplicate_pairs(
 ) -> DuplicatePairs:
     """The bundle's duplicate pairs up to max_threshold (from the cache file when it fits)."""
     start = time.perf_counter()
-    bundle = engine.bundle
-    path = cache_dir(bundle.path) / f"duplicates-{_bundle_key(engine)}-{max_threshold:g}.npz"
-    if cache and path.is_file():
-        found = _load(path, engine, max_threshold)
+    path = cache_dir(engine.bundle.path) / f"duplicates-{_bundle_key(engine)}-{max_threshold:g}.npz"
+    if not cache:
+        return _found_pairs(engine, max_threshold, start)
+    # server workers (or a server and `aesearch duplicates`) find them once
+    with computed_once(path.parent / ".duplicates.lock"):
+        found = _load(path, engine, max_threshold) if path.is_file() else None
         if found is not None:
             found.seconds = round(time.perf_counter() - start, 3)
             return found
+        pairs = _found_pairs(engine, max_threshold, start)
+        _save(pairs, path)
+        return pairs
+
+
+def _found_pairs(engine, max_threshold: float, start: float) -> DuplicatePairs:
     view = _View.of(engine)
     exact = exact_classes(view.images)
     if len(view.ids) > 1 and max_threshold > 0:
@@ -104,7 +112,7 @@ def duplicate_pairs(
         a, b, d = a[differ], b[differ], d[differ]
     else:
         a, b, d, method = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), "pixels only"
-    pairs = DuplicatePairs(
+    return DuplicatePairs(
         ids=view.ids,
         exact_class=exact,
         split=view.split,
@@ -114,12 +122,9 @@ def duplicate_pairs(
         max_threshold=float(max_threshold),
         metric=view.metric,
         method=method,
-        generation=bundle.generation,
+        generation=engine.bundle.generation,
         seconds=round(time.perf_counter() - start, 3),
     )
-    if cache:
-        _save(pairs, path)
-    return pairs
 
 
 def _save(pairs: DuplicatePairs, path: Path) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aesearch.atomic import atomic_path
+from aesearch.atomic import atomic_path, computed_once
 from aesearch.errors import InvalidArgumentError
 from aesearch.search.engine import QueryResult, SearchEngine
 
@@ -68,7 +68,17 @@ def project(
         )
     engine.require_images()
     cache_path = cache_dir(engine.bundle.path) / f"map-{method}-{_bundle_key(engine)}.npz"
-    if cache and cache_path.is_file():
+    if not cache:
+        return _compute(engine, method, progress or (lambda fraction: None))
+    # server workers (or a server and `aesearch map`) compute it once
+    with computed_once(cache_path.parent / f".map-{method}.lock"):
+        return _cached_or_computed(engine, method, cache_path, progress)
+
+
+def _cached_or_computed(
+    engine: SearchEngine, method: str, cache_path: Path, progress: Callable[[float], None] | None
+) -> Projection:
+    if cache_path.is_file():
         try:
             with np.load(cache_path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
@@ -78,8 +88,7 @@ def project(
         except (OSError, ValueError, TypeError, EOFError):
             pass  # a damaged or stale cache is recomputed (and rewritten)
     projection = _compute(engine, method, progress or (lambda fraction: None))
-    if cache:
-        _save(projection, cache_path)
+    _save(projection, cache_path)
     return projection
 
 
