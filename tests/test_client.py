@@ -25,6 +25,7 @@ from image_folders import write_image_folder
 from PIL import Image
 
 import aesearch
+from aesearch import defaults
 from aesearch.errors import AesearchError, ImageError, InvalidArgumentError, ServerError
 from aesearch.interfaces.client import Client, refusal
 from aesearch.interfaces.workers import split_limits
@@ -311,6 +312,24 @@ def test_limits_are_divided_among_workers():
     assert split_limits(1, slots=2, cap=32) == {"slots": 2, "cap": 32}
     assert split_limits(2, slots=2, cap=32, total=512) == {"slots": 1, "cap": 16, "total": 256}
     assert split_limits(3, slots=2, cap=32) == {"slots": 1, "cap": 11}  # never 0; the totals grow by under 3
+
+
+def test_workers_default_to_one_process_per_core(monkeypatch):
+    from aesearch.interfaces import workers
+
+    monkeypatch.setattr(workers, "CORES", 2)
+    assert workers.parse_workers("auto") == 2 and workers.parse_workers(" AUTO ") == 2
+    monkeypatch.setattr(workers, "CORES", 64)
+    assert workers.parse_workers("auto") == defaults.SERVER_MAX_AUTO_WORKERS == 4
+    monkeypatch.setattr(workers, "CORES", 1)
+    assert workers.parse_workers("auto") == 1 and workers.parse_workers("3") == 3
+    for bad in ("0", "65", "two", "", "-1"):
+        with pytest.raises(InvalidArgumentError, match="--workers must be `auto` or a number from 1 to 64"):
+            workers.parse_workers(bad)
+    monkeypatch.delattr(workers.os, "fork")  # a system that cannot fork: one process
+    assert workers.parse_workers("auto") == 1
+    with pytest.raises(InvalidArgumentError, match="--workers 1"):
+        workers.parse_workers("2")
 
 
 def test_client_is_part_of_the_public_api_and_imports_no_torch():
