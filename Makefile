@@ -4,11 +4,18 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup setup-test demo test bench clean
+.PHONY: setup setup-lean setup-test data demo test bench clean
 
-# Python packages into a virtual environment, then Fashion-MNIST if it is nowhere to be found
-# (Debian/Ubuntu: the dataset-fashion-mnist package; elsewhere torchvision downloads it on first use).
-setup: $(VENV)/.installed
+# Every Python package (training and test tools included) into a virtual environment, then
+# Fashion-MNIST if it is nowhere to be found.
+setup: $(VENV)/.installed data
+
+# Only what building and searching need: no PyTorch (the trained model ships inside the package).
+setup-lean: $(VENV)/.installed-lean data
+
+# Fashion-MNIST (Debian/Ubuntu: the dataset-fashion-mnist package; elsewhere torchvision downloads
+# it on first use, with the train extra).
+data:
 	@if ! $(BIN)/python -c "from aesearch.sources.fashion_mnist import find_data_dir; raise SystemExit(find_data_dir() is None)"; then \
 	  $(MAKE) --no-print-directory apt PACKAGES=dataset-fashion-mnist; fi
 
@@ -29,10 +36,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed-lean
+
+$(VENV)/.installed-lean: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e .
 	touch $@
 
-# Builds the default index once (training takes minutes); `aesearch build-index` rebuilds it.
-demo: setup
+# Builds the default index once, with the shipped model (no training); `aesearch build-index` rebuilds it.
+demo: setup-lean
 	@if [ -f indexes/fashion-mnist/manifest.json ]; then \
 	  echo "indexes/fashion-mnist exists: skipping the build (run .venv/bin/aesearch build-index to rebuild)"; \
 	else $(BIN)/aesearch build-index; fi

@@ -82,7 +82,26 @@ def test_build_index_with_a_model_works_without_torch(tiny_bundle, fake_data_dir
     assert "70,000 images" in done.stdout
 
 
-@pytest.mark.parametrize("args", [["train", "--epochs", "1"], ["build-index", "--index-dir", "x"]])
+def test_build_index_uses_the_shipped_model_without_torch(fake_data_dir, tmp_path):
+    from aesearch.model.checkpoint import load_checkpoint
+    from aesearch.model.shipped import shipped_model
+
+    done = run_cli(["build-index", "--index-dir", "idx", "--data-dir", str(fake_data_dir)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "the one shipped with aesearch" in done.stdout and "70,000 images" in done.stdout
+    built = load_checkpoint(tmp_path / "idx" / "model.safetensors")
+    assert built.encoder_sha256 == load_checkpoint(shipped_model()).encoder_sha256
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--epochs", "1"],
+        ["build-index", "--train", "--index-dir", "x"],
+        ["build-index", "--recipe", "seed", "--index-dir", "x"],
+        ["build-index", "--epochs", "2", "--index-dir", "x"],
+    ],
+)
 def test_training_without_torch_is_one_line_that_says_what_to_install(tmp_path, args):
     done = run_cli(args, tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr

@@ -209,7 +209,7 @@ def test_impossible_index_is_refused_before_encoding(tmp_path, options, message)
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ([], "is a shard collection: pass --model"),
+        (["--train"], "is a shard collection: pass --model"),
         (["--model", "{model}", "--cluster", "nonsense"], "is not a scheduler address"),
         (["--model", "{model}", "--max-index-memory", "lots"], "cannot read memory size"),
     ],

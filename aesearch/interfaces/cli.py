@@ -153,7 +153,16 @@ WHERE_OPTION = click.option(
 
 @cli.command("build-index")
 @INDEX_DIR_OPTION
-@click.option("--model", type=click.Path(path_type=Path), help="Reuse this checkpoint instead of training one.")
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path),
+    help="Use this checkpoint [default: the Fashion-MNIST model shipped with aesearch].",
+)
+@click.option(
+    "--train",
+    is_flag=True,
+    help="Train a model first (needs PyTorch; --recipe and --epochs imply it) instead of using the shipped one.",
+)
 @click.option(
     "--index-type",
     default=defaults.INDEX_TYPE,
@@ -215,11 +224,9 @@ WHERE_OPTION = click.option(
 @click.option(
     "--recipe",
     type=click.Choice(["default", "seed"]),
-    default="default",
-    show_default=True,
-    help="Training recipe when no --model is given.",
+    help="Train with this recipe (implies --train)  [default: default]",
 )
-@click.option("--epochs", type=Integer(1, 10_000), help="Training epochs when no --model is given.")
+@click.option("--epochs", type=Integer(1, 10_000), help="Train for this many epochs (implies --train).")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Folder holding Fashion-MNIST (else searched).")
 @click.option(
     "--images",
@@ -241,6 +248,7 @@ WHERE_OPTION = click.option(
 def build_index_command(
     index_dir,
     model,
+    train,
     index_type,
     metric,
     transform,
@@ -267,11 +275,25 @@ def build_index_command(
     from aesearch.sources.shards import is_shard_folder
 
     config = None
-    if model is None:  # training first: the one part that needs PyTorch
-        _need_torch("build-index without --model (it trains a model first)")
+    train = train or recipe is not None or epochs is not None
+    if model is not None and train:
+        from aesearch.errors import InvalidArgumentError
+
+        raise InvalidArgumentError("--model uses a trained checkpoint: drop --train, --recipe and --epochs, or --model")
+    if train:  # training first: the one part that needs PyTorch
+        _need_torch("build-index --train (and --recipe, --epochs)")
         from aesearch.training.train import TrainConfig
 
-        config = TrainConfig.for_recipe(recipe, epochs=epochs)
+        config = TrainConfig.for_recipe(recipe or "default", epochs=epochs)
+    shipped_note = ""
+    if model is None and not train:
+        from aesearch.model.shipped import shipped_model, shipped_record
+
+        model = shipped_model()
+        shipped_note = (
+            f"Model: the one shipped with aesearch (recipe {shipped_record()['recipe']}, test P@10 "
+            f"{shipped_record()['figures']['test']['p_at_10']:.3f}); --train trains a new one."
+        )
     shifts = defaults.EMBEDDING_SHIFTS if phase_pooling else ((0, 0),)
     budget = parse_memory(max_index_memory) if max_index_memory is not None else None
     knobs = {"max_index_memory": budget, "chunk_size": chunk_size, "cluster": cluster}  # the streaming build's
@@ -282,7 +304,7 @@ def build_index_command(
 
         options = StreamOptions(index_type=index_type, shifts=shifts, **space, **knobs)
         manifest = build_from_shards(index_dir, image_dirs[0], model=model, options=options, log=click.echo)
-        click.echo(f"Done: {manifest['count']:,} images in {index_dir}.")
+        click.echo(f"Done: {manifest['count']:,} images in {index_dir}. {shipped_note}".rstrip())
         return
     if image_dirs or images_from:
         from aesearch.search.index import IndexSpec
@@ -290,6 +312,8 @@ def build_index_command(
         params = {"whiten_shrinkage": whiten_shrinkage, "whiten_dims": whiten_dims} if transform == "whiten" else {}
         spec = IndexSpec(index_type, metric, params, transform)
         _build_from_folders(index_dir, image_dirs, images_from, labels, spec, shifts, common)
+        if shipped_note:
+            click.echo(shipped_note)
         return
     if labels:
         from aesearch.errors import InvalidArgumentError
@@ -299,6 +323,8 @@ def build_index_command(
         index_dir, index_type=index_type, embedding_shifts=shifts, data_dir=data_dir, **space, **common
     )
     click.echo(f"Done: {manifest['count']:,} images in {index_dir}. Try `aesearch query IMAGE --index-dir {index_dir}`")
+    if shipped_note:
+        click.echo(shipped_note)
 
 
 def _build_from_folders(index_dir, image_dirs, images_from, labels, spec, shifts, common: dict) -> None:
