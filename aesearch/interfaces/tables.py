@@ -51,12 +51,13 @@ def eval_table(report) -> str:
             else []
         ),
         "",
-        f"{'':<40} {'dims':>5} {'metric':>7} {'P@1':>7} {'P@10':>7} {'mAP@100':>8}",
+        f"{'':<40} {'dims':>5} {'metric':>7} {'P@1':>7} {'P@10':>7} {'mAP@100':>8} {'mAP@R':>7}",
     ]
     for row in report.retrieval:
+        map_at_r = f"{row.map_at_r:>7.4f}" if row.map_at_r is not None else f"{'-':>7}"
         lines.append(
             f"{row.name:<40} {row.dims:>5} {row.metric:>7} {row.p_at_1:>7.4f} {row.p_at_10:>7.4f} "
-            f"{row.map_at_100:>8.4f}"
+            f"{row.map_at_100:>8.4f} {map_at_r}"
         )
     main = report.retrieval[0]
     short = ["aesearch", "pixels", "PCA"][: len(report.retrieval)]

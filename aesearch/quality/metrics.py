@@ -36,6 +36,22 @@ def mean_average_precision_at_k(relevant: np.ndarray, k: int) -> float:
     return float(average_precision_at_k(relevant, k).mean())
 
 
+def average_precision_at_r(relevant: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Per-query AP@R (Musgrave, Belongie and Lim, "A Metric Learning Reality Check", 2020).
+
+    R is the number of database items relevant to the query (its class's size); relevant holds at
+    least max(R) ranks. AP@R = (1/R) * sum over the first R ranks i of precision@i where rank i is
+    relevant: 1 only when the first R neighbours are all relevant, so it judges the whole ranking of
+    the class, where P@10 and mAP@100 see the top of it.
+    """
+    r = np.asarray(r, dtype=np.int64)
+    assert relevant.shape[1] >= r.max(initial=0), "need R neighbours for every query"
+    ranks = np.arange(1, relevant.shape[1] + 1)
+    hits = relevant & (ranks[None, :] <= r[:, None])
+    precision_at_rank = np.cumsum(hits, axis=1) / ranks
+    return np.divide((precision_at_rank * hits).sum(axis=1), r, out=np.zeros(len(r)), where=r > 0)
+
+
 def per_class_precision(relevant: np.ndarray, query_labels: np.ndarray, k: int, n_classes: int) -> np.ndarray:
     """(n_classes,) precision@k of the queries of each class (NaN for a class with no query)."""
     per_query = relevant[:, :k].mean(axis=1)
