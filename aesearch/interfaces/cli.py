@@ -289,10 +289,10 @@ def build_index_command(
     if model is None and not train:
         from aesearch.model.shipped import shipped_model, shipped_record
 
-        model = shipped_model()
+        model, record = shipped_model(), shipped_record()
         shipped_note = (
-            f"Model: the one shipped with aesearch (recipe {shipped_record()['recipe']}, test P@10 "
-            f"{shipped_record()['figures']['test']['p_at_10']:.3f}); --train trains a new one."
+            f"Model: the one shipped with aesearch (recipe {record['recipe']}, test P@10 "
+            f"{record['figures']['test']['p_at_10']:.3f}); --train trains a new one."
         )
     shifts = defaults.EMBEDDING_SHIFTS if phase_pooling else ((0, 0),)
     budget = parse_memory(max_index_memory) if max_index_memory is not None else None
