@@ -265,7 +265,7 @@ def build_index_command(
     chunk_size,
     cluster,
 ) -> None:
-    """Build the index bundle: train if needed, encode, index, write.
+    """Build the index bundle: encode with the shipped model (or --model, or --train one first), index, write.
 
     The bundle is built beside the target and swapped in only when complete: an interrupted build
     leaves the previous one as it was.
