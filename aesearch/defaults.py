@@ -11,6 +11,11 @@ from pathlib import Path
 IMAGE_SIZE = 28  # the seed model's input (Fashion-MNIST's images); other models carry theirs in ModelConfig
 IMAGE_CHANNELS = 1  # the seed model's input channels: greyscale
 Z_SIZE = 314  # the seed article's latent size
+# Training recipes (training/train.py holds their settings): what `aesearch train` and
+# `build-index --train` use unless told, and the names a user may give.
+RECIPE = "retrieval"  # reconstruction plus view consistency, ~10 min on 2 cores (docs/retrieval-objective.md)
+RECIPE_NAMES = ("retrieval", "shipped", "reconstruction", "seed")
+COLLECTION_RECIPE = "reconstruction"  # training on a folder collection (--images --train)
 
 # --- the bundle ---
 INDEX_DIR = Path("indexes/fashion-mnist")  # where build-index writes and every command reads

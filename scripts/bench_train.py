@@ -9,7 +9,10 @@ Both train the same architecture with the same recipe (seed: Adam 1e-3, plateau 
   * ours: aesearch's training loop (uint8 data on the device in patch layout, matmul-only form,
     bfloat16 autocast where the hardware has it).
 Prints seconds per epoch for each, their ratio, our GFLOP/s against a matrix-multiply peak
-measured here, and with --full the wall time of a complete default-recipe run.
+measured here. Then the retrieval recipes' epochs (reconstruction plus the view-consistency term,
+then decoder-only epochs) in bfloat16 where the CPU has it and in float32 (what a CPU without
+AVX-512 runs), with the full `retrieval` and `shipped` recipes' times they imply; --full also
+runs the whole `retrieval` recipe in float32 and reports its wall time.
 
     python scripts/bench_train.py [--epochs 2] [--full] [--data-dir DIR]
 """
@@ -99,7 +102,7 @@ def matmul_peak_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=2, help="epochs timed for each loop (default 2)")
-    parser.add_argument("--full", action="store_true", help="also time a full default-recipe run (15 epochs)")
+    parser.add_argument("--full", action="store_true", help="also run the whole retrieval recipe in float32")
     parser.add_argument("--data-dir", help="folder holding Fashion-MNIST (else searched)")
     args = parser.parse_args()
 
@@ -143,11 +146,29 @@ def main() -> None:
         f"matmul peak here {peak32:.0f} GFLOP/s fp32, {peak16:.0f} GFLOP/s bf16 "
         f"({achieved / peak:.0%} of the {ours.precision} peak)"
     )
+    retrieval_epochs(data, args.epochs)
     if args.full:
-        result = fit(TrainConfig.for_recipe("default"), data, progress=False, log=None)
+        result = fit(TrainConfig.for_recipe("retrieval", precision="fp32"), data, progress=False, log=None)
         print(
-            f"full default recipe: {result.seconds:.1f} s for {len(result.history)} epochs "
-            f"({result.precision}), test MSE {result.test_mse:.5f}"
+            f"full retrieval recipe, fp32: {result.seconds:.1f} s for {len(result.history)} epochs, "
+            f"test MSE {result.test_mse:.5f}"
+        )
+
+
+def retrieval_epochs(data, epochs: int) -> None:
+    """Seconds per joint and per decoder-only epoch of the retrieval recipes, and what the recipes take."""
+    for precision in ("auto", "fp32"):
+        config = TrainConfig.for_recipe("retrieval", epochs=epochs, decoder_epochs=1, precision=precision)
+        run = fit(config, data, progress=False, log=None)
+        joint = min(h.seconds for h in run.history if h.phase == "joint")
+        decoder = min(h.seconds for h in run.history if h.phase == "decoder")
+        implied = {
+            name: (recipe.epochs * joint + recipe.decoder_epochs * decoder) / 60
+            for name, recipe in ((name, TrainConfig.for_recipe(name)) for name in ("retrieval", "shipped"))
+        }
+        print(
+            f"retrieval recipes ({run.precision}): {joint:6.2f} s a joint epoch, {decoder:5.2f} s a decoder epoch; "
+            + ", ".join(f"{name} recipe ~{minutes:.1f} min" for name, minutes in implied.items())
         )
 
 

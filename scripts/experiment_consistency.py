@@ -35,6 +35,27 @@ from aesearch.search.index import AffineTransform
 from aesearch.sources.fashion_mnist import load_fashion_mnist
 
 
+def deep_encoder(config: ModelConfig) -> nn.Module:
+    """A deeper 28x28 encoder: a 3x3 convolution before each of the seed's strided 2x2 ones and one
+    after, then the seed's linear layer (about 3.5x the seed encoder's multiply-adds)."""
+    slope = config.negative_slope
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1),  # 28x28
+        nn.LeakyReLU(slope),
+        nn.Conv2d(32, 32, 2, stride=2),  # -> 14x14
+        nn.LeakyReLU(slope),
+        nn.Conv2d(32, 32, 3, padding=1),
+        nn.LeakyReLU(slope),
+        nn.Conv2d(32, 64, 2, stride=2),  # -> 7x7
+        nn.LeakyReLU(slope),
+        nn.Conv2d(64, 64, 3, padding=1),
+        nn.LeakyReLU(slope),
+        nn.Flatten(),
+        nn.Linear(config.flat, config.z_size),
+        nn.LeakyReLU(slope),
+    ).to(memory_format=torch.channels_last)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--epochs", type=int, default=20)
@@ -54,6 +75,12 @@ def main() -> None:
     p.add_argument("--flip", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
+    p.add_argument(
+        "--encoder",
+        choices=["seed", "deep"],
+        default="seed",
+        help="deep: 3x3 convolutions between the seed's strided ones (the seed's decoder kept)",
+    )
     args = p.parse_args()
     torch.manual_seed(args.seed)
     data = load_fashion_mnist()
@@ -63,9 +90,17 @@ def main() -> None:
     fit_images = train_images[:50000]  # the validation protocol's queries (last 10,000) are never trained on
     n = len(fit_images)
     model = AutoEncoder(ModelConfig())
+    if args.encoder == "deep":
+        model.encoder = deep_encoder(ModelConfig())
     S = args.search_dims
     head = nn.Sequential(nn.Linear(S, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, args.head))
     params = list(model.parameters()) + list(head.parameters())
+
+    def encode_batch(x):  # (B, 1, 28, 28) -> (B, z)
+        if args.encoder == "deep":
+            return model.encoder(x.contiguous(memory_format=torch.channels_last))
+        return model.encode_patches(to_patch_layout(x))
+
     opt = torch.optim.Adam(params, lr=args.lr)
     steps = n // args.batch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * steps)
@@ -130,12 +165,12 @@ def main() -> None:
             x = fit_images[order[s * args.batch : (s + 1) * args.batch]].float().div(255).unsqueeze(1)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 xp = to_patch_layout(x)
-                zc = model.encode_patches(xp)
+                zc = encode_batch(x)
                 rec = model.decode_patches(zc)
                 loss_r = F.mse_loss(rec.float(), xp)
                 if args.weight:
                     v = torch.cat([augment(x), augment(x)])
-                    zv = model.encode_patches(to_patch_layout(v))[:, :S]
+                    zv = encode_batch(v)[:, :S]
                     h = head(zv).float()
                     half = len(h) // 2
                     loss_c = (
@@ -167,7 +202,7 @@ def main() -> None:
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     xp = to_patch_layout(x)
                     with torch.no_grad():
-                        zc = model.encode_patches(xp)
+                        zc = encode_batch(x)
                     loss = F.mse_loss(model.decode_patches(zc).float(), xp)
                 opt2.zero_grad(set_to_none=True)
                 loss.backward()
@@ -185,7 +220,7 @@ def main() -> None:
             x = images[i : i + 4096].float().div(255).unsqueeze(1)
             if shift:
                 x = torch.roll(x, (1, 1), (2, 3))  # the default phase pooling's second copy (approx.)
-            out.append(model.encode_patches(to_patch_layout(x)).float())
+            out.append(encode_batch(x).float())
         return torch.cat(out).numpy()
 
     @torch.no_grad()
@@ -193,8 +228,9 @@ def main() -> None:
         model.eval()
         tot = 0.0
         for i in range(0, len(images), 4096):
-            xp = to_patch_layout(images[i : i + 4096].float().div(255).unsqueeze(1))
-            tot += F.mse_loss(model.decode_patches(model.encode_patches(xp)), xp, reduction="sum").item()
+            x = images[i : i + 4096].float().div(255).unsqueeze(1)
+            xp = to_patch_layout(x)
+            tot += F.mse_loss(model.decode_patches(encode_batch(x)), xp, reduction="sum").item()
         return tot / (len(images) * 784)
 
     zs = (encode(train_images) + encode(train_images, True)) / 2

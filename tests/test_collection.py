@@ -327,7 +327,7 @@ def test_without_a_model_one_is_trained_on_the_collection_with_a_warning(tmp_pat
         workers=1,
         log=lines.append,
     )
-    assert manifest["count"] == len(folder.images) and manifest["model"]["recipe"] == "default"
+    assert manifest["count"] == len(folder.images) and manifest["model"]["recipe"] == "reconstruction"
     assert any(line.startswith("Warning: 32 images are too few") and "--model" in line for line in lines)
 
 

@@ -107,7 +107,10 @@ def test_cli_train_writes_checkpoint_and_curve(fake_data_dir, tmp_path, monkeypa
     ckpt = load_checkpoint(out)
     assert ckpt.model_config.z_size == 16
     info = ckpt.info
-    assert info["recipe"] == "default" and info["epochs_run"] == 2 and len(info["history"]) == 2
+    # The default recipe: 2 epochs with the view-consistency term (on 6 of the 16 components), 5 of the decoder
+    assert info["recipe"] == "retrieval" and info["epochs_run"] == 7
+    assert [h["phase"] for h in info["history"]] == ["joint"] * 2 + ["decoder"] * 5
+    assert info["train_config"]["consistency_dims"] == 6
     assert {"loss", "lr", "seconds"} <= set(info["history"][0])
     assert 0 < info["test_mse"] < 1 and len(info["data_fingerprint"]) == 64
     assert info["train_config"]["batch_size"] == 64

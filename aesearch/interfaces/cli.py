@@ -87,12 +87,13 @@ def cli() -> None:
 @cli.command()
 @click.option(
     "--recipe",
-    type=click.Choice(["default", "seed"]),
-    default="default",
+    type=click.Choice([*defaults.RECIPE_NAMES, "default"]),
+    default=defaults.RECIPE,
     show_default=True,
-    help="default: ours (one-cycle, lower MSE); seed: the article's recipe exactly.",
+    help="retrieval: reconstruction plus view consistency (ranks by shape); shipped: the same, longer "
+    "(the shipped model's); reconstruction (or default, its old name): reconstruction only; seed: the article's.",
 )
-@click.option("--epochs", type=Integer(1, 10_000), help="Epochs to run [recipe's: 15].")
+@click.option("--epochs", type=Integer(1, 10_000), help="Epochs to run, before any decoder-only ones [recipe's].")
 @click.option("--batch-size", type=Integer(1, 60_000), help="Batch size [recipe's].")
 @click.option("--lr", type=click.FloatRange(0, 1, min_open=True), help="Learning rate (peak for one-cycle) [recipe's].")
 @click.option("--z-size", type=Integer(1, 100_000), default=defaults.Z_SIZE, show_default=True, help="Latent size")
@@ -223,8 +224,9 @@ WHERE_OPTION = click.option(
 )
 @click.option(
     "--recipe",
-    type=click.Choice(["default", "seed"]),
-    help="Train with this recipe (implies --train)  [default: default]",
+    type=click.Choice([*defaults.RECIPE_NAMES, "default"]),
+    help=f"Train with this recipe (implies --train)  [default: {defaults.RECIPE}; "
+    f"{defaults.COLLECTION_RECIPE} for --images]",
 )
 @click.option("--epochs", type=Integer(1, 10_000), help="Train for this many epochs (implies --train).")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Folder holding Fashion-MNIST (else searched).")
@@ -284,7 +286,8 @@ def build_index_command(
         _need_torch("build-index --train (and --recipe, --epochs)")
         from aesearch.training.train import TrainConfig
 
-        config = TrainConfig.for_recipe(recipe or "default", epochs=epochs)
+        default_recipe = defaults.COLLECTION_RECIPE if image_dirs or images_from else defaults.RECIPE
+        config = TrainConfig.for_recipe(recipe or default_recipe, epochs=epochs)
     shipped_note = ""
     if model is None and not train:
         from aesearch.model.shipped import shipped_model, shipped_record

@@ -205,7 +205,7 @@ def stream_options(
 def _train(data, train_config, *, progress: bool, log) -> Checkpoint:
     from aesearch.training.train import TrainConfig, fit, to_checkpoint
 
-    config = train_config or TrainConfig.for_recipe("default")
+    config = train_config or TrainConfig.for_recipe(defaults.RECIPE)
     if log:
         log(f"No --model given: training one with the {config.recipe} recipe ({config.epochs} epochs)")
     return to_checkpoint(fit(config, data, progress=progress, log=log))

@@ -140,7 +140,7 @@ def _train_on(pixels: np.ndarray, records: np.ndarray, train_config, *, progress
     y = torch.from_numpy(np.maximum(records["label"].astype(np.int64), 0))
     test, train = torch.from_numpy(np.sort(order[:held])), torch.from_numpy(np.sort(order[held:]))
     data = FashionMNIST(Split("train", x[train], y[train]), Split("test", x[test], y[test]), Path("."))
-    config = train_config or TrainConfig.for_recipe("default")
+    config = train_config or TrainConfig.for_recipe(defaults.COLLECTION_RECIPE)
     if log:
         log(
             f"No --model given: training one on the collection with the {config.recipe} recipe ({config.epochs} epochs)"
