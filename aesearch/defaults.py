@@ -24,6 +24,13 @@ INDEX_TYPE = "auto"  # exact, IVF-Flat or IVF+PQ from the size and the memory bu
 # training images: cosine similarity after PCA whitening with shrinkage.
 METRIC = "cosine"  # 1 - cosine similarity of the (whitened) vectors
 TRANSFORM = "whiten"  # PCA whitening learned on the training images, applied to every vector and query
+# A folder collection with fewer images than this many per component of z is searched without
+# whitening (`--transform auto`, the default): a covariance of 314 numbers estimated from a few
+# hundred or thousand vectors has noise for its small axes, and whitening blows them up to the weight
+# of the real ones. On the labelled collections of scripts/bench_folder_collections.py (171 to 1,437
+# indexed images) whitening made the shipped model lose to raw pixels on two of three; without it,
+# none did (docs/collections.md).
+WHITEN_MIN_IMAGES_PER_DIM = 10
 # Shrinkage damps the low-variance axes; the top 192 principal axes gave validation P@10 0.8411
 # against 0.8415 with all 314, for 40% less work.
 WHITEN_SHRINKAGE = 0.03  # added to each axis's variance, as a fraction of the largest

@@ -243,8 +243,8 @@ def materialise(collection: Collection, work: Path, per_class: int) -> tuple[Pat
 
 def search_space(name: str) -> IndexSpec:
     """default: what `aesearch build-index --images DIR` indexes with when given no search-space
-    options; unwhitened: the same without the whitening (`--transform none`), to tell the model
-    from a whitening learned on a few hundred images."""
+    options (`--transform auto`: whitened only with enough images); whitened: whitening forced
+    (`--transform whiten`); unwhitened: never (`--transform none`)."""
     params = {"whiten_shrinkage": defaults.WHITEN_SHRINKAGE, "whiten_dims": defaults.WHITEN_DIMS}
     if name == "unwhitened":
         return IndexSpec(defaults.INDEX_TYPE, defaults.METRIC, {}, "none")
@@ -252,7 +252,7 @@ def search_space(name: str) -> IndexSpec:
     return IndexSpec(defaults.INDEX_TYPE, defaults.METRIC, params if whiten else {}, defaults.TRANSFORM)
 
 
-SPACES = ("default", "unwhitened")
+SPACES = ("default", "whitened", "unwhitened")
 
 
 def measure(folder: Path, bundle: Path, model: Path, space: str) -> tuple[EvalReport, tuple[float, float]]:
@@ -265,6 +265,7 @@ def measure(folder: Path, bundle: Path, model: Path, space: str) -> tuple[EvalRe
         model=model,
         spec=search_space(space),
         shifts=defaults.EMBEDDING_SHIFTS,
+        transform_auto=space == "default",  # as `build-index --images DIR` (--transform auto)
         workers=1,
         log=None,
     )
@@ -407,7 +408,7 @@ def main() -> None:
         "--space",
         action="append",
         choices=SPACES,
-        help="search space, repeatable (default: default; unwhitened: the same without whitening)",
+        help="search space, repeatable (default: default, as build-index; whitened, unwhitened: forced either way)",
     )
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()

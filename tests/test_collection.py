@@ -505,3 +505,18 @@ def test_each_update_loads_the_bundle_once(tmp_path, model, monkeypatch):
     monkeypatch.setattr("aesearch.pipelines.drift.RELEARN_EVERY_SYNC_MAX", 10_000)
     loads.clear()
     assert collection.remove([int(ids[1])]) and len(loads) == 2, "the update's load, and the compaction's"
+
+
+@pytest.mark.parametrize(
+    ("per_dim", "option", "expected"),
+    [(10**6, [], "none"), (0, [], "whiten"), (10**6, ["--transform", "whiten"], "whiten")],
+)
+def test_a_small_collection_is_not_whitened_unless_asked(tmp_path, model, monkeypatch, per_dim, option, expected):
+    monkeypatch.setattr("aesearch.defaults.WHITEN_MIN_IMAGES_PER_DIM", per_dim)
+    folder = write_image_folder(tmp_path / "pics")
+    index = tmp_path / "idx"
+    args = ["build-index", "--images", str(folder.root), "--model", str(model), "--index-dir", str(index), *option]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert SearchEngine.load(index).index.spec.transform == expected
+    assert ("too few to learn a whitening" in result.output) == (per_dim and not option)

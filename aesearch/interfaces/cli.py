@@ -197,10 +197,11 @@ WHERE_OPTION = click.option(
 )
 @click.option(
     "--transform",
-    type=click.Choice(["whiten", "none"]),
-    default=defaults.TRANSFORM,
+    type=click.Choice(["auto", "whiten", "none"]),
+    default="auto",
     show_default=True,
-    help="whiten: PCA whitening learned on the training images, applied to every vector and query.",
+    help="whiten: PCA whitening learned on the indexed images, applied to every vector and query; auto: "
+    f"whiten, unless a folder collection has under {defaults.WHITEN_MIN_IMAGES_PER_DIM} images per component of z.",
 )
 @click.option(
     "--whiten-shrinkage",
@@ -301,6 +302,8 @@ def build_index_command(
     budget = parse_memory(max_index_memory) if max_index_memory is not None else None
     knobs = {"max_index_memory": budget, "chunk_size": chunk_size, "cluster": cluster}  # the streaming build's
     common = {"model": model, "train_config": config, "log": click.echo, **knobs}  # every kind of build takes these
+    transform_auto = transform == "auto"
+    transform = defaults.TRANSFORM if transform_auto else transform
     space = {"metric": metric, "transform": transform, "whiten_shrinkage": whiten_shrinkage, "whiten_dims": whiten_dims}
     if len(image_dirs) == 1 and not images_from and is_shard_folder(image_dirs[0]):
         from aesearch.pipelines.stream import StreamOptions, build_from_shards
@@ -314,7 +317,7 @@ def build_index_command(
 
         params = {"whiten_shrinkage": whiten_shrinkage, "whiten_dims": whiten_dims} if transform == "whiten" else {}
         spec = IndexSpec(index_type, metric, params, transform)
-        _build_from_folders(index_dir, image_dirs, images_from, labels, spec, shifts, common)
+        _build_from_folders(index_dir, image_dirs, images_from, labels, spec, shifts, transform_auto, common)
         if shipped_note:
             click.echo(shipped_note)
         return
@@ -330,11 +333,13 @@ def build_index_command(
         click.echo(shipped_note)
 
 
-def _build_from_folders(index_dir, image_dirs, images_from, labels, spec, shifts, common: dict) -> None:
+def _build_from_folders(index_dir, image_dirs, images_from, labels, spec, shifts, transform_auto, common: dict) -> None:
     from aesearch.pipelines.collection import build_from_folders
 
     roots = {"images": image_dirs, "images_from": images_from, "labels": labels}
-    manifest, skipped = build_from_folders(index_dir, spec=spec, shifts=shifts, **roots, **common)
+    manifest, skipped = build_from_folders(
+        index_dir, spec=spec, shifts=shifts, transform_auto=transform_auto, **roots, **common
+    )
     _echo_skipped(skipped)
     click.echo(
         f"Done: {manifest['count']:,} images in {index_dir}. Keep it current with "

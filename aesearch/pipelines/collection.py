@@ -39,6 +39,7 @@ def build_from_folders(
     model: str | Path | None = None,
     spec: IndexSpec,
     shifts: Sequence[Sequence[int]],
+    transform_auto: bool = False,
     train_config=None,
     workers: int | None = None,
     max_index_memory: int | None = None,
@@ -53,6 +54,8 @@ def build_from_folders(
     stays bounded by the chunk size, and a build killed midway resumes without reading again what
     it had encoded. Without one, the images are read into memory first, to train a model on them.
     max_index_memory, chunk_size, cluster: the streaming build's StreamOptions of those names.
+    transform_auto: spec's whitening only when there are enough images to learn it (see
+    whitening_needs); otherwise plain vectors, and a line in the log that says so.
     """
     from aesearch.pipelines.build import assemble_bundle, stream_options
     from aesearch.pipelines.stream import stream_build
@@ -72,6 +75,16 @@ def build_from_folders(
             f"found {len(found.files)} image file(s) under {where}: an index needs at "
             "least 2 (PNG, JPEG, GIF, WebP, BMP or TIFF files, in any subfolder)"
         )
+    if transform_auto and spec.transform == "whiten":
+        z_size = defaults.Z_SIZE if train_config is None else train_config.z_size
+        z_size = checkpoint.model_config.z_size if checkpoint else z_size
+        if len(found.files) < whitening_needs(z_size):
+            spec = IndexSpec(spec.index_type, spec.metric, {}, "none")
+            if log:
+                log(
+                    f"{len(found.files):,} images are too few to learn a whitening of {z_size} numbers (it takes "
+                    f"{whitening_needs(z_size):,}): searching the plain vectors; rebuild to whiten once there are more"
+                )
     source = FolderSource(found, labels, workers=workers)
     skipped: list[Skipped] = []
     if checkpoint is not None:
@@ -99,6 +112,11 @@ def build_from_folders(
         **knobs,
     )
     return manifest, found.skipped + skipped
+
+
+def whitening_needs(z_size: int) -> int:
+    """The fewest images a whitening of z_size components is learned from (transform auto)."""
+    return defaults.WHITEN_MIN_IMAGES_PER_DIM * z_size
 
 
 def read_collection(source: FolderSource) -> tuple[np.ndarray, np.ndarray, list[str], list[Skipped]]:
