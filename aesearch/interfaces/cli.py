@@ -717,7 +717,8 @@ def eval_command(
     "--threshold",
     type=click.FloatRange(0, 4),
     default=None,
-    help="Largest distance (as `query` reports it) between near duplicates [0.01]; 0: exact copies only.",
+    help=f"Largest distance (as `query` reports it) between near duplicates [{defaults.DUPLICATE_THRESHOLD}]; "
+    "0: exact copies only.",
 )
 @click.option("--across-splits", is_flag=True, help="Only pairs in different splits (train/test leakage).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: threshold, pairs, groups.")

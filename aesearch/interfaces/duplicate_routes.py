@@ -2,7 +2,7 @@
 
     GET  /api/duplicates/prepare  start finding the pairs now, if the bundle has at most
                               DUPLICATE_REVIEW_PREPARE_MAX images (the page asks as it opens)
-    GET  /api/duplicates?threshold=0.01&page=1&per_page=50
+    GET  /api/duplicates?threshold=0.02&page=1&per_page=50
                               202 {"status": "computing"} while the pairs are found (a background
                               thread, once per bundle state); then the groups of that page with
                               the rule's keep, members' sizes, paths and dimensions

@@ -25,13 +25,11 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 
+from aesearch import defaults
 from aesearch.errors import InvalidArgumentError
 from aesearch.search.notebook import group_html
 
-# In the default search space (1 - cosine after whitening), looked at on Fashion-MNIST (docs/duplicates.md):
-# pairs up to 0.01 are the same product photo with small changes of crop, contrast or a few pixels; from
-# 0.01 to 0.02 some are, some are two similar items; beyond, mostly the latter.
-DEFAULT_THRESHOLD = 0.01
+DEFAULT_THRESHOLD = defaults.DUPLICATE_THRESHOLD
 EXACT_LIMIT = 20_000  # flat range search costs n^2 d: 2 s at 20,000 images, 25 s at 70,000 here (IVF: 1.9 s)
 PROBES = 2000  # sample images whose exact nearest neighbour is computed to tune the IVF (~1,000 of
 # them close at 70,000 Fashion-MNIST images at 0.05: recall judged to +-0.003; 4,000 cost 0.3 s more)

@@ -7,7 +7,7 @@ const $ = (id) => document.getElementById(id);
 const PER_PAGE = 24;
 
 const state = {
-  threshold: 0.01,
+  threshold: 0.02,
   page: 1,
   keep: new Set(), // ids the user chose to keep (one per group at most)
   sequence: 0, // the newest request; older answers are dropped
@@ -38,8 +38,8 @@ function buildView(root) {
       "div",
       { class: "dup-controls" },
       el("label", { htmlFor: "dup-threshold" }, "threshold"),
-      el("input", { id: "dup-threshold", type: "range", min: "0", max: "0.05", step: "0.001", value: "0.01" }),
-      el("output", { id: "dup-threshold-value", htmlFor: "dup-threshold" }, "0.010"),
+      el("input", { id: "dup-threshold", type: "range", min: "0", max: "0.05", step: "0.001", value: "0.02" }),
+      el("output", { id: "dup-threshold-value", htmlFor: "dup-threshold" }, "0.020"),
       el("button", { id: "dup-export-json", type: "button" }, "Export JSON"),
       el("button", { id: "dup-export-csv", type: "button" }, "Export CSV"),
     ),
