@@ -10,12 +10,14 @@ matplotlib's sample data), and prints each one's percentiles and verdict.
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 
 import numpy as np
 from matplotlib import cbook
 from PIL import Image, ImageDraw, ImageFont
 
 from aesearch import SearchEngine
+from aesearch.search import trust
 
 
 def unlike_inputs() -> dict[str, np.ndarray]:
@@ -39,6 +41,20 @@ def unlike_inputs() -> dict[str, np.ndarray]:
     }
 
 
+RULES = ("reconstruction", "neighbour", "both", "content")
+
+
+def broken_rules(t) -> dict[str, bool]:
+    """Which of the trust score's rules (aesearch/search/trust.py) an assessment breaks."""
+    r, n = t.reconstruction_percentile, t.neighbour_percentile
+    return {
+        "reconstruction": r > trust.THRESHOLD_PERCENTILE,
+        "neighbour": n > trust.THRESHOLD_PERCENTILE,
+        "both": min(r, n) > trust.JOINT_PERCENTILE,
+        "content": t.content_percentile < trust.CONTENT_PERCENTILE,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index-dir", default="indexes/fashion-mnist")
@@ -48,11 +64,14 @@ def main() -> None:
     results = engine.query_batch(engine.bundle.images(ids), k=2)
     # The test images are indexed too: judge each against its nearest *other* image, as a new
     # image of the same kind would be judged.
-    flagged = 0
+    flagged, rules = 0, Counter()
     for own, r in zip(ids, results, strict=True):
         nearest_other = next(h.distance for h in r.hits if h.id != own)
-        flagged += not engine.trust.assess(r.reconstruction_mse, nearest_other, r.query).in_distribution
+        t = engine.trust.assess(r.reconstruction_mse, nearest_other, r.query)
+        flagged += not t.in_distribution
+        rules.update(rule for rule, hit in broken_rules(t).items() if hit)
     print(f"genuine test images flagged (self excluded): {flagged} of {len(ids)} ({flagged / len(ids):.2%})")
+    print("  by rule (an image may break several): " + ", ".join(f"{rule} {rules[rule]}" for rule in RULES))
     print(f"\n{'input':<22} {'recon %':>8} {'neighbour %':>12} {'content %':>10}  verdict")
     for name, image in unlike_inputs().items():
         t = engine.query(image, k=1).trust
