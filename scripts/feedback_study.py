@@ -36,6 +36,13 @@ CANDIDATES = [
         "classifier lambda=0.1, 2048 pseudo x10",
         FeedbackSettings(method="classifier", pseudo_negatives=2048, pseudo_weight=10.0),
     ),
+    ("classifier lambda=0.03, 1024 pseudo x5", FeedbackSettings(method="classifier", regularisation=0.03)),
+    ("classifier lambda=0.1, 1024 pseudo x5, prior 4", FeedbackSettings(method="classifier", prior=4.0)),
+    ("classifier lambda=0.1, 1024 pseudo x5, query x2", FeedbackSettings(method="classifier", query_weight=2.0)),
+    (
+        "classifier lambda=0.03, 2048 pseudo x10",
+        FeedbackSettings(method="classifier", regularisation=0.03, pseudo_negatives=2048, pseudo_weight=10.0),
+    ),
 ]
 
 
