@@ -2,6 +2,7 @@
 
     python scripts/gpu_check.py                      # on the GPU machine: the whole check
     python scripts/gpu_check.py --quick              # a smoke test anywhere (CPU, 1 epoch, 20,000 images)
+    python scripts/gpu_check.py --sweep 80,200,400 --skip-training --images 0   # longer schedules, validation
 
 1. Trains `TrainConfig.for_recipe("shipped")` on all 60,000 Fashion-MNIST training images on the
    device (`--device`, default auto: CUDA when present; bfloat16 where it is fast), builds the
@@ -11,6 +12,9 @@
    random shift of up to 2 pixels, repeated) with the PyTorch model on the device in batches of
    16,384 (both grid phases, as the bundle's pooling does), and prints images/s; beside it the NumPy
    runtime (what `build-index` uses) on 20,000 of them on this machine's CPU, in the same run.
+3. With --sweep E1,E2,...: the shipped recipe with E joint epochs each, trained on the first 50,000
+   training images and scored on the validation protocol (the choice of a longer schedule is made
+   on these; docs/retrieval-objective.md): P@10, mAP@100, mAP@R, Shirt P@10, test MSE, seconds.
 Prints the device (name, memory), torch's version and the CPU model first. Needs PyTorch. Meant to
 fit well inside 10 minutes on one H200 (the training is ~20,000 small steps).
 """
@@ -42,6 +46,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1_000_000, help="images to encode (default 1,000,000)")
     parser.add_argument("--quick", action="store_true", help="1 epoch and 20,000 images: a smoke test")
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--sweep", default="", help="joint-epoch counts to score on validation, e.g. 80,200,400")
     args = parser.parse_args()
     device = resolve_device(args.device)
     describe(device)
@@ -63,7 +68,26 @@ def main() -> None:
 
             print("test protocol:", measure(checkpoint, Path(tmp) / "bundle", None, "test"))
             model = result.model
-    encode_speed(model.to(device).eval(), device, count)
+    if count:
+        encode_speed(model.to(device).eval(), device, count)
+    for epochs in [int(e) for e in args.sweep.split(",") if e.strip()]:
+        sweep_point(epochs, args.device)
+
+
+def sweep_point(epochs: int, device: str) -> None:
+    """The shipped recipe at this many joint epochs, on the validation protocol (its own 50,000 images)."""
+    from train_shipped_model import VALIDATION_TRAIN, measure
+
+    config = TrainConfig.for_recipe("shipped", epochs=epochs, device=device)
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = Path(tmp) / "model.safetensors"
+        result = train_model(config, out=checkpoint, limit=VALIDATION_TRAIN, progress=False, log=None)
+        figures = measure(checkpoint, Path(tmp) / "bundle", None, "validation")
+    print(
+        f"sweep: {epochs} joint epochs, validation {figures}, test MSE {result.test_mse:.5f}, "
+        f"{result.seconds:.0f} s on {result.device} ({result.precision})",
+        flush=True,
+    )
 
 
 def describe(device: torch.device) -> None:
