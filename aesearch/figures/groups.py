@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from aesearch.atomic import atomic_path
-from aesearch.figures.render import BACKGROUND, GAP, INK, MUTED, load_font, picture_format
+from aesearch.figures.render import BACKGROUND, GAP, INK, MUTED, fitted, load_font, picture_format
 
 TILE = 84  # every image enlarged to this (3x a 28x28 one)
 LABEL = 34
@@ -54,7 +54,7 @@ def render_groups(path: str | Path, groups: list, image: Callable[[int], object]
                 break
             x = GAP + caption_width + col * (TILE + GAP)
             canvas.paste(_tile(image(id_)), (x, y))
-            name = item_path[-14:] if item_path else split
+            name = fitted(item_path, small, TILE) if item_path else split
             draw.text((x, y + TILE + 2), f"id {id_}", fill=INK, font=small)
             draw.text((x, y + TILE + 17), name, fill=MUTED, font=small)
     path = Path(path)

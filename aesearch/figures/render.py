@@ -75,8 +75,8 @@ def render_result(
         row, col = divmod(n, COLUMNS)
         x, y = grid_x + col * (TILE + GAP), header + row * (TILE + LABEL_HEIGHT + GAP)
         canvas.paste(_enlarge(image), (x, y))
-        draw.text((x, y + TILE + 3), line1, fill=INK, font=small)
-        draw.text((x, y + TILE + 20), line2, fill=MUTED, font=small)
+        draw.text((x, y + TILE + 3), fitted(line1, small, TILE), fill=INK, font=small)
+        draw.text((x, y + TILE + 20), fitted(line2, small, TILE), fill=MUTED, font=small)
 
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -132,6 +132,36 @@ def _fit(original: Image.Image) -> Image.Image:
                     checker.rectangle([x, y, x + 9, y + 9], fill=(225, 225, 225, 255))
     tile.alpha_composite(image, ((TILE - image.width) // 2, (TILE - image.height) // 2))
     return tile.convert("RGB")
+
+
+def fitted(text: str, font, width: float) -> str:
+    """text cut to fit `width` pixels in `font`, so that a person can still find the file it names.
+
+    A path keeps its file name whole and as much of its start as fits, the middle elided
+    ("products/sh…/boot-0042.png"); a name too long for that keeps its start and its end
+    ("boot-00…042.png"). Cutting from the left, as captions did, lost the folders that say where a
+    hit is ("s/boot-0042.png").
+    """
+
+    def fits(candidate: str) -> bool:
+        return font.getlength(candidate) <= width
+
+    if fits(text):
+        return text
+    head, slash, name = text.rpartition("/")
+    if slash:
+        if fits(f"…/{name}"):
+            cut = max(i for i in range(len(head) + 1) if fits(f"{head[:i]}…/{name}"))
+            return f"{head[:cut]}…/{name}"
+        if fits(f"…{name}"):
+            return f"…{name}"
+        text = name  # the file name is what finds the file: its middle goes rather than all of it
+    for keep in range(len(text) - 1, 0, -1):
+        left = (keep + 1) // 2
+        candidate = f"{text[:left]}…{text[len(text) - (keep - left) :] if keep > left else ''}"
+        if fits(candidate):
+            return candidate
+    return "…"
 
 
 def load_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:

@@ -539,10 +539,7 @@ def _write_picture(engine, result, picture: Path, label: str) -> None:
         original=result.original,
         query=result.query,
         reconstruction=result.reconstruction,
-        neighbours=[
-            (engine.image(h.id), f"#{h.rank} {h.name[-18:]}", f"id {h.id} · distance {h.distance:.3f}")
-            for h in result.hits
-        ],
+        neighbours=[(engine.image(h.id), h.name, f"#{h.rank} · id {h.id} · {h.distance:.3f}") for h in result.hits],
         title=f"{label} · k={len(result.hits)} · reconstruction MSE {result.reconstruction_mse:.4f} "
         f"(percentile {result.trust.reconstruction_percentile:.1f})",
         warning=result.trust.warning(),

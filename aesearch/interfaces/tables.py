@@ -14,15 +14,20 @@ def query_table(result, label: str) -> str:
     """
     marked = bool(result.feedback)
     column = "path" if any(hit.path for hit in result.hits) else "class"
+    # A collection of files has one split, "collection": a column saying so on every row says nothing.
+    splits = {hit.split for hit in result.hits} != {"collection"}
+    split_head = f" {'split':<5}" if splits else ""
+    names = [printable(hit.name) for hit in result.hits]
+    width = max([12, *map(len, names)])  # the whole path, the distances aligned after it
     lines = [
         f"Query: {printable(label)}  (reconstruction MSE {result.reconstruction_mse:.4f}, "
         f"percentile {result.trust.reconstruction_percentile:.1f} of indexed images)",
-        f"{'rank':>4}  {'id':>6}  {column:<12} {'split':<5}  {'distance':>9}" + ("  mark" if marked else ""),
+        f"{'rank':>4}  {'id':>6}  {column:<{width}}{split_head}  {'distance':>9}" + ("  mark" if marked else ""),
     ]
-    for hit in result.hits:
+    for hit, name in zip(result.hits, names, strict=True):
         mark = {"more": "  more like", None: ""}[result.feedback.mark(hit.id)] if marked else ""
-        name = printable(hit.name)
-        lines.append(f"{hit.rank:>4}  {hit.id:>6}  {name:<12} {hit.split:<5}  {hit.distance:>9.4f}{mark}")
+        split = f" {hit.split:<5}" if splits else ""
+        lines.append(f"{hit.rank:>4}  {hit.id:>6}  {name:<{width}}{split}  {hit.distance:>9.4f}{mark}")
     if marked:
         lines.append(
             "Refined with relevance feedback; distances are to the refined query. "
