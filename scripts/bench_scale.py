@@ -10,7 +10,8 @@ child and its workers), then, in this process, loads the bundle (start time), an
   * index RAM per vector: the loaded FAISS index's bytes (codes, ids, centroids) / vectors; the
     full vectors kept on disk for re-ranking are reported apart (embedding bytes per vector);
   * recall@10 of 1,000 held-out queries (Fashion-MNIST *test* images: the collections are made
-    from the training split) against an exact scan of the same vectors;
+    from the training split) against an exact scan of the same vectors, and of 500 each of three
+    unusual kinds (issue 22): test images upside down, mirrored, and scikit-learn's digits;
   * query p50: one 28x28 image end to end (preprocess, encode, search, decode), 200 times;
   * batch q/s: 1,000 queries in one query_batch call;
 both twice: cold, the bundle's files dropped from the page cache first (as on a machine that just
@@ -144,9 +145,11 @@ def search_figures(bundle: Path, load: bool = False) -> dict:
         (segment,) = engine.bundle.segments
         if cache == "warm":
             # Recall first: its pass over the stored vectors also brings them into the page cache.
-            vectors = engine.encode(queries)
-            _, found = engine.search(vectors, 10)
-            prepared, n, chunk = engine.index.search_space(vectors), segment.count, 65_536
+            kinds = {"near": queries, **unusual_queries()}
+            vectors = {kind: engine.encode(images) for kind, images in kinds.items()}
+            found = {kind: engine.search(v, 10)[1] for kind, v in vectors.items()}
+            everything = np.concatenate(list(vectors.values()))
+            prepared, n, chunk = engine.index.search_space(everything), segment.count, 65_536
             stored = segment.file(SEARCH_VECTORS_FILE)
             if stored.exists():  # already in the search space: 768 B a row read instead of 1,256
                 search_vectors = np.load(stored, mmap_mode="r")
@@ -154,8 +157,14 @@ def search_figures(bundle: Path, load: bool = False) -> dict:
             else:
                 embeddings = segment.embeddings
                 chunks = (engine.index.search_space(np.asarray(embeddings[s : s + chunk])) for s in range(0, n, chunk))
-            _, truth = exact_knn(prepared, chunks, 10)
-            recall = float(np.mean([len(np.intersect1d(f, t)) / 10 for f, t in zip(found, truth, strict=True)]))
+            _, truth = exact_knn(prepared, chunks, 10)  # one pass over the vectors for every kind
+            by_kind, start = {}, 0
+            for kind, hits in found.items():
+                true = truth[start : start + len(hits)]
+                start += len(hits)
+                shared = [len(np.intersect1d(f, t)) for f, t in zip(hits, true, strict=True)]
+                by_kind[kind] = float(np.mean(shared)) / 10
+            recall = by_kind["near"]
             read_through(segment.folder / name for name in ("records.npy", "index.faiss"))
         single, busy = [], busy_machine(load)
         for i in range(201):
@@ -197,6 +206,7 @@ def search_figures(bundle: Path, load: bool = False) -> dict:
                 "embedding_bytes_per_vector_on_disk": int(segment.embeddings.shape[1] * 4),
                 "tuned_recall_at_10": params.get("tuned_recall_at_10"),
                 "recall_at_10": round(recall, 4),
+                **{f"recall_at_10_{kind}": round(value, 4) for kind, value in by_kind.items() if kind != "near"},
                 **row,
                 "busy_processes": len(os.sched_getaffinity(0)) if load else 0,  # beside the single queries
                 "load_average": round(os.getloadavg()[0], 1),
@@ -204,6 +214,27 @@ def search_figures(bundle: Path, load: bool = False) -> dict:
         engine = segment = None
         gc.collect()  # unmapped: pages still mapped by this process cannot be evicted
     return row
+
+
+UNUSUAL = 500  # queries of each unusual kind
+
+
+def unusual_queries() -> dict[str, np.ndarray | list[np.ndarray]]:
+    """Queries unlike the collection (issue 22's kinds), UNUSUAL of each, all held out from it:
+    * transformed: Fashion-MNIST test images turned upside down (rows 1,000 on: not the near queries);
+    * mirrored: the same images mirrored left-right (the collections mirror some classes: close to it);
+    * foreign: scikit-learn's digits (8x8, grey on black) enlarged to 32x32, so the preprocessing frames
+      them as it frames any file: a kind of image the collection has none of."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from aesearch.sources.fashion_mnist import load_fashion_mnist
+
+    test = np.asarray(load_fashion_mnist().test.images[1000 : 1000 + UNUSUAL])
+    digits = load_digits().images[:UNUSUAL] / 16 * 255
+    enlarged = [Image.fromarray(d.astype(np.uint8)).resize((32, 32), Image.BILINEAR) for d in digits]
+    foreign = np.stack([np.asarray(image) for image in enlarged])
+    return {"transformed": test[:, ::-1, :].copy(), "mirrored": test[:, :, ::-1].copy(), "foreign": list(foreign)}
 
 
 def evict_page_cache(folder: Path) -> int:
@@ -230,9 +261,15 @@ def read_through(paths) -> None:
                 pass
 
 
+def recalls(r: dict) -> str:
+    kinds = ("recall_at_10", "recall_at_10_transformed", "recall_at_10_mirrored", "recall_at_10_foreign")
+    return ", ".join(f"{r[kind]:.3f}" for kind in kinds if kind in r)  # rows of older runs have the first only
+
+
 def table(rows: list[dict]) -> str:
     lines = [
-        "| collection | mode | build (wall) | peak RSS | index | index RAM / vector | recall@10 | load | "
+        "| collection | mode | build (wall) | peak RSS | index | index RAM / vector | recall@10: near, upside "
+        "down, mirrored, digits | load | "
         "query p50 | batch q/s | cold: load, first query, p50, q/s | load avg |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -252,7 +289,7 @@ def table(rows: list[dict]) -> str:
         )
         lines.append(
             f"| {r['n']:,} | {mode} | {build} | "
-            f"{r['index_type']} | {r['index_bytes_per_vector']} B | {r['recall_at_10']:.3f} | {r['load_s']:.2f} s | "
+            f"{r['index_type']} | {r['index_bytes_per_vector']} B | {recalls(r)} | {r['load_s']:.2f} s | "
             f"{r['query_p50_ms']:.2f} ms | {r['batch_qps']:,} | {cold} | {r['load_average']} |"
         )
     return "\n".join(lines)
