@@ -42,6 +42,12 @@ CHUNK_SIZE = 16_384
 
 # --- queries ---
 K = 8  # neighbours a query returns
+# A query whose nearest hit lies farther than this percentile of the indexed images' own
+# nearest-neighbour distances (the trust score's calibration) is searched again with WIDE_SEARCH
+# times the lists (IVF) or the beam (HNSW): an index tuned on probes from the collection gives
+# queries unlike it less recall (docs/scale.md: at 1 M, digits 0.77, upside-down images 0.89).
+FAR_QUERY_PERCENTILE = 97.5
+WIDE_SEARCH = 4
 
 # --- notebooks (search/notebook.py) ---
 NOTEBOOK_MAX_TILES = 100  # images a result, group or selection grid shows; it says how many more there are

@@ -23,6 +23,7 @@ from aesearch.model.runtime import NumpyAutoEncoder
 from aesearch.search import notebook
 from aesearch.search.feedback import Feedback
 from aesearch.search.filters import Filter, sorted_unique
+from aesearch.search.index import to_squared
 from aesearch.search.segments import SegmentedIndex, Subset, load_trust_dict
 from aesearch.search.selection import Selection
 from aesearch.search.trust import Trust, TrustCalibration
@@ -132,6 +133,8 @@ class SearchEngine:
             raise BundleError(
                 f"{bundle.path} has a damaged trust calibration ({exc!s:.80}): rebuild the index"
             ) from None
+        far = self.trust.neighbour_distance_at(defaults.FAR_QUERY_PERCENTILE)
+        self.index.far_squared = to_squared(far, bundle.manifest["metric"])
         # The index holds each image's z averaged over these translations (see NumpyAutoEncoder.embed).
         self.shifts = [tuple(shift) for shift in bundle.manifest.get("embedding_shifts", [[0, 0]])]
         self._check_stored_vectors()

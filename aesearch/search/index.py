@@ -198,14 +198,21 @@ class VectorIndex:
         than k results (k near the collection's size, or most of a list removed)."""
         return self._parameters(exhaustive=True)
 
-    def _parameters(self, *, exhaustive: bool) -> faiss.SearchParameters:
+    def wide_parameters(self, factor: int) -> faiss.SearchParameters | None:
+        """Search parameters that look `factor` times as far as the tuned ones (IVF lists, HNSW beam),
+        for a query far from the collection; None when the index is exact (nothing to widen)."""
+        if _hnsw(self.index) is None and _ivf(self.index) is None:
+            return None
+        return self._parameters(exhaustive=False, widen=factor)
+
+    def _parameters(self, *, exhaustive: bool, widen: int = 1) -> faiss.SearchParameters:
         hnsw, ivf = _hnsw(self.index), _ivf(self.index)
         if hnsw is not None:
             params = faiss.SearchParametersHNSW()
-            params.efSearch = max(hnsw.efSearch, self.index.ntotal) if exhaustive else hnsw.efSearch
+            params.efSearch = max(hnsw.efSearch, self.index.ntotal) if exhaustive else hnsw.efSearch * widen
         elif ivf is not None:
             params = faiss.SearchParametersIVF()
-            params.nprobe = ivf.nlist if exhaustive else ivf.nprobe
+            params.nprobe = ivf.nlist if exhaustive else min(ivf.nlist, ivf.nprobe * widen)
         else:
             params = faiss.SearchParameters()
         return params
@@ -366,6 +373,11 @@ def exact_search(prepared: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.
     """Exact k nearest rows of vectors to each prepared query: (squared L2, rows), FAISS's convention."""
     with _threads(len(prepared)):
         return faiss.knn(np.ascontiguousarray(prepared, np.float32), vectors, k)
+
+
+def to_squared(distance: float, metric: str) -> float:
+    """to_distance's inverse for one distance: what the index compares."""
+    return 2 * distance if metric == "cosine" else distance * distance
 
 
 def to_distance(squared: np.ndarray, metric: str) -> np.ndarray:

@@ -99,6 +99,9 @@ class RerankedVectorIndex(VectorIndex):
     def exhaustive_parameters(self) -> faiss.SearchParameters:
         return self._inner.exhaustive_parameters()
 
+    def wide_parameters(self, factor: int) -> faiss.SearchParameters | None:
+        return self._inner.wide_parameters(factor)
+
 
 def read_segment_index(segment, spec: IndexSpec, transform: AffineTransform | None) -> VectorIndex:
     """A segment's index as the query path uses it: IVF kinds memory-mapped (query and serve start in

@@ -70,6 +70,9 @@ class SegmentedIndex:
 
     def __init__(self, parts: list[_Part], spec: IndexSpec, transform: AffineTransform | None, count: int) -> None:
         self.parts, self.spec, self.transform, self.count = parts, spec, transform, count
+        # Squared distance past which an unfiltered query's nearest hit makes it search again, wider
+        # (SearchEngine sets it from the trust calibration; None: never).
+        self.far_squared: float | None = None
 
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> SegmentedIndex:
@@ -176,6 +179,10 @@ class SegmentedIndex:
         finds fewer (IVF lists probed hold fewer than k live vectors) searches those rows again
         exhaustively."""
         squared, ids = self._merged(prepared, k, exhaustive=False, subset=subset)
+        if subset is None and self.far_squared is not None:
+            far = np.flatnonzero(squared[:, 0] > self.far_squared)
+            if len(far):  # unlike the probes the index was tuned on: look further (defaults.WIDE_SEARCH)
+                squared[far], ids[far] = self._merged(prepared[far], k, exhaustive=False, wide=True)
         available = min(k, self.count if subset is None else subset.count)
         short = np.flatnonzero((ids[:, :available] < 0).any(axis=1))
         if len(short):
@@ -184,7 +191,7 @@ class SegmentedIndex:
         return to_distance(squared, self.spec.metric), ids
 
     def _merged(
-        self, prepared: np.ndarray, k: int, *, exhaustive: bool, subset: Subset | None = None
+        self, prepared: np.ndarray, k: int, *, exhaustive: bool, subset: Subset | None = None, wide: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
         """Every part's answer merged into one ranking of global ids: (squared distances, ids), (n, k)."""
         n = len(prepared)
@@ -205,8 +212,9 @@ class SegmentedIndex:
                     squared, positions = part.index.search_prepared(prepared, wanted, params=params)
             else:
                 params = part.params
-                if exhaustive:
-                    params = part.index.exhaustive_parameters()
+                widened = part.index.wide_parameters(defaults.WIDE_SEARCH) if wide and not exhaustive else None
+                if exhaustive or widened is not None:
+                    params = part.index.exhaustive_parameters() if exhaustive else widened
                     if part.selectors:
                         params.sel = part.selectors[-1]  # the removed positions stay skipped
                 squared, positions = part.index.search_prepared(prepared, min(k, len(part.ids)), params=params)

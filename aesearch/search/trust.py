@@ -88,6 +88,10 @@ class TrustCalibration:
         )
         return [Trust(*levels) for levels in zip(*(c.tolist() for c in columns), strict=True)]
 
+    def neighbour_distance_at(self, percentile: float) -> float:
+        """The indexed images' nearest-neighbour distance at this percentile (0 to 100)."""
+        return float(np.interp(percentile, _LEVELS, self.neighbour_quantiles))
+
     def to_dict(self) -> dict:
         return {
             "percent_levels": "0.0 to 100.0 in steps of 0.1",
