@@ -72,3 +72,13 @@ def test_the_wide_search_skips_removed_images(ivf_bundle, tmp_path, monkeypatch)
     engine.index.far_squared = 0.0
     _, ids = engine.search(far_vectors(engine), 50)
     assert not np.isin(ids, removed).any() and (ids >= 0).all()
+
+
+def test_an_exact_bundle_never_searches_twice(tmp_path, monkeypatch):
+    engine = SearchEngine.load(make_bundle(tmp_path / "flat", n=200))
+    engine.index.far_squared = 0.0  # every query far: still nothing an exact index could add
+    calls = []
+    merged = engine.index._merged
+    monkeypatch.setattr(engine.index, "_merged", lambda *a, **kw: calls.append(kw.get("wide")) or merged(*a, **kw))
+    engine.search(far_vectors(engine), 5)
+    assert len(calls) == 1

@@ -73,6 +73,8 @@ class SegmentedIndex:
         # Squared distance past which an unfiltered query's nearest hit makes it search again, wider
         # (SearchEngine sets it from the trust calibration; None: never).
         self.far_squared: float | None = None
+        # Only an approximate part (IVF, HNSW) can look further: an exact one would search twice for nothing.
+        self._widens = any(part.index.wide_parameters(2) is not None for part in parts)
 
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> SegmentedIndex:
@@ -179,7 +181,7 @@ class SegmentedIndex:
         finds fewer (IVF lists probed hold fewer than k live vectors) searches those rows again
         exhaustively."""
         squared, ids = self._merged(prepared, k, exhaustive=False, subset=subset)
-        if subset is None and self.far_squared is not None:
+        if subset is None and self.far_squared is not None and self._widens:
             far = np.flatnonzero(squared[:, 0] > self.far_squared)
             if len(far):  # unlike the probes the index was tuned on: look further (defaults.WIDE_SEARCH)
                 squared[far], ids[far] = self._merged(prepared[far], k, exhaustive=False, wide=True)
