@@ -82,7 +82,17 @@ def test_the_input_size_comes_from_the_config():
     np.testing.assert_allclose(decoded.numpy(), images.numpy(), rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize(("field", "value"), [("image_size", 30), ("image_size", 0), ("channels", 3)])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("image_size", 30),
+        ("image_size", 0),
+        ("channels", 2),
+        ("kernel", 3),
+        ("framing", "poster"),
+        ("widths", ()),
+    ],
+)
 def test_an_input_the_architecture_cannot_read_is_refused(field, value):
     with pytest.raises(ValueError, match=field):
         ModelConfig(**{field: value})

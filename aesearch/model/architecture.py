@@ -1,4 +1,4 @@
-"""The seed architecture's description: its configuration and parameter shapes.
+"""The AutoEncoder family's description: its configuration and parameter shapes.
 
 Torch-free on purpose: the PyTorch model (network.py), the NumPy runtime used on the query path
 (runtime.py) and checkpoint validation (checkpoint.py) all read it.
@@ -24,54 +24,99 @@ W4_TO_PATCHES = (1, 2, 0, 3)  # linear (c, k, l, z) -> (k, l, c, z)
 B4_TO_PATCHES = (1, 2, 0)  # its bias (c, k, l) -> (k, l, c)
 
 
+FRAMINGS = ("silhouette", "photo")  # how an image is framed for the model: see sources/preprocess.py
+KERNELS = (2, 4)  # 2: the seed's non-overlapping stride-2 convolutions; 4: overlapping, padding 1
+MAX_STAGES = 6
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild an AutoEncoder; stored in every checkpoint.
+    """One member of the AutoEncoder family; everything needed to rebuild and feed it.
 
-    The input's shape lives here, and everything that handles images (segments, the runtime, the
-    figures) reads it from the model: checkpoints written before it was recorded are the seed's,
-    28 x 28 greyscale (the defaults).
+    The family is the seed's design at any size: `len(widths)` stages of stride-2 convolutions
+    (kernel 2, or 4 with padding 1) each followed by LeakyReLU, a linear layer to z, and the mirror
+    image up with transposed convolutions and a sigmoid. The seed is the member (28 x 28, one
+    channel, widths 32 and 64, kernel 2, z = 314, silhouette framing): the defaults, which is also
+    what checkpoints written before these fields existed hold.
+
+    The input's shape and framing live here, and everything that handles images (preprocessing,
+    segments, the runtime, the figures) reads them from the model.
     """
 
     z_size: int = defaults.Z_SIZE
     negative_slope: float = 0.01  # LeakyReLU slope: PyTorch's default, as in the seed
     image_size: int = defaults.IMAGE_SIZE  # input images are image_size x image_size pixels
-    channels: int = defaults.IMAGE_CHANNELS  # 1: greyscale, the only kind this architecture reads
+    channels: int = defaults.IMAGE_CHANNELS  # 1: greyscale, 3: RGB
+    widths: tuple[int, ...] = (C1, C2)  # channels after each stride-2 convolution
+    kernel: int = 2
+    framing: str = "silhouette"  # "silhouette": Fashion-MNIST's framing; "photo": the whole image, aspect kept
 
     def __post_init__(self) -> None:
         if isinstance(self.z_size, bool) or not isinstance(self.z_size, int) or not 1 <= self.z_size <= 100_000:
             raise ValueError(f"z_size must be an integer from 1 to 100000, got {self.z_size!r}")
         if not 0.0 <= self.negative_slope < 1.0:
             raise ValueError(f"negative_slope must be in [0, 1), got {self.negative_slope!r}")
-        size = self.image_size
-        # Two stride-2 convolutions: the side must halve twice into whole pixels.
-        if isinstance(size, bool) or not isinstance(size, int) or not 4 <= size <= 4096 or size % 4:
-            raise ValueError(f"image_size must be a multiple of 4 from 4 to 4096, got {size!r}")
-        if self.channels != 1:
-            raise ValueError(f"the seed architecture reads greyscale images: channels must be 1, got {self.channels!r}")
+        object.__setattr__(self, "widths", tuple(self.widths))
+        widths = self.widths
+        if not 1 <= len(widths) <= MAX_STAGES or not all(
+            isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 4096 for w in widths
+        ):
+            raise ValueError(f"widths must be 1 to {MAX_STAGES} integers from 1 to 4096, got {widths!r}")
+        size, step = self.image_size, 2 ** len(widths)
+        if isinstance(size, bool) or not isinstance(size, int) or not step <= size <= 4096 or size % step:
+            raise ValueError(
+                f"image_size must be a multiple of {step} from {step} to 4096 for {len(widths)} stages, got {size!r}"
+            )
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (greyscale) or 3 (RGB), got {self.channels!r}")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
+        if self.framing not in FRAMINGS:
+            raise ValueError(f"framing must be one of {FRAMINGS}, got {self.framing!r}")
+        if self.framing == "silhouette" and self.channels != 1:
+            raise ValueError("silhouette framing makes greyscale images: use channels 1, or framing 'photo'")
+
+    @property
+    def stages(self) -> int:
+        return len(self.widths)
 
     @property
     def grid(self) -> int:
-        """The spatial size after two stride-2 convolutions (7 for 28 x 28 images)."""
-        return self.image_size // 4
+        """The spatial size after the stride-2 convolutions (7 for the seed's 28 x 28 images)."""
+        return self.image_size >> self.stages
 
     @property
     def flat(self) -> int:
-        """The flattened encoder output before the linear layer (3136 for 28 x 28 images)."""
-        return C2 * self.grid * self.grid
+        """The flattened encoder output before the linear layer (3136 for the seed)."""
+        return self.widths[-1] * self.grid * self.grid
 
     @property
     def image_shape(self) -> tuple[int, ...]:
-        """One input image as the store and the runtime hold it: (size, size), greyscale."""
-        return (self.image_size, self.image_size)
+        """One input image as the store and the runtime hold it: (size, size), or (size, size, 3) in colour."""
+        side = (self.image_size, self.image_size)
+        return side if self.channels == 1 else (*side, self.channels)
+
+    @property
+    def patchable(self) -> bool:
+        """Whether the seed's patch layout (below and network.py) computes this member: two kernel-2 stages on grey."""
+        return self.stages == 2 and self.kernel == 2 and self.channels == 1
 
     @property
     def pixel_axes(self) -> tuple[int, ...]:
-        """An image's (k, r, p, l, s, q) axes: see the patch layout above."""
+        """An image's (k, r, p, l, s, q) axes: see the patch layout above (patchable members only)."""
         return (self.grid, 2, 2, self.grid, 2, 2)
 
+    def describe(self) -> str:
+        """One line a person reads: "28x28 grey, z 314, widths 32-64" ."""
+        colour = "grey" if self.channels == 1 else "colour"
+        kernel = "" if self.kernel == 2 else f", kernel {self.kernel}"
+        widths = "-".join(map(str, self.widths))
+        return f"{self.image_size}x{self.image_size} {colour}, z {self.z_size}, widths {widths}{kernel}, {self.framing}"
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data["widths"] = list(self.widths)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
@@ -80,19 +125,24 @@ class ModelConfig:
             negative_slope=float(data["negative_slope"]),
             image_size=int(data.get("image_size", defaults.IMAGE_SIZE)),
             channels=int(data.get("channels", defaults.IMAGE_CHANNELS)),
+            widths=tuple(int(w) for w in data.get("widths", (C1, C2))),
+            kernel=int(data.get("kernel", 2)),
+            framing=str(data.get("framing", "silhouette")),
         )
 
 
 def parameter_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """The state_dict names and shapes of the seed architecture (the article's names too)."""
-    z, flat, channels = config.z_size, config.flat, config.channels
-    return {
-        "encoder.0.weight": (C1, channels, 2, 2),
-        "encoder.2.weight": (C2, C1, 2, 2),
-        "encoder.5.weight": (z, flat),
-        "encoder.5.bias": (z,),
-        "decoder.0.weight": (flat, z),
-        "decoder.0.bias": (flat,),
-        "decoder.3.weight": (C2, C1, 2, 2),
-        "decoder.5.weight": (C1, channels, 2, 2),
-    }
+    """The state_dict names and shapes of a family member (for the seed, the article's names too).
+
+    Modules sit in nn.Sequential order: encoder = (conv, act) per stage, flatten, linear, act;
+    decoder = linear, act, unflatten, (transposed conv, act) per stage. The convolutions have no bias.
+    """
+    k, z, flat, widths = config.kernel, config.z_size, config.flat, config.widths
+    down = (config.channels, *widths)  # channels into and out of each stage
+    shapes = {f"encoder.{2 * i}.weight": (down[i + 1], down[i], k, k) for i in range(config.stages)}
+    linear = 2 * config.stages + 1
+    shapes |= {f"encoder.{linear}.weight": (z, flat), f"encoder.{linear}.bias": (z,)}
+    shapes |= {"decoder.0.weight": (flat, z), "decoder.0.bias": (flat,)}
+    up = down[::-1]
+    shapes |= {f"decoder.{3 + 2 * i}.weight": (up[i], up[i + 1], k, k) for i in range(config.stages)}
+    return shapes

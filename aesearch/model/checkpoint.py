@@ -138,13 +138,13 @@ def _check_weights(weights: dict[str, np.ndarray], config: ModelConfig, path: Pa
         missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
         raise CheckpointError(
             f"{path} holds a different architecture (missing {missing or 'nothing'}, unexpected "
-            f"{extra or 'nothing'}): use a checkpoint of the seed AutoEncoder written by `aesearch train`"
+            f"{extra or 'nothing'}): use a checkpoint written by `aesearch train`"
         )
     for name, shape in expected.items():
         if tuple(weights[name].shape) != shape:
             raise CheckpointError(
                 f"{path} holds a different architecture ({name} has shape {tuple(weights[name].shape)}, "
-                f"expected {shape} for z size {config.z_size}): use a checkpoint written by `aesearch train`"
+                f"expected {shape} for a {config.describe()} model): use a checkpoint written by `aesearch train`"
             )
         if not np.all(np.isfinite(weights[name])):
             raise CheckpointError(f"{path} is damaged ({name} holds NaN or infinite values): retrain the model")

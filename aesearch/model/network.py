@@ -1,4 +1,4 @@
-"""The seed convolutional AutoEncoder, and a matmul-only form of it used for fast training.
+"""The convolutional AutoEncoder family, and a matmul-only form of its seed-shaped members for fast training.
 
 Every convolution in the seed design has kernel 2 and stride 2, so no two output pixels
 share an input pixel: each layer is a matrix multiply over non-overlapping 2x2 patches.
@@ -8,7 +8,8 @@ plain matrix multiply on a view of the previous activation, with no im2col and n
 transposes of activations. Only the (small) weights are permuted, on each call, so the
 parameters keep the seed's exact shapes and names and autograd sees one graph.
 `tests/test_model.py` proves that this form computes the same outputs and gradients as
-the nn.Conv2d/nn.ConvTranspose2d layers.
+the nn.Conv2d/nn.ConvTranspose2d layers. Members with other stages, kernels or colour train
+on the plain layers (AutoEncoder.to_layout says which layout a member trains on).
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from torch import nn
 
 from aesearch.model.architecture import (
     B4_TO_PATCHES,
-    C1,
-    C2,
     FROM_PATCHES,
     TO_PATCHES,
     W2_TO_PATCHES,
@@ -35,38 +34,47 @@ __all__ = ["AutoEncoder", "ModelConfig", "from_patch_layout", "parameter_shapes"
 
 
 class AutoEncoder(nn.Module):
-    """The seed design: encoder and decoder are separate sub-networks, z = encode(x)."""
+    """A member of the family (architecture.ModelConfig): encoder and decoder are separate, z = encode(x).
+
+    For the seed (28 x 28 grey, widths 32-64):
+      encoder: Conv2d(1, 32, 2, 2) -> (B, 32, 14, 14), Conv2d(32, 64, 2, 2) -> (B, 64, 7, 7),
+               Flatten -> 3136, Linear -> z, each followed by LeakyReLU;
+      decoder: Linear(z, 3136), Unflatten, ConvTranspose2d(64, 32, 2, 2), ConvTranspose2d(32, 1, 2, 2),
+               LeakyReLU between, Sigmoid last.
+    Larger members add stages; kernel 4 convolutions (padding 1) overlap their neighbours.
+    """
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
-        self.config = config or ModelConfig()
-        z, slope, flat, grid = self.config.z_size, self.config.negative_slope, self.config.flat, self.config.grid
-        channels = self.config.channels
-        self.encoder = nn.Sequential(
-            nn.Conv2d(channels, C1, kernel_size=2, stride=2, bias=False),  # (B, 1, 28, 28) -> (B, 32, 14, 14)
+        self.config = config = config or ModelConfig()
+        slope, k = config.negative_slope, config.kernel
+        padding = (k - 2) // 2  # kernel 2: none; kernel 4: 1, so each stage halves the side exactly
+        down = (config.channels, *config.widths)
+        encoder: list[nn.Module] = []
+        for i in range(config.stages):
+            encoder += [nn.Conv2d(down[i], down[i + 1], k, stride=2, padding=padding, bias=False), nn.LeakyReLU(slope)]
+        encoder += [nn.Flatten(), nn.Linear(config.flat, config.z_size), nn.LeakyReLU(slope)]
+        self.encoder = nn.Sequential(*encoder)
+        up = down[::-1]
+        decoder: list[nn.Module] = [
+            nn.Linear(config.z_size, config.flat),
             nn.LeakyReLU(slope),
-            nn.Conv2d(C1, C2, kernel_size=2, stride=2, bias=False),  # -> (B, 64, 7, 7)
-            nn.LeakyReLU(slope),
-            nn.Flatten(),  # -> (B, 3136)
-            nn.Linear(flat, z),  # -> (B, z)
-            nn.LeakyReLU(slope),
-        )
-        self.decoder = nn.Sequential(
-            nn.Linear(z, flat),  # (B, z) -> (B, 3136)
-            nn.LeakyReLU(slope),
-            nn.Unflatten(1, (C2, grid, grid)),  # -> (B, 64, 7, 7)
-            nn.ConvTranspose2d(C2, C1, kernel_size=2, stride=2, bias=False),  # -> (B, 32, 14, 14)
-            nn.LeakyReLU(slope),
-            nn.ConvTranspose2d(C1, channels, kernel_size=2, stride=2, bias=False),  # -> (B, 1, 28, 28)
-            nn.Sigmoid(),
-        )
+            nn.Unflatten(1, (up[0], config.grid, config.grid)),
+        ]
+        for i in range(config.stages):
+            last = i == config.stages - 1
+            decoder += [
+                nn.ConvTranspose2d(up[i], up[i + 1], k, stride=2, padding=padding, bias=False),
+                nn.Sigmoid() if last else nn.LeakyReLU(slope),
+            ]
+        self.decoder = nn.Sequential(*decoder)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1, 28, 28) images in [0, 1] -> (B, z_size) latent vectors."""
+        """(B, channels, size, size) images in [0, 1] -> (B, z_size) latent vectors."""
         return self.encoder(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, z_size) latent vectors -> (B, 1, 28, 28) images in [0, 1]."""
+        """(B, z_size) latent vectors -> (B, channels, size, size) images in [0, 1]."""
         return self.decoder(z)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,11 +90,33 @@ class AutoEncoder(nn.Module):
         model.load_state_dict({name: torch.from_numpy(np.array(w, dtype=np.float32)) for name, w in weights.items()})
         return model
 
+    # --- the training layout: patch layout where it applies, plain (B, C, H, W) elsewhere ---
+
+    def to_layout(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, *config.image_shape) images (any dtype; kept) -> the layout the model trains on."""
+        if self.config.patchable:
+            return to_patch_layout(images)
+        return images.unsqueeze(1) if self.config.channels == 1 else images.permute(0, 3, 1, 2).contiguous()
+
+    def from_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """The training layout -> (B, C, H, W) images, the inverse of to_layout's arrangement."""
+        return from_patch_layout(x) if self.config.patchable else x
+
+    def encode_layout(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encode_patches(x) if self.config.patchable else self.encode(x)
+
+    def decode_layout(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decode_patches(z) if self.config.patchable else self.decode(z)
+
+    def forward_layout(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode_layout(self.encode_layout(x))
+
     # --- the same network in patch layout (see the module docstring) ---
 
     def encode_patches(self, xp: torch.Tensor) -> torch.Tensor:
         """(B, 7, 7, 2, 2, 2, 2) patch-layout images -> (B, z_size); equal to encode()."""
         b, slope, grid = xp.shape[0], self.config.negative_slope, self.config.grid
+        C1, C2 = self.config.widths
         conv1, conv2, linear = self.encoder[0], self.encoder[2], self.encoder[5]
         w1 = conv1.weight.reshape(C1, 4)  # (out, p*q)
         w2 = conv2.weight.permute(W2_TO_PATCHES).reshape(C2, 4 * C1)  # (out, r*s*in)
@@ -98,6 +128,7 @@ class AutoEncoder(nn.Module):
     def decode_patches(self, z: torch.Tensor) -> torch.Tensor:
         """(B, z_size) -> (B, 7, 7, 2, 2, 2, 2) patch-layout images; equal to decode()."""
         b, slope, grid = z.shape[0], self.config.negative_slope, self.config.grid
+        C1, C2 = self.config.widths
         linear, convt1, convt2 = self.decoder[0], self.decoder[3], self.decoder[5]
         w4 = linear.weight.unflatten(0, (C2, grid, grid)).permute(W4_TO_PATCHES).flatten(0, 2)  # (k*l*c, z)
         b4 = linear.bias.view(C2, grid, grid).permute(B4_TO_PATCHES).flatten()

@@ -13,40 +13,73 @@ from collections.abc import Sequence
 import numpy as np
 
 from aesearch.model import architecture as layout  # the patch layouts the torch network shares
-from aesearch.model.architecture import C1, C2, ModelConfig
+from aesearch.model.architecture import ModelConfig
 from aesearch.model.checkpoint import Checkpoint
 from aesearch.rowwise import map_blocks, matmul
 
 
 class NumpyAutoEncoder:
-    """encode/decode of the seed AutoEncoder with weights pre-arranged for patch layout."""
+    """encode/decode of any family member, with weights arranged once for matrix multiplies.
+
+    Seed-shaped members (ModelConfig.patchable) run in patch layout, as the PyTorch model trains;
+    the others run channels-last: each stride-2 convolution is one matrix multiply over its
+    receptive fields (gathered by strided slices: 4 per kernel-2 stage, 16 per kernel-4 one), each
+    transposed one a matrix multiply whose outputs are added into place.
+    """
 
     def __init__(self, weights: dict[str, np.ndarray], config: ModelConfig) -> None:
         self.config = config
+        if config.patchable:
+            self._arrange_patches(weights)
+        else:
+            self._arrange_channels_last(weights)
+
+    def _arrange_patches(self, weights: dict[str, np.ndarray]) -> None:
+        config = self.config
         z, grid, flat = config.z_size, config.grid, config.flat
-        f32 = np.float32
-
-        def arranged(array: np.ndarray) -> np.ndarray:
-            return np.ascontiguousarray(array, dtype=f32)
-
-        self._w1 = arranged(weights["encoder.0.weight"].reshape(C1, 4).T)  # (p*q, 32)
-        self._w2 = arranged(
+        C1, C2 = config.widths
+        self._w1 = _arranged(weights["encoder.0.weight"].reshape(C1, 4).T)  # (p*q, 32)
+        self._w2 = _arranged(
             weights["encoder.2.weight"].transpose(layout.W2_TO_PATCHES).reshape(C2, 4 * C1).T
         )  # (r*s*c, 64)
-        self._w3 = arranged(
+        self._w3 = _arranged(
             weights["encoder.5.weight"].reshape(z, C2, grid, grid).transpose(layout.W3_TO_PATCHES).reshape(z, flat).T
         )
-        self._b3 = arranged(weights["encoder.5.bias"])
-        self._w4 = arranged(
+        self._b3 = _arranged(weights["encoder.5.bias"])
+        self._w4 = _arranged(
             weights["decoder.0.weight"].reshape(C2, grid, grid, z).transpose(layout.W4_TO_PATCHES).reshape(flat, z).T
         )
-        self._b4 = arranged(
+        self._b4 = _arranged(
             weights["decoder.0.bias"].reshape(C2, grid, grid).transpose(layout.B4_TO_PATCHES).reshape(flat)
         )
-        self._w5 = arranged(
+        self._w5 = _arranged(
             weights["decoder.3.weight"].transpose(layout.W2_TO_PATCHES).reshape(C2, 4 * C1)
         )  # (in, r*s*out)
-        self._w6 = arranged(weights["decoder.5.weight"].reshape(C1, 4))  # (in, p*q)
+        self._w6 = _arranged(weights["decoder.5.weight"].reshape(C1, 4))  # (in, p*q)
+
+    def _arrange_channels_last(self, weights: dict[str, np.ndarray]) -> None:
+        config = self.config
+        z, grid, last, stages = config.z_size, config.grid, config.widths[-1], config.stages
+        # conv (out, in, kh, kw) -> (kh*kw*in, out): rows in the order the receptive field is gathered
+        self._down = [
+            _arranged(w.transpose(2, 3, 1, 0).reshape(-1, w.shape[0]))
+            for w in (weights[f"encoder.{2 * i}.weight"] for i in range(stages))
+        ]
+        linear = 2 * stages + 1
+        # PyTorch flattens (c, h, w); channels-last activations flatten (h, w, c)
+        self._w_z = _arranged(
+            weights[f"encoder.{linear}.weight"].reshape(z, last, grid, grid).transpose(0, 2, 3, 1).reshape(z, -1).T
+        )
+        self._b_z = _arranged(weights[f"encoder.{linear}.bias"])
+        self._w_up0 = _arranged(
+            weights["decoder.0.weight"].reshape(last, grid, grid, z).transpose(1, 2, 0, 3).reshape(-1, z).T
+        )
+        self._b_up0 = _arranged(weights["decoder.0.bias"].reshape(last, grid, grid).transpose(1, 2, 0).reshape(-1))
+        # transposed conv (in, out, kh, kw) -> (in, kh*kw*out)
+        self._up = [
+            _arranged(w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1))
+            for w in (weights[f"decoder.{3 + 2 * i}.weight"] for i in range(stages))
+        ]
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint) -> NumpyAutoEncoder:
@@ -89,14 +122,22 @@ class NumpyAutoEncoder:
         return map_blocks(self._decode_chunk, z, self.config.image_shape, threads)
 
     def _encode_chunk(self, images: np.ndarray) -> np.ndarray:
+        return self._encode_patches(images) if self.config.patchable else self._encode_channels_last(images)
+
+    def _decode_chunk(self, z: np.ndarray) -> np.ndarray:
+        return self._decode_patches(z) if self.config.patchable else self._decode_channels_last(z)
+
+    def _encode_patches(self, images: np.ndarray) -> np.ndarray:
+        C1 = self.config.widths[0]
         n, cells = len(images), self.config.grid**2  # 7 x 7 cells of 4 x 4 pixels for 28 x 28 images
         patches = images.reshape(n, *self.config.pixel_axes).transpose(layout.TO_PATCHES).reshape(n * cells * 4, 4)
         h = self._leaky(matmul(patches, self._w1))  # (n*7*7*2*2, 2*2) -> (n*7*7*2*2, 32)
         h = self._leaky(matmul(h.reshape(n * cells, 4 * C1), self._w2))  # (n*7*7, 64)
         return self._leaky(matmul(h.reshape(n, self.config.flat), self._w3) + self._b3)  # (n, z)
 
-    def _decode_chunk(self, z: np.ndarray) -> np.ndarray:
+    def _decode_patches(self, z: np.ndarray) -> np.ndarray:
         n, grid = len(z), self.config.grid
+        C1, C2 = self.config.widths
         h = self._leaky(matmul(z, self._w4) + self._b4)  # (n, 7*7*64)
         h = self._leaky(matmul(h.reshape(n * grid * grid, C2), self._w5))  # (n*7*7, 2*2*32)
         logits = matmul(h.reshape(n * grid * grid * 4, C1), self._w6)  # (n*7*7*2*2, 2*2)
@@ -107,16 +148,72 @@ class NumpyAutoEncoder:
         )
         return _sigmoid(out)
 
+    def _encode_channels_last(self, images: np.ndarray) -> np.ndarray:
+        n, k = len(images), self.config.kernel
+        h = images.reshape(n, self.config.image_size, self.config.image_size, self.config.channels)
+        for weight in self._down:
+            side = h.shape[1] // 2
+            fields = _receptive_fields(h, k)  # (n, side, side, k*k*in)
+            h = self._leaky(matmul(fields.reshape(n * side * side, -1), weight)).reshape(n, side, side, -1)
+        return self._leaky(matmul(h.reshape(n, -1), self._w_z) + self._b_z)
+
+    def _decode_channels_last(self, z: np.ndarray) -> np.ndarray:
+        n, k, grid = len(z), self.config.kernel, self.config.grid
+        h = self._leaky(matmul(z, self._w_up0) + self._b_up0).reshape(n, grid, grid, -1)
+        for i, weight in enumerate(self._up):
+            side = h.shape[1]
+            spread = matmul(h.reshape(n * side * side, -1), weight).reshape(n, side, side, k, k, -1)
+            h = _overlap_add(spread)
+            if i < len(self._up) - 1:
+                self._leaky(h)
+        return _sigmoid(h).reshape(n, *self.config.image_shape)
+
     def _leaky(self, x: np.ndarray) -> np.ndarray:
         return np.maximum(x, x * np.float32(self.config.negative_slope), out=x)
 
 
+def _arranged(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _receptive_fields(x: np.ndarray, k: int) -> np.ndarray:
+    """(n, H, W, C) -> (n, H/2, W/2, k*k*C): each stride-2 output's k x k input field, (kh, kw, c) order.
+
+    Kernel 4 is padded by 1 on every side, as the PyTorch layers are (padding (k - 2) / 2).
+    """
+    n, height, width, c = x.shape
+    pad = (k - 2) // 2
+    if pad:
+        x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    rows, cols = height // 2, width // 2
+    return np.stack(
+        [x[:, dy : dy + 2 * rows : 2, dx : dx + 2 * cols : 2] for dy in range(k) for dx in range(k)], axis=3
+    ).reshape(n, rows, cols, k * k * c)
+
+
+def _overlap_add(spread: np.ndarray) -> np.ndarray:
+    """(n, h, w, k, k, C) per-input contributions of a stride-2 transposed conv -> (n, 2h, 2w, C).
+
+    Input (i, j) writes its k x k block at (2i - pad, 2j - pad); kernel 2 blocks tile the output
+    exactly, kernel 4 blocks overlap their neighbours by 2 and are cropped by the padding of 1.
+    """
+    n, h, w, k, _, c = spread.shape
+    if k == 2:
+        return spread.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w, c)
+    pad = (k - 2) // 2
+    full = np.zeros((n, 2 * h + k - 2, 2 * w + k - 2, c), dtype=np.float32)
+    for dy in range(k):
+        for dx in range(k):
+            full[:, dy : dy + 2 * h : 2, dx : dx + 2 * w : 2] += spread[:, :, :, dy, dx]
+    return np.ascontiguousarray(full[:, pad : pad + 2 * h, pad : pad + 2 * w])
+
+
 def translate(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """(n, H, W) images moved down by dy and right by dx pixels, the vacated border filled with 0."""
+    """(n, H, W[, C]) images moved down by dy and right by dx pixels, the vacated border filled with 0."""
     if dy == 0 and dx == 0:
         return images
     out = np.zeros_like(images)
-    h, w = images.shape[1:]
+    h, w = images.shape[1:3]
     out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = images[
         :, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
     ]
