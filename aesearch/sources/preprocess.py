@@ -1,8 +1,19 @@
-"""The preprocessing contract: any image a user has -> the 28x28 float32 array the encoder sees.
+"""The preprocessing contracts: any image a user has -> the float32 array a model's encoder sees.
 
-It mirrors how Fashion-MNIST itself was made from product photos (trim the background, fit the
-longest edge to 28, centre on a 28x28 canvas, negate so the object is light on black, greyscale),
-and is applied identically by the CLI, the Python API and the server:
+Each model carries its contract in its ModelConfig (framing, image_size, channels; recorded in its
+checkpoint and so in every bundle built with it), and the CLI, the Python API and the server all
+prepare an image by the contract of the model that will encode it.
+
+**Photo framing** (colour or grey models trained on a user's collection): the whole image, as a
+person sees it. Decoded as below, in sRGB (palette, CMYK, 16-bit and the rest converted; EXIF
+orientation applied), transparency composited onto white, greyscale by luma for one-channel
+models; the longest edge resized to the model's size (area average when shrinking), aspect kept,
+centred and padded with the image's own background colour (the median of its border pixels):
+nothing is trimmed, negated or stretched. An image already at the model's size is taken as it is.
+
+**Silhouette framing** (the seed model's, Fashion-MNIST's): it mirrors how Fashion-MNIST itself
+was made from product photos (trim the background, fit the longest edge to 28, centre on a 28x28
+canvas, negate so the object is light on black, greyscale):
 
 1. Decode: PNG (8/16-bit, palette, grey, RGB, RGBA), JPEG (EXIF orientation applied), GIF and
    WebP (first frame), BMP, TIFF. The pixel count is checked against a limit before decoding.
@@ -37,7 +48,8 @@ from aesearch.errors import ImageError, reason
 from aesearch.model.architecture import ModelConfig
 from aesearch.store.paths import shown
 
-SIZE = ModelConfig().image_size  # the seed model's input: every image is framed for it
+SEED = ModelConfig()  # whose contract applies when none is given: Fashion-MNIST's silhouettes
+SIZE = SEED.image_size
 DEFAULT_MAX_PIXELS = defaults.MAX_PIXELS  # decompression bombs are refused before decoding
 TRIM_THRESHOLD = 0.05  # Fashion-MNIST's own trimming threshold: 5% away from the background
 _WORKING_SIZE = 1024  # larger images are shrunk to this before the float work; SIZE px is the goal
@@ -45,8 +57,16 @@ _WORKING_SIZE = 1024  # larger images are shrunk to this before the float work; 
 ImageSource = Any  # str | Path | bytes | PIL.Image.Image | numpy array | torch tensor
 
 
-def preprocess(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None) -> np.ndarray:
-    """Any supported image -> (28, 28) float32 in [0, 1], light object on black.
+def preprocess(
+    source: ImageSource,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+    model_config: ModelConfig = SEED,
+) -> np.ndarray:
+    """Any supported image -> (*model_config.image_shape) float32 in [0, 1], framed by its contract.
+
+    For the seed model (the default): (28, 28), light object on black.
 
     Args:
         source: a file path, the file's bytes, a PIL image, or an array: (H, W), (H, W, C) or
@@ -54,13 +74,18 @@ def preprocess(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, nam
             are taken as arrays.
         max_pixels: refuse images with more pixels than this, before decoding them.
         name: how to call the image in error messages (defaults to the path, or "image").
+        model_config: the model the image is prepared for: its framing, size and channels.
     """
-    return _preprocess(source, max_pixels, name)[0]
+    return _preprocess(source, max_pixels, name, model_config)[0]
 
 
-def _preprocess(source: ImageSource, max_pixels: int, name: str | None) -> tuple[np.ndarray, Image.Image | None]:
+def _preprocess(
+    source: ImageSource, max_pixels: int, name: str | None, config: ModelConfig = SEED
+) -> tuple[np.ndarray, Image.Image | None]:
     """preprocess(), and the image as decoded (None for an array): the query as given, for a picture."""
     image = None
+    if config.framing == "photo":
+        return _photo(source, max_pixels, name, config)
     if _is_array(source):
         grey, alpha = _array_to_grey_alpha(np.asarray(_as_numpy(source)), name or "the array", max_pixels)
     elif not isinstance(source, str | Path | bytes | bytearray | memoryview | Image.Image):
@@ -77,67 +102,157 @@ def _preprocess(source: ImageSource, max_pixels: int, name: str | None) -> tuple
             raise ImageError(f"{label} cannot be converted to greyscale ({reason(exc)}): re-export it as PNG") from None
         if not np.all(np.isfinite(grey)):
             raise ImageError(f"{label} holds NaN or infinite pixel values: pass finite pixel values")
-    return _frame(grey, alpha), image
+    return _frame(grey, alpha, config.image_size), image
+
+
+def _photo(
+    source: ImageSource, max_pixels: int, name: str | None, config: ModelConfig
+) -> tuple[np.ndarray, Image.Image | None]:
+    """The photo contract (module docstring): whole image, colour kept, aspect kept, padded."""
+    image = None
+    if _is_array(source):
+        colour, alpha = _array_to_colour_alpha(np.asarray(_as_numpy(source)), name or "the array", max_pixels)
+    elif not isinstance(source, str | Path | bytes | bytearray | memoryview | Image.Image):
+        raise ImageError(
+            f"cannot use a {type(source).__name__} as an image: pass a file path, the file's bytes, "
+            "a PIL image or an array"
+        )
+    else:
+        image = open_image(source, max_pixels=max_pixels, name=name)
+        label = name or _name_of(source) or "the image"
+        try:
+            colour, alpha = _pil_to_colour_alpha(image)
+        except Exception as exc:  # a mode Pillow cannot convert, a palette that does not match...
+            raise ImageError(f"{label} cannot be converted to RGB ({reason(exc)}): re-export it as PNG") from None
+    if alpha is not None:  # transparent means "nothing there": white, as a page shows it
+        colour = colour * alpha[..., None] + (1 - alpha[..., None])
+    if config.channels == 1:
+        colour = (colour[..., 0] * 0.299 + colour[..., 1] * 0.587 + colour[..., 2] * 0.114)[..., None]
+    return _fit_and_pad(colour.astype(np.float32), config.image_size).reshape(config.image_shape), image
+
+
+def _fit_and_pad(colour: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, C) float -> (size, size, C): longest edge to size, aspect kept, padded with the background."""
+    h, w, channels = colour.shape
+    if (h, w) == (size, size):
+        return np.ascontiguousarray(np.clip(colour, 0, 1))
+    scale = size / max(h, w)
+    new_w, new_h = min(size, max(1, round(w * scale))), min(size, max(1, round(h * scale)))
+    resample = Image.Resampling.BOX if scale <= 1 else Image.Resampling.LANCZOS
+    resized = np.stack(
+        [
+            np.asarray(Image.fromarray(np.ascontiguousarray(colour[..., c]), mode="F").resize((new_w, new_h), resample))
+            for c in range(channels)
+        ],
+        axis=-1,
+    )
+    resized = np.clip(resized, 0, 1)
+    border = np.concatenate([resized[0], resized[-1], resized[:, 0], resized[:, -1]])
+    canvas = np.empty((size, size, channels), dtype=np.float32)
+    canvas[:] = np.median(border, axis=0)
+    top, left = (size - new_h + 1) // 2, (size - new_w + 1) // 2
+    canvas[top : top + new_h, left : left + new_w] = resized
+    return canvas
+
+
+def _pil_to_colour_alpha(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """A decoded image -> (H, W, 3) float sRGB in [0, 1] and its alpha (or None), shrunk to the working size."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):  # 16/32-bit grey, float: full range kept
+        grey, _ = _pil_to_grey_alpha(image)
+        return np.repeat(grey[..., None], 3, axis=-1), None
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    converted = image.convert("RGBA" if has_alpha else "RGB")  # palette, CMYK, YCbCr, LAB, 1-bit, grey
+    if max(converted.size) > _WORKING_SIZE:
+        if converted is image:  # thumbnail() works in place: the image as given may be kept (a query's original)
+            converted = converted.copy()
+        converted.thumbnail((_WORKING_SIZE, _WORKING_SIZE), Image.Resampling.BOX)
+    values = _unit(np.asarray(converted))
+    return values[..., :3], (values[..., 3] if has_alpha else None)
+
+
+def _array_to_colour_alpha(array: np.ndarray, label: str, max_pixels: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """An array image -> (H, W, 3) float in [0, 1] and its alpha (or None); grey arrays repeat their one channel."""
+    values = _array_values(array, label, max_pixels)
+    if values.ndim == 2:
+        return np.repeat(values[..., None], 3, axis=-1), None
+    return values[..., :3], (values[..., 3] if values.shape[-1] == 4 else None)
 
 
 def preprocess_batch(
-    sources: np.ndarray | Sequence[ImageSource], *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None
+    sources: np.ndarray | Sequence[ImageSource],
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+    model_config: ModelConfig = SEED,
 ) -> np.ndarray:
-    """preprocess() for many images -> (n, 28, 28) float32.
+    """preprocess() for many images -> (n, *model_config.image_shape) float32.
 
-    A (n, 28, 28) uint8 or float array is handled in bulk (the same contract, vectorised):
-    images with a dark background pass through, the others are framed one by one.
+    An (n, *image_shape) uint8 or float array is handled in bulk (the same contract, vectorised):
+    under the silhouette contract images with a dark background pass through and the others are
+    framed one by one; under the photo contract an image already at the model's size is as it is.
     name: how to call the image(s) in error messages (default: the path, or "the image data").
     """
-    if isinstance(sources, np.ndarray) and sources.ndim == 3 and sources.shape[1:] == (SIZE, SIZE):
+    if _framed_batch(sources, model_config):
         if sources.dtype == np.uint8:
             unit = _unit(sources)
         elif np.issubdtype(sources.dtype, np.floating) and np.all(np.isfinite(sources)) and sources.max(initial=0) <= 1:
             unit = np.clip(sources, 0, 1).astype(np.float32)  # as preprocess() treats each: negatives to 0
         else:  # other dtypes, NaN, or values above 1 (scaled per image): exactly the single-image path
-            return np.stack([preprocess(image, name=name) for image in sources]) if len(sources) else _none()
-        c = SIZE // 14
+            return _one_by_one(list(sources), max_pixels, name, model_config, keep=False)[0]
+        if model_config.framing == "photo":
+            return unit
+        c = model_config.image_size // 14
         corners = np.concatenate(
             [unit[:, :c, :c], unit[:, :c, -c:], unit[:, -c:, :c], unit[:, -c:, -c:]], axis=1
         ).reshape(len(unit), -1)
         for i in np.nonzero(np.median(corners, axis=1) > 0.5)[0]:
-            unit[i] = _frame(unit[i], None)
+            unit[i] = _frame(unit[i], None, model_config.image_size)
         return unit
-    return _one_by_one(sources, max_pixels, name, keep=False)[0]
+    return _one_by_one(sources, max_pixels, name, model_config, keep=False)[0]
 
 
 def preprocess_keeping_originals(
-    sources: np.ndarray | Sequence[ImageSource], *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None
+    sources: np.ndarray | Sequence[ImageSource],
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+    model_config: ModelConfig = SEED,
 ) -> tuple[np.ndarray, list[Image.Image | None]]:
     """preprocess_batch(), and each image as decoded (None for an array input).
 
     What a result picture shows as "the query, as given", without decoding the file again. Each
     decoded image is kept whole, so preprocess_batch() is the one for many images at once.
     """
-    if isinstance(sources, np.ndarray) and sources.ndim == 3 and sources.shape[1:] == (SIZE, SIZE):
-        return preprocess_batch(sources, max_pixels=max_pixels, name=name), [None] * len(sources)
-    return _one_by_one(sources, max_pixels, name, keep=True)
+    if _framed_batch(sources, model_config):
+        framed = preprocess_batch(sources, max_pixels=max_pixels, name=name, model_config=model_config)
+        return framed, [None] * len(sources)
+    return _one_by_one(sources, max_pixels, name, model_config, keep=True)
 
 
-def _one_by_one(sources: object, max_pixels: int, name: str | None, *, keep: bool) -> tuple[np.ndarray, list]:
-    """(n, 28, 28) from one image or a list of them, and each as decoded where keep (else None)."""
+def _framed_batch(sources: object, config: ModelConfig) -> bool:
+    """Whether sources is an array of images already at the model's input shape."""
+    shape = config.image_shape
+    return isinstance(sources, np.ndarray) and sources.ndim == len(shape) + 1 and sources.shape[1:] == shape
+
+
+def _one_by_one(
+    sources: object, max_pixels: int, name: str | None, config: ModelConfig, *, keep: bool
+) -> tuple[np.ndarray, list]:
+    """(n, *image_shape) from one image or a list of them, and each as decoded where keep (else None)."""
     if isinstance(sources, str | Path | bytes | bytearray | memoryview | Image.Image) or _is_array(sources):
         sources = [sources]
     if not isinstance(sources, Sequence | np.ndarray):
+        shape = ", ".join(map(str, config.image_shape))
         raise ImageError(
-            f"cannot use a {type(sources).__name__} as images: pass a list of images or an (n, {SIZE}, {SIZE}) array"
+            f"cannot use a {type(sources).__name__} as images: pass a list of images or an (n, {shape}) array"
         )
     framed, originals = [], []
     for source in sources:
-        array, image = _preprocess(source, max_pixels, name or _name_of(source))
+        array, image = _preprocess(source, max_pixels, name or _name_of(source), config)
         framed.append(array)
         originals.append(image if keep else None)
         del image  # unless kept, freed before the next is decoded: one decoded image in memory at a time
-    return (np.stack(framed) if framed else _none()), originals
-
-
-def _none() -> np.ndarray:
-    return np.zeros((0, SIZE, SIZE), np.float32)
+    return (np.stack(framed) if framed else np.zeros((0, *config.image_shape), np.float32)), originals
 
 
 def open_image(
@@ -245,6 +360,15 @@ def _pil_to_grey_alpha(image: Image.Image) -> tuple[np.ndarray, np.ndarray | Non
 
 
 def _array_to_grey_alpha(array: np.ndarray, label: str, max_pixels: int) -> tuple[np.ndarray, np.ndarray | None]:
+    values = _array_values(array, label, max_pixels)
+    if values.ndim == 2:
+        return values, None
+    luma = values[..., 0] * 0.299 + values[..., 1] * 0.587 + values[..., 2] * 0.114
+    return luma.astype(np.float32), (values[..., 3] if values.shape[-1] == 4 else None)
+
+
+def _array_values(array: np.ndarray, label: str, max_pixels: int) -> np.ndarray:
+    """An array image, checked -> float32 in [0, 1]: (H, W), or (H, W, 3 or 4) channels-last."""
     if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
         array = np.moveaxis(array, 0, -1)  # (C, H, W) -> (H, W, C), as torch stores images
     if array.ndim == 3 and array.shape[-1] == 1:
@@ -272,21 +396,18 @@ def _array_to_grey_alpha(array: np.ndarray, label: str, max_pixels: int) -> tupl
         values = np.clip(values, 0, 1)
     else:
         raise ImageError(f"{label} has dtype {array.dtype}: pass uint8, uint16 or float pixel values")
-    if values.ndim == 2:
-        return values, None
-    luma = values[..., 0] * 0.299 + values[..., 1] * 0.587 + values[..., 2] * 0.114
-    return luma.astype(np.float32), (values[..., 3] if values.shape[-1] == 4 else None)
+    return values
 
 
-def _frame(grey: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
-    """Steps 3-5 of the contract on a float greyscale image (and its alpha, if any)."""
+def _frame(grey: np.ndarray, alpha: np.ndarray | None, size: int = SIZE) -> np.ndarray:
+    """Steps 3-5 of the silhouette contract on a float greyscale image (and its alpha, if any)."""
     if alpha is not None and alpha.min() < 1:
         weight = alpha.sum()
         object_level = float((grey * alpha).sum() / weight) if weight > 0 else 0.0
         backdrop = np.float32(0.0 if object_level > 0.5 else 1.0)  # contrast with the object
         grey = grey * alpha + backdrop * (1 - alpha)
     background = _background_level(grey)
-    if grey.shape == (SIZE, SIZE) and background <= 0.5:
+    if grey.shape == (size, size) and background <= 0.5:
         return np.ascontiguousarray(grey, dtype=np.float32)  # already a dataset-style image
     if background > 0.5:
         grey, background = 1 - grey, 1 - background
@@ -296,25 +417,25 @@ def _frame(grey: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
     if peak > TRIM_THRESHOLD:
         grey = grey / peak  # every Fashion-MNIST image's brightest pixel is white (>= 250 of 255)
     grey = grey.astype(np.float32)
-    if grey.shape == (SIZE, SIZE):
+    if grey.shape == (size, size):
         return np.ascontiguousarray(grey)
-    return _fit_and_centre(grey)
+    return _fit_and_centre(grey, size)
 
 
-def _fit_and_centre(grey: np.ndarray) -> np.ndarray:
+def _fit_and_centre(grey: np.ndarray, size: int = SIZE) -> np.ndarray:
     rows, cols = np.nonzero(grey > TRIM_THRESHOLD)
-    canvas = np.zeros((SIZE, SIZE), dtype=np.float32)
+    canvas = np.zeros((size, size), dtype=np.float32)
     if len(rows) == 0:
         return canvas  # blank: nothing to frame
     grey = grey[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     h, w = grey.shape
-    scale = SIZE / max(h, w)
+    scale = size / max(h, w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     # Shrinking averages areas (BOX: exact inverse of an integer enlargement); growing interpolates.
     resample = Image.Resampling.BOX if scale <= 1 else Image.Resampling.LANCZOS
     resized = Image.fromarray(grey, mode="F").resize((new_w, new_h), resample)
     # Centred with any odd pixel of margin on the top/left, as Fashion-MNIST itself was framed.
-    top, left = (SIZE - new_h + 1) // 2, (SIZE - new_w + 1) // 2
+    top, left = (size - new_h + 1) // 2, (size - new_w + 1) // 2
     canvas[top : top + new_h, left : left + new_w] = np.clip(np.asarray(resized), 0, 1)
     return canvas
 
