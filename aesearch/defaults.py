@@ -15,7 +15,17 @@ Z_SIZE = 314  # the seed article's latent size
 # `build-index --train` use unless told, and the names a user may give.
 RECIPE = "retrieval"  # reconstruction plus view consistency, ~10 min on 2 cores (docs/retrieval-objective.md)
 RECIPE_NAMES = ("retrieval", "shipped", "reconstruction", "seed")
-COLLECTION_RECIPE = "reconstruction"  # training on a folder collection (--images --train)
+COLLECTION_RECIPE = "reconstruction"  # training on a grey folder collection (--images --train)
+# A model trained on a colour collection (`build-index --images DIR` without --model): the family
+# member (architecture.member_for) at the size the images call for, one of these, unless --size.
+COLLECTION_SIZES = (32, 48, 64)
+COLLECTION_Z_SIZE = 256  # its latent size unless --z-size
+COLOUR_RECIPE = "retrieval"  # and its recipe
+# A collection is colour when at least this share of a sample of its images has colour (mean
+# chroma above COLOUR_CHROMA: max minus min of R, G and B, in [0, 1]).
+COLOUR_SHARE = 0.2
+COLOUR_CHROMA = 0.04
+COLLECTION_SAMPLE = 200  # images looked at to decide colour and size
 
 # --- the bundle ---
 INDEX_DIR = Path("indexes/fashion-mnist")  # where build-index writes and every command reads

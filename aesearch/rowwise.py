@@ -100,3 +100,8 @@ def _find_blas() -> list:
 
 _controllers.extend(_find_blas())
 one_blas_thread()
+
+
+def per_image_mean(values: np.ndarray) -> np.ndarray:
+    """(n, H, W[, C]) -> (n,) float: each image's mean over its pixels (and channels), whatever its shape."""
+    return values.reshape(len(values), -1).mean(axis=1)

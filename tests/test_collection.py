@@ -414,9 +414,9 @@ from aesearch.sources import folders
 
 read = []
 original_read = folders._read_batch
-def counted(base, items):
+def counted(base, items, config):
     read.extend(path for _, path in items)
-    return original_read(base, items)
+    return original_read(base, items, config)
 folders._read_batch = counted
 original_save = stream._State.save
 def save(self, path):

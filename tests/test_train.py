@@ -146,14 +146,15 @@ def test_cli_train_without_data_says_how_to_get_it(no_real_data):
 
 
 def test_corruption_shifts_masks_and_adds_noise():
-    from aesearch.model.network import from_patch_layout, to_patch_layout
+    from aesearch.model.network import AutoEncoder, from_patch_layout, to_patch_layout
     from aesearch.training.train import _corrupt
 
+    seed_shape = AutoEncoder(ModelConfig(z_size=8))
     x = to_patch_layout(torch.from_numpy(synthetic_images(8)).float().div(255))
     generator = torch.Generator().manual_seed(0)
     seen = set()
     for _ in range(12):  # one shift per batch, within 2 pixels; never the zero roll's copy alone
-        shifted = from_patch_layout(_corrupt(x, quick(shift=2), generator))
+        shifted = from_patch_layout(_corrupt(seed_shape, x, quick(shift=2), generator))
         rolls = {
             (dy, dx): torch.roll(from_patch_layout(x), (dy, dx), dims=(2, 3))
             for dy in range(-2, 3)
@@ -163,11 +164,11 @@ def test_corruption_shifts_masks_and_adds_noise():
         assert len(matches) == 1
         seen.add(matches[0])
     assert len(seen) > 2 and seen != {(0, 0)}  # the batches really are moved, by different amounts
-    masked = _corrupt(torch.ones(64, 7, 7, 2, 2, 2, 2), quick(mask=0.25), generator)
+    masked = _corrupt(seed_shape, torch.ones(64, 7, 7, 2, 2, 2, 2), quick(mask=0.25), generator)
     assert 0.2 < (masked == 0).float().mean() < 0.3
-    noisy = _corrupt(torch.zeros(64, 7, 7, 2, 2, 2, 2), quick(noise=0.1), generator)
+    noisy = _corrupt(seed_shape, torch.zeros(64, 7, 7, 2, 2, 2, 2), quick(noise=0.1), generator)
     assert abs(noisy.mean()) < 0.01 and 0.09 < noisy.std() < 0.11  # zero-mean, unclipped
-    assert _corrupt(x, quick(), generator) is x
+    assert _corrupt(seed_shape, x, quick(), generator) is x
 
 
 def test_corruption_stops_after_corrupt_until(tiny_data):

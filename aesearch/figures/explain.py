@@ -5,7 +5,10 @@
     ...
 Signed differences use one fixed scale for every map (-1 to +1 of full ink): red where the hit
 has more ink than the query, blue where the query has more, white where they agree, so maps of
-different hits can be compared by eye. Tiles shrink as k grows so a k = 50 picture stays a page
+different hits can be compared by eye. For colour images a pixel's difference is drawn by how far
+its colour moved (the length of the RGB difference, divided by sqrt 3 so that black to white is 1),
+red where the hit is lighter there (by luma) and blue where it is darker: a change of hue at the
+same lightness shows too. Tiles shrink as k grows so a k = 50 picture stays a page
 one scrolls, with every pixel at least 2x2.
 """
 
@@ -24,23 +27,30 @@ FORMATS = {".png": "PNG", ".gif": "GIF"}
 
 
 def signed_colours(difference: np.ndarray) -> np.ndarray:
-    """(H, W) values in [-1, 1] -> (H, W, 3) uint8: white at 0, red towards +1, blue towards -1."""
-    v = np.clip(np.asarray(difference, dtype=np.float32), -1, 1)[..., None]
+    """(H, W) values in [-1, 1] -> (H, W, 3) uint8: white at 0, red towards +1, blue towards -1.
+
+    (H, W, 3) colour differences become one signed value a pixel first (module docstring).
+    """
+    difference = np.asarray(difference, dtype=np.float32)
+    if difference.ndim == 3:
+        luma = difference @ np.array([0.299, 0.587, 0.114], np.float32)
+        difference = np.where(luma >= 0, 1, -1) * np.linalg.norm(difference, axis=-1) / np.sqrt(3, dtype=np.float32)
+    v = np.clip(difference, -1, 1)[..., None]
     white = np.float32(255)
     out = np.where(v >= 0, white + v * (RED - white), white - v * (BLUE - white))
     return out.round().astype(np.uint8)
 
 
 def grey(image: np.ndarray) -> np.ndarray:
-    """(H, W) floats in [0, 1] (or uint8) -> (H, W) uint8."""
+    """(H, W[, 3]) floats in [0, 1] (or uint8) -> the same shape in uint8."""
     array = np.asarray(image)
     return array if array.dtype == np.uint8 else (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
 
 
 def strip(frames: np.ndarray) -> np.ndarray:
-    """(steps, h, w) -> (h, steps * w + steps - 1) uint8, frames side by side with 1-pixel gaps."""
-    steps, h, w = frames.shape
-    out = np.full((h, steps * w + steps - 1), 128, np.uint8)
+    """(steps, h, w[, 3]) -> (h, steps * w + steps - 1[, 3]) uint8, frames side by side with 1-pixel gaps."""
+    steps, h, w = frames.shape[:3]
+    out = np.full((h, steps * w + steps - 1, *frames.shape[3:]), 128, np.uint8)
     for n, frame in enumerate(frames):
         out[:, n * (w + 1) : n * (w + 1) + w] = grey(frame)
     return out
@@ -50,7 +60,9 @@ def render_explanations(path: str | Path, explanations: list, *, title: str) -> 
     """Write one picture explaining every hit (rows in rank order) atomically; .png, .jpg or .webp."""
     fmt = picture_format(path)
     scale = 4 if len(explanations) <= 12 else 3 if len(explanations) <= 25 else 2
-    tile = explanations[0].image.shape[0] * scale if explanations else 0  # whole pixels of the model's size
+    side = explanations[0].image.shape[0] if explanations else 1
+    tile = side * max(1, min(scale, 160 // side))  # whole pixels of the model's size; 64 px images twice
+
     font, small, bold = load_font(15), load_font(13), load_font(17)
     steps = len(explanations[0].fractions) if explanations else 0
     label_width, column, big = 150, max(tile, 112), 96  # columns wide enough for their captions
@@ -74,9 +86,13 @@ def render_explanations(path: str | Path, explanations: list, *, title: str) -> 
         key = np.linspace(-1, 1, 200)[None].repeat(14, 0)
         key_x = GAP + 2 * (column + GAP) + GAP
         canvas.paste(Image.fromarray(signed_colours(key)), (key_x, 50))
-        draw.text((key_x, 68), "-1: query has more ink", fill=(30, 80, 210), font=small)
-        draw.text((key_x, 86), "+1: hit has more ink", fill=(200, 30, 30), font=small)
-        draw.text((key_x, 104), "0: same", fill=MUTED, font=small)
+        colour = first.query.ndim == 3  # a colour change is drawn by its size, signed by lightness
+        more, less = ("lighter", "darker") if colour else ("has more ink", "has less ink")
+        draw.text(
+            (key_x, 68), f"-1: hit {less}" if colour else "-1: query has more ink", fill=(30, 80, 210), font=small
+        )
+        draw.text((key_x, 86), f"+1: hit {more}", fill=(200, 30, 30), font=small)
+        draw.text((key_x, 104), "0: same colour" if colour else "0: same", fill=MUTED, font=small)
     y = header
     captions = ["hit", "pixels: hit - query", "reconstructions", f"decoder along z: query -> hit ({steps} steps)"]
     for x, caption in zip([*columns_x, strip_x], captions, strict=True):
@@ -103,7 +119,7 @@ def render_interpolation(path: str | Path, frames: np.ndarray, fractions: np.nda
 
         raise InvalidArgumentError(f"cannot write an interpolation as {path}: name it .png or .gif")
     if suffix == ".gif":
-        images = [_tile(grey(f), 280).convert("P") for f in frames]
+        images = [_tile(grey(f), 280).convert("P", palette=Image.Palette.ADAPTIVE) for f in frames]
         cycle = images + images[-2:0:-1]  # there and back
         path = Path(path)
         with atomic_path(path) as tmp:

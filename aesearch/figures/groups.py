@@ -64,4 +64,4 @@ def render_groups(path: str | Path, groups: list, image: Callable[[int], object]
 
 
 def _tile(image) -> Image.Image:
-    return Image.fromarray(np.asarray(image, dtype=np.uint8), mode="L").resize((TILE, TILE), Image.Resampling.NEAREST)
+    return Image.fromarray(np.asarray(image, dtype=np.uint8)).resize((TILE, TILE), Image.Resampling.NEAREST)

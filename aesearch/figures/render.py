@@ -112,7 +112,7 @@ def _enlarge(image: np.ndarray) -> Image.Image:
     array = np.asarray(image)
     if array.dtype != np.uint8:
         array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
-    return Image.fromarray(array, mode="L").resize((TILE, TILE), Image.Resampling.NEAREST).convert("RGB")
+    return Image.fromarray(array).resize((TILE, TILE), Image.Resampling.NEAREST).convert("RGB")  # grey or RGB
 
 
 def _fit(original: Image.Image) -> Image.Image:

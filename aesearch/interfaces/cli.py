@@ -248,6 +248,17 @@ WHERE_OPTION = click.option(
     type=click.Choice(["folders"]),
     help="folders: each image's first-level subfolder is its class (for `aesearch eval`).",
 )
+@click.option(
+    "--size",
+    type=Integer(4, 4096),
+    help="With --images: train a model for images this many pixels wide and high  [from the images]",
+)
+@click.option(
+    "--channels",
+    type=click.Choice(["1", "3"]),
+    help="With --images: train a grey (1) or colour (3) model  [colour when the images are]",
+)
+@click.option("--z-size", type=Integer(1, 100_000), help="Train a model with this latent size (implies --train).")
 def build_index_command(
     index_dir,
     model,
@@ -267,28 +278,65 @@ def build_index_command(
     max_index_memory,
     chunk_size,
     cluster,
+    size,
+    channels,
+    z_size,
 ) -> None:
     """Build the index bundle: encode with the shipped model (or --model, or --train one first), index, write.
 
-    The bundle is built beside the target and swapped in only when complete: an interrupted build
-    leaves the previous one as it was.
+    With --images, a colour collection trains a colour model on itself unless --model is given (a
+    grey one is encoded with the shipped Fashion-MNIST model unless --train). The bundle is built
+    beside the target and swapped in only when complete: an interrupted build leaves the previous
+    one as it was.
     """
+    from aesearch.errors import InvalidArgumentError
     from aesearch.pipelines.build import build_index
     from aesearch.search.index_choice import parse_memory
     from aesearch.sources.shards import is_shard_folder
 
     config = None
-    train = train or recipe is not None or epochs is not None
+    shards = len(image_dirs) == 1 and not images_from and is_shard_folder(image_dirs[0])
+    folders = bool(image_dirs or images_from) and not shards
+    if not folders and (size is not None or channels is not None):
+        raise InvalidArgumentError("--size and --channels choose a model for --images: drop them for Fashion-MNIST")
+    channels = int(channels) if channels is not None else None
+    train = train or recipe is not None or epochs is not None or size is not None or channels is not None
+    train = train or z_size is not None
     if model is not None and train:
-        from aesearch.errors import InvalidArgumentError
-
-        raise InvalidArgumentError("--model uses a trained checkpoint: drop --train, --recipe and --epochs, or --model")
+        raise InvalidArgumentError(
+            "--model uses a trained checkpoint: drop --train, --recipe, --epochs, --size, --channels and --z-size, "
+            "or --model"
+        )
+    model = _shipped_if_named(model)
+    if folders:
+        _build_from_folders(
+            index_dir,
+            image_dirs,
+            images_from,
+            labels,
+            index_type=index_type,
+            metric=metric,
+            transform=transform,
+            whiten_shrinkage=whiten_shrinkage,
+            whiten_dims=whiten_dims,
+            shifts=defaults.EMBEDDING_SHIFTS if phase_pooling else ((0, 0),),
+            model=model,
+            train=train,
+            recipe=recipe,
+            epochs=epochs,
+            size=size,
+            channels=channels,
+            z_size=z_size,
+            max_index_memory=parse_memory(max_index_memory) if max_index_memory is not None else None,
+            chunk_size=chunk_size,
+            cluster=cluster,
+        )
+        return
     if train:  # training first: the one part that needs PyTorch
         _need_torch("build-index --train (and --recipe, --epochs)")
         from aesearch.training.train import TrainConfig
 
-        default_recipe = defaults.COLLECTION_RECIPE if image_dirs or images_from else defaults.RECIPE
-        config = TrainConfig.for_recipe(recipe or default_recipe, epochs=epochs)
+        config = TrainConfig.for_recipe(recipe or defaults.RECIPE, epochs=epochs, z_size=z_size)
     shipped_note = ""
     if model is None and not train:
         from aesearch.model.shipped import shipped_model, shipped_record
@@ -305,25 +353,14 @@ def build_index_command(
     transform_auto = transform == "auto"
     transform = defaults.TRANSFORM if transform_auto else transform
     space = {"metric": metric, "transform": transform, "whiten_shrinkage": whiten_shrinkage, "whiten_dims": whiten_dims}
-    if len(image_dirs) == 1 and not images_from and is_shard_folder(image_dirs[0]):
+    if shards:
         from aesearch.pipelines.stream import StreamOptions, build_from_shards
 
         options = StreamOptions(index_type=index_type, shifts=shifts, **space, **knobs)
         manifest = build_from_shards(index_dir, image_dirs[0], model=model, options=options, log=click.echo)
         click.echo(f"Done: {manifest['count']:,} images in {index_dir}. {shipped_note}".rstrip())
         return
-    if image_dirs or images_from:
-        from aesearch.search.index import IndexSpec
-
-        params = {"whiten_shrinkage": whiten_shrinkage, "whiten_dims": whiten_dims} if transform == "whiten" else {}
-        spec = IndexSpec(index_type, metric, params, transform)
-        _build_from_folders(index_dir, image_dirs, images_from, labels, spec, shifts, transform_auto, common)
-        if shipped_note:
-            click.echo(shipped_note)
-        return
     if labels:
-        from aesearch.errors import InvalidArgumentError
-
         raise InvalidArgumentError("--labels folders needs --images DIR or --images-from LIST")
     manifest = build_index(
         index_dir, index_type=index_type, embedding_shifts=shifts, data_dir=data_dir, **space, **common
@@ -333,18 +370,53 @@ def build_index_command(
         click.echo(shipped_note)
 
 
-def _build_from_folders(index_dir, image_dirs, images_from, labels, spec, shifts, transform_auto, common: dict) -> None:
+def _build_from_folders(index_dir, image_dirs, images_from, labels, **options) -> None:
     from aesearch.pipelines.collection import build_from_folders
+    from aesearch.search.index import IndexSpec
 
-    roots = {"images": image_dirs, "images_from": images_from, "labels": labels}
+    transform_auto = options["transform"] == "auto"
+    transform = defaults.TRANSFORM if transform_auto else options["transform"]
+    params = {k: options[k] for k in ("whiten_shrinkage", "whiten_dims")} if transform == "whiten" else {}
+    spec = IndexSpec(options["index_type"], options["metric"], params, transform)
+    train_config = None
+    if options["recipe"] is not None:
+        from aesearch.training.train import TrainConfig
+
+        train_config = TrainConfig.for_recipe(options["recipe"])
     manifest, skipped = build_from_folders(
-        index_dir, spec=spec, shifts=shifts, transform_auto=transform_auto, **roots, **common
+        index_dir,
+        images=image_dirs,
+        images_from=images_from,
+        labels=labels,
+        model=options["model"],
+        spec=spec,
+        shifts=options["shifts"],
+        transform_auto=transform_auto,
+        train_config=train_config,
+        epochs=options["epochs"],
+        size=options["size"],
+        channels=options["channels"],
+        z_size=options["z_size"],
+        shipped_for_grey=options["model"] is None and not options["train"],
+        max_index_memory=options["max_index_memory"],
+        chunk_size=options["chunk_size"],
+        cluster=options["cluster"],
+        log=click.echo,
     )
     _echo_skipped(skipped)
     click.echo(
         f"Done: {manifest['count']:,} images in {index_dir}. Keep it current with "
         f"`aesearch sync --index-dir {index_dir}`"
     )
+
+
+def _shipped_if_named(model: Path | None) -> Path | None:
+    """`--model shipped`: the model in the package (unless a file of that name is there)."""
+    if model is not None and str(model) == "shipped" and not model.exists():
+        from aesearch.model.shipped import shipped_model
+
+        return shipped_model()
+    return model
 
 
 def _echo_skipped(skipped, at_most: int = 20) -> None:

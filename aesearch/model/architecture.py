@@ -131,6 +131,21 @@ class ModelConfig:
         )
 
 
+def member_for(image_size: int, channels: int, z_size: int, *, framing: str = "photo") -> ModelConfig:
+    """The family member for images of this size: the seed's shape at 28 x 28 grey, else stages down to <= 7.
+
+    Each stage halves the side until it is at most 7 pixels (4 stages at 64, 3 at 32 and 48), each
+    twice as wide as the one before from 32 channels, capped at 256: the seed's own progression.
+    """
+    if image_size == defaults.IMAGE_SIZE and channels == 1:
+        return ModelConfig(z_size=z_size, framing=framing)
+    stages = 1
+    while image_size >> stages > 7 and image_size % (2 ** (stages + 1)) == 0:
+        stages += 1
+    widths = tuple(min(256, 32 * 2**i) for i in range(stages))
+    return ModelConfig(z_size=z_size, image_size=image_size, channels=channels, widths=widths, framing=framing)
+
+
 def parameter_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """The state_dict names and shapes of a family member (for the seed, the article's names too).
 

@@ -93,13 +93,16 @@ class AutoEncoder(nn.Module):
     # --- the training layout: patch layout where it applies, plain (B, C, H, W) elsewhere ---
 
     def to_layout(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, *config.image_shape) images (any dtype; kept) -> the layout the model trains on."""
-        if self.config.patchable:
-            return to_patch_layout(images)
-        return images.unsqueeze(1) if self.config.channels == 1 else images.permute(0, 3, 1, 2).contiguous()
+        """(B, *config.image_shape) channels-last images (any dtype; kept) -> the layout the model trains on."""
+        first = images.unsqueeze(1) if self.config.channels == 1 else images.permute(0, 3, 1, 2).contiguous()
+        return self.layout_of(first)
+
+    def layout_of(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) images -> the training layout: patch layout where it applies, else as they are."""
+        return to_patch_layout(images) if self.config.patchable else images
 
     def from_layout(self, x: torch.Tensor) -> torch.Tensor:
-        """The training layout -> (B, C, H, W) images, the inverse of to_layout's arrangement."""
+        """The training layout -> (B, C, H, W) images, the inverse of layout_of."""
         return from_patch_layout(x) if self.config.patchable else x
 
     def encode_layout(self, x: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ import numpy as np
 
 from aesearch import defaults
 from aesearch.memory import new_float_rows, read_rows, release
+from aesearch.rowwise import per_image_mean
 from aesearch.search.index import AffineTransform, to_search_space
 from aesearch.search.index_choice import IndexChoice, choose_index
 from aesearch.search.trust import TrustCalibration
@@ -75,7 +76,7 @@ def encode_chunk(autoencoder, images: np.ndarray, want: np.ndarray, shifts) -> t
         lo, hi = np.searchsorted(want, [start, start + len(pixels)])
         if hi > lo:
             rows = want[lo:hi] - start
-            errors[lo:hi] = ((autoencoder.decode(z[rows]) - pixels[rows]) ** 2).mean(axis=(1, 2))
+            errors[lo:hi] = per_image_mean((autoencoder.decode(z[rows]) - pixels[rows]) ** 2)
     return vectors, errors
 
 

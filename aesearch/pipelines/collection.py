@@ -12,15 +12,17 @@ sorted (root, path) order of the files that could be read: 0 to n-1.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from aesearch import defaults
 from aesearch.errors import InvalidArgumentError
+from aesearch.model.architecture import ModelConfig, member_for
 from aesearch.model.checkpoint import Checkpoint, load_checkpoint
 from aesearch.search.index import IndexSpec, check_index_type
-from aesearch.sources.folders import FolderSource, Skipped, collection_roots, scan
+from aesearch.sources.folders import FolderSource, Scan, Skipped, collection_roots, collection_traits, scan
 from aesearch.store.paths import shown
 from aesearch.store.records import new_records
 
@@ -28,6 +30,7 @@ LABEL_MODES = ("folders",)
 # Below this many images the default recipe trains a model that retrieves worse than reusing the
 # Fashion-MNIST one (scripts/bench_collection.py --train-sizes; docs/collections.md).
 SMALL_COLLECTION = 5_000
+SMALL_COLOUR_COLLECTION = 1_000  # provisional: to be measured as SMALL_COLLECTION was
 
 
 def build_from_folders(
@@ -41,6 +44,11 @@ def build_from_folders(
     shifts: Sequence[Sequence[int]],
     transform_auto: bool = False,
     train_config=None,
+    epochs: int | None = None,
+    size: int | None = None,
+    channels: int | None = None,
+    z_size: int | None = None,
+    shipped_for_grey: bool = False,
     workers: int | None = None,
     max_index_memory: int | None = None,
     chunk_size: int = defaults.CHUNK_SIZE,
@@ -52,7 +60,13 @@ def build_from_folders(
 
     With a model the files are read as the streaming build asks for them, a chunk at a time: memory
     stays bounded by the chunk size, and a build killed midway resumes without reading again what
-    it had encoded. Without one, the images are read into memory first, to train a model on them.
+    it had encoded. Without one, the images are read into memory first, to train a model on them:
+    the family member collection_model_config() chooses (colour or grey, size and z from the images
+    unless size, channels, z_size say), with train_config's recipe or the member's default one
+    (epochs: that recipe's epochs, overridden).
+    shipped_for_grey: with no model and no train_config, a grey collection is encoded with the
+    Fashion-MNIST model shipped in the package rather than trained on (what `build-index --images`
+    does: on small grey collections that model retrieves better than one trained on them).
     max_index_memory, chunk_size, cluster: the streaming build's StreamOptions of those names.
     transform_auto: spec's whitening only when there are enough images to learn it (see
     whitening_needs); otherwise plain vectors, and a line in the log that says so.
@@ -65,7 +79,11 @@ def build_from_folders(
     knobs = {"max_index_memory": max_index_memory, "chunk_size": chunk_size, "cluster": cluster}
     roots = collection_roots(images, images_from)
     checkpoint = load_checkpoint(model) if model is not None else None
-    check_index_type(spec.index_type, checkpoint.model_config.z_size if checkpoint else defaults.Z_SIZE)
+    if checkpoint is not None and (size, channels, z_size) != (None, None, None):
+        raise InvalidArgumentError(
+            f"--model {shown(str(model))} fixes the image size, channels and z size "
+            f"({checkpoint.model_config.describe()}): drop --size, --channels and --z-size, or --model"
+        )
     found = scan(roots)
     where = ", ".join(shown(str(r)) for r in roots)  # one printable line, whatever the names
     if log:
@@ -75,9 +93,20 @@ def build_from_folders(
             f"found {len(found.files)} image file(s) under {where}: an index needs at "
             "least 2 (PNG, JPEG, GIF, WebP, BMP or TIFF files, in any subfolder)"
         )
+    member = None
+    if checkpoint is None:
+        member = collection_model_config(found, size=size, channels=channels, z_size=z_size, log=log)
+        asked = (train_config, epochs, size, z_size) != (None, None, None, None)
+        if shipped_for_grey and not asked and member.channels == 1:
+            from aesearch.model.shipped import shipped_model
+
+            checkpoint, member = load_checkpoint(shipped_model()), None
+            if log:
+                log("The images are grey: encoding them with the Fashion-MNIST model shipped with aesearch")
+    model_config = checkpoint.model_config if checkpoint is not None else member
+    check_index_type(spec.index_type, model_config.z_size)
     if transform_auto and spec.transform == "whiten":
-        z_size = defaults.Z_SIZE if train_config is None else train_config.z_size
-        z_size = checkpoint.model_config.z_size if checkpoint else z_size
+        z_size = model_config.z_size
         if len(found.files) < whitening_needs(z_size):
             spec = IndexSpec(spec.index_type, spec.metric, {}, "none")
             if log:
@@ -85,19 +114,20 @@ def build_from_folders(
                     f"{len(found.files):,} images are too few to learn a whitening of {z_size} numbers (it takes "
                     f"{whitening_needs(z_size):,}): searching the plain vectors; rebuild to whiten once there are more"
                 )
-    source = FolderSource(found, labels, workers=workers)
+    source = FolderSource(found, labels, workers=workers, model_config=model_config)
     skipped: list[Skipped] = []
     if checkpoint is not None:
         options = stream_options(spec, shifts, **knobs)
         manifest = stream_build(index_dir, source, checkpoint, options, log=log, skipped=skipped.extend)
         return manifest, found.skipped + skipped
+    _require_torch(model_config)  # before reading every file, not after
     pixels, records, paths, skipped = read_collection(source)
     if len(pixels) < 2:
         raise InvalidArgumentError(
             f"found {len(pixels)} readable image(s) under {where}: an index needs at "
             "least 2 (PNG, JPEG, GIF, WebP, BMP or TIFF files, in any subfolder)"
         )
-    checkpoint = _train_on(pixels, records, train_config, progress=progress, log=log)
+    checkpoint = train_on_collection(pixels, records, member, train_config, epochs, progress=progress, log=log)
     manifest = assemble_bundle(
         index_dir,
         checkpoint=checkpoint,
@@ -114,6 +144,16 @@ def build_from_folders(
     return manifest, found.skipped + skipped
 
 
+def _require_torch(member: ModelConfig) -> None:
+    try:
+        import torch  # noqa: F401  (the training right after needs it)
+    except ImportError:
+        raise InvalidArgumentError(
+            f"training a {member.describe()} model on these images needs PyTorch, which this install leaves out: "
+            "pip install 'aesearch[train]', or pass --model CHECKPOINT (--model shipped: the grey Fashion-MNIST one)"
+        ) from None
+
+
 def whitening_needs(z_size: int) -> int:
     """The fewest images a whitening of z_size components is learned from (transform auto)."""
     return defaults.WHITEN_MIN_IMAGES_PER_DIM * z_size
@@ -121,10 +161,9 @@ def whitening_needs(z_size: int) -> int:
 
 def read_collection(source: FolderSource) -> tuple[np.ndarray, np.ndarray, list[str], list[Skipped]]:
     """Every file of a folder source in memory: (images, records without ids, paths, skipped)."""
-    from aesearch.sources.preprocess import SIZE  # the size files are preprocessed to
-
     chunks = list(source.chunks(source.count or 1))
-    pixels = np.concatenate([c.images for c in chunks]) if chunks else np.zeros((0, SIZE, SIZE), np.uint8)
+    shape = source.model_config.image_shape
+    pixels = np.concatenate([c.images for c in chunks]) if chunks else np.zeros((0, *shape), np.uint8)
     records = new_records(len(pixels))
     if chunks:
         for column, name in (
@@ -140,17 +179,63 @@ def read_collection(source: FolderSource) -> tuple[np.ndarray, np.ndarray, list[
     return pixels, records, paths, [s for c in chunks for s in c.skipped]
 
 
-def _train_on(pixels: np.ndarray, records: np.ndarray, train_config, *, progress: bool, log) -> Checkpoint:
-    """Train the seed AutoEncoder on the collection itself (a tenth held out for the test MSE)."""
+def collection_model_config(
+    found: Scan,
+    *,
+    size: int | None = None,
+    channels: int | None = None,
+    z_size: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ModelConfig:
+    """The family member to train on a collection: colour when its images are, sized from them.
+
+    A colour collection gets photo framing (the whole image, aspect kept) at the smallest of
+    defaults.COLLECTION_SIZES that holds its images' median longest edge, z = COLLECTION_Z_SIZE; a
+    grey one the seed's shape and silhouette framing, as Fashion-MNIST. size, channels and z_size
+    override what the images say.
+    """
+    traits = collection_traits(found)
+    colour = traits.colour if channels is None else channels == 3
+    if log:
+        kind = "colour" if traits.colour else "grey"
+        log(
+            f"Looked at {traits.sampled} images: {kind} ({traits.colour_share:.0%} have colour), "
+            f"median longest edge {traits.median_edge} px"
+        )
+    if not colour:
+        size, z, framing = size or defaults.IMAGE_SIZE, z_size or defaults.Z_SIZE, "silhouette"
+    else:
+        fitting = [s for s in defaults.COLLECTION_SIZES if s >= traits.median_edge]
+        size = size or (fitting[0] if fitting else defaults.COLLECTION_SIZES[-1])
+        z, framing = z_size or defaults.COLLECTION_Z_SIZE, "photo"
+    try:
+        return member_for(size, 3 if colour else 1, z, framing=framing)
+    except ValueError as exc:
+        raise InvalidArgumentError(f"no model for {size}x{size} images ({exc}): pick another --size") from None
+
+
+def train_on_collection(
+    pixels: np.ndarray,
+    records: np.ndarray,
+    member: ModelConfig,
+    train_config=None,
+    epochs: int | None = None,
+    *,
+    progress: bool = False,
+    log: Callable[[str], None] | None = print,
+) -> Checkpoint:
+    """Train the member on the collection's preprocessed images (a tenth held out for the test MSE)."""
     import torch
 
     from aesearch.sources.fashion_mnist import FashionMNIST, Split
     from aesearch.training.train import TrainConfig, fit, to_checkpoint
 
-    if log and len(pixels) < SMALL_COLLECTION:
+    colour = member.channels == 3
+    smallest = SMALL_COLOUR_COLLECTION if colour else SMALL_COLLECTION
+    if log and len(pixels) < smallest:
         log(
-            f"Warning: {len(pixels):,} images are too few to train a good model (under {SMALL_COLLECTION:,}, "
-            "retrieval is worse than with a reused one): pass --model CKPT, e.g. the Fashion-MNIST model"
+            f"Warning: {len(pixels):,} images are too few to train a good model (under {smallest:,}, "
+            "retrieval is worse than with a reused one): pass --model CKPT, e.g. --model shipped"
         )
     order = np.random.default_rng(0).permutation(len(pixels))
     held = max(1, len(pixels) // 10)
@@ -158,9 +243,15 @@ def _train_on(pixels: np.ndarray, records: np.ndarray, train_config, *, progress
     y = torch.from_numpy(np.maximum(records["label"].astype(np.int64), 0))
     test, train = torch.from_numpy(np.sort(order[:held])), torch.from_numpy(np.sort(order[held:]))
     data = FashionMNIST(Split("train", x[train], y[train]), Split("test", x[test], y[test]), Path("."))
-    config = train_config or TrainConfig.for_recipe(defaults.COLLECTION_RECIPE)
+    recipe = defaults.COLOUR_RECIPE if colour else defaults.COLLECTION_RECIPE
+    config = (train_config or TrainConfig.for_recipe(recipe)).with_z_size(member.z_size)
+    if epochs is not None:
+        config = replace(config, epochs=epochs)
+    if config.batch_size > len(train):  # a small collection: every image in each step
+        config = replace(config, batch_size=len(train))
     if log:
         log(
-            f"No --model given: training one on the collection with the {config.recipe} recipe ({config.epochs} epochs)"
+            f"Training a {member.describe()} model on the collection with the {config.recipe} recipe "
+            f"({config.epochs + config.decoder_epochs} epochs)"
         )
-    return to_checkpoint(fit(config, data, progress=progress, log=log))
+    return to_checkpoint(fit(config, data, model_config=member, progress=progress, log=log))

@@ -168,7 +168,7 @@ def sync_rows(
     indexed = indexed_files(bundle)
     candidates = [f for f in found.files if _differs(f, indexed.get(f.key))]
     report.unchanged = len(found.files) - len(candidates)
-    chunks = list(read_files(roots, candidates, workers=workers))
+    chunks = list(read_files(roots, candidates, workers=workers, model_config=bundle.checkpoint.model_config))
     report.skipped += [s for c in chunks for s in c.skipped]
     files = [f for c in chunks for f in c.files]
     images = np.concatenate([c.images for c in chunks]) if chunks else np.zeros((0, *bundle.image_shape), np.uint8)

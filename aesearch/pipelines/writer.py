@@ -25,12 +25,14 @@ import numpy as np
 from aesearch import defaults
 from aesearch.errors import InvalidArgumentError, os_error_message
 from aesearch.integers import check_int, check_ints
+from aesearch.model.architecture import ModelConfig
+from aesearch.model.checkpoint import read_model_config
 from aesearch.pipelines import drift
 from aesearch.pipelines.sync import SyncReport, SyncRows, files_to_add, ids_by_path, sync_rows
 from aesearch.pipelines.update import MAX_DELTAS, compact, delta_numbers, embed, needs_compaction, write_delta
 from aesearch.search.segments import load_transform
 from aesearch.sources.preprocess import ImageSource, preprocess_batch
-from aesearch.store.bundle import Bundle, BundleWriter, as_path, load_bundle
+from aesearch.store.bundle import MODEL_FILE, Bundle, BundleWriter, as_path, load_bundle
 from aesearch.store.manifest import read_manifest
 from aesearch.store.paths import encode_path, shown
 from aesearch.store.records import PINNED, ROOT, new_records, pixel_hashes
@@ -69,7 +71,9 @@ class Collection:
         """
         if isinstance(images, Sequence | np.ndarray) and not isinstance(images, str | bytes) and not len(images):
             raise InvalidArgumentError("images to add must hold at least one image, got none")
-        pixels = (preprocess_batch(images) * np.float32(255)).round().astype(np.uint8)
+        pixels = (
+            (preprocess_batch(images, model_config=self._model_config()) * np.float32(255)).round().astype(np.uint8)
+        )
         records = new_records(len(pixels))
         records["content_hash"] = pixel_hashes(pixels)
         records[ROOT] = PINNED
@@ -92,6 +96,10 @@ class Collection:
             due = self._publish(writer, bundle, rows)
         self._maintain(due)
         return ids
+
+    def _model_config(self) -> ModelConfig:
+        """The bundle's model's config (its metadata alone): the contract new images are prepared by."""
+        return read_model_config(self.path / MODEL_FILE)
 
     def remove(self, ids_or_paths: Sequence[int | str]) -> list[int]:
         """Remove images by id, or by path (as listed, or a collection file's absolute path); returns

@@ -20,6 +20,7 @@ from aesearch import defaults
 from aesearch.errors import BundleError, EmptyIndexError, InvalidArgumentError
 from aesearch.integers import check_int, check_ints
 from aesearch.model.runtime import NumpyAutoEncoder
+from aesearch.rowwise import per_image_mean
 from aesearch.search import notebook
 from aesearch.search.feedback import Feedback
 from aesearch.search.filters import Filter, sorted_unique
@@ -178,14 +179,18 @@ class SearchEngine:
         Each is the encoder's z averaged over the bundle's grid-phase translations of the image
         (manifest "embedding_shifts"). Images: anything the preprocessing contract takes.
         """
-        return self.autoencoder.embed(preprocess_batch(images), self.shifts)[1]
+        return self.autoencoder.embed(self.prepare(images), self.shifts)[1]
 
     def reconstruct(self, images: np.ndarray | Sequence[ImageSource]) -> np.ndarray:
-        """Images -> (n, 28, 28) float32: the decoder's output for each image's z."""
-        return self.autoencoder.decode(self.autoencoder.encode(preprocess_batch(images)))
+        """Images -> (n, *image_shape) float32: the decoder's output for each image's z."""
+        return self.autoencoder.decode(self.autoencoder.encode(self.prepare(images)))
+
+    def prepare(self, images: np.ndarray | Sequence[ImageSource], **options) -> np.ndarray:
+        """Images -> (n, *image_shape) float32, framed by the bundle's model's contract (preprocess_batch's options)."""
+        return preprocess_batch(images, model_config=self.autoencoder.config, **options)
 
     def decode(self, z: np.ndarray) -> np.ndarray:
-        """(n, z_size) encoder outputs -> (n, 28, 28) float32 images in [0, 1]."""
+        """(n, z_size) encoder outputs -> (n, *image_shape) float32 images in [0, 1]."""
         return self.autoencoder.decode(self._check_vectors(z, "z"))
 
     def search(self, vectors: np.ndarray, k: int, *, where: Where = None) -> tuple[np.ndarray, np.ndarray]:
@@ -354,13 +359,15 @@ class SearchEngine:
         if isinstance(images, Sequence | np.ndarray) and not isinstance(images, str | bytes) and not len(images):
             return []  # no image, no result (and no zero-row arrays through the encoder)
         if keep_original:  # off by default: a batch of photos would keep every one decoded
-            queries, originals = preprocess_keeping_originals(images, max_pixels=max_pixels, name=name)
+            queries, originals = preprocess_keeping_originals(
+                images, max_pixels=max_pixels, name=name, model_config=self.autoencoder.config
+            )
         else:
-            queries = preprocess_batch(images, max_pixels=max_pixels, name=name)
+            queries = self.prepare(images, max_pixels=max_pixels, name=name)
             originals = [None] * len(queries)
         z, latents = self.autoencoder.embed(queries, self.shifts)
         reconstructions = self.autoencoder.decode(z)
-        errors = ((reconstructions - queries) ** 2).mean(axis=(1, 2))
+        errors = per_image_mean((reconstructions - queries) ** 2)
         if subset is None:
             distances, ids = self.index.search(latents, k)
             nearest = distances[:, 0]

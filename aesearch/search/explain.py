@@ -23,7 +23,7 @@ import numpy as np
 
 from aesearch.integers import check_int
 from aesearch.search import notebook
-from aesearch.sources.preprocess import ImageSource, preprocess_batch
+from aesearch.sources.preprocess import ImageSource
 
 if TYPE_CHECKING:
     from aesearch.search.engine import Hit, QueryResult, SearchEngine
@@ -103,7 +103,7 @@ def interpolate(
     """
     fractions = _fractions(steps)
     images = [engine.image(x) if _is_id(x) else x for x in (start, end)]
-    z = engine.autoencoder.encode(preprocess_batch(images))  # (2, z)
+    z = engine.autoencoder.encode(engine.prepare(images))  # (2, z)
     path = (1 - fractions)[:, None] * z[0] + fractions[:, None] * z[1]
     return engine.decode(path), fractions
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aesearch.rowwise import per_image_mean
+
 THRESHOLD_PERCENTILE = 99.5  # either signal alone above this: out of distribution
 JOINT_PERCENTILE = 97.5  # both signals above this: out of distribution
 CONTENT_PERCENTILE = 0.1  # less content than this percentile of indexed images: out of distribution
@@ -116,9 +118,9 @@ class TrustCalibration:
 
 
 def content(images: np.ndarray) -> np.ndarray:
-    """(n, 28, 28) images in [0, 1] (or uint8) -> (n,) fraction of pixels that hold the object."""
+    """(n, H, W[, C]) images in [0, 1] (or uint8) -> (n,) fraction of pixel values above the background level."""
     threshold = CONTENT_LEVEL * 255 if images.dtype == np.uint8 else CONTENT_LEVEL
-    return (images > threshold).mean(axis=(1, 2))
+    return per_image_mean(images > threshold)
 
 
 def calibrate(

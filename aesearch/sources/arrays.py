@@ -35,7 +35,7 @@ class ArraySource:
         paths: list[str] | None = None,
     ) -> None:
         """records (RECORD_DTYPE, ids ignored), when given, supply labels, splits, positions and file facts."""
-        assert images.dtype == np.uint8 and images.ndim == 3, f"bad images {images.dtype} {images.shape}"
+        assert images.dtype == np.uint8 and images.ndim in (3, 4), f"bad images {images.dtype} {images.shape}"
         if records is not None:
             labels, split, positions = records["label"], records["split"], records["position"]
         self.images, self.labels, self.split, self.positions = images, labels, split, positions

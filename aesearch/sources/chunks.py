@@ -40,7 +40,7 @@ class Chunk:
         return len(self.images)
 
     def __post_init__(self) -> None:
-        assert self.images.ndim == 3, f"bad chunk {self.images.shape}"  # the model's shape: checked by the build
+        assert self.images.ndim in (3, 4), f"bad chunk {self.images.shape}"  # (n, H, W[, C]): checked by the build
         assert self.images.dtype == np.uint8, f"chunk images must be uint8, got {self.images.dtype}"
 
 

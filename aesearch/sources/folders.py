@@ -2,7 +2,7 @@
 
     scan(roots) -> Scan                      stat only: which files, their size and mtime (cheap; sync
                                              compares these with the index before reading anything)
-    read_files(scan.roots, files) -> chunks  read, hash, decode and preprocess: the 28x28 uint8 image
+    read_files(scan.roots, files) -> chunks  read, hash, decode and preprocess: the model's uint8 input
                                              the encoder sees, in order, ReadChunk by ReadChunk
 
 Decoding is the cost of indexing a folder (a 28x28 PNG costs more to open than to encode), so files
@@ -43,9 +43,11 @@ import numpy as np
 
 from aesearch import defaults
 from aesearch.errors import AesearchError, InvalidArgumentError, reason
+from aesearch.model.architecture import ModelConfig
 from aesearch.sources.chunks import NO_LABEL, Chunk
 from aesearch.store.paths import shown
 
+SEED_CONFIG = ModelConfig()  # whose contract applies when none is given
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
 HASH_BYTES = 16
 BATCH = 256  # files per task sent to a worker: amortises the inter-process round trip
@@ -92,7 +94,7 @@ class ReadChunk:
     """Files read successfully, row-aligned, and those that were not."""
 
     files: list[FileEntry]  # size and mtime as found when the file was read
-    images: np.ndarray  # (n, 28, 28) uint8: the preprocessed images
+    images: np.ndarray  # (n, *image_shape) uint8: the images preprocessed for the model
     hashes: np.ndarray  # (n,) S16 content hashes
     skipped: list[Skipped]
 
@@ -316,6 +318,41 @@ def folder_classes(files: Sequence[FileEntry]) -> list[str]:
     return sorted({folder_label(f.path) for f in files} - {None})
 
 
+@dataclass(frozen=True)
+class CollectionTraits:
+    """What a sample of a collection's images says about it: colour or grey, and how large."""
+
+    sampled: int  # images read
+    colour_share: float  # share of them with colour (chroma above defaults.COLOUR_CHROMA)
+    median_edge: int  # their median longest edge, in pixels
+
+    @property
+    def colour(self) -> bool:
+        return self.sampled > 0 and self.colour_share >= defaults.COLOUR_SHARE
+
+
+def collection_traits(found: Scan, sample: int = defaults.COLLECTION_SAMPLE) -> CollectionTraits:
+    """Read up to `sample` files, evenly spaced over the scan's order (unreadable ones are passed over)."""
+    from aesearch.sources.preprocess import image_traits
+
+    files = found.files
+    picked = sorted({round(i * (len(files) - 1) / max(1, sample - 1)) for i in range(min(sample, len(files)))})
+    base = [str(r.parent if r.is_file() else r) for r in found.roots]
+    chromas, edges = [], []
+    for i in picked:
+        entry = files[i]
+        try:
+            chroma, edge = image_traits(os.path.join(base[entry.root], entry.path))
+        except (AesearchError, OSError):
+            continue
+        chromas.append(chroma)
+        edges.append(edge)
+    if not chromas:
+        return CollectionTraits(0, 0.0, 0)
+    share = float(np.mean(np.array(chromas) > defaults.COLOUR_CHROMA))
+    return CollectionTraits(len(chromas), share, int(np.median(edges)))
+
+
 class FolderSource:
     """The ChunkSource of a scanned collection: files are read (on every core) as the build asks for them.
 
@@ -328,8 +365,16 @@ class FolderSource:
 
     prune_classes = True
 
-    def __init__(self, found: Scan, labels: str | None = None, *, workers: int | None = None) -> None:
-        self.found, self.labels, self.workers = found, labels, workers
+    def __init__(
+        self,
+        found: Scan,
+        labels: str | None = None,
+        *,
+        workers: int | None = None,
+        model_config: ModelConfig = SEED_CONFIG,
+    ) -> None:
+        """model_config: the model the images are prepared for (its preprocessing contract)."""
+        self.found, self.labels, self.workers, self.model_config = found, labels, workers, model_config
         self._class_names = folder_classes(found.files) if labels else []
         self._number = {name: n for n, name in enumerate(self._class_names)}
 
@@ -374,7 +419,10 @@ class FolderSource:
         pieces: list[ReadChunk] = []
         held = 0  # images in pieces
         cursor = start
-        for piece in read_files(self.found.roots, self.found.files[start:], workers=self.workers, batch=batch):
+        files = self.found.files[start:]
+        for piece in read_files(
+            self.found.roots, files, workers=self.workers, batch=batch, model_config=self.model_config
+        ):
             if held and held + len(piece.files) > chunk_size:
                 yield self._chunk(pieces, cursor)
                 pieces, held = [], 0
@@ -402,11 +450,17 @@ class FolderSource:
 
 
 def read_files(
-    roots: Sequence[Path], files: Sequence[FileEntry], *, workers: int | None = None, batch: int = BATCH
+    roots: Sequence[Path],
+    files: Sequence[FileEntry],
+    *,
+    workers: int | None = None,
+    batch: int = BATCH,
+    model_config: ModelConfig = SEED_CONFIG,
 ) -> Iterator[ReadChunk]:
     """Read, hash, decode and preprocess files, in their order, one ReadChunk per batch.
 
     Args:
+        model_config: the model the images are prepared for (its preprocessing contract).
         workers: processes to decode with (default: one per core); 1 reads in this process (with
             the time limit only in the main thread: SIGALRM is delivered there).
     """
@@ -415,7 +469,7 @@ def read_files(
     base = [str(r.parent if r.is_file() else r) for r in roots]
     if workers <= 1 or len(files) < _INLINE_BELOW:
         for items in batches:
-            yield _chunk(items, _read_batch(base, [(f.root, f.path) for f in items]))
+            yield _chunk(items, _read_batch(base, [(f.root, f.path) for f in items], model_config))
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -431,7 +485,7 @@ def read_files(
     try:
         pending = []
         for items in batches:
-            pending.append((items, pool.submit(_read_batch, base, [(f.root, f.path) for f in items])))
+            pending.append((items, pool.submit(_read_batch, base, [(f.root, f.path) for f in items], model_config)))
             if len(pending) >= 2 * workers:  # bounded: memory stays a few batches, whatever the collection
                 items, future = pending.pop(0)
                 yield _chunk(items, _result(future, items, BrokenProcessPool))
@@ -486,12 +540,12 @@ def _chunk(items: list[FileEntry], result: tuple) -> ReadChunk:
     return ReadChunk(kept, images[ok], hashes[ok], skipped)
 
 
-def _read_batch(base: list[str], items: list[tuple[int, str]]) -> tuple:
+def _read_batch(base: list[str], items: list[tuple[int, str]], config: ModelConfig) -> tuple:
     """In a worker: each file's preprocessed uint8 image, hash, size and mtime, or why it failed."""
-    from aesearch.sources.preprocess import SIZE, preprocess
+    from aesearch.sources.preprocess import preprocess
 
     n = len(items)
-    images = np.zeros((n, SIZE, SIZE), dtype=np.uint8)  # preprocess()'s output
+    images = np.zeros((n, *config.image_shape), dtype=np.uint8)  # preprocess()'s output
     hashes = np.zeros(n, dtype=f"S{HASH_BYTES}")
     sizes, mtimes = np.zeros(n, np.int64), np.zeros(n, np.int64)
     problems: list[str | None] = [None] * n
@@ -503,7 +557,7 @@ def _read_batch(base: list[str], items: list[tuple[int, str]]) -> tuple:
             try:
                 with timer.running():
                     data, st = _read_regular(full, limit)
-                    image = preprocess(data, name=name)
+                    image = preprocess(data, name=name, model_config=config)
                 sizes[i], mtimes[i], hashes[i] = st.st_size, st.st_mtime_ns, content_hash(data)
                 images[i] = np.round(image * np.float32(255)).astype(np.uint8)
             except _TimedOut:

@@ -131,6 +131,23 @@ def _photo(
     return _fit_and_pad(colour.astype(np.float32), config.image_size).reshape(config.image_shape), image
 
 
+def image_traits(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[float, int]:
+    """(mean chroma in [0, 1], longest edge in pixels) of an image file: is it colour, how large is it.
+
+    Chroma is max minus min of R, G and B per pixel, over the opaque pixels of a 64-pixel thumbnail.
+    """
+    image = open_image(source, max_pixels=max_pixels)
+    longest = max(image.size)
+    thumbnail = image.convert("RGBA") if image.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F") else None
+    if thumbnail is None:
+        return 0.0, longest
+    thumbnail.thumbnail((64, 64), Image.Resampling.BOX)
+    values = _unit(np.asarray(thumbnail))
+    opaque = values[..., 3] > 0.5
+    chroma = values[..., :3].max(axis=-1) - values[..., :3].min(axis=-1)
+    return (float(chroma[opaque].mean()) if opaque.any() else 0.0), longest
+
+
 def _fit_and_pad(colour: np.ndarray, size: int) -> np.ndarray:
     """(H, W, C) float -> (size, size, C): longest edge to size, aspect kept, padded with the background."""
     h, w, channels = colour.shape

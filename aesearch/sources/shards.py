@@ -121,7 +121,7 @@ class ShardSource:
             raise DataError(f"cannot read shard {path} ({exc}): regenerate the collection") from None
         # Every shard's images have the first one's shape (the build checks it is the model's).
         shape = (int(entry["count"]), *(self._image_shape or images.shape[1:]))
-        if images.dtype != np.uint8 or images.ndim != 3 or images.shape != shape:
+        if images.dtype != np.uint8 or images.ndim not in (3, 4) or images.shape != shape:
             raise DataError(f"shard {path} holds {images.dtype} {images.shape}, not {shape} uint8")
         self._image_shape = shape[1:]
         if labels is not None and labels.shape != (len(images),):

@@ -3,7 +3,8 @@
 Speed comes from three choices, measured by scripts/bench_train.py:
   * the dataset sits on the training device as one uint8 tensor in patch layout and each batch
     is one gather plus a scale by 1/255 (the seed's ToTensor), with no DataLoader;
-  * the network runs in its matmul-only form (AutoEncoder.forward_patches);
+  * the seed-shaped members run in their matmul-only form (AutoEncoder.forward_layout: patch
+    layout), the others on PyTorch's convolution layers;
   * matrix multiplies run in bfloat16 autocast where the hardware supports it (CUDA, or a CPU
     with AVX512-BF16/AMX); weights, optimiser state and the loss stay float32.
 """
@@ -24,7 +25,7 @@ from aesearch import defaults
 from aesearch.atomic import check_writable
 from aesearch.errors import InvalidArgumentError
 from aesearch.model.checkpoint import Checkpoint, save_checkpoint
-from aesearch.model.network import AutoEncoder, ModelConfig, from_patch_layout, to_patch_layout
+from aesearch.model.network import AutoEncoder, ModelConfig
 from aesearch.sources.fashion_mnist import FashionMNIST, Split, load_fashion_mnist
 from aesearch.training.views import ViewAugmentation, augment, nt_xent, projection_head
 
@@ -94,6 +95,16 @@ class TrainConfig:
             # A smaller z keeps the recipe's share of it for the term (128 of 314: two fifths).
             given["consistency_dims"] = min(base.consistency_dims, max(1, given["z_size"] * 2 // 5))
         return replace(base, **given)
+
+    def with_z_size(self, z_size: int) -> TrainConfig:
+        """The same run for another latent size, the consistency term keeping its share of z."""
+        if z_size == self.z_size:
+            return self
+        base = RECIPES.get(self.recipe)
+        dims = self.consistency_dims
+        if self.consistency and base is not None and dims == base.consistency_dims:  # the recipe's, not the user's
+            dims = min(dims, max(1, z_size * 2 // 5))
+        return replace(self, z_size=z_size, consistency_dims=min(dims, z_size))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -191,6 +202,7 @@ def fit(
     config: TrainConfig,
     data: FashionMNIST,
     *,
+    model_config: ModelConfig | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = print,
 ) -> TrainResult:
@@ -198,6 +210,8 @@ def fit(
 
     Args:
         config: the recipe and run settings.
+        model_config: the family member to train (its z_size must be config's); default the seed's
+            shape with config's z size. The images are (N, *model_config.image_shape) uint8.
         data: both splits (see aesearch.sources.fashion_mnist.load_fashion_mnist); moved to the training device.
         progress: show a tqdm bar per epoch (loss, lr, images/s) on stderr.
         log: receives one summary line per epoch and the final test MSE; None for silence.
@@ -206,10 +220,21 @@ def fit(
     precision = resolve_precision(config.precision, device)
     torch.manual_seed(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    model = AutoEncoder(ModelConfig(z_size=config.z_size)).to(device)
+    model_config = model_config or ModelConfig(z_size=config.z_size)
+    if model_config.z_size != config.z_size:
+        raise InvalidArgumentError(
+            f"the model's z size {model_config.z_size} is not the training config's {config.z_size}: give both the same"
+        )
+    for split in (data.train, data.test):
+        if tuple(split.images.shape[1:]) != model_config.image_shape:
+            raise InvalidArgumentError(
+                f"the {split.name} images are {tuple(split.images.shape[1:])}, not the model's input "
+                f"{model_config.image_shape}: preprocess them for the model"
+            )
+    model = AutoEncoder(model_config).to(device)
 
     train_split = data.train.to(device)
-    patches = to_patch_layout(train_split.images)  # (N, 7, 7, 2, 2, 2, 2) uint8, built once
+    patches = model.to_layout(train_split.images)  # built once, uint8: patch layout for the seed's shape
     n = len(train_split)
     steps_per_epoch = n // config.batch_size  # drop_last, as in the seed
     if steps_per_epoch == 0:
@@ -254,15 +279,15 @@ def fit(
         for step in range(steps_per_epoch):
             batch = patches[order[step * config.batch_size : (step + 1) * config.batch_size]]
             x = batch.float().div_(255.0)  # exactly ToTensor's scaling
-            x_in = _corrupt(x, config, generator) if epoch <= config.corrupt_until * config.epochs else x
+            x_in = _corrupt(model, x, config, generator) if epoch <= config.corrupt_until * config.epochs else x
             consistency = None
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 if decoder_only:
                     with torch.no_grad():
-                        z = model.encode_patches(x_in)
-                    out = model.decode_patches(z)
+                        z = model.encode_layout(x_in)
+                    out = model.decode_layout(z)
                 else:
-                    out = model.forward_patches(x_in)
+                    out = model.forward_layout(x_in)
                     if head is not None:
                         consistency = _consistency_loss(model, head, x, config, augmentation, generator)
             loss = reconstruction = F.mse_loss(out.float(), x)
@@ -324,10 +349,10 @@ def _consistency_loss(
     augmentation: ViewAugmentation,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """NT-Xent between the head's outputs for two augmented views of each patch-layout image in x."""
-    images = from_patch_layout(x)
+    """NT-Xent between the head's outputs for two augmented views of each (training-layout) image in x."""
+    images = model.from_layout(x)
     views = torch.cat([augment(images, augmentation, generator), augment(images, augmentation, generator)])
-    projected = head(model.encode_patches(to_patch_layout(views))[:, : config.consistency_dims])
+    projected = head(model.encode_layout(model.layout_of(views))[:, : config.consistency_dims])
     first, second = projected.float().chunk(2)
     return nt_xent(first, second, config.temperature)
 
@@ -336,13 +361,13 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def _corrupt(x: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
-    """The denoising inputs for a batch of patch-layout images (x itself when none is asked for)."""
+def _corrupt(model: AutoEncoder, x: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """The denoising inputs for a batch of training-layout images (x itself when none is asked for)."""
     if not (config.noise or config.mask or config.shift):
         return x
     if config.shift:
         dy, dx = (torch.randint(-config.shift, config.shift + 1, (2,), generator=generator, device=x.device)).tolist()
-        x = to_patch_layout(torch.roll(from_patch_layout(x), shifts=(dy, dx), dims=(2, 3)))
+        x = model.layout_of(torch.roll(model.from_layout(x), shifts=(dy, dx), dims=(2, 3)))
     if config.mask:
         x = x * (torch.rand(x.shape, generator=generator, device=x.device) >= config.mask)
     if config.noise:  # zero-mean and unclipped: clipping would brighten the black background on average
@@ -358,8 +383,8 @@ def reconstruction_mse(
     model.eval()
     total = 0.0
     for start in range(0, len(split), batch_size):
-        x = to_patch_layout(torch.as_tensor(split.images[start : start + batch_size]).to(device)).float().div_(255.0)
-        total += F.mse_loss(model.forward_patches(x), x, reduction="sum").item()
+        x = model.to_layout(torch.as_tensor(split.images[start : start + batch_size]).to(device)).float().div_(255.0)
+        total += F.mse_loss(model.forward_layout(x), x, reduction="sum").item()
     return total / (len(split) * math.prod(split.images.shape[1:]))  # per pixel, whatever the image size
 
 
