@@ -142,6 +142,10 @@ def member_for(image_size: int, channels: int, z_size: int, *, framing: str = "p
     stages = 1
     while image_size >> stages > 7 and image_size % (2 ** (stages + 1)) == 0:
         stages += 1
+    if image_size >> stages > 8:
+        raise ValueError(
+            f"{image_size} px does not halve down to 8 px or less: use 28 or a multiple of 8 (32, 48, 64, 96...)"
+        )
     widths = tuple(min(256, 32 * 2**i) for i in range(stages))
     return ModelConfig(z_size=z_size, image_size=image_size, channels=channels, widths=widths, framing=framing)
 

@@ -84,6 +84,8 @@ def build_from_folders(
             f"--model {shown(str(model))} fixes the image size, channels and z size "
             f"({checkpoint.model_config.describe()}): drop --size, --channels and --z-size, or --model"
         )
+    if size is not None:  # before any file is read
+        _member(size, channels or 3, z_size or defaults.COLLECTION_Z_SIZE, "photo")
     found = scan(roots)
     where = ", ".join(shown(str(r)) for r in roots)  # one printable line, whatever the names
     if log:
@@ -208,8 +210,12 @@ def collection_model_config(
         fitting = [s for s in defaults.COLLECTION_SIZES if s >= traits.median_edge]
         size = size or (fitting[0] if fitting else defaults.COLLECTION_SIZES[-1])
         z, framing = z_size or defaults.COLLECTION_Z_SIZE, "photo"
+    return _member(size, 3 if colour else 1, z, framing)
+
+
+def _member(size: int, channels: int, z_size: int, framing: str) -> ModelConfig:
     try:
-        return member_for(size, 3 if colour else 1, z, framing=framing)
+        return member_for(size, channels, z_size, framing=framing)
     except ValueError as exc:
         raise InvalidArgumentError(f"no model for {size}x{size} images ({exc}): pick another --size") from None
 

@@ -336,7 +336,8 @@ def collection_traits(found: Scan, sample: int = defaults.COLLECTION_SAMPLE) -> 
     from aesearch.sources.preprocess import image_traits
 
     files = found.files
-    picked = sorted({round(i * (len(files) - 1) / max(1, sample - 1)) for i in range(min(sample, len(files)))})
+    count = min(sample, len(files))
+    picked = sorted({round(i * (len(files) - 1) / max(1, count - 1)) for i in range(count)})
     base = [str(r.parent if r.is_file() else r) for r in found.roots]
     chromas, edges = [], []
     for i in picked:

@@ -256,7 +256,9 @@ def _one_by_one(
     sources: object, max_pixels: int, name: str | None, config: ModelConfig, *, keep: bool
 ) -> tuple[np.ndarray, list]:
     """(n, *image_shape) from one image or a list of them, and each as decoded where keep (else None)."""
-    if isinstance(sources, str | Path | bytes | bytearray | memoryview | Image.Image) or _is_array(sources):
+    if _is_array(sources) and np.ndim(sources) == 4:  # (n, H, W, C) or (n, C, H, W): a batch of colour images
+        sources = list(sources)
+    elif isinstance(sources, str | Path | bytes | bytearray | memoryview | Image.Image) or _is_array(sources):
         sources = [sources]
     if not isinstance(sources, Sequence | np.ndarray):
         shape = ", ".join(map(str, config.image_shape))

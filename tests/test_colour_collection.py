@@ -1,0 +1,170 @@
+"""A colour collection end to end: a colour member trained on it, its images in colour everywhere."""
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from aesearch.interfaces.cli import cli
+from aesearch.pipelines.collection import build_from_folders
+from aesearch.pipelines.writer import Collection
+from aesearch.search.engine import SearchEngine
+from aesearch.search.index import IndexSpec
+
+SPEC = IndexSpec("flat", "cosine", {}, "none")
+COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 70, 220)}
+
+
+def _shape(colour: tuple[int, ...], rng: np.random.Generator, size=(40, 30)) -> Image.Image:
+    """A coloured blob on white, 40 wide and 30 high (not square: the aspect must be kept)."""
+    image = Image.new("RGB", size, (255, 255, 255))
+    w, h = size
+    x, y, r = rng.integers(8, w - 8), rng.integers(8, h - 8), rng.integers(4, 8)
+    array = np.asarray(image).copy()
+    yy, xx = np.mgrid[:h, :w]
+    array[(yy - y) ** 2 + (xx - x) ** 2 <= r * r] = colour
+    return Image.fromarray(array)
+
+
+def write_colour_folder(root: Path, per_class: int = 12) -> list[str]:
+    rng = np.random.default_rng(0)
+    paths = []
+    for name, colour in COLOURS.items():
+        for i in range(per_class):
+            path = root / name / f"{name}-{i:02d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _shape(colour, rng).save(path)
+            paths.append(f"{name}/{path.name}")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def colour_bundle(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("colour")
+    folder, index = root / "images", root / "index"
+    write_colour_folder(folder)
+    build_from_folders(index, images=[folder], labels="folders", spec=SPEC, shifts=((0, 0),), epochs=1, log=None)
+    return folder, index
+
+
+def test_a_colour_collection_trains_a_colour_member_sized_from_its_images(colour_bundle):
+    folder, index = colour_bundle
+    engine = SearchEngine.load(index)
+    config = engine.autoencoder.config
+    assert (config.channels, config.image_size, config.framing) == (3, 48, "photo")  # 40 px images: 48
+    assert engine.image(0).shape == (48, 48, 3)
+    result = engine.query(folder / "green" / "green-03.png", k=3)
+    assert result.query.shape == result.reconstruction.shape == (48, 48, 3)
+    assert result.hits[0].path == "green/green-03.png" and result.hits[0].distance == pytest.approx(0, abs=1e-6)
+    # the blob's colour survived preprocessing, and the white around it (the padding too) is white
+    image = engine.image(result.hits[0].id)
+    assert tuple(image[0, 0]) == (255, 255, 255) and (image == (30, 180, 60)).all(axis=-1).any()
+
+
+def test_adds_and_syncs_prepare_images_by_the_bundle_s_contract(colour_bundle, tmp_path):
+    import shutil
+
+    folder, index = colour_bundle
+    copy = tmp_path / "index"
+    shutil.copytree(index, copy)
+    collection = Collection.open(copy)
+    [new] = collection.add(np.asarray(_shape(COLOURS["red"], np.random.default_rng(5)))[None])
+    _shape(COLOURS["blue"], np.random.default_rng(6)).save(folder / "blue" / "blue-new.png")
+    try:
+        report = Collection.open(copy).sync()
+    finally:
+        (folder / "blue" / "blue-new.png").unlink()
+    assert len(report.added) == 1
+    engine = SearchEngine.load(copy)
+    assert engine.image(new).shape == (48, 48, 3)
+    found = engine.query(np.asarray(_shape(COLOURS["blue"], np.random.default_rng(6))), k=1).hits[0]
+    assert found.path == "blue/blue-new.png" and found.distance == pytest.approx(0, abs=1e-6)
+
+
+def test_pictures_and_the_server_show_colour(colour_bundle, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from aesearch.interfaces.server import create_app
+
+    folder, index = colour_bundle
+    picture = tmp_path / "q.png"
+    result = CliRunner().invoke(
+        cli, ["query", str(folder / "red" / "red-00.png"), "--index-dir", str(index), "-k", "3", "--explain"]
+    )
+    assert result.exit_code == 0, result.output
+    for written in (folder / "red" / "red-00.aesearch.png", folder / "red" / "red-00.explain.png"):
+        assert Image.open(written).mode == "RGB"
+        written.unlink()
+    response = TestClient(create_app(index), base_url="http://localhost").get("/api/images/0.png")
+    assert response.status_code == 200
+    served = Image.open(io.BytesIO(response.content))
+    assert served.mode == "RGB" and served.size == (48, 48)
+    assert not picture.exists()
+
+
+def test_size_channels_and_z_size_choose_the_member_and_model_shipped_takes_the_grey_one(colour_bundle, tmp_path):
+    folder, _ = colour_bundle
+    sized = tmp_path / "sized"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "build-index",
+            "--images",
+            str(folder),
+            "--index-dir",
+            str(sized),
+            "--size",
+            "32",
+            "--z-size",
+            "16",
+            "--epochs",
+            "1",
+            "--index-type",
+            "flat",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    config = SearchEngine.load(sized).autoencoder.config
+    assert (config.image_size, config.channels, config.z_size) == (32, 3, 16)
+    shipped = tmp_path / "shipped"
+    result = CliRunner().invoke(
+        cli, ["build-index", "--images", str(folder), "--index-dir", str(shipped), "--model", "shipped"]
+    )
+    assert result.exit_code == 0, result.output
+    assert SearchEngine.load(shipped).autoencoder.config.image_shape == (28, 28)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--model", "shipped", "--size", "32"], "--model uses a trained checkpoint"),
+        (["--size", "30", "--epochs", "1"], "no model for 30x30 images"),
+        (["--channels", "3"], None),  # with --images only: checked below without them
+    ],
+)
+def test_a_member_that_cannot_be_built_is_one_line(colour_bundle, tmp_path, arguments, message):
+    folder, _ = colour_bundle
+    if message is None:
+        result = CliRunner().invoke(cli, ["build-index", "--index-dir", str(tmp_path / "x"), *arguments])
+        message = "--size and --channels choose a model for --images"
+    else:
+        result = CliRunner().invoke(
+            cli, ["build-index", "--images", str(folder), "--index-dir", str(tmp_path / "x"), *arguments]
+        )
+    assert result.exit_code != 0
+    assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_without_pytorch_a_colour_collection_says_what_to_do_before_reading_it(colour_bundle, tmp_path, monkeypatch):
+    import sys
+
+    folder, _ = colour_bundle
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError, as in the lean install
+    result = CliRunner().invoke(cli, ["build-index", "--images", str(folder), "--index-dir", str(tmp_path / "x")])
+    assert result.exit_code != 0
+    assert "needs PyTorch" in result.output and "--model shipped" in result.output
+    assert not (tmp_path / "x").exists()
