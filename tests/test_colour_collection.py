@@ -168,3 +168,24 @@ def test_without_pytorch_a_colour_collection_says_what_to_do_before_reading_it(c
     assert result.exit_code != 0
     assert "needs PyTorch" in result.output and "--model shipped" in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_train_images_writes_a_colour_checkpoint_that_builds_bundles(colour_bundle, tmp_path):
+    from aesearch.model.checkpoint import load_checkpoint
+
+    folder, _ = colour_bundle
+    out = tmp_path / "colour.safetensors"
+    result = CliRunner().invoke(
+        cli, ["train", "--images", str(folder), "--epochs", "1", "--z-size", "24", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Training state saved after every epoch" in result.output
+    assert not (tmp_path / "colour.safetensors.training.pt").exists()  # finished: nothing to resume
+    config = load_checkpoint(out).model_config
+    assert (config.image_size, config.channels, config.z_size) == (48, 3, 24)
+    index = tmp_path / "index"
+    result = CliRunner().invoke(
+        cli, ["build-index", "--images", str(folder), "--model", str(out), "--index-dir", str(index)]
+    )
+    assert result.exit_code == 0, result.output
+    assert SearchEngine.load(index).image(0).shape == (48, 48, 3)

@@ -260,11 +260,11 @@ def test_a_read_that_blocks_is_given_up_after_the_time_limit(tmp_path, monkeypat
 _REAL_READ_BATCH = folders._read_batch
 
 
-def _killed_on_crash_png(base, items):
+def _killed_on_crash_png(base, items, config):
     """A worker's batch that dies as one killed by the OOM killer, or a decoder crash, would."""
     if any(path.endswith("crash.png") for _, path in items):
         os.kill(os.getpid(), signal.SIGKILL)
-    return _REAL_READ_BATCH(base, items)
+    return _REAL_READ_BATCH(base, items, config)
 
 
 def test_a_worker_that_dies_stops_the_sync_in_one_line_and_changes_nothing(tmp_path, model, monkeypatch, guard):
@@ -295,7 +295,7 @@ index, root, pids = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 folders._INLINE_BELOW = 0
 folders.MAX_READ_SECONDS = 0  # no time limit: the reads below block for as long as their process lives
 
-def blocked(base, items):  # a worker's batch
+def blocked(base, items, config):  # a worker's batch
     (pids / str(os.getpid())).touch()
     open(root / "fifo", "rb")  # a plain open of a pipe without a writer: blocks, as every read once did
 folders._read_batch = blocked

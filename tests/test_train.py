@@ -177,3 +177,48 @@ def test_corruption_stops_after_corrupt_until(tiny_data):
     never = fit(quick(epochs=1, precision="fp32", shift=2, corrupt_until=0.0), tiny_data, progress=False, log=None)
     for name, w in plain.model.weights().items():
         assert (never.model.weights()[name] == w).all(), name
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stop_after", [1, 3])  # in the joint epochs, and in the decoder-only ones
+def test_an_interrupted_training_resumes_to_the_weights_of_an_uninterrupted_one(tiny_data, tmp_path, stop_after):
+    config = quick("retrieval", epochs=2, decoder_epochs=2, precision="fp32")
+    whole = fit(config, tiny_data, progress=False, log=None)
+    state = tmp_path / "run.training.pt"
+
+    def interrupt(line: str) -> None:
+        if line.startswith(f"Epoch: {stop_after}"):
+            raise _Interrupt  # as Ctrl-C would, right after the epoch's state was saved
+
+    with pytest.raises(_Interrupt):
+        fit(config, tiny_data, resume=state, progress=False, log=interrupt)
+    assert state.exists()
+    lines = []
+    resumed = fit(config, tiny_data, resume=state, progress=False, log=lines.append)
+    assert lines[0].startswith(f"Resuming the interrupted training after epoch {stop_after} of 4")
+    assert not state.exists()  # done: nothing left to resume
+    assert [h.epoch for h in resumed.history] == [1, 2, 3, 4]
+    for name, value in whole.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], value, rtol=0, atol=0)
+    assert resumed.test_mse == whole.test_mse
+
+
+def test_a_saved_state_of_another_run_is_not_resumed(tiny_data, tmp_path):
+    state = tmp_path / "run.training.pt"
+    with pytest.raises(_Interrupt):
+        fit(quick(epochs=2), tiny_data, resume=state, progress=False, log=_raise_after_first_epoch)
+    lines = []
+    result = fit(quick(epochs=2, lr=1e-3), tiny_data, resume=state, progress=False, log=lines.append)
+    assert "holds the state of another training run" in lines[0] and len(result.history) == 2
+    state.write_bytes(b"damaged")
+    lines = []
+    fit(quick(epochs=1), tiny_data, resume=state, progress=False, log=lines.append)
+    assert "or a damaged one: training from the start" in lines[0] and not state.exists()
+
+
+def _raise_after_first_epoch(line: str) -> None:
+    if line.startswith("Epoch: 1"):
+        raise _Interrupt

@@ -96,7 +96,11 @@ def cli() -> None:
 @click.option("--epochs", type=Integer(1, 10_000), help="Epochs to run, before any decoder-only ones [recipe's].")
 @click.option("--batch-size", type=Integer(1, 60_000), help="Batch size [recipe's].")
 @click.option("--lr", type=click.FloatRange(0, 1, min_open=True), help="Learning rate (peak for one-cycle) [recipe's].")
-@click.option("--z-size", type=Integer(1, 100_000), default=defaults.Z_SIZE, show_default=True, help="Latent size")
+@click.option(
+    "--z-size",
+    type=Integer(1, 100_000),
+    help=f"Latent size  [{defaults.Z_SIZE}; {defaults.COLLECTION_Z_SIZE} for colour --images]",
+)
 @click.option("--seed", type=Integer(), default=0, show_default=True, help="Random seed (init and shuffling).")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option(
@@ -109,27 +113,57 @@ def cli() -> None:
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Folder holding Fashion-MNIST (else searched).")
 @click.option("--limit", type=Integer(1, 60_000), help="Train on the first N training images only.")
 @click.option(
+    "--images",
+    "image_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Train on the images in this folder (recursively) instead of Fashion-MNIST; repeatable.",
+)
+@click.option("--size", type=Integer(4, 4096), help="With --images: the model's image size  [from the images]")
+@click.option(
+    "--channels", type=click.Choice(["1", "3"]), help="With --images: grey (1) or colour (3)  [as the images are]"
+)
+@click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("runs/model.safetensors"),
     show_default=True,
     help="Checkpoint to write; its training curve goes beside it.",
 )
-def train(recipe, epochs, batch_size, lr, z_size, seed, device, precision, data_dir, limit, out) -> None:
-    """Train the AutoEncoder; write a self-describing checkpoint and its training curve."""
+def train(
+    recipe, epochs, batch_size, lr, z_size, seed, device, precision, data_dir, limit, image_dirs, size, channels, out
+) -> None:
+    """Train the AutoEncoder; write a self-describing checkpoint and its training curve.
+
+    Interrupted (Ctrl-C, a reboot), the same command goes on after the last finished epoch.
+    """
     _need_torch("training")
     from aesearch.training.train import TrainConfig, curve_path, train_model
 
-    config = TrainConfig.for_recipe(
-        recipe,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        z_size=z_size,
-        seed=seed,
-        device=device,
-        precision=precision,
-    )
+    if not image_dirs and (size is not None or channels is not None):
+        from aesearch.errors import InvalidArgumentError
+
+        raise InvalidArgumentError("--size and --channels choose a model for --images: drop them for Fashion-MNIST")
+    settings = {"batch_size": batch_size, "lr": lr, "seed": seed, "device": device, "precision": precision}
+    if image_dirs:
+        from aesearch.pipelines.collection import train_from_folders
+
+        given = recipe if click.get_current_context().get_parameter_source("recipe").name != "DEFAULT" else None
+        config = TrainConfig.for_recipe(given, **settings) if given else None
+        checkpoint = train_from_folders(
+            out,
+            images=image_dirs,
+            train_config=config,
+            epochs=epochs,
+            size=size,
+            channels=int(channels) if channels else None,
+            z_size=z_size,
+            settings=settings,
+            log=click.echo,
+        )
+        click.echo(f"Checkpoint: {out}  ({checkpoint.model_config.describe()}, test MSE {checkpoint.test_mse:.5f})")
+        return
+    config = TrainConfig.for_recipe(recipe, epochs=epochs, z_size=z_size, **settings)
     result = train_model(config, out=out, data_dir=data_dir, limit=limit, log=click.echo)
     click.echo(
         f"Checkpoint: {out}  (test MSE {result.test_mse:.5f}, {result.seconds:.0f} s on {result.device}, "

@@ -129,7 +129,16 @@ def build_from_folders(
             f"found {len(pixels)} readable image(s) under {where}: an index needs at "
             "least 2 (PNG, JPEG, GIF, WebP, BMP or TIFF files, in any subfolder)"
         )
-    checkpoint = train_on_collection(pixels, records, member, train_config, epochs, progress=progress, log=log)
+    checkpoint = train_on_collection(
+        pixels,
+        records,
+        member,
+        train_config,
+        {"epochs": epochs},
+        resume_beside=Path(index_dir),
+        progress=progress,
+        log=log,
+    )
     manifest = assemble_bundle(
         index_dir,
         checkpoint=checkpoint,
@@ -181,6 +190,53 @@ def read_collection(source: FolderSource) -> tuple[np.ndarray, np.ndarray, list[
     return pixels, records, paths, [s for c in chunks for s in c.skipped]
 
 
+def train_from_folders(
+    out: str | Path,
+    *,
+    images: Sequence[str | Path] = (),
+    images_from: str | Path | None = None,
+    train_config=None,
+    epochs: int | None = None,
+    size: int | None = None,
+    channels: int | None = None,
+    z_size: int | None = None,
+    settings: dict | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = print,
+) -> Checkpoint:
+    """`aesearch train --images DIR`: a model trained on a folder collection alone, saved at out.
+
+    The same choice of member and recipe as build_from_folders without a model; the checkpoint can
+    then build bundles of this or other folders (`build-index --model`). settings: TrainConfig
+    fields to override (batch_size, lr, seed, device, precision; None: the recipe's).
+    """
+    from aesearch.atomic import check_writable
+    from aesearch.model.checkpoint import save_checkpoint
+
+    if Path(out).suffix != ".safetensors":
+        raise InvalidArgumentError(f"a checkpoint is a .safetensors file: name it like {Path(out).stem}.safetensors")
+    check_writable(out)
+    if size is not None:
+        _member(size, channels or 3, z_size or defaults.COLLECTION_Z_SIZE, "photo")
+    found = scan(collection_roots(images, images_from))
+    if log:
+        log(f"Found {len(found.files):,} image files")
+    member = collection_model_config(found, size=size, channels=channels, z_size=z_size, log=log)
+    _require_torch(member)
+    pixels, records, _, skipped = read_collection(FolderSource(found, workers=workers, model_config=member))
+    if len(pixels) < 2:
+        raise InvalidArgumentError(f"found {len(pixels)} readable image(s): training needs at least 2")
+    if log and skipped:
+        log(f"{len(skipped):,} files could not be read and were left out")
+    overrides = {"epochs": epochs, **(settings or {})}
+    checkpoint = train_on_collection(
+        pixels, records, member, train_config, overrides, resume_beside=Path(out), progress=progress, log=log
+    )
+    save_checkpoint(out, checkpoint)
+    return checkpoint
+
+
 def collection_model_config(
     found: Scan,
     *,
@@ -225,16 +281,22 @@ def train_on_collection(
     records: np.ndarray,
     member: ModelConfig,
     train_config=None,
-    epochs: int | None = None,
+    overrides: dict | None = None,
     *,
+    resume_beside: Path | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = print,
 ) -> Checkpoint:
-    """Train the member on the collection's preprocessed images (a tenth held out for the test MSE)."""
+    """Train the member on the collection's preprocessed images (a tenth held out for the test MSE).
+
+    overrides: TrainConfig fields to change (None values: keep the recipe's).
+    resume_beside: the bundle (or checkpoint) being made: the training state is kept beside it
+    until training ends, so an interrupted build trains on from its last finished epoch.
+    """
     import torch
 
     from aesearch.sources.fashion_mnist import FashionMNIST, Split
-    from aesearch.training.train import TrainConfig, fit, to_checkpoint
+    from aesearch.training.train import TrainConfig, fit, resume_path, to_checkpoint
 
     colour = member.channels == 3
     smallest = SMALL_COLOUR_COLLECTION if colour else SMALL_COLLECTION
@@ -251,8 +313,7 @@ def train_on_collection(
     data = FashionMNIST(Split("train", x[train], y[train]), Split("test", x[test], y[test]), Path("."))
     recipe = defaults.COLOUR_RECIPE if colour else defaults.COLLECTION_RECIPE
     config = (train_config or TrainConfig.for_recipe(recipe)).with_z_size(member.z_size)
-    if epochs is not None:
-        config = replace(config, epochs=epochs)
+    config = replace(config, **{k: v for k, v in (overrides or {}).items() if v is not None})
     if config.batch_size > len(train):  # a small collection: every image in each step
         config = replace(config, batch_size=len(train))
     if log:
@@ -260,4 +321,5 @@ def train_on_collection(
             f"Training a {member.describe()} model on the collection with the {config.recipe} recipe "
             f"({config.epochs + config.decoder_epochs} epochs)"
         )
-    return to_checkpoint(fit(config, data, model_config=member, progress=progress, log=log))
+    resume = resume_path(resume_beside) if resume_beside is not None else None
+    return to_checkpoint(fit(config, data, model_config=member, resume=resume, progress=progress, log=log))

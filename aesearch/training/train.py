@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from aesearch import defaults
-from aesearch.atomic import check_writable
+from aesearch.atomic import atomic_path, check_writable
 from aesearch.errors import InvalidArgumentError
 from aesearch.model.checkpoint import Checkpoint, save_checkpoint
 from aesearch.model.network import AutoEncoder, ModelConfig
@@ -203,10 +203,16 @@ def fit(
     data: FashionMNIST,
     *,
     model_config: ModelConfig | None = None,
+    resume: str | Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = print,
 ) -> TrainResult:
     """Train a fresh AutoEncoder on data.train and measure its MSE on data.test.
+
+    With resume (a file path), the whole training state is saved there after every epoch, and a
+    run that finds a state of the same run there (same settings, model and training images: an
+    interrupted one) goes on after its last finished epoch, to the same weights an uninterrupted
+    run reaches. The file is removed when training ends.
 
     Args:
         config: the recipe and run settings.
@@ -256,19 +262,36 @@ def fit(
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", threshold=0.1, patience=1)
     augmentation = ViewAugmentation()
 
+    def decoder_phase() -> tuple:
+        # The decoder alone on the frozen encoder: z is final, the decoder catches up with it.
+        model.encoder.requires_grad_(False)
+        optimizer = torch.optim.Adam(model.decoder.parameters(), lr=DECODER_LR)
+        return optimizer, torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=DECODER_LR, total_steps=config.decoder_epochs * steps_per_epoch
+        )
+
     result = TrainResult(model, config, device=str(device), precision=precision)
     result.data_fingerprint = data.train.fingerprint()
-    started = time.perf_counter()
+    run = {"train_config": config.to_dict(), "model_config": model.config.to_dict(), "data": result.data_fingerprint}
     total_epochs = config.epochs + config.decoder_epochs
-    for epoch in range(1, total_epochs + 1):
+    first_epoch, seconds_before = 1, 0.0
+    saved = _saved_state(resume, run, log)
+    if saved is not None:
+        first_epoch = saved["epoch"] + 1
+        if first_epoch > config.epochs + 1:
+            optimizer, scheduler = decoder_phase()
+        _restore(saved, model, head, optimizer, scheduler, generator)
+        result.history = [EpochStats(**h) for h in saved["history"]]
+        seconds_before = saved["seconds"]
+        if log:
+            log(f"Resuming the interrupted training after epoch {saved['epoch']} of {total_epochs} ({resume})")
+    elif resume is not None and log and total_epochs > 1:
+        log(f"Training state saved after every epoch to {resume}: if interrupted, the same command goes on from there")
+    started = time.perf_counter() - seconds_before
+    for epoch in range(first_epoch, total_epochs + 1):
         decoder_only = epoch > config.epochs
         if epoch == config.epochs + 1:
-            # The decoder alone on the frozen encoder: z is final, the decoder catches up with it.
-            model.encoder.requires_grad_(False)
-            optimizer = torch.optim.Adam(model.decoder.parameters(), lr=DECODER_LR)
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=DECODER_LR, total_steps=config.decoder_epochs * steps_per_epoch
-            )
+            optimizer, scheduler = decoder_phase()
         model.train()
         epoch_start = time.perf_counter()
         order = torch.randperm(n, device=device, generator=generator)
@@ -325,6 +348,10 @@ def fit(
             consistency_loss=None if head is None or decoder_only else consistency_sum.item() / steps_per_epoch,
         )
         result.history.append(stats)
+        if resume is not None and epoch < total_epochs:
+            _save_state(
+                resume, run, epoch, time.perf_counter() - started, result, head, optimizer, scheduler, generator
+            )
         if log:
             remaining = (total_epochs - epoch) * (time.perf_counter() - started) / epoch
             view_loss = "" if stats.consistency_loss is None else f", view loss {stats.consistency_loss:.3f}"
@@ -334,11 +361,58 @@ def fit(
                 f"{stats.images_per_second:,.0f} img/s, about {_duration(remaining)} left"
             )
     model.encoder.requires_grad_(True)
+    if resume is not None:
+        Path(resume).unlink(missing_ok=True)
     result.seconds = time.perf_counter() - started
     result.test_mse = reconstruction_mse(model, data.test, device=device)
     if log:
         log(f"Test MSE: {result.test_mse:.5f} ({len(data.test):,} test images, {result.seconds:.1f} s training)")
     return result
+
+
+_STATE_VERSION = 1
+
+
+def _saved_state(path: str | Path | None, run: dict, log: Callable[[str], None] | None) -> dict | None:
+    """The state an interrupted run of this same training left at path, or None (none, or another run's)."""
+    if path is None or not Path(path).exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("version") != _STATE_VERSION or state.get("run") != run:
+            state = None
+    except Exception:  # damaged (a crash while writing cannot do it: the save is atomic), or not ours
+        state = None
+    if state is None and log:
+        log(f"{path} holds the state of another training run, or a damaged one: training from the start")
+    return state
+
+
+def _save_state(path, run, epoch, seconds, result, head, optimizer, scheduler, generator) -> None:
+    """Everything the next epoch depends on, written atomically: a kill at any moment leaves a whole state."""
+    state = {
+        "version": _STATE_VERSION,
+        "run": run,
+        "epoch": epoch,
+        "seconds": seconds,
+        "history": [asdict(h) for h in result.history],
+        "model": result.model.state_dict(),
+        "head": head.state_dict() if head is not None else None,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "generator": generator.get_state(),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _restore(state: dict, model, head, optimizer, scheduler, generator) -> None:
+    model.load_state_dict(state["model"])
+    if head is not None:
+        head.load_state_dict(state["head"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    generator.set_state(state["generator"])
 
 
 def _consistency_loss(
@@ -403,6 +477,12 @@ def curve_path(checkpoint_path: str | Path) -> Path:
     return path.with_name(f"{path.stem}-curve.png")
 
 
+def resume_path(target: str | Path) -> Path:
+    """Where the training of a checkpoint or bundle at target keeps its state until it ends: beside it."""
+    target = Path(target)
+    return target.with_name(f"{target.name}.training.pt")
+
+
 def train_model(
     config: TrainConfig,
     *,
@@ -430,7 +510,8 @@ def train_model(
     if limit is not None:
         data = replace(data, train=data.train.head(limit))
     try:
-        result = fit(config, data, progress=progress, log=log)
+        resume = None if out is None else resume_path(out)
+        result = fit(config, data, resume=resume, progress=progress, log=log)
     except InvalidArgumentError as exc:
         if limit is None or exc.parameter != "batch_size":
             raise
