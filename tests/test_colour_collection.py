@@ -189,3 +189,24 @@ def test_train_images_writes_a_colour_checkpoint_that_builds_bundles(colour_bund
     )
     assert result.exit_code == 0, result.output
     assert SearchEngine.load(index).image(0).shape == (48, 48, 3)
+
+
+def test_colour_histograms_match_numpy_s_histogramdd():
+    from aesearch.quality.evaluate import colour_histograms
+
+    images = np.random.default_rng(0).integers(0, 256, (5, 6, 7, 3), dtype=np.uint8)
+    got = colour_histograms(images, bins=4)
+    for image, vector in zip(images, got, strict=True):
+        expected, _ = np.histogramdd(image.reshape(-1, 3), bins=(4, 4, 4), range=[(0, 256)] * 3)
+        np.testing.assert_allclose(vector**2, expected.ravel() / 42, rtol=1e-6)
+
+
+def test_eval_baselines_of_a_colour_bundle_add_a_colour_histogram(colour_bundle):
+    from aesearch.quality.evaluate import evaluate
+
+    _, index = colour_bundle
+    report = evaluate(SearchEngine.load(index), baselines=True)
+    rows = {row.name.split(" (")[0]: row for row in report.retrieval}
+    assert {"raw pixels", "colour histogram"} <= set(rows)
+    assert rows["raw pixels"].dims == 48 * 48 * 3 and rows["colour histogram"].dims == 512
+    assert rows["colour histogram"].p_at_10 > 0.9  # three pure colours on white: the histogram all but solves it

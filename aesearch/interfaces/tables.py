@@ -65,7 +65,7 @@ def eval_table(report) -> str:
             f"{row.map_at_100:>8.4f} {map_at_r}"
         )
     main = report.retrieval[0]
-    short = ["aesearch", "pixels", "PCA"][: len(report.retrieval)]
+    short = ["aesearch", "pixels", "PCA", "histogram"][: len(report.retrieval)]
     lines += ["", f"{'P@10 by class':<14}" + "".join(f"{name:>10}" for name in short)]
     for c, name in enumerate(report.class_names):
         lines.append(f"{name:<14}" + "".join(f"{r.per_class_p_at_10[c]:>10.3f}" for r in report.retrieval))
@@ -117,7 +117,7 @@ def manifest_table(index_dir: Path, manifest: dict) -> str:
         ("metric", str(manifest.get("metric"))),
         ("index type", f"{manifest.get('index_type')}" + (f" ({tuned})" if tuned else "")),
         *([("index choice", manifest["index_choice"]["reason"])] if manifest.get("index_choice") else []),
-        ("model", f"recipe {model.get('recipe')}, test MSE {_fmt(model.get('test_mse'))}"),
+        ("model", f"{_member(model)}recipe {model.get('recipe')}, test MSE {_fmt(model.get('test_mse'))}"),
         ("encoder sha256", str(manifest.get("encoder_sha256"))),
         (
             "created",
@@ -218,3 +218,13 @@ def feedback_table(report) -> str:
         lines.append(f"{r.round:>5} {r.marks:>6.1f} {r.p_at_10:>7.4f} {r.map_at_100:>8.4f} {r.new_p_at_10:>9.4f}")
     lines += ["", "marks: per query, before the round's search; new P@10: the 10 best images not yet marked."]
     return "\n".join(lines)
+
+
+def _member(model: dict) -> str:
+    """ "64x64 colour, z 256, ..., photo; " from a manifest's model record (older bundles: nothing)."""
+    from aesearch.model.architecture import ModelConfig
+
+    try:
+        return f"{ModelConfig.from_dict(model['config']).describe()}; "
+    except (KeyError, TypeError, ValueError):
+        return ""

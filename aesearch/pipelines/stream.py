@@ -169,7 +169,10 @@ def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, enco
             "max_index_memory": options.max_index_memory or default_max_index_memory(rows),
         },
         "transform": options.transform,
-        "model": {k: checkpoint.info.get(k) for k in ("recipe", "test_mse", "train_config", "data_fingerprint")},
+        "model": {
+            **{k: checkpoint.info.get(k) for k in ("recipe", "test_mse", "train_config", "data_fingerprint")},
+            "config": checkpoint.model_config.to_dict(),  # its input and preprocessing contract, for a reader
+        },
     }
     manifest = writer.commit(fields)
     if log:
