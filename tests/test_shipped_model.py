@@ -57,4 +57,4 @@ def test_a_model_and_training_together_are_refused(tmp_path):
         cli, ["build-index", "--model", str(shipped.SHIPPED_MODEL), "--epochs", "3", "--index-dir", str(tmp_path / "x")]
     )
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
-    assert "drop --train, --recipe and --epochs, or --model" in result.output
+    assert "drop --train, --recipe, --epochs, --size, --channels and --z-size, or --model" in result.output
