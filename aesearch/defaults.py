@@ -140,3 +140,13 @@ MAP_METHOD = "pca"  # every image, in seconds; "tsne" lays out a 10,000-image sa
 # (14 MB) draw in 0.6-2.3 s in headless Chromium without a GPU on 2 busy cores, two million in
 # 0.9-2.0 s on quieter ones: a million keeps the 3 s target with room (docs/map.md).
 MAP_MAX_POINTS = 1_000_000
+# --- Dask clusters (dask_cluster.py; build-index --cluster, serve --cluster: search/cluster.py) ---
+CLUSTER_LOCAL_WORKERS = 2  # worker processes of `--cluster local`
+CLUSTER_CONNECT_TIMEOUT = "5s"  # to reach the scheduler at a given address
+# A shard that has not answered a query this long is reported missing (the query fails in one line,
+# or answers flagged partial): 3 s keeps a dead or stalled worker's error within the promised 5 s.
+# A batch gets this plus CLUSTER_SHARD_TIMEOUT_PER_QUERY_S a query (1,000 queries: 8 s).
+CLUSTER_SHARD_TIMEOUT_S = 3.0
+CLUSTER_SHARD_TIMEOUT_PER_QUERY_S = 0.005
+CLUSTER_SHIP_CHUNK_BYTES = 32 * 2**20  # segment files travel to the workers in pieces this size
+CLUSTER_FILTER_PLANS = 64  # filter plans a shard keeps (per part and filter); one it dropped is sent again

@@ -75,6 +75,10 @@ class ImageError(AesearchError):
     """A query image cannot be read: missing, not an image, truncated, or too large."""
 
 
+class ShardsMissingError(AesearchError):
+    """Shards of a bundle served on a Dask cluster did not answer (their worker died or stalled)."""
+
+
 class InvalidArgumentError(AesearchError, ValueError):
     """An option or argument is out of range (k of 0, a negative batch size, ...)."""
 

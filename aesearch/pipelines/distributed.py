@@ -23,10 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from aesearch.errors import InvalidArgumentError, reason
+from aesearch.dask_cluster import connect
+from aesearch.dask_cluster import workers as dask_workers
 from aesearch.model.checkpoint import Checkpoint
 
-LOCAL_WORKERS = 2
 _IN_FLIGHT = 2  # chunks queued per worker: one computing, one arriving
 
 
@@ -113,24 +113,9 @@ def cluster_encoder(
     address: str, checkpoint: Checkpoint, shifts: Sequence[Sequence[int]], *, log: Callable[[str], None] | None = None
 ) -> Iterator[ClusterSession]:
     """A session on the cluster: encoding of the build's chunks, and filling of its IVF index."""
-    try:
-        from dask.distributed import Client, LocalCluster
-    except ImportError:
-        raise InvalidArgumentError(
-            "cluster needs Dask: pip install 'aesearch[distributed]' (or leave cluster unset to build here)",
-            parameter="cluster",
-        ) from None
     with contextlib.ExitStack() as stack:
-        if address == "local":
-            cluster = stack.enter_context(
-                LocalCluster(n_workers=LOCAL_WORKERS, threads_per_worker=1, processes=True, dashboard_address=":0")
-            )
-            client = stack.enter_context(Client(cluster))
-        else:
-            client = stack.enter_context(_connect(Client, address))
-        workers = sorted(client.scheduler_info()["workers"])
-        if not workers:
-            raise InvalidArgumentError(f"the Dask cluster at {address} has no workers: start some with `dask worker`")
+        client = connect(address, stack, instead="leave cluster unset to build here")
+        workers = dask_workers(client)
         if log:
             log(f"Encoding on the Dask cluster at {client.scheduler.address} ({len(workers)} workers)")
         config = checkpoint.model_config
@@ -143,20 +128,3 @@ def cluster_encoder(
         ]
 
         yield ClusterSession(actors)
-
-
-def _connect(client_class, address: str):
-    """A Client of the scheduler at address, or one line saying why there is none."""
-    if "://" not in address and ":" not in address:
-        raise InvalidArgumentError(
-            f"cluster {address!r} is not a scheduler address: give HOST:PORT (e.g. tcp://10.0.0.5:8786) or `local`",
-            parameter="cluster",
-        )
-    try:
-        return client_class(address, timeout="5s")
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise InvalidArgumentError(
-            f"cannot reach a Dask scheduler at {address} ({reason(exc)}): start one with `dask scheduler`, "
-            "or pass cluster `local`",
-            parameter="cluster",
-        ) from None

@@ -22,6 +22,7 @@ from aesearch.integers import check_int, check_ints
 from aesearch.model.runtime import NumpyAutoEncoder
 from aesearch.rowwise import per_image_mean
 from aesearch.search import notebook
+from aesearch.search.cluster import Cluster, noting_missing_shards
 from aesearch.search.feedback import Feedback
 from aesearch.search.filters import Filter, sorted_unique
 from aesearch.search.index import to_squared
@@ -91,6 +92,9 @@ class QueryResult:
     # or a server for aesearch.Client. Pictures of a result (a notebook's grid) read them through it.
     images_of: Callable[[Sequence[int]], np.ndarray] | None = field(default=None, repr=False, compare=False)
     where: Filter | None = None  # the filter the hits were narrowed to; refine() keeps narrowing within it
+    # Served by a Cluster that allows partial answers: the shards that did not answer (their images
+    # are missing from the hits). Empty: every image was searched.
+    missing_shards: tuple[str, ...] = ()
 
     @property
     def in_distribution(self) -> bool:
@@ -114,6 +118,7 @@ class QueryResult:
             "hits": hits,
             **(self.feedback.to_dict() if self.feedback else {}),
             **({"where": self.where.summary} if self.where is not None else {}),
+            **({"missing_shards": list(self.missing_shards)} if self.missing_shards else {}),
         }
 
 
@@ -124,10 +129,11 @@ class SearchEngine:
     >>> result = engine.query("shoe.jpg", k=8)
     """
 
-    def __init__(self, bundle: Bundle) -> None:
-        self.bundle = bundle
+    def __init__(self, bundle: Bundle, *, cluster: Cluster | None = None) -> None:
+        """cluster: search the bundle's segments on these Dask workers (search/cluster.py), not here."""
+        self.bundle, self.cluster = bundle, cluster
         self.autoencoder = NumpyAutoEncoder.from_checkpoint(bundle.checkpoint)
-        self.index = SegmentedIndex.from_bundle(bundle)
+        self.index = SegmentedIndex.from_bundle(bundle) if cluster is None else cluster.index(bundle)
         try:
             self.trust = TrustCalibration.from_dict(load_trust_dict(bundle))
         except (KeyError, TypeError, ValueError) as exc:
@@ -143,12 +149,25 @@ class SearchEngine:
         self._subsets_lock = threading.Lock()
 
     @classmethod
-    def load(cls, index_dir: str | Path = DEFAULT_INDEX_DIR, *, model: str | Path | None = None) -> SearchEngine:
-        """Load and verify a bundle (see store/bundle.py); model overrides its checkpoint if it matches."""
+    def load(
+        cls, index_dir: str | Path = DEFAULT_INDEX_DIR, *, model: str | Path | None = None, cluster: object = None
+    ) -> SearchEngine:
+        """Load and verify a bundle (see store/bundle.py); model overrides its checkpoint if it matches.
+
+        cluster: serve its segments from Dask workers: a Cluster, or an address for one (a scheduler's
+            "tcp://HOST:8786", or "local"); the answers are the same (search/cluster.py).
+        """
+        if cluster is not None and not isinstance(cluster, Cluster):
+            cluster = Cluster(cluster)
+            try:
+                return cls.load(index_dir, model=model, cluster=cluster)
+            except BaseException:
+                cluster.close()
+                raise
         for attempt in range(3):
             bundle = load_bundle(index_dir, model=model)
             try:
-                return cls(bundle)
+                return cls(bundle, cluster=cluster)
             except BundleError:
                 # A writer published (a compaction) and removed the index files of the state we had
                 # loaded before we read them: load the new state.
@@ -368,16 +387,17 @@ class SearchEngine:
         z, latents = self.autoencoder.embed(queries, self.shifts)
         reconstructions = self.autoencoder.decode(z)
         errors = per_image_mean((reconstructions - queries) ** 2)
-        if subset is None:
-            distances, ids = self.index.search(latents, k)
-            nearest = distances[:, 0]
-        else:
-            distances, ids = self.index.search(latents, k, subset)
-            # Trust compares the query with the whole collection: behind a filter, the nearest match
-            # may be far although the query is like many indexed images (a shoe searched among
-            # shirts). (Searched beside the filtered search on a second thread, it saved 0.1 ms at a
-            # 10% filter and cost 0.25 ms at 0.1%: the hand-off and the GIL.)
-            nearest = self.index.search(latents, 1)[0][:, 0]
+        with noting_missing_shards() as missing:  # a cluster's partial answer is flagged, not silent
+            if subset is None:
+                distances, ids = self.index.search(latents, k)
+                nearest = distances[:, 0]
+            else:
+                distances, ids = self.index.search(latents, k, subset)
+                # Trust compares the query with the whole collection: behind a filter, the nearest match
+                # may be far although the query is like many indexed images (a shoe searched among
+                # shirts). (Searched beside the filtered search on a second thread, it saved 0.1 ms at a
+                # 10% filter and cost 0.25 ms at 0.1%: the hand-off and the GIL.)
+                nearest = self.index.search(latents, 1)[0][:, 0]
         trusts = self.trust.assess_many(errors, nearest, queries)
         return [
             QueryResult(
@@ -390,6 +410,7 @@ class SearchEngine:
                 original=originals[n],
                 images_of=self.bundle.images,
                 where=parsed,
+                missing_shards=tuple(sorted(missing)),
             )
             for n, hits in enumerate(self._hits(ids, distances))
         ]

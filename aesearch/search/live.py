@@ -35,7 +35,7 @@ class LiveEngine:
         try:
             if self._engine is engine:  # not already swapped by the thread before us
                 try:
-                    self._engine = SearchEngine.load(engine.bundle.path)
+                    self._engine = SearchEngine.load(engine.bundle.path, cluster=engine.cluster)
                     self.last_error = None
                 except AesearchError as exc:
                     self._failed_at, self.last_error = time.monotonic(), str(exc)

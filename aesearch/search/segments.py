@@ -78,32 +78,11 @@ class SegmentedIndex:
 
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> SegmentedIndex:
-        m = bundle.manifest
-        transform = load_transform(bundle)
-        spec = IndexSpec(m["index_type"], m["metric"], dict(m.get("index_params") or {}), m.get("transform", "none"))
+        spec, transform = index_spec(bundle.manifest), load_transform(bundle)
         parts = []
         for number, segment in enumerate(bundle.segments):
-            if segment.count == 0:
-                continue
-            meta = segment.meta
-            segment_spec = IndexSpec(
-                meta.get("index_type", "flat"), spec.metric, dict(meta.get("index_params") or {}), spec.transform
-            )
-            try:
-                index = read_segment_index(segment, segment_spec, transform)
-            except RuntimeError as exc:
-                raise BundleError(
-                    f"{segment.file(INDEX_FILE)} cannot be read by FAISS ({exc!s:.120}): rebuild the index"
-                ) from None
-            if len(index) != segment.count:
-                raise BundleError(
-                    f"{segment.file(INDEX_FILE)} holds {len(index)} vectors, its segment {segment.count}: "
-                    "rebuild the index"
-                )
-            ids = np.asarray(segment.ids)
-            removed = bundle.dead_rows(number)  # tombstoned, or superseded by a newer copy
-            vectors_of = _vectors_of(index, segment)
-            parts.append(_Part(index, ids, removed, *_skipping(index, removed), vectors_of, number))
+            if segment.count:
+                parts.append(read_part(segment, number, spec, transform, bundle.dead_rows(number)))
         return cls(parts, spec, transform, len(bundle))
 
     def __len__(self) -> int:
@@ -233,6 +212,33 @@ class SegmentedIndex:
                 squared = np.pad(squared, ((0, 0), (0, pad)), constant_values=np.float32(np.finfo(np.float32).max))
                 ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
         return squared, ids
+
+
+def read_part(segment, number: int, spec: IndexSpec, transform: AffineTransform | None, removed: np.ndarray) -> _Part:
+    """One segment as a part of a SegmentedIndex: its index read and checked, its removed rows skipped.
+    (A shard of a cluster reads the copy shipped to its worker the same way: search/cluster.py.)"""
+    meta = segment.meta
+    segment_spec = IndexSpec(
+        meta.get("index_type", "flat"), spec.metric, dict(meta.get("index_params") or {}), spec.transform
+    )
+    try:
+        index = read_segment_index(segment, segment_spec, transform)
+    except RuntimeError as exc:
+        raise BundleError(
+            f"{segment.file(INDEX_FILE)} cannot be read by FAISS ({exc!s:.120}): rebuild the index"
+        ) from None
+    if len(index) != segment.count:
+        raise BundleError(
+            f"{segment.file(INDEX_FILE)} holds {len(index)} vectors, its segment {segment.count}: rebuild the index"
+        )
+    ids = np.asarray(segment.ids)
+    return _Part(index, ids, removed, *_skipping(index, removed), _vectors_of(index, segment), number)
+
+
+def index_spec(manifest: dict) -> IndexSpec:
+    """The bundle's index kind, metric and transform, as its manifest records them."""
+    m = manifest
+    return IndexSpec(m["index_type"], m["metric"], dict(m.get("index_params") or {}), m.get("transform", "none"))
 
 
 def load_transform(bundle: Bundle) -> AffineTransform | None:

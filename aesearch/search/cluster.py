@@ -1,0 +1,440 @@
+"""`serve --cluster ADDRESS | local`: a bundle's segments held by Dask workers, searched as one index.
+
+Each worker holds one ShardActor; a shard is the whole segments placed on it (the one with the
+fewest images takes the next). The client opens the bundle as usual (records, images, the model:
+encoding stays here, torch-free) but reads no index: a query's search-space vectors go to every
+shard at once, each searches each of its segments exactly as a single process does
+(SegmentedIndex._merged over that one segment) and sends back its top k, and the client ranks the
+segments' answers in segment order with the same stable sort. So the answers are the single
+process's, ties included (tests/test_cluster_serving.py checks plain, batch and filtered queries
+and removed rows against SearchEngine.load without a cluster). Why whole segments and not row
+ranges: a re-ranked IVF+PQ proposes k x factor candidates per index searched; split in two, it
+would re-rank twice as many and answer differently (better, but not the same), and an HNSW graph
+cannot be split at all. The price: a bundle of one segment is served by one worker.
+
+Writes: SearchEngine.load(..., cluster=) asks Cluster.index() for the bundle's state; segments a
+worker already holds are not sent again (a segment never changes once written), an add ships its
+new segment, a remove ships only the removed rows' numbers. LiveEngine (search/live.py) does this
+when the manifest changes, so the server follows `aesearch add`, `remove` and `sync`. A shard keeps
+the parts of the last two states, so queries still answering from the old state are not cut off.
+
+A shard that does not answer within defaults.CLUSTER_SHARD_TIMEOUT_S (its worker died or stalled)
+makes the query fail with ShardsMissingError in one line, or, for a Cluster made with
+allow_partial=True, answer from the others with QueryResult.missing_shards naming what was left
+out: never a silent partial answer. The next query ships the lost shard's segments to a live worker.
+
+Nothing here imports Dask until a Cluster is made (dask_cluster.connect).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import shutil
+import tempfile
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from aesearch import defaults
+from aesearch.dask_cluster import connect, workers
+from aesearch.errors import ShardsMissingError, reason
+from aesearch.search.index import AffineTransform, IndexSpec, to_search_space
+from aesearch.search.large import SEARCH_VECTORS_FILE
+from aesearch.search.segments import INDEX_FILE, SegmentedIndex, Subset, index_spec, load_transform, read_part
+from aesearch.store.bundle import Bundle
+
+_IDS_FILE = "ids.npy"
+_FAR = np.float32(np.finfo(np.float32).max)
+
+# Within noting_missing_shards(): the shards a partial answer left out (None: partial answers are refused).
+_missing: ContextVar[set[str] | None] = ContextVar("aesearch_missing_shards", default=None)
+
+
+@contextlib.contextmanager
+def noting_missing_shards() -> Iterator[set[str]]:
+    """Searches inside may answer without shards that failed, if their Cluster allows partial answers;
+    the set names those shards. Outside, a failed shard always raises ShardsMissingError."""
+    found: set[str] = set()
+    token = _missing.set(found)
+    try:
+        yield found
+    finally:
+        _missing.reset(token)
+
+
+# --- on the workers ---
+
+
+@dataclass
+class _Received:
+    """A segment as shipped to a worker: what read_part reads of a Segment."""
+
+    folder: Path
+    meta: dict
+    ids: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return len(self.ids)
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        return np.load(self.folder / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+
+    def file(self, name: str) -> Path:
+        return self.folder / name
+
+
+class ShardActor:
+    """Lives on a worker: the segments shipped to it, each searchable alone with its removed rows skipped."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="aesearch-shard-"))
+        weakref.finalize(self, shutil.rmtree, self.root, True)
+        self.folders: dict[str, Path] = {}  # segment key -> its received files
+        self.parts: dict[str, SegmentedIndex] = {}  # part key (segment key # removed rows) -> one-part index
+        self.plans: OrderedDict[tuple[str, str], Subset] = OrderedDict()  # (part, mask digest) -> plan
+
+    def receive(self, segment: str, name: str, data: bytes, append: bool) -> None:
+        folder = self.folders.get(segment)
+        if folder is None:
+            folder = self.folders[segment] = self.root / hashlib.sha1(segment.encode()).hexdigest()[:16]
+            folder.mkdir(exist_ok=True)
+        with open(folder / name, "ab" if append else "wb") as f:
+            f.write(data)
+
+    def open(self, part: str, segment: str, meta: dict, spec: dict, transform: tuple | None, removed) -> bool:
+        """Make a received segment searchable with these rows skipped; True if its index can look wider."""
+        if part not in self.parts:
+            folder = self.folders[segment]
+            received = _Received(folder, meta, np.load(folder / _IDS_FILE, allow_pickle=False))
+            spec_, transform_ = IndexSpec(**spec), AffineTransform(*transform) if transform else None
+            one = read_part(received, 0, spec_, transform_, np.asarray(removed, np.int64))
+            self.parts[part] = SegmentedIndex([one], spec_, transform_, received.count - len(removed))
+        return self.parts[part]._widens
+
+    def keep(self, parts: list[str]) -> None:
+        """Forget every part not named, and the files of segments no kept part reads."""
+        self.parts = {key: index for key, index in self.parts.items() if key in set(parts)}
+        used = {key.rsplit("#", 1)[0] for key in self.parts}
+        for segment in [s for s in self.folders if s not in used]:
+            shutil.rmtree(self.folders.pop(segment), ignore_errors=True)
+        self.plans = OrderedDict((key, plan) for key, plan in self.plans.items() if key[0] in self.parts)
+
+    def plan(self, plans: list[tuple[str, str, np.ndarray, int]]) -> None:
+        """Filter plans: (part, digest, mask packed little-endian, rows) each (SegmentedIndex.subset)."""
+        for part, digest, packed, rows in plans:
+            mask = np.unpackbits(packed, count=rows, bitorder="little").astype(bool)
+            self.plans[(part, digest)] = self.parts[part].subset([mask])
+            while len(self.plans) > defaults.CLUSTER_FILTER_PLANS:
+                self.plans.popitem(last=False)
+
+    def search(self, jobs: list[tuple[str, str | None]], prepared: np.ndarray, k: int, options: dict) -> dict:
+        """Each (part, filter digest or None) searched alone: {"answers": [(squared, ids) (n, k)],
+        "replan": the jobs whose filter plan this shard no longer has, "seconds": time spent}."""
+        started = time.perf_counter()
+        answers, replan = [], []
+        for number, (part, digest) in enumerate(jobs):
+            subset = None
+            if digest is not None:
+                subset = self.plans.get((part, digest))
+                if subset is None:
+                    replan.append(number)
+                    continue
+                self.plans.move_to_end((part, digest))
+            answers.append(self.parts[part]._merged(prepared, k, subset=subset, **options))
+        return {"answers": answers, "replan": replan, "seconds": time.perf_counter() - started}
+
+
+# --- on the client ---
+
+
+@dataclass
+class _Held:
+    """A segment of the served state, as the client knows it (select() reads ids and number)."""
+
+    number: int  # the bundle segment
+    ids: np.ndarray
+    key: str  # the part's key on its shard
+    shard: int
+
+
+@dataclass
+class _RemotePlan:
+    """A filter's matches in one segment; the shard builds the plan itself from the mask."""
+
+    rows: np.ndarray
+    digest: str
+    packed: np.ndarray
+    length: int
+
+
+@dataclass
+class _Shard:
+    number: int
+    worker: str
+    actor: object
+    segments: dict[str, int] = field(default_factory=dict)  # segment key -> images
+    lost: str | None = None  # why it stopped answering (None: it answers)
+
+
+class Cluster:
+    """The Dask workers a bundle is served from: one ShardActor per worker, each holding whole segments.
+
+    >>> engine = SearchEngine.load("indexes/fm", cluster=Cluster("tcp://10.0.0.5:8786"))
+
+    address: a scheduler's address, "local" (two worker processes here), or a dask Client.
+    allow_partial: a query some shards cannot answer answers from the others, flagged
+        (QueryResult.missing_shards), instead of failing.
+    """
+
+    def __init__(self, address: object, *, allow_partial: bool = False) -> None:
+        self._stack = contextlib.ExitStack()
+        self.client = connect(address, self._stack, instead="serve without a cluster")
+        self.allow_partial = bool(allow_partial)
+        self._lock = threading.RLock()
+        self._segments: dict[str, object] = {}  # segment key -> the Segment to ship it from again
+        self._opened: dict[str, tuple] = {}  # part key -> ShardActor.open's arguments
+        self._states: list[list[str]] = []  # part keys of the last two states served
+        self._healed_at = 0.0
+        self.last_seconds: dict[int, float] = {}  # each shard's own time on the last search (bench_cluster.py)
+        self.shards = [_Shard(n, w, self._actor(w)) for n, w in enumerate(workers(self.client))]
+
+    @property
+    def address(self) -> str:
+        return self.client.scheduler.address
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Cluster({self.address!r}: {len(self.shards)} shards)"
+
+    def index(self, bundle: Bundle) -> ShardedIndex:
+        """The bundle's live images as one index: segments no shard holds yet are shipped first."""
+        spec, transform = index_spec(bundle.manifest), load_transform(bundle)
+        arrays = (transform.mean, transform.matrix) if transform is not None else None
+        with self._lock:
+            self._heal()
+            held, widens = [], False
+            for number, segment in enumerate(bundle.segments):
+                if not segment.count:
+                    continue
+                key = _segment_key(segment)
+                shard = next((s for s in self.shards if key in s.segments and not s.lost), None)
+                if shard is None:
+                    shard = self._ship(segment, key)
+                removed = bundle.dead_rows(number)
+                part = f"{key}#{hashlib.blake2b(removed.tobytes(), digest_size=8).hexdigest()}"
+                self._opened[part] = (part, key, segment.meta, spec.to_dict(), arrays, removed)
+                widens |= self._call(shard, "open", *self._opened[part])
+                held.append(_Held(number, np.asarray(segment.ids), part, shard.number))
+            self._states = [*self._states[-1:], [h.key for h in held]]
+            kept = {key for state in self._states for key in state}
+            used = {key.rsplit("#", 1)[0] for key in kept}  # the segments they read
+            self._opened = {key: args for key, args in self._opened.items() if key in kept}
+            for shard in self.shards:
+                if not shard.lost:
+                    self._call(shard, "keep", [key for key in kept if key.rsplit("#", 1)[0] in shard.segments])
+                    shard.segments = {s: n for s, n in shard.segments.items() if s in used}
+            self._segments = {key: segment for key, segment in self._segments.items() if key in used}
+        dim = bundle.manifest["z_size"]
+        return ShardedIndex(self, held, spec, transform, len(bundle), widens=widens, dim=dim)
+
+    def search(self, index: ShardedIndex, prepared: np.ndarray, k: int, subset: Subset | None, options: dict):
+        """Every part's answer ({position in index.parts: (squared, ids)}), and the shards that failed
+        ({shard number: why})."""
+        if any(s.lost for s in self.shards):
+            self._heal()
+        jobs: dict[int, list[int]] = {}
+        for at, part in enumerate(index.parts):
+            if subset is None or subset.plans[at] is not None:
+                jobs.setdefault(part.shard, []).append(at)
+        deadline = time.monotonic() + defaults.CLUSTER_SHARD_TIMEOUT_S
+        deadline += len(prepared) * defaults.CLUSTER_SHARD_TIMEOUT_PER_QUERY_S
+        missing: dict[int, str] = {}
+
+        def requests(ats: list[int]) -> list:
+            return [(index.parts[at].key, subset.plans[at].digest if subset else None) for at in ats]
+
+        pending = {}
+        for number, ats in jobs.items():
+            shard = self.shards[number]
+            if shard.lost:
+                missing[number] = shard.lost
+            else:
+                pending[number] = shard.actor.search(requests(ats), prepared, k, options)
+        answers, seconds = {}, {}
+        for number, future in pending.items():
+            shard, ats = self.shards[number], jobs[number]
+            try:
+                reply = future.result(timeout=max(0.001, deadline - time.monotonic()))
+                if reply["replan"]:  # a filter new to this shard, or one it dropped: send it, ask again
+                    plans = [subset.plans[ats[i]] for i in reply["replan"]]
+                    keys = [index.parts[ats[i]].key for i in reply["replan"]]
+                    shard.actor.plan(
+                        [(key, p.digest, p.packed, p.length) for key, p in zip(keys, plans, strict=True)]
+                    ).result(timeout=max(0.001, deadline - time.monotonic()))
+                    reply = shard.actor.search(requests(ats), prepared, k, options).result(
+                        timeout=max(0.001, deadline - time.monotonic())
+                    )
+                    assert not reply["replan"], "a plan just sent was dropped"
+            except Exception as exc:  # whatever Dask raises for a dead or silent worker: the shard is missing
+                late = deadline - time.monotonic() <= 0.01
+                shard.lost = f"no answer in {defaults.CLUSTER_SHARD_TIMEOUT_S:g} s" if late else reason(exc)
+                missing[number] = shard.lost
+                continue
+            seconds[number] = reply["seconds"]
+            answers.update(zip(ats, reply["answers"], strict=True))
+        self.last_seconds = seconds
+        return answers, missing
+
+    def describe(self, missing: dict[int, str]) -> str:
+        """One line: which shards did not answer, why, and what to do."""
+        shards = "; ".join(
+            f"shard {n} on {self.shards[n].worker} ({len(self.shards[n].segments)} segments, "
+            f"{sum(self.shards[n].segments.values()):,} images: {why})"
+            for n, why in sorted(missing.items())
+        )
+        return (
+            f"{len(missing)} of {len(self.shards)} shards did not answer ({shards}): their worker died or stalled; "
+            "the next query ships their segments to a live worker; start more with `dask worker "
+            f"{self.address}`, or allow partial answers (--allow-partial) to answer from the other shards"
+        )
+
+    # --- placement ---
+
+    def _actor(self, worker: str, timeout: float = defaults.CLUSTER_SHARD_TIMEOUT_S * 10):
+        return self.client.submit(ShardActor, actor=True, workers=[worker], pure=False).result(timeout=timeout)
+
+    def _ship(self, segment, key: str, shard: _Shard | None = None) -> _Shard:
+        """Send a segment's files to a shard (default: the live one holding the fewest images)."""
+        if shard is None:
+            live = [s for s in self.shards if not s.lost]
+            if not live:
+                raise ShardsMissingError(self.describe({s.number: s.lost or "" for s in self.shards}))
+            shard = min(live, key=lambda s: (sum(s.segments.values()), s.number))
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(segment.ids, np.int64))
+        names = [INDEX_FILE, SEARCH_VECTORS_FILE if segment.file(SEARCH_VECTORS_FILE).exists() else "embeddings.npy"]
+        for name, source in [(_IDS_FILE, None), *((n, segment.file(n)) for n in names)]:
+            with open(source, "rb") if source else contextlib.nullcontext(io.BytesIO(buffer.getvalue())) as f:
+                append = False
+                while chunk := f.read(defaults.CLUSTER_SHIP_CHUNK_BYTES):
+                    self._call(shard, "receive", key, name, chunk, append)
+                    append = True
+        shard.segments[key] = segment.count
+        self._segments[key] = segment
+        return shard
+
+    def _heal(self) -> None:
+        """Lost shards' segments shipped again, to a new actor on a live worker (at most once a second)."""
+        with self._lock:
+            if time.monotonic() - self._healed_at < 1.0 or not any(s.lost for s in self.shards):
+                return
+            self._healed_at = time.monotonic()
+            live = workers(self.client)
+            for shard in [s for s in self.shards if s.lost]:
+                answering = {s.worker for s in self.shards if not s.lost}
+                # Not its own worker (dead, or stalled: it may still be listed); a fresh one first.
+                choices = sorted((w for w in live if w != shard.worker), key=lambda w: w in answering)
+                if not choices:
+                    continue
+                try:
+                    old, shard.actor = dict(shard.segments), self._actor(choices[0], defaults.CLUSTER_SHARD_TIMEOUT_S)
+                    shard.worker = choices[0]
+                    shard.segments, shard.lost = {}, None
+                    for key in old:
+                        self._ship(self._segments[key], key, shard)
+                    for args in self._opened.values():
+                        if args[1] in old:
+                            self._call(shard, "open", *args)
+                except Exception as exc:  # the new worker failed too: try again at a later query
+                    shard.lost = reason(exc)
+
+    def _call(self, shard: _Shard, method: str, *args):
+        """One call to a shard's actor, waited for (placement and shipping, not queries)."""
+        return getattr(shard.actor, method)(*args).result(timeout=defaults.CLUSTER_SHARD_TIMEOUT_S * 20)
+
+
+class ShardedIndex(SegmentedIndex):
+    """A SegmentedIndex whose segments are searched by a Cluster's shards: the same answers, computed there."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        held: list[_Held],
+        spec: IndexSpec,
+        transform: AffineTransform | None,
+        count: int,
+        *,
+        widens: bool,
+        dim: int,
+    ) -> None:
+        super().__init__([], spec, transform, count)
+        self.parts = held  # each with the ids and bundle segment number engine.select() reads
+        self.cluster, self._widens, self._dim = cluster, widens, dim
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def search_space(self, vectors: np.ndarray) -> np.ndarray:
+        return to_search_space(vectors, self.spec.metric, self.transform)
+
+    def subset(self, masks: list[np.ndarray]) -> Subset:
+        """A filter's matches per segment; each shard makes its plans from the masks (at the first query)."""
+        plans, count = [], 0
+        for part in self.parts:
+            mask = masks[part.number]
+            rows = np.flatnonzero(mask)
+            count += len(rows)
+            if not len(rows):
+                plans.append(None)
+                continue
+            packed = np.packbits(mask, bitorder="little")
+            digest = hashlib.blake2b(packed.tobytes(), digest_size=12).hexdigest()
+            plans.append(_RemotePlan(rows, digest, packed, len(mask)))
+        return Subset(plans, count)
+
+    def _merged(self, prepared: np.ndarray, k: int, *, subset: Subset | None = None, **options):
+        """The segments' answers from the shards, ranked as SegmentedIndex._merged ranks its parts'."""
+        answers, missing = self.cluster.search(self, prepared, k, subset, options)
+        if missing:
+            flags = _missing.get()
+            if flags is None or not self.cluster.allow_partial:
+                raise ShardsMissingError(self.cluster.describe(missing))
+            flags.update(f"shard {n} ({self.cluster.shards[n].worker})" for n in missing)
+        return ranked([answers[at] for at in sorted(answers)], len(prepared), k)
+
+
+def ranked(answers: list[tuple[np.ndarray, np.ndarray]], n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Answers of segments, in segment order, as one ranking: (squared, ids) (n, k). A stable sort of
+    their concatenation, as SegmentedIndex._merged's, so equal distances keep the same order."""
+    if not answers:
+        return np.full((n, k), _FAR, np.float32), np.full((n, k), -1, np.int64)
+    squared = np.concatenate([a[0] for a in answers], axis=1)
+    ids = np.concatenate([a[1] for a in answers], axis=1)
+    order = np.argsort(squared, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(squared, order, 1), np.take_along_axis(ids, order, 1)
+
+
+def _segment_key(segment) -> str:
+    """A segment never changes once written; its folder and index file's identity name this state of it."""
+    stat = segment.file(INDEX_FILE).stat()
+    return f"{segment.folder}:{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
