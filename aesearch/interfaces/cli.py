@@ -1008,8 +1008,29 @@ def map_command(index_dir, image, query_id, k, method, out) -> None:
     help="Server processes on the one port, sharing the bundle's memory (auto: one per core, at most "
     f"{defaults.SERVER_MAX_AUTO_WORKERS}); the limits are divided among them.",
 )
+@click.option(
+    "--cluster",
+    help="Search the bundle's segments on a Dask cluster: its scheduler address (tcp://HOST:8786), or `local` "
+    "for two local workers; the same answers (docs/cluster.md).",
+)
+@click.option(
+    "--allow-partial",
+    is_flag=True,
+    help="With --cluster: when shards do not answer, answer from the others, flagged (missing_shards), not 503.",
+)
 def serve(
-    index_dir, host, port, max_upload_mb, max_pixels, decode_slots, allowed_host, cors_origin, allow_moves, workers
+    index_dir,
+    host,
+    port,
+    max_upload_mb,
+    max_pixels,
+    decode_slots,
+    allowed_host,
+    cors_origin,
+    allow_moves,
+    workers,
+    cluster,
+    allow_partial,
 ) -> None:
     """Serve the search page and its HTTP API.
 
@@ -1023,10 +1044,22 @@ def serve(
 
     import uvicorn
 
+    from aesearch.errors import InvalidArgumentError
     from aesearch.interfaces.security import GuardedH11Protocol
     from aesearch.interfaces.server import create_app
     from aesearch.interfaces.workers import parse_workers, run_workers, split_limits
 
+    engine = None
+    if cluster:
+        from aesearch.search.cluster import Cluster
+        from aesearch.search.engine import SearchEngine
+
+        if workers.strip().lower() != "auto" and parse_workers(workers) > 1:
+            raise InvalidArgumentError("--cluster serves from one process (its workers search): leave out --workers")
+        workers = "1"  # a Dask client does not survive a fork
+        engine = SearchEngine.load(index_dir, cluster=Cluster(cluster, allow_partial=allow_partial))
+    elif allow_partial:
+        raise InvalidArgumentError("--allow-partial is for --cluster: give a Dask scheduler address, or `local`")
     workers = parse_workers(workers)
 
     # The address served on is a name clients use; 0.0.0.0 and :: are not.
@@ -1040,6 +1073,7 @@ def serve(
     )
     app = create_app(
         index_dir,
+        engine=engine,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_pixels=max_pixels,
         decode_slots=limits["decode_slots"],
@@ -1050,6 +1084,7 @@ def serve(
     )
     sock = _listening_socket(host, port)
     processes = f", {workers} worker processes" if workers > 1 else ""
+    processes += f", shards on the Dask cluster at {engine.cluster.address}" if cluster else ""
     click.echo(
         f"Serving {index_dir} ({len(app.state.engine):,} images{processes}) on http://{host}:{port}/  (Ctrl-C stops)"
     )

@@ -47,7 +47,7 @@ from PIL import Image
 
 from aesearch import defaults
 from aesearch._version import __version__
-from aesearch.errors import AesearchError, InvalidArgumentError
+from aesearch.errors import AesearchError, InvalidArgumentError, ShardsMissingError
 from aesearch.integers import parse_int
 from aesearch.interfaces import map_routes, steering, wire
 from aesearch.interfaces.duplicate_routes import duplicate_router
@@ -112,7 +112,8 @@ def create_app(
     @app.exception_handler(AesearchError)
     async def _user_error(request: Request, exc: AesearchError) -> JSONResponse:
         # error: the exception's class, so aesearch.Client raises the one the engine would have
-        return JSONResponse({"detail": exc.in_words(_FIELDS), "error": type(exc).__name__}, status_code=400)
+        status = 503 if isinstance(exc, ShardsMissingError) else 400  # the cluster's fault, not the request's
+        return JSONResponse({"detail": exc.in_words(_FIELDS), "error": type(exc).__name__}, status_code=status)
 
     @app.exception_handler(Busy)
     async def _busy(request: Request, exc: Busy) -> JSONResponse:

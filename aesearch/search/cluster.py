@@ -275,10 +275,13 @@ class Cluster:
         pending = {}
         for number, ats in jobs.items():
             shard = self.shards[number]
+            try:
+                if not shard.lost:
+                    pending[number] = shard.actor.search(requests(ats), prepared, k, options)
+            except Exception as exc:  # Dask knows the worker is gone
+                shard.lost = reason(exc)
             if shard.lost:
                 missing[number] = shard.lost
-            else:
-                pending[number] = shard.actor.search(requests(ats), prepared, k, options)
         answers, seconds = {}, {}
         for number, future in pending.items():
             shard, ats = self.shards[number], jobs[number]
