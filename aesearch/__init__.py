@@ -22,6 +22,7 @@ from .errors import (
     InvalidArgumentError,
     MissingRootError,
     ServerError,
+    ShardsMissingError,
     ShortSourceError,
 )
 
@@ -43,6 +44,7 @@ _LAZY = {
     "build_index": "pipelines.build",
     "find_duplicates": "quality.duplicates",
     "Collection": "pipelines.writer",
+    "Cluster": "search.cluster",  # serving from Dask workers (imports Dask when made)
     "ModelConfig": "model.architecture",
     "Checkpoint": "model.checkpoint",
     "load_checkpoint": "model.checkpoint",
@@ -60,6 +62,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "Client",
+    "Cluster",
     "Collection",
     "DataError",
     "DataNotFoundError",
@@ -75,6 +78,7 @@ __all__ = [
     "SearchEngine",
     "Selection",
     "ServerError",
+    "ShardsMissingError",
     "ShortSourceError",
     "TrainConfig",
     "TrainResult",

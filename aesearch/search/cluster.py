@@ -310,8 +310,7 @@ class Cluster:
     def describe(self, missing: dict[int, str]) -> str:
         """One line: which shards did not answer, why, and what to do."""
         shards = "; ".join(
-            f"shard {n} on {self.shards[n].worker} ({len(self.shards[n].segments)} segments, "
-            f"{sum(self.shards[n].segments.values()):,} images: {why})"
+            f"shard {n} on {self.shards[n].worker}, {sum(self.shards[n].segments.values()):,} images: {why}"
             for n, why in sorted(missing.items())
         )
         return (
