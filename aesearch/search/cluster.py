@@ -46,7 +46,7 @@ import numpy as np
 
 from aesearch import defaults
 from aesearch.dask_cluster import connect, workers
-from aesearch.errors import ShardsMissingError, reason
+from aesearch.errors import AesearchError, ShardsMissingError, reason
 from aesearch.search.index import AffineTransform, IndexSpec, to_search_space
 from aesearch.search.large import SEARCH_VECTORS_FILE
 from aesearch.search.segments import INDEX_FILE, SegmentedIndex, Subset, index_spec, load_transform, read_part
@@ -357,21 +357,31 @@ class Cluster:
                 choices = sorted((w for w in live if w != shard.worker), key=lambda w: w in answering)
                 if not choices:
                     continue
+                current = set(self._states[-1]) if self._states else set()  # the state served now
                 try:
-                    old, shard.actor = dict(shard.segments), self._actor(choices[0], defaults.CLUSTER_SHARD_TIMEOUT_S)
-                    shard.worker = choices[0]
-                    shard.segments, shard.lost = {}, None
-                    for key in old:
-                        self._ship(self._segments[key], key, shard)
-                    for args in self._opened.values():
-                        if args[1] in old:
-                            self._call(shard, "open", *args)
+                    # Filled aside, swapped in whole: a query meanwhile still finds it lost, not half-filled.
+                    fresh = _Shard(shard.number, choices[0], self._actor(choices[0], defaults.CLUSTER_SHARD_TIMEOUT_S))
+                    for key in shard.segments:
+                        if any(part.rsplit("#", 1)[0] == key for part in current):
+                            self._ship(self._segments[key], key, fresh)
+                    for part, args in self._opened.items():
+                        if part in current and args[1] in fresh.segments:
+                            self._call(fresh, "open", *args)
                 except Exception as exc:  # the new worker failed too: try again at a later query
                     shard.lost = reason(exc)
+                    continue
+                shard.actor, shard.worker, shard.segments, shard.lost = fresh.actor, fresh.worker, fresh.segments, None
 
     def _call(self, shard: _Shard, method: str, *args):
-        """One call to a shard's actor, waited for (placement and shipping, not queries)."""
-        return getattr(shard.actor, method)(*args).result(timeout=defaults.CLUSTER_SHARD_TIMEOUT_S * 20)
+        """One call to a shard's actor, waited for (placement and shipping, not queries); a shard that
+        fails is lost (the next query or reload moves it) and the caller gets one line."""
+        try:
+            return getattr(shard.actor, method)(*args).result(timeout=defaults.CLUSTER_SHARD_TIMEOUT_S * 20)
+        except AesearchError:
+            raise  # the shard's own one line (a shipped file FAISS cannot read, say)
+        except Exception as exc:  # whatever Dask raises for a dead or silent worker
+            shard.lost = reason(exc)
+            raise ShardsMissingError(self.describe({shard.number: shard.lost})) from None
 
 
 class ShardedIndex(SegmentedIndex):
