@@ -135,8 +135,8 @@ class ShardActor:
         for part, digest, packed, rows in plans:
             mask = np.unpackbits(packed, count=rows, bitorder="little").astype(bool)
             self.plans[(part, digest)] = self.parts[part].subset([mask])
-            while len(self.plans) > defaults.CLUSTER_FILTER_PLANS:
-                self.plans.popitem(last=False)
+        while len(self.plans) > max(defaults.CLUSTER_FILTER_PLANS, len(plans)):  # never the ones just sent
+            self.plans.popitem(last=False)
 
     def search(self, jobs: list[tuple[str, str | None]], prepared: np.ndarray, k: int, options: dict) -> dict:
         """Each (part, filter digest or None) searched alone: {"answers": [(squared, ids) (n, k)],
