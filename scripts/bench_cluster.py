@@ -8,7 +8,8 @@ a base segment and three delta segments (a shard is whole segments: search/clust
 one process, `--cluster local`'s two workers and a three-worker local cluster: single-query p50 and
 p90 of engine.search (k = 10, the search alone: the vectors are encoded once, here), each shard's
 own time per query, the merge's time (the client's ranking of the shards' answers), what is left
-(Dask's round trip: the query's time less the slowest shard's and the merge's), and a batch of
+(Dask's round trip: the query's time less the slowest shard's and the merge's), an empty call to
+every shard (the round trip's floor), and a batch of
 1,000 in queries a second; the answers are checked equal to the one process's. Prints the CPU and
 whether it has AVX-512.
 """
@@ -55,7 +56,7 @@ def prepare(bundle: Path, work: Path, add: int) -> Path:
 
 def measure(engine, vectors: np.ndarray, batch: np.ndarray, k: int, truth=None) -> dict:
     """Single-query times (ms), per-shard and merge times when on a cluster, batch q/s."""
-    cluster, times, shard_ms, merge_ms, answers = engine.cluster, [], [], [], []
+    cluster, times, shard_ms, merge_ms, empty_ms, answers = engine.cluster, [], [], [], [], []
     for i in range(len(vectors)):
         started = time.perf_counter()
         answers.append(engine.search(vectors[i : i + 1], k))
@@ -69,6 +70,10 @@ def measure(engine, vectors: np.ndarray, batch: np.ndarray, k: int, truth=None) 
             for _ in range(20):
                 ranked(gathered, 1, k)
             merge_ms.append((time.perf_counter() - started) / 20 * 1000)
+            started = time.perf_counter()  # the floor: the query sent to every shard, nothing searched
+            for future in [shard.actor.search([], prepared, k, {}) for shard in cluster.shards]:
+                future.result()
+            empty_ms.append((time.perf_counter() - started) * 1000)
     started = time.perf_counter()
     batch_answer = engine.search(batch, k)
     qps = len(batch) / (time.perf_counter() - started)
@@ -89,6 +94,7 @@ def measure(engine, vectors: np.ndarray, batch: np.ndarray, k: int, truth=None) 
         # What neither the shards nor the merge spent: Dask's round trip (and the client's own steps).
         slowest = np.array([max(row) for row in shard_ms])
         out["rest"] = float(np.percentile(np.array(times) - slowest - np.array(merge_ms), 50))
+        out["empty"] = float(np.percentile(empty_ms, 50))
     return out
 
 
@@ -125,12 +131,14 @@ def main() -> None:
             print(f"{n} workers: shipped in {time.perf_counter() - started:.1f} s; images per shard {placed}")
             rows.append((f"{n} workers", measure(engine, vectors, batch, args.k, truth=one["answers"])))
     print(f"\nk = {args.k}, {args.queries} single queries (engine.search: the search alone), batch of {len(batch)}")
-    print(f"{'':12} {'p50 ms':>7} {'p90 ms':>7} {'batch q/s':>9}  {'per-shard p50 ms':18} merge p50 ms  rest p50 ms")
+    header = "merge p50 ms rest p50 ms empty call p50 ms"
+    print(f"{'':12} {'p50 ms':>7} {'p90 ms':>7} {'batch q/s':>9}  {'per-shard p50 ms':18} {header}")
     for name, r in rows:
         shards = " ".join(f"{t:.3f}" for t in r.get("shards", [])) or "-"
         merge = f"{r['merge']:.4f}" if "merge" in r else "-"
         rest = f"{r['rest']:.2f}" if "rest" in r else "-"
-        print(f"{name:12} {r['p50']:7.2f} {r['p90']:7.2f} {r['qps']:9.0f}  {shards:18} {merge:12} {rest}")
+        empty = f"{r['empty']:.2f}" if "empty" in r else "-"
+        print(f"{name:12} {r['p50']:7.2f} {r['p90']:7.2f} {r['qps']:9.0f}  {shards:18} {merge:12} {rest:11} {empty}")
     print("answers on the clusters: identical to one process's (ids and distances, every query and the batch)")
 
 
