@@ -199,7 +199,7 @@ def test_a_killed_worker_fails_in_one_line_then_its_shard_moves(client, ivf_segm
         assert victim not in {shard.worker for shard in cluster.shards}
 
 
-def test_the_server_answers_as_one_process_and_503_for_a_missing_shard(ivf_segmented, client, monkeypatch):
+def test_the_server_answers_as_one_process_503_for_a_missing_shard_or_flags_it(ivf_segmented, client, monkeypatch):
     from fastapi.testclient import TestClient
 
     from aesearch.interfaces.server import create_app
@@ -212,14 +212,21 @@ def test_the_server_answers_as_one_process_and_503_for_a_missing_shard(ivf_segme
             expected, got = plain.post(f"/api/search?{query}"), sharded.post(f"/api/search?{query}")
             assert got.status_code == 200 and got.json() == expected.json()
 
+        victim, search = cluster.shards[1].worker, ShardActor.search
+
         def fail(self, *args):
-            raise OSError("Unable to contact Actor's worker")
+            if distributed.get_worker().address == victim:
+                raise OSError("Unable to contact Actor's worker")
+            return search(self, *args)
 
         monkeypatch.setattr(ShardActor, "search", fail)
         monkeypatch.setattr("aesearch.search.cluster.Cluster._heal", lambda self: None)
         answer = sharded.post("/api/search?k=5&id=3")
         assert answer.status_code == 503 and answer.json()["error"] == "ShardsMissingError"
         assert "Unable to contact" in answer.json()["detail"] and "\n" not in answer.json()["detail"]
+        cluster.allow_partial = True
+        answer = sharded.post("/api/search?k=5&id=3")
+        assert answer.status_code == 200 and answer.json()["missing_shards"] == [f"shard 1 ({victim})"]
 
 
 @pytest.mark.parametrize(

@@ -166,6 +166,7 @@ class Client:
             images_of=self.images,
             # the server checked it; kept so refine() narrows within it, as the engine's results do
             where=Filter.parse(fields["where"]) if fields.get("where") else None,
+            missing_shards=tuple(answer.get("missing_shards", ())),  # a cluster's flagged partial answer
         )
 
     def _call(self, method: str, path: str, **options) -> dict:

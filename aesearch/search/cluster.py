@@ -207,7 +207,14 @@ class Cluster:
         self._states: list[list[str]] = []  # part keys of the last two states served
         self._healed_at = 0.0
         self.last_seconds: dict[int, float] = {}  # each shard's own time on the last search (bench_cluster.py)
-        self.shards = [_Shard(n, w, self._actor(w)) for n, w in enumerate(workers(self.client))]
+        try:
+            self.shards = [_Shard(n, w, self._actor(w)) for n, w in enumerate(workers(self.client))]
+        except Exception as exc:
+            self.close()
+            raise ShardsMissingError(
+                f"cannot start shards on the Dask cluster at {address} ({reason(exc)}): check its workers "
+                "(`dask worker SCHEDULER`), or serve without a cluster"
+            ) from None
 
     @property
     def address(self) -> str:
@@ -229,6 +236,8 @@ class Cluster:
         """The bundle's live images as one index: segments no shard holds yet are shipped first."""
         spec, transform = index_spec(bundle.manifest), load_transform(bundle)
         arrays = (transform.mean, transform.matrix) if transform is not None else None
+        # A part is a segment searched in this space with these rows removed: any of them new, a new part.
+        space = _digest(repr(spec.to_dict()).encode(), *(a.tobytes() for a in arrays or ()))
         with self._lock:
             self._heal()
             held, widens = [], False
@@ -240,7 +249,7 @@ class Cluster:
                 if shard is None:
                     shard = self._ship(segment, key)
                 removed = bundle.dead_rows(number)
-                part = f"{key}#{hashlib.blake2b(removed.tobytes(), digest_size=8).hexdigest()}"
+                part = f"{key}#{_digest(space, removed.tobytes())}"
                 self._opened[part] = (part, key, segment.meta, spec.to_dict(), arrays, removed)
                 widens |= self._call(shard, "open", *self._opened[part])
                 held.append(_Held(number, np.asarray(segment.ids), part, shard.number))
@@ -444,6 +453,13 @@ def ranked(answers: list[tuple[np.ndarray, np.ndarray]], n: int, k: int) -> tupl
     ids = np.concatenate([a[1] for a in answers], axis=1)
     order = np.argsort(squared, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(squared, order, 1), np.take_along_axis(ids, order, 1)
+
+
+def _digest(*chunks: bytes | str) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    for chunk in chunks:
+        h.update(chunk.encode() if isinstance(chunk, str) else chunk)
+    return h.hexdigest()
 
 
 def _segment_key(segment) -> str:
