@@ -82,7 +82,8 @@ class SegmentedIndex:
         parts = []
         for number, segment in enumerate(bundle.segments):
             if segment.count:
-                parts.append(read_part(segment, number, spec, transform, bundle.dead_rows(number)))
+                removed = bundle.dead_rows(number)  # tombstoned, or superseded by a newer copy
+                parts.append(read_part(segment, number, spec, transform, removed))
         return cls(parts, spec, transform, len(bundle))
 
     def __len__(self) -> int:
