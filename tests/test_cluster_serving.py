@@ -227,6 +227,9 @@ def test_the_server_answers_as_one_process_503_for_a_missing_shard_or_flags_it(i
         cluster.allow_partial = True
         answer = sharded.post("/api/search?k=5&id=3")
         assert answer.status_code == 200 and answer.json()["missing_shards"] == [f"shard 1 ({victim})"]
+        shards = sharded.get("/api/health").json()["cluster"]["shards"]
+        assert [shard["lost"] is not None for shard in shards] == [False, True]
+        assert sum(shard["images"] for shard in shards) == sum(len(p.ids) for p in engine.index.parts)
 
 
 @pytest.mark.parametrize(

@@ -145,6 +145,7 @@ def create_app(
             "dataset": m.get("dataset"),
             "model": m.get("model", {}).get("recipe"),
             "max_upload_bytes": max_upload_bytes,
+            **({"cluster": engine.cluster.status()} if engine.cluster is not None else {}),
         }
 
     @app.post("/api/search")

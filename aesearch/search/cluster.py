@@ -232,6 +232,14 @@ class Cluster:
     def __repr__(self) -> str:
         return f"Cluster({self.address!r}: {len(self.shards)} shards)"
 
+    def status(self) -> dict:
+        """The scheduler, and each shard's worker, images and state (what `/api/health` shows)."""
+        shards = [
+            {"worker": s.worker, "images": sum(s.segments.values()), "segments": len(s.segments), "lost": s.lost}
+            for s in self.shards
+        ]
+        return {"scheduler": self.address, "allow_partial": self.allow_partial, "shards": shards}
+
     def index(self, bundle: Bundle) -> ShardedIndex:
         """The bundle's live images as one index: segments no shard holds yet are shipped first."""
         spec, transform = index_spec(bundle.manifest), load_transform(bundle)
