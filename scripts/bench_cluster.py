@@ -5,13 +5,13 @@
 
 Copies the bundle to --work and adds --add of its own images, mirrored left-right, in three `add`s:
 a base segment and three delta segments (a shard is whole segments: search/cluster.py). Then, for
-one process, `--cluster local`'s two workers and a three-worker local cluster: single-query p50 and
-p90 of engine.search (k = 10, the search alone: the vectors are encoded once, here), each shard's
-own time per query, the merge's time (the client's ranking of the shards' answers), what is left
-(Dask's round trip: the query's time less the slowest shard's and the merge's), an empty call to
-every shard (the round trip's floor), and a batch of
-1,000 in queries a second; the answers are checked equal to the one process's. Prints the CPU and
-whether it has AVX-512.
+one process, `--cluster local`'s two workers, three workers, and two workers each holding every
+segment (replicas=2): single-query p50 and p90 of engine.search (k = 10, the search alone: the
+vectors are encoded once, here), each shard's own time per query, the merge's time (the client's
+ranking of the shards' answers), what is left (Dask's round trip: the query's time less the
+slowest shard's and the merge's), an empty call to every shard (the round trip's floor), a batch
+of 1,000 and single queries from 4 threads at once in queries a second; the answers are checked
+equal to the one process's. Prints the CPU and whether it has AVX-512.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import argparse
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,10 @@ def measure(engine, vectors: np.ndarray, batch: np.ndarray, k: int, truth=None) 
     started = time.perf_counter()
     batch_answer = engine.search(batch, k)
     qps = len(batch) / (time.perf_counter() - started)
+    started = time.perf_counter()  # single queries from 4 threads at once, as a server gets them
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: engine.search(vectors[i : i + 1], k), range(len(vectors))))
+    concurrent = len(vectors) / (time.perf_counter() - started)
     if truth is not None:
         for a, b in zip(answers, truth[0], strict=True):
             assert np.array_equal(a[1], b[1]) and np.array_equal(a[0], b[0]), "a cluster answered differently"
@@ -85,6 +90,7 @@ def measure(engine, vectors: np.ndarray, batch: np.ndarray, k: int, truth=None) 
         "p50": np.percentile(times, 50),
         "p90": np.percentile(times, 90),
         "qps": qps,
+        "concurrent": concurrent,
         "answers": (answers, batch_answer),
     }
     if shard_ms:
@@ -119,26 +125,30 @@ def main() -> None:
     rows = [("one process", one)]
     from dask.distributed import Client, LocalCluster
 
-    for n in (2, 3):
+    for n, replicas in ((2, 1), (3, 1), (2, 2)):
         with (
             LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0") as lc,
             Client(lc) as client,
-            aesearch.Cluster(client) as cluster,
+            aesearch.Cluster(client, replicas=replicas) as cluster,
         ):
             started = time.perf_counter()
             engine = aesearch.SearchEngine.load(path, cluster=cluster)
             placed = [sum(s.segments.values()) for s in cluster.shards]
-            print(f"{n} workers: shipped in {time.perf_counter() - started:.1f} s; images per shard {placed}")
-            rows.append((f"{n} workers", measure(engine, vectors, batch, args.k, truth=one["answers"])))
+            name = f"{n} workers" + (f", {replicas} copies" if replicas > 1 else "")
+            print(f"{name}: shipped in {time.perf_counter() - started:.1f} s; images per shard {placed}")
+            rows.append((name, measure(engine, vectors, batch, args.k, truth=one["answers"])))
     print(f"\nk = {args.k}, {args.queries} single queries (engine.search: the search alone), batch of {len(batch)}")
     header = "merge p50 ms rest p50 ms empty call p50 ms"
-    print(f"{'':12} {'p50 ms':>7} {'p90 ms':>7} {'batch q/s':>9}  {'per-shard p50 ms':18} {header}")
+    print(
+        f"{'':20} {'p50 ms':>7} {'p90 ms':>7} {'batch q/s':>9} {'4 threads q/s':>13}  {'per-shard p50 ms':18} {header}"
+    )
     for name, r in rows:
         shards = " ".join(f"{t:.3f}" for t in r.get("shards", [])) or "-"
         merge = f"{r['merge']:.4f}" if "merge" in r else "-"
         rest = f"{r['rest']:.2f}" if "rest" in r else "-"
         empty = f"{r['empty']:.2f}" if "empty" in r else "-"
-        print(f"{name:12} {r['p50']:7.2f} {r['p90']:7.2f} {r['qps']:9.0f}  {shards:18} {merge:12} {rest:11} {empty}")
+        line = f"{name:20} {r['p50']:7.2f} {r['p90']:7.2f} {r['qps']:9.0f} {r['concurrent']:13.0f}"
+        print(f"{line}  {shards:18} {merge:12} {rest:11} {empty}")
     print("answers on the clusters: identical to one process's (ids and distances, every query and the batch)")
 
 

@@ -85,7 +85,7 @@ def test_answers_equal_one_process(segmented, client):
     plain = SearchEngine.load(segmented)
     with Cluster(client) as cluster:
         sharded = SearchEngine.load(segmented, cluster=cluster)
-        assert len({part.shard for part in sharded.index.parts}) == 2, "both workers hold segments"
+        assert len({part.shards[0] for part in sharded.index.parts}) == 2, "both workers hold segments"
         vectors = plain.encode(QUERIES)
         for k in (1, 10, len(plain)):  # len: every live image, through the exhaustive fallback
             assert_same(plain.search(vectors, k), sharded.search(vectors, k))
@@ -169,7 +169,7 @@ def test_a_partial_answer_is_flagged_never_silent(ivf_segmented, client, stalled
         result = sharded.query(QUERIES[0], 5)
         assert result.missing_shards == (f"shard {lost.number} ({stalled})",)
         assert result.to_dict()["missing_shards"] == list(result.missing_shards)
-        answering = {int(i) for p in sharded.index.parts if p.shard != lost.number for i in p.ids}
+        answering = {int(i) for p in sharded.index.parts if p.shards != (lost.number,) for i in p.ids}
         assert {hit.id for hit in result.hits} <= answering
         with pytest.raises(ShardsMissingError):  # the vectors API has no flag: it never answers partially
             cluster.shards[lost.number].lost = "stalled"
@@ -186,7 +186,7 @@ def test_a_killed_worker_fails_in_one_line_then_its_shard_moves(client, ivf_segm
     plain = SearchEngine.load(ivf_segmented)
     with Cluster(client) as cluster:
         sharded = SearchEngine.load(ivf_segmented, cluster=cluster)
-        assert len({part.shard for part in sharded.index.parts}) == 3
+        assert len({part.shards[0] for part in sharded.index.parts}) == 3
         vectors = plain.encode(QUERIES[:3])
         (victim,) = set(client.scheduler_info()["workers"]) - before
         (number,) = [shard.number for shard in cluster.shards if shard.worker == victim]
@@ -232,12 +232,38 @@ def test_the_server_answers_as_one_process_503_for_a_missing_shard_or_flags_it(i
         assert sum(shard["images"] for shard in shards) == sum(len(p.ids) for p in engine.index.parts)
 
 
+def test_replicas_take_turns_and_answer_for_a_failed_worker(ivf_segmented, client, monkeypatch):
+    plain = SearchEngine.load(ivf_segmented)
+    with Cluster(client, replicas=2) as cluster:
+        sharded = SearchEngine.load(ivf_segmented, cluster=cluster)
+        assert all(len(part.shards) == 2 for part in sharded.index.parts), "every segment on both workers"
+        vectors = plain.encode(QUERIES[:3])
+        asked = []
+        for _ in range(4):
+            assert_same(plain.search(vectors, 5), sharded.search(vectors, 5))
+            asked.append(tuple(cluster.last_seconds))
+        assert sorted(asked) == [(0,), (0,), (1,), (1,)], "each query whole on one worker, taking turns"
+        victim, search = cluster.shards[0].worker, ShardActor.search
+
+        def fail(self, *args):
+            if distributed.get_worker().address == victim:
+                raise OSError("Unable to contact Actor's worker")
+            return search(self, *args)
+
+        monkeypatch.setattr(ShardActor, "search", fail)
+        monkeypatch.setattr("aesearch.search.cluster.Cluster._heal", lambda self: None)
+        for _ in range(2):  # the one that meets the failure asks the other replica, in the same query
+            assert_same(plain.search(vectors, 5), sharded.search(vectors, 5))
+        assert cluster.shards[0].lost and not cluster.shards[1].lost
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--cluster", "nonsense"], "not a scheduler address"),
         (["--cluster", "local", "--workers", "2"], "--cluster serves from one process"),
         (["--allow-partial"], "--allow-partial is for --cluster"),
+        (["--replicas", "2"], "--replicas is for --cluster"),
     ],
 )
 def test_serve_cluster_errors_are_one_line(tiny_bundle, args, message):

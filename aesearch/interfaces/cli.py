@@ -1018,6 +1018,13 @@ def map_command(index_dir, image, query_id, k, method, out) -> None:
     is_flag=True,
     help="With --cluster: when shards do not answer, answer from the others, flagged (missing_shards), not 503.",
 )
+@click.option(
+    "--replicas",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="With --cluster: copies of each segment on different workers; queries take turns, and fail over.",
+)
 def serve(
     index_dir,
     host,
@@ -1031,6 +1038,7 @@ def serve(
     workers,
     cluster,
     allow_partial,
+    replicas,
 ) -> None:
     """Serve the search page and its HTTP API.
 
@@ -1057,9 +1065,10 @@ def serve(
         if workers.strip().lower() != "auto" and parse_workers(workers) > 1:
             raise InvalidArgumentError("--cluster serves from one process (its workers search): leave out --workers")
         workers = "1"  # a Dask client does not survive a fork
-        engine = SearchEngine.load(index_dir, cluster=Cluster(cluster, allow_partial=allow_partial))
-    elif allow_partial:
-        raise InvalidArgumentError("--allow-partial is for --cluster: give a Dask scheduler address, or `local`")
+        engine = SearchEngine.load(index_dir, cluster=Cluster(cluster, allow_partial=allow_partial, replicas=replicas))
+    elif allow_partial or replicas > 1:
+        flag = "--allow-partial" if allow_partial else "--replicas"
+        raise InvalidArgumentError(f"{flag} is for --cluster: give a Dask scheduler address, or `local`")
     workers = parse_workers(workers)
 
     # The address served on is a name clients use; 0.0.0.0 and :: are not.

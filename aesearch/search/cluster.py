@@ -31,13 +31,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import itertools
 import shutil
 import tempfile
 import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ import numpy as np
 from aesearch import defaults
 from aesearch.dask_cluster import connect, workers
 from aesearch.errors import AesearchError, ShardsMissingError, reason
+from aesearch.integers import check_int
 from aesearch.search.index import AffineTransform, IndexSpec, to_search_space
 from aesearch.search.large import SEARCH_VECTORS_FILE
 from aesearch.search.segments import INDEX_FILE, SegmentedIndex, Subset, index_spec, load_transform, read_part
@@ -164,8 +166,8 @@ class _Held:
 
     number: int  # the bundle segment
     ids: np.ndarray
-    key: str  # the part's key on its shard
-    shard: int
+    key: str  # the part's key on the shards that hold it
+    shards: tuple[int, ...]  # its holders: one, or --replicas of them
 
 
 @dataclass
@@ -195,12 +197,16 @@ class Cluster:
     address: a scheduler's address, "local" (two worker processes here), or a dask Client.
     allow_partial: a query some shards cannot answer answers from the others, flagged
         (QueryResult.missing_shards), instead of failing.
+    replicas: copies of each segment, on different workers (at most one a worker): a query takes
+        each segment from one of them, turn about, and from another if that one fails.
     """
 
-    def __init__(self, address: object, *, allow_partial: bool = False) -> None:
+    def __init__(self, address: object, *, allow_partial: bool = False, replicas: int = 1) -> None:
+        self.replicas = check_int(replicas, "replicas", low=1)
         self._stack = contextlib.ExitStack()
         self.client = connect(address, self._stack, instead="serve without a cluster")
         self.allow_partial = bool(allow_partial)
+        self._turns = itertools.count()  # which replica answers: taking turns spreads concurrent queries
         self._lock = threading.RLock()
         self._segments: dict[str, object] = {}  # segment key -> the Segment to ship it from again
         self._opened: dict[str, tuple] = {}  # part key -> ShardActor.open's arguments
@@ -253,14 +259,17 @@ class Cluster:
                 if not segment.count:
                     continue
                 key = _segment_key(segment)
-                shard = next((s for s in self.shards if key in s.segments and not s.lost), None)
-                if shard is None:
-                    shard = self._ship(segment, key)
+                holders = [s for s in self.shards if key in s.segments and not s.lost]
+                while len(holders) < min(self.replicas, sum(not s.lost for s in self.shards)):
+                    holders.append(self._ship(segment, key, exclude=holders))
+                if not holders:
+                    raise ShardsMissingError(self.describe({s.number: s.lost or "" for s in self.shards}))
                 removed = bundle.dead_rows(number)
                 part = f"{key}#{_digest(space, removed.tobytes())}"
                 self._opened[part] = (part, key, segment.meta, spec.to_dict(), arrays, removed)
-                widens |= self._call(shard, "open", *self._opened[part])
-                held.append(_Held(number, np.asarray(segment.ids), part, shard.number))
+                for shard in holders:
+                    widens |= self._call(shard, "open", *self._opened[part])
+                held.append(_Held(number, np.asarray(segment.ids), part, tuple(h.number for h in holders)))
             self._states = [*self._states[-1:], [h.key for h in held]]
             kept = {key for state in self._states for key in state}
             used = {key.rsplit("#", 1)[0] for key in kept}  # the segments they read
@@ -274,55 +283,66 @@ class Cluster:
         return ShardedIndex(self, held, spec, transform, len(bundle), widens=widens, dim=dim)
 
     def search(self, index: ShardedIndex, prepared: np.ndarray, k: int, subset: Subset | None, options: dict):
-        """Every part's answer ({position in index.parts: (squared, ids)}), and the shards that failed
-        ({shard number: why})."""
+        """Every part's answer ({position in index.parts: (squared, ids)}), and the shards whose parts
+        no shard answered ({shard number: why}). Each part is asked of one of its holders (taking turns
+        between queries); a part whose holder fails is asked of the next replica, in the same time."""
         if any(s.lost for s in self.shards):
             self._heal()
-        jobs: dict[int, list[int]] = {}
-        for at, part in enumerate(index.parts):
-            if subset is None or subset.plans[at] is not None:
-                jobs.setdefault(part.shard, []).append(at)
+        wanted = [at for at in range(len(index.parts)) if subset is None or subset.plans[at] is not None]
         deadline = time.monotonic() + defaults.CLUSTER_SHARD_TIMEOUT_S
         deadline += len(prepared) * defaults.CLUSTER_SHARD_TIMEOUT_PER_QUERY_S
-        missing: dict[int, str] = {}
+        turn, count = next(self._turns), len(self.shards)
+        answers: dict[int, tuple] = {}
+        seconds: dict[int, float] = {}
+        for _ in range(max(len(part.shards) for part in index.parts) if index.parts else 0):
+            jobs: dict[int, list[int]] = {}
+            for at in wanted:
+                live = [h for h in index.parts[at].shards if not self.shards[h].lost]
+                if at not in answers and live:  # the same turn for every part: whole queries on one shard
+                    jobs.setdefault(min(live, key=lambda h: (h - turn) % count), []).append(at)
+            if not jobs:
+                break
+            self._ask(jobs, index, prepared, k, subset, options, deadline, answers, seconds)
+        self.last_seconds = seconds
+        missing = {
+            h: self.shards[h].lost or "lost" for at in wanted if at not in answers for h in index.parts[at].shards
+        }
+        return answers, missing
+
+    def _ask(self, jobs, index, prepared, k, subset, options, deadline, answers, seconds) -> None:
+        """Each shard its parts (jobs: shard -> positions in index.parts), at once; answers and
+        seconds filled in, a shard that fails marked lost."""
 
         def requests(ats: list[int]) -> list:
             return [(index.parts[at].key, subset.plans[at].digest if subset else None) for at in ats]
+
+        def left() -> float:
+            return max(0.001, deadline - time.monotonic())
 
         pending = {}
         for number, ats in jobs.items():
             shard = self.shards[number]
             try:
-                if not shard.lost:
-                    pending[number] = shard.actor.search(requests(ats), prepared, k, options)
+                pending[number] = shard.actor.search(requests(ats), prepared, k, options)
             except Exception as exc:  # Dask knows the worker is gone
                 shard.lost = reason(exc)
-            if shard.lost:
-                missing[number] = shard.lost
-        answers, seconds = {}, {}
         for number, future in pending.items():
             shard, ats = self.shards[number], jobs[number]
             try:
-                reply = future.result(timeout=max(0.001, deadline - time.monotonic()))
+                reply = future.result(timeout=left())
                 if reply["replan"]:  # a filter new to this shard, or one it dropped: send it, ask again
                     plans = [subset.plans[ats[i]] for i in reply["replan"]]
                     keys = [index.parts[ats[i]].key for i in reply["replan"]]
-                    shard.actor.plan(
-                        [(key, p.digest, p.packed, p.length) for key, p in zip(keys, plans, strict=True)]
-                    ).result(timeout=max(0.001, deadline - time.monotonic()))
-                    reply = shard.actor.search(requests(ats), prepared, k, options).result(
-                        timeout=max(0.001, deadline - time.monotonic())
-                    )
+                    packed = [(key, p.digest, p.packed, p.length) for key, p in zip(keys, plans, strict=True)]
+                    shard.actor.plan(packed).result(timeout=left())
+                    reply = shard.actor.search(requests(ats), prepared, k, options).result(timeout=left())
                     assert not reply["replan"], "a plan just sent was dropped"
-            except Exception as exc:  # whatever Dask raises for a dead or silent worker: the shard is missing
+            except Exception as exc:  # whatever Dask raises for a dead or silent worker: the shard is lost
                 late = deadline - time.monotonic() <= 0.01
                 shard.lost = f"no answer in {defaults.CLUSTER_SHARD_TIMEOUT_S:g} s" if late else reason(exc)
-                missing[number] = shard.lost
                 continue
             seconds[number] = reply["seconds"]
             answers.update(zip(ats, reply["answers"], strict=True))
-        self.last_seconds = seconds
-        return answers, missing
 
     def describe(self, missing: dict[int, str]) -> str:
         """One line: which shards did not answer, why, and what to do."""
@@ -341,12 +361,10 @@ class Cluster:
     def _actor(self, worker: str, timeout: float = defaults.CLUSTER_SHARD_TIMEOUT_S * 10):
         return self.client.submit(ShardActor, actor=True, workers=[worker], pure=False).result(timeout=timeout)
 
-    def _ship(self, segment, key: str, shard: _Shard | None = None) -> _Shard:
-        """Send a segment's files to a shard (default: the live one holding the fewest images)."""
+    def _ship(self, segment, key: str, shard: _Shard | None = None, *, exclude: Sequence[_Shard] = ()) -> _Shard:
+        """Send a segment's files to a shard (default: the live one holding the fewest images, not excluded)."""
         if shard is None:
-            live = [s for s in self.shards if not s.lost]
-            if not live:
-                raise ShardsMissingError(self.describe({s.number: s.lost or "" for s in self.shards}))
+            live = [s for s in self.shards if not s.lost and s not in exclude]
             shard = min(live, key=lambda s: (sum(s.segments.values()), s.number))
         buffer = io.BytesIO()
         np.save(buffer, np.asarray(segment.ids, np.int64))
