@@ -18,10 +18,13 @@ new segment, a remove ships only the removed rows' numbers. LiveEngine (search/l
 when the manifest changes, so the server follows `aesearch add`, `remove` and `sync`. A shard keeps
 the parts of the last two states, so queries still answering from the old state are not cut off.
 
-A shard that does not answer within defaults.CLUSTER_SHARD_TIMEOUT_S (its worker died or stalled)
-makes the query fail with ShardsMissingError in one line, or, for a Cluster made with
-allow_partial=True, answer from the others with QueryResult.missing_shards naming what was left
-out: never a silent partial answer. The next query ships the lost shard's segments to a live worker.
+With replicas=N each segment is held by N shards: a query asks each segment of one of them (taking
+turns), and of another if that one fails.
+
+A shard that does not answer within defaults.CLUSTER_SHARD_TIMEOUT_S (its worker died or stalled),
+holding segments no other copy answered for, makes the query fail with ShardsMissingError in one
+line, or, for a Cluster made with allow_partial=True, answer from the others with
+QueryResult.missing_shards naming what was left out: never a silent partial answer. The next query ships the lost shard's segments to a live worker.
 
 Nothing here imports Dask until a Cluster is made (dask_cluster.connect).
 """
