@@ -24,7 +24,8 @@ turns), and of another if that one fails.
 A shard that does not answer within defaults.CLUSTER_SHARD_TIMEOUT_S (its worker died or stalled),
 holding segments no other copy answered for, makes the query fail with ShardsMissingError in one
 line, or, for a Cluster made with allow_partial=True, answer from the others with
-QueryResult.missing_shards naming what was left out: never a silent partial answer. The next query ships the lost shard's segments to a live worker.
+QueryResult.missing_shards naming what was left out: never a silent partial answer. The next
+query ships the lost shard's segments to a live worker.
 
 Nothing here imports Dask until a Cluster is made (dask_cluster.connect).
 """
