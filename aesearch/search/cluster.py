@@ -104,7 +104,11 @@ class ShardActor:
     """Lives on a worker: the segments shipped to it, each searchable alone with its removed rows skipped."""
 
     def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="aesearch-shard-"))
+        from distributed import get_worker
+
+        # In the worker's own folder: Dask removes it when the worker stops, and a killed worker's
+        # is purged when the next one starts there.
+        self.root = Path(tempfile.mkdtemp(prefix="aesearch-shard-", dir=get_worker().local_directory))
         weakref.finalize(self, shutil.rmtree, self.root, True)
         self.folders: dict[str, Path] = {}  # segment key -> its received files
         self.parts: dict[str, SegmentedIndex] = {}  # part key (segment key # removed rows) -> one-part index
@@ -392,8 +396,12 @@ class Cluster:
             live = workers(self.client)
             for shard in [s for s in self.shards if s.lost]:
                 answering = {s.worker for s in self.shards if not s.lost}
-                # Not its own worker (dead, or stalled: it may still be listed); a fresh one first.
-                choices = sorted((w for w in live if w != shard.worker), key=lambda w: w in answering)
+                # Not its own worker (dead, or stalled: it may still be listed); a fresh one, or, when
+                # some of its segments have no other copy, one that answers (two shards there).
+                others = [s for s in self.shards if not s.lost and s is not shard]
+                covered = all(any(key in s.segments for s in others) for key in shard.segments)
+                choices = [w for w in live if w != shard.worker and w not in answering]
+                choices = choices or ([] if covered else [w for w in live if w != shard.worker])
                 if not choices:
                     continue
                 current = set(self._states[-1]) if self._states else set()  # the state served now
