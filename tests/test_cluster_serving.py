@@ -177,6 +177,18 @@ def test_a_partial_answer_is_flagged_never_silent(ivf_segmented, client, stalled
             sharded.search(plain.encode(QUERIES[:1]), 5)
 
 
+def test_a_stalled_copy_is_answered_for_by_the_other_in_the_same_time(ivf_segmented, client, stalled):
+    plain = SearchEngine.load(ivf_segmented)
+    with Cluster(client, replicas=2) as cluster:
+        sharded = SearchEngine.load(ivf_segmented, cluster=cluster)
+        vectors = plain.encode(QUERIES[:3])
+        for _ in range(2):  # one of the two turns asks the stalled copy first
+            started = time.monotonic()
+            assert_same(plain.search(vectors, 5), sharded.search(vectors, 5))
+            assert time.monotonic() - started < 5
+        assert [shard.lost is not None for shard in cluster.shards] == [s.worker == stalled for s in cluster.shards]
+
+
 def test_a_killed_worker_fails_in_one_line_then_its_shard_moves(client, ivf_segmented):
     # A third worker, closed below (actor handles find their worker through the process's one Client, so
     # the test cannot start a second cluster of its own); the other tests keep the first two.

@@ -302,7 +302,8 @@ class Cluster:
         turn, count = next(self._turns), len(self.shards)
         answers: dict[int, tuple] = {}
         seconds: dict[int, float] = {}
-        for _ in range(max(len(part.shards) for part in index.parts) if index.parts else 0):
+        waves = max((len(part.shards) for part in index.parts), default=0)
+        for wave in range(waves):
             jobs: dict[int, list[int]] = {}
             for at in wanted:
                 live = [h for h in index.parts[at].shards if not self.shards[h].lost]
@@ -310,7 +311,9 @@ class Cluster:
                     jobs.setdefault(min(live, key=lambda h: (h - turn) % count), []).append(at)
             if not jobs:
                 break
-            self._ask(jobs, index, prepared, k, subset, options, deadline, answers, seconds)
+            # A stalled copy may take only its share of the time: the next copy gets the rest.
+            until = time.monotonic() + (deadline - time.monotonic()) / (waves - wave)
+            self._ask(jobs, index, prepared, k, subset, options, until, answers, seconds)
         self.last_seconds = seconds
         missing = {
             h: self.shards[h].lost or "lost" for at in wanted if at not in answers for h in index.parts[at].shards
@@ -326,6 +329,8 @@ class Cluster:
 
         def left() -> float:
             return max(0.001, deadline - time.monotonic())
+
+        wait = left()
 
         pending = {}
         for number, ats in jobs.items():
@@ -347,7 +352,7 @@ class Cluster:
                     assert not reply["replan"], "a plan just sent was dropped"
             except Exception as exc:  # whatever Dask raises for a dead or silent worker: the shard is lost
                 late = deadline - time.monotonic() <= 0.01
-                shard.lost = f"no answer in {defaults.CLUSTER_SHARD_TIMEOUT_S:g} s" if late else reason(exc)
+                shard.lost = f"no answer in {wait:.1f} s" if late else reason(exc)
                 continue
             seconds[number] = reply["seconds"]
             answers.update(zip(ats, reply["answers"], strict=True))
