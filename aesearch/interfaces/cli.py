@@ -1049,6 +1049,7 @@ def serve(
     connections open (behind a reverse proxy, every client shares the proxy's address).
     """
     import logging
+    import signal
 
     import uvicorn
 
@@ -1109,7 +1110,13 @@ def serve(
         app, http=protocol, ws="none", log_level="warning", timeout_keep_alive=defaults.SERVER_HEADER_TIMEOUT_S
     )
     if workers == 1:
-        uvicorn.Server(config).run(sockets=[sock])
+        if engine is not None:  # uvicorn raises SIGTERM again once stopped: exit through the finally
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        finally:
+            if engine is not None:  # the workers drop their shards' files
+                engine.cluster.close()
     elif status := run_workers(lambda: uvicorn.Server(config).run(sockets=[sock]), workers):
         sys.exit(status)
 

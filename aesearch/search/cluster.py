@@ -140,6 +140,11 @@ class ShardActor:
             shutil.rmtree(self.folders.pop(segment), ignore_errors=True)
         self.plans = OrderedDict((key, plan) for key, plan in self.plans.items() if key[0] in self.parts)
 
+    def release(self) -> None:
+        """Drop everything: the server is closing."""
+        self.keep([])
+        shutil.rmtree(self.root, ignore_errors=True)
+
     def plan(self, plans: list[tuple[str, str, np.ndarray, int]]) -> None:
         """Filter plans: (part, digest, mask packed little-endian, rows) each (SegmentedIndex.subset)."""
         for part, digest, packed, rows in plans:
@@ -235,6 +240,11 @@ class Cluster:
         return self.client.scheduler.address
 
     def close(self) -> None:
+        """The workers drop their shards (and files), then the connection (and a local cluster) closes."""
+        for shard in getattr(self, "shards", []):
+            with contextlib.suppress(Exception):  # a dead worker has nothing left to drop
+                if not shard.lost:
+                    shard.actor.release().result(timeout=defaults.CLUSTER_SHARD_TIMEOUT_S)
         self._stack.close()
 
     def __enter__(self) -> Cluster:
