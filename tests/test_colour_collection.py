@@ -210,3 +210,19 @@ def test_eval_baselines_of_a_colour_bundle_add_a_colour_histogram(colour_bundle)
     assert {"raw pixels", "colour histogram"} <= set(rows)
     assert rows["raw pixels"].dims == 48 * 48 * 3 and rows["colour histogram"].dims == 512
     assert rows["colour histogram"].p_at_10 > 0.9  # three pure colours on white: the histogram all but solves it
+
+
+def test_querying_a_colour_bundle_never_imports_torch(colour_bundle):
+    import subprocess
+    import sys
+
+    folder, index = colour_bundle
+    code = (
+        "import sys\nfrom aesearch import SearchEngine\n"
+        f"engine = SearchEngine.load({str(index)!r})\n"
+        f"result = engine.query({str(folder / 'red' / 'red-01.png')!r}, k=3)\n"
+        "engine.explain(result, result.hits[1])\n"
+        "print(result.hits[0].path, sorted(m for m in sys.modules if m.startswith('torch')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["red/red-01.png", "[]"]
