@@ -104,3 +104,33 @@ def test_consistency_settings_are_checked():
         TrainConfig.for_recipe("retrieval", z_size=32, consistency_dims=64)
     with pytest.raises(InvalidArgumentError, match="temperature"):
         TrainConfig.for_recipe("retrieval", temperature=0)
+
+
+def test_photo_views_pad_with_the_background_and_turn_hue_without_changing_lightness():
+    from dataclasses import replace
+
+    from aesearch.training.views import PHOTO_VIEWS
+
+    generator = torch.Generator().manual_seed(0)
+    white = torch.ones(8, 3, 32, 32)
+    moved = augment(white, replace(PHOTO_VIEWS, brightness=0, contrast=0, erase=0), generator)
+    torch.testing.assert_close(moved, white)  # turned, zoomed and shifted: still white, no black frame
+    colours = torch.rand(8, 3, 1, 1, generator=generator).expand(8, 3, 16, 16) * 0.5 + 0.25  # inside [0, 1] after
+    turned = augment(colours, replace(STILL, hue=1.0), generator)
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    torch.testing.assert_close((turned * luma).sum(1), (colours * luma).sum(1), atol=1e-5, rtol=0)
+    assert (turned - colours).abs().amax() > 0.05  # the hue did move
+    kept = augment(colours, replace(STILL, hue=0.0), generator)
+    torch.testing.assert_close(kept, colours)
+
+
+def test_a_photo_model_trains_with_photo_views_and_a_hue_choice():
+    from aesearch.model.architecture import ModelConfig
+
+    member = ModelConfig(image_size=16, channels=3, widths=(8, 16), kernel=4, z_size=12, framing="photo")
+    x = torch.randint(0, 256, (96, 16, 16, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    y = torch.zeros(96, dtype=torch.long)
+    data = FashionMNIST(Split("train", x[:80], y[:80]), Split("test", x[80:], y[80:]), Path("."))
+    config = TrainConfig.for_recipe("retrieval", epochs=2, decoder_epochs=1, batch_size=16, z_size=12, hue=1.0)
+    result = fit(config, data, model_config=member, progress=False, log=None)
+    assert result.model.config == member and len(result.history) == 3 and result.history[0].consistency_loss > 0

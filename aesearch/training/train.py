@@ -27,7 +27,7 @@ from aesearch.errors import InvalidArgumentError
 from aesearch.model.checkpoint import Checkpoint, save_checkpoint
 from aesearch.model.network import AutoEncoder, ModelConfig
 from aesearch.sources.fashion_mnist import FashionMNIST, Split, load_fashion_mnist
-from aesearch.training.views import ViewAugmentation, augment, nt_xent, projection_head
+from aesearch.training.views import PHOTO_VIEWS, ViewAugmentation, augment, nt_xent, projection_head
 
 Precision = Literal["auto", "fp32", "bf16"]
 
@@ -52,6 +52,7 @@ class TrainConfig:
     consistency: float = 0.0
     consistency_dims: int = 128
     temperature: float = 0.2
+    hue: float = 0.0  # photo-framed colour models: views turn hue by up to this x 180 degrees (1: colour-blind)
     decoder_epochs: int = 0  # then the decoder alone, on the frozen encoder, for this many epochs
     z_size: int = defaults.Z_SIZE
     seed: int = 0
@@ -76,6 +77,7 @@ class TrainConfig:
                 f"consistency dims must be from 1 to the z size {self.z_size}, got {self.consistency_dims}",
             ),
             (0 < self.temperature <= 10, f"temperature must be in (0, 10], got {self.temperature}"),
+            (0 <= self.hue <= 1, f"hue must be in [0, 1] (1: any hue), got {self.hue}"),
             (0 <= self.decoder_epochs <= 10_000, f"decoder epochs must be from 0 to 10000, got {self.decoder_epochs}"),
             (self.precision in ("auto", "fp32", "bf16"), f"precision must be auto, fp32 or bf16: {self.precision!r}"),
         ]
@@ -260,7 +262,7 @@ def fit(
         )
     else:
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", threshold=0.1, patience=1)
-    augmentation = ViewAugmentation()
+    augmentation = replace(PHOTO_VIEWS, hue=config.hue) if model.config.framing == "photo" else ViewAugmentation()
 
     def decoder_phase() -> tuple:
         # The decoder alone on the frozen encoder: z is final, the decoder catches up with it.

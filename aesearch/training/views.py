@@ -33,6 +33,21 @@ class ViewAugmentation:
     flip: float = 0.5  # mirrored left-right with this probability
     ink: float = 0.5  # pixel values scaled by 1 +- up to this (brightness is what reconstruction ranks by)
     erase: float = 0.3  # probability that a rectangle of 1/7 to 3/7 of each side is blanked
+    # Photos (colour, on their own background) rather than silhouettes on black:
+    background: float = 0.0  # what a view is padded with where it leaves the image: 0 black, 1 white
+    brightness: float = 0.0  # added to every pixel, +- up to this
+    contrast: float = 0.0  # the image scaled about its mean by 1 +- up to this
+    saturation: float = 0.0  # colour images: chroma scaled by 1 +- up to this
+    hue: float = 0.0  # colour images: chroma turned by up to this x 180 degrees (1: any hue)
+    erase_colour: bool = False  # an erased rectangle takes a random colour rather than black
+
+
+# The views of a photo-framed model (a colour or grey image on its own, usually light, background):
+# chosen on labelled colour collections (docs/colour-models.md); `hue` is the user's choice.
+PHOTO_VIEWS = ViewAugmentation(
+    shift=1 / 8, ink=0.0, background=1.0, brightness=0.15, contrast=0.4, saturation=0.4, erase_colour=True
+)
+_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])  # luma, chroma I, Q
 
 
 def augment(images: torch.Tensor, aug: ViewAugmentation, generator: torch.Generator) -> torch.Tensor:
@@ -50,11 +65,37 @@ def augment(images: torch.Tensor, aug: ViewAugmentation, generator: torch.Genera
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos * mirror, -sin, tx], 1), torch.stack([sin * mirror, cos, ty], 1)], 1)
     grid = (_base_grid(height, width, device) @ theta.transpose(1, 2)).view(b, height, width, 2)
-    views = F.grid_sample(images, grid, align_corners=False, padding_mode="zeros")
-    views = (views * (1 + uniform(b, 1, 1, 1) * aug.ink)).clamp_(0, 1)
+    if aug.background:  # padded with the background level, not black: a photo's frame is not an edge
+        views = F.grid_sample(images - aug.background, grid, align_corners=False, padding_mode="zeros")
+        views = views + aug.background
+    else:
+        views = F.grid_sample(images, grid, align_corners=False, padding_mode="zeros")
+    if aug.ink:
+        views = views * (1 + uniform(b, 1, 1, 1) * aug.ink)
+    if aug.brightness:
+        views = views + uniform(b, 1, 1, 1) * aug.brightness
+    if aug.contrast:
+        mean = views.mean(dim=(1, 2, 3), keepdim=True)
+        views = (views - mean) * (1 + uniform(b, 1, 1, 1) * aug.contrast) + mean
+    if views.shape[1] == 3 and (aug.saturation or aug.hue):
+        views = _recolour(views, 1 + uniform(b) * aug.saturation, uniform(b) * math.pi * aug.hue)
+    views = views.clamp_(0, 1)
     if aug.erase:
-        views = views * ~_erased(b, height, width, aug.erase, generator, device)
+        mask = _erased(b, height, width, aug.erase, generator, device)
+        if aug.erase_colour:
+            views = torch.where(mask, torch.rand((b, views.shape[1], 1, 1), generator=generator, device=device), views)
+        else:
+            views = views * ~mask
     return views
+
+
+def _recolour(images: torch.Tensor, chroma: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB with each image's chroma (YIQ's I and Q) scaled by chroma and turned by `turn` radians."""
+    yiq = _YIQ.to(images.device)
+    t = torch.einsum("ij,bjhw->bihw", yiq, images)
+    c, s = (torch.cos(turn) * chroma)[:, None, None], (torch.sin(turn) * chroma)[:, None, None]
+    t = torch.stack([t[:, 0], t[:, 1] * c - t[:, 2] * s, t[:, 1] * s + t[:, 2] * c], 1)
+    return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(yiq), t)
 
 
 @functools.lru_cache(maxsize=8)
