@@ -149,7 +149,7 @@ def test_a_member_that_cannot_be_built_is_one_line(colour_bundle, tmp_path, argu
     folder, _ = colour_bundle
     if message is None:
         result = CliRunner().invoke(cli, ["build-index", "--index-dir", str(tmp_path / "x"), *arguments])
-        message = "--size and --channels choose a model for --images"
+        message = "--size, --channels and --colour-invariant choose a model for --images"
     else:
         result = CliRunner().invoke(
             cli, ["build-index", "--images", str(folder), "--index-dir", str(tmp_path / "x"), *arguments]

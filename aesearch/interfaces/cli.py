@@ -124,6 +124,11 @@ def cli() -> None:
     "--channels", type=click.Choice(["1", "3"]), help="With --images: grey (1) or colour (3)  [as the images are]"
 )
 @click.option(
+    "--colour-invariant",
+    is_flag=True,
+    help="With --images, colour: train the model to see an image in any hue as the same (hits may differ in colour).",
+)
+@click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("runs/model.safetensors"),
@@ -131,7 +136,21 @@ def cli() -> None:
     help="Checkpoint to write; its training curve goes beside it.",
 )
 def train(
-    recipe, epochs, batch_size, lr, z_size, seed, device, precision, data_dir, limit, image_dirs, size, channels, out
+    recipe,
+    epochs,
+    batch_size,
+    lr,
+    z_size,
+    seed,
+    device,
+    precision,
+    data_dir,
+    limit,
+    image_dirs,
+    size,
+    channels,
+    colour_invariant,
+    out,
 ) -> None:
     """Train the AutoEncoder; write a self-describing checkpoint and its training curve.
 
@@ -140,10 +159,12 @@ def train(
     _need_torch("training")
     from aesearch.training.train import TrainConfig, curve_path, train_model
 
-    if not image_dirs and (size is not None or channels is not None):
+    if not image_dirs and (size is not None or channels is not None or colour_invariant):
         from aesearch.errors import InvalidArgumentError
 
-        raise InvalidArgumentError("--size and --channels choose a model for --images: drop them for Fashion-MNIST")
+        raise InvalidArgumentError(
+            "--size, --channels and --colour-invariant choose a model for --images: drop them for Fashion-MNIST"
+        )
     settings = {"batch_size": batch_size, "lr": lr, "seed": seed, "device": device, "precision": precision}
     if image_dirs:
         from aesearch.pipelines.collection import train_from_folders
@@ -158,6 +179,7 @@ def train(
             size=size,
             channels=int(channels) if channels else None,
             z_size=z_size,
+            colour_invariant=colour_invariant,
             settings=settings,
             log=click.echo,
         )
@@ -293,6 +315,11 @@ WHERE_OPTION = click.option(
     help="With --images: train a grey (1) or colour (3) model  [colour when the images are]",
 )
 @click.option("--z-size", type=Integer(1, 100_000), help="Train a model with this latent size (implies --train).")
+@click.option(
+    "--colour-invariant",
+    is_flag=True,
+    help="With --images, colour: train the model to see an image in any hue as the same (hits may differ in colour).",
+)
 def build_index_command(
     index_dir,
     model,
@@ -315,6 +342,7 @@ def build_index_command(
     size,
     channels,
     z_size,
+    colour_invariant,
 ) -> None:
     """Build the index bundle: encode with the shipped model (or --model, or --train one first), index, write.
 
@@ -331,11 +359,13 @@ def build_index_command(
     config = None
     shards = len(image_dirs) == 1 and not images_from and is_shard_folder(image_dirs[0])
     folders = bool(image_dirs or images_from) and not shards
-    if not folders and (size is not None or channels is not None):
-        raise InvalidArgumentError("--size and --channels choose a model for --images: drop them for Fashion-MNIST")
+    if not folders and (size is not None or channels is not None or colour_invariant):
+        raise InvalidArgumentError(
+            "--size, --channels and --colour-invariant choose a model for --images: drop them for Fashion-MNIST"
+        )
     channels = int(channels) if channels is not None else None
     train = train or recipe is not None or epochs is not None or size is not None or channels is not None
-    train = train or z_size is not None
+    train = train or z_size is not None or colour_invariant
     if model is not None and train:
         raise InvalidArgumentError(
             "--model uses a trained checkpoint: drop --train, --recipe, --epochs, --size, --channels and --z-size, "
@@ -361,6 +391,7 @@ def build_index_command(
             size=size,
             channels=channels,
             z_size=z_size,
+            colour_invariant=colour_invariant,
             max_index_memory=parse_memory(max_index_memory) if max_index_memory is not None else None,
             chunk_size=chunk_size,
             cluster=cluster,
@@ -431,6 +462,7 @@ def _build_from_folders(index_dir, image_dirs, images_from, labels, **options) -
         size=options["size"],
         channels=options["channels"],
         z_size=options["z_size"],
+        colour_invariant=options["colour_invariant"],
         shipped_for_grey=options["model"] is None and not options["train"],
         max_index_memory=options["max_index_memory"],
         chunk_size=options["chunk_size"],

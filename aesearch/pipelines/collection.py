@@ -48,6 +48,7 @@ def build_from_folders(
     size: int | None = None,
     channels: int | None = None,
     z_size: int | None = None,
+    colour_invariant: bool = False,
     shipped_for_grey: bool = False,
     workers: int | None = None,
     max_index_memory: int | None = None,
@@ -63,7 +64,8 @@ def build_from_folders(
     it had encoded. Without one, the images are read into memory first, to train a model on them:
     the family member collection_model_config() chooses (colour or grey, size and z from the images
     unless size, channels, z_size say), with train_config's recipe or the member's default one
-    (epochs: that recipe's epochs, overridden).
+    (epochs: that recipe's epochs, overridden; colour_invariant: views of any hue count as the same
+    image, so that hits may differ in colour).
     shipped_for_grey: with no model and no train_config, a grey collection is encoded with the
     Fashion-MNIST model shipped in the package rather than trained on (what `build-index --images`
     does: on small grey collections that model retrieves better than one trained on them).
@@ -134,7 +136,7 @@ def build_from_folders(
         records,
         member,
         train_config,
-        {"epochs": epochs},
+        {"epochs": epochs, "hue": 1.0 if colour_invariant else None},
         resume_beside=Path(index_dir),
         progress=progress,
         log=log,
@@ -200,6 +202,7 @@ def train_from_folders(
     size: int | None = None,
     channels: int | None = None,
     z_size: int | None = None,
+    colour_invariant: bool = False,
     settings: dict | None = None,
     workers: int | None = None,
     progress: bool = False,
@@ -229,7 +232,7 @@ def train_from_folders(
         raise InvalidArgumentError(f"found {len(pixels)} readable image(s): training needs at least 2")
     if log and skipped:
         log(f"{len(skipped):,} files could not be read and were left out")
-    overrides = {"epochs": epochs, **(settings or {})}
+    overrides = {"epochs": epochs, "hue": 1.0 if colour_invariant else None, **(settings or {})}
     checkpoint = train_on_collection(
         pixels, records, member, train_config, overrides, resume_beside=Path(out), progress=progress, log=log
     )
