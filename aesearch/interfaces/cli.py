@@ -223,6 +223,14 @@ WHERE_OPTION = click.option(
     "(needs `pip install aesearch[distributed]`).",
 )
 @click.option(
+    "--segments",
+    type=Integer(1, defaults.MAX_BASE_SEGMENTS),
+    default=defaults.BASE_SEGMENTS,
+    show_default=True,
+    help="Write the index as this many segments of contiguous id ranges, each indexed alone, so that "
+    "`serve --cluster` spreads them over its workers (docs/cluster.md).",
+)
+@click.option(
     "--metric",
     type=click.Choice(["l2", "cosine"]),
     default=defaults.METRIC,
@@ -312,6 +320,7 @@ def build_index_command(
     max_index_memory,
     chunk_size,
     cluster,
+    segments,
     size,
     channels,
     z_size,
@@ -364,6 +373,7 @@ def build_index_command(
             max_index_memory=parse_memory(max_index_memory) if max_index_memory is not None else None,
             chunk_size=chunk_size,
             cluster=cluster,
+            segments=segments,
         )
         return
     if train:  # training first: the one part that needs PyTorch
@@ -382,7 +392,7 @@ def build_index_command(
         )
     shifts = defaults.EMBEDDING_SHIFTS if phase_pooling else ((0, 0),)
     budget = parse_memory(max_index_memory) if max_index_memory is not None else None
-    knobs = {"max_index_memory": budget, "chunk_size": chunk_size, "cluster": cluster}  # the streaming build's
+    knobs = {"max_index_memory": budget, "chunk_size": chunk_size, "cluster": cluster, "segments": segments}
     common = {"model": model, "train_config": config, "log": click.echo, **knobs}  # every kind of build takes these
     transform_auto = transform == "auto"
     transform = defaults.TRANSFORM if transform_auto else transform
@@ -435,6 +445,7 @@ def _build_from_folders(index_dir, image_dirs, images_from, labels, **options) -
         max_index_memory=options["max_index_memory"],
         chunk_size=options["chunk_size"],
         cluster=options["cluster"],
+        segments=options["segments"],
         log=click.echo,
     )
     _echo_skipped(skipped)
