@@ -220,3 +220,20 @@ def test_a_fresh_two_segment_bundle_is_spread_over_two_workers(tmp_path):
             a, b = plain.search(vectors, k), sharded.search(vectors, k)
             np.testing.assert_array_equal(a[1], b[1])
             np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_a_cluster_build_splits_as_one_here(tmp_path):
+    """Encoding on the workers and each segment's IVF filled by both of them: the bundle built here."""
+    pytest.importorskip("dask.distributed")
+    options = {"index_type": "ivf", "n": 600, "chunk_size": 100}
+    here, there = build(tmp_path / "here", 2, **options), build(tmp_path / "there", 2, cluster="local", **options)
+    a, b = load_bundle(here), load_bundle(there)
+    assert [s.count for s in b.segments] == [300, 300]
+    for x, y in zip(a.segments, b.segments, strict=True):
+        np.testing.assert_array_equal(x.embeddings, y.embeddings)
+        np.testing.assert_array_equal(x.records, y.records)
+    queries = synthetic_images(20, seed=9)
+    plain, cluster = SearchEngine(a), SearchEngine(b)
+    np.testing.assert_array_equal(
+        plain.search(plain.encode(queries), 5)[1], cluster.search(cluster.encode(queries), 5)[1]
+    )
