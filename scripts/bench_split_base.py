@@ -1,7 +1,7 @@
 """A fresh bundle built with `--segments 2`, served by one and by two Dask workers (docs/cluster.md).
 
     OMP_NUM_THREADS=1 nice python scripts/bench_split_base.py --bundle indexes/fashion-mnist \
-        --work /tmp/bench-split [--add 30000] [--queries 300] [--segments 2]
+        --work /tmp/bench-split [--add 30000] [--queries 300] [--segments 2] [--max-index-memory 16M]
 
 Builds twice, with the bundle's model and search space options (index auto, its metric and
 whitening), from the bundle's images plus --add of them mirrored left-right: once as one base
@@ -26,7 +26,7 @@ from bench_cluster import cpu, measure
 import aesearch
 
 
-def build(bundle: Path, work: Path, add: int, segments: int) -> Path:
+def build(bundle: Path, work: Path, add: int, segments: int, budget: int | None) -> Path:
     from aesearch.model.checkpoint import load_checkpoint
     from aesearch.pipelines.stream import StreamOptions, stream_build
     from aesearch.sources.arrays import ArraySource
@@ -49,6 +49,7 @@ def build(bundle: Path, work: Path, add: int, segments: int) -> Path:
         whiten_dims=m["index_params"].get("whiten_dims"),
         shifts=tuple(tuple(s) for s in m["embedding_shifts"]),
         segments=segments,
+        max_index_memory=budget,
     )
     arrays = ArraySource(
         np.ascontiguousarray(images),
@@ -87,18 +88,28 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--segments", type=int, default=2)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--max-index-memory", help="auto's budget for the whole bundle (e.g. 16M: IVF+PQ)")
     args = parser.parse_args()
+    from aesearch.search.index_choice import parse_memory
+
+    budget = parse_memory(args.max_index_memory) if args.max_index_memory else None
     print(f"CPU: {cpu()}")
-    whole = build(args.bundle, args.work, args.add, 1)
-    split = build(args.bundle, args.work, args.add, args.segments)
+    whole = build(args.bundle, args.work, args.add, 1, budget)
+    split = build(args.bundle, args.work, args.add, args.segments, budget)
     rows = []
     one = aesearch.SearchEngine.load(whole)
     plain = aesearch.SearchEngine.load(split)
     for name, engine in (("one segment", one), (f"{args.segments} segments", plain)):
         segments = [
-            (s.count, s.meta["index_type"], s.meta["index_params"].get("nprobe")) for s in engine.bundle.segments
+            (
+                s.count,
+                s.meta["index_type"],
+                s.meta["index_params"].get("nprobe"),
+                s.meta["index_params"].get("rerank_factor"),
+            )
+            for s in engine.bundle.segments
         ]
-        print(f"{name}: {len(engine):,} images, segments (images, index, nprobe) {segments}")
+        print(f"{name}: {len(engine):,} images, segments (images, index, nprobe, rerank factor) {segments}")
     rng = np.random.default_rng(0)
     ids = rng.choice(plain.bundle.live_ids(), args.queries + 1000, replace=False)
     vectors = plain.encode(plain.bundle.images(ids[: args.queries])[:, ::-1, :].copy())  # near, not in it

@@ -483,7 +483,9 @@ def _echo_skipped(skipped, at_most: int = 20) -> None:
 @cli.command("sync")
 @INDEX_DIR_OPTION
 @click.option("--dry-run", is_flag=True, help="Say what would change; write nothing.")
-@click.option("--compact", is_flag=True, help="Also compact: one segment, search space learned again.")
+@click.option(
+    "--compact", is_flag=True, help="Also compact: one base (of as many segments as built), search space learned again."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the lists of paths.")
 @click.option(
     "--allow-mass-removal",

@@ -153,7 +153,7 @@ def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, enco
     if count < options.segments and log:
         log(f"{rows:,} images could be read: {count} base segments of at least {defaults.MIN_IMAGES_PER_SEGMENT}")
     bounds = split_bounds(rows, count)
-    segments = _split(writer, segment, state, bounds, log)
+    segments = _split(writer, segment, state, bounds, options.chunk_size, log)
     if paths is not None:
         for part, (lo, hi) in zip(segments, itertools.pairwise(bounds), strict=True):
             part.set_paths(paths[lo:hi])
@@ -247,10 +247,11 @@ def check_segments(segments: object, count: int) -> int:
     return segments
 
 
-def _split(writer, segment, state, bounds: list[int], log) -> list:
+def _split(writer, segment, state, bounds: list[int], chunk_size: int, log) -> list:
     """The encoded rows as len(bounds) - 1 segments of rows bounds[i] to bounds[i + 1]: the last ranges
     copied out of the first segment one at a time from the end, each then cut from it (state.first
-    saved before the cut, so a resumed build opens the first segment at the length it has left)."""
+    saved before the cut, so a resumed build opens the first segment at the length it has left); a
+    chunk of rows in memory at a time."""
     segments = [segment]
     for number in range(len(bounds) - 2, 0, -1):
         lo, hi = bounds[number], bounds[number + 1]
@@ -258,16 +259,15 @@ def _split(writer, segment, state, bounds: list[int], log) -> list:
         if state.first < 0 or state.first > lo:  # not moved yet (or moved but not yet cut: moved again)
             if log and number == len(bounds) - 2:
                 log(f"Splitting {bounds[-1]:,} images into {len(bounds) - 1} base segments")
-            step = 1 << 16
-            for start in range(lo, hi, step):
-                rows = slice(start, min(hi, start + step))
+            for start in range(lo, hi, chunk_size):
+                rows = slice(start, min(hi, start + chunk_size))
                 into = slice(rows.start - lo, rows.stop - lo)
                 for name in ("records", "images", "embeddings"):
-                    getattr(part, name)[into] = getattr(segment, name)[rows]
-            for name in ("records", "images", "embeddings"):
-                getattr(part, name).flush()
-                release(getattr(part, name))
-                release(getattr(segment, name))
+                    target = getattr(part, name)
+                    target[into] = getattr(segment, name)[rows]
+                    target.flush()  # on disk before the state says the range is moved
+                    release(target)
+                    release(getattr(segment, name))
             state.first = lo
             state.save(writer.scratch("state.npz"))
             segment.close()
