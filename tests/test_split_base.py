@@ -199,6 +199,13 @@ def test_more_segments_than_folder_images_is_one_line(tmp_path, model):
     assert result.exit_code != 0 and "segments 3 is more than 5 images can fill" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "b").exists()
+    result = CliRunner().invoke(main, [*args, "--segments", "2"])
+    assert result.exit_code == 0, result.output
+    bundle = load_bundle(tmp_path / "b")
+    assert [s.count for s in bundle.segments] == [2, 3]
+    # Each segment holds its own images' paths, with their pixels.
+    for id in bundle.live_ids().tolist():
+        np.testing.assert_array_equal(bundle.image(id), synthetic_images(5)[int(Path(bundle.path_of(id)).stem)])
 
 
 def test_a_fresh_two_segment_bundle_is_spread_over_two_workers(tmp_path):
