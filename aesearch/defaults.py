@@ -141,6 +141,11 @@ MAP_METHOD = "pca"  # every image, in seconds; "tsne" lays out a 10,000-image sa
 # 0.9-2.0 s on quieter ones: a million keeps the 3 s target with room (docs/map.md).
 MAP_MAX_POINTS = 1_000_000
 # --- Dask clusters (dask_cluster.py; build-index --cluster, serve --cluster: search/cluster.py) ---
+# A build's base as this many segments of contiguous id ranges, each indexed alone (`--segments`):
+# serve --cluster places whole segments on workers, so a fresh bundle spreads over up to this many.
+BASE_SEGMENTS = 1
+MAX_BASE_SEGMENTS = 4096
+MIN_IMAGES_PER_SEGMENT = 2  # as a whole index needs
 CLUSTER_LOCAL_WORKERS = 2  # worker processes of `--cluster local`
 CLUSTER_CONNECT_TIMEOUT = "5s"  # to reach the scheduler at a given address
 # A shard that has not answered a query this long is reported missing (the query fails in one line,

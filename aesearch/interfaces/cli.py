@@ -245,6 +245,14 @@ WHERE_OPTION = click.option(
     "(needs `pip install aesearch[distributed]`).",
 )
 @click.option(
+    "--segments",
+    type=Integer(1, defaults.MAX_BASE_SEGMENTS),
+    default=defaults.BASE_SEGMENTS,
+    show_default=True,
+    help="Write the index as this many segments of contiguous id ranges, each indexed alone, so that "
+    "`serve --cluster` spreads them over its workers (docs/cluster.md).",
+)
+@click.option(
     "--metric",
     type=click.Choice(["l2", "cosine"]),
     default=defaults.METRIC,
@@ -339,6 +347,7 @@ def build_index_command(
     max_index_memory,
     chunk_size,
     cluster,
+    segments,
     size,
     channels,
     z_size,
@@ -395,6 +404,7 @@ def build_index_command(
             max_index_memory=parse_memory(max_index_memory) if max_index_memory is not None else None,
             chunk_size=chunk_size,
             cluster=cluster,
+            segments=segments,
         )
         return
     if train:  # training first: the one part that needs PyTorch
@@ -413,7 +423,7 @@ def build_index_command(
         )
     shifts = defaults.EMBEDDING_SHIFTS if phase_pooling else ((0, 0),)
     budget = parse_memory(max_index_memory) if max_index_memory is not None else None
-    knobs = {"max_index_memory": budget, "chunk_size": chunk_size, "cluster": cluster}  # the streaming build's
+    knobs = {"max_index_memory": budget, "chunk_size": chunk_size, "cluster": cluster, "segments": segments}
     common = {"model": model, "train_config": config, "log": click.echo, **knobs}  # every kind of build takes these
     transform_auto = transform == "auto"
     transform = defaults.TRANSFORM if transform_auto else transform
@@ -467,6 +477,7 @@ def _build_from_folders(index_dir, image_dirs, images_from, labels, **options) -
         max_index_memory=options["max_index_memory"],
         chunk_size=options["chunk_size"],
         cluster=options["cluster"],
+        segments=options["segments"],
         log=click.echo,
     )
     _echo_skipped(skipped)
@@ -504,7 +515,9 @@ def _echo_skipped(skipped, at_most: int = 20) -> None:
 @cli.command("sync")
 @INDEX_DIR_OPTION
 @click.option("--dry-run", is_flag=True, help="Say what would change; write nothing.")
-@click.option("--compact", is_flag=True, help="Also compact: one segment, search space learned again.")
+@click.option(
+    "--compact", is_flag=True, help="Also compact: one base (of as many segments as built), search space learned again."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the lists of paths.")
 @click.option(
     "--allow-mass-removal",

@@ -38,6 +38,7 @@ def build_index(
     max_index_memory: int | None = None,
     chunk_size: int = defaults.CHUNK_SIZE,
     cluster: str | None = None,
+    segments: int = defaults.BASE_SEGMENTS,
 ) -> dict:
     """Build the bundle for all 70,000 Fashion-MNIST images (train ids first, then test).
 
@@ -48,6 +49,9 @@ def build_index(
             hnsw, ivf, sq8, or a FAISS factory string.
         max_index_memory: bytes the loaded index may take (auto's budget; default: index_choice's).
         chunk_size: images encoded at a time; cluster: a Dask scheduler address, or "local".
+        segments: the base as this many segments of contiguous id ranges, each indexed alone (auto:
+            chosen for its size within its share of max_index_memory), so that `serve --cluster`
+            spreads them over workers; the whitening and the trust score are learned on all.
         metric: l2 or cosine.
         transform: none, or whiten (PCA whitening learned on the training split, applied to every
             vector and query; whiten_shrinkage damps the low-variance axes, whiten_dims keeps that
@@ -81,6 +85,9 @@ def build_index(
             f"index_dir {index_dir} is a file: give a folder for the index", parameter="index_dir"
         )
     check_writable(index_dir / "manifest.json", own_folder=True, need_bytes=_BYTES_PER_IMAGE * 70_000)
+    from aesearch.pipelines.stream import check_segments
+
+    check_segments(segments, 70_000)  # before a model is trained
 
     from aesearch.sources.fashion_mnist import load_fashion_mnist
 
@@ -126,6 +133,7 @@ def build_index(
         max_index_memory=max_index_memory,
         chunk_size=chunk_size,
         cluster=cluster,
+        segments=segments,
     )
     return manifest
 
@@ -145,11 +153,12 @@ def assemble_bundle(
     chunk_size: int = defaults.CHUNK_SIZE,
     cluster: str | None = None,
     prune_classes: bool = False,
+    segments: int = defaults.BASE_SEGMENTS,
 ) -> dict:
     """Encode images, index them, calibrate the trust score, and write the bundle atomically.
 
     The work is the streaming build's (pipelines/stream.py), fed from these arrays; max_index_memory,
-    chunk_size and cluster are its StreamOptions of those names.
+    chunk_size, cluster and segments are its StreamOptions of those names.
 
     records: one RECORD_DTYPE row per image (ids are assigned here, 0 to n-1, in this order; the
     content hash is filled in when left empty); paths: each image's path relative to its collection
@@ -174,7 +183,9 @@ def assemble_bundle(
         name="images",
     )
     source.prune_classes = prune_classes
-    options = stream_options(spec, shifts, max_index_memory=max_index_memory, chunk_size=chunk_size, cluster=cluster)
+    options = stream_options(
+        spec, shifts, max_index_memory=max_index_memory, chunk_size=chunk_size, cluster=cluster, segments=segments
+    )
     return stream_build(index_dir, source, checkpoint, options, log=log)
 
 
@@ -185,6 +196,7 @@ def stream_options(
     max_index_memory: int | None = None,
     chunk_size: int = defaults.CHUNK_SIZE,
     cluster: str | None = None,
+    segments: int = defaults.BASE_SEGMENTS,
 ) -> StreamOptions:
     """The streaming build's options for an IndexSpec (whitening parameters absent: none, all axes),
     the embedding shifts, and the streaming knobs."""
@@ -199,6 +211,7 @@ def stream_options(
         max_index_memory=max_index_memory,
         chunk_size=chunk_size,
         cluster=cluster,
+        segments=segments,
     )
 
 

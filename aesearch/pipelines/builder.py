@@ -8,7 +8,9 @@ function here, so a compacted bundle holds what a fresh build of the same images
     learn_whitening   the PCA whitening: fitted on the vectors, or solved from streamed Moments
     index_pass        the index chosen (index_choice.py), trained on a sample, filled from disk, tuned
     calibrate_trust   the trust score's quantiles: reconstruction errors and nearest-other distances
-    index_segment     the three above over a written segment: its index files and the new space
+    index_base        the three above over a build's written base segments (one, or --segments of
+                      contiguous id ranges): one space learned on all of them, an index each
+    index_segment     index_base over one segment
     index_exactly     a delta's index: exact, in the space the bundle already has (index_pass, flat)
     write_segment     rows -> one segment, indexed (index_exactly for a delta, index_segment for a base)
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -27,7 +29,7 @@ from aesearch import defaults
 from aesearch.memory import new_float_rows, read_rows, release
 from aesearch.rowwise import per_image_mean
 from aesearch.search.index import AffineTransform, to_search_space
-from aesearch.search.index_choice import IndexChoice, choose_index
+from aesearch.search.index_choice import IndexChoice, choose_index, default_max_index_memory
 from aesearch.search.trust import TrustCalibration
 from aesearch.store.bundle import BundleWriter
 from aesearch.store.segment import SegmentBuilder
@@ -60,6 +62,7 @@ class StreamOptions:
     chunk_size: int = defaults.CHUNK_SIZE
     seed: int = 0
     cluster: str | None = None  # a Dask scheduler address, "local" (two throwaway workers), or None: here
+    segments: int = defaults.BASE_SEGMENTS  # base segments of contiguous id ranges, each indexed alone
 
 
 def encode_chunk(autoencoder, images: np.ndarray, want: np.ndarray, shifts) -> tuple[np.ndarray, np.ndarray]:
@@ -260,19 +263,128 @@ def index_segment(
     log: Callable[[str], None] | None = None,
     fill=None,
 ) -> tuple[IndexChoice, dict]:
-    """A new search space over a written segment: whitening, index files, trust; returns (choice, params).
+    """index_base over one segment; returns its (choice, params)."""
+    return index_base(
+        writer,
+        [segment],
+        options,
+        fit=fit,
+        trust_sample=trust_sample,
+        trust_errors=trust_errors,
+        moments=moments,
+        log=log,
+        fill=fill,
+    )[0]
 
-    fit: the rows (a mask) the whitening is learned on (None: all); the space's files (transform.npz,
-    trust.json) replace the bundle's. Meant for a base segment: a build's, or a compaction's.
+
+def index_base(
+    writer: BundleWriter,
+    segments: Sequence[SegmentBuilder],
+    options: StreamOptions,
+    *,
+    fit: np.ndarray | None,
+    trust_sample: np.ndarray,
+    trust_errors: np.ndarray,
+    moments: Moments | None = None,
+    log: Callable[[str], None] | None = None,
+    fill=None,
+) -> list[tuple[IndexChoice, dict]]:
+    """A new search space over a build's written base segments: whitening, index files, trust.
+
+    The segments hold consecutive rows of one collection (rows numbered across them in order; fit,
+    trust_sample: over those rows). The whitening and the trust calibration are learned once on all
+    of them, as for one segment; each segment gets an index of its own (index_pass), chosen, trained
+    and tuned on its rows alone (auto: for its size, within its share of the memory budget:
+    segment_options). The space's files (transform.npz, trust.json) replace the bundle's. Returns
+    each segment's (choice, params).
     """
-    embeddings = segment.embeddings
+    one = len(segments) == 1
+    embeddings = segments[0].embeddings if one else StackedRows([s.embeddings for s in segments])
     transform = learn_whitening(embeddings, fit, options, moments) if options.transform == "whiten" else None
-    index, choice, params = index_pass(embeddings, segment.file, transform, options, log, fill)
-    trust = calibrate_trust(embeddings, segment.images, trust_sample, trust_errors, index, transform, options)
+    each = segment_options(options, len(embeddings), len(segments))
+    indexes, chosen = [], []
+    for number, segment in enumerate(segments):
+        if log and not one:
+            log(f"Base segment {number + 1} of {len(segments)}: {segment.count:,} images")
+        index, choice, params = index_pass(segment.embeddings, segment.file, transform, each, log, fill)
+        indexes.append(index)
+        chosen.append((choice, params))
+    index = indexes[0] if one else _MergedSearch(indexes, [s.count for s in segments])
+    images = segments[0].images if one else StackedRows([s.images for s in segments])
+    trust = calibrate_trust(embeddings, images, trust_sample, trust_errors, index, transform, options)
     if transform is not None:
         np.savez(writer.space_file("transform.npz"), mean=transform.mean, matrix=transform.matrix)
     writer.space_file("trust.json").write_text(json.dumps(trust.to_dict()) + "\n")
-    return choice, params
+    return chosen
+
+
+def segment_options(options: StreamOptions, n: int, segments: int) -> StreamOptions:
+    """The options each of `segments` base segments of n images in all is indexed with.
+
+    auto chooses for a segment's size within its share of the budget (the bundle's, given or
+    default for n, divided evenly): one process serving the bundle holds every segment's index, so
+    the budget stays the whole bundle's; a cluster worker holding one segment needs its share.
+    """
+    if segments == 1 or options.index_type != "auto":
+        return options
+    budget = options.max_index_memory or default_max_index_memory(n)
+    return replace(options, max_index_memory=max(1, budget // segments))
+
+
+def split_bounds(n: int, segments: int) -> list[int]:
+    """Row bounds of `segments` contiguous ranges of n rows, as even as can be (the first ones shorter)."""
+    return [n * i // segments for i in range(segments + 1)]
+
+
+class StackedRows:
+    """Rows of several arrays (the base segments' embeddings or images, in order) read as one array."""
+
+    def __init__(self, arrays: Sequence[np.ndarray]) -> None:
+        self.arrays = list(arrays)
+        self.bounds = np.cumsum([0] + [len(a) for a in self.arrays])
+        self.shape = (int(self.bounds[-1]), *self.arrays[0].shape[1:])
+        self.dtype = self.arrays[0].dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows) -> np.ndarray:
+        if isinstance(rows, slice):
+            start, stop, step = rows.indices(len(self))
+            if step == 1:  # each array's part read straight through
+                parts = [
+                    read_rows(a, slice(max(start - lo, 0), max(min(stop - lo, len(a)), 0)))
+                    for a, lo in zip(self.arrays, self.bounds[:-1].tolist(), strict=True)
+                ]
+                return np.concatenate(parts) if parts else np.zeros((0, *self.shape[1:]), self.dtype)
+            rows = np.arange(start, stop, step)
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), *self.shape[1:]), self.dtype)
+        which = np.searchsorted(self.bounds, rows, side="right") - 1
+        for number in np.unique(which).tolist():
+            mine = which == number
+            out[mine] = read_rows(self.arrays[number], rows[mine] - self.bounds[number])
+        return out
+
+
+class _MergedSearch:
+    """The base segments' indexes searched as one over rows numbered across them (the trust
+    calibration's nearest-other search): each answer ranked with the stable sort SegmentedIndex uses."""
+
+    def __init__(self, indexes: list, counts: list[int]) -> None:
+        self.indexes, self.counts = indexes, counts
+        self.offsets = np.cumsum([0, *counts[:-1]])
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        all_squared, all_rows = [], []
+        for index, count, offset in zip(self.indexes, self.counts, self.offsets.tolist(), strict=True):
+            squared, rows = index.search(queries, min(k, count))
+            all_squared.append(squared)
+            all_rows.append(np.where(rows >= 0, rows + offset, -1))
+        squared, rows = np.concatenate(all_squared, axis=1), np.concatenate(all_rows, axis=1)
+        squared = np.where(rows >= 0, squared, np.finfo(np.float32).max)
+        order = np.argsort(squared, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(squared, order, 1), np.take_along_axis(rows, order, 1)
 
 
 def index_exactly(segment: SegmentBuilder, metric: str, transform: AffineTransform | None) -> dict:
@@ -299,6 +411,20 @@ def write_segment(
     manifest records with it ({"index_type", "index_params", ...}): an exact index for a delta, or
     index_segment's choice for a base. paths: one per row (None: the rows have none).
     """
+    segment = filled_segment(writer, records, images, embeddings, paths)
+    meta = index(segment)
+    writer.add_segment(segment, meta=meta)
+    return segment
+
+
+def filled_segment(
+    writer: BundleWriter,
+    records: np.ndarray,
+    images: np.ndarray,
+    embeddings: np.ndarray,
+    paths: Sequence[str] | None,
+) -> SegmentBuilder:
+    """A new segment holding these rows, sorted by id; not indexed nor listed yet."""
     order = np.argsort(records["id"], kind="stable")
     segment = writer.new_segment(len(records))
     segment.records[:] = records[order]
@@ -306,6 +432,4 @@ def write_segment(
     segment.embeddings[:] = embeddings[order]
     if paths is not None:
         segment.set_paths([paths[i] for i in order])
-    meta = index(segment)
-    writer.add_segment(segment, meta=meta)
     return segment

@@ -54,6 +54,7 @@ def build_from_folders(
     max_index_memory: int | None = None,
     chunk_size: int = defaults.CHUNK_SIZE,
     cluster: str | None = None,
+    segments: int = defaults.BASE_SEGMENTS,
     progress: bool = False,
     log: Callable[[str], None] | None = print,
 ) -> tuple[dict, list[Skipped]]:
@@ -69,16 +70,16 @@ def build_from_folders(
     shipped_for_grey: with no model and no train_config, a grey collection is encoded with the
     Fashion-MNIST model shipped in the package rather than trained on (what `build-index --images`
     does: on small grey collections that model retrieves better than one trained on them).
-    max_index_memory, chunk_size, cluster: the streaming build's StreamOptions of those names.
+    max_index_memory, chunk_size, cluster, segments: the streaming build's StreamOptions of those names.
     transform_auto: spec's whitening only when there are enough images to learn it (see
     whitening_needs); otherwise plain vectors, and a line in the log that says so.
     """
     from aesearch.pipelines.build import assemble_bundle, stream_options
-    from aesearch.pipelines.stream import stream_build
+    from aesearch.pipelines.stream import check_segments, stream_build
 
     if labels is not None and labels not in LABEL_MODES:
         raise InvalidArgumentError(f"unknown `labels` {labels!r}: use `folders` (or leave it out)", parameter="labels")
-    knobs = {"max_index_memory": max_index_memory, "chunk_size": chunk_size, "cluster": cluster}
+    knobs = {"max_index_memory": max_index_memory, "chunk_size": chunk_size, "cluster": cluster, "segments": segments}
     roots = collection_roots(images, images_from)
     checkpoint = load_checkpoint(model) if model is not None else None
     if checkpoint is not None and (size, channels, z_size) != (None, None, None):
@@ -97,6 +98,7 @@ def build_from_folders(
             f"found {len(found.files)} image file(s) under {where}: an index needs at "
             "least 2 (PNG, JPEG, GIF, WebP, BMP or TIFF files, in any subfolder)"
         )
+    check_segments(segments, len(found.files))  # before any file is read or a model trained
     member = None
     if checkpoint is None:
         member = collection_model_config(found, size=size, channels=channels, z_size=z_size, log=log)

@@ -6,7 +6,11 @@
             After every chunk the maps are flushed and a small state file is replaced atomically:
             kill -9 loses at most the chunk in flight, and the same command resumes after the
             last finished one (BundleWriter.create(resume_key=...) keeps the staging folder).
-    pass 2  pipelines/builder.py's index_segment, as a compaction's: the whitening (fitted on the
+    split   with options.segments > 1: the segment's last rows are moved, a range at a time from the
+            end, into segments of their own (contiguous id ranges, as even as can be), the state
+            file recording each step before the rows are cut from the first, so a kill resumes
+            there; the disk holds at most one range twice
+    pass 2  pipelines/builder.py's index_base, as a compaction's: the whitening (fitted on the
             vectors, or solved from the moments past builder.EXACT_FIT), the index (index_type
             auto: index_choice.py) trained on a sample and filled chunk by chunk from the
             embeddings on disk, tuned to a target recall@10 against an exact streamed scan, and
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -29,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aesearch import defaults
 from aesearch.errors import InvalidArgumentError, ShortSourceError
 from aesearch.memory import keep_freed_memory, release
 from aesearch.model.checkpoint import Checkpoint
@@ -38,7 +44,9 @@ from aesearch.pipelines.builder import (
     StreamOptions,
     calibration_sample,
     encode_chunk,
-    index_segment,
+    index_base,
+    segment_options,
+    split_bounds,
 )
 from aesearch.search.index import IndexSpec, check_index_type
 from aesearch.search.index_choice import choose_index, default_max_index_memory
@@ -85,9 +93,13 @@ def stream_build(
     if source.count < 2:
         raise InvalidArgumentError(f"{source.describe()}: an index needs at least 2 images")
     IndexSpec(options.index_type, options.metric, {}, options.transform)  # refuses a bad metric or transform
+    check_segments(options.segments, source.count)
     _refuse_impossible_index(source.count, checkpoint.model_config.z_size, options)
     shifts = tuple(tuple(s) for s in options.shifts)
-    key = hashlib.sha256(json.dumps([source.fingerprint, checkpoint.encoder_sha256, shifts]).encode()).hexdigest()
+    # A build split otherwise is another build (its split state differs); one base segment keeps the key it had.
+    split = [options.segments] if options.segments != 1 else []
+    key = [source.fingerprint, checkpoint.encoder_sha256, shifts, *split]
+    key = hashlib.sha256(json.dumps(key).encode()).hexdigest()
     with contextlib.ExitStack() as stack:
         if options.cluster is not None and encoded is None:
             from aesearch.pipelines.distributed import cluster_encoder
@@ -108,8 +120,10 @@ def stream_build(
 def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, encoded, info, log, report_skipped) -> dict:
     writer.set_model(checkpoint)
     state = _State.load(writer.scratch("state.npz"), source.count, checkpoint.model_config.z_size, options.seed)
-    # Sized for every item; cut to the images there are once the pass is done (here, or before a kill).
-    segment = writer.new_segment(state.rows if state.done(source.count) else source.count, name=_SEGMENT)
+    # Sized for every item; cut to the images there are once the pass is done (here, or before a kill),
+    # and to the first range once the split has moved the others out.
+    first = state.first if state.first >= 0 else (state.rows if state.done(source.count) else source.count)
+    segment = writer.new_segment(first, name=_SEGMENT)
     if state.rows + state.skipped and log:
         log(f"Resuming: {state.rows + state.skipped:,} of {source.count:,} items already read")
     if log:
@@ -132,19 +146,26 @@ def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, enco
             f"{source.describe()}: {rows} could be used ({len(skipped):,} could not{example}): an index needs at "
             "least 2 readable images"
         )
-    if segment.count > rows:
+    if state.first < 0 and segment.count > rows:
         segment.close()
         segment = writer.new_segment(rows, name=_SEGMENT)
+    count = min(options.segments, rows // defaults.MIN_IMAGES_PER_SEGMENT)
+    if count < options.segments and log:
+        log(f"{rows:,} images could be read: {count} base segments of at least {defaults.MIN_IMAGES_PER_SEGMENT}")
+    bounds = split_bounds(rows, count)
+    segments = _split(writer, segment, state, bounds, options.chunk_size, log)
     if paths is not None:
-        segment.set_paths(paths)
-    class_names = _prune_classes(segment, source) if getattr(source, "prune_classes", False) else None
+        for part, (lo, hi) in zip(segments, itertools.pairwise(bounds), strict=True):
+            part.set_paths(paths[lo:hi])
+    class_names = _prune_classes(segments, source) if getattr(source, "prune_classes", False) else None
     fit = None
     if source.fit_split is not None:
-        fit = np.asarray(segment.records["split"]) == source.fit_split
-        release(segment.records)
-    choice, params = index_segment(
+        fit = np.concatenate([np.asarray(part.records["split"]) == source.fit_split for part in segments])
+        for part in segments:
+            release(part.records)
+    chosen = index_base(
         writer,
-        segment,
+        segments,
         options,
         fit=fit,
         trust_sample=state.sample,
@@ -153,7 +174,11 @@ def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, enco
         log=log,
         fill=getattr(encoded, "fill", None),
     )
-    writer.add_segment(segment, meta={"index_type": choice.index_type, "index_params": params})
+    for part, (choice, params) in zip(segments, chosen, strict=True):
+        # "base": a segment past the first that is no update's delta (pipelines/update.py's delta_numbers)
+        base = {"base": True} if count > 1 else {}
+        writer.add_segment(part, meta={"index_type": choice.index_type, "index_params": params, **base})
+    choice, params = chosen[0]  # the bundle's: the first segment's (each records its own)
     fields = {
         **source.info(),
         **({"class_names": class_names} if class_names is not None else {}),
@@ -168,6 +193,7 @@ def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, enco
             "bytes_per_vector": params.get("bytes_per_vector"),
             "max_index_memory": options.max_index_memory or default_max_index_memory(rows),
         },
+        **({"base_segments": options.segments} if options.segments != 1 else {}),  # a compaction keeps it
         "transform": options.transform,
         "model": {
             **{k: checkpoint.info.get(k) for k in ("recipe", "test_mse", "train_config", "data_fingerprint")},
@@ -183,31 +209,81 @@ def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, enco
     return manifest
 
 
-def _prune_classes(segment, source) -> list[str]:
+def _prune_classes(segments, source) -> list[str]:
     """The source's class names that label at least one image, the labels renumbered to match (in place)."""
     names = list(source.class_names or [])
-    labels = segment.records["label"]
     used = np.zeros(len(names) + 1, dtype=bool)  # the last slot counts NO_LABEL (-1)
-    for start in range(0, len(labels), _LABEL_BLOCK):
-        used[np.asarray(labels[start : start + _LABEL_BLOCK])] = True
+    for segment in segments:
+        labels = segment.records["label"]
+        for start in range(0, len(labels), _LABEL_BLOCK):
+            used[np.asarray(labels[start : start + _LABEL_BLOCK])] = True
+        release(segment.records)
     kept = np.flatnonzero(used[:-1])
     if len(kept) < len(names):
-        number = np.full(len(names) + 1, NO_LABEL, dtype=labels.dtype)
+        number = np.full(len(names) + 1, NO_LABEL, dtype=np.int64)
         number[kept] = np.arange(len(kept))
-        for start in range(0, len(labels), _LABEL_BLOCK):
-            block = slice(start, start + _LABEL_BLOCK)
-            segment.records["label"][block] = number[np.asarray(labels[block])]
-        segment.records.flush()
-    release(segment.records)
+        for segment in segments:
+            labels = segment.records["label"]
+            for start in range(0, len(labels), _LABEL_BLOCK):
+                block = slice(start, start + _LABEL_BLOCK)
+                segment.records["label"][block] = number[np.asarray(labels[block])]
+            segment.records.flush()
+            release(segment.records)
     return [names[i] for i in kept]
+
+
+def check_segments(segments: object, count: int) -> int:
+    """The number of base segments asked for, checked against the images there are: one line if wrong."""
+    from aesearch.integers import check_int
+
+    segments = check_int(segments, "segments", low=1, high=defaults.MAX_BASE_SEGMENTS)
+    least = defaults.MIN_IMAGES_PER_SEGMENT
+    if segments * least > count:
+        raise InvalidArgumentError(
+            f"segments {segments} is more than {count:,} images can fill ({least} at least each): give at most "
+            f"{max(1, count // least)}",
+            parameter="segments",
+        )
+    return segments
+
+
+def _split(writer, segment, state, bounds: list[int], chunk_size: int, log) -> list:
+    """The encoded rows as len(bounds) - 1 segments of rows bounds[i] to bounds[i + 1]: the last ranges
+    copied out of the first segment one at a time from the end, each then cut from it (state.first
+    saved before the cut, so a resumed build opens the first segment at the length it has left); a
+    chunk of rows in memory at a time."""
+    segments = [segment]
+    for number in range(len(bounds) - 2, 0, -1):
+        lo, hi = bounds[number], bounds[number + 1]
+        part = writer.new_segment(hi - lo, name=f"{_SEGMENT}-{number}")
+        if state.first < 0 or state.first > lo:  # not moved yet (or moved but not yet cut: moved again)
+            if log and number == len(bounds) - 2:
+                log(f"Splitting {bounds[-1]:,} images into {len(bounds) - 1} base segments")
+            for start in range(lo, hi, chunk_size):
+                rows = slice(start, min(hi, start + chunk_size))
+                into = slice(rows.start - lo, rows.stop - lo)
+                for name in ("records", "images", "embeddings"):
+                    target = getattr(part, name)
+                    target[into] = getattr(segment, name)[rows]
+                    target.flush()  # on disk before the state says the range is moved
+                    release(target)
+                    release(getattr(segment, name))
+            state.first = lo
+            state.save(writer.scratch("state.npz"))
+            segment.close()
+            segment = writer.new_segment(lo, name=_SEGMENT)  # cut: the file keeps its first lo rows
+        segments.insert(1, part)
+    segments[0] = segment
+    return segments
 
 
 def _refuse_impossible_index(n: int, z: int, options: StreamOptions) -> None:
     """The index's errors (a budget auto cannot meet, a factory string FAISS refuses for the search
     space) before the encoding pass, not after it: the count and the dimension are known already."""
     dim = min(options.whiten_dims or z, z) if options.transform == "whiten" else z
-    if options.index_type == "auto":
-        choose_index(n, dim, options.max_index_memory)
+    if options.index_type == "auto":  # the largest base segment, within its share of the budget
+        each = segment_options(options, n, options.segments)
+        choose_index(-(-n // options.segments), dim, each.max_index_memory)
     else:
         check_index_type(options.index_type, dim)
 
@@ -340,6 +416,7 @@ class _State:
         self.sample = calibration_sample(count, seed)
         self.errors = np.full(len(self.sample), np.nan)
         self.cursor = self.rows = self.skipped = 0
+        self.first = -1  # rows the first segment keeps once the split has begun (-1: not split)
         self.moments = Moments(z)
 
     @classmethod
@@ -351,6 +428,7 @@ class _State:
                 state.moments.total, state.moments.outer = saved["total"], saved["outer"]
                 state.moments.reference, state.errors = saved["reference"], saved["errors"]
                 state.skipped = int(saved["skipped"]) if "skipped" in saved else 0
+                state.first = int(saved["first"]) if "first" in saved else -1
         return state
 
     def calibration_rows(self, start: int, n: int) -> np.ndarray:
@@ -377,6 +455,7 @@ class _State:
             rows=self.rows,
             fitted=m.fitted,
             skipped=self.skipped,
+            first=self.first,
             total=m.total,
             outer=m.outer,
             errors=self.errors,

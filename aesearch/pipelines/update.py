@@ -5,7 +5,8 @@
              the bundle (a sync's moved or changed file: same id, newer copy); the newest copy of an
              id wins (store/bundle.py). More than MAX_DELTAS deltas are folded into the new one, so a
              query never searches many small segments
-    compact  fold every segment into a new base: the whitening is relearned from the stored
+    compact  fold every segment into a new base (as many segments as the build wrote: the
+             manifest's base_segments, default 1): the whitening is relearned from the stored
              embeddings (no re-encoding), the bundle's index type rebuilt and retuned (auto's
              choice made again for the new size, if the bundle was built with auto), the trust
              score recalibrated; cost in proportion to the collection. Every image removed: no
@@ -18,18 +19,22 @@ decision.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from aesearch import defaults
 from aesearch.model.runtime import NumpyAutoEncoder
 from aesearch.pipelines.builder import (
     StreamOptions,
     calibration_sample,
     encode_chunk,
+    filled_segment,
+    index_base,
     index_exactly,
-    index_segment,
+    split_bounds,
     write_segment,
 )
 from aesearch.search.segments import load_transform
@@ -45,8 +50,14 @@ MIN_IMAGES_TO_LEARN = 2
 
 def delta_numbers(manifest: dict) -> list[int]:
     """The segments updates added since the last build or compaction (every one, when an emptied
-    bundle took adds again and has no base)."""
-    return [n for n, s in enumerate(manifest["segments"]) if n > 0 or s.get("meta", {}).get("delta")]
+    bundle took adds again and has no base). A base split in several segments marks those past
+    the first "base"."""
+    segments = manifest["segments"]
+    return [n for n, s in enumerate(segments) if s.get("meta", {}).get("delta") or (n > 0 and not _is_base(s))]
+
+
+def _is_base(entry: dict) -> bool:
+    return bool(entry.get("meta", {}).get("base"))
 
 
 def needs_compaction(manifest: dict) -> bool:
@@ -85,16 +96,17 @@ def compact(index_dir: str | Path) -> dict:
         sample = calibration_sample(len(ids), options.seed)
         autoencoder = NumpyAutoEncoder.from_checkpoint(bundle.checkpoint)
         errors = encode_chunk(autoencoder, images[sample], np.arange(len(sample)), ((0, 0),))[1]
-        chosen = {}
-
-        def index(segment) -> dict:
-            choice, params = index_segment(writer, segment, options, fit=fit, trust_sample=sample, trust_errors=errors)
-            chosen.update(choice=choice, params=params)
-            return {"index_type": choice.index_type, "index_params": params}
-
         writer.drop_segments([s.name for s in bundle.segments])
-        write_segment(writer, records, images, embeddings, paths, index)
-        choice, params = chosen["choice"], chosen["params"]
+        bounds = split_bounds(len(ids), options.segments)
+        segments = []
+        for lo, hi in itertools.pairwise(bounds):
+            part_paths = None if paths is None else paths[lo:hi]
+            segments.append(filled_segment(writer, records[lo:hi], images[lo:hi], embeddings[lo:hi], part_paths))
+        chosen = index_base(writer, segments, options, fit=fit, trust_sample=sample, trust_errors=errors)
+        base = {"base": True} if len(segments) > 1 else {}
+        for segment, (choice, params) in zip(segments, chosen, strict=True):
+            writer.add_segment(segment, meta={"index_type": choice.index_type, "index_params": params, **base})
+        choice, params = chosen[0]
         recorded = bundle.manifest.get("index_choice")
         fields = {"index_type": choice.index_type, "index_params": params}
         if isinstance(recorded, dict):  # what auto chose this time, and why; what was asked for stays
@@ -126,6 +138,8 @@ def _compaction_options(bundle: Bundle, n: int) -> StreamOptions:
     # Bundles from before "asked_for" was recorded say in their reason whether the type was asked for.
     asked_for = choice.get("asked_for", "auto" if choice and "asked for" not in str(choice.get("reason")) else None)
     whiten = m.get("transform", "none") == "whiten"
+    # As many base segments as the build wrote, each with images enough for an index.
+    segments = max(1, min(int(m.get("base_segments", 1)), n // defaults.MIN_IMAGES_PER_SEGMENT))
     return StreamOptions(
         index_type="auto" if asked_for == "auto" else m["index_type"],
         metric=m["metric"],
@@ -133,6 +147,7 @@ def _compaction_options(bundle: Bundle, n: int) -> StreamOptions:
         whiten_shrinkage=params.get("whiten_shrinkage", 0.0) if whiten else 0.0,
         whiten_dims=params.get("whiten_dims") if whiten else None,
         max_index_memory=choice.get("max_index_memory"),
+        segments=segments,
     )
 
 

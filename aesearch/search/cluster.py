@@ -10,7 +10,8 @@ process's, ties included (tests/test_cluster_serving.py checks plain, batch and 
 and removed rows against SearchEngine.load without a cluster). Why whole segments and not row
 ranges: a re-ranked IVF+PQ proposes k x factor candidates per index searched; split in two, it
 would re-rank twice as many and answer differently (better, but not the same), and an HNSW graph
-cannot be split at all. The price: a bundle of one segment is served by one worker.
+cannot be split at all. The price: a bundle of one segment is served by one worker; a build with
+`--segments N` (pipelines/builder.py's index_base) writes its base as N segments to spread.
 
 Writes: SearchEngine.load(..., cluster=) asks Cluster.index() for the bundle's state; segments a
 worker already holds are not sent again (a segment never changes once written), an add ships its

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from aesearch import defaults
 from aesearch._version import __version__
 from aesearch.errors import BundleError
 
@@ -63,6 +64,7 @@ class SegmentMeta(_Strict):
     index_type: str = Field(default="flat", min_length=1, max_length=200)
     index_params: IndexParams = Field(default_factory=IndexParams)
     delta: bool = False
+    base: bool = False  # one of a base written as several segments (build-index --segments)
 
 
 class SegmentEntry(_Strict):
@@ -137,6 +139,7 @@ class Manifest(_Strict):
     index_choice: dict | None = None
     dataset: str | None = None
     segments: list[SegmentEntry]
+    base_segments: int = Field(default=1, ge=1, le=defaults.MAX_BASE_SEGMENTS)  # a compaction writes as many
     tombstones: TombstoneEntry | None
     superseded: Count = 0  # older copies of ids that a later segment holds again (moved, changed files)
     space: SpaceEntry
