@@ -226,3 +226,21 @@ def test_querying_a_colour_bundle_never_imports_torch(colour_bundle):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["red/red-01.png", "[]"]
+
+
+def test_a_trained_colour_model_is_whitened_and_not_phase_pooled_and_trains_for_its_size(colour_bundle):
+    from aesearch.pipelines.collection import colour_schedule
+
+    folder, _ = colour_bundle
+    index = colour_bundle[0].parent / "defaults"
+    if not index.exists():
+        result = CliRunner().invoke(
+            cli, ["build-index", "--images", str(folder), "--index-dir", str(index), "--epochs", "1"]
+        )
+        assert result.exit_code == 0, result.output
+    manifest = SearchEngine.load(index).manifest
+    assert manifest["embedding_shifts"] == [[0, 0]]  # grid-phase pooling does not pay for photos
+    assert manifest["transform"] == "whiten"  # 36 images, but the model was trained on them
+    assert colour_schedule(500) == {"epochs": 400, "decoder_epochs": 10, "batch_size": 128}
+    assert colour_schedule(1_000)["epochs"] == 200 and colour_schedule(10_000)["epochs"] == 20
+    assert colour_schedule(10_000)["decoder_epochs"] == 3 and colour_schedule(1_000_000)["epochs"] == 20

@@ -283,9 +283,9 @@ WHERE_OPTION = click.option(
 )
 @click.option(
     "--phase-pooling/--no-phase-pooling",
-    default=True,
-    show_default=True,
-    help="Average each image's z over the two diagonal phases of the encoder's 2-pixel grid.",
+    default=None,
+    help="Average each image's z over the two diagonal phases of the encoder's 2-pixel grid  "
+    "[on, except for colour models trained on the collection: it does not pay there]",
 )
 @click.option(
     "--recipe",
@@ -392,7 +392,7 @@ def build_index_command(
             transform=transform,
             whiten_shrinkage=whiten_shrinkage,
             whiten_dims=whiten_dims,
-            shifts=defaults.EMBEDDING_SHIFTS if phase_pooling else ((0, 0),),
+            shifts=None if phase_pooling is None else defaults.EMBEDDING_SHIFTS if phase_pooling else ((0, 0),),
             model=model,
             train=train,
             recipe=recipe,
@@ -421,7 +421,7 @@ def build_index_command(
             f"Model: the one shipped with aesearch (recipe {record['recipe']}, test P@10 "
             f"{record['figures']['test']['p_at_10']:.3f}); --train trains a new one."
         )
-    shifts = defaults.EMBEDDING_SHIFTS if phase_pooling else ((0, 0),)
+    shifts = defaults.EMBEDDING_SHIFTS if phase_pooling in (None, True) else ((0, 0),)
     budget = parse_memory(max_index_memory) if max_index_memory is not None else None
     knobs = {"max_index_memory": budget, "chunk_size": chunk_size, "cluster": cluster, "segments": segments}
     common = {"model": model, "train_config": config, "log": click.echo, **knobs}  # every kind of build takes these

@@ -30,7 +30,6 @@ LABEL_MODES = ("folders",)
 # Below this many images the default recipe trains a model that retrieves worse than reusing the
 # Fashion-MNIST one (scripts/bench_collection.py --train-sizes; docs/collections.md).
 SMALL_COLLECTION = 5_000
-SMALL_COLOUR_COLLECTION = 1_000  # provisional: to be measured as SMALL_COLLECTION was
 
 
 def build_from_folders(
@@ -41,7 +40,7 @@ def build_from_folders(
     labels: str | None = None,
     model: str | Path | None = None,
     spec: IndexSpec,
-    shifts: Sequence[Sequence[int]],
+    shifts: Sequence[Sequence[int]] | None = None,
     transform_auto: bool = False,
     train_config=None,
     epochs: int | None = None,
@@ -72,7 +71,9 @@ def build_from_folders(
     does: on small grey collections that model retrieves better than one trained on them).
     max_index_memory, chunk_size, cluster, segments: the streaming build's StreamOptions of those names.
     transform_auto: spec's whitening only when there are enough images to learn it (see
-    whitening_needs); otherwise plain vectors, and a line in the log that says so.
+    whitening_needs), or a colour model is trained on them; otherwise plain vectors, and a line in
+    the log that says so. shifts: None for the model's default (pooled over grid phases for the
+    silhouette framing, not for photos: it did not pay on colour collections).
     """
     from aesearch.pipelines.build import assemble_bundle, stream_options
     from aesearch.pipelines.stream import check_segments, stream_build
@@ -111,7 +112,12 @@ def build_from_folders(
                 log("The images are grey: encoding them with the Fashion-MNIST model shipped with aesearch")
     model_config = checkpoint.model_config if checkpoint is not None else member
     check_index_type(spec.index_type, model_config.z_size)
-    if transform_auto and spec.transform == "whiten":
+    if shifts is None:  # the model's default: pooled over grid phases for silhouettes, not for photos
+        shifts = ((0, 0),) if model_config.framing == "photo" else defaults.EMBEDDING_SHIFTS
+    # A colour model trained on these very images is whitened on them however few they are: measured
+    # on 300-900 images, whitening its z gained P@10 (docs/colour-models.md); the rule is for reused models.
+    trained_colour = member is not None and member.channels == 3
+    if transform_auto and spec.transform == "whiten" and not trained_colour:
         z_size = model_config.z_size
         if len(found.files) < whitening_needs(z_size):
             spec = IndexSpec(spec.index_type, spec.metric, {}, "none")
@@ -274,6 +280,19 @@ def collection_model_config(
     return _member(size, 3 if colour else 1, z, framing)
 
 
+def colour_schedule(images: int) -> dict:
+    """The colour recipe's length for a collection: about defaults.COLOUR_IMAGE_PASSES image-passes.
+
+    400 joint epochs for 500 images, 200 for 1,000, 20 for 10,000 (and more images still 20: the
+    time grows with them); decoder-only epochs 10 for small collections down to 3.
+    """
+    low, high = defaults.COLOUR_EPOCHS
+    epochs = min(high, max(low, round(defaults.COLOUR_IMAGE_PASSES / max(1, images))))
+    low, high = defaults.COLOUR_DECODER_EPOCHS
+    decoder = min(high, max(low, round(defaults.COLOUR_IMAGE_PASSES / 10 / max(1, images))))
+    return {"epochs": epochs, "decoder_epochs": decoder, "batch_size": defaults.COLOUR_BATCH}
+
+
 def _member(size: int, channels: int, z_size: int, framing: str) -> ModelConfig:
     try:
         return member_for(size, channels, z_size, framing=framing)
@@ -304,11 +323,16 @@ def train_on_collection(
     from aesearch.training.train import TrainConfig, fit, resume_path, to_checkpoint
 
     colour = member.channels == 3
-    smallest = SMALL_COLOUR_COLLECTION if colour else SMALL_COLLECTION
+    smallest = defaults.SMALL_COLOUR_COLLECTION if colour else SMALL_COLLECTION
     if log and len(pixels) < smallest:
+        why = (
+            "it memorises them, and searches little better than a colour histogram"
+            if colour
+            else "retrieval is worse than with a reused one"
+        )
         log(
-            f"Warning: {len(pixels):,} images are too few to train a good model (under {smallest:,}, "
-            "retrieval is worse than with a reused one): pass --model CKPT, e.g. --model shipped"
+            f"Warning: {len(pixels):,} images are too few to train a good model (under {smallest:,}: {why}): "
+            "pass --model CKPT, e.g. --model shipped"
         )
     order = np.random.default_rng(0).permutation(len(pixels))
     held = max(1, len(pixels) // 10)
@@ -318,6 +342,8 @@ def train_on_collection(
     data = FashionMNIST(Split("train", x[train], y[train]), Split("test", x[test], y[test]), Path("."))
     recipe = defaults.COLOUR_RECIPE if colour else defaults.COLLECTION_RECIPE
     config = (train_config or TrainConfig.for_recipe(recipe)).with_z_size(member.z_size)
+    if colour and train_config is None:
+        config = replace(config, **colour_schedule(len(train)))
     config = replace(config, **{k: v for k, v in (overrides or {}).items() if v is not None})
     if config.batch_size > len(train):  # a small collection: every image in each step
         config = replace(config, batch_size=len(train))
