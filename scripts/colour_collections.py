@@ -122,8 +122,16 @@ NEAR = 0.02  # mean absolute difference of 16x16 thumbnails under which two imag
 # --- sources -------------------------------------------------------------------------------------
 
 
-def openclipart_items() -> Iterable[tuple[str, str, str, Image.Image | Path]]:
-    """(class, name, group, path) for each file of the chosen openclipart categories."""
+def openclipart_items(everything: bool = False) -> Iterable[tuple[str | None, str, str, Image.Image | Path]]:
+    """(class, name, group, path) for each file of the chosen openclipart categories (everything:
+    then the package's other files, class None)."""
+    if everything:
+        chosen = {f for folders in OPENCLIPART_CLASSES.values() for f in folders}
+        for path in sorted(OPENCLIPART.rglob("*.png")):
+            relative = path.relative_to(OPENCLIPART).as_posix()
+            if not any(relative.startswith(f + "/") for f in chosen) and small_enough(path):
+                yield None, relative.replace("/", "-"), "", path
+        return
     for label, folders in OPENCLIPART_CLASSES.items():
         for folder in folders:
             for path in sorted((OPENCLIPART / folder).rglob("*.png")):
@@ -161,7 +169,7 @@ def icon_class(context: str, stem: str) -> str | None:
     return None
 
 
-def icon_items() -> Iterable[tuple[str, str, str, Path]]:
+def icon_items(everything: bool = False) -> Iterable[tuple[str | None, str, str, Path]]:
     for theme, size in ICON_THEMES.items():
         root = ICONS / theme
         if not root.is_dir():
@@ -172,11 +180,11 @@ def icon_items() -> Iterable[tuple[str, str, str, Path]]:
                 continue
             context = next((p for p in parts[:-1] if p != size and p != "base"), "")
             label = icon_class(context, path.stem)
-            if label and small_enough(path):
+            if (label is None) == everything and small_enough(path):
                 yield label, f"{theme}-{path.stem}.png", path.stem, path
 
 
-def emoji_items() -> Iterable[tuple[str, str, str, Image.Image]]:
+def emoji_items(everything: bool = False) -> Iterable[tuple[str | None, str, str, Image.Image]]:
     by_subgroup = {s: c for c, subs in EMOJI_CLASSES.items() for s in subs}
     font = ImageFont.truetype(str(EMOJI_FONT), 109)  # the font's one bitmap strike
     subgroup = None
@@ -193,7 +201,7 @@ def emoji_items() -> Iterable[tuple[str, str, str, Image.Image]]:
         if any(0x1F3FB <= p <= 0x1F3FF for p in points):  # skin tones: five near-copies of one emoji
             continue
         label = "face" if FACE_SUBGROUPS.match(subgroup or "") else by_subgroup.get(subgroup)
-        if label is None:
+        if (label is None) != everything:
             continue
         name = re.sub(r"^E\d+\.\d+\s+", "", rest.split("#", 1)[1].strip().split(" ", 1)[1])
         text = "".join(map(chr, points))
@@ -311,11 +319,41 @@ def build(name: str, out: Path, per_class: int) -> dict:
     return record
 
 
+def build_extra(name: str, out: Path) -> int:
+    """The source's unlabelled images (everything not in a class) as <name>-extra/*.png: extra
+    training data for the "bigger collection" runs, never searched. Byte-identical copies and near
+    copies of any labelled image (queries included) are left out."""
+    record = json.loads((out / f"{name}.json").read_text())
+    labelled = np.stack([thumbnail(load_rgba(out / name / f)) for f in record["files"]]).reshape(
+        len(record["files"]), -1
+    )
+    folder = out / f"{name}-extra"
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.png"):
+        old.unlink()
+    seen: set[str] = set()
+    count = 0
+    for _, file_name, _, src in SOURCES[name][1](everything=True):
+        image = load_rgba(src)
+        digest = hashlib.sha256(image.tobytes() + repr(image.size).encode()).hexdigest()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        if np.abs(labelled - thumbnail(image).reshape(1, -1)).mean(axis=1).min() < NEAR:
+            continue
+        image.save(folder / file_name)
+        count += 1
+    record["extra"] = count
+    (out / f"{name}.json").write_text(json.dumps(record, indent=1))
+    return count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("/work/bench/colour"))
     parser.add_argument("--only", default=",".join(SOURCES))
     parser.add_argument("--per-class", type=int, default=PER_CLASS)
+    parser.add_argument("--extra", action="store_true", help="also write each source's unlabelled images")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.only.split(","):
@@ -326,6 +364,8 @@ def main() -> None:
             f"dropped {record['dropped']}; per class database+query: {summary}",
             flush=True,
         )
+        if args.extra:
+            print(f"{name}: {build_extra(name, args.out)} unlabelled extra images in {args.out / (name + '-extra')}")
 
 
 if __name__ == "__main__":

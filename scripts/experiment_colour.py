@@ -107,6 +107,17 @@ def load(name: str, size: int, root: Path = ROOT) -> Collection:
     return Collection(name, paths, labels, classes, query, images)
 
 
+def load_extra(name: str, size: int, root: Path = ROOT) -> np.ndarray:
+    """The source's unlabelled images (colour_collections.py --extra), for training only."""
+    paths = sorted((root / f"{name}-extra").glob("*.png"))
+    cache = root / "cache" / f"{name}-extra-{size}.npy"
+    if cache.exists() and np.load(cache, mmap_mode="r").shape[0] == len(paths):
+        return np.load(cache)
+    images = np.stack([to_square(p, size) for p in paths])
+    np.save(cache, images)
+    return images
+
+
 # --- measuring -----------------------------------------------------------------------------------
 
 
@@ -267,7 +278,7 @@ def build_model(size: int, widths: list[int], kernel: int, z: int, channels: int
 _YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=np.float32)
 
 
-def colour_views(x, generator, *, hue: float, background: float = 1.0):
+def colour_views(x, generator, *, hue: float, zoom: float = 0.25, background: float = 1.0):
     """One random colour-aware view of each (B, 3, H, W) image in [0, 1]."""
     import torch
     import torch.nn.functional as F
@@ -279,7 +290,7 @@ def colour_views(x, generator, *, hue: float, background: float = 1.0):
     def u(*shape):
         return torch.rand(shape, generator=generator) * 2 - 1
 
-    angle, scale = u(b) * math.radians(10), 1 + u(b) * 0.25
+    angle, scale = u(b) * math.radians(10), 1 + u(b) * zoom
     mirror = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0)
     tx, ty = u(b) * 0.25, u(b) * 0.25  # 1/8 of the side: affine_grid's side is 2
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
@@ -322,11 +333,14 @@ class Recipe:
     cons_dims: int = 0  # 0: two fifths of z, the package's share
     temperature: float = 0.2
     hue: float = 0.0
+    zoom: float = 0.25  # views scaled by 1 +- up to this
+    recon_views: float = 0.0  # weight of the views' own reconstruction (augmentation for the decoder too)
+    weight_decay: float = 0.0  # AdamW's, when not 0
     seed: int = 0
 
 
 def train(
-    c: Collection, recipe: Recipe, database_limit: int | None, threads: int, tag: str = ""
+    c: Collection, recipe: Recipe, database_limit: int | None, threads: int, tag: str = "", extra: int = 0
 ) -> tuple[dict, list[dict]]:
     import torch
     import torch.nn.functional as F
@@ -341,16 +355,23 @@ def train(
     if database_limit and database_limit < len(database):
         database = np.sort(rng.choice(database, database_limit, replace=False))
     queries = np.flatnonzero(c.query)
-    train_x = torch.as_tensor(c.images[database]).permute(0, 3, 1, 2).contiguous()  # uint8
+    train_images = c.images[database]
+    if extra:  # unlabelled images of the same source: a bigger collection, of which these are searched
+        pool = load_extra(c.name, recipe.size)
+        train_images = np.concatenate([train_images, pool[np.sort(rng.permutation(len(pool))[:extra])]])
+    train_x = torch.as_tensor(train_images).permute(0, 3, 1, 2).contiguous()  # uint8
     widths = [int(w) for w in recipe.widths.split(",")]
     model = build_model(recipe.size, widths, recipe.kernel, recipe.z)
     cons_dims = recipe.cons_dims or max(1, recipe.z * 2 // 5)
     head = projection_head(cons_dims) if recipe.consistency else None
     params = list(model.parameters()) + (list(head.parameters()) if head else [])
-    n = len(database)
+    n = len(train_x)
     batch = min(recipe.batch, n)
     steps = max(1, n // batch)
-    optimizer = torch.optim.Adam(params, lr=recipe.lr)
+    if recipe.weight_decay:
+        optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    else:
+        optimizer = torch.optim.Adam(params, lr=recipe.lr)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps)
     started = time.perf_counter()
     history = []
@@ -375,11 +396,17 @@ def train(
                 loss = rec = F.mse_loss(model(x), x)
                 if head is not None:
                     views = torch.cat(
-                        [colour_views(x, generator, hue=recipe.hue), colour_views(x, generator, hue=recipe.hue)]
+                        [
+                            colour_views(x, generator, hue=recipe.hue, zoom=recipe.zoom),
+                            colour_views(x, generator, hue=recipe.hue, zoom=recipe.zoom),
+                        ]
                     )
-                    a, b = head(model.encoder(views)[:, :cons_dims]).chunk(2)
+                    z_views = model.encoder(views)
+                    a, b = head(z_views[:, :cons_dims]).chunk(2)
                     cons = nt_xent(a, b, recipe.temperature)
                     loss = rec + recipe.consistency * cons
+                    if recipe.recon_views:
+                        loss = loss + recipe.recon_views * F.mse_loss(model.decoder(z_views), views)
                     cons_sum += cons.item()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -399,6 +426,17 @@ def train(
                 x = torch.nn.functional.pad(x, (0, shift, 0, shift), value=1.0)[:, :, shift:, shift:]
             return model.encoder(x).numpy()
 
+        def conv_features(idx):
+            """Each convolution stage's activations averaged over positions, concatenated."""
+            h = torch.as_tensor(c.images[idx]).permute(0, 3, 1, 2).float().div_(255)
+            pooled = []
+            for layer in model.encoder:
+                h = layer(h)
+                if isinstance(layer, torch.nn.LeakyReLU) and h.dim() == 4:
+                    pooled.append(h.mean(dim=(2, 3)))
+            return torch.cat(pooled, 1).numpy()
+
+        fd, fq = conv_features(database), conv_features(queries)
         zd, zq = encode(database), encode(queries)
         pd, pq = (zd + encode(database, 1)) / 2, (zq + encode(queries, 1)) / 2
         md, mq = (zd + encode(database, -1)) / 2, (zq + encode(queries, -1)) / 2  # -1: the mirror image
@@ -410,6 +448,14 @@ def train(
     d_mask = np.zeros(len(labels), bool)
     d_mask[database] = True
     spaces = {}
+    if database_limit:  # the baselines on the same smaller database
+        flat = c.images.reshape(len(c.images), -1).astype(np.float32) / 255
+        spaces["baseline: pixels L2"] = scores(squared_l2(flat[q_mask], flat[d_mask]), labels, q_mask, d_mask)
+        for space, kind in (("rgb", "l1"), ("rgb", "hellinger"), ("hsv", "l1"), ("hsv", "hellinger")):
+            h = histograms(c.images, space)
+            spaces[f"baseline: histogram {space} {kind}"] = scores(
+                histogram_distance(h[q_mask], h[d_mask], kind), labels, q_mask, d_mask
+            )
     spaces["z cosine"] = scores(cosine_distance(zq, zd), labels, q_mask, d_mask)
     wd, wq = whiten(zd, zq)
     spaces["z whitened cosine"] = scores(cosine_distance(wq, wd), labels, q_mask, d_mask)
@@ -417,6 +463,8 @@ def train(
     spaces["pooled z whitened cosine"] = scores(cosine_distance(wq, wd), labels, q_mask, d_mask)
     wd, wq = whiten(md, mq)
     spaces["z + mirror whitened cosine"] = scores(cosine_distance(wq, wd), labels, q_mask, d_mask)
+    wd, wq = whiten(fd, fq)
+    spaces["conv features mean-pooled, whitened cosine"] = scores(cosine_distance(wq, wd), labels, q_mask, d_mask)
     for dims in (32, 64):
         wd, wq = whiten(zd, zq, dims=dims)
         spaces[f"z whitened {dims} cosine"] = scores(cosine_distance(wq, wd), labels, q_mask, d_mask)
@@ -428,6 +476,8 @@ def train(
         zq=zq,
         md=md,
         mq=mq,
+        fd=fd,
+        fq=fq,
         database=database,
         queries=queries,
         labels=labels,
@@ -439,7 +489,8 @@ def train(
         "collection": c.name,
         "method": "trained",
         "recipe": asdict(recipe),
-        "database": int(n),
+        "database": int(len(database)),
+        "trained_on": int(n),
         "queries": len(queries),
         "train_seconds": round(seconds, 1),
         "threads": threads,
@@ -523,6 +574,7 @@ def main() -> None:
     parser.add_argument("--no-grey", action="store_true")
     parser.add_argument("--database", type=int, help="train and search on this many database images only")
     parser.add_argument("--threads", default="1")
+    parser.add_argument("--extra", type=int, default=0, help="also train on this many unlabelled images of the source")
     parser.add_argument("--tag", default="")
     for field, value in asdict(Recipe()).items():
         if field != "size":
@@ -561,7 +613,9 @@ def main() -> None:
     for name in names:
         for size in sizes:
             c = load(name, size, args.root)
-            row, history = train(c, Recipe(size=size, **recipe_fields), args.database, int(args.threads), args.tag)
+            row, history = train(
+                c, Recipe(size=size, **recipe_fields), args.database, int(args.threads), args.tag, args.extra
+            )
             row["tag"] = args.tag
             append(args.results, row)
             best = max(row["spaces"].items(), key=lambda kv: kv[1]["p_at_10"])
