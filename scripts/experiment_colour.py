@@ -548,6 +548,72 @@ def _fit_only(c: Collection, r: Recipe, threads: int) -> None:
             opt.step()
 
 
+# --- side by side, with intervals ---------------------------------------------------------------
+
+
+def per_query_p10(distances: np.ndarray, labels: np.ndarray, query: np.ndarray, database: np.ndarray) -> np.ndarray:
+    order = np.argsort(distances, axis=1, kind="stable")[:, :10]
+    return (labels[database][order] == labels[query][:, None]).mean(axis=1)
+
+
+def interval(differences: np.ndarray, rounds: int = 2000) -> tuple[float, float]:
+    """95% bootstrap interval of the mean of per-query differences (queries resampled, seeded)."""
+    rng = np.random.default_rng(0)
+    means = differences[rng.integers(0, len(differences), (rounds, len(differences)))].mean(axis=1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return float(low), float(high)
+
+
+def compare(name: str, vectors: Path, root: Path = ROOT) -> None:
+    """A trained run's saved vectors against the baselines on the same queries and database:
+    per-query P@10, with the 95% interval of each difference from the model's."""
+    v = np.load(vectors)
+    database, queries = v["database"], v["queries"]
+    c = load(name, 64, root)
+    d = np.zeros(len(c.labels), bool)
+    d[database] = True
+    q = np.zeros(len(c.labels), bool)
+    q[queries] = True
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    found = {}
+    wd, wq = whiten(v["md"], v["mq"])
+    found["trained: z + mirror, whitened, cosine"] = per_query_p10(cosine_distance(wq, wd), c.labels, q, d)
+    wd, wq = whiten(v["zd"], v["zq"])
+    found["trained: z whitened, cosine"] = per_query_p10(cosine_distance(wq, wd), c.labels, q, d)
+    for size in (32, 64):
+        flat = load(name, size, root).images.reshape(len(c.labels), -1).astype(np.float32) / 255
+        found[f"pixels {size}, L2"] = per_query_p10(squared_l2(flat[q], flat[d]), c.labels, q, d)
+    for space in ("rgb", "hsv"):
+        h = histograms(c.images, space)
+        for kind in ("hellinger", "l1"):
+            found[f"histogram {space} {kind}"] = per_query_p10(histogram_distance(h[q], h[d], kind), c.labels, q, d)
+    grey_cache = root / "cache" / f"{name}-grey.npy"
+    grey = np.load(grey_cache) if grey_cache.exists() else grey_model_vectors(c.paths)
+    np.save(grey_cache, grey)
+    found["grey FMNIST model, cosine"] = per_query_p10(cosine_distance(grey[q], grey[d]), c.labels, q, d)
+    h = np.sqrt(histograms(c.images, "rgb"))
+    for a in (0.5, 1.0):
+        mixed = np.concatenate([unit(grey), a * unit(h)], 1)
+        found[f"grey model + {a} x RGB Hellinger histogram"] = per_query_p10(
+            cosine_distance(mixed[q], mixed[d]), c.labels, q, d
+        )
+        wd, wq = whiten(v["md"], v["mq"])
+        md_, mq_ = np.concatenate([unit(wd), a * unit(h[d])], 1), np.concatenate([unit(wq), a * unit(h[q])], 1)
+        found[f"trained (z + mirror, whitened) + {a} x RGB Hellinger histogram"] = per_query_p10(
+            cosine_distance(mq_, md_), c.labels, q, d
+        )
+    ours = found["trained: z + mirror, whitened, cosine"]
+    print(f"{name}: {vectors.name}, {q.sum()} queries, {d.sum()} database images")
+    for method, p in found.items():
+        low, high = interval(ours - p)
+        print(
+            f"  {method:<62} P@10 {p.mean():.3f}   trained minus this {ours.mean() - p.mean():+.3f} ({low:+.3f}, {high:+.3f})"
+        )
+
+
 # --- the command line ----------------------------------------------------------------------------
 
 
@@ -566,7 +632,8 @@ def append(path: Path, row: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["baselines", "train", "speed", "table"])
+    parser.add_argument("command", choices=["baselines", "train", "speed", "table", "compare"])
+    parser.add_argument("--vectors", type=Path, help="compare: a trained run's saved vectors (ROOT/vectors/*.npz)")
     parser.add_argument("--collection", default=",".join(COLLECTIONS))
     parser.add_argument("--root", type=Path, default=ROOT)
     parser.add_argument("--results", type=Path, default=ROOT / "results.jsonl")
@@ -584,6 +651,8 @@ def main() -> None:
     sizes = [int(s) for s in args.size.split(",")]
     if args.command == "table":
         return print_table(args.results)
+    if args.command == "compare":
+        return compare(names[0], args.vectors, args.root)
     if args.command == "baselines":
         for name in names:
             for size in sizes:
