@@ -489,7 +489,7 @@ def train(
         "collection": c.name,
         "method": "trained",
         "recipe": asdict(recipe),
-        "database": int(len(database)),
+        "database": len(database),
         "trained_on": int(n),
         "queries": len(queries),
         "train_seconds": round(seconds, 1),
@@ -610,7 +610,8 @@ def compare(name: str, vectors: Path, root: Path = ROOT) -> None:
     for method, p in found.items():
         low, high = interval(ours - p)
         print(
-            f"  {method:<62} P@10 {p.mean():.3f}   trained minus this {ours.mean() - p.mean():+.3f} ({low:+.3f}, {high:+.3f})"
+            f"  {method:<62} P@10 {p.mean():.3f}   trained minus this "
+            f"{ours.mean() - p.mean():+.3f} ({low:+.3f}, {high:+.3f})"
         )
 
 
@@ -690,7 +691,8 @@ def main() -> None:
             best = max(row["spaces"].items(), key=lambda kv: kv[1]["p_at_10"])
             print(
                 f"{name} {size} {args.tag}: db {row['database']}, {row['train_seconds']:.0f} s, test MSE "
-                f"{row['test_mse']:.5f}, last rec {history[-1]['rec']:.5f} cons {history[args.epochs - 1]['cons']:.3f}; "
+                f"{row['test_mse']:.5f}, last rec {history[-1]['rec']:.5f} "
+                f"cons {history[args.epochs - 1]['cons']:.3f}; "
                 + "; ".join(
                     f"{k}: P@10 {v['p_at_10']:.3f} mAP@100 {v['map_at_100']:.3f}" for k, v in row["spaces"].items()
                 )
@@ -707,8 +709,10 @@ def print_table(path: Path) -> None:
             rec = r["recipe"]
             for space, s in r["spaces"].items():
                 print(
-                    f"{r['collection']:<12} {rec['size']:>3} trained {r.get('tag', ''):<24} k{rec['kernel']} {rec['widths']:<16} "
-                    f"z{rec['z']} e{rec['epochs']}+{rec['decoder_epochs']} cons {rec['consistency']} hue {rec['hue']} db {r['database']:>5} "
+                    f"{r['collection']:<12} {rec['size']:>3} trained {r.get('tag', ''):<24} "
+                    f"k{rec['kernel']} {rec['widths']:<16} "
+                    f"z{rec['z']} e{rec['epochs']}+{rec['decoder_epochs']} cons {rec['consistency']} hue {rec['hue']} "
+                    f"db {r['database']:>5} "
                     f"{space:<34} P@10 {s['p_at_10']:.3f} mAP@100 {s['map_at_100']:.3f} mAP@R {s['map_at_r']:.3f} "
                     f"MSE {r['test_mse']:.5f} {r['train_seconds']:.0f} s"
                 )
