@@ -302,8 +302,10 @@ def build(name: str, out: Path, per_class: int) -> dict:
             for file_name, image in kept[label][group]:
                 path = folder / label / file_name
                 image.save(path)
+                # Two emoji of one class may share a slug: the later file replaces the earlier.
                 files[f"{label}/{file_name}"] = {"class": label, "group": group, "split": split}
-                counts[label][split] += 1
+    for entry in files.values():  # counted from what was written, after any replacement
+        counts[entry["class"]][entry["split"]] += 1
     record = {
         "collection": name,
         "source": source,
