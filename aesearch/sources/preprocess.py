@@ -83,52 +83,41 @@ def _preprocess(
     source: ImageSource, max_pixels: int, name: str | None, config: ModelConfig = SEED
 ) -> tuple[np.ndarray, Image.Image | None]:
     """preprocess(), and the image as decoded (None for an array): the query as given, for a picture."""
-    image = None
     if config.framing == "photo":
-        return _photo(source, max_pixels, name, config)
-    if _is_array(source):
-        grey, alpha = _array_to_grey_alpha(np.asarray(_as_numpy(source)), name or "the array", max_pixels)
-    elif not isinstance(source, str | Path | bytes | bytearray | memoryview | Image.Image):
+        (colour, alpha), image = _decoded(source, max_pixels, name, _array_to_colour_alpha, _pil_to_colour_alpha, "RGB")
+        return _photo(colour, alpha, config), image
+    (grey, alpha), image = _decoded(source, max_pixels, name, _array_to_grey_alpha, _pil_to_grey_alpha, "greyscale")
+    if image is not None and not np.all(np.isfinite(grey)):
         raise ImageError(
-            f"cannot use a {type(source).__name__} as an image: pass a file path, the file's bytes, "
-            "a PIL image or an array"
+            f"{name or _name_of(source) or 'the image'} holds NaN or infinite pixel values: pass finite pixel values"
         )
-    else:
-        image = open_image(source, max_pixels=max_pixels, name=name)
-        label = name or _name_of(source) or "the image"
-        try:
-            grey, alpha = _pil_to_grey_alpha(image)
-        except Exception as exc:  # a mode Pillow cannot convert, a palette that does not match...
-            raise ImageError(f"{label} cannot be converted to greyscale ({reason(exc)}): re-export it as PNG") from None
-        if not np.all(np.isfinite(grey)):
-            raise ImageError(f"{label} holds NaN or infinite pixel values: pass finite pixel values")
     return _frame(grey, alpha, config.image_size), image
 
 
-def _photo(
-    source: ImageSource, max_pixels: int, name: str | None, config: ModelConfig
-) -> tuple[np.ndarray, Image.Image | None]:
-    """The photo contract (module docstring): whole image, colour kept, aspect kept, padded."""
-    image = None
+def _decoded(source: ImageSource, max_pixels: int, name: str | None, from_array, from_pil, kind: str) -> tuple:
+    """((pixels, alpha or None), the PIL image or None for an array) of any image source, or one ImageError line."""
     if _is_array(source):
-        colour, alpha = _array_to_colour_alpha(np.asarray(_as_numpy(source)), name or "the array", max_pixels)
-    elif not isinstance(source, str | Path | bytes | bytearray | memoryview | Image.Image):
+        return from_array(np.asarray(_as_numpy(source)), name or "the array", max_pixels), None
+    if not isinstance(source, str | Path | bytes | bytearray | memoryview | Image.Image):
         raise ImageError(
             f"cannot use a {type(source).__name__} as an image: pass a file path, the file's bytes, "
             "a PIL image or an array"
         )
-    else:
-        image = open_image(source, max_pixels=max_pixels, name=name)
+    image = open_image(source, max_pixels=max_pixels, name=name)
+    try:
+        return from_pil(image), image
+    except Exception as exc:  # a mode Pillow cannot convert, a palette that does not match...
         label = name or _name_of(source) or "the image"
-        try:
-            colour, alpha = _pil_to_colour_alpha(image)
-        except Exception as exc:  # a mode Pillow cannot convert, a palette that does not match...
-            raise ImageError(f"{label} cannot be converted to RGB ({reason(exc)}): re-export it as PNG") from None
+        raise ImageError(f"{label} cannot be converted to {kind} ({reason(exc)}): re-export it as PNG") from None
+
+
+def _photo(colour: np.ndarray, alpha: np.ndarray | None, config: ModelConfig) -> np.ndarray:
+    """The photo contract (module docstring) on decoded (H, W, 3) pixels: whole image, colour and aspect kept."""
     if alpha is not None:  # transparent means "nothing there": white, as a page shows it
         colour = colour * alpha[..., None] + (1 - alpha[..., None])
     if config.channels == 1:
         colour = (colour[..., 0] * 0.299 + colour[..., 1] * 0.587 + colour[..., 2] * 0.114)[..., None]
-    return _fit_and_pad(colour.astype(np.float32), config.image_size).reshape(config.image_shape), image
+    return _fit_and_pad(colour.astype(np.float32), config.image_size).reshape(config.image_shape)
 
 
 def image_traits(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[float, int]:
