@@ -293,3 +293,17 @@ def test_a_model_of_another_size_builds_and_compacts_a_bundle_of_its_size(tmp_pa
     np.testing.assert_array_equal(bundle.images(np.arange(60)), images)
     with pytest.raises(InvalidArgumentError, match=r"images of \(28, 28\) pixels; the model reads \(32, 32\)"):
         stream_build(tmp_path / "c", ArraySource(synthetic_images(60)), checkpoint, options, log=None)
+
+
+def test_an_unlabelled_shard_folder_builds(tmp_path):
+    """Shards without labels (no labels files, no class names): a bundle with no classes, not an
+    invalid manifest at the end of the build."""
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    images = synthetic_images(60, seed=5)
+    shards = [write_shard(folder, i, images[s : s + 30], None) for i, s in enumerate((0, 30))]
+    write_collection_manifest(folder, shards, name="unlabelled", class_names=[])
+    options = StreamOptions(index_type="flat", shifts=((0, 0),), transform="none")
+    manifest = stream_build(tmp_path / "b", ShardSource(folder), tiny_checkpoint(), options, log=None)
+    assert manifest["count"] == 60 and manifest["class_names"] == []
+    assert SearchEngine.load(tmp_path / "b").query(images[7], k=1).hits[0].id == 7

@@ -69,8 +69,8 @@ class ShardSource:
         return ["collection"]
 
     @property
-    def class_names(self) -> list[str] | None:
-        return self.manifest.get("class_names")
+    def class_names(self) -> list[str]:
+        return list(self.manifest.get("class_names") or [])
 
     @property
     def fit_split(self) -> int | None:
@@ -89,7 +89,7 @@ class ShardSource:
         return {
             "dataset": self.manifest.get("name", self.folder.name),
             "collection_root": str(self.folder.resolve()),
-            "class_names": self.class_names if labelled else None,
+            "class_names": self.class_names if labelled else [],  # unlabelled: no classes (a list all the same)
             "split_names": self.split_names,
             "split_sizes": {"collection": self.count},
         }
