@@ -103,7 +103,7 @@ def build_from_folders(
     member = None
     if checkpoint is None:
         member = collection_model_config(found, size=size, channels=channels, z_size=z_size, log=log)
-        asked = (train_config, epochs, size, z_size) != (None, None, None, None)
+        asked = (train_config, epochs, size, channels, z_size) != (None,) * 5 or colour_invariant  # to train
         if shipped_for_grey and not asked and member.channels == 1:
             from aesearch.model.shipped import shipped_model
 
