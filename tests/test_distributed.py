@@ -98,3 +98,24 @@ def test_a_folder_of_image_files_builds_on_the_cluster_as_here(tmp_path):
     np.testing.assert_array_equal(a.embeddings, b.embeddings)
     np.testing.assert_array_equal(a.records, b.records)
     assert a.paths() == b.paths() and built["plain"].class_names == built["cluster"].class_names
+
+
+def test_a_colour_member_encodes_on_the_cluster_as_here(tmp_path):
+    """A family member other than the seed (64x64 RGB, four stages) travels to the workers by its
+    config and encodes there to the same vectors."""
+    import torch
+
+    from aesearch.model.checkpoint import Checkpoint
+    from aesearch.model.network import AutoEncoder, ModelConfig
+
+    torch.manual_seed(0)
+    member = ModelConfig(image_size=64, channels=3, widths=(8, 8, 16, 16), z_size=24, framing="photo")
+    checkpoint = Checkpoint(AutoEncoder(member).weights(), member, {"recipe": "untrained", "test_mse": 0.1})
+    images = np.random.default_rng(2).integers(0, 256, (300, 64, 64, 3), dtype=np.uint8)
+    options = StreamOptions(index_type="flat", shifts=((0, 0),), transform="none", chunk_size=64)
+    stream_build(tmp_path / "plain", ArraySource(images), checkpoint, options, log=None)
+    on_cluster = StreamOptions(**{**options.__dict__, "cluster": "local"})
+    stream_build(tmp_path / "cluster", ArraySource(images), checkpoint, on_cluster, log=None)
+    (a,), (b,) = load_bundle(tmp_path / "plain").segments, load_bundle(tmp_path / "cluster").segments
+    np.testing.assert_array_equal(a.embeddings, b.embeddings)
+    np.testing.assert_array_equal(a.images, images)
