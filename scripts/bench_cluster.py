@@ -137,19 +137,22 @@ def main() -> None:
             name = f"{n} workers" + (f", {replicas} copies" if replicas > 1 else "")
             print(f"{name}: shipped in {time.perf_counter() - started:.1f} s; images per shard {placed}")
             rows.append((name, measure(engine, vectors, batch, args.k, truth=one["answers"])))
-    print(f"\nk = {args.k}, {args.queries} single queries (engine.search: the search alone), batch of {len(batch)}")
-    header = "merge p50 ms rest p50 ms empty call p50 ms"
-    print(
-        f"{'':20} {'p50 ms':>7} {'p90 ms':>7} {'batch q/s':>9} {'4 threads q/s':>13}  {'per-shard p50 ms':18} {header}"
-    )
+    print_table(rows, args.k, args.queries, len(batch), width=20)
+    print("answers on the clusters: identical to one process's (ids and distances, every query and the batch)")
+
+
+def print_table(rows: list[tuple[str, dict]], k: int, queries: int, batch: int, *, width: int) -> None:
+    """measure()'s figures, a row each (name, figures): latencies, throughputs, per-shard work, the merge."""
+    print(f"\nk = {k}, {queries} single queries (engine.search: the search alone), batch of {batch}")
+    header = f"{'p50 ms':>7} {'p90 ms':>7} {'batch q/s':>9} {'4 threads q/s':>13}  {'per-shard p50 ms':18} "
+    print(f"{'':{width}} {header}merge p50 ms rest p50 ms empty call p50 ms")
     for name, r in rows:
         shards = " ".join(f"{t:.3f}" for t in r.get("shards", [])) or "-"
         merge = f"{r['merge']:.4f}" if "merge" in r else "-"
         rest = f"{r['rest']:.2f}" if "rest" in r else "-"
         empty = f"{r['empty']:.2f}" if "empty" in r else "-"
-        line = f"{name:20} {r['p50']:7.2f} {r['p90']:7.2f} {r['qps']:9.0f} {r['concurrent']:13.0f}"
+        line = f"{name:{width}} {r['p50']:7.2f} {r['p90']:7.2f} {r['qps']:9.0f} {r['concurrent']:13.0f}"
         print(f"{line}  {shards:18} {merge:12} {rest:11} {empty}")
-    print("answers on the clusters: identical to one process's (ids and distances, every query and the batch)")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_cluster import cpu, measure
+from bench_cluster import cpu, measure, print_table
 
 import aesearch
 
@@ -136,18 +136,7 @@ def main() -> None:
             name = f"{n} worker{'s' if n > 1 else ''}, {args.segments} segments"
             print(f"{name}: shipped in {time.perf_counter() - started:.1f} s; images per shard {placed}")
             rows.append((name, measure(engine, vectors, batch, args.k, truth=split_figures["answers"])))
-    print(f"\nk = {args.k}, {args.queries} single queries (engine.search: the search alone), batch of {len(batch)}")
-    header = "merge p50 ms rest p50 ms empty call p50 ms"
-    print(
-        f"{'':28} {'p50 ms':>7} {'p90 ms':>7} {'batch q/s':>9} {'4 threads q/s':>13}  {'per-shard p50 ms':18} {header}"
-    )
-    for name, r in rows:
-        shards = " ".join(f"{t:.3f}" for t in r.get("shards", [])) or "-"
-        merge = f"{r['merge']:.4f}" if "merge" in r else "-"
-        rest = f"{r['rest']:.2f}" if "rest" in r else "-"
-        empty = f"{r['empty']:.2f}" if "empty" in r else "-"
-        line = f"{name:28} {r['p50']:7.2f} {r['p90']:7.2f} {r['qps']:9.0f} {r['concurrent']:13.0f}"
-        print(f"{line}  {shards:18} {merge:12} {rest:11} {empty}")
+    print_table(rows, args.k, args.queries, len(batch), width=28)
     print("answers on the clusters: identical to one process's over the split bundle (every query and the batch)")
 
 
