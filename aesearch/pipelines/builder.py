@@ -10,9 +10,8 @@ function here, so a compacted bundle holds what a fresh build of the same images
     calibrate_trust   the trust score's quantiles: reconstruction errors and nearest-other distances
     index_base        the three above over a build's written base segments (one, or --segments of
                       contiguous id ranges): one space learned on all of them, an index each
-    index_segment     index_base over one segment
     index_exactly     a delta's index: exact, in the space the bundle already has (index_pass, flat)
-    write_segment     rows -> one segment, indexed (index_exactly for a delta, index_segment for a base)
+    write_segment     rows -> one segment, indexed (index_exactly for a delta, index_base for a base)
 
 Only chunks, the samples and the index itself are ever in memory.
 """
@@ -251,32 +250,6 @@ def calibrate_trust(
     return calibrate(errors[encoded], nearest_other, read_rows(images, sample[encoded]))
 
 
-def index_segment(
-    writer: BundleWriter,
-    segment: SegmentBuilder,
-    options: StreamOptions,
-    *,
-    fit: np.ndarray | None,
-    trust_sample: np.ndarray,
-    trust_errors: np.ndarray,
-    moments: Moments | None = None,
-    log: Callable[[str], None] | None = None,
-    fill=None,
-) -> tuple[IndexChoice, dict]:
-    """index_base over one segment; returns its (choice, params)."""
-    return index_base(
-        writer,
-        [segment],
-        options,
-        fit=fit,
-        trust_sample=trust_sample,
-        trust_errors=trust_errors,
-        moments=moments,
-        log=log,
-        fill=fill,
-    )[0]
-
-
 def index_base(
     writer: BundleWriter,
     segments: Sequence[SegmentBuilder],
@@ -409,7 +382,7 @@ def write_segment(
 
     index(segment): writes the segment's index files from its rows on disk and returns the meta the
     manifest records with it ({"index_type", "index_params", ...}): an exact index for a delta, or
-    index_segment's choice for a base. paths: one per row (None: the rows have none).
+    index_base's choice for a base. paths: one per row (None: the rows have none).
     """
     segment = filled_segment(writer, records, images, embeddings, paths)
     meta = index(segment)
