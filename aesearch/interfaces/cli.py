@@ -183,7 +183,12 @@ def train(
             settings=settings,
             log=click.echo,
         )
+        from aesearch.figures.plots import training_curve
+
+        title = f"{checkpoint.model_config.describe()}: test MSE {checkpoint.test_mse:.5f}"
+        training_curve(checkpoint.info["history"], curve_path(out), title=title)
         click.echo(f"Checkpoint: {out}  ({checkpoint.model_config.describe()}, test MSE {checkpoint.test_mse:.5f})")
+        click.echo(f"Training curve: {curve_path(out)}")
         return
     config = TrainConfig.for_recipe(recipe, epochs=epochs, z_size=z_size, **settings)
     result = train_model(config, out=out, data_dir=data_dir, limit=limit, log=click.echo)
@@ -213,7 +218,8 @@ WHERE_OPTION = click.option(
 @click.option(
     "--model",
     type=click.Path(path_type=Path),
-    help="Use this checkpoint [default: the Fashion-MNIST model shipped with aesearch].",
+    help="Use this checkpoint, or `shipped`: the Fashion-MNIST model shipped with aesearch  [default: shipped; "
+    "with --images of colour images, a colour model trained on them]",
 )
 @click.option(
     "--train",
@@ -291,7 +297,7 @@ WHERE_OPTION = click.option(
     "--recipe",
     type=click.Choice([*defaults.RECIPE_NAMES, "default"]),
     help=f"Train with this recipe (implies --train)  [default: {defaults.RECIPE}; "
-    f"{defaults.COLLECTION_RECIPE} for --images]",
+    f"{defaults.COLLECTION_RECIPE} for grey --images, {defaults.COLOUR_RECIPE} for colour ones]",
 )
 @click.option("--epochs", type=Integer(1, 10_000), help="Train for this many epochs (implies --train).")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Folder holding Fashion-MNIST (else searched).")
