@@ -99,12 +99,27 @@ def test_refine_equals_brute_force_over_the_stored_images(engine):
         engine.search_space(result.latent[None]), [everything[more]], [everything[less]], everything[background_rows]
     )[0]
     scores = everything @ (w / np.linalg.norm(w))
-    order = [int(i) for i in np.argsort(-scores, kind="stable") if i not in less][:10]
+    ranked = [int(i) for i in np.argsort(-scores, kind="stable")]
+    # the images marked "more like" first, in the refined order; then the rest, less-like ones left out
+    order = ([i for i in ranked if i in more] + [i for i in ranked if i not in more + less])[:10]
     assert [h.id for h in refined.hits] == order
     np.testing.assert_allclose([h.distance for h in refined.hits], 1 - scores[order], atol=1e-5)
     assert [h.rank for h in refined.hits] == list(range(1, 11))
     assert refined.feedback == Feedback(tuple(more), tuple(less))
     assert refined.query is result.query and refined.trust == result.trust
+
+
+def test_an_image_marked_more_like_comes_first_even_where_the_refined_query_ranks_it_low(engine):
+    """The user has said it is what they want: it is shown first, at its distance to the refined query."""
+    result = engine.query_id(5, k=120)
+    far = result.hits[-1].id  # the image least like the query
+    refined = engine.refine(result, more=[far], k=10)
+    assert refined.hits[0].id == far and refined.hits[0].rank == 1
+    assert [h.id for h in refined.hits] == [h.id for h in engine.refine(result, more=[far], k=11).hits[:10]]
+    assert refined.hits[0].distance > refined.hits[1].distance  # its own distance, not a made-up zero
+    narrowed = engine.refine(result, more=[far], k=10, where=[h.id for h in result.hits[:30]])
+    assert far not in {h.id for h in narrowed.hits}  # outside the filter: it shapes the query, is not shown
+    assert len(narrowed.hits) == 10
 
 
 def test_rounds_accumulate_and_less_like_hits_stay_out(engine):

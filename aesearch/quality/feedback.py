@@ -9,8 +9,8 @@ the rest). Each query is one simulated user:
            query: "more like this", another class: "less like this"; marks add up over rounds),
            and the search is refined with search/feedback.py, the code SearchEngine.refine runs.
 
-Each round reports, over the ranking the user is shown (images marked "less like" left out, as
-SearchEngine.refine leaves them out):
+Each round reports, over the ranking the user is shown (shown_ranking, as SearchEngine.refine shows
+it: images marked "more like" first, those marked "less like" left out):
   * P@10 and mAP@100 (metrics.py);
   * new P@10: precision of the ten best-ranked images the user has not marked yet, which says
     whether feedback finds *new* relevant images rather than re-ranking the ones already marked.
@@ -26,8 +26,8 @@ from aesearch.errors import InvalidArgumentError
 from aesearch.quality.evaluate import DEPTH, protocol_rows
 from aesearch.quality.metrics import mean_average_precision_at_k, precision_at_k, relevance
 from aesearch.search.engine import SearchEngine
-from aesearch.search.feedback import DEFAULT_SETTINGS, FeedbackSettings, background_ids, refined_queries
-from aesearch.search.index import IndexSpec, VectorIndex
+from aesearch.search.feedback import DEFAULT_SETTINGS, FeedbackSettings, background_ids, refined_queries, shown_ranking
+from aesearch.search.index import IndexSpec, VectorIndex, in_space, to_distance
 
 SHOWN = 10  # hits the simulated user sees and marks each round
 CHUNK = 1000  # queries refined together (bounds the padded arrays' memory)
@@ -110,12 +110,14 @@ def evaluate_feedback(
                     settings=settings,
                 )
             extra = max(len(more[i]) + len(less[i]) for i in rows)
-            _, found = index.search_in_space(chunk, min(len(database), depth + extra))
-            for i, row in zip(rows, found, strict=True):
-                row = row[row >= 0]
-                kept = row[~np.isin(row, less[i])][:depth]
-                shown[i, : len(kept)] = kept
-                unseen = row[~np.isin(row, more[i] + less[i])][:SHOWN]
+            distances, found = index.search_in_space(chunk, min(len(database), depth + extra))
+            prepared = in_space(chunk, metric)
+            for i, row, row_distances, query in zip(rows, found, distances, prepared, strict=True):
+                liked = np.asarray(more[i], dtype=np.int64)
+                liked_distances = to_distance(((database[liked] - query) ** 2).sum(1), metric)
+                kept, _ = shown_ranking(row, row_distances, liked, liked_distances, less[i])
+                shown[i, : min(depth, len(kept))] = kept[:depth]
+                unseen = row[(row >= 0) & ~np.isin(row, more[i] + less[i])][:SHOWN]
                 fresh[i, : len(unseen)] = unseen
         relevant = relevance(np.where(shown >= 0, database_labels[shown], -1), query_labels)
         new_relevant = relevance(np.where(fresh >= 0, database_labels[fresh], -1), query_labels)
