@@ -62,11 +62,18 @@ CHUNK_SIZE = 16_384
 # --- queries ---
 K = 8  # neighbours a query returns
 # A query whose nearest hit lies farther than this percentile of the indexed images' own
-# nearest-neighbour distances (the trust score's calibration) is searched again with WIDE_SEARCH
-# times the lists (IVF) or the beam (HNSW): an index tuned on probes from the collection gives
-# queries unlike it less recall (docs/scale.md: at 1 M, digits 0.77, upside-down images 0.89).
+# nearest-neighbour distances (the trust score's calibration) is searched again wider: an index
+# tuned on probes from the collection gives queries unlike it less recall. An index of full vectors
+# (IVF-Flat, HNSW) looks at WIDE_SEARCH times the lists or the beam. A compressed, re-ranked one
+# (IVF-PQ at 1 M and past) looks at WIDE_SEARCH_COMPRESSED times the lists and re-ranks WIDE_RERANK
+# times the candidates: far from everything, neighbours lie at similar distances, so the codes
+# order them loosely and more lists alone stop helping (docs/scale.md, scripts/bench_far_queries.py:
+# scikit-learn digits at 100 k 0.91 -> 0.99 with 4x the lists; at 1 M 0.67 as tuned, 0.80 with 4x
+# the lists, 0.95 with 12x the lists and 4x the candidates, p50 2.9 ms).
 FAR_QUERY_PERCENTILE = 97.5
 WIDE_SEARCH = 4
+WIDE_SEARCH_COMPRESSED = 12
+WIDE_RERANK = 4
 
 # --- notebooks (search/notebook.py) ---
 NOTEBOOK_MAX_TILES = 100  # images a result, group or selection grid shows; it says how many more there are

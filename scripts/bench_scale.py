@@ -219,19 +219,22 @@ def search_figures(bundle: Path, load: bool = False) -> dict:
 UNUSUAL = 500  # queries of each unusual kind
 
 
-def unusual_queries() -> dict[str, np.ndarray | list[np.ndarray]]:
+def unusual_queries(start: int = 0, digits_start: int = 0) -> dict[str, np.ndarray | list[np.ndarray]]:
     """Queries unlike the collection (issue 22's kinds), UNUSUAL of each, all held out from it:
-    * transformed: Fashion-MNIST test images turned upside down (rows 1,000 on: not the near queries);
+    * transformed: Fashion-MNIST test images turned upside down (rows 1,000 + start on: not the near
+      queries);
     * mirrored: the same images mirrored left-right (the collections mirror some classes: close to it);
     * foreign: scikit-learn's digits (8x8, grey on black) enlarged to 32x32, so the preprocessing frames
-      them as it frames any file: a kind of image the collection has none of."""
+      them as it frames any file: a kind of image the collection has none of.
+    start, digits_start: where in those sets to begin (bench_far_queries.py confirms on queries no
+    choice saw: start 2000, digits_start 500)."""
     from PIL import Image
     from sklearn.datasets import load_digits
 
     from aesearch.sources.fashion_mnist import load_fashion_mnist
 
-    test = np.asarray(load_fashion_mnist().test.images[1000 : 1000 + UNUSUAL])
-    digits = load_digits().images[:UNUSUAL] / 16 * 255
+    test = np.asarray(load_fashion_mnist().test.images[1000 + start : 1000 + start + UNUSUAL])
+    digits = load_digits().images[digits_start : digits_start + UNUSUAL] / 16 * 255
     enlarged = [Image.fromarray(d.astype(np.uint8)).resize((32, 32), Image.BILINEAR) for d in digits]
     foreign = np.stack([np.asarray(image) for image in enlarged])
     return {"transformed": test[:, ::-1, :].copy(), "mirrored": test[:, :, ::-1].copy(), "foreign": list(foreign)}

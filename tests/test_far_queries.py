@@ -1,4 +1,5 @@
-"""Queries unlike the collection search again with more IVF lists (defaults.WIDE_SEARCH)."""
+"""Queries unlike the collection search again wider: more IVF lists (defaults.WIDE_SEARCH), and for a
+compressed index more lists and more candidates re-ranked (WIDE_SEARCH_COMPRESSED, WIDE_RERANK)."""
 
 from __future__ import annotations
 
@@ -82,3 +83,35 @@ def test_an_exact_bundle_never_searches_twice(tmp_path, monkeypatch):
     monkeypatch.setattr(engine.index, "_merged", lambda *a, **kw: calls.append(kw.get("wide")) or merged(*a, **kw))
     engine.search(far_vectors(engine), 5)
     assert len(calls) == 1
+
+
+def test_a_reranked_bundle_widens_lists_and_candidates(tmp_path, monkeypatch):
+    """A compressed index searched wide enough (every list, every candidate re-ranked) is exact; its wide
+    search uses WIDE_SEARCH_COMPRESSED lists and WIDE_RERANK times the candidates, not WIDE_SEARCH."""
+    from aesearch.pipelines.stream import StreamOptions, stream_build
+    from aesearch.search.large import SEARCH_VECTORS_FILE
+    from aesearch.sources.arrays import ArraySource
+    from tests.conftest import synthetic_images, tiny_checkpoint
+
+    images = np.resize(synthetic_images(400, seed=5), (1200, 28, 28))
+    noisy = np.clip(images.astype(int) + np.random.default_rng(1).integers(0, 40, images.shape), 0, 255)
+    options = StreamOptions(whiten_dims=32, shifts=((0, 0),), chunk_size=100, max_index_memory=1200 * 100)
+    stream_build(tmp_path / "pq", ArraySource(noisy.astype(np.uint8)), tiny_checkpoint(), options, log=None)
+    engine = SearchEngine.load(tmp_path / "pq")
+    (part,) = engine.index.parts
+    tuned_nprobe, factor = part.index.search_parameters().nprobe, part.index.index.factor
+    assert factor > 1 and part.index.wide_rerank() == 4
+    monkeypatch.setattr("aesearch.defaults.WIDE_SEARCH", 1)  # the full-vector setting: not this index's
+    monkeypatch.setattr("aesearch.defaults.WIDE_SEARCH_COMPRESSED", 3)
+    assert part.index.wide_parameters().nprobe == min(3 * tuned_nprobe, part.index.index.index.nlist)
+
+    queries = engine.index.search_space(far_vectors(engine))
+    stored = np.load(engine.bundle.segments[0].file(SEARCH_VECTORS_FILE))  # the oracle: numpy over every vector
+    squared = ((queries[:, None, :] - stored[None]) ** 2).sum(-1)
+    exact = part.ids[np.argsort(squared, axis=1, kind="stable")[:, :10]]
+    tuned = engine.index._merged(queries, 10, exhaustive=False)[1]
+    assert not np.array_equal(tuned, exact)  # the tuned search misses some: the test can fail
+    monkeypatch.setattr("aesearch.defaults.WIDE_SEARCH_COMPRESSED", 10**6)  # every list ...
+    monkeypatch.setattr("aesearch.defaults.WIDE_RERANK", 10**6)  # ... and every candidate
+    engine.index.far_squared = 0.0  # every query counts as far
+    np.testing.assert_array_equal(engine.index._search_prepared(queries, 10)[1], exact)

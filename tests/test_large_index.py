@@ -89,3 +89,32 @@ def test_memory_mapped_ivf_lists_search_without_prefetch_threads(tmp_path):
     assert isinstance(lists, faiss.OnDiskInvertedLists) and lists.prefetch_nthread == 0
     faiss.extract_index_ivf(mapped).nprobe = index.nprobe = 4
     np.testing.assert_array_equal(mapped.search(vectors[:20], 5)[1], index.search(vectors[:20], 5)[1])
+
+
+def test_a_wide_search_reranks_more_candidates_and_finds_what_the_tuned_one_misses():
+    """RerankedVectorIndex.search_prepared(rerank=r): r times the tuned candidates, still exact among them;
+    with every candidate re-ranked the answer is the brute-force oracle's."""
+    from aesearch.search.index import IndexSpec, VectorIndex
+    from aesearch.search.large import RerankedVectorIndex
+
+    vectors, queries = clustered(3000), clustered(30, seed=3) * 3  # far from the clusters: codes order loosely
+    choice = IndexChoice("IVF16,PQ4x4", {"nlist": 16, "rerank_factor": 1})
+    index = build_streamed(choice, 32, 3000, vectors, np.array_split(vectors, 5))
+    faiss.extract_index_ivf(index).nprobe = 16
+    asked = []
+
+    def vectors_of(rows):
+        asked.append(len(rows))
+        return vectors[rows]
+
+    reranked = RerankedVectorIndex(VectorIndex(index, IndexSpec("ivfpq", "l2"), None), vectors_of, 1)
+    reranked.search_prepared(queries[:1], 10)
+    reranked.search_prepared(queries[:1], 10, rerank=4)
+    assert asked == [10, 40]  # one query: 10 candidates as tuned, 40 when wide
+    assert reranked.index.factor == 1  # the tuned factor is left as it was
+    truth = brute_force(queries, vectors, 10)
+    tuned = recall_at_k(reranked.search_prepared(queries, 10)[1], truth)
+    wide = recall_at_k(reranked.search_prepared(queries, 10, rerank=4)[1], truth)
+    assert tuned < wide  # the tuned candidates miss some neighbours: the test can fail
+    everything = reranked.search_prepared(queries, 10, rerank=300)[1]  # all 3,000 vectors are candidates
+    assert (everything == truth).all()

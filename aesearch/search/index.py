@@ -26,6 +26,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from aesearch import defaults
 from aesearch.errors import InvalidArgumentError
 from aesearch.rowwise import map_blocks, matmul, threads_for
 
@@ -155,7 +156,7 @@ class VectorIndex:
             # k-means wants at least 39 points per list; more than 100,000 adds little but time.
             size = min(n, 100_000)
             index.train(prepared[rng.choice(n, size=size, replace=False)] if size < n else prepared)
-        with _threads(n):
+        with search_threads(n):
             index.add(prepared)
         built = cls(index, IndexSpec(spec.index_type, spec.metric, params, spec.transform), transform)
         if not spec.exact:
@@ -182,10 +183,13 @@ class VectorIndex:
         return to_search_space(vectors, self.spec.metric, self.transform)
 
     def search_prepared(
-        self, prepared: np.ndarray, k: int, *, params: faiss.SearchParameters | None = None
+        self, prepared: np.ndarray, k: int, *, params: faiss.SearchParameters | None = None, rerank: int = 1
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Vectors already in the search space -> (squared L2 distances, positions), FAISS's raw answer."""
-        with _threads(len(prepared)):
+        """Vectors already in the search space -> (squared L2 distances, positions), FAISS's raw answer.
+
+        rerank: a re-ranked index (large.RerankedVectorIndex) re-ranks this many times its tuned
+        candidates; an index that compares full vectors has nothing to re-rank and ignores it."""
+        with search_threads(len(prepared)):
             return self.index.search(prepared, k, params=params)
 
     def search_parameters(self) -> faiss.SearchParameters:
@@ -198,12 +202,17 @@ class VectorIndex:
         than k results (k near the collection's size, or most of a list removed)."""
         return self._parameters(exhaustive=True)
 
-    def wide_parameters(self, factor: int) -> faiss.SearchParameters | None:
-        """Search parameters that look `factor` times as far as the tuned ones (IVF lists, HNSW beam),
-        for a query far from the collection; None when the index is exact (nothing to widen)."""
+    def wide_parameters(self, factor: int | None = None) -> faiss.SearchParameters | None:
+        """Search parameters that look `factor` (default defaults.WIDE_SEARCH) times as far as the
+        tuned ones (IVF lists, HNSW beam), for a query far from the collection; None when the index
+        is exact (nothing to widen)."""
         if _hnsw(self.index) is None and _ivf(self.index) is None:
             return None
-        return self._parameters(exhaustive=False, widen=factor)
+        return self._parameters(exhaustive=False, widen=defaults.WIDE_SEARCH if factor is None else factor)
+
+    def wide_rerank(self) -> int:
+        """How many times its tuned candidates a wide search re-ranks: 1, nothing is re-ranked here."""
+        return 1
 
     def _parameters(self, *, exhaustive: bool, widen: int = 1) -> faiss.SearchParameters:
         hnsw, ivf = _hnsw(self.index), _ivf(self.index)
@@ -222,7 +231,7 @@ class VectorIndex:
         if k < 1:
             raise InvalidArgumentError(f"k must be at least 1, got {k}")
         prepared = to_search_space(vectors, self.spec.metric, self.transform)
-        with _threads(len(prepared)):
+        with search_threads(len(prepared)):
             squared, ids = self.index.search(prepared, k)
         return to_distance(squared, self.spec.metric), ids
 
@@ -234,7 +243,7 @@ class VectorIndex:
         if k < 1:
             raise InvalidArgumentError(f"k must be at least 1, got {k}")
         prepared = in_space(vectors, self.spec.metric)
-        with _threads(len(prepared)):
+        with search_threads(len(prepared)):
             squared, ids = self.index.search(prepared, k)
         return to_distance(squared, self.spec.metric), ids
 
@@ -259,7 +268,7 @@ class VectorIndex:
             return
         exact = faiss.IndexFlatL2(prepared.shape[1])
         exact.add(prepared)
-        with _threads(len(sample)):
+        with search_threads(len(sample)):
             truth = _without_self(exact.search(sample, k + 1)[1], sample_ids, k)
         knob = "ef_search" if _hnsw(self.index) is not None else "nprobe" if _ivf(self.index) is not None else None
         params = self.spec.params
@@ -279,7 +288,7 @@ class VectorIndex:
         params["tuned_recall_at_10"] = round(recall(), 4)
 
     def _raw_search(self, prepared: np.ndarray, k: int) -> np.ndarray:
-        with _threads(len(prepared)):
+        with search_threads(len(prepared)):
             return self.index.search(prepared, k)[1]
 
 
@@ -371,7 +380,7 @@ def to_search_space(vectors: np.ndarray, metric: str, transform: AffineTransform
 
 def exact_search(prepared: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest rows of vectors to each prepared query: (squared L2, rows), FAISS's convention."""
-    with _threads(len(prepared)):
+    with search_threads(len(prepared)):
         return faiss.knn(np.ascontiguousarray(prepared, np.float32), vectors, k)
 
 
@@ -389,7 +398,7 @@ def to_distance(squared: np.ndarray, metric: str) -> np.ndarray:
 
 
 @contextmanager
-def _threads(n_queries: int) -> Iterator[None]:
+def search_threads(n_queries: int) -> Iterator[None]:
     """FAISS's OpenMP threads for one call over n_queries (one for a handful, else as configured),
     restored afterwards. OpenMP's thread count is a per-thread setting: this touches only the
     calling thread, so concurrent queries in other threads are not disturbed.

@@ -19,8 +19,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from aesearch import defaults
 from aesearch.errors import BundleError
-from aesearch.search.index import AffineTransform, IndexSpec, VectorIndex, new_faiss_index
+from aesearch.search.index import AffineTransform, IndexSpec, VectorIndex, new_faiss_index, search_threads
 from aesearch.search.index_choice import IndexChoice
 
 VectorsOf = Callable[[np.ndarray], np.ndarray]  # rows -> (len(rows), d) search-space float32 vectors
@@ -51,9 +52,13 @@ class RerankingIndex:
     def d(self) -> int:
         return self.index.d
 
-    def search(self, queries: np.ndarray, k: int, params=None) -> tuple[np.ndarray, np.ndarray]:
-        """(n, d) prepared queries -> (squared L2 (n, k), rows (n, k)), -1 / inf where fewer exist."""
-        wanted = min(self.ntotal, max(k, k * self.factor))
+    def search(
+        self, queries: np.ndarray, k: int, params=None, factor: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(n, d) prepared queries -> (squared L2 (n, k), rows (n, k)), -1 / inf where fewer exist.
+
+        factor: candidates re-ranked per result, instead of the tuned self.factor (a wide search)."""
+        wanted = min(self.ntotal, max(k, k * (self.factor if factor is None else factor)))
         _, candidates = self.index.search(queries, wanted, params=params)
         found = candidates >= 0
         unique, where = np.unique(candidates[found], return_inverse=True)  # sorted rows: sequential reads
@@ -99,8 +104,17 @@ class RerankedVectorIndex(VectorIndex):
     def exhaustive_parameters(self) -> faiss.SearchParameters:
         return self._inner.exhaustive_parameters()
 
-    def wide_parameters(self, factor: int) -> faiss.SearchParameters | None:
-        return self._inner.wide_parameters(factor)
+    def wide_parameters(self, factor: int | None = None) -> faiss.SearchParameters | None:
+        return self._inner.wide_parameters(defaults.WIDE_SEARCH_COMPRESSED if factor is None else factor)
+
+    def wide_rerank(self) -> int:
+        return defaults.WIDE_RERANK
+
+    def search_prepared(
+        self, prepared: np.ndarray, k: int, *, params: faiss.SearchParameters | None = None, rerank: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        with search_threads(len(prepared)):
+            return self.index.search(prepared, k, params=params, factor=self.index.factor * rerank)
 
 
 def read_segment_index(segment, spec: IndexSpec, transform: AffineTransform | None) -> VectorIndex:

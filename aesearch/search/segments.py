@@ -74,7 +74,7 @@ class SegmentedIndex:
         # (SearchEngine sets it from the trust calibration; None: never).
         self.far_squared: float | None = None
         # Only an approximate part (IVF, HNSW) can look further: an exact one would search twice for nothing.
-        self._widens = any(part.index.wide_parameters(2) is not None for part in parts)
+        self._widens = any(part.index.wide_parameters() is not None for part in parts)
 
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> SegmentedIndex:
@@ -163,7 +163,7 @@ class SegmentedIndex:
         squared, ids = self._merged(prepared, k, exhaustive=False, subset=subset)
         if subset is None and self.far_squared is not None and self._widens:
             far = np.flatnonzero(squared[:, 0] > self.far_squared)
-            if len(far):  # unlike the probes the index was tuned on: look further (defaults.WIDE_SEARCH)
+            if len(far):  # unlike the probes the index was tuned on: look further (defaults.WIDE_SEARCH...)
                 squared[far], ids[far] = self._merged(prepared[far], k, exhaustive=False, wide=True)
         available = min(k, self.count if subset is None else subset.count)
         short = np.flatnonzero((ids[:, :available] < 0).any(axis=1))
@@ -194,12 +194,15 @@ class SegmentedIndex:
                     squared, positions = part.index.search_prepared(prepared, wanted, params=params)
             else:
                 params = part.params
-                widened = part.index.wide_parameters(defaults.WIDE_SEARCH) if wide and not exhaustive else None
+                widened = part.index.wide_parameters() if wide and not exhaustive else None
                 if exhaustive or widened is not None:
                     params = part.index.exhaustive_parameters() if exhaustive else widened
                     if part.selectors:
                         params.sel = part.selectors[-1]  # the removed positions stay skipped
-                squared, positions = part.index.search_prepared(prepared, min(k, len(part.ids)), params=params)
+                rerank = part.index.wide_rerank() if widened is not None else 1
+                squared, positions = part.index.search_prepared(
+                    prepared, min(k, len(part.ids)), params=params, rerank=rerank
+                )
             all_squared.append(squared)
             all_ids.append(np.where(positions >= 0, part.ids[np.maximum(positions, 0)], -1))
         if not all_squared:
