@@ -8,7 +8,7 @@ import pytest
 from threadpoolctl import threadpool_info
 
 from aesearch.rowwise import SLAB, matmul
-from aesearch.search.index import AffineTransform, _threads
+from aesearch.search.index import AffineTransform, search_threads
 
 # The product shapes of the model's layers (k, n) and of the whitening transform.
 SHAPES = [(4, 32), (128, 64), (3136, 314), (314, 3136), (64, 128), (32, 4), (314, 192)]
@@ -78,7 +78,7 @@ def test_faiss_threads_are_chosen_per_call_and_per_thread():
     def other() -> None:
         seen["other"] = faiss.omp_get_max_threads()
 
-    with _threads(1):
+    with search_threads(1):
         assert faiss.omp_get_max_threads() == 1
         thread = threading.Thread(target=other)
         thread.start()
