@@ -37,7 +37,7 @@ def connect(address: object, stack: contextlib.ExitStack, *, instead: str = "lea
         client = stack.enter_context(Client(cluster))
     else:
         client = stack.enter_context(_connect(Client, address))
-    if not client.scheduler_info()["workers"]:
+    if not workers(client):
         raise InvalidArgumentError(
             f"the Dask cluster at {client.scheduler.address} has no workers: start some with `dask worker`",
             parameter="cluster",
@@ -46,8 +46,12 @@ def connect(address: object, stack: contextlib.ExitStack, *, instead: str = "lea
 
 
 def workers(client) -> list[str]:
-    """The addresses of the cluster's workers, sorted."""
-    return sorted(client.scheduler_info()["workers"])
+    """The addresses of the cluster's workers, sorted.
+
+    Asked of the scheduler each time (its `ncores` call): Client.scheduler_info() falls back, when the
+    scheduler is slow to answer, to a cached summary whose "workers" is empty, which read as a
+    cluster with no workers on a loaded machine."""
+    return sorted(client.nthreads())
 
 
 def _connect(client_class, address: object):

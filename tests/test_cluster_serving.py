@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import make_bundle, synthetic_images, tiny_checkpoint
 
+from aesearch.dask_cluster import workers
 from aesearch.errors import InvalidArgumentError, ShardsMissingError
 from aesearch.pipelines.stream import StreamOptions, stream_build
 from aesearch.pipelines.writer import Collection
@@ -32,6 +33,7 @@ def client():
         distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as lc,
         distributed.Client(lc) as client,
     ):
+        client.wait_for_workers(2, timeout=30)
         yield client
 
 
@@ -136,7 +138,8 @@ def stalled(client, monkeypatch):
     """The actors on the first worker take 4 s a search (longer than a shard is waited for, 3 s) once
     they have answered one: a first, warm-up search, so that a loaded machine's slow first answer
     (the shard opening its files) is never what the test measures."""
-    victim = sorted(client.scheduler_info()["workers"])[0]
+    client.wait_for_workers(2, timeout=30)  # a loaded machine can be slow to (re)register a worker
+    victim = sorted(workers(client))[0]
     search = ShardActor.search
 
     def slow(self, *args):
@@ -163,7 +166,7 @@ def test_a_stalled_worker_fails_the_query_in_one_line_then_its_shard_moves(ivf_s
         assert "\n" not in str(error.value) and "allow partial" in str(error.value)
         # The next query ships the lost shard's segments to the worker that answers: complete again.
         assert_same(plain.search(vectors, 5), sharded.search(vectors, 5))
-        assert {shard.worker for shard in cluster.shards} == set(client.scheduler_info()["workers"]) - {stalled}
+        assert {shard.worker for shard in cluster.shards} == set(workers(client)) - {stalled}
 
 
 def test_a_partial_answer_is_flagged_never_silent(ivf_segmented, client, stalled):
@@ -200,7 +203,7 @@ def test_a_stalled_copy_is_answered_for_by_the_other_in_the_same_time(ivf_segmen
 def test_a_killed_worker_fails_in_one_line_then_its_shard_moves(client, ivf_segmented):
     # A third worker, closed below (actor handles find their worker through the process's one Client, so
     # the test cannot start a second cluster of its own); the other tests keep the first two.
-    before = set(client.scheduler_info()["workers"])
+    before = set(workers(client))
     client.cluster.scale(3)
     client.wait_for_workers(3, timeout=30)
     plain = SearchEngine.load(ivf_segmented)
@@ -208,7 +211,7 @@ def test_a_killed_worker_fails_in_one_line_then_its_shard_moves(client, ivf_segm
         sharded = SearchEngine.load(ivf_segmented, cluster=cluster)
         assert len({part.shards[0] for part in sharded.index.parts}) == 3
         vectors = plain.encode(QUERIES[:3])
-        (victim,) = set(client.scheduler_info()["workers"]) - before
+        (victim,) = set(workers(client)) - before
         (number,) = [shard.number for shard in cluster.shards if shard.worker == victim]
         client.sync(next(w for w in client.cluster.workers.values() if w.address == victim).close)
         started = time.monotonic()
