@@ -71,6 +71,9 @@ K = 8  # neighbours a query returns
 # scikit-learn digits at 100 k 0.91 -> 0.99 with 4x the lists; at 1 M 0.67 as tuned, 0.80 with 4x
 # the lists, 0.95 with 12x the lists and 4x the candidates, p50 2.9 ms).
 FAR_QUERY_PERCENTILE = 97.5
+# Each build measures recall@10 for near, transformed and foreign queries, this many of each
+# (quality/recall.py), and records it in the manifest.
+RECALL_QUERIES = 200
 WIDE_SEARCH = 4
 WIDE_SEARCH_COMPRESSED = 12
 WIDE_RERANK = 4

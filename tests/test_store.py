@@ -87,7 +87,7 @@ def test_adds_and_removes_equal_a_fresh_build_of_the_final_images(tmp_path, inde
     np.testing.assert_array_equal(second, np.arange(110, 130))  # ids are never reused
     remove_images(bundle, [0, 115])
     loaded = load_bundle(bundle)
-    assert len(loaded) == 80 + 50 - 6 and loaded.generation == 5
+    assert len(loaded) == 80 + 50 - 6 and loaded.generation == 6  # the build, its recall figures, four updates
     assert not loaded.is_live(np.array([0, 3, 50, 81, 109, 115])).any()
     fresh, ids = fresh_equivalent(tmp_path, bundle, index_type=index_type, metric="l2")
     queries = np.concatenate([synthetic_images(20, seed=11), extra[:5], loaded.images(ids[:5])])

@@ -90,6 +90,17 @@ def eval_table(report) -> str:
     return "\n".join(lines)
 
 
+def _recall(manifest: dict) -> str:
+    """The recall measured when the bundle was built, and whether it has changed since."""
+    from aesearch.quality.recall import recall_summary
+
+    measured = manifest["recall_at_10"]
+    text = recall_summary(measured)
+    if measured.get("generation") != manifest.get("generation"):
+        text += f"; measured at generation {measured.get('generation')} over {measured.get('count', 0):,} images"
+    return text
+
+
 def manifest_table(index_dir: Path, manifest: dict) -> str:
     """A bundle manifest as the summary `aesearch info` prints."""
     model = manifest.get("model") or {}
@@ -117,6 +128,7 @@ def manifest_table(index_dir: Path, manifest: dict) -> str:
         ("metric", str(manifest.get("metric"))),
         ("index type", f"{manifest.get('index_type')}" + (f" ({tuned})" if tuned else "")),
         *([("index choice", manifest["index_choice"]["reason"])] if manifest.get("index_choice") else []),
+        *([("recall@10", _recall(manifest))] if manifest.get("recall_at_10") else []),
         ("model", f"{_member(model)}recipe {model.get('recipe')}, test MSE {_fmt(model.get('test_mse'))}"),
         ("encoder sha256", str(manifest.get("encoder_sha256"))),
         (

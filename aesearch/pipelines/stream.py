@@ -109,12 +109,15 @@ def stream_build(
             )  # encodes; .fill
         writer = stack.enter_context(BundleWriter.create(index_dir, resume_key=key[:16]))
         try:
-            return _build(writer, index_dir, source, checkpoint, options, shifts, encoder, encoded, info, log, skipped)
+            _build(writer, index_dir, source, checkpoint, options, shifts, encoder, encoded, info, log, skipped)
         except Exception:
             # An error (disk full, bad data) leaves nothing behind; an interruption (kill -9, Ctrl-C)
             # leaves the staging folder for the same command to resume.
             shutil.rmtree(writer.root, ignore_errors=True)
             raise
+    from aesearch.quality.recall import record_recall
+
+    return record_recall(index_dir, log)
 
 
 def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, encoded, info, log, report_skipped) -> dict:

@@ -70,7 +70,8 @@ def needs_compaction(manifest: dict) -> bool:
 
 
 def compact(index_dir: str | Path) -> dict:
-    """Rewrite every live image into one new base segment, relearning what the build learned.
+    """Rewrite every live image into one new base segment, relearning what the build learned, and
+    measure its recall for each kind of query again, as a build does (quality/recall.py).
 
     The base goes through the build's own steps (pipelines/builder.py: whitening, index, trust) fed
     from the stored embeddings, so it holds what a fresh build of the same images holds, a
@@ -79,6 +80,13 @@ def compact(index_dir: str | Path) -> dict:
     space: it loads, says it is empty, and takes adds again. With fewer than MIN_IMAGES_TO_LEARN
     the space is kept too: a whitening or a trust calibration learned from one image is noise.
     """
+    from aesearch.quality.recall import record_recall
+
+    _compact(index_dir)
+    return record_recall(index_dir, log=None)
+
+
+def _compact(index_dir: str | Path) -> dict:
     with BundleWriter.update(index_dir) as writer:
         bundle = load_bundle(index_dir, verify="sizes")
         ids = bundle.live_ids()

@@ -1,0 +1,92 @@
+"""Recall@10 for near, transformed and foreign queries, measured by every build (quality/recall.py)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from aesearch import Collection, SearchEngine
+from aesearch.interfaces.cli import cli
+from aesearch.pipelines.stream import StreamOptions, stream_build
+from aesearch.quality.recall import KINDS, _exact, foreign_images, recall_by_kind
+from aesearch.sources.arrays import ArraySource
+from aesearch.store.bundle import read_manifest
+from tests.conftest import make_bundle, synthetic_images, tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def ivf_bundle(tmp_path_factory):
+    return make_bundle(
+        tmp_path_factory.mktemp("recall") / "ivf",
+        n=2000,
+        index_type="ivf",
+        metric="cosine",
+        transform="whiten",
+        params={"whiten_dims": 32, "whiten_shrinkage": 0.03},
+    )
+
+
+def brute_force(engine: SearchEngine, queries: np.ndarray, k: int) -> np.ndarray:
+    """The oracle: numpy over every live image's vector in the search space."""
+    live = engine.bundle.live_ids()
+    vectors = engine.search_space(engine.bundle.embeddings(live))
+    squared = ((queries[:, None, :] - vectors[None]) ** 2).sum(-1)
+    return live[np.argsort(squared, axis=1, kind="stable")[:, :k]]
+
+
+def test_the_exact_scan_equals_numpy_and_skips_removed_images(ivf_bundle, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(ivf_bundle, copy)
+    Collection.open(copy).remove(list(range(0, 2000, 3)))
+    engine = SearchEngine.load(copy)
+    queries = engine.search_space(engine.encode(synthetic_images(30, seed=7)))
+    found = _exact(engine, queries, 10)
+    np.testing.assert_array_equal(found, brute_force(engine, queries, 10))
+    assert not np.isin(found, np.arange(0, 2000, 3)).any()
+
+
+def test_an_exact_index_has_recall_one_and_a_crippled_one_less(ivf_bundle):
+    engine = SearchEngine.load(ivf_bundle)
+    (part,) = engine.index.parts
+    wide = recall_by_kind(engine, queries=60)
+    assert set(wide) == {*KINDS, "queries", "k"} and wide["queries"] == 60 and wide["k"] == 10
+    part.index.index.nprobe = 1  # one list of many: misses neighbours, and the test can tell
+    engine.index.far_squared = None  # no second, wider search either
+    narrow = recall_by_kind(engine, queries=60)
+    assert all(narrow[kind] < wide[kind] for kind in KINDS)
+    part.index.index.nprobe = part.index.index.nlist  # every list: exact
+    assert all(recall_by_kind(engine, queries=60)[kind] == 1.0 for kind in KINDS)
+
+
+def test_foreign_drawings_are_deterministic_and_unlike_one_another():
+    a, b = foreign_images(6, (28, 28), seed=0), foreign_images(6, (28, 28), seed=0)
+    assert a.shape == (6, 56, 56, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    assert len({image.tobytes() for image in a}) == 6
+
+
+def test_a_build_records_recall_in_its_manifest_and_info_shows_it(tmp_path, monkeypatch):
+    images = synthetic_images(300, seed=2)
+    manifest = stream_build(
+        tmp_path / "b", ArraySource(images), tiny_checkpoint(), StreamOptions(shifts=((0, 0),)), log=None
+    )
+    measured = manifest["recall_at_10"]
+    assert measured == read_manifest(tmp_path / "b")["recall_at_10"]
+    assert [measured[kind] for kind in KINDS] == [1.0, 1.0, 1.0]  # a flat index is exact
+    assert measured["generation"] == manifest["generation"] and measured["count"] == 300
+    out = CliRunner().invoke(cli, ["info", "--index-dir", str(tmp_path / "b")]).output
+    assert "recall@10       near 1.000, transformed 1.000, foreign 1.000 (200 queries each)" in out
+
+    # A later change that rebuilds no index: the figure says when it was measured.
+    monkeypatch.setattr("aesearch.pipelines.drift.RELEARN_EVERY_SYNC_MAX", 0)
+    monkeypatch.setattr("aesearch.pipelines.update.COMPACT_FRACTION", float("inf"))
+    Collection.open(tmp_path / "b").remove([0, 1])
+    out = CliRunner().invoke(cli, ["info", "--index-dir", str(tmp_path / "b")]).output
+    assert f"measured at generation {measured['generation']} over 300 images" in out
+    # A compaction builds the index again and measures again.
+    compacted = Collection.open(tmp_path / "b").compact()
+    assert compacted["recall_at_10"]["generation"] == compacted["generation"]
+    assert compacted["recall_at_10"]["count"] == 298
