@@ -71,6 +71,10 @@ K = 8  # neighbours a query returns
 # scikit-learn digits at 100 k 0.91 -> 0.99 with 4x the lists; at 1 M 0.67 as tuned, 0.80 with 4x
 # the lists, 0.95 with 12x the lists and 4x the candidates, p50 2.9 ms).
 FAR_QUERY_PERCENTILE = 97.5
+# Re-ranking reads up to this many rows of the stored search vectors a page at a time (a query's
+# candidates: fast from a cold page cache); more (a batch) through large, in-order reads
+# (search/large.py StoredVectors).
+SCATTERED_ROWS = 4096
 # Each build measures recall@10 for near, transformed and foreign queries, this many of each
 # (quality/recall.py), and records it in the manifest.
 RECALL_QUERIES = 200

@@ -115,3 +115,20 @@ def test_a_reranked_bundle_widens_lists_and_candidates(tmp_path, monkeypatch):
     monkeypatch.setattr("aesearch.defaults.WIDE_RERANK", 10**6)  # ... and every candidate
     engine.index.far_squared = 0.0  # every query counts as far
     np.testing.assert_array_equal(engine.index._search_prepared(queries, 10)[1], exact)
+
+
+def test_warm_up_reads_every_file_a_query_reads(ivf_bundle, monkeypatch):
+    read = []
+    monkeypatch.setattr("aesearch.search.engine.read_through", lambda paths: read.extend(paths))
+    engine = SearchEngine.load(ivf_bundle)
+    engine.warm_up().join(timeout=10)
+    names = {path.name for path in read}
+    assert {"index.faiss", "records.npy", "search_vectors.npy"} <= names  # a flat/IVF bundle has none: skipped
+    assert all(path.parent.parent.name == "segments" for path in read)
+
+
+def test_read_through_skips_a_file_that_is_not_there(ivf_bundle, tmp_path):
+    from aesearch.search.engine import read_through
+
+    (tmp_path / "a").write_bytes(b"x" * 100)
+    read_through([tmp_path / "missing", tmp_path / "a"])  # no error: a bundle without search vectors

@@ -118,3 +118,25 @@ def test_a_wide_search_reranks_more_candidates_and_finds_what_the_tuned_one_miss
     assert tuned < wide  # the tuned candidates miss some neighbours: the test can fail
     everything = reranked.search_prepared(queries, 10, rerank=300)[1]  # all 3,000 vectors are candidates
     assert (everything == truth).all()
+
+
+def test_stored_vectors_read_the_same_rows_through_either_map(tmp_path, monkeypatch):
+    """StoredVectors: a query's few rows through the MADV_RANDOM map, a batch's through the plain one;
+    both equal numpy's reading of the file (the oracle)."""
+    from aesearch.search.large import StoredVectors
+
+    vectors = clustered(500)
+    np.save(tmp_path / "v.npy", vectors)
+    stored = StoredVectors(tmp_path / "v.npy")
+    assert stored.shape == (500, 32) and stored.dtype == np.float32
+    used = []
+    for name in ("plain", "scattered"):
+        array = getattr(stored, name)
+        monkeypatch.setattr(
+            stored, name, type("Spy", (), {"__getitem__": lambda _, rows, a=array, n=name: used.append(n) or a[rows]})()
+        )
+    monkeypatch.setattr("aesearch.defaults.SCATTERED_ROWS", 10)
+    few, many = np.array([3, 7, 499]), np.arange(0, 500, 7)
+    np.testing.assert_array_equal(stored(few), vectors[few])
+    np.testing.assert_array_equal(stored(many), vectors[many])
+    assert used == ["scattered", "plain"]

@@ -1144,6 +1144,7 @@ def serve(
         max_in_flight=limits["max_in_flight"],
     )
     sock = _listening_socket(host, port)
+    app.state.engine.warm_up()  # a cold page cache (a reboot): fast first answers, warm ones soon after
     processes = f", {workers} worker processes" if workers > 1 else ""
     processes += f", shards on the Dask cluster at {engine.cluster.address}" if cluster else ""
     click.echo(

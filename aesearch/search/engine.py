@@ -490,6 +490,21 @@ class SearchEngine:
                 f"result must be what a query returned (a QueryResult), got {type(result).__name__}"
             )
 
+    def warm_up(self) -> threading.Thread | None:
+        """Read the files every query reads (each segment's index, records and search vectors) once,
+        in a background thread, so that a server started with a cold page cache (after a reboot)
+        answers at warm speed once they are in; queries meanwhile read what they need themselves.
+        Returns the daemon thread (None when the segments are on a Dask cluster's workers)."""
+        if self.cluster is not None:
+            return None
+        from aesearch.search.large import SEARCH_VECTORS_FILE
+
+        files = [s.file(name) for name in ("index.faiss", "records.npy") for s in self.bundle.segments]
+        files += [s.file(SEARCH_VECTORS_FILE) for s in self.bundle.segments]  # the largest, last
+        thread = threading.Thread(target=read_through, args=(files,), name="aesearch-warm-up", daemon=True)
+        thread.start()
+        return thread
+
     def require_images(self) -> None:
         """EmptyIndexError, in one line, when every image has been removed."""
         if not len(self):
@@ -529,3 +544,16 @@ def _checked_ids(ids: object) -> np.ndarray:
             raise InvalidArgumentError("where: ids must be 0 or more", parameter="where")
         return sorted_unique(ids.astype(np.int64))
     return sorted_unique(np.array(check_ints(ids, "where"), dtype=np.int64))
+
+
+def read_through(paths: Sequence[Path]) -> None:
+    """Read files once, in order, into the page cache (the reads release the GIL; missing files are
+    skipped: a bundle without search vectors has none to read)."""
+    buffer = bytearray(16 << 20)
+    for path in paths:
+        try:
+            with open(path, "rb", buffering=0) as f:
+                while f.readinto(buffer):
+                    pass
+        except OSError:
+            continue
