@@ -71,6 +71,15 @@ K = 8  # neighbours a query returns
 # scikit-learn digits at 100 k 0.91 -> 0.99 with 4x the lists; at 1 M 0.67 as tuned, 0.80 with 4x
 # the lists, 0.95 with 12x the lists and 4x the candidates, p50 2.9 ms).
 FAR_QUERY_PERCENTILE = 97.5
+# Each build chooses how much wider its far queries search: the cheapest of these (times the lists
+# or beam, times the candidates a compressed index re-ranks) whose recall for transformed and foreign
+# probe queries reaches FAR_TARGET_RECALL (quality/recall.py), recorded as the manifest's far_search.
+# A fixed factor could not serve every size: 12x the lists and 4x the candidates took the digits to
+# 0.952 at 1 M but the 10 M p50 to 5.4 ms, where 8x4 gives 0.943 in 4.4 ms (docs/scale.md).
+# WIDE_SEARCH... below are what a bundle built before the choice gets.
+FAR_TARGET_RECALL = 0.95
+FAR_SEARCH_LADDER = ((4, 1), (4, 2), (4, 4), (6, 4), (8, 4), (12, 4), (16, 4), (24, 4), (32, 4))
+FAR_SEARCH_LADDER_FULL_VECTORS = ((4, 1), (8, 1), (12, 1), (16, 1), (32, 1))
 # Re-ranking reads up to this many rows of the stored search vectors a page at a time (a query's
 # candidates: fast from a cold page cache); more (a batch) through large, in-order reads
 # (search/large.py StoredVectors).

@@ -1,16 +1,16 @@
 """Recall@10 and single-query time for each kind of query, with far queries searched as before and now.
 
 A query whose nearest hit lies past the trust calibration's FAR_QUERY_PERCENTILE is searched again
-wider (defaults.WIDE_SEARCH times the IVF lists or HNSW beam of an index of full vectors;
-WIDE_SEARCH_COMPRESSED times the lists and WIDE_RERANK times the candidates of a re-ranked one).
+wider: the build chooses how much (the manifest's far_search, quality/recall.py; a bundle built
+before has defaults.WIDE_SEARCH..., by kind of index).
 This prints, side by side in one run on one bundle, for near queries (Fashion-MNIST test images),
 upside-down and mirrored ones, and scikit-learn's digits (queries made by
 bench_scale.unusual_queries): the share searched again, recall@10 against an exact scan of the
 search vectors, and the p50 of `engine.query(image, k=10)` one at a time, for
 
   * tuned: no second search;
-  * each "lists x candidates" widening given by --settings (default: 4x1, the previous default for
-    every index, and the current defaults for the bundle's kind of index).
+  * each "lists x candidates" widening given by --settings (default: 4x1, the default before the
+    build chose, and the bundle's own choice, or the defaults where it has none).
 
     python scripts/bench_far_queries.py /work/bench/1m/bundle --start 2000
 
@@ -80,9 +80,12 @@ def main() -> None:
     far_squared = engine.index.far_squared
     (part,) = engine.index.parts
     if args.settings is None:
-        args.settings = "4x1" if defaults.WIDE_SEARCH == 4 else f"4x1,{defaults.WIDE_SEARCH}x1"
-        if part.index.wide_rerank() > 1:  # a re-ranked, compressed index
-            args.settings = f"4x1,{defaults.WIDE_SEARCH_COMPRESSED}x{defaults.WIDE_RERANK}"
+        chosen = engine.index.wide_search
+        if chosen is None:  # built before the build chose: the defaults for its kind of index
+            chosen = (defaults.WIDE_SEARCH, 1)
+            if part.index.wide_rerank() > 1:  # a re-ranked, compressed index
+                chosen = (defaults.WIDE_SEARCH_COMPRESSED, defaults.WIDE_RERANK)
+        args.settings = ",".join(dict.fromkeys(["4x1", f"{chosen[0]}x{chosen[1]}"]))
     nearest = {
         kind: engine.index._merged(engine.index.search_space(v), 1, exhaustive=False)[0][:, 0]
         for kind, v in vectors.items()
@@ -96,8 +99,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for name, far, lists, candidates in settings:
         engine.index.far_squared = far
-        defaults.WIDE_SEARCH = defaults.WIDE_SEARCH_COMPRESSED = lists
-        defaults.WIDE_RERANK = candidates
+        engine.index.wide_search = (lists, candidates)
         for kind, v in vectors.items():
             found = engine.search(v, 10)[1]
             recall = np.mean([len(np.intersect1d(f, t)) for f, t in zip(found, truths[kind], strict=True)]) / 10

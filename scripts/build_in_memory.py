@@ -85,7 +85,7 @@ def main() -> None:
         images,
         labels.astype(np.int16),
         class_names=list(data.class_names),
-        info={"dataset": f"fashion-mnist-augmented-{args.size}"},
+        info={"dataset": f"fashion-mnist-augmented-{args.size}", "split_sizes": {"collection": args.size}},
         name="synthetic images in memory",
     )
     checkpoint = load_checkpoint(SHIPPED_DIR / "fashion-mnist.safetensors")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from aesearch import Collection, SearchEngine
+from aesearch.search.engine import far_search
 from tests.conftest import make_bundle
 
 
@@ -98,6 +99,8 @@ def test_a_reranked_bundle_widens_lists_and_candidates(tmp_path, monkeypatch):
     options = StreamOptions(whiten_dims=32, shifts=((0, 0),), chunk_size=100, max_index_memory=1200 * 100)
     stream_build(tmp_path / "pq", ArraySource(noisy.astype(np.uint8)), tiny_checkpoint(), options, log=None)
     engine = SearchEngine.load(tmp_path / "pq")
+    assert engine.index.wide_search == far_search(engine.manifest) and engine.index.wide_search is not None
+    engine.index.wide_search = None  # as a bundle built before the build chose it: the defaults
     (part,) = engine.index.parts
     tuned_nprobe, factor = part.index.search_parameters().nprobe, part.index.index.factor
     assert factor > 1 and part.index.wide_rerank() == 4

@@ -90,3 +90,39 @@ def test_a_build_records_recall_in_its_manifest_and_info_shows_it(tmp_path, monk
     compacted = Collection.open(tmp_path / "b").compact()
     assert compacted["recall_at_10"]["generation"] == compacted["generation"]
     assert compacted["recall_at_10"]["count"] == 298
+
+
+def test_the_far_search_chosen_is_the_cheapest_rung_that_reaches_the_target(ivf_bundle, monkeypatch):
+    from aesearch.quality.recall import choose_far_search, probes
+
+    engine = SearchEngine.load(ivf_bundle)
+    (part,) = engine.index.parts
+    part.index.index.nprobe = 1  # so that the rungs differ
+    found = probes(engine, queries=60)
+    ladder = ((1, 1), (2, 1), (4, 1), (8, 1), (16, 1))
+    monkeypatch.setattr("aesearch.defaults.FAR_SEARCH_LADDER_FULL_VECTORS", ladder)
+    engine.index.far_squared = 0.0  # every query far: each rung is what every query gets
+
+    def worst(setting):
+        engine.index.wide_search = setting
+        return min(found.recall(engine, ("transformed", "foreign")).values())
+
+    reached = [worst(setting) for setting in ladder]
+    assert reached[0] < reached[-1]  # the rungs differ: the test can tell them apart
+    for target in (0.0, (reached[0] + reached[-1]) / 2, 1.1):
+        monkeypatch.setattr("aesearch.defaults.FAR_TARGET_RECALL", target)
+        chosen = choose_far_search(engine, found)
+        expected = next((s for s, r in zip(ladder, reached, strict=True) if r >= target), ladder[-1])
+        assert chosen == expected == engine.index.wide_search
+
+
+def test_an_exact_bundle_records_no_far_search_and_a_damaged_entry_falls_back(tmp_path):
+    from aesearch.search.engine import far_search
+
+    manifest = stream_build(
+        tmp_path / "b", ArraySource(synthetic_images(100)), tiny_checkpoint(), StreamOptions(shifts=((0, 0),)), log=None
+    )
+    assert manifest["far_search"] is None and SearchEngine.load(tmp_path / "b").index.wide_search is None
+    assert far_search({"far_search": {"lists": 8, "candidates": 4}}) == (8, 4)
+    for damaged in ({"lists": 0, "candidates": 4}, {"lists": True, "candidates": 4}, {"lists": 8}, [8, 4], "8x4"):
+        assert far_search({"far_search": damaged}) is None

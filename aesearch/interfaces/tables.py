@@ -96,6 +96,9 @@ def _recall(manifest: dict) -> str:
 
     measured = manifest["recall_at_10"]
     text = recall_summary(measured)
+    chosen = manifest.get("far_search")
+    if isinstance(chosen, dict):
+        text += f"; far queries search {chosen.get('lists')}x the lists, {chosen.get('candidates')}x the candidates"
     if measured.get("generation") != manifest.get("generation"):
         text += f"; measured at generation {measured.get('generation')} over {measured.get('count', 0):,} images"
     return text

@@ -17,6 +17,8 @@ as it is.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from aesearch import defaults
@@ -26,16 +28,36 @@ KINDS = ("near", "transformed", "foreign")
 CHUNK = 65_536  # stored vectors scanned at a time (48 MiB of 192-d float32)
 
 
-def recall_by_kind(engine: SearchEngine, *, queries: int = defaults.RECALL_QUERIES, k: int = 10, seed: int = 0) -> dict:
-    """{"near": r, "transformed": r, "foreign": r, "queries": n, "k": k} for this engine's bundle.
+@dataclass
+class Probes:
+    """Each kind's query vectors, their exact neighbours, and the near queries' own ids."""
 
-    queries: images of each kind (fewer when the collection is smaller)."""
+    vectors: dict[str, np.ndarray]
+    truth: dict[str, np.ndarray]  # (n, k) ids, the query's own id left out
+    own: dict[str, np.ndarray]  # (n,) ids to leave out of an answer (-1: none)
+    k: int
+
+    def recall(self, engine: SearchEngine, kinds=KINDS) -> dict[str, float]:
+        """recall@k of engine's search as it is set now, for each of these kinds."""
+        result = {}
+        for kind in kinds:
+            found = _without(engine.search(self.vectors[kind], self.k + 1)[1], self.own[kind], self.k)
+            shared = [len(np.intersect1d(f, t)) for f, t in zip(found, self.truth[kind], strict=True)]
+            result[kind] = round(float(np.mean(shared)) / self.k, 4)
+        return result
+
+
+def probes(
+    engine: SearchEngine, *, queries: int = defaults.RECALL_QUERIES, k: int = 10, seed: int = 0
+) -> Probes | None:
+    """queries of each kind (fewer when the collection is smaller) and their exact k nearest; None
+    when the bundle has fewer than two images."""
     bundle = engine.bundle
     live = bundle.live_ids()
     n = min(queries, len(live))
     k = min(k, len(live) - 1)
     if k < 1:
-        return {}
+        return None
     rng = np.random.default_rng(seed)
     ids = np.sort(rng.choice(live, size=n, replace=False))
     images = bundle.images(ids)
@@ -46,37 +68,65 @@ def recall_by_kind(engine: SearchEngine, *, queries: int = defaults.RECALL_QUERI
         "transformed": engine.encode(turned),
         "foreign": engine.encode(foreign_images(n, bundle.image_shape, seed)),
     }
-    everything = engine.search_space(np.concatenate(list(vectors.values())))
-    own = np.concatenate([ids, np.full(2 * n, -1)])  # the near queries leave themselves out
-    truth = _exact(engine, everything, k + 1)
-    truth = _without(truth, own, k)
-    result, start = {}, 0
-    for kind, v in vectors.items():
-        found = engine.search(v, k + 1)[1]
-        found = _without(found, own[start : start + n], k)
-        true = truth[start : start + n]
-        result[kind] = round(
-            float(np.mean([len(np.intersect1d(f, t)) for f, t in zip(found, true, strict=True)])) / k, 4
-        )
-        start += n
-    return {**result, "queries": n, "k": k}
+    own = {"near": ids, "transformed": np.full(n, -1), "foreign": np.full(n, -1)}  # near ones leave themselves out
+    truth = _exact(engine, engine.search_space(np.concatenate(list(vectors.values()))), k + 1)
+    by_kind = {kind: truth[i * n : (i + 1) * n] for i, kind in enumerate(vectors)}
+    return Probes(vectors, {kind: _without(by_kind[kind], own[kind], k) for kind in KINDS}, own, k)
+
+
+def recall_by_kind(engine: SearchEngine, *, queries: int = defaults.RECALL_QUERIES, k: int = 10, seed: int = 0) -> dict:
+    """{"near": r, "transformed": r, "foreign": r, "queries": n, "k": k} for this engine's bundle,
+    searched as it is set now."""
+    found = probes(engine, queries=queries, k=k, seed=seed)
+    if found is None:
+        return {}
+    return {**found.recall(engine), "queries": len(found.own["near"]), "k": found.k}
+
+
+def choose_far_search(engine: SearchEngine, found: Probes) -> tuple[int, int] | None:
+    """The cheapest (lists, candidates) widening, from defaults.FAR_SEARCH_LADDER (for an index of
+    full vectors, FAR_SEARCH_LADDER_FULL_VECTORS), whose recall for transformed
+    and foreign queries reaches defaults.FAR_TARGET_RECALL (the last if none does); None when the
+    index cannot look wider (exact). Sets it on engine.index."""
+    index = engine.index
+    if not getattr(index, "_widens", False) or index.far_squared is None:
+        return None
+    reranked = any(part.index.wide_rerank() > 1 for part in index.parts)
+    ladder = defaults.FAR_SEARCH_LADDER if reranked else defaults.FAR_SEARCH_LADDER_FULL_VECTORS
+    for setting in ladder:
+        index.wide_search = setting
+        reached = found.recall(engine, ("transformed", "foreign"))
+        if min(reached.values()) >= defaults.FAR_TARGET_RECALL:
+            break
+    return index.wide_search
 
 
 def record_recall(index_dir, log=print) -> dict:
-    """Measure the published bundle's recall@10 for each kind of query and record it in its manifest
-    (a build and a compaction end here); returns the manifest. The bundle is complete and
-    searchable before this: one interrupted here has lost only the figures."""
+    """Choose how much wider far queries search (choose_far_search), then measure the bundle's
+    recall@10 for each kind of query, and record both in its manifest (a build and a compaction end
+    here); returns the manifest. The bundle is complete and searchable before this: one interrupted
+    here has lost only the choice (far queries get the defaults) and the figures."""
     from aesearch.store.bundle import BundleWriter, read_manifest
 
     engine = SearchEngine.load(index_dir)
-    figures = recall_by_kind(engine)
-    if not figures:  # fewer than two images: nothing to measure
+    found = probes(engine)
+    if found is None:  # fewer than two images: nothing to measure
         return read_manifest(index_dir)
+    chosen = choose_far_search(engine, found)
+    figures = {**found.recall(engine), "queries": len(found.own["near"]), "k": found.k}
     with BundleWriter.update(index_dir) as writer:
         measured = {**figures, "count": len(engine), "generation": writer.next_generation}
-        manifest = writer.commit({"recall_at_10": measured})
+        fields = {"recall_at_10": measured, "far_search": None}  # None: an exact index, nothing to widen
+        if chosen is not None:
+            fields["far_search"] = {
+                "lists": chosen[0],
+                "candidates": chosen[1],
+                "target_recall": defaults.FAR_TARGET_RECALL,
+            }
+        manifest = writer.commit(fields)
     if log:
-        log("Recall@10 against an exact scan: " + recall_summary(measured))
+        far = f"; far queries search {chosen[0]}x the lists, {chosen[1]}x the candidates" if chosen else ""
+        log("Recall@10 against an exact scan: " + recall_summary(measured) + far)
     return manifest
 
 

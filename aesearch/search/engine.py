@@ -142,6 +142,7 @@ class SearchEngine:
             ) from None
         far = self.trust.neighbour_distance_at(defaults.FAR_QUERY_PERCENTILE)
         self.index.far_squared = to_squared(far, bundle.manifest["metric"])
+        self.index.wide_search = far_search(bundle.manifest)
         # The index holds each image's z averaged over these translations (see NumpyAutoEncoder.embed).
         self.shifts = [tuple(shift) for shift in bundle.manifest.get("embedding_shifts", [[0, 0]])]
         self._check_stored_vectors()
@@ -557,3 +558,14 @@ def read_through(paths: Sequence[Path]) -> None:
                     pass
         except OSError:
             continue
+
+
+def far_search(manifest: dict) -> tuple[int, int] | None:
+    """The (lists, candidates) factors the build chose for far queries (quality/recall.py), or None
+    (a bundle built before they were chosen, or a damaged entry: each index kind's default)."""
+    chosen = manifest.get("far_search")
+    if not isinstance(chosen, dict):
+        return None
+    lists, candidates = chosen.get("lists"), chosen.get("candidates")
+    valid = all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1024 for v in (lists, candidates))
+    return (lists, candidates) if valid else None

@@ -210,7 +210,7 @@ class VectorIndex:
             return None
         return self._parameters(exhaustive=False, widen=defaults.WIDE_SEARCH if factor is None else factor)
 
-    def wide_rerank(self) -> int:
+    def wide_rerank(self, factor: int | None = None) -> int:
         """How many times its tuned candidates a wide search re-ranks: 1, nothing is re-ranked here."""
         return 1
 

@@ -108,8 +108,8 @@ class RerankedVectorIndex(VectorIndex):
     def wide_parameters(self, factor: int | None = None) -> faiss.SearchParameters | None:
         return self._inner.wide_parameters(defaults.WIDE_SEARCH_COMPRESSED if factor is None else factor)
 
-    def wide_rerank(self) -> int:
-        return defaults.WIDE_RERANK
+    def wide_rerank(self, factor: int | None = None) -> int:
+        return defaults.WIDE_RERANK if factor is None else factor
 
     def search_prepared(
         self, prepared: np.ndarray, k: int, *, params: faiss.SearchParameters | None = None, rerank: int = 1

@@ -73,6 +73,10 @@ class SegmentedIndex:
         # Squared distance past which an unfiltered query's nearest hit makes it search again, wider
         # (SearchEngine sets it from the trust calibration; None: never).
         self.far_squared: float | None = None
+        # How much wider a far query looks: (times the IVF lists or HNSW beam, times the candidates a
+        # compressed part re-ranks), as the build chose it (quality/recall.py, the manifest's
+        # far_search); None: each kind of index's default (defaults.WIDE_SEARCH...).
+        self.wide_search: tuple[int, int] | None = None
         # Only an approximate part (IVF, HNSW) can look further: an exact one would search twice for nothing.
         self._widens = any(part.index.wide_parameters() is not None for part in parts)
 
@@ -164,7 +168,8 @@ class SegmentedIndex:
         if subset is None and self.far_squared is not None and self._widens:
             far = np.flatnonzero(squared[:, 0] > self.far_squared)
             if len(far):  # unlike the probes the index was tuned on: look further (defaults.WIDE_SEARCH...)
-                squared[far], ids[far] = self._merged(prepared[far], k, exhaustive=False, wide=True)
+                wide = self.wide_search or True
+                squared[far], ids[far] = self._merged(prepared[far], k, exhaustive=False, wide=wide)
         available = min(k, self.count if subset is None else subset.count)
         short = np.flatnonzero((ids[:, :available] < 0).any(axis=1))
         if len(short):
@@ -173,9 +178,19 @@ class SegmentedIndex:
         return to_distance(squared, self.spec.metric), ids
 
     def _merged(
-        self, prepared: np.ndarray, k: int, *, exhaustive: bool, subset: Subset | None = None, wide: bool = False
+        self,
+        prepared: np.ndarray,
+        k: int,
+        *,
+        exhaustive: bool,
+        subset: Subset | None = None,
+        wide: bool | tuple[int, int] = False,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Every part's answer merged into one ranking of global ids: (squared distances, ids), (n, k)."""
+        """Every part's answer merged into one ranking of global ids: (squared distances, ids), (n, k).
+
+        wide: search wider than tuned (a far query): True, each index kind's default; (lists,
+        candidates), those factors (SegmentedIndex.wide_search)."""
+        lists, candidates = wide if isinstance(wide, tuple) else (None, None)
         n = len(prepared)
         all_squared, all_ids = [], []
         for number, part in enumerate(self.parts):
@@ -194,12 +209,12 @@ class SegmentedIndex:
                     squared, positions = part.index.search_prepared(prepared, wanted, params=params)
             else:
                 params = part.params
-                widened = part.index.wide_parameters() if wide and not exhaustive else None
+                widened = part.index.wide_parameters(lists) if wide and not exhaustive else None
                 if exhaustive or widened is not None:
                     params = part.index.exhaustive_parameters() if exhaustive else widened
                     if part.selectors:
                         params.sel = part.selectors[-1]  # the removed positions stay skipped
-                rerank = part.index.wide_rerank() if widened is not None else 1
+                rerank = part.index.wide_rerank(candidates) if widened is not None else 1
                 squared, positions = part.index.search_prepared(
                     prepared, min(k, len(part.ids)), params=params, rerank=rerank
                 )
