@@ -199,3 +199,16 @@ def trained_bundle(tmp_path_factory) -> Path:
         images=images,
         labels=synthetic_labels(720),
     )
+
+
+@pytest.fixture(scope="module")
+def far_ivf_bundle(tmp_path_factory):
+    """2,000 images, IVF, whitened, cosine: an approximate index whose far queries can search wider."""
+    return make_bundle(
+        tmp_path_factory.mktemp("far") / "ivf",
+        n=2000,
+        index_type="ivf",
+        metric="cosine",
+        transform="whiten",
+        params={"whiten_dims": 32, "whiten_shrinkage": 0.03},
+    )

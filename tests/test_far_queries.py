@@ -11,18 +11,6 @@ from aesearch.search.engine import far_search
 from tests.conftest import make_bundle
 
 
-@pytest.fixture(scope="module")
-def ivf_bundle(tmp_path_factory):
-    return make_bundle(
-        tmp_path_factory.mktemp("far") / "ivf",
-        n=2000,
-        index_type="ivf",
-        metric="cosine",
-        transform="whiten",
-        params={"whiten_dims": 32, "whiten_shrinkage": 0.03},
-    )
-
-
 def far_vectors(engine: SearchEngine, n: int = 40) -> np.ndarray:
     """z vectors in directions the collection does not take: queries unlike any indexed image."""
     z = engine.bundle.embeddings(engine.bundle.live_ids()[:10])
@@ -30,14 +18,14 @@ def far_vectors(engine: SearchEngine, n: int = 40) -> np.ndarray:
     return (rng.standard_normal((n, z.shape[1])) * z.std() * 3).astype(np.float32)
 
 
-def test_the_threshold_is_the_trust_calibrations(ivf_bundle):
-    engine = SearchEngine.load(ivf_bundle)
+def test_the_threshold_is_the_trust_calibrations(far_ivf_bundle):
+    engine = SearchEngine.load(far_ivf_bundle)
     expected = 2 * engine.trust.neighbour_distance_at(97.5)  # cosine: squared = 2 (1 - cos)
     assert engine.index.far_squared == pytest.approx(expected)
 
 
-def test_a_far_query_searched_wide_enough_is_exact(ivf_bundle, monkeypatch):
-    engine = SearchEngine.load(ivf_bundle)
+def test_a_far_query_searched_wide_enough_is_exact(far_ivf_bundle, monkeypatch):
+    engine = SearchEngine.load(far_ivf_bundle)
     (part,) = engine.index.parts
     assert part.index.search_parameters().nprobe < part.index.index.nlist  # a real approximation
     queries = engine.index.search_space(far_vectors(engine))
@@ -53,8 +41,8 @@ def test_a_far_query_searched_wide_enough_is_exact(ivf_bundle, monkeypatch):
     np.testing.assert_array_equal(engine.index._search_prepared(queries, 10)[1], tuned[1])
 
 
-def test_near_queries_are_not_searched_again(ivf_bundle, monkeypatch):
-    engine = SearchEngine.load(ivf_bundle)
+def test_near_queries_are_not_searched_again(far_ivf_bundle, monkeypatch):
+    engine = SearchEngine.load(far_ivf_bundle)
     calls = []
     merged = engine.index._merged
     monkeypatch.setattr(engine.index, "_merged", lambda *a, **kw: calls.append(kw.get("wide")) or merged(*a, **kw))
@@ -62,11 +50,11 @@ def test_near_queries_are_not_searched_again(ivf_bundle, monkeypatch):
     assert len(calls) == 1 and not calls[0]  # one search, not widened
 
 
-def test_the_wide_search_skips_removed_images(ivf_bundle, tmp_path, monkeypatch):
+def test_the_wide_search_skips_removed_images(far_ivf_bundle, tmp_path, monkeypatch):
     import shutil
 
     copy = tmp_path / "copy"
-    shutil.copytree(ivf_bundle, copy)
+    shutil.copytree(far_ivf_bundle, copy)
     removed = list(range(0, 2000, 3))
     Collection.open(copy).remove(removed)
     engine = SearchEngine.load(copy)
@@ -120,17 +108,17 @@ def test_a_reranked_bundle_widens_lists_and_candidates(tmp_path, monkeypatch):
     np.testing.assert_array_equal(engine.index._search_prepared(queries, 10)[1], exact)
 
 
-def test_warm_up_reads_every_file_a_query_reads(ivf_bundle, monkeypatch):
+def test_warm_up_reads_every_file_a_query_reads(far_ivf_bundle, monkeypatch):
     read = []
     monkeypatch.setattr("aesearch.search.engine.read_through", lambda paths: read.extend(paths))
-    engine = SearchEngine.load(ivf_bundle)
+    engine = SearchEngine.load(far_ivf_bundle)
     engine.warm_up().join(timeout=10)
     names = {path.name for path in read}
     assert {"index.faiss", "records.npy", "search_vectors.npy"} <= names  # a flat/IVF bundle has none: skipped
     assert all(path.parent.parent.name == "segments" for path in read)
 
 
-def test_read_through_skips_a_file_that_is_not_there(ivf_bundle, tmp_path):
+def test_read_through_skips_a_file_that_is_not_there(far_ivf_bundle, tmp_path):
     from aesearch.search.engine import read_through
 
     (tmp_path / "a").write_bytes(b"x" * 100)

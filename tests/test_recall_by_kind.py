@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
 from aesearch import Collection, SearchEngine
@@ -14,19 +13,7 @@ from aesearch.pipelines.stream import StreamOptions, stream_build
 from aesearch.quality.recall import KINDS, _exact, foreign_images, recall_by_kind
 from aesearch.sources.arrays import ArraySource
 from aesearch.store.bundle import read_manifest
-from tests.conftest import make_bundle, synthetic_images, tiny_checkpoint
-
-
-@pytest.fixture(scope="module")
-def ivf_bundle(tmp_path_factory):
-    return make_bundle(
-        tmp_path_factory.mktemp("recall") / "ivf",
-        n=2000,
-        index_type="ivf",
-        metric="cosine",
-        transform="whiten",
-        params={"whiten_dims": 32, "whiten_shrinkage": 0.03},
-    )
+from tests.conftest import synthetic_images, tiny_checkpoint
 
 
 def brute_force(engine: SearchEngine, queries: np.ndarray, k: int) -> np.ndarray:
@@ -37,9 +24,9 @@ def brute_force(engine: SearchEngine, queries: np.ndarray, k: int) -> np.ndarray
     return live[np.argsort(squared, axis=1, kind="stable")[:, :k]]
 
 
-def test_the_exact_scan_equals_numpy_and_skips_removed_images(ivf_bundle, tmp_path):
+def test_the_exact_scan_equals_numpy_and_skips_removed_images(far_ivf_bundle, tmp_path):
     copy = tmp_path / "copy"
-    shutil.copytree(ivf_bundle, copy)
+    shutil.copytree(far_ivf_bundle, copy)
     Collection.open(copy).remove(list(range(0, 2000, 3)))
     engine = SearchEngine.load(copy)
     queries = engine.search_space(engine.encode(synthetic_images(30, seed=7)))
@@ -48,8 +35,8 @@ def test_the_exact_scan_equals_numpy_and_skips_removed_images(ivf_bundle, tmp_pa
     assert not np.isin(found, np.arange(0, 2000, 3)).any()
 
 
-def test_an_exact_index_has_recall_one_and_a_crippled_one_less(ivf_bundle):
-    engine = SearchEngine.load(ivf_bundle)
+def test_an_exact_index_has_recall_one_and_a_crippled_one_less(far_ivf_bundle):
+    engine = SearchEngine.load(far_ivf_bundle)
     (part,) = engine.index.parts
     wide = recall_by_kind(engine, queries=60)
     assert set(wide) == {*KINDS, "queries", "k"} and wide["queries"] == 60 and wide["k"] == 10
@@ -92,10 +79,10 @@ def test_a_build_records_recall_in_its_manifest_and_info_shows_it(tmp_path, monk
     assert compacted["recall_at_10"]["count"] == 298
 
 
-def test_the_far_search_chosen_is_the_cheapest_rung_that_reaches_the_target(ivf_bundle, monkeypatch):
+def test_the_far_search_chosen_is_the_cheapest_rung_that_reaches_the_target(far_ivf_bundle, monkeypatch):
     from aesearch.quality.recall import choose_far_search, probes
 
-    engine = SearchEngine.load(ivf_bundle)
+    engine = SearchEngine.load(far_ivf_bundle)
     (part,) = engine.index.parts
     part.index.index.nprobe = 1  # so that the rungs differ
     found = probes(engine, queries=60)
