@@ -63,20 +63,16 @@ CHUNK_SIZE = 16_384
 K = 8  # neighbours a query returns
 # A query whose nearest hit lies farther than this percentile of the indexed images' own
 # nearest-neighbour distances (the trust score's calibration) is searched again wider: an index
-# tuned on probes from the collection gives queries unlike it less recall. An index of full vectors
-# (IVF-Flat, HNSW) looks at WIDE_SEARCH times the lists or the beam. A compressed, re-ranked one
-# (IVF-PQ at 1 M and past) looks at WIDE_SEARCH_COMPRESSED times the lists and re-ranks WIDE_RERANK
-# times the candidates: far from everything, neighbours lie at similar distances, so the codes
-# order them loosely and more lists alone stop helping (docs/scale.md, scripts/bench_far_queries.py:
-# scikit-learn digits at 100 k 0.91 -> 0.99 with 4x the lists; at 1 M 0.67 as tuned, 0.80 with 4x
-# the lists, 0.95 with 12x the lists and 4x the candidates, p50 2.9 ms).
+# tuned on probes from the collection gives queries unlike it less recall. Wider means more IVF
+# lists (or HNSW beam) and, for a compressed, re-ranked index, more candidates re-ranked: far from
+# everything neighbours lie at similar distances, so the codes order them loosely and more lists
+# alone stop helping.
 FAR_QUERY_PERCENTILE = 97.5
-# Each build chooses how much wider its far queries search: the cheapest of these (times the lists
-# or beam, times the candidates a compressed index re-ranks) whose recall for transformed and foreign
-# probe queries reaches FAR_TARGET_RECALL (quality/recall.py), recorded as the manifest's far_search.
-# A fixed factor could not serve every size: 12x the lists and 4x the candidates took the digits to
-# 0.952 at 1 M but the 10 M p50 to 5.4 ms, where 8x4 gives 0.943 in 4.4 ms (docs/scale.md).
-# WIDE_SEARCH... below are what a bundle built before the choice gets.
+# How much wider is chosen by each build: the cheapest of these (times the lists or beam, times the
+# candidates a compressed index re-ranks) whose recall for transformed and foreign probe queries
+# reaches FAR_TARGET_RECALL (quality/recall.py), recorded as the manifest's far_search. A fixed
+# factor could not serve every size: 12x4 held the 10 M p50 at 5.4 ms where 8x4 met every target
+# in 4.25 ms, and 4x the lists left scikit-learn's digits at 0.81-0.89 (docs/scale.md).
 FAR_TARGET_RECALL = 0.95
 FAR_SEARCH_LADDER = ((4, 1), (4, 2), (4, 4), (6, 4), (8, 4), (12, 4), (16, 4), (24, 4), (32, 4))
 FAR_SEARCH_LADDER_FULL_VECTORS = ((4, 1), (8, 1), (12, 1), (16, 1), (32, 1))
@@ -87,6 +83,8 @@ SCATTERED_ROWS = 4096
 # Each build measures recall@10 for near, transformed and foreign queries, this many of each
 # (quality/recall.py), and records it in the manifest.
 RECALL_QUERIES = 200
+# What a bundle built before the choice gets: an index of full vectors WIDE_SEARCH times the lists
+# or beam; a compressed one WIDE_SEARCH_COMPRESSED times the lists, WIDE_RERANK times the candidates.
 WIDE_SEARCH = 4
 WIDE_SEARCH_COMPRESSED = 12
 WIDE_RERANK = 4
