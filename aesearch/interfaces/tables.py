@@ -92,13 +92,13 @@ def eval_table(report) -> str:
 
 def _recall(manifest: dict) -> str:
     """The recall measured when the bundle was built, and whether it has changed since."""
-    from aesearch.quality.recall import recall_summary
+    from aesearch.quality.recall import far_search_summary, recall_summary
 
     measured = manifest["recall_at_10"]
     text = recall_summary(measured)
     chosen = manifest.get("far_search")
     if isinstance(chosen, dict):
-        text += f"; far queries search {chosen.get('lists')}x the lists, {chosen.get('candidates')}x the candidates"
+        text += f"; far queries search {far_search_summary(chosen.get('lists'), chosen.get('candidates'))}"
     if measured.get("generation") != manifest.get("generation"):
         text += f"; measured at generation {measured.get('generation')} over {measured.get('count', 0):,} images"
     return text
