@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_scale import unusual_queries
 
 from aesearch import SearchEngine, defaults
-from aesearch.search.large import SEARCH_VECTORS_FILE, exact_knn
+from aesearch.quality.recall import exact_neighbours
 from aesearch.sources.fashion_mnist import load_fashion_mnist
 
 TIMED = 200  # single queries timed per kind and setting
@@ -61,17 +61,7 @@ def main() -> None:
     }
     vectors = {kind: engine.encode(images) for kind, images in kinds.items()}
     everything = np.concatenate(list(vectors.values()))
-    (segment,) = engine.bundle.segments
-    chunk, stored = 65_536, segment.file(SEARCH_VECTORS_FILE)
-    if stored.exists():  # a compressed index keeps its vectors in the search space
-        vectors_on_disk = np.load(stored, mmap_mode="r")
-        chunks = (np.asarray(vectors_on_disk[s : s + chunk]) for s in range(0, len(vectors_on_disk), chunk))
-    else:
-        embeddings = segment.embeddings
-        chunks = (
-            engine.index.search_space(np.asarray(embeddings[s : s + chunk])) for s in range(0, len(embeddings), chunk)
-        )
-    _, truth = exact_knn(engine.index.search_space(everything), chunks, 10)
+    truth = exact_neighbours(engine, engine.index.search_space(everything), 10)
     start, truths = 0, {}
     for kind, v in vectors.items():
         truths[kind] = truth[start : start + len(v)]

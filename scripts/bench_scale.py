@@ -132,7 +132,8 @@ def search_figures(bundle: Path, load: bool = False) -> dict:
     from bench_query import busy_machine  # scripts/ is on the path when this script runs
 
     from aesearch import SearchEngine
-    from aesearch.search.large import SEARCH_VECTORS_FILE, exact_knn
+    from aesearch.quality.recall import exact_neighbours
+    from aesearch.search.engine import read_through
     from aesearch.sources.fashion_mnist import load_fashion_mnist
 
     queries = load_fashion_mnist().test.images[:1000]  # held out: the collections come from train
@@ -149,15 +150,9 @@ def search_figures(bundle: Path, load: bool = False) -> dict:
             vectors = {kind: engine.encode(images) for kind, images in kinds.items()}
             found = {kind: engine.search(v, 10)[1] for kind, v in vectors.items()}
             everything = np.concatenate(list(vectors.values()))
-            prepared, n, chunk = engine.index.search_space(everything), segment.count, 65_536
-            stored = segment.file(SEARCH_VECTORS_FILE)
-            if stored.exists():  # already in the search space: 768 B a row read instead of 1,256
-                search_vectors = np.load(stored, mmap_mode="r")
-                chunks = (np.asarray(search_vectors[s : s + chunk]) for s in range(0, n, chunk))
-            else:
-                embeddings = segment.embeddings
-                chunks = (engine.index.search_space(np.asarray(embeddings[s : s + chunk])) for s in range(0, n, chunk))
-            _, truth = exact_knn(prepared, chunks, 10)  # one pass over the vectors for every kind
+            n = segment.count
+            # one pass over the stored vectors (the search vectors where the bundle has them) for every kind
+            truth = exact_neighbours(engine, engine.index.search_space(everything), 10)
             by_kind, start = {}, 0
             for kind, hits in found.items():
                 true = truth[start : start + len(hits)]
@@ -165,7 +160,7 @@ def search_figures(bundle: Path, load: bool = False) -> dict:
                 shared = [len(np.intersect1d(f, t)) for f, t in zip(hits, true, strict=True)]
                 by_kind[kind] = float(np.mean(shared)) / 10
             recall = by_kind["near"]
-            read_through(segment.folder / name for name in ("records.npy", "index.faiss"))
+            read_through([segment.folder / name for name in ("records.npy", "index.faiss")])
         single, busy = [], busy_machine(load)
         for i in range(201):
             t = time.perf_counter()
@@ -254,14 +249,6 @@ def evict_page_cache(folder: Path) -> int:
                 os.close(fd)
             total += path.stat().st_size
     return total
-
-
-def read_through(paths) -> None:
-    """Read files once, so that they are in the page cache."""
-    for path in paths:
-        with open(path, "rb", buffering=0) as f:
-            while f.read(16 << 20):
-                pass
 
 
 def recalls(r: dict) -> str:

@@ -8,7 +8,7 @@ import pytest
 
 from aesearch.search.index import recall_at_k
 from aesearch.search.index_choice import IndexChoice
-from aesearch.search.large import RerankingIndex, _without, build_streamed, exact_knn, read_index, tune_streamed
+from aesearch.search.large import RerankingIndex, build_streamed, exact_knn, read_index, tune_streamed, without_own
 
 
 def clustered(n: int, d: int = 32, seed: int = 0) -> np.ndarray:
@@ -54,7 +54,7 @@ def test_tuning_reaches_target_recall_with_reranking():
         search = faiss.SearchParametersIVF()
         search.nprobe, index.factor = nprobe, factor
         found = index.search(vectors[own], 11, params=search)[1]
-        return recall_at_k(_without(found, own, 10), _without(truth, own, 10))
+        return recall_at_k(without_own(found, own, 10), without_own(truth, own, 10))
 
     # The fewest of each: half the candidates miss the target even with every list probed, and half the
     # lists miss it with the candidates chosen.

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from aesearch import Collection, SearchEngine
 from aesearch.interfaces.cli import cli
 from aesearch.pipelines.stream import StreamOptions, stream_build
-from aesearch.quality.recall import KINDS, _exact, foreign_images, recall_by_kind
+from aesearch.quality.recall import KINDS, exact_neighbours, foreign_images, recall_by_kind
 from aesearch.sources.arrays import ArraySource
 from aesearch.store.bundle import read_manifest
 from tests.conftest import synthetic_images, tiny_checkpoint
@@ -30,7 +30,7 @@ def test_the_exact_scan_equals_numpy_and_skips_removed_images(far_ivf_bundle, tm
     Collection.open(copy).remove(list(range(0, 2000, 3)))
     engine = SearchEngine.load(copy)
     queries = engine.search_space(engine.encode(synthetic_images(30, seed=7)))
-    found = _exact(engine, queries, 10)
+    found = exact_neighbours(engine, queries, 10)
     np.testing.assert_array_equal(found, brute_force(engine, queries, 10))
     assert not np.isin(found, np.arange(0, 2000, 3)).any()
 
@@ -113,3 +113,22 @@ def test_an_exact_bundle_records_no_far_search_and_a_damaged_entry_falls_back(tm
     assert far_search({"far_search": {"lists": 8, "candidates": 4}}) == (8, 4)
     for damaged in ({"lists": 0, "candidates": 4}, {"lists": True, "candidates": 4}, {"lists": 8}, [8, 4], "8x4"):
         assert far_search({"far_search": damaged}) is None
+
+
+def test_info_reads_a_hand_edited_recall_or_far_search_without_a_traceback(tmp_path):
+    import json
+
+    from aesearch.store.manifest import write_manifest
+
+    stream_build(
+        tmp_path / "b", ArraySource(synthetic_images(100)), tiny_checkpoint(), StreamOptions(shifts=((0, 0),)), log=None
+    )
+    for recall, far, shown in [
+        ("garbage", None, "unreadable in the manifest: build the index again"),
+        ({"near": "x", "queries": None}, {"lists": "x"}, "near ? (? queries each); far search unreadable"),
+        ({"near": 0.5, "count": "q"}, {"lists": 8, "candidates": 4}, "far queries search 8x the lists, 4x the"),
+    ]:
+        manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+        write_manifest(tmp_path / "b", {**manifest, "recall_at_10": recall, "far_search": far})  # checksum redone
+        result = CliRunner().invoke(cli, ["info", "--index-dir", str(tmp_path / "b")])
+        assert result.exit_code == 0 and shown in result.output, result.output

@@ -93,14 +93,21 @@ def eval_table(report) -> str:
 def _recall(manifest: dict) -> str:
     """The recall measured when the bundle was built, and whether it has changed since."""
     from aesearch.quality.recall import far_search_summary, recall_summary
+    from aesearch.search.engine import far_search
 
     measured = manifest["recall_at_10"]
+    if not isinstance(measured, dict):
+        return "unreadable in the manifest: build the index again (or `aesearch sync --compact`) to measure it"
     text = recall_summary(measured)
-    chosen = manifest.get("far_search")
-    if isinstance(chosen, dict):
-        text += f"; far queries search {far_search_summary(chosen.get('lists'), chosen.get('candidates'))}"
+    chosen = far_search(manifest)  # validated as the engine reads it
+    if chosen is not None:
+        text += f"; far queries search {far_search_summary(*chosen)}"
+    elif manifest.get("far_search") is not None:
+        text += "; far search unreadable in the manifest: far queries get the defaults"
     if measured.get("generation") != manifest.get("generation"):
-        text += f"; measured at generation {measured.get('generation')} over {measured.get('count', 0):,} images"
+        count = measured.get("count")
+        images = f"{count:,}" if isinstance(count, int) and not isinstance(count, bool) else "?"
+        text += f"; measured at generation {measured.get('generation')} over {images} images"
     return text
 
 

@@ -26,8 +26,15 @@ from aesearch.errors import InvalidArgumentError
 from aesearch.quality.evaluate import DEPTH, protocol_rows
 from aesearch.quality.metrics import mean_average_precision_at_k, precision_at_k, relevance
 from aesearch.search.engine import SearchEngine
-from aesearch.search.feedback import DEFAULT_SETTINGS, FeedbackSettings, background_ids, refined_queries, shown_ranking
-from aesearch.search.index import IndexSpec, VectorIndex, in_space, to_distance
+from aesearch.search.feedback import (
+    DEFAULT_SETTINGS,
+    FeedbackSettings,
+    background_ids,
+    distances_to,
+    refined_queries,
+    shown_ranking,
+)
+from aesearch.search.index import IndexSpec, VectorIndex, in_space
 
 SHOWN = 10  # hits the simulated user sees and marks each round
 CHUNK = 1000  # queries refined together (bounds the padded arrays' memory)
@@ -114,7 +121,7 @@ def evaluate_feedback(
             prepared = in_space(chunk, metric)
             for i, row, row_distances, query in zip(rows, found, distances, prepared, strict=True):
                 liked = np.asarray(more[i], dtype=np.int64)
-                liked_distances = to_distance(((database[liked] - query) ** 2).sum(1), metric)
+                liked_distances = distances_to(query, database[liked], metric)
                 kept, _ = shown_ranking(row, row_distances, liked, liked_distances, less[i])
                 shown[i, : min(depth, len(kept))] = kept[:depth]
                 unseen = row[(row >= 0) & ~np.isin(row, more[i] + less[i])][:SHOWN]

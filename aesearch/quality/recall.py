@@ -23,6 +23,7 @@ import numpy as np
 
 from aesearch import defaults
 from aesearch.search.engine import SearchEngine
+from aesearch.search.large import without_own
 
 KINDS = ("near", "transformed", "foreign")
 CHUNK = 65_536  # stored vectors scanned at a time (48 MiB of 192-d float32)
@@ -41,7 +42,7 @@ class Probes:
         """recall@k of engine's search as it is set now, for each of these kinds."""
         result = {}
         for kind in kinds:
-            found = _without(engine.search(self.vectors[kind], self.k + 1)[1], self.own[kind], self.k)
+            found = without_own(engine.search(self.vectors[kind], self.k + 1)[1], self.own[kind], self.k)
             shared = [len(np.intersect1d(f, t)) for f, t in zip(found, self.truth[kind], strict=True)]
             result[kind] = round(float(np.mean(shared)) / self.k, 4)
         return result
@@ -69,9 +70,9 @@ def probes(
         "foreign": engine.encode(foreign_images(n, bundle.image_shape, seed)),
     }
     own = {"near": ids, "transformed": np.full(n, -1), "foreign": np.full(n, -1)}  # near ones leave themselves out
-    truth = _exact(engine, engine.search_space(np.concatenate(list(vectors.values()))), k + 1)
+    truth = exact_neighbours(engine, engine.search_space(np.concatenate(list(vectors.values()))), k + 1)
     by_kind = {kind: truth[i * n : (i + 1) * n] for i, kind in enumerate(vectors)}
-    return Probes(vectors, {kind: _without(by_kind[kind], own[kind], k) for kind in KINDS}, own, k)
+    return Probes(vectors, {kind: without_own(by_kind[kind], own[kind], k) for kind in KINDS}, own, k)
 
 
 def recall_by_kind(engine: SearchEngine, *, queries: int = defaults.RECALL_QUERIES, k: int = 10, seed: int = 0) -> dict:
@@ -138,8 +139,12 @@ def far_search_summary(lists: object, candidates: object) -> str:
 
 def recall_summary(measured: dict) -> str:
     """A manifest's recall_at_10 in one line: near 0.990, transformed 0.970, foreign 0.955 (200 queries each)."""
-    kinds = ", ".join(f"{kind} {measured[kind]:.3f}" for kind in KINDS if kind in measured)
-    return f"{kinds} ({measured.get('queries', '?')} queries each)"
+
+    def number(value: object, form: str) -> str:  # a hand-edited manifest may hold anything
+        return format(value, form) if isinstance(value, int | float) and not isinstance(value, bool) else "?"
+
+    kinds = ", ".join(f"{kind} {number(measured[kind], '.3f')}" for kind in KINDS if kind in measured)
+    return f"{kinds} ({number(measured.get('queries'), 'd')} queries each)"
 
 
 def foreign_images(n: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -170,7 +175,7 @@ def foreign_images(n: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     return out
 
 
-def _exact(engine: SearchEngine, queries: np.ndarray, k: int) -> np.ndarray:
+def exact_neighbours(engine: SearchEngine, queries: np.ndarray, k: int) -> np.ndarray:
     """(n, k) ids of the exactly nearest live images in the search space (squared L2, which ranks as
     the index does for both metrics: cosine vectors are unit length there)."""
     from aesearch.memory import read_rows
@@ -203,12 +208,3 @@ def _exact(engine: SearchEngine, queries: np.ndarray, k: int) -> np.ndarray:
         best_ids = np.concatenate([best_ids, ids], axis=1)
     order = np.argsort(best_squared, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(best_ids, order, axis=1)
-
-
-def _without(found: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
-    """Each row's first k ids other than its own (own -1: none to leave out)."""
-    out = np.full((len(found), k), -1, np.int64)
-    for i, (row, self_id) in enumerate(zip(found, own, strict=True)):
-        kept = row[(row != self_id) & (row >= 0)][:k]
-        out[i, : len(kept)] = kept
-    return out

@@ -141,7 +141,7 @@ def refine(
             settings=settings,
         )
         marked = np.ones(len(feedback.more), dtype=bool) if where is None else _matching(engine, feedback.more, where)
-        liked_distances = to_distance(_squared(in_space(refined, metric)[0], liked[marked]), metric)
+        liked_distances = distances_to(in_space(refined, metric)[0], liked[marked], metric)
         extra = len(feedback.less) + len(feedback.more)
         distances, ids = engine.search_in_space(refined, min(len(engine), k + extra), where=where)
         ids, distances = shown_ranking(
@@ -166,9 +166,10 @@ def shown_ranking(
     )
 
 
-def _squared(query: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """Squared L2 distances from one search-space query to each row of vectors (what the index compares)."""
-    return ((vectors - query[None]) ** 2).sum(1).astype(np.float32)
+def distances_to(query: np.ndarray, vectors: np.ndarray, metric: str) -> np.ndarray:
+    """Distances, as hits report them, from one query as the index takes it (in_space) to each row
+    of vectors (search-space vectors)."""
+    return to_distance(((vectors - query[None]) ** 2).sum(1).astype(np.float32), metric)
 
 
 def _matching(engine: SearchEngine, ids: Sequence[int], where) -> np.ndarray:

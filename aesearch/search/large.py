@@ -267,7 +267,7 @@ def tune_streamed(
 
     def recall() -> float:
         found = index.search(queries, k + 1)[1]
-        return recall_at_k(_without(found, own_rows, k), _without(truth, own_rows, k))
+        return recall_at_k(without_own(found, own_rows, k), without_own(truth, own_rows, k))
 
     reached = recall()
     hnsw = getattr(faiss.downcast_index(base), "hnsw", None) if not isinstance(base, RerankingIndex) else None
@@ -342,7 +342,8 @@ def _no_prefetch_threads(index: faiss.Index) -> None:
         lists.prefetch_nthread = 0
 
 
-def _without(rows: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
+def without_own(rows: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
+    """Each row's first k ids (or rows) other than its query's own (own -1: none to leave out)."""
     out = np.full((len(rows), k), -1, dtype=np.int64)
     for i, (row, me) in enumerate(zip(rows, own, strict=True)):
         kept = row[(row != me) & (row >= 0)][:k]
