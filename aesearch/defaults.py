@@ -80,6 +80,14 @@ FAR_SEARCH_LADDER_FULL_VECTORS = ((4, 1), (8, 1), (12, 1), (16, 1), (32, 1))
 # candidates: fast from a cold page cache); more (a batch) through large, in-order reads
 # (search/large.py StoredVectors).
 SCATTERED_ROWS = 4096
+# A batch's re-ranking rows are copied by GATHER_READERS threads (search/gather.py), so that many
+# reads are in flight from a cold page cache: cold at 10 M, a batch of 1,000 ran at 125-134 q/s with
+# one reader, 230 / 250 / 321 / 410 / 384 with 16 / 32 / 64 / 128 / 256 (one run), 321-333 with 64.
+# Rows that are at least DENSE_GATHER_SHARE of a segment's are read through the plain map (its
+# read-ahead windows then hold mostly wanted rows), fewer a page at a time: cold at 1 M, 2.1% of the
+# rows read faster a page at a time (601 against 337 q/s), 3.9% through the plain map (767 / 672).
+GATHER_READERS = 64
+DENSE_GATHER_SHARE = 0.03
 # Each build measures recall@10 for near, transformed and foreign queries, this many of each
 # (quality/recall.py), and records it in the manifest.
 RECALL_QUERIES = 200

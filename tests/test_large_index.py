@@ -121,8 +121,8 @@ def test_a_wide_search_reranks_more_candidates_and_finds_what_the_tuned_one_miss
 
 
 def test_stored_vectors_read_the_same_rows_through_either_map(tmp_path, monkeypatch):
-    """StoredVectors: a query's few rows through the MADV_RANDOM map, a batch's through the plain one;
-    both equal numpy's reading of the file (the oracle)."""
+    """StoredVectors: a query's few rows through the MADV_RANDOM map, a dense batch's through the plain one
+    (by several reader threads); both equal numpy's reading of the file (the oracle)."""
     from aesearch.search.large import StoredVectors
 
     vectors = clustered(500)
@@ -132,11 +132,15 @@ def test_stored_vectors_read_the_same_rows_through_either_map(tmp_path, monkeypa
     used = []
     for name in ("plain", "scattered"):
         array = getattr(stored, name)
-        monkeypatch.setattr(
-            stored, name, type("Spy", (), {"__getitem__": lambda _, rows, a=array, n=name: used.append(n) or a[rows]})()
-        )
+        spy = {"__getitem__": lambda _, rows, a=array, n=name: used.append(n) or a[rows]}
+        monkeypatch.setattr(stored, name, type("Spy", (), {**spy, "shape": array.shape, "dtype": array.dtype})())
     monkeypatch.setattr("aesearch.defaults.SCATTERED_ROWS", 10)
+    monkeypatch.setattr("aesearch.defaults.GATHER_READERS", 4)
     few, many = np.array([3, 7, 499]), np.arange(0, 500, 7)
     np.testing.assert_array_equal(stored(few), vectors[few])
+    np.testing.assert_array_equal(stored(many), vectors[many])  # 72 of 500 rows: dense
+    assert used == ["scattered"] + ["plain"] * 4
+    used.clear()
+    monkeypatch.setattr("aesearch.defaults.DENSE_GATHER_SHARE", 0.5)  # 72 of 500 is sparse now
     np.testing.assert_array_equal(stored(many), vectors[many])
-    assert used == ["scattered", "plain"]
+    assert used == ["scattered"] * 4

@@ -22,6 +22,7 @@ import numpy as np
 
 from aesearch import defaults
 from aesearch.errors import BundleError
+from aesearch.search.gather import gather_rows
 from aesearch.search.index import AffineTransform, IndexSpec, VectorIndex, new_faiss_index, search_threads
 from aesearch.search.index_choice import IndexChoice
 
@@ -147,8 +148,10 @@ class StoredVectors:
     through a map advised MADV_RANDOM, so that a page not in the cache costs one 4 KB read: through a
     plain map each such fault reads the device's read-ahead window around it (8 MB here), and the
     first query after a reboot took 0.27-0.43 s at 1 M for its 100 candidates, almost all of it
-    waiting for those windows. Many rows (a batch) are read through the plain map, whose large reads
-    fill the cache in order, faster than one page at a time.
+    waiting for those windows. Many rows (a batch) are copied by defaults.GATHER_READERS threads, so
+    that many reads are in flight: through the plain map when they are at least
+    defaults.DENSE_GATHER_SHARE of the file (its windows then hold mostly wanted rows), else through
+    the MADV_RANDOM one.
     """
 
     def __init__(self, path: Path) -> None:
@@ -160,7 +163,12 @@ class StoredVectors:
         self.dtype, self.shape = self.plain.dtype, self.plain.shape
 
     def __call__(self, rows: np.ndarray) -> np.ndarray:
-        return (self.scattered if len(rows) <= defaults.SCATTERED_ROWS else self.plain)[rows]
+        if len(rows) <= defaults.SCATTERED_ROWS:
+            return self.scattered[rows]
+        # A batch's rows, copied by several threads at once: through the plain map when they are dense
+        # enough that its read-ahead windows are mostly wanted rows, else a page at a time.
+        dense = len(rows) >= defaults.DENSE_GATHER_SHARE * self.shape[0]
+        return gather_rows(self.plain if dense else self.scattered, rows)
 
 
 def build_streamed(
