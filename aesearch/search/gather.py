@@ -3,9 +3,9 @@
 A batch of queries re-ranks its candidates against the stored search vectors (search/large.py):
 at 10 M images a batch of 1,000 reads about 280,000 rows scattered over 7.7 GB. One thread
 copying them faults one page at a time, one request in flight, and the disks these machines have
-answer many at once: cold on the reference machine, one thread copied about 9,600 random rows a
-second, 64 about 107,000 (docs/scale.md, scripts/bench_cold_start.py). NumPy releases the GIL
-while it copies, so the page faults of many threads overlap; threads read, they compute nothing.
+answer many at once: cold on the reference machine, one thread copied 10,930 random rows a second
+out of those 7.7 GB, 64 threads 81,179 (scripts/bench_disk.py; docs/scale.md). NumPy releases the
+GIL while it copies, so the page faults of many threads overlap; threads read, they compute nothing.
 """
 
 from __future__ import annotations
