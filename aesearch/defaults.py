@@ -86,7 +86,10 @@ SCATTERED_ROWS = 4096
 # Rows that are at least DENSE_GATHER_SHARE of a segment's are read through the plain map (its
 # read-ahead windows then hold mostly wanted rows), fewer a page at a time: cold at 1 M, 2.1% of the
 # rows read faster a page at a time (601 against 337 q/s), 3.9% through the plain map (767 / 672).
+# Each reader at least GATHER_ROWS_PER_READER rows: with cached rows, 64 readers made a batch of 50
+# to 200 queries 5-7 ms slower at 1 M (20 -> 25 ms for 50), the cost of handing rows to threads.
 GATHER_READERS = 64
+GATHER_ROWS_PER_READER = 1024
 DENSE_GATHER_SHARE = 0.03
 # Each build measures recall@10 for near, transformed and foreign queries, this many of each
 # (quality/recall.py), and records it in the manifest.

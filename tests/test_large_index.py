@@ -136,6 +136,7 @@ def test_stored_vectors_read_the_same_rows_through_either_map(tmp_path, monkeypa
         monkeypatch.setattr(stored, name, type("Spy", (), {**spy, "shape": array.shape, "dtype": array.dtype})())
     monkeypatch.setattr("aesearch.defaults.SCATTERED_ROWS", 10)
     monkeypatch.setattr("aesearch.defaults.GATHER_READERS", 4)
+    monkeypatch.setattr("aesearch.defaults.GATHER_ROWS_PER_READER", 1)
     few, many = np.array([3, 7, 499]), np.arange(0, 500, 7)
     np.testing.assert_array_equal(stored(few), vectors[few])
     np.testing.assert_array_equal(stored(many), vectors[many])  # 72 of 500 rows: dense
