@@ -90,10 +90,6 @@ SCATTERED_ROWS = 4096
 # to 200 queries 5-7 ms slower at 1 M (20 -> 25 ms for 50), the cost of handing rows to threads.
 GATHER_READERS = 64
 GATHER_ROWS_PER_READER = 1024
-# The warm-up (search/disk_reads.py read_through) reads WARM_UP_BLOCK bytes at a time: one reader all
-# along, WARM_UP_READERS - 1 more only while no search runs (a search's reads wait behind queued ones).
-WARM_UP_READERS = 4
-WARM_UP_BLOCK = 1 << 20
 DENSE_GATHER_SHARE = 0.03
 # Each build measures recall@10 for near, transformed and foreign queries, this many of each
 # (quality/recall.py), and records it in the manifest.

@@ -11,12 +11,11 @@ loading the warm-up had read every file:
     page fault at a time (as before StoredVectors: defaults.SCATTERED_ROWS = 0, GATHER_READERS = 1);
   * scattered map, one reader: a query's few candidates through a map advised MADV_RANDOM, a
     batch's through the plain map by one thread (session 22's default);
-  * the same + warm-up: as `aesearch serve` ran, SearchEngine.warm_up() reading the files in a
-    background thread, 16 MB at a time, from the moment the bundle is loaded;
+  * the same + warm-up: as `aesearch serve` runs, SearchEngine.warm_up() reading the files in a
+    background thread from the moment the bundle is loaded;
   * parallel reads: a batch's rows copied by defaults.GATHER_READERS threads, through the plain
     map when they are DENSE_GATHER_SHARE of the file, else the scattered one (the default);
-  * parallel reads + warm-up: as `aesearch serve` runs now, the warm-up reading WARM_UP_BLOCK at a
-    time by one reader all along and WARM_UP_READERS - 1 more while no search runs.
+  * parallel reads + warm-up: the same, as `aesearch serve` runs now.
 
     python scripts/bench_cold_start.py /work/bench/1m/bundle
 
@@ -44,7 +43,7 @@ from bench_scale import evict_page_cache
 from aesearch import SearchEngine, defaults
 from aesearch.sources.fashion_mnist import load_fashion_mnist
 
-ONE_READER = {"GATHER_READERS": 1, "WARM_UP_READERS": 1, "WARM_UP_BLOCK": 16 << 20}
+ONE_READER = {"GATHER_READERS": 1}
 WAYS = {
     "plain map, one reader": ({"SCATTERED_ROWS": 0, "DENSE_GATHER_SHARE": 0.0, **ONE_READER}, False),
     "scattered map, one reader": ({"DENSE_GATHER_SHARE": 0.0, **ONE_READER}, False),
@@ -52,10 +51,7 @@ WAYS = {
     "parallel reads": ({}, False),
     "parallel reads + warm-up": ({}, True),
 }
-SHIPPED = {
-    name: getattr(defaults, name)
-    for name in ("SCATTERED_ROWS", "DENSE_GATHER_SHARE", "GATHER_READERS", "WARM_UP_READERS", "WARM_UP_BLOCK")
-}
+SHIPPED = {name: getattr(defaults, name) for name in ("SCATTERED_ROWS", "DENSE_GATHER_SHARE", "GATHER_READERS")}
 
 
 def main() -> None:

@@ -110,7 +110,7 @@ def test_a_reranked_bundle_widens_lists_and_candidates(tmp_path, monkeypatch):
 
 def test_warm_up_reads_every_file_a_query_reads(far_ivf_bundle, monkeypatch):
     read = []
-    monkeypatch.setattr("aesearch.search.engine.read_through", lambda paths, traffic: read.extend(paths))
+    monkeypatch.setattr("aesearch.search.engine.read_through", lambda paths: read.extend(paths))
     engine = SearchEngine.load(far_ivf_bundle)
     engine.warm_up().join(timeout=10)
     names = {path.name for path in read}

@@ -23,7 +23,6 @@ from aesearch.model.runtime import NumpyAutoEncoder
 from aesearch.rowwise import per_image_mean
 from aesearch.search import notebook
 from aesearch.search.cluster import Cluster, noting_missing_shards
-from aesearch.search.disk_reads import read_through
 from aesearch.search.feedback import Feedback
 from aesearch.search.filters import Filter, sorted_unique
 from aesearch.search.index import to_squared
@@ -503,8 +502,7 @@ class SearchEngine:
 
         files = [s.file(name) for name in ("index.faiss", "records.npy") for s in self.bundle.segments]
         files += [s.file(SEARCH_VECTORS_FILE) for s in self.bundle.segments]  # the largest, last
-        traffic = self.index.traffic
-        thread = threading.Thread(target=read_through, args=(files, traffic), name="aesearch-warm-up", daemon=True)
+        thread = threading.Thread(target=read_through, args=(files,), name="aesearch-warm-up", daemon=True)
         thread.start()
         return thread
 
@@ -547,6 +545,19 @@ def _checked_ids(ids: object) -> np.ndarray:
             raise InvalidArgumentError("where: ids must be 0 or more", parameter="where")
         return sorted_unique(ids.astype(np.int64))
     return sorted_unique(np.array(check_ints(ids, "where"), dtype=np.int64))
+
+
+def read_through(paths: Sequence[Path]) -> None:
+    """Read files once, in order, into the page cache (the reads release the GIL; missing files are
+    skipped: a bundle without search vectors has none to read)."""
+    buffer = bytearray(16 << 20)
+    for path in paths:
+        try:
+            with open(path, "rb", buffering=0) as f:
+                while f.readinto(buffer):
+                    pass
+        except OSError:
+            continue
 
 
 def far_search(manifest: dict) -> tuple[int, int] | None:

@@ -22,7 +22,7 @@ import numpy as np
 
 from aesearch import defaults
 from aesearch.errors import BundleError
-from aesearch.search.disk_reads import gather_rows
+from aesearch.search.gather import gather_rows
 from aesearch.search.index import AffineTransform, IndexSpec, VectorIndex, new_faiss_index, search_threads
 from aesearch.search.index_choice import IndexChoice
 

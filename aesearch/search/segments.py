@@ -19,7 +19,6 @@ import numpy as np
 
 from aesearch import defaults
 from aesearch.errors import BundleError
-from aesearch.search.disk_reads import QueryTraffic
 from aesearch.search.index import AffineTransform, IndexSpec, VectorIndex, exact_search, in_space, to_distance
 from aesearch.search.large import RerankingIndex, read_segment_index
 from aesearch.search.probing import ListProbe, centroids_of, list_numbers
@@ -80,7 +79,6 @@ class SegmentedIndex:
         self.wide_search: tuple[int, int] | None = None
         # Only an approximate part (IVF, HNSW) can look further: an exact one would search twice for nothing.
         self._widens = any(part.index.wide_parameters() is not None for part in parts)
-        self.traffic = QueryTraffic()  # searches running now: the warm-up's extra readers wait for none
 
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> SegmentedIndex:
@@ -166,12 +164,6 @@ class SegmentedIndex:
         """Exactly k results a row whenever k images are live (and match): an approximate index that
         finds fewer (IVF lists probed hold fewer than k live vectors) searches those rows again
         exhaustively."""
-        with self.traffic.searching():
-            return self._search_counted(prepared, k, subset)
-
-    def _search_counted(
-        self, prepared: np.ndarray, k: int, subset: Subset | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
         squared, ids = self._merged(prepared, k, exhaustive=False, subset=subset)
         if subset is None and self.far_squared is not None and self._widens:
             far = np.flatnonzero(squared[:, 0] > self.far_squared)
