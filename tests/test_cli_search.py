@@ -200,3 +200,54 @@ def test_info_on_a_damaged_bundle_is_one_line_unless_asked_not_to_verify(bundle_
 def test_train_refuses_a_checkpoint_name_that_is_not_safetensors(fake_data_dir, tmp_path):
     result = run("train", "--data-dir", fake_data_dir, "--limit", "64", "--out", tmp_path / "model.txt")
     assert result.exit_code == 1 and "name it like model.safetensors" in result.output
+
+
+def refuse_writes_under(monkeypatch, folder):
+    """check_writable as on a read-only folder (chattr +i, a system folder), even for root."""
+    import aesearch.atomic
+    from aesearch.errors import InvalidArgumentError
+
+    real = aesearch.atomic.check_writable
+
+    def refusing(path, *args, **kwargs):
+        if folder in path.absolute().parents:
+            raise InvalidArgumentError(f"cannot write {path} (Operation not permitted): choose a writable place")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(aesearch.atomic, "check_writable", refusing)
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_query_beside_a_read_only_image_answers_and_says_the_picture_was_not_written(
+    tiny_bundle, query_png, monkeypatch, as_json
+):
+    refuse_writes_under(monkeypatch, query_png.parent)
+    result = CliRunner().invoke(
+        cli, ["query", str(query_png), "-k", "3", "--index-dir", str(tiny_bundle), "--explain"] + ["--json"] * as_json
+    )
+    assert result.exit_code == 0, result.output
+    if as_json:
+        data = json.loads(result.stdout)
+        assert data["hits"][0]["id"] == 42 and data["picture"] is None
+    else:
+        assert result.stdout.splitlines()[2].split()[:2] == ["1", "42"]
+        assert "Result picture" not in result.stdout
+    assert "no picture written: cannot write" in result.stderr and "--no-picture" in result.stderr
+    assert not list(query_png.parent.glob("*.aesearch.png")) and not list(query_png.parent.glob("*.explain.png"))
+
+
+def test_a_picture_path_the_user_gave_that_cannot_be_written_is_an_error(tiny_bundle, query_png, monkeypatch, tmp_path):
+    refuse_writes_under(monkeypatch, tmp_path)
+    result = run("query", query_png, "--index-dir", tiny_bundle, "--out", tmp_path / "r.png")
+    assert result.exit_code != 0 and "cannot write" in result.output and "Traceback" not in result.output
+
+
+def test_duplicates_and_map_beside_a_read_only_bundle(tiny_bundle, monkeypatch):
+    refuse_writes_under(monkeypatch, tiny_bundle.parent)
+    result = CliRunner().invoke(cli, ["duplicates", "--index-dir", str(tiny_bundle), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["picture"] is None and "--no-picture" in result.stderr
+    quiet = CliRunner().invoke(cli, ["duplicates", "--index-dir", str(tiny_bundle), "--no-picture"])
+    assert quiet.exit_code == 0 and quiet.stderr == "" and "Picture:" not in quiet.stdout
+    drawn = CliRunner().invoke(cli, ["map", "--index-dir", str(tiny_bundle)])
+    assert drawn.exit_code != 0 and "give --out PATH" in drawn.output

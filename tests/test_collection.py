@@ -520,3 +520,18 @@ def test_a_small_collection_is_not_whitened_unless_asked(tmp_path, model, monkey
     assert result.exit_code == 0, result.output
     assert SearchEngine.load(index).index.spec.transform == expected
     assert ("too few to learn a whitening" in result.output) == (per_dim and not option)
+
+
+def test_a_damaged_folder_bundle_says_to_rebuild_from_its_folders(tmp_path, model):
+    """The advice repeats --images and --labels: without them build-index would put Fashion-MNIST there."""
+    folder = write_image_folder(tmp_path / "my pics")
+    build(folder.root, tmp_path / "idx", model)
+    embeddings = next((tmp_path / "idx/segments").glob("*/embeddings.npy"))
+    data = bytearray(embeddings.read_bytes())
+    data[-1] ^= 0xFF
+    embeddings.write_bytes(bytes(data))
+    result = CliRunner().invoke(cli, ["info", "--index-dir", str(tmp_path / "idx")])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    root = str(folder.root.resolve())
+    expected = f"aesearch build-index --index-dir {tmp_path / 'idx'} --images '{root}' --labels folders`"
+    assert expected in " ".join(result.output.split()), result.output

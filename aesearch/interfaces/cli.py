@@ -619,7 +619,6 @@ def query(
         raise InvalidArgumentError("give an IMAGE file to search with, or --id N for an indexed image")
     if image is not None and query_id is not None:
         raise InvalidArgumentError("give an IMAGE file or --id N, not both")
-    from aesearch.atomic import check_writable
 
     engine = SearchEngine.load(index_dir, model=model)
     where = _checked_where(engine, where)
@@ -632,18 +631,24 @@ def query(
         label = str(image)
     if more_like or less_like:
         result = engine.refine(result, _id_list(more_like, "--more-like"), _id_list(less_like, "--less-like"))
-    picture = None
+    picture, notes = None, []
     if not no_picture:
         picture = out or _default_picture_path(image, query_id)
-        _write_picture(engine, result, picture, label)
+        given = out is not None
+        picture = _unless_unwritable(picture, given, notes, "--out PATH or --no-picture")
+        if picture is not None:
+            _write_picture(engine, result, picture, label)
     explained = None
     if explain:
         from aesearch.figures.explain import render_explanations
         from aesearch.search.explain import explain_hits
 
-        explained = _default_picture_path(image, query_id, "explain")
-        check_writable(explained)
-        render_explanations(explained, explain_hits(engine, result, result.hits), title=f"Why these hits: {label}")
+        explained = _unless_unwritable(_default_picture_path(image, query_id, "explain"), False, notes, "")
+        if explained is not None:
+            hits = explain_hits(engine, result, result.hits)
+            render_explanations(explained, hits, title=f"Why these hits: {label}")
+    for note in notes:  # the search answered: a picture that could not be written is said, not fatal
+        click.echo(note, err=True)
     if as_json:
         extra = {"explain_picture": str(explained)} if explained else {}
         click.echo(
@@ -676,6 +681,23 @@ def _id_list(text: str | None, option: str) -> list[int]:
     from aesearch.integers import parse_int_list
 
     return parse_int_list(text or "", option)
+
+
+def _unless_unwritable(path: Path, given: bool, notes: list[str], remedy: str) -> Path | None:
+    """path, if a picture can be written there. A path the user gave that cannot be is an error; a
+    default one (beside the query, beside the bundle: a read-only folder, say) adds a note and None,
+    so that the answer is still printed."""
+    from aesearch.atomic import check_writable
+    from aesearch.errors import InvalidArgumentError
+
+    try:
+        check_writable(path)
+    except InvalidArgumentError as exc:
+        if given:
+            raise
+        notes.append(f"Note: no picture written: {exc}" + (f" (or give {remedy})" if remedy else ""))
+        return None
+    return path
 
 
 def _default_picture_path(image: Path | None, query_id: int | None, kind: str = "aesearch") -> Path:
@@ -882,6 +904,7 @@ def eval_command(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Picture of the largest groups [default: INDEX_DIR-duplicates.png beside the bundle].",
 )
+@click.option("--no-picture", is_flag=True, help="Do not write the picture of the groups.")
 @WHERE_OPTION
 @click.option("--decisions", is_flag=True, help="Print which copy of each group to keep and why (with --json/--csv).")
 @click.option("--keep", "keep_ids", type=Integer(), multiple=True, help="Keep this image in its group. Repeatable.")
@@ -893,7 +916,19 @@ def eval_command(
 @click.option("--undo", "journal", type=click.Path(dir_okay=False, path_type=Path), help="Undo a --move-to journal.")
 @click.option("--dry-run", is_flag=True, help="With --move-to or --undo: show the plan, move nothing.")
 def duplicates(
-    index_dir, threshold, across_splits, as_json, as_csv, out, where, decisions, keep_ids, move_to, journal, dry_run
+    index_dir,
+    threshold,
+    across_splits,
+    as_json,
+    as_csv,
+    out,
+    no_picture,
+    where,
+    decisions,
+    keep_ids,
+    move_to,
+    journal,
+    dry_run,
 ) -> None:
     """Find groups of exact and near-duplicate images (range search + connected components).
 
@@ -901,7 +936,6 @@ def duplicates(
     earliest modified, shortest path; --keep overrides) move into that folder, keeping their paths,
     and the journal it prints undoes it: `aesearch duplicates --undo JOURNAL`.
     """
-    from aesearch.atomic import check_writable
     from aesearch.errors import InvalidArgumentError
     from aesearch.figures.groups import render_groups
     from aesearch.figures.render import picture_format
@@ -919,9 +953,12 @@ def duplicates(
         raise InvalidArgumentError("--dry-run goes with --move-to DIR or --undo JOURNAL")
     if move_to is not None and as_csv:
         raise InvalidArgumentError("--move-to prints a summary, or --json: not --csv")
-    out = out or index_dir.with_name(f"{index_dir.name}-duplicates.png")
-    picture_format(out)
-    check_writable(out)
+    notes: list[str] = []
+    if not no_picture:
+        given = out is not None
+        out = out or index_dir.with_name(f"{index_dir.name}-duplicates.png")
+        picture_format(out)
+        out = _unless_unwritable(out, given, notes, "--out PATH or --no-picture")
     engine = SearchEngine.load(index_dir)
     where = _checked_where(engine, where)
     threshold = DEFAULT_THRESHOLD if threshold is None else threshold
@@ -929,9 +966,14 @@ def duplicates(
     if move_to is not None or decisions or keep_ids:
         return _decide_and_move(engine, report, keep_ids, move_to, dry_run, as_json, as_csv)
     scope = " across splits" if across_splits else ""
-    render_groups(out, report.groups, engine.image, title=f"Duplicates{scope} at distance <= {threshold:g}")
+    if out is not None and not no_picture:
+        render_groups(out, report.groups, engine.image, title=f"Duplicates{scope} at distance <= {threshold:g}")
+    else:
+        out = None
+    for note in notes:
+        click.echo(note, err=True)
     if as_json:
-        click.echo(json.dumps({**report.to_dict(), "picture": str(out)}))
+        click.echo(json.dumps({**report.to_dict(), "picture": str(out) if out else None}))
     elif as_csv:
         click.echo("group,id,split,path,exact,max_distance")
         for n, group in enumerate(report.groups, start=1):
@@ -939,7 +981,8 @@ def duplicates(
                 click.echo(f"{n},{id_},{split},{_csv_field(shown(path))},{int(group.exact)},{group.max_distance}")
     else:
         click.echo(tables.duplicates_table(report))
-        click.echo(f"Picture: {out}")
+        if out is not None:
+            click.echo(f"Picture: {out}")
 
 
 def _decide_and_move(engine, report, keep_ids, move_to, dry_run, as_json, as_csv) -> None:
@@ -1002,9 +1045,13 @@ def map_command(index_dir, image, query_id, k, method, out) -> None:
         raise InvalidArgumentError("give --query IMAGE or --id N, not both")
     from aesearch.figures.render import figure_format
 
+    given = out is not None
     out = out or index_dir.with_name(f"{index_dir.name}-map-{method}.png")
     figure_format(out)
-    check_writable(out)
+    try:
+        check_writable(out)
+    except InvalidArgumentError as exc:  # the map is the picture: without a place for it, nothing to do
+        raise InvalidArgumentError(str(exc) if given else f"{exc}: give --out PATH") from None
     engine = SearchEngine.load(index_dir)
     result, label = None, None
     if image is not None:

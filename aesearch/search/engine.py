@@ -475,14 +475,16 @@ class SearchEngine:
             raise BundleError(
                 f"{self.bundle.path} is inconsistent (its stored vectors are not what its model makes of its stored "
                 f"images with embedding shifts {self.shifts}: the manifest was edited): "
-                f"{rebuild_advice(self.bundle.path)}"
+                f"{rebuild_advice(self.bundle.path, self.manifest)}"
             )
 
     def _check_records(self, records: np.ndarray | None) -> None:
         """The records of hits fit the manifest (large bundles' records are not all checked at load)."""
         problem = records_problem(self.manifest, records) if records is not None else None
         if problem:
-            raise BundleError(f"{self.bundle.path} is inconsistent ({problem}): {rebuild_advice(self.bundle.path)}")
+            raise BundleError(
+                f"{self.bundle.path} is inconsistent ({problem}): {rebuild_advice(self.bundle.path, self.manifest)}"
+            )
 
     @staticmethod
     def _check_result(result: object) -> None:

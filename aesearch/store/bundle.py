@@ -240,7 +240,7 @@ def load_bundle(path: str | Path, *, model: str | Path | None = None, verify: st
 
 def _load(path: Path, model, verify: str, stat: tuple) -> Bundle:
     manifest = read_manifest(path)
-    rebuild = rebuild_advice(path)
+    rebuild = rebuild_advice(path, manifest)
     files = manifest["files"]
     total = sum(record["bytes"] for record in files.values())
     hashed = []

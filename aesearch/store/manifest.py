@@ -167,8 +167,20 @@ def manifest_digest(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def rebuild_advice(path: Path) -> str:
-    return f"rebuild with `aesearch build-index --index-dir {path}` (--model CHECKPOINT reuses a trained model)"
+def rebuild_advice(path: Path, manifest: dict | None = None) -> str:
+    """How to build the bundle at path again: a folder collection's with its folders (--images) and
+    label rule, as `build-index` made it; without --images it would index Fashion-MNIST there."""
+    import shlex
+
+    collection = (manifest or {}).get("collection")
+    source = ""
+    if isinstance(collection, dict) and isinstance(collection.get("roots"), list):
+        roots = [root for root in collection["roots"] if isinstance(root, str)]
+        source = "".join(f" --images {shlex.quote(root)}" for root in roots)
+        if collection.get("labels") == "folders":
+            source += " --labels folders"
+    command = f"aesearch build-index --index-dir {shlex.quote(str(path))}{source}"
+    return f"rebuild with `{command}` (--model CHECKPOINT reuses a trained model)"
 
 
 def no_index_message(path: Path) -> str:
