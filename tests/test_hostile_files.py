@@ -435,7 +435,8 @@ def test_the_command_line_prints_any_name_on_one_line_and_its_json_is_json(tmp_p
     result = cli_run("add", bytes(root) + b"/later\xff.png", "--index-dir", str(index))
     assert result.returncode == 0 and "1 added" in text(result)
     result = cli_run("add", bytes(root) + b"/bad\xff\nname.png", "--index-dir", str(index))
-    assert result.returncode == 0 and "  bad\\xff\\nname.png: is not an image" in text(result)
+    assert result.returncode == 1 and "bad\\xff\\nname.png: it is not an image" in text(result)
+    assert len(text(result).strip().splitlines()) == 1
     result = cli_run("add", bytes(root) + b"/gone\xff.png", "--index-dir", str(index))
     assert result.returncode == 1 and "no such file: " + shown(os.fsdecode(bytes(root) + b"/gone\xff.png")) in text(
         result

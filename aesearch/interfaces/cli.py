@@ -551,6 +551,13 @@ def add_command(paths, index_dir) -> None:
     from aesearch.pipelines.writer import Collection
 
     report = Collection.open(index_dir).add_files(paths)
+    if len(paths) == 1 and not paths[0].is_dir() and len(report.skipped) == 1 and not report.changes:
+        # The one file asked for could not be used (it is no image this tool reads): a refusal, as
+        # for a file that is not an image by name, not a report of 0 added.
+        from aesearch.errors import InvalidArgumentError
+        from aesearch.store.paths import shown
+
+        raise InvalidArgumentError(f"cannot add {shown(str(paths[0]))}: it {report.skipped[0].reason}")
     _echo_skipped(report.skipped)
     click.echo(report.summary())
 
