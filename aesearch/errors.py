@@ -133,3 +133,14 @@ def one_line(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def torch_install_advice() -> str:
+    """How to add PyTorch to this install: in a source checkout (`make demo` made a lean .venv of it)
+    its Makefile's set-up, elsewhere the package's train extra."""
+    from pathlib import Path
+
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "Makefile").is_file() and (checkout / "pyproject.toml").is_file():
+        return f"run `make setup` in {checkout} (or pip install -e '{checkout}[train]')"
+    return "pip install 'aesearch[train]'"

@@ -105,4 +105,14 @@ def test_build_index_uses_the_shipped_model_without_torch(fake_data_dir, tmp_pat
 def test_training_without_torch_is_one_line_that_says_what_to_install(tmp_path, args):
     done = run_cli(args, tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1 and "aesearch[train]" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "make setup" in done.stderr  # a checkout's advice
+
+
+def test_the_advice_to_add_torch_fits_the_install(tmp_path, monkeypatch):
+    import aesearch.errors
+    from aesearch.errors import torch_install_advice
+
+    assert "make setup" in torch_install_advice() and "[train]" in torch_install_advice()  # this checkout
+    (tmp_path / "aesearch").mkdir()
+    monkeypatch.setattr(aesearch.errors, "__file__", str(tmp_path / "aesearch/errors.py"))  # site-packages
+    assert torch_install_advice() == "pip install 'aesearch[train]'"

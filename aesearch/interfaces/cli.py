@@ -1252,10 +1252,10 @@ def _need_torch(what: str) -> None:
     try:
         import torch  # noqa: F401  (needed right after anyway)
     except ImportError:
-        from aesearch.errors import InvalidArgumentError
+        from aesearch.errors import InvalidArgumentError, torch_install_advice
 
         raise InvalidArgumentError(
-            f"{what} needs PyTorch, which this install leaves out: pip install 'aesearch[train]' "
+            f"{what} needs PyTorch, which this install leaves out: {torch_install_advice()} "
             "(or pass --model CHECKPOINT to build-index)"
         ) from None
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from aesearch import defaults
-from aesearch.errors import InvalidArgumentError
+from aesearch.errors import InvalidArgumentError, torch_install_advice
 from aesearch.model.architecture import ModelConfig, member_for
 from aesearch.model.checkpoint import Checkpoint, load_checkpoint
 from aesearch.search.index import IndexSpec, check_index_type
@@ -171,7 +171,7 @@ def _require_torch(member: ModelConfig) -> None:
     except ImportError:
         raise InvalidArgumentError(
             f"training a {member.describe()} model on these images needs PyTorch, which this install leaves out: "
-            "pip install 'aesearch[train]', or pass --model CHECKPOINT (--model shipped: the grey Fashion-MNIST one)"
+            f"{torch_install_advice()}, or pass --model CHECKPOINT (--model shipped: the grey Fashion-MNIST one)"
         ) from None
 
 
