@@ -26,17 +26,19 @@ _MAX_DIGITS = 20  # longer text is refused before int() parses it (int() of 100,
 
 
 def _range_text(low: int, high: int) -> str:
-    return f"from {low:,} to {high:,}" if high < MAX_ID else f"from {low:,} to 2^63-1"
+    if low <= -MAX_ID and high >= MAX_ID:  # any integer: the caller checks the range that matters (-k's)
+        return ""
+    return f" from {low:,} to {high:,}" if high < MAX_ID else f" from {low:,} to 2^63-1"
 
 
 def check_int(value: object, name: str, *, low: int = 0, high: int = MAX_ID) -> int:
     """value as a Python int if it is an integer (not a bool) from low to high; else one line."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
         shown = repr(value) if isinstance(value, str | bytes) else type(value).__name__
-        raise InvalidArgumentError(f"{name} must be an integer {_range_text(low, high)}, got {shown[:40]}")
+        raise InvalidArgumentError(f"{name} must be an integer{_range_text(low, high)}, got {shown[:40]}")
     number = int(value)
     if not low <= number <= high:
-        raise InvalidArgumentError(f"{name} must be an integer {_range_text(low, high)}, got {_short(number)}")
+        raise InvalidArgumentError(f"{name} must be an integer{_range_text(low, high)}, got {_short(number)}")
     return number
 
 
@@ -54,7 +56,7 @@ def check_ints(values: object, name: str, *, low: int = 0, high: int = MAX_ID) -
         except InvalidArgumentError:
             shown = repr(item) if isinstance(item, str | bytes | int) else type(item).__name__
             raise InvalidArgumentError(
-                f"{name} must be integers {_range_text(low, high)}; item {position} is {_short_text(shown)}"
+                f"{name} must be integers{_range_text(low, high)}; item {position} is {_short_text(shown)}"
             ) from None
     return out
 
@@ -66,10 +68,10 @@ def parse_int(text: str, name: str, *, low: int = 0, high: int = MAX_ID) -> int:
     digits = stripped[1:] if negative else stripped
     if not _DIGITS.fullmatch(digits):
         raise InvalidArgumentError(
-            f"{name} must be an integer {_range_text(low, high)} written in digits 0-9, got {_quote(text)}"
+            f"{name} must be an integer{_range_text(low, high)} written in digits 0-9, got {_quote(text)}"
         )
     if len(digits.lstrip("0")) > _MAX_DIGITS:
-        raise InvalidArgumentError(f"{name} must be an integer {_range_text(low, high)}, got {len(digits)} digits")
+        raise InvalidArgumentError(f"{name} must be an integer{_range_text(low, high)}, got {len(digits)} digits")
     return check_int(-int(digits) if negative else int(digits), name, low=low, high=high)
 
 
@@ -82,7 +84,7 @@ def parse_int_list(text: str, name: str, *, low: int = 0, high: int = MAX_ID) ->
         return [parse_int(part, name, low=low, high=high) for part in parts]
     except InvalidArgumentError:
         raise InvalidArgumentError(
-            f"{name} takes integers {_range_text(low, high)} separated by commas (e.g. 12,345), got {_quote(text)}"
+            f"{name} takes integers{_range_text(low, high)} separated by commas (e.g. 12,345), got {_quote(text)}"
         ) from None
 
 

@@ -251,3 +251,9 @@ def test_duplicates_and_map_beside_a_read_only_bundle(tiny_bundle, monkeypatch):
     assert quiet.exit_code == 0 and quiet.stderr == "" and "Picture:" not in quiet.stdout
     drawn = CliRunner().invoke(cli, ["map", "--index-dir", str(tiny_bundle)])
     assert drawn.exit_code != 0 and "give --out PATH" in drawn.output
+
+
+def test_a_k_that_is_not_a_number_is_a_usage_error_without_the_int64_range(tiny_bundle, query_png):
+    result = run("query", query_png, "-k", "abc", "--index-dir", tiny_bundle)
+    assert result.exit_code == 2 and "the value must be an integer written in digits 0-9, got 'abc'" in result.output
+    assert "2^63" not in result.output and "9,223" not in result.output

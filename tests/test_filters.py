@@ -357,6 +357,10 @@ def test_cli_query_and_duplicates_take_where(tiny_bundle, tmp_path):
     body = json.loads(result.output)
     assert result.exit_code == 0 and body["where"] == "label = ring"
     assert all(h["label_name"] == "ring" for h in body["hits"]) and len(body["hits"]) == 4
+    result = runner.invoke(cli, ["query", "--id", "6", "--where", "id > 10000", "--no-picture", *common])
+    assert result.exit_code == 0 and result.output.splitlines()[-1] == (
+        "Within: id > 10000 (no indexed image matches it: loosen the filter)"
+    )
     out = str(tmp_path / "d.png")
     result = runner.invoke(cli, ["duplicates", "--where", "id < 50", "--json", "--out", out, *common])
     assert result.exit_code == 0 and json.loads(result.output)["where"] == "id < 50"

@@ -664,7 +664,8 @@ def query(
         return
     click.echo(tables.query_table(result, label))
     if result.where is not None:
-        click.echo(f"Within: {result.where.summary}")
+        nothing = "" if result.hits else " (no indexed image matches it: loosen the filter)"
+        click.echo(f"Within: {result.where.summary}{nothing}")
     if result.trust.warning():  # on stderr, after the table: the last thing read
         click.echo(result.trust.warning(), err=True)
     if picture:
