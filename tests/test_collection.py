@@ -535,3 +535,13 @@ def test_a_damaged_folder_bundle_says_to_rebuild_from_its_folders(tmp_path, mode
     root = str(folder.root.resolve())
     expected = f"aesearch build-index --index-dir {tmp_path / 'idx'} --images '{root}' --labels folders`"
     assert expected in " ".join(result.output.split()), result.output
+
+
+def test_excluding_near_duplicates_on_a_one_split_collection_says_it_has_one_split(tmp_path, model):
+    folder = write_image_folder(tmp_path / "pics")
+    build(folder.root, tmp_path / "idx", model)
+    result = CliRunner().invoke(
+        cli, ["eval", "--index-dir", str(tmp_path / "idx"), "--exclude-near-duplicates", "0.01"]
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "this bundle has one split (a folder collection): leave out --exclude-near-duplicates" in result.output

@@ -223,7 +223,13 @@ def _cross_split_duplicates(
     """
     if threshold is None:
         return {}
-    if split_protocol != "test":  # the validation and collection protocols have no second split
+    if split_protocol == "collection":  # a folder collection: one split, nothing to exclude across
+        raise InvalidArgumentError(
+            "near duplicates are excluded across a bundle's train/test splits, and this bundle has one split "
+            "(a folder collection): leave out `exclude_near_duplicates`",
+            parameter="exclude_near_duplicates",
+        )
+    if split_protocol != "test":  # the validation protocol holds out training images: no second split
         raise InvalidArgumentError(
             'near duplicates are excluded across the train/test splits: use `protocol` "test"', parameter="protocol"
         )
