@@ -284,6 +284,7 @@ def test_engine_add_and_remove_and_explicit_cli_changes(tmp_path, model):
     for args, message in [
         (["remove", "no/such.png"], "no indexed image has the path no/such.png"),
         (["remove", "999999"], "no image with id 999999"),
+        (["remove", str(ids[1])], f"the image with id {ids[1]} was removed from"),
         (["add", str(tmp_path)], "is not inside the collection's folders"),
     ]:
         result = runner.invoke(cli, [*args, "--index-dir", str(index)])

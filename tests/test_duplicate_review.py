@@ -179,6 +179,9 @@ def test_move_then_undo_leaves_the_collection_byte_identical(tmp_path, model):
     assert json.loads(Path(report.journal).read_text())["status"] == "undone"
     again = undo(report.journal, workers=1)  # undone twice: nothing left to move back
     assert again.moves == [] and snapshot(root) == before
+    from aesearch.interfaces.tables import moves_table
+
+    assert moves_table(again, undo=True) == "Moved back no files: nothing is left to move back"
 
 
 def test_journal_after_a_crash_midway_still_undoes_everything(tmp_path, model, monkeypatch):

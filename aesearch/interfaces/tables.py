@@ -211,6 +211,8 @@ def moves_table(report, *, undo: bool) -> str:
     )
     head = f"Dry run (nothing moved): {verb}" if report.dry_run else verb
     scope = "" if undo else f" of {report.groups:,} groups"
+    if not report.moves:  # an undo run twice, a review that kept every copy
+        return f"{head} no files: nothing is left to move back" if undo else f"{head} no files{scope}"
     lines = [f"{head} {len(report.moves):,} files{scope}:"]
     for move in report.moves[:20]:
         a, b = (move.destination, move.source) if undo else (move.source, move.destination)

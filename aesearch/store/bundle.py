@@ -136,9 +136,14 @@ class Bundle:
             found = np.minimum(np.searchsorted(segment.ids, ids), segment.count - 1)
             hit = segment.ids[found] == ids
             where[hit], rows[hit] = number, found[hit]
-        missing = (where < 0) | _contains(self.tombstones, ids)
+        removed = _contains(self.tombstones, ids)
+        missing = (where < 0) | removed
         if missing.any():
-            bad = int(ids[np.argmax(missing)])
+            first = int(np.argmax(missing))
+            bad = int(ids[first])
+            # Ids are given out in order and never again: one below next_id that is not live was removed.
+            if removed[first] or 0 <= bad < int(self.manifest.get("next_id", 0)):
+                raise InvalidArgumentError(f"the image with id {bad} was removed from {self.path}: {self._id_hint()}")
             raise InvalidArgumentError(f"no image with id {bad} in {self.path}: {self._id_hint()}")
         return where, rows
 
