@@ -273,6 +273,11 @@ def test_engine_add_and_remove_and_explicit_cli_changes(tmp_path, model):
     assert engine.hit(int(ids[0])).label_name == "ring" and engine.hit(int(ids[1])).label is -1
     assert collection.remove(["api/b.png"]) == [int(ids[1])]
     assert len(SearchEngine.load(index)) == n + 1
+    named = collection.add(synthetic_images(2, seed=52), paths=["api/c.png", "api/d.png"], labels=["ellipse", -1])
+    assert SearchEngine.load(index).hit(int(named[0])).label_name == "ellipse"  # a class by its name
+    with pytest.raises(AesearchError, match="no class 'circle' in .*: choose one of ellipse, rectangle, ring"):
+        collection.add(synthetic_images(1, seed=53), labels=["circle"])
+    collection.remove(["api/c.png", "api/d.png"])
 
     runner = CliRunner()
     (folder.root / "ring/added.png").write_bytes(png_bytes(synthetic_images(1, seed=51)[0]))

@@ -65,7 +65,8 @@ class Collection:
     ) -> np.ndarray:
         """Index more images (anything the preprocessing contract takes); returns their new ids.
 
-        paths: a name shown for each (it need not be a file); labels: class numbers (-1: none).
+        paths: a name shown for each (it need not be a file); labels: class names, or their numbers
+        (-1: none).
         The images have no file behind them: no `sync` removes them (they are pinned, with
         position -1); `remove` does.
         """
@@ -83,8 +84,12 @@ class Collection:
             for path in paths:
                 encode_path(path)  # text the store can keep: one line for a number, a NUL, a lone surrogate
         if labels is not None:
-            last = len(read_manifest(self.path)["class_names"]) - 1  # class names are only ever appended
-            what = f"labels (class numbers up to {last}, or -1 for none)" if last >= 0 else "labels (no classes: -1)"
+            names = read_manifest(self.path)["class_names"]  # class names are only ever appended
+            labels = _class_numbers(labels, names, self.path)
+            last = len(names) - 1
+            what = (
+                f"labels (class names or numbers up to {last}, or -1 for none)" if names else "labels (no classes: -1)"
+            )
             labels = check_ints(labels, what, low=-1, high=last)
             if len(labels) != len(pixels):
                 raise InvalidArgumentError(f"give one label per image: {len(labels)} labels for {len(pixels)} images")
@@ -270,3 +275,19 @@ def _no_rows(bundle: Bundle, removed: list[int]) -> SyncRows:
     """An update that only removes."""
     nothing = np.zeros((0, bundle.manifest["z_size"]), np.float32)
     return SyncRows(new_records(0), np.zeros((0, *bundle.image_shape), np.uint8), nothing, [], removed, [])
+
+
+def _class_numbers(labels, names: list[str], path) -> object:
+    """labels with each class name replaced by its number; anything else is left to check_ints."""
+    if isinstance(labels, str | bytes) or not isinstance(labels, Sequence):
+        return labels  # an array of numbers, or something check_ints refuses in one line
+    numbers = []
+    for label in labels:
+        if isinstance(label, str):
+            if label not in names:
+                shown = ", ".join(names[:20]) + (f", ... ({len(names)} classes)" if len(names) > 20 else "")
+                choice = f"choose one of {shown}" if names else "it has no classes: give -1"
+                raise InvalidArgumentError(f"no class {label!r} in {path}: {choice}")
+            label = names.index(label)
+        numbers.append(label)
+    return numbers
