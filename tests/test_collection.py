@@ -275,7 +275,7 @@ def test_engine_add_and_remove_and_explicit_cli_changes(tmp_path, model):
     assert len(SearchEngine.load(index)) == n + 1
     named = collection.add(synthetic_images(2, seed=52), paths=["api/c.png", "api/d.png"], labels=["ellipse", -1])
     assert SearchEngine.load(index).hit(int(named[0])).label_name == "ellipse"  # a class by its name
-    with pytest.raises(AesearchError, match="no class 'circle' in .*: choose one of ellipse, rectangle, ring"):
+    with pytest.raises(AesearchError, match=r"no class 'circle' in .*: choose one of ellipse, rectangle, ring"):
         collection.add(synthetic_images(1, seed=53), labels=["circle"])
     collection.remove(["api/c.png", "api/d.png"])
 

@@ -605,7 +605,9 @@ def remove_command(targets, index_dir) -> None:
     help="Use this checkpoint instead of the bundle's (must be the encoder the index was built with).",
 )
 @click.option(
-    "--explain", is_flag=True, help="Also write IMAGE.explain.png: difference maps and a latent path per hit."
+    "--explain",
+    is_flag=True,
+    help="Also write IMAGE.explain.png: difference maps and a latent path per hit (--no-picture leaves it be).",
 )
 @click.option("--more-like", "more_like", metavar="ID[,ID...]", help="Refine: indexed images to find more like.")
 @click.option("--less-like", "less_like", metavar="ID[,ID...]", help="Refine: indexed images to find fewer like.")

@@ -68,7 +68,8 @@ def eval_table(report) -> str:
     short = ["aesearch", "pixels", "PCA", "histogram"][: len(report.retrieval)]
     lines += ["", f"{'P@10 by class':<14}" + "".join(f"{name:>10}" for name in short)]
     for c, name in enumerate(report.class_names):
-        lines.append(f"{name:<14}" + "".join(f"{r.per_class_p_at_10[c]:>10.3f}" for r in report.retrieval))
+        cells = (r.per_class_p_at_10[c] for r in report.retrieval)  # NaN: the class had no query ("-")
+        lines.append(f"{name:<14}" + "".join(f"{'-':>10}" if p != p else f"{p:>10.3f}" for p in cells))
     lines += ["", "Most confused (share of a class's top-10 neighbours that belong to another class):"]
     pairs = sorted(
         (
