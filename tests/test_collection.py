@@ -551,3 +551,16 @@ def test_excluding_near_duplicates_on_a_one_split_collection_says_it_has_one_spl
     )
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "this bundle has one split (a folder collection): leave out --exclude-near-duplicates" in result.output
+
+
+def test_build_index_without_images_does_not_replace_an_index_of_folders(tmp_path, model, fake_data_dir):
+    folder = write_image_folder(tmp_path / "pics")
+    build(folder.root, tmp_path / "idx", model)
+    before = folder_digest(tmp_path / "idx")
+    result = CliRunner().invoke(
+        cli,
+        ["build-index", "--index-dir", str(tmp_path / "idx"), "--data-dir", str(fake_data_dir), "--model", str(model)],
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "is an index of your folders" in result.output and f"--images {folder.root.resolve()}" in result.output
+    assert folder_digest(tmp_path / "idx") == before  # nothing replaced

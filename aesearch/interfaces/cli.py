@@ -387,6 +387,8 @@ def build_index_command(
             "or --model"
         )
     model = _shipped_if_named(model)
+    if not (image_dirs or images_from):
+        _refuse_to_replace_a_folder_collection(index_dir)
     if folders:
         _build_from_folders(
             index_dir,
@@ -449,6 +451,25 @@ def build_index_command(
     click.echo(f"Done: {manifest['count']:,} images in {index_dir}. Try `aesearch query IMAGE --index-dir {index_dir}`")
     if shipped_note:
         click.echo(shipped_note)
+
+
+def _refuse_to_replace_a_folder_collection(index_dir: Path) -> None:
+    """build-index without --images writes Fashion-MNIST: over an index of the user's folders (its
+    trained model included) that is a forgotten --images, not a wish. One line instead."""
+    from aesearch.errors import AesearchError, InvalidArgumentError
+    from aesearch.store.manifest import read_manifest, rebuild_advice
+
+    try:
+        manifest = read_manifest(index_dir)
+    except AesearchError:  # nothing there, or nothing usable: nothing to keep
+        return
+    collection = manifest.get("collection")
+    if isinstance(collection, dict) and collection.get("roots"):
+        raise InvalidArgumentError(
+            f"{index_dir} is an index of your folders ({', '.join(map(str, collection['roots'][:3]))}): building "
+            f"Fashion-MNIST there would replace it. To build it again: {rebuild_advice(index_dir, manifest)}; "
+            "for Fashion-MNIST choose another --index-dir"
+        )
 
 
 def _build_from_folders(index_dir, image_dirs, images_from, labels, **options) -> None:
