@@ -125,9 +125,11 @@ def test_a_removed_image_is_never_found_and_cannot_be_removed_twice(tmp_path):
     remove_images(bundle, [17])
     result = SearchEngine.load(bundle).query(target, k=39)
     assert 17 not in [h.id for h in result.hits] and len(result.hits) == 39
-    with pytest.raises(InvalidArgumentError, match=r"no image with id 17 .*gaps where images were removed"):
+    with pytest.raises(
+        InvalidArgumentError, match=r"the image with id 17 was removed from .*gaps where images were removed"
+    ):
         remove_images(bundle, [17])
-    with pytest.raises(InvalidArgumentError, match="no image with id 17"):
+    with pytest.raises(InvalidArgumentError, match="the image with id 17 was removed"):
         SearchEngine.load(bundle).image(17)
 
 
