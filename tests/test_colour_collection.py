@@ -105,6 +105,38 @@ def test_pictures_and_the_server_show_colour(colour_bundle, tmp_path):
     assert not picture.exists()
 
 
+def test_the_server_s_search_and_the_client_answer_in_colour_as_the_engine_does(colour_bundle):
+    """The page's answer (PNG data URLs, no arrays) and aesearch.Client.query on a colour bundle: the
+    client prepares by the served model's contract (its health says which), so its hits are the engine's."""
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from aesearch.interfaces.client import Client
+    from aesearch.interfaces.server import create_app
+    from aesearch.search.engine import SearchEngine
+    from tests.browsers import serving
+
+    folder, index = colour_bundle
+    query = folder / "red" / "red-00.png"
+    app = create_app(index)
+    with query.open("rb") as upload:
+        response = TestClient(app, base_url="http://localhost").post("/api/search?k=3", files={"image": upload})
+    assert response.status_code == 200, response.text
+    engine = SearchEngine.load(index)
+    shape = engine.autoencoder.config.image_shape
+    for field in ("query_png", "reconstruction_png"):
+        data = base64.b64decode(response.json()[field].split(",", 1)[1])
+        picture = Image.open(io.BytesIO(data))
+        assert picture.mode == "RGB" and picture.size == shape[:2]
+    local = engine.query(query, k=3)
+    with serving(app) as url, Client(url) as client:
+        assert client.model_config() == engine.autoencoder.config
+        remote = client.query(query, k=3)
+    assert [(h.id, h.distance) for h in remote.hits] == [(h.id, h.distance) for h in local.hits]
+    assert [h["id"] for h in response.json()["hits"]] == [h.id for h in local.hits]
+
+
 def test_size_channels_and_z_size_choose_the_member_and_model_shipped_takes_the_grey_one(colour_bundle, tmp_path):
     folder, _ = colour_bundle
     sized = tmp_path / "sized"

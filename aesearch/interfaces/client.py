@@ -7,8 +7,9 @@ query, query_id, refine and image return what the engine's do, equal to the last
 ranks, distances: JSON carries a Python float exactly), labels, paths, trust, and the query,
 reconstruction and latent arrays (the server sends them as base64 float32 when asked with
 arrays=true; the page's answers leave them out). An image is framed here, by the engine's own
-preprocessing (sources/preprocess.py: NumPy and Pillow), and the 28x28 it makes goes to the server
-exactly, so every input the engine takes works the same (a path, bytes, a PIL image, an array) and
+preprocessing (sources/preprocess.py: NumPy and Pillow) under the served model's contract (its
+health says which: 28x28 grey silhouettes, or a colour member's size), and what it makes goes to the
+server exactly, so every input the engine takes works the same (a path, bytes, a PIL image, an array) and
 a photo is not uploaded whole. Errors are the engine's classes with the server's one-line
 message; a server that cannot be reached or cannot answer is a ServerError naming the URL.
 One HTTP/1.1 connection is kept open (httpx), so a search costs one round trip.
@@ -28,6 +29,7 @@ from aesearch import errors
 from aesearch.errors import AesearchError, ImageError, InvalidArgumentError, ServerError, reason
 from aesearch.integers import check_int
 from aesearch.interfaces import wire
+from aesearch.model.architecture import ModelConfig
 from aesearch.search.engine import Hit, QueryResult
 from aesearch.search.feedback import Feedback
 from aesearch.search.filters import Filter
@@ -35,6 +37,7 @@ from aesearch.search.selection import Selection
 from aesearch.search.trust import Trust
 from aesearch.sources.preprocess import (
     DEFAULT_MAX_PIXELS,
+    SEED,
     ImageSource,
     preprocess,
     preprocess_batch,
@@ -59,6 +62,7 @@ class Client:
             raise InvalidArgumentError(f"url must start with http:// or https://, got {str(url)[:80]!r}")
         self.url = url.rstrip("/")
         self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        self._model_config: ModelConfig | None = None
 
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
@@ -92,17 +96,19 @@ class Client:
         """
         k = _integer(k, "k")
         max_pixels = check_int(max_pixels, "max_pixels", low=1)
+        config = self.model_config()  # the bundle's contract: 28x28 grey silhouettes, or a colour member's
+        options = {"max_pixels": max_pixels, "name": name, "model_config": config}
         if keep_original:  # the engine's own calls, so its errors and its framing, to the bit
-            framed, (original,) = preprocess_keeping_originals([image], max_pixels=max_pixels, name=name)
+            framed, (original,) = preprocess_keeping_originals([image], **options)
         else:
-            framed, original = preprocess_batch([image], max_pixels=max_pixels, name=name), None
+            framed, original = preprocess_batch([image], **options), None
         framed = framed[0]
-        if not np.array_equal(preprocess(framed), framed):
-            # The server frames what it gets once more; a 28x28 with a light background would be
-            # negated there (about never: preprocessing makes the background black).
+        if not np.array_equal(preprocess(framed, model_config=config), framed):
+            # The server frames what it gets once more; a silhouette with a light background would
+            # be negated there (about never: preprocessing makes the background black).
             raise ImageError(
-                "this image frames into a 28x28 with a light background, which the server would frame again: "
-                "search it with SearchEngine.query locally"
+                "this image frames into a silhouette with a light background, which the server would frame "
+                "again: search it with SearchEngine.query locally"
             )
         fields = {"pixels": wire.encode(framed)["float32"], **_where(where)}
         return replace(self._search({"k": k}, fields), original=original)
@@ -144,7 +150,18 @@ class Client:
     def images(self, ids: Sequence[int]) -> np.ndarray:
         """(n, *image_shape) uint8: these indexed images (a result's images_of)."""
         pictures = [self.image(id) for id in ids]
-        return np.stack(pictures) if pictures else np.zeros((0, 28, 28), np.uint8)
+        return np.stack(pictures) if pictures else np.zeros((0, *self.model_config().image_shape), np.uint8)
+
+    def model_config(self) -> ModelConfig:
+        """The served bundle's model: its input size, channels and framing (asked once per Client;
+        a server older than the field serves the seed's 28x28 grey silhouettes)."""
+        if self._model_config is None:
+            described = self.health().get("model_config")
+            try:
+                self._model_config = ModelConfig.from_dict(described) if described else SEED
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ServerError(f"{self.url} describes its model as something unreadable ({reason(exc)})") from None
+        return self._model_config
 
     def health(self) -> dict:
         """The server's /api/health: count, z size, index type, metric, version, generation."""

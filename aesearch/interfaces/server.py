@@ -144,6 +144,8 @@ def create_app(
             "transform": m.get("transform", "none"),
             "dataset": m.get("dataset"),
             "model": m.get("model", {}).get("recipe"),
+            # The model's input (size, channels, framing): aesearch.Client prepares queries by it.
+            "model_config": engine.autoencoder.config.to_dict(),
             "max_upload_bytes": max_upload_bytes,
             **({"cluster": engine.cluster.status()} if engine.cluster is not None else {}),
         }
@@ -158,7 +160,7 @@ def create_app(
         where: str | None = Form(None, description="filter (docs/filters.md); a form field holds a long id list"),
         where_query: str | None = Query(None, alias="where", description="filter, as a query parameter"),
         id: str | None = Query(None, description="search by this indexed image instead of an upload"),
-        pixels: str | None = Form(None, description="or an image preprocessed already: base64 float32 (28, 28)"),
+        pixels: str | None = Form(None, description="or an image prepared already: base64 float32, the model's shape"),
         arrays: bool = Query(False, description="add the query, reconstruction and latent as base64 float32"),
         map_method: str | None = Query(None, alias="map", description="place the query on this map: pca or tsne"),
     ) -> Response:
@@ -177,7 +179,7 @@ def create_app(
                 "hits, or leave explain out"
             )
         number = None if id is None else parse_int(id, "image id")
-        if pixels is not None:  # aesearch.Client frames images as the engine does, and sends the 28x28 exactly
+        if pixels is not None:  # aesearch.Client frames images as the engine does, and sends them exactly
             framed = wire.floats_from(pixels, engine.autoencoder.config.image_shape, "pixels")
         filename = (image.filename or "")[:_ECHO] if image is not None else f"id {number}" if number is not None else ""
 
@@ -266,16 +268,18 @@ def _png(image: Image.Image) -> bytes:
 
 
 def _png_data_url(array: np.ndarray) -> str:
-    """A greyscale image in [0, 1] as a data URL of its 8-bit PNG, at its own size.
+    """A grey (H, W) or colour (H, W, 3) image in [0, 1] as a data URL of its 8-bit PNG, at its own size.
 
     The page enlarges it (image-rendering: pixelated). Written here rather than by Pillow: for a
     28x28 picture Pillow's PNG writer costs 110 us, this 25 us, and every search sends two.
     """
     pixels = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
-    height, width = pixels.shape
-    rows = np.zeros((height, width + 1), np.uint8)  # each row starts with filter type 0 (none)
-    rows[:, 1:] = pixels
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale, no interlace
+    height, width = pixels.shape[:2]
+    colour_type = 2 if pixels.ndim == 3 else 0  # PNG's truecolour (RGB) or greyscale
+    line = pixels.reshape(height, -1)  # a row's samples in order: R, G, B, R, ... for colour
+    rows = np.zeros((height, line.shape[1] + 1), np.uint8)  # each row starts with filter type 0 (none)
+    rows[:, 1:] = line
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)  # 8 bits a sample, no interlace
     png = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(rows.tobytes()))
     png += _chunk(b"IEND")
     return "data:image/png;base64," + base64.b64encode(png).decode()
