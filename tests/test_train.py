@@ -222,3 +222,14 @@ def test_a_saved_state_of_another_run_is_not_resumed(tiny_data, tmp_path):
 def _raise_after_first_epoch(line: str) -> None:
     if line.startswith("Epoch: 1"):
         raise _Interrupt
+
+
+def test_the_time_left_follows_the_last_epochs_not_a_slow_start():
+    from aesearch.training.train import EpochStats, time_left
+
+    def epochs(*seconds):
+        return [EpochStats(n, 0.1, 0.1, 1e-3, s, 1.0) for n, s in enumerate(seconds, start=1)]
+
+    assert time_left(epochs(60.0, 1.0, 1.0, 1.0, 1.0, 1.0), 10) == 4.0  # 4 epochs at the last five's pace
+    assert time_left(epochs(2.0, 4.0), 10) == 24.0  # fewer than five so far: all of them
+    assert time_left([], 10) == 0.0

@@ -355,7 +355,7 @@ def fit(
                 resume, run, epoch, time.perf_counter() - started, result, head, optimizer, scheduler, generator
             )
         if log:
-            remaining = (total_epochs - epoch) * (time.perf_counter() - started) / epoch
+            remaining = time_left(result.history, total_epochs)
             view_loss = "" if stats.consistency_loss is None else f", view loss {stats.consistency_loss:.3f}"
             log(
                 f"Epoch: {epoch}{' (decoder)' * decoder_only}, Loss: {stats.loss:.5f} (last batch "
@@ -431,6 +431,15 @@ def _consistency_loss(
     projected = head(model.encode_layout(model.layout_of(views))[:, : config.consistency_dims])
     first, second = projected.float().chunk(2)
     return nt_xent(first, second, config.temperature)
+
+
+def time_left(history: list[EpochStats], total_epochs: int) -> float:
+    """Seconds the epochs still to run will take, at the pace of the last few (up to 5).
+
+    Not the mean since the start: a slow first epoch (loading, another process on the cores) made
+    the estimate 3-8x too long for the rest of a run."""
+    recent = [past.seconds for past in history[-5:]]
+    return (total_epochs - history[-1].epoch) * sum(recent) / len(recent) if recent else 0.0
 
 
 def _duration(seconds: float) -> str:
