@@ -122,7 +122,7 @@ export function setUpMap({ root, controls, onSearchId, onMarks, onLimit, onReady
     else if (opening) resize();
   }
 
-  async function load(method) {
+  async function load(method, notReadyTries = 0) {
     const token = ++map.loading;
     map.timings = { asked: performance.now() };
     const progress = $("map-progress");
@@ -153,6 +153,13 @@ export function setUpMap({ root, controls, onSearchId, onMarks, onLimit, onReady
     map.timings.ready = performance.now();
     status(`loading ${summary.points.toLocaleString()} points\u2026`);
     const response = await fetch(`/api/map/points?method=${method}`);
+    if (response.status === 409 && notReadyTries < 30) {
+      // Another server process answered, whose layout is not ready yet (`serve --workers 2`, each
+      // with its own): ask again, as for a layout being computed.
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+      if (token !== map.loading) return;
+      return load(method, notReadyTries + 1);
+    }
     if (!response.ok) {
       const body = await response.json().catch(() => ({}));
       status(body.detail || `the server answered ${response.status}`);
