@@ -564,3 +564,17 @@ def test_build_index_without_images_does_not_replace_an_index_of_folders(tmp_pat
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "is an index of your folders" in result.output and f"--images {folder.root.resolve()}" in result.output
     assert folder_digest(tmp_path / "idx") == before  # nothing replaced
+
+
+def test_eval_leaves_out_a_query_whose_class_has_no_other_image_and_says_so(tmp_path, model):
+    folder = write_image_folder(tmp_path / "pics")
+    (folder.root / "aaa-alone").mkdir()
+    (folder.root / "aaa-alone/only.png").write_bytes(png_bytes(synthetic_images(1, seed=60)[0]))  # id 0: a query
+    build(folder.root, tmp_path / "idx", model)
+    result = CliRunner().invoke(cli, ["eval", "--index-dir", str(tmp_path / "idx"), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["queries_without_relevant"] == 1
+    assert report["retrieval"][0]["per_class_p_at_10"][0] != report["retrieval"][0]["per_class_p_at_10"][0]  # NaN
+    table = CliRunner().invoke(cli, ["eval", "--index-dir", str(tmp_path / "idx")]).stdout
+    assert "Left out: 1 queries whose class has no other image to find" in table

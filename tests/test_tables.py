@@ -15,6 +15,7 @@ def test_a_class_without_queries_shows_a_dash_not_nan():
     report = SimpleNamespace(
         n_queries=5, protocol="collection", n_database=20, reconstruction_mse=0.01, near_duplicate_threshold=None,
         queries_with_near_duplicates=0, retrieval=[row], class_names=["apps", "extra"], indexes=[],
+        queries_without_relevant=0,
     )  # fmt: skip
     lines = eval_table(report).splitlines()
     assert next(line for line in lines if line.startswith("extra")).split() == ["extra", "-"]

@@ -55,6 +55,11 @@ def eval_table(report) -> str:
             if report.near_duplicate_threshold is not None
             else []
         ),
+        *(
+            [f"Left out: {report.queries_without_relevant:,} queries whose class has no other image to find"]
+            if report.queries_without_relevant
+            else []
+        ),
         "",
         f"{'':<40} {'dims':>5} {'metric':>7} {'P@1':>7} {'P@10':>7} {'mAP@100':>8} {'mAP@R':>7}",
     ]

@@ -77,6 +77,7 @@ class EvalReport:
     examples: list[dict] = field(default_factory=list, repr=False)  # a few queries and their hits
     near_duplicate_threshold: float | None = None  # neighbours this close across splits were left out
     queries_with_near_duplicates: int = 0
+    queries_without_relevant: int = 0  # a collection's queries whose class has no other image: left out
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -116,6 +117,13 @@ def evaluate(
     """
     bundle = engine.bundle
     ids, train_ids, test_ids, labels, protocol = protocol_rows(engine, protocol)  # positions index into ids
+    # A query whose class has no image among the others cannot find a relevant one: it measures
+    # nothing but would count as P@10 0 (a folder holding one image, say). Left out, and said.
+    answerable = np.isin(labels[test_ids], labels[train_ids])
+    without_relevant = int((~answerable).sum())
+    test_ids = test_ids[answerable]
+    if not len(test_ids):
+        raise InvalidArgumentError("no query has another image of its class to find: evaluation needs classes of 2+")
     n_classes = len(bundle.class_names)
     train_labels, test_labels = labels[train_ids], labels[test_ids]
 
@@ -178,6 +186,7 @@ def evaluate(
         examples=kept,
         near_duplicate_threshold=exclude_near_duplicates,
         queries_with_near_duplicates=len(excluded),
+        queries_without_relevant=without_relevant,
     )
 
 
