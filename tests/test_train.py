@@ -233,3 +233,16 @@ def test_the_time_left_follows_the_last_epochs_not_a_slow_start():
     assert time_left(epochs(60.0, 1.0, 1.0, 1.0, 1.0, 1.0), 10) == 4.0  # 4 epochs at the last five's pace
     assert time_left(epochs(2.0, 4.0), 10) == 24.0  # fewer than five so far: all of them
     assert time_left([], 10) == 0.0
+
+
+def test_ctrl_c_in_training_says_what_was_saved_and_how_to_go_on(tiny_data, tmp_path):
+    lines = []
+
+    def ctrl_c_after_epoch_2(line: str) -> None:
+        lines.append(line)
+        if line.startswith("Epoch: 2"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(quick(epochs=4), tiny_data, resume=tmp_path / "run.training.pt", progress=False, log=ctrl_c_after_epoch_2)
+    assert lines[-1] == "Interrupted in epoch 3: saved after epoch 2 of 4; run the same again"

@@ -290,78 +290,86 @@ def fit(
     elif resume is not None and log and total_epochs > 1:
         log(f"Training state saved after every epoch to {resume}: if interrupted, the same command goes on from there")
     started = time.perf_counter() - seconds_before
-    for epoch in range(first_epoch, total_epochs + 1):
-        decoder_only = epoch > config.epochs
-        if epoch == config.epochs + 1:
-            optimizer, scheduler = decoder_phase()
-        model.train()
-        epoch_start = time.perf_counter()
-        order = torch.randperm(n, device=device, generator=generator)
-        loss_sum = torch.zeros((), device=device)
-        consistency_sum = torch.zeros((), device=device)
-        phase = "decoder" if decoder_only else "joint"
-        bar = _progress_bar(steps_per_epoch, f"epoch {epoch}/{total_epochs}" + (" (decoder)" * decoder_only), progress)
-        for step in range(steps_per_epoch):
-            batch = patches[order[step * config.batch_size : (step + 1) * config.batch_size]]
-            x = batch.float().div_(255.0)  # exactly ToTensor's scaling
-            x_in = _corrupt(model, x, config, generator) if epoch <= config.corrupt_until * config.epochs else x
-            consistency = None
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                if decoder_only:
-                    with torch.no_grad():
-                        z = model.encode_layout(x_in)
-                    out = model.decode_layout(z)
-                else:
-                    out = model.forward_layout(x_in)
-                    if head is not None:
-                        consistency = _consistency_loss(model, head, x, config, augmentation, generator)
-            loss = reconstruction = F.mse_loss(out.float(), x)
-            if consistency is not None:
-                loss = loss + config.consistency * consistency
-                consistency_sum += consistency.detach()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if config.schedule == "onecycle" or decoder_only:
-                scheduler.step()
-            loss_sum += reconstruction.detach()
+    try:
+        for epoch in range(first_epoch, total_epochs + 1):
+            decoder_only = epoch > config.epochs
+            if epoch == config.epochs + 1:
+                optimizer, scheduler = decoder_phase()
+            model.train()
+            epoch_start = time.perf_counter()
+            order = torch.randperm(n, device=device, generator=generator)
+            loss_sum = torch.zeros((), device=device)
+            consistency_sum = torch.zeros((), device=device)
+            phase = "decoder" if decoder_only else "joint"
+            bar = _progress_bar(
+                steps_per_epoch, f"epoch {epoch}/{total_epochs}" + (" (decoder)" * decoder_only), progress
+            )
+            for step in range(steps_per_epoch):
+                batch = patches[order[step * config.batch_size : (step + 1) * config.batch_size]]
+                x = batch.float().div_(255.0)  # exactly ToTensor's scaling
+                x_in = _corrupt(model, x, config, generator) if epoch <= config.corrupt_until * config.epochs else x
+                consistency = None
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    if decoder_only:
+                        with torch.no_grad():
+                            z = model.encode_layout(x_in)
+                        out = model.decode_layout(z)
+                    else:
+                        out = model.forward_layout(x_in)
+                        if head is not None:
+                            consistency = _consistency_loss(model, head, x, config, augmentation, generator)
+                loss = reconstruction = F.mse_loss(out.float(), x)
+                if consistency is not None:
+                    loss = loss + config.consistency * consistency
+                    consistency_sum += consistency.detach()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if config.schedule == "onecycle" or decoder_only:
+                    scheduler.step()
+                loss_sum += reconstruction.detach()
+                if bar is not None:
+                    bar.update(1)
+                    if step % 10 == 9 or step == steps_per_epoch - 1:  # .item() syncs a GPU: not every step
+                        seen = (step + 1) * config.batch_size
+                        bar.set_postfix_str(
+                            f"loss {loss_sum.item() / (step + 1):.5f}  lr {optimizer.param_groups[0]['lr']:.2e}  "
+                            f"{seen / (time.perf_counter() - epoch_start):,.0f} img/s"
+                        )
+            last_batch_loss = reconstruction.item()
+            if config.schedule == "plateau" and not decoder_only:
+                scheduler.step(last_batch_loss)  # the seed steps on the last batch's loss, not the mean
             if bar is not None:
-                bar.update(1)
-                if step % 10 == 9 or step == steps_per_epoch - 1:  # .item() syncs a GPU: not every step
-                    seen = (step + 1) * config.batch_size
-                    bar.set_postfix_str(
-                        f"loss {loss_sum.item() / (step + 1):.5f}  lr {optimizer.param_groups[0]['lr']:.2e}  "
-                        f"{seen / (time.perf_counter() - epoch_start):,.0f} img/s"
-                    )
-        last_batch_loss = reconstruction.item()
-        if config.schedule == "plateau" and not decoder_only:
-            scheduler.step(last_batch_loss)  # the seed steps on the last batch's loss, not the mean
-        if bar is not None:
-            bar.close()
-        seconds = time.perf_counter() - epoch_start
-        stats = EpochStats(
-            epoch=epoch,
-            loss=loss_sum.item() / steps_per_epoch,
-            last_batch_loss=last_batch_loss,
-            lr=optimizer.param_groups[0]["lr"],
-            seconds=seconds,
-            images_per_second=steps_per_epoch * config.batch_size / seconds,
-            phase=phase,
-            consistency_loss=None if head is None or decoder_only else consistency_sum.item() / steps_per_epoch,
-        )
-        result.history.append(stats)
-        if resume is not None and epoch < total_epochs:
-            _save_state(
-                resume, run, epoch, time.perf_counter() - started, result, head, optimizer, scheduler, generator
+                bar.close()
+            seconds = time.perf_counter() - epoch_start
+            stats = EpochStats(
+                epoch=epoch,
+                loss=loss_sum.item() / steps_per_epoch,
+                last_batch_loss=last_batch_loss,
+                lr=optimizer.param_groups[0]["lr"],
+                seconds=seconds,
+                images_per_second=steps_per_epoch * config.batch_size / seconds,
+                phase=phase,
+                consistency_loss=None if head is None or decoder_only else consistency_sum.item() / steps_per_epoch,
             )
-        if log:
-            remaining = time_left(result.history, total_epochs)
-            view_loss = "" if stats.consistency_loss is None else f", view loss {stats.consistency_loss:.3f}"
-            log(
-                f"Epoch: {epoch}{' (decoder)' * decoder_only}, Loss: {stats.loss:.5f} (last batch "
-                f"{stats.last_batch_loss:.5f}){view_loss}, LR: {stats.lr:.2e}, {stats.seconds:.1f} s, "
-                f"{stats.images_per_second:,.0f} img/s, about {_duration(remaining)} left"
-            )
+            result.history.append(stats)
+            if resume is not None and epoch < total_epochs:
+                _save_state(
+                    resume, run, epoch, time.perf_counter() - started, result, head, optimizer, scheduler, generator
+                )
+            if log:
+                remaining = time_left(result.history, total_epochs)
+                view_loss = "" if stats.consistency_loss is None else f", view loss {stats.consistency_loss:.3f}"
+                log(
+                    f"Epoch: {epoch}{' (decoder)' * decoder_only}, Loss: {stats.loss:.5f} (last batch "
+                    f"{stats.last_batch_loss:.5f}){view_loss}, LR: {stats.lr:.2e}, {stats.seconds:.1f} s, "
+                    f"{stats.images_per_second:,.0f} img/s, about {_duration(remaining)} left"
+                )
+    except KeyboardInterrupt:
+        if resume is not None and log and result.history:  # what was saved, and how to go on
+            done = result.history[-1].epoch
+            log(f"Interrupted in epoch {done + 1}: saved after epoch {done} of {total_epochs}; run the same again")
+        raise
     model.encoder.requires_grad_(True)
     if resume is not None:
         Path(resume).unlink(missing_ok=True)
