@@ -131,6 +131,8 @@ def test_records_of_a_selection_and_of_a_hovered_point(client, engine):
     ]:
         response = client.post("/api/map/records", json=body)
         assert response.status_code == 400 and message in response.json()["detail"], response.text
+    garbled = client.post("/api/map/records", content=b"ids=1,2", headers={"content-type": "application/json"})
+    assert garbled.status_code == 422 and garbled.json()["detail"] == "the body is not valid JSON: send a JSON object"
 
 
 def test_a_failed_layout_says_why_once_and_is_tried_again(engine):

@@ -123,7 +123,9 @@ def create_app(
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's default answer quotes the input back whole (kilobytes, if that is what was sent).
         problems = [
-            f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg', 'invalid')}"
+            "the body is not valid JSON: send a JSON object"
+            if e.get("type") == "json_invalid"
+            else f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg', 'invalid')}"
             for e in exc.errors()[:3]
         ]
         return JSONResponse({"detail": "; ".join(problems)[:300]}, status_code=422)
