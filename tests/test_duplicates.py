@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import faiss
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import make_bundle, synthetic_images, synthetic_labels
 
+from aesearch.errors import InvalidArgumentError
 from aesearch.interfaces.cli import cli
 from aesearch.quality import duplicates
 from aesearch.quality.duplicates import connected_components, exact_classes, find_duplicates, near_pairs
@@ -49,7 +51,11 @@ def test_connected_components_match_scipy():
 
 
 @pytest.mark.parametrize("exact_limit", [10_000, 0], ids=["flat", "ivf"])
-def test_near_pairs_equal_brute_force(exact_limit):
+@pytest.mark.parametrize("small_steps", [False, True], ids=["whole", "small blocks and chunks"])
+def test_near_pairs_equal_brute_force(exact_limit, small_steps, monkeypatch):
+    if small_steps:  # what a threshold that pairs many images gets: the same pairs, a bit at a time
+        monkeypatch.setattr("aesearch.quality.duplicates._RESULTS_PER_BLOCK", 10)
+        monkeypatch.setattr("aesearch.quality.duplicates._PAIRS_PER_CHUNK", 7)
     rng = np.random.default_rng(1)
     base = rng.standard_normal((1200, 16)).astype(np.float32)
     x = np.concatenate([base, base[:60] + 0.01 * rng.standard_normal((60, 16)).astype(np.float32)])
@@ -81,6 +87,19 @@ def test_near_pairs_keep_pairs_at_the_radius_despite_float16_codes():
     truth = {(int(i), int(j)) for i, j in zip(*np.nonzero(squared <= radius), strict=True) if i < j}
     assert set(zip(a.tolist(), b.tolist(), strict=True)) == truth and len(truth) == 20
     assert np.allclose(d, squared[a, b], rtol=1e-5)
+
+
+def test_a_threshold_that_pairs_nearly_everything_is_refused_before_the_search(monkeypatch):
+    x = np.random.default_rng(2).standard_normal((3000, 8)).astype(np.float32)
+    monkeypatch.setattr("aesearch.quality.duplicates.MAX_PAIRS", 100_000)  # 3,000 images: 4.5 M pairs at most
+    searched = []
+    real = faiss.IndexFlatL2.range_search
+    monkeypatch.setattr(
+        faiss.IndexFlatL2, "range_search", lambda self, q, r: searched.append(len(q)) or real(self, q, r)
+    )
+    with pytest.raises(InvalidArgumentError, match=r"about [\d,]+ pairs are within this threshold .*lower `threshold`"):
+        near_pairs(x, radius=1e6)  # every image within range of every other
+    assert set(searched) == {1}, "only the sample, one image a call: never a block whose answer is everything"
 
 
 def test_exact_classes_stay_exact_when_hashes_collide(monkeypatch):

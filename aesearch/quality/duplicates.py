@@ -39,7 +39,10 @@ TARGET_RECALL = 0.99
 TRAIN_PER_LIST = 16  # k-means training points per IVF list
 FLOAT16_LARGEST = 60_000.0  # float16 holds up to 65,504
 MAX_PAIRS = 20_000_000  # 320 MB of pairs: beyond that the threshold groups everything with everything
-_BLOCK = 4096  # queries per range search call: bounds the memory of one call's results
+_BLOCK = 4096  # queries per range search call at most
+_RESULTS_PER_BLOCK = 2_000_000  # and about this many results a call (24 MB): fewer queries where each finds many
+_SAMPLE = 64  # images searched alone first, to estimate how many pairs a threshold makes
+_PAIRS_PER_CHUNK = 1 << 18  # pairs whose distance is computed again at once (2 x 200 MB at 192 floats)
 
 
 @dataclass
@@ -252,9 +255,10 @@ def near_pairs(
     # The IVF holds float16 vectors: each stored vector moves by at most 2^-11 of its norm, so pairs
     # are searched within a radius widened by that much and their distances computed again exactly.
     wide = radius if n <= exact_limit else _widened(radius, float(np.sqrt((x**2).sum(axis=1).max())))
+    block = _block_for(index, x, wide, seed)
     found_a, found_b, found_d, total = [], [], [], 0
-    for start in range(0, n, _BLOCK):
-        limits, dist, ids = index.range_search(x[start : start + _BLOCK], wide)
+    for start in range(0, n, block):
+        limits, dist, ids = index.range_search(x[start : start + block], wide)
         rows = np.repeat(np.arange(start, start + len(limits) - 1), np.diff(limits.astype(np.int64)))
         keep = ids != rows  # no image with itself; a pair found from either side counts (an IVF
         found_a.append(np.minimum(rows[keep], ids[keep]))  # may miss it from one side only)
@@ -270,11 +274,36 @@ def near_pairs(
     a, b, d = np.concatenate(found_a), np.concatenate(found_b), np.concatenate(found_d)
     _, first = np.unique(a * n + b, return_index=True)  # each pair once, lower id first
     a, b, d = a[first], b[first], d[first]
-    if wide != radius:
-        d = ((x[a] - x[b]) ** 2).sum(axis=1, dtype=np.float32)
+    if wide != radius:  # exact distances, a chunk of pairs at a time (16 M pairs at once took 23 GB)
+        d = np.concatenate(
+            [
+                ((x[a[i : i + _PAIRS_PER_CHUNK]] - x[b[i : i + _PAIRS_PER_CHUNK]]) ** 2).sum(axis=1, dtype=np.float32)
+                for i in range(0, len(a), _PAIRS_PER_CHUNK)
+            ]
+            or [np.zeros(0, np.float32)]
+        )
         within = d <= radius
         a, b, d = a[within], b[within], d[within]
     return a, b, d, method, recall
+
+
+def _block_for(index: faiss.Index, x: np.ndarray, radius: float, seed: int) -> int:
+    """Queries per range search call, so that one call's results stay near _RESULTS_PER_BLOCK; or one
+    line when the threshold would pair nearly everything (estimated from a sample of images, each
+    searched alone: a call's results can be the whole collection, 0.5 paired Fashion-MNIST's
+    70,000 images with most of the others and took 23 GB before this)."""
+    n = len(x)
+    sample = np.random.default_rng(seed).choice(n, size=min(n, _SAMPLE), replace=False)
+    found = [int(index.range_search(x[row : row + 1], radius)[0][-1]) - 1 for row in sample]  # less itself
+    per_image = max(0.0, float(np.mean(found)))
+    if per_image * n / 2 > MAX_PAIRS:
+        raise InvalidArgumentError(
+            f"about {per_image * n / 2:,.0f} pairs are within this threshold (each image has about "
+            f"{per_image:,.0f} others that close, in a sample of {len(sample)}): it groups nearly everything; "
+            "lower `threshold`",
+            parameter="threshold",
+        )
+    return int(max(1, min(_BLOCK, _RESULTS_PER_BLOCK // max(per_image, 1.0))))
 
 
 def _widened(radius: float, largest_norm: float) -> float:
