@@ -16,6 +16,7 @@ from conftest import make_bundle
 from image_folders import write_image_folder
 from test_duplicates import planted_images
 
+from aesearch.errors import InvalidArgumentError
 from aesearch.interfaces.cli import cli
 from aesearch.pipelines import moves
 from aesearch.pipelines.collection import build_from_folders
@@ -140,6 +141,10 @@ def test_decisions_of_a_dataset_bundle_are_exported_not_moved(tmp_path):
     assert json.loads(json.dumps(review.to_dict()))["decisions"][0]["keep"] in (7, 4)
     with pytest.raises(MoveRefusedError, match=r"built from a dataset.*reviewed and exported"):
         move_duplicates(review, tmp_path / "out")
+    with pytest.raises(InvalidArgumentError, match="`keep` names 11, 99999999, in no group of duplicates"):
+        review_of(bundle, 0.0, keep=[10, 99999999, 11])  # a typo, and an image in no group
+    result = CliRunner().invoke(cli, ["duplicates", "--index-dir", str(bundle), "--threshold", "0", "--keep", "9999"])
+    assert result.exit_code == 1 and "--keep names 9999, in no group" in result.output
 
 
 # --- move and undo ---

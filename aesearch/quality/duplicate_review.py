@@ -281,6 +281,13 @@ def decide(bundle, groups: list[DuplicateGroup], *, threshold: float, keep=(), f
     (a page of the groups keeps their numbers)."""
     chosen = {int(i) for i in keep}
     all_ids = [i for g in groups for i in g.ids]
+    stray = sorted(chosen - set(all_ids))
+    if stray:  # a typo would otherwise leave the rule's choice standing, silently
+        shown = ", ".join(map(str, stray[:10])) + (f", ... ({len(stray)} ids)" if len(stray) > 10 else "")
+        raise InvalidArgumentError(
+            f"`keep` names {shown}, in no group of duplicates at this threshold: keep only ids a group lists",
+            parameter="keep",
+        )
     described = {m.id: m for m in members(bundle, all_ids)} if all_ids else {}
     decisions = []
     for number, group in enumerate(groups, start=first):
