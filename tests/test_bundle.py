@@ -191,3 +191,25 @@ def test_killed_build_leaves_the_old_bundle_loadable_and_unchanged(bundle_copy):
     assert len(siblings(bundle_copy)) == 2, "the killed build's staging folder is expected beside the bundle"
     make_bundle(bundle_copy, n=60)  # the next build cleans up after the killed one
     assert siblings(bundle_copy) == [bundle_copy.name]
+
+
+def test_a_build_never_replaces_a_folder_of_other_files_or_a_part_of_a_bundle(tmp_path, fake_data_dir):
+    """--index-dir ~/Pictures emptied the folder, and --index-dir idx/segments broke idx: both refused."""
+    from click.testing import CliRunner
+
+    from aesearch.interfaces.cli import cli
+
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    (pictures / "holiday.jpg").write_bytes(b"not to lose")
+    bundle = make_bundle(tmp_path / "idx", n=40)
+    before = folder_digest(bundle)
+    common = ["--data-dir", str(fake_data_dir), "--model", str(bundle / "model.safetensors")]
+    for target, message in [
+        (pictures, "holds other files (holiday.jpg) and is not an aesearch index"),
+        (bundle / "segments", f"is inside the index at {bundle}"),
+        (bundle / "segments" / "new", f"is inside the index at {bundle}"),
+    ]:
+        result = CliRunner().invoke(cli, ["build-index", "--index-dir", str(target), *common])
+        assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+    assert (pictures / "holiday.jpg").read_bytes() == b"not to lose" and folder_digest(bundle) == before

@@ -353,6 +353,32 @@ def _consistency_problem(manifest: dict, segments: list[Segment], tombstones: np
     return None
 
 
+_BUNDLE_ENTRIES = {MANIFEST, "segments", "space", "model.safetensors"}  # what marks a folder as a bundle
+
+
+def _refuse_to_replace_what_is_not_a_bundle(target: Path) -> None:
+    """A new bundle takes its target's place whole: refuse a folder of other files (`--index-dir
+    ~/Pictures` emptied it) and a folder inside a bundle (`--index-dir idx/segments` broke idx). A
+    damaged bundle, without its manifest, still counts as one: rebuilding it is the advice it gets."""
+    for parent in target.absolute().parents:
+        if (parent / MANIFEST).is_file() and (parent / "segments").is_dir():
+            raise InvalidArgumentError(
+                f"index_dir {target} is inside the index at {parent}: building there would break it; "
+                "choose a folder outside it",
+                parameter="index_dir",
+            )
+    if not target.is_dir():
+        return
+    entries = sorted(entry.name for entry in target.iterdir())
+    if entries and not _BUNDLE_ENTRIES & set(entries):
+        shown = ", ".join(entries[:3]) + (f", ... ({len(entries)} entries)" if len(entries) > 3 else "")
+        raise InvalidArgumentError(
+            f"index_dir {target} holds other files ({shown}) and is not an aesearch index: a build would "
+            "replace them; choose a new or empty folder",
+            parameter="index_dir",
+        )
+
+
 class BundleWriter:
     """Writes the next state of a bundle; see create() and update()."""
 
@@ -379,6 +405,7 @@ class BundleWriter:
             raise InvalidArgumentError(
                 f"index_dir {target} is a file: give a folder for the index", parameter="index_dir"
             )
+        _refuse_to_replace_what_is_not_a_bundle(target)
         with writer_lock(target):
             staged_name = f".{target.name}.partial-{resume_key}" if resume_key else None
             for other in target.parent.glob(f".{target.name}.partial-*"):
