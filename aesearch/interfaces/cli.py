@@ -738,12 +738,11 @@ def _default_picture_path(image: Path | None, query_id: int | None, kind: str = 
 
 
 def _write_picture(engine, result, picture: Path, label: str) -> None:
-    """The result picture; the query as given is result.original (None for --id: the indexed image)."""
-    from aesearch.atomic import check_writable
+    """The result picture, at a place query checked can be written; the query as given is
+    result.original (None for --id: the indexed image)."""
     from aesearch.figures.render import picture_format, render_result
 
     picture_format(picture)
-    check_writable(picture)
     render_result(
         picture,
         original=result.original,

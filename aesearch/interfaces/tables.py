@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from aesearch.store.paths import shown as printable
@@ -74,7 +75,7 @@ def eval_table(report) -> str:
     lines += ["", f"{'P@10 by class':<14}" + "".join(f"{name:>10}" for name in short)]
     for c, name in enumerate(report.class_names):
         cells = (r.per_class_p_at_10[c] for r in report.retrieval)  # NaN: the class had no query ("-")
-        lines.append(f"{name:<14}" + "".join(f"{'-':>10}" if p != p else f"{p:>10.3f}" for p in cells))
+        lines.append(f"{name:<14}" + "".join(f"{'-':>10}" if math.isnan(p) else f"{p:>10.3f}" for p in cells))
     lines += ["", "Most confused (share of a class's top-10 neighbours that belong to another class):"]
     pairs = sorted(
         (
