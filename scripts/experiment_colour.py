@@ -102,20 +102,35 @@ def to_square(path: Path, size: int, background: tuple[int, int, int] = (255, 25
     return np.asarray(canvas.convert("RGB").resize((size, size), Image.Resampling.BOX), dtype=np.uint8)
 
 
-def load(name: str, size: int, root: Path = ROOT) -> Collection:
+VALIDATION_HOLD_OUT = 4  # validation: every 4th group of the database per class queries the rest
+
+
+def load(name: str, size: int, root: Path = ROOT, validation: bool = False) -> Collection:
+    """A collection at size x size. validation: the database alone, split again as the collection
+    was (per class, groups sorted by name, every VALIDATION_HOLD_OUT-th a query), for choosing
+    recipes without looking at the queries."""
     record = json.loads((root / f"{name}.json").read_text())
-    files = sorted(record["files"])
+    every = sorted(record["files"])
+    files = [f for f in every if record["files"][f]["split"] == "database"] if validation else every
     classes = record["classes"]
     labels = np.array([classes.index(record["files"][f]["class"]) for f in files])
-    query = np.array([record["files"][f]["split"] == "query" for f in files])
+    if validation:
+        held: set[tuple[str, str]] = set()
+        for label in classes:
+            groups = sorted({record["files"][f]["group"] for f in files if record["files"][f]["class"] == label})
+            held |= {(label, g) for g in groups[VALIDATION_HOLD_OUT - 1 :: VALIDATION_HOLD_OUT]}
+        query = np.array([(record["files"][f]["class"], record["files"][f]["group"]) in held for f in files])
+    else:
+        query = np.array([record["files"][f]["split"] == "query" for f in files])
     paths = [root / name / f for f in files]
     cache = root / "cache" / f"{name}-{size}.npy"
-    if cache.exists() and np.load(cache, mmap_mode="r").shape[0] == len(files):
+    if cache.exists() and np.load(cache, mmap_mode="r").shape[0] == len(every):
         images = np.load(cache)
     else:
-        images = np.stack([to_square(p, size) for p in paths])
+        images = np.stack([to_square(root / name / f, size) for f in every])
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.save(cache, images)
+    images = images[np.isin(every, files)]
     return Collection(name, paths, labels, classes, query, images)
 
 
@@ -347,8 +362,42 @@ class Recipe:
     hue: float = 0.0
     zoom: float = 0.25  # views scaled by 1 +- up to this
     recon_views: float = 0.0  # weight of the views' own reconstruction (augmentation for the decoder too)
+    distil: float = 0.0  # with init: weight of the mean squared distance of z from the starting encoder's z
     weight_decay: float = 0.0  # AdamW's, when not 0
     seed: int = 0
+    # "grey": start from the shipped Fashion-MNIST model (size 28, widths 32,64, kernel 2, z 314), as
+    # its negative; "grey-plain": its weights as they are
+    init: str = ""
+
+
+def start_from_grey_model(model, negative: bool = True) -> None:
+    """Copy the shipped Fashion-MNIST model into a 28 x 28 colour member of its shape, so that on a
+    grey image of dark ink on white it computes what the grey model computes on the negative (white
+    ink on black, as Fashion-MNIST is drawn): the first convolution takes -W/3 from each channel and
+    sum(W) as its bias (W.(1 - x)), and the last transposed convolution -W to each channel (the
+    sigmoid of -h is 1 - the grey reconstruction)."""
+    import torch
+
+    from aesearch.model.checkpoint import load_checkpoint
+    from aesearch.model.shipped import shipped_model
+
+    weights = load_checkpoint(shipped_model()).weights
+    grey = {name: torch.from_numpy(np.asarray(w, dtype=np.float32)) for name, w in weights.items()}
+    state = model.state_dict()
+    for name, value in grey.items():
+        sign = -1 if negative else 1  # not negative: the weights as they are (the package's have no conv bias)
+        if name == "encoder.0.weight":  # (32, 1, 2, 2) -> (32, 3, 2, 2)
+            state[name] = (sign * value / 3).repeat(1, 3, 1, 1)
+            state["encoder.0.bias"] = value.sum(dim=(1, 2, 3)) if negative else torch.zeros(value.shape[0])
+        elif name == "decoder.5.weight":  # (32, 1, 2, 2) -> (32, 3, 2, 2)
+            state[name] = (sign * value).repeat(1, 3, 1, 1)
+        else:
+            assert state[name].shape == value.shape, (name, state[name].shape, value.shape)
+            state[name] = value
+    for name in state:  # biases the seed has none of start at zero
+        if name not in grey and name != "encoder.0.bias":
+            state[name] = torch.zeros_like(state[name])
+    model.load_state_dict(state)
 
 
 def train(
@@ -374,6 +423,13 @@ def train(
     train_x = torch.as_tensor(train_images).permute(0, 3, 1, 2).contiguous()  # uint8
     widths = [int(w) for w in recipe.widths.split(",")]
     model = build_model(recipe.size, widths, recipe.kernel, recipe.z)
+    teacher = None
+    if recipe.init in ("grey", "grey-plain"):
+        start_from_grey_model(model, negative=recipe.init == "grey")
+        if recipe.distil:  # the starting encoder, frozen: z is kept near what it was
+            import copy
+
+            teacher = copy.deepcopy(model.encoder).requires_grad_(False)
     cons_dims = recipe.cons_dims or max(1, recipe.z * 2 // 5)
     head = projection_head(cons_dims) if recipe.consistency else None
     params = list(model.parameters()) + (list(head.parameters()) if head else [])
@@ -384,7 +440,9 @@ def train(
         optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     else:
         optimizer = torch.optim.Adam(params, lr=recipe.lr)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=recipe.lr, total_steps=max(1, recipe.epochs * steps)
+    )
     started = time.perf_counter()
     history = []
     for epoch in range(recipe.epochs + recipe.decoder_epochs):
@@ -405,7 +463,10 @@ def train(
                     z = model.encoder(x)
                 loss = rec = F.mse_loss(model.decoder(z), x)
             else:
-                loss = rec = F.mse_loss(model(x), x)
+                z = model.encoder(x)
+                loss = rec = F.mse_loss(model.decoder(z), x)
+                if teacher is not None:
+                    loss = loss + recipe.distil * F.mse_loss(z, teacher(x))
                 if head is not None:
                     views = torch.cat(
                         [
@@ -416,7 +477,7 @@ def train(
                     z_views = model.encoder(views)
                     a, b = head(z_views[:, :cons_dims]).chunk(2)
                     cons = nt_xent(a, b, recipe.temperature)
-                    loss = rec + recipe.consistency * cons
+                    loss = loss + recipe.consistency * cons
                     if recipe.recon_views:
                         loss = loss + recipe.recon_views * F.mse_loss(model.decoder(z_views), views)
                     cons_sum += cons.item()
@@ -661,6 +722,9 @@ def main() -> None:
     parser.add_argument("--threads", default="1")
     parser.add_argument("--extra", type=int, default=0, help="also train on this many unlabelled images of the source")
     parser.add_argument("--tag", default="")
+    parser.add_argument(
+        "--validation", action="store_true", help="the database alone, split again (for choosing; queries unseen)"
+    )
     for field, value in asdict(Recipe()).items():
         if field != "size":
             parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
@@ -674,7 +738,7 @@ def main() -> None:
     if args.command == "baselines":
         for name in names:
             for size in sizes:
-                c = load(name, size, args.root)
+                c = load(name, size, args.root, args.validation)
                 for row in baselines(c, size, with_grey=not args.no_grey and size == sizes[0]):
                     append(args.results, row)
                     print(
@@ -699,17 +763,18 @@ def main() -> None:
         return None
     for name in names:
         for size in sizes:
-            c = load(name, size, args.root)
+            c = load(name, size, args.root, args.validation)
             row, history = train(
                 c, Recipe(size=size, **recipe_fields), args.database, int(args.threads), args.tag, args.extra
             )
             row["tag"] = args.tag
+            row["protocol"] = "validation" if args.validation else "test"
             append(args.results, row)
             best = max(row["spaces"].items(), key=lambda kv: kv[1]["p_at_10"])
             print(
                 f"{name} {size} {args.tag}: db {row['database']}, {row['train_seconds']:.0f} s, test MSE "
-                f"{row['test_mse']:.5f}, last rec {history[-1]['rec']:.5f} "
-                f"cons {history[args.epochs - 1]['cons']:.3f}; "
+                f"{row['test_mse']:.5f}, last rec {history[-1]['rec'] if history else float('nan'):.5f} "
+                f"cons {history[args.epochs - 1]['cons'] if history else 0:.3f}; "
                 + "; ".join(
                     f"{k}: P@10 {v['p_at_10']:.3f} mAP@100 {v['map_at_100']:.3f}" for k, v in row["spaces"].items()
                 )
