@@ -25,6 +25,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,13 +56,13 @@ def without_row_reads(engine: SearchEngine) -> None:
             reranking.vectors_of = lambda rows, dims=dims: np.zeros((len(rows), dims), dtype=np.float32)
 
 
-def batch_speed(bundle: Path, queries: np.ndarray, *, read_rows: bool) -> tuple[float, float]:
-    """(cold q/s, warm q/s) of one batch, the process's maps of the bundle released before the drop."""
+def batch_speed(bundle: Path, queries: np.ndarray, prepare: Callable[[SearchEngine], None] = lambda engine: None):
+    """(cold q/s, warm q/s) of one batch: the bundle dropped from the page cache (this process's
+    maps of it released first), loaded, prepare(engine) called, the batch run twice."""
     gc.collect()
     evict_page_cache(bundle)
     engine = SearchEngine.load(bundle)
-    if not read_rows:
-        without_row_reads(engine)
+    prepare(engine)
     speeds = []
     for _ in range(2):
         start = time.perf_counter()
@@ -88,8 +89,8 @@ def main() -> None:
     for run in range(1, args.repeat + 1):
         evict_page_cache(args.bundle)
         seconds = sum(read_in_order(path) for path in index_files)
-        shipped = batch_speed(args.bundle, queries, read_rows=True)
-        floor = batch_speed(args.bundle, queries, read_rows=False)
+        shipped = batch_speed(args.bundle, queries)
+        floor = batch_speed(args.bundle, queries, without_row_reads)
         print(
             f"| {run} | {index_bytes / 1e6:,.0f} MB in {seconds:.2f} s ({index_bytes / 1e6 / seconds:,.0f} MB/s) "
             f"| {shipped[0]:,.0f} q/s | {shipped[1]:,.0f} q/s | {floor[0]:,.0f} q/s | {floor[1]:,.0f} q/s |",

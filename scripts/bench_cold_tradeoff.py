@@ -16,13 +16,13 @@ the bundle as built.
 from __future__ import annotations
 
 import argparse
-import gc
 import itertools
 import os
 import platform
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import faiss
@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_scale import evict_page_cache
+from bench_cold_floor import batch_speed
 
 from aesearch import SearchEngine
 from aesearch.quality.recall import KINDS, probes
@@ -75,6 +75,8 @@ def main() -> None:
     print(f"{platform.node()}: {model}; {os.cpu_count()} cores; avx512f: {'avx512f' in cpu}")
     engine = SearchEngine.load(args.bundle)
     params = engine.manifest["index_params"]
+    if "rerank_factor" not in params:
+        raise SystemExit(f"{args.bundle} is not a compressed bundle (no re-ranking): build one of 1 M images or more")
     built = (int(params["rerank_factor"]), int(params["nprobe"]), tuple(engine.index.wide_search or (4, 12)))
     start = time.perf_counter()
     found = probes(engine)
@@ -100,16 +102,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     engine = None
     for (factor, nprobe, far), recall, rows in measured[: args.cold + 1]:
-        gc.collect()
-        evict_page_cache(args.bundle)
-        engine = SearchEngine.load(args.bundle)
-        configure(engine, factor, nprobe, far)
-        speeds = []
-        for _ in range(2):
-            start = time.perf_counter()
-            engine.query_batch(queries, k=10)
-            speeds.append(len(queries) / (time.perf_counter() - start))
-        engine = None
+        speeds = batch_speed(args.bundle, queries, partial(configure, factor=factor, nprobe=nprobe, far=far))
         label = " (as built)" if (factor, nprobe, far) == built else ""
         print(
             f"| {factor}{label} | {nprobe} | {far[0]}x{far[1]} | {', '.join(f'{recall[k]:.3f}' for k in KINDS)} "
