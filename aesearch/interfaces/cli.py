@@ -732,6 +732,7 @@ def _unless_unwritable(path: Path, given: bool, notes: list[str], remedy: str) -
 
 
 def _default_picture_path(image: Path | None, query_id: int | None, kind: str = "aesearch") -> Path:
+    assert kind in defaults.RESULT_PICTURE_KINDS, f"scans leave out only {defaults.RESULT_PICTURE_KINDS} pictures"
     if image is None:
         return Path(f"query-id-{query_id}.{kind}.png")
     return image.with_name(f"{image.stem}.{kind}.png")

@@ -157,7 +157,15 @@ def _name_problem(name: str) -> str | None:
     dot = name.rfind(".")
     if dot <= 0 or name[dot:].lower() not in IMAGE_SUFFIXES:
         return f"is not named as an image file (give it one of the suffixes {', '.join(sorted(IMAGE_SUFFIXES))})"
+    if _result_picture(name):
+        return "is a result picture `aesearch query` wrote beside its query: scans leave them out"
     return None
+
+
+def _result_picture(name: str) -> bool:
+    """NAME.aesearch.png or NAME.explain.png: a picture of a search, not one of the collection's images."""
+    stem, _, suffix = name.lower().rpartition(".")
+    return suffix == "png" and any(stem.endswith(f".{kind}") for kind in defaults.RESULT_PICTURE_KINDS)
 
 
 def file_problem(st: os.stat_result, *, link: bool = False, limit: int | None = None) -> str | None:
