@@ -599,3 +599,37 @@ def test_a_query_of_a_collection_image_leaves_its_pictures_out_of_the_next_sync(
     (folder.root / "ring/kept.aesearch.jpg").write_bytes(png_bytes(synthetic_images(1, seed=9)[0]))
     result = runner.invoke(cli, ["sync", "--dry-run", "--json", "--index-dir", str(index)])
     assert json.loads(result.output)["added"] == ["ring/kept.aesearch.jpg"], "only the names query writes are left out"
+
+
+def test_a_folder_build_checks_its_target_before_it_reads_or_trains(tmp_path, monkeypatch):
+    """--index-dir naming a file, a folder of other files or "." was refused only when the build came
+    to write, after minutes of training; --images "" trained on the current folder (new-user trial)."""
+    from aesearch.pipelines import collection
+
+    def never(*args, **kwargs):
+        raise AssertionError("the target is checked before any file is read")
+
+    monkeypatch.setattr(collection, "scan", never)
+    folder = write_image_folder(tmp_path / "pics")
+    (tmp_path / "file.png").write_bytes(b"keep me")
+    bundle = tmp_path / "idx"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text("{}")
+    (bundle / "segments").mkdir()
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    for target, code, message in [
+        (tmp_path / "file.png", 1, "is a file: give a folder for the index"),
+        (folder.root, 1, "holds other files"),
+        (bundle / "segments", 1, "is inside the index at"),
+        (".", 1, "--index-dir '.' names no folder"),
+        ("", 2, "Invalid value for '--index-dir': it is empty"),
+    ]:
+        result = runner.invoke(cli, ["build-index", "--images", str(folder.root), "--index-dir", str(target)])
+        assert result.exit_code == code and message in result.output and "Traceback" not in result.output, (
+            target,
+            result.output,
+        )
+    result = runner.invoke(cli, ["build-index", "--images", "", "--index-dir", str(tmp_path / "new")])
+    assert result.exit_code == 2 and "Invalid value for '--images': it is empty" in result.output
+    assert (tmp_path / "file.png").read_bytes() == b"keep me" and not list(tmp_path.glob("*.training.pt"))

@@ -90,6 +90,7 @@ def test_images_from_list_and_labels(tmp_path, folder):
     ("images", "images_from", "message"),
     [
         (["nowhere"], None, "no such folder"),
+        ([""], None, "an `images` folder is empty text"),
         ([], None, "give at least one `images` FOLDER or an `images_from` LIST"),
         ([], "nowhere.txt", "no such list"),
     ],

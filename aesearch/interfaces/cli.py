@@ -40,6 +40,19 @@ class Integer(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+class NonEmptyPath(click.Path):
+    """A path option that refuses an empty value, which click.Path reads as "." (the current
+    folder): `--images ""` trained a model on whatever the current folder held."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(path_type=Path, **kwargs)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("it is empty: give a path (`.` for the current folder)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 # Library parameters whose option is not "--" + the parameter with dashes.
 _OPTIONS = {"k": "-k"}
 
@@ -116,7 +129,7 @@ def cli() -> None:
     "--images",
     "image_dirs",
     multiple=True,
-    type=click.Path(path_type=Path),
+    type=NonEmptyPath(),
     help="Train on the images in this folder (recursively) instead of Fashion-MNIST; repeatable.",
 )
 @click.option("--size", type=Integer(4, 4096), help="With --images: the model's image size  [from the images]")
@@ -201,7 +214,7 @@ def train(
 
 INDEX_DIR_OPTION = click.option(
     "--index-dir",
-    type=click.Path(path_type=Path),
+    type=NonEmptyPath(),
     default=defaults.INDEX_DIR,
     show_default=True,
     help="The index bundle folder.",
@@ -305,12 +318,12 @@ WHERE_OPTION = click.option(
     "--images",
     "image_dirs",
     multiple=True,
-    type=click.Path(path_type=Path),
+    type=NonEmptyPath(),
     help="Index the images in this folder (recursively) instead of Fashion-MNIST; repeatable.",
 )
 @click.option(
     "--images-from",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=NonEmptyPath(dir_okay=False),
     help="Index the image files listed in this text file, one path a line.",
 )
 @click.option(

@@ -103,6 +103,8 @@ def collection_roots(images: Sequence[str | Path] = (), images_from: str | Path 
     """The roots a collection is scanned from: the images folders, and the folder of an images_from list."""
     roots = []
     for folder in images:
+        if not str(folder).strip():  # Path("") is the current folder: never what an empty value meant
+            raise InvalidArgumentError("an `images` folder is empty text: give a folder's path", parameter="images")
         path = Path(folder).expanduser()
         if not path.exists():
             raise InvalidArgumentError(

@@ -356,6 +356,20 @@ def _consistency_problem(manifest: dict, segments: list[Segment], tombstones: np
 _BUNDLE_ENTRIES = {MANIFEST, "segments", "space", "model.safetensors"}  # what marks a folder as a bundle
 
 
+def check_build_target(target: str | Path) -> None:
+    """One line if a new bundle cannot take target's place: a file, a folder of other files, a folder
+    inside a bundle, no name at all. A build calls it before it reads or trains anything (a build
+    that trained for minutes was refused only when it came to write), and again as it writes."""
+    target = Path(target)
+    if not target.name:  # "", ".", "/": the bundle is swapped in by its name, beside it
+        raise InvalidArgumentError(
+            f"index_dir {str(target)!r} names no folder: give one, e.g. indexes/NAME", parameter="index_dir"
+        )
+    if target.exists() and not target.is_dir():
+        raise InvalidArgumentError(f"index_dir {target} is a file: give a folder for the index", parameter="index_dir")
+    _refuse_to_replace_what_is_not_a_bundle(target)
+
+
 def _refuse_to_replace_what_is_not_a_bundle(target: Path) -> None:
     """A new bundle takes its target's place whole: refuse a folder of other files (`--index-dir
     ~/Pictures` emptied it) and a folder inside a bundle (`--index-dir idx/segments` broke idx). A
@@ -401,11 +415,7 @@ class BundleWriter:
         so the same build run again finds the work already done (see scratch()).
         """
         target = Path(target)
-        if target.exists() and not target.is_dir():
-            raise InvalidArgumentError(
-                f"index_dir {target} is a file: give a folder for the index", parameter="index_dir"
-            )
-        _refuse_to_replace_what_is_not_a_bundle(target)
+        check_build_target(target)
         with writer_lock(target):
             staged_name = f".{target.name}.partial-{resume_key}" if resume_key else None
             for other in target.parent.glob(f".{target.name}.partial-*"):
