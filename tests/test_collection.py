@@ -633,3 +633,25 @@ def test_a_folder_build_checks_its_target_before_it_reads_or_trains(tmp_path, mo
     result = runner.invoke(cli, ["build-index", "--images", "", "--index-dir", str(tmp_path / "new")])
     assert result.exit_code == 2 and "Invalid value for '--images': it is empty" in result.output
     assert (tmp_path / "file.png").read_bytes() == b"keep me" and not list(tmp_path.glob("*.training.pt"))
+
+
+def test_remove_takes_a_files_path_from_the_current_folder_as_add_does(tmp_path, model, monkeypatch):
+    """`aesearch add photos/x.png` worked from the folder above the collection; `aesearch remove
+    photos/x.png` said no image had that path (new-user trial)."""
+    folder = write_image_folder(tmp_path / "pics")
+    index = tmp_path / "idx"
+    build(folder.root, index, model)
+    link = folder.root / "ring/linked.png"
+    link.symlink_to(folder.root / "loose-000.png")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["sync", "--index-dir", str(index)]).exit_code == 0
+    by_path = {path: i for i, path in paths_by_id(index).items()}
+    monkeypatch.chdir(tmp_path)
+    targets = ["pics/ellipse/e-000.png", "./pics/../pics/ring/r-002.png", "pics/ring/linked.png", "loose-001.png"]
+    result = runner.invoke(cli, ["remove", *targets, "--index-dir", str(index)])
+    assert result.exit_code == 0, result.output
+    expected = sorted(by_path[p] for p in ["ellipse/e-000.png", "ring/r-002.png", "ring/linked.png", "loose-001.png"])
+    assert f"ids {', '.join(map(str, expected))}" in result.output
+    assert by_path["loose-000.png"] in paths_by_id(index), "a link's target stays: the link's name was given"
+    result = runner.invoke(cli, ["remove", "pics/ellipse/e-000.png", "--index-dir", str(index)])
+    assert result.exit_code == 1 and "no indexed image has the path pics/ellipse/e-000.png" in result.output
