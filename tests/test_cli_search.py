@@ -188,6 +188,38 @@ def test_serve_on_a_busy_port_is_one_line(tiny_bundle):
     )
 
 
+def test_serve_on_port_0_says_the_port_it_listens_on(tiny_bundle):
+    """`serve --port 0` (any free port) announced http://127.0.0.1:0/, where nothing answers (new-user trial)."""
+    import os
+    import re
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "aesearch", "serve", "--index-dir", str(tiny_bundle), "--port", "0"]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    server = subprocess.Popen([*command, "--workers", "1"], cwd=root, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()
+        match = re.search(r"on http://127\.0\.0\.1:(\d+)/ ", line)
+        assert match and int(match.group(1)) > 0, line
+        url = f"http://127.0.0.1:{match.group(1)}/api/health"
+        for _ in range(100):  # the socket listens before the line is printed; the app starts just after
+            try:
+                assert httpx.get(url).json()["count"] == len(load_bundle(tiny_bundle).live_ids())
+                break
+            except httpx.TransportError:
+                assert server.poll() is None, "the server stopped"
+                time.sleep(0.1)
+    finally:
+        server.kill()
+        server.wait()
+
+
 def test_info_on_a_damaged_bundle_is_one_line_unless_asked_not_to_verify(bundle_copy):
     (bundle_copy / "space" / "1" / "trust.json").write_text("{}")
     result = run("info", "--index-dir", bundle_copy)

@@ -1238,9 +1238,10 @@ def serve(
     app.state.engine.warm_up()  # a cold page cache (a reboot): fast first answers, warm ones soon after
     processes = f", {workers} worker processes" if workers > 1 else ""
     processes += f", shards on the Dask cluster at {engine.cluster.address}" if cluster else ""
-    click.echo(
-        f"Serving {index_dir} ({len(app.state.engine):,} images{processes}) on http://{host}:{port}/  (Ctrl-C stops)"
-    )
+    # The port bound, which --port 0 leaves to the system; an IPv6 address in brackets, as a URL needs.
+    address = f"[{host}]" if ":" in host else host
+    url = f"http://{address}:{sock.getsockname()[1]}/"
+    click.echo(f"Serving {index_dir} ({len(app.state.engine):,} images{processes}) on {url}  (Ctrl-C stops)")
     # The request line and headers must come within 5 s of connecting (or of the last answer, which
     # closes an idle keep-alive connection too); an answer unread for 15 s is dropped; 32 connections
     # per client address, 512 in all; past 64 requests being answered, 503 at once (security.py).
