@@ -239,6 +239,11 @@ def test_labelled_folder_eval_and_planted_duplicates(tmp_path, model):
         cli, ["eval", "--index-dir", str(tmp_path / "idx"), "--report", str(tmp_path / "e.png")]
     )
     assert result.exit_code == 0 and "held-out (1 in 5) queries" in result.output
+    for extra in ([], ["--feedback", "1"]):  # ignored before, with a table that seemed to answer it (new-user trial)
+        result = CliRunner().invoke(
+            cli, ["eval", "--index-dir", str(tmp_path / "idx"), "--protocol", "validation", *extra]
+        )
+        assert result.exit_code == 1 and "--protocol validation holds out part of a train split" in result.output
 
 
 def test_the_server_serves_an_update_without_a_restart(tmp_path, model):
