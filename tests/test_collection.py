@@ -660,3 +660,25 @@ def test_remove_takes_a_files_path_from_the_current_folder_as_add_does(tmp_path,
     assert by_path["loose-000.png"] in paths_by_id(index), "a link's target stays: the link's name was given"
     result = runner.invoke(cli, ["remove", "pics/ellipse/e-000.png", "--index-dir", str(index)])
     assert result.exit_code == 1 and "no indexed image has the path pics/ellipse/e-000.png" in result.output
+
+
+def test_a_bundle_inside_its_own_folder_keeps_its_figures_out_of_the_next_sync(tmp_path, model):
+    """--index-dir photos/index, then duplicates, map and eval wrote photos/index-*.png beside the
+    bundle, and the next sync indexed the figures (new-user trial); an image of that kind of name
+    beside an ordinary folder is still indexed."""
+    folder = write_image_folder(tmp_path / "pics")
+    index = folder.root / "index"
+    build(folder.root, index, model)
+    runner = CliRunner()
+    for command in (["duplicates"], ["map"], ["map", "--method", "tsne"], ["eval"]):
+        result = runner.invoke(cli, [*command, "--index-dir", str(index)])
+        assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in folder.root.glob("index-*.png")) == [
+        "index-duplicates.png",
+        "index-eval.png",
+        "index-map-pca.png",
+        "index-map-tsne.png",
+    ]
+    (folder.root / "ring-eval.png").write_bytes(png_bytes(synthetic_images(1, seed=8)[0]))  # ring/ is no bundle
+    result = runner.invoke(cli, ["sync", "--dry-run", "--json", "--index-dir", str(index)])
+    assert json.loads(result.output)["added"] == ["ring-eval.png"]

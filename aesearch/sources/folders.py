@@ -170,6 +170,14 @@ def _result_picture(name: str) -> bool:
     return suffix == "png" and any(stem.endswith(f".{kind}") for kind in defaults.RESULT_PICTURE_KINDS)
 
 
+def _bundle_figure(folder: str, name: str) -> bool:
+    """INDEX-eval.png and the like beside a bundle INDEX in the same folder: a figure of the index."""
+    for suffix in defaults.BUNDLE_FIGURE_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):  # one stat, for these names only
+            return os.path.isfile(os.path.join(folder, name[: -len(suffix)], "manifest.json"))
+    return False
+
+
 def file_problem(st: os.stat_result, *, link: bool = False, limit: int | None = None) -> str | None:
     """Why a file, as stat (through any links) describes it, is not read: not a regular file, too big."""
     if not stat.S_ISREG(st.st_mode):
@@ -252,8 +260,8 @@ def scan_folder(number: int, root: Path, files: list[FileEntry], skipped: list[S
                 if entry.is_dir(follow_symlinks=False):
                     folders.append((entry.path, f"{prefix}{name}/"))
                     continue
-                if _name_problem(name):
-                    continue  # not an image by its name: not ours, not worth a line
+                if _name_problem(name) or _bundle_figure(folder, name):
+                    continue  # not an image by its name, or aesearch's own: not worth a line
                 st = entry.stat()  # through a link: what the link points to
                 link = entry.is_symlink()  # from the listing: no system call
             except OSError as exc:
