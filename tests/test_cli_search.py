@@ -220,6 +220,32 @@ def test_serve_on_port_0_says_the_port_it_listens_on(tiny_bundle):
         server.wait()
 
 
+def test_output_into_a_closed_pipe_stops_without_a_word(tiny_bundle):
+    """`aesearch info | head -2` printed "Error: Broken pipe: nothing was replaced; fix the cause"
+    (new-user trial): the reader stopping early is no error of the user's to fix."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader is gone before aesearch writes its first line
+    try:
+        process = subprocess.run(
+            [sys.executable, "-m", "aesearch", "info", "--index-dir", str(tiny_bundle)],
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)},
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(writer)
+    assert process.returncode == 141 and process.stderr == ""
+
+
 def test_info_on_a_damaged_bundle_is_one_line_unless_asked_not_to_verify(bundle_copy):
     (bundle_copy / "space" / "1" / "trust.json").write_text("{}")
     result = run("info", "--index-dir", bundle_copy)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -83,7 +85,23 @@ class _Group(click.Group):
         except OSError as exc:  # the disk filled up, or a file or permission changed during the run
             from aesearch.errors import os_error_message
 
+            if isinstance(exc, BrokenPipeError) and _reader_gone():
+                # `aesearch info | head`: the reader took what it wanted; stop without a word, as cat does
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor one at the exit's flush
+                sys.exit(128 + signal.SIGPIPE)
             raise click.ClickException(os_error_message(exc)) from None
+
+
+def _reader_gone() -> bool:
+    """Whether standard output is a pipe whose reader has closed it (poll says POLLERR)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll, no file descriptor (a test's capture)
+        return False
 
 
 # Any integer, its range left to the library, whose message names the real bounds ("k must be an
@@ -1191,7 +1209,6 @@ def serve(
     connections open (behind a reverse proxy, every client shares the proxy's address).
     """
     import logging
-    import signal
 
     import uvicorn
 
