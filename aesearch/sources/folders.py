@@ -130,6 +130,15 @@ def collection_roots(images: Sequence[str | Path] = (), images_from: str | Path 
         )
     if len(set(roots)) != len(roots):
         raise InvalidArgumentError("the same folder is given twice: give each `images` folder once", parameter="images")
+    folders = [root for root in roots if root.is_dir()]
+    for inner in folders:  # its images would be indexed twice, once under each root, and synced twice
+        outer = next((other for other in folders if other != inner and inner.is_relative_to(other)), None)
+        if outer is not None:
+            raise InvalidArgumentError(
+                f"{shown(str(inner))} is inside {shown(str(outer))}, whose images it already holds: give `images` "
+                f"{shown(str(outer))} alone",
+                parameter="images",
+            )
     return roots
 
 
