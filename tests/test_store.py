@@ -288,3 +288,35 @@ def test_a_segment_reopened_with_fewer_rows_keeps_the_first_ones_in_place(tmp_pa
     cut.close()
     assert np.load(tmp_path / "seg" / "embeddings.npy").shape == (7, 8)
     assert (tmp_path / "seg" / "images.npy").stat().st_size == 128 + 7 * 784  # header, then the rows only
+
+
+def test_one_bundle_has_one_writer_lock_however_its_path_is_spelled(bundle_copy, monkeypatch):
+    """`--index-dir .` from inside a bundle locked `./..lock`, inside it, so a writer naming the
+    bundle another way was let in beside it (new-user trial)."""
+    from aesearch.errors import BundleLockedError
+    from aesearch.store.lock import writer_lock
+
+    before = sorted(p.name for p in bundle_copy.iterdir())
+    monkeypatch.chdir(bundle_copy / "segments")
+    spellings = [bundle_copy, "..", "../segments/..", f"../../{bundle_copy.name}"]
+    for held in spellings:
+        with writer_lock(held):
+            for other in spellings:
+                with pytest.raises(BundleLockedError), writer_lock(other):
+                    pass
+    assert sorted(p.name for p in bundle_copy.iterdir()) == before, "no lock file inside the bundle"
+    assert (bundle_copy.parent / f".{bundle_copy.name}.lock").is_file()
+
+
+def test_figures_of_a_bundle_named_from_inside_it_go_beside_it(bundle_copy, monkeypatch):
+    """`aesearch map --index-dir .` (and eval, duplicates) from inside a bundle: a traceback
+    ("PosixPath('.') has an empty name") (new-user trial)."""
+    from click.testing import CliRunner
+
+    from aesearch.interfaces.cli import cli
+
+    monkeypatch.chdir(bundle_copy)
+    for command, picture in [("map", "map-pca"), ("eval", "eval"), ("duplicates", "duplicates")]:
+        result = CliRunner().invoke(cli, [command, "--index-dir", "."])
+        assert result.exit_code == 0, result.output
+        assert (bundle_copy.parent / f"{bundle_copy.name}-{picture}.png").is_file()

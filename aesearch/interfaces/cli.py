@@ -728,6 +728,15 @@ def query(
         click.echo(f"Explanation picture: {explained}")
 
 
+def _beside_bundle(index_dir: Path, kind: str) -> Path:
+    """INDEX_DIR-KIND.png beside the bundle (defaults.BUNDLE_FIGURE_SUFFIXES), also for `--index-dir .`
+    from inside it, whose name is empty."""
+    named = index_dir if index_dir.name not in ("", "..") else Path(os.path.abspath(index_dir))
+    picture = named.with_name(f"{named.name}-{kind}.png")
+    assert picture.name.endswith(defaults.BUNDLE_FIGURE_SUFFIXES), f"scans leave out only {picture.name}'s kinds"
+    return picture
+
+
 def _checked_where(engine, where: str | None):
     """The --where filter parsed and matched against the bundle: a bad one is a usage error (exit 2)."""
     from aesearch.errors import InvalidArgumentError
@@ -930,7 +939,7 @@ def eval_command(
         types = ["hnsw", "ivf", "sq8"] if index_types == "all" else [t.strip() for t in index_types.split(",") if t]
     from aesearch.figures.render import figure_format
 
-    report_path = report or index_dir.with_name(f"{index_dir.name}-eval.png")
+    report_path = report or _beside_bundle(index_dir, "eval")
     figure_format(report_path)
     check_writable(report_path)
     engine = SearchEngine.load(index_dir)
@@ -1018,7 +1027,7 @@ def duplicates(
     notes: list[str] = []
     if not no_picture:
         given = out is not None
-        out = out or index_dir.with_name(f"{index_dir.name}-duplicates.png")
+        out = out or _beside_bundle(index_dir, "duplicates")
         picture_format(out)
         out = _unless_unwritable(out, given, notes, "--out PATH or --no-picture")
     engine = SearchEngine.load(index_dir)
@@ -1108,7 +1117,7 @@ def map_command(index_dir, image, query_id, k, method, out) -> None:
     from aesearch.figures.render import figure_format
 
     given = out is not None
-    out = out or index_dir.with_name(f"{index_dir.name}-map-{method}.png")
+    out = out or _beside_bundle(index_dir, f"map-{method}")
     figure_format(out)
     try:
         check_writable(out)
