@@ -17,7 +17,7 @@ from aesearch.search.engine import SearchEngine
 from aesearch.search.index import recall_at_k
 from aesearch.store.bundle import BundleWriter, load_bundle
 from aesearch.store.manifest import MANIFEST, manifest_digest
-from tests.conftest import make_bundle, synthetic_images, tiny_checkpoint
+from tests.conftest import folder_digest, make_bundle, synthetic_images, tiny_checkpoint
 
 CHECKPOINT = tiny_checkpoint()
 
@@ -320,3 +320,31 @@ def test_figures_of_a_bundle_named_from_inside_it_go_beside_it(bundle_copy, monk
         result = CliRunner().invoke(cli, [command, "--index-dir", "."])
         assert result.exit_code == 0, result.output
         assert (bundle_copy.parent / f"{bundle_copy.name}-{picture}.png").is_file()
+
+
+def test_no_output_goes_inside_a_bundle(bundle_copy, tmp_path, monkeypatch):
+    """`aesearch train --out idx/model.safetensors` overwrote the bundle's model (the bundle broken, the
+    model trained for it lost), and every --out could write files into a bundle (new-user trial)."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from aesearch.interfaces.cli import cli
+
+    before = folder_digest(bundle_copy)
+    pictures = ["query", str(tmp_path / "q.png"), "--index-dir", str(bundle_copy)]
+    Image.fromarray(load_bundle(bundle_copy).image(3)).save(tmp_path / "q.png")
+    inside = bundle_copy / "segments"
+    for args in [
+        [*pictures, "--out", str(bundle_copy / "x.png")],
+        [*pictures, "--out", str(inside / "x.png")],
+        ["map", "--index-dir", str(bundle_copy), "--out", str(bundle_copy / "m.png")],
+        ["eval", "--index-dir", str(bundle_copy), "--report", str(bundle_copy / "e.png")],
+        ["duplicates", "--index-dir", str(bundle_copy), "--out", str(bundle_copy / "d.png")],
+        ["interpolate", "3", "4", "--index-dir", str(bundle_copy), "--out", str(bundle_copy / "i.png")],
+        ["train", "--out", str(bundle_copy / "model.safetensors"), "--epochs", "1"],
+    ]:
+        result = CliRunner().invoke(cli, args)
+        option = "--report" if "--report" in args else "--out"
+        assert result.exit_code == 1, (args, result.output)
+        assert f"Error: {option} " in result.output and f"is inside the index at {bundle_copy}" in result.output
+    assert folder_digest(bundle_copy) == before

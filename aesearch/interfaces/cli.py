@@ -758,17 +758,25 @@ def _unless_unwritable(path: Path, given: bool, notes: list[str], remedy: str) -
     """path, if a picture can be written there. A path the user gave that cannot be is an error; a
     default one (beside the query, beside the bundle: a read-only folder, say) adds a note and None,
     so that the answer is still printed."""
-    from aesearch.atomic import check_writable
     from aesearch.errors import InvalidArgumentError
 
     try:
-        check_writable(path)
+        _check_output(path, "out")
     except InvalidArgumentError as exc:
         if given:
             raise
         notes.append(f"Note: no picture written: {exc}" + (f" (or give {remedy})" if remedy else ""))
         return None
     return path
+
+
+def _check_output(path: Path, parameter: str) -> None:
+    """A picture can be written at path, and not inside a bundle (whose files aesearch alone writes)."""
+    from aesearch.atomic import check_writable
+    from aesearch.store.bundle import check_outside_bundles
+
+    check_outside_bundles(path, parameter)
+    check_writable(path)
 
 
 def _default_picture_path(image: Path | None, query_id: int | None, kind: str = "aesearch") -> Path:
@@ -813,7 +821,6 @@ def interpolate(start, end, index_dir, steps, out) -> None:
 
     An argument that names an existing file is an image; otherwise digits are an indexed id.
     """
-    from aesearch.atomic import check_writable
     from aesearch.figures.explain import render_interpolation
     from aesearch.search.engine import SearchEngine
     from aesearch.search.explain import interpolate as interpolate_images
@@ -825,7 +832,7 @@ def interpolate(start, end, index_dir, steps, out) -> None:
         from aesearch.errors import InvalidArgumentError
 
         raise InvalidArgumentError(f"cannot write an interpolation as {out}: name it .png or .gif")
-    check_writable(out)
+    _check_output(out, "out")
     engine = SearchEngine.load(index_dir)
     frames, fractions = interpolate_images(engine, ends[0], ends[1], steps=steps)
     render_interpolation(out, frames, fractions, title=f"{start} -> {end}: decoder along the line in z")
@@ -916,7 +923,6 @@ def eval_command(
     index_dir, baselines, protocol, index_types, report, feedback_rounds, as_json, near_duplicates
 ) -> None:
     """Measure search quality by class label, beside baselines and exact search."""
-    from aesearch.atomic import check_writable
     from aesearch.errors import InvalidArgumentError
     from aesearch.figures.plots import eval_report
     from aesearch.quality.evaluate import evaluate
@@ -941,7 +947,7 @@ def eval_command(
 
     report_path = report or _beside_bundle(index_dir, "eval")
     figure_format(report_path)
-    check_writable(report_path)
+    _check_output(report_path, "report")
     engine = SearchEngine.load(index_dir)
     if near_duplicates is not None and near_duplicates < 0:
         from aesearch.quality.duplicates import DEFAULT_THRESHOLD
@@ -1107,7 +1113,6 @@ def _csv_field(text: str) -> str:
 )
 def map_command(index_dir, image, query_id, k, method, out) -> None:
     """Draw the indexed latents in 2-D by class, with a query and its hits marked."""
-    from aesearch.atomic import check_writable
     from aesearch.errors import InvalidArgumentError
     from aesearch.quality.latent_map import latent_map
     from aesearch.search.engine import SearchEngine
@@ -1120,9 +1125,11 @@ def map_command(index_dir, image, query_id, k, method, out) -> None:
     out = out or _beside_bundle(index_dir, f"map-{method}")
     figure_format(out)
     try:
-        check_writable(out)
+        _check_output(out, "out")
     except InvalidArgumentError as exc:  # the map is the picture: without a place for it, nothing to do
-        raise InvalidArgumentError(str(exc) if given else f"{exc}: give --out PATH") from None
+        if given:
+            raise
+        raise InvalidArgumentError(f"{exc.in_words(option_name)}: give --out PATH") from None
     engine = SearchEngine.load(index_dir)
     result, label = None, None
     if image is not None:

@@ -23,7 +23,7 @@ from aesearch.model.architecture import ModelConfig, member_for
 from aesearch.model.checkpoint import Checkpoint, load_checkpoint
 from aesearch.search.index import IndexSpec, check_index_type
 from aesearch.sources.folders import FolderSource, Scan, Skipped, collection_roots, collection_traits, scan
-from aesearch.store.bundle import check_build_target
+from aesearch.store.bundle import check_build_target, check_outside_bundles
 from aesearch.store.paths import shown
 from aesearch.store.records import new_records
 
@@ -229,6 +229,7 @@ def train_from_folders(
 
     if Path(out).suffix != ".safetensors":
         raise InvalidArgumentError(f"a checkpoint is a .safetensors file: name it like {Path(out).stem}.safetensors")
+    check_outside_bundles(out, "out")
     check_writable(out)
     if size is not None:
         _member(size, channels or 3, z_size or defaults.COLLECTION_Z_SIZE, "photo")

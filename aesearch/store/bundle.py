@@ -356,6 +356,26 @@ def _consistency_problem(manifest: dict, segments: list[Segment], tombstones: np
 _BUNDLE_ENTRIES = {MANIFEST, "segments", "space", "model.safetensors"}  # what marks a folder as a bundle
 
 
+def bundle_holding(path: str | Path) -> Path | None:
+    """The bundle folder path lies inside (a damaged bundle too, by its segments), or None."""
+    for parent in Path(os.path.abspath(path)).parents:
+        if (parent / MANIFEST).is_file() and (parent / "segments").is_dir():
+            return parent
+    return None
+
+
+def check_outside_bundles(path: str | Path, parameter: str) -> None:
+    """One line if an output file would go inside a bundle: the bundle owns every file there (a
+    checkpoint over its model.safetensors broke it, with the model trained for it lost)."""
+    bundle = bundle_holding(path)
+    if bundle is not None:
+        raise InvalidArgumentError(
+            f"`{parameter}` {path} is inside the index at {bundle}, whose files aesearch alone writes: "
+            "write it outside the index",
+            parameter=parameter,
+        )
+
+
 def check_build_target(target: str | Path) -> None:
     """One line if a new bundle cannot take target's place: a file, a folder of other files, a folder
     inside a bundle, no name at all. A build calls it before it reads or trains anything (a build
@@ -374,13 +394,13 @@ def _refuse_to_replace_what_is_not_a_bundle(target: Path) -> None:
     """A new bundle takes its target's place whole: refuse a folder of other files (`--index-dir
     ~/Pictures` emptied it) and a folder inside a bundle (`--index-dir idx/segments` broke idx). A
     damaged bundle, without its manifest, still counts as one: rebuilding it is the advice it gets."""
-    for parent in target.absolute().parents:
-        if (parent / MANIFEST).is_file() and (parent / "segments").is_dir():
-            raise InvalidArgumentError(
-                f"index_dir {target} is inside the index at {parent}: building there would break it; "
-                "choose a folder outside it",
-                parameter="index_dir",
-            )
+    parent = bundle_holding(target)
+    if parent is not None:
+        raise InvalidArgumentError(
+            f"index_dir {target} is inside the index at {parent}: building there would break it; "
+            "choose a folder outside it",
+            parameter="index_dir",
+        )
     if not target.is_dir():
         return
     entries = sorted(entry.name for entry in target.iterdir())
