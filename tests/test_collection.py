@@ -682,3 +682,18 @@ def test_a_bundle_inside_its_own_folder_keeps_its_figures_out_of_the_next_sync(t
     (folder.root / "ring-eval.png").write_bytes(png_bytes(synthetic_images(1, seed=8)[0]))  # ring/ is no bundle
     result = runner.invoke(cli, ["sync", "--dry-run", "--json", "--index-dir", str(index)])
     assert json.loads(result.output)["added"] == ["ring-eval.png"]
+
+
+def test_remove_takes_the_file_path_of_an_image_of_a_list(tmp_path, model, monkeypatch):
+    """A collection built with --images-from LIST: a file's own path named LIST.txt/... as if the
+    list were a folder, so `remove /abs/path.png` found nothing (new-user trial)."""
+    folder = write_image_folder(tmp_path / "pics")
+    listing = tmp_path / "list.txt"
+    listing.write_text("pics/ellipse/e-000.png\npics/ring/r-002.png\npics/loose-000.png\n")
+    index = tmp_path / "idx"
+    spec = IndexSpec("flat", "cosine", {}, "none")
+    build_from_folders(index, images_from=listing, model=model, spec=spec, shifts=((0, 0),), workers=1, log=None)
+    by_path = {path: i for i, path in paths_by_id(index).items()}
+    monkeypatch.chdir(folder.root)
+    removed = Collection.open(index).remove([str(folder.root / "ellipse/e-000.png"), "ring/r-002.png"])
+    assert removed == sorted([by_path["pics/ellipse/e-000.png"], by_path["pics/ring/r-002.png"]])

@@ -285,11 +285,12 @@ def _scan_only(roots: list[Path], keys: set[tuple[int, str]]) -> Scan:
 def ids_by_path(bundle: Bundle) -> dict[str, int]:
     """Every live image's path -> its id; for a collection, also the file's absolute path."""
     roots = collection_of(bundle)[0] if bundle.manifest.get("collection") else []
+    bases = [r.parent if r.is_file() else r for r in roots]  # a list's paths are relative to its folder
     out = {}
     for (root, path), entry in indexed_files(bundle).items():
         out[path] = entry.id
         if roots and root != PINNED:
-            out[str(roots[root] / path)] = entry.id
+            out[str(bases[root] / path)] = entry.id
     return out
 
 
