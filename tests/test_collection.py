@@ -684,7 +684,7 @@ def test_a_bundle_inside_its_own_folder_keeps_its_figures_out_of_the_next_sync(t
     assert json.loads(result.output)["added"] == ["ring-eval.png"]
 
 
-def test_remove_takes_the_file_path_of_an_image_of_a_list(tmp_path, model, monkeypatch):
+def test_remove_and_add_in_a_collection_built_from_a_list(tmp_path, model, monkeypatch):
     """A collection built with --images-from LIST: a file's own path named LIST.txt/... as if the
     list were a folder, so `remove /abs/path.png` found nothing (new-user trial)."""
     folder = write_image_folder(tmp_path / "pics")
@@ -697,3 +697,7 @@ def test_remove_takes_the_file_path_of_an_image_of_a_list(tmp_path, model, monke
     monkeypatch.chdir(folder.root)
     removed = Collection.open(index).remove([str(folder.root / "ellipse/e-000.png"), "ring/r-002.png"])
     assert removed == sorted([by_path["pics/ellipse/e-000.png"], by_path["pics/ring/r-002.png"]])
+    # `add` of a file beside the list said "move it into one (of the collection's folders)": a list
+    # collection has none; its files come through the list (new-user trial)
+    result = CliRunner().invoke(cli, ["add", "ring/r-005.png", "--index-dir", str(index)])
+    assert result.exit_code == 1 and "add the path to the list, then run `aesearch sync`" in result.output
