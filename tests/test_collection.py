@@ -556,6 +556,9 @@ def test_excluding_near_duplicates_on_a_one_split_collection_says_it_has_one_spl
     )
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "this bundle has one split (a folder collection): leave out --exclude-near-duplicates" in result.output
+    # duplicates --across-splits answered "0 groups" there, as if none had been found (new-user trial)
+    result = CliRunner().invoke(cli, ["duplicates", "--index-dir", str(tmp_path / "idx"), "--across-splits"])
+    assert result.exit_code == 1 and "one split (a folder collection): leave out --across-splits" in result.output
 
 
 def test_build_index_without_images_does_not_replace_an_index_of_folders(tmp_path, model, fake_data_dir):
