@@ -246,6 +246,32 @@ def test_output_into_a_closed_pipe_stops_without_a_word(tiny_bundle):
     assert process.returncode == 141 and process.stderr == ""
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["serve", "--max-upload-mb", "nan"], "Invalid value for '--max-upload-mb': 'nan' is not a number"),
+        (["duplicates", "--threshold", "NaN"], "Invalid value for '--threshold': 'NaN' is not a number"),
+        (["build-index", "--whiten-shrinkage", "nan"], "Invalid value for '--whiten-shrinkage': 'nan' is not a number"),
+        (["serve", "--host", ""], "--host is empty: give an address (127.0.0.1 for this machine only"),
+    ],
+)
+def test_nan_and_an_empty_host_are_refused_in_one_line(tiny_bundle, args, message):
+    """click's FloatRange let `nan` through: serve --max-upload-mb nan was a traceback, build-index
+    --whiten-shrinkage nan failed only after encoding; serve --host '' listened on every interface
+    (new-user trial)."""
+    result = run(*args, "--index-dir", tiny_bundle)
+    assert result.exit_code in (1, 2) and message in result.output and "Traceback" not in result.output
+
+
+def test_a_whitening_shrinkage_out_of_range_is_refused_before_any_work():
+    from aesearch.errors import InvalidArgumentError
+    from aesearch.search.index import IndexSpec
+
+    for bad in (float("nan"), -1, 11, "0.1"):
+        with pytest.raises(InvalidArgumentError, match="`whiten_shrinkage` must be from 0 to 10"):
+            IndexSpec("flat", "cosine", {"whiten_shrinkage": bad, "whiten_dims": 8}, "whiten")
+
+
 def test_info_on_a_damaged_bundle_is_one_line_unless_asked_not_to_verify(bundle_copy):
     (bundle_copy / "space" / "1" / "trust.json").write_text("{}")
     result = run("info", "--index-dir", bundle_copy)

@@ -55,6 +55,16 @@ class NonEmptyPath(click.Path):
         return super().convert(value, param, ctx)
 
 
+class FiniteRange(click.FloatRange):
+    """click's FloatRange, which lets `nan` through (every comparison with it is false)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if number != number:
+            self.fail(f"{value!r} is not a number: give one from {self.min} to {self.max}", param, ctx)
+        return number
+
+
 # Library parameters whose option is not "--" + the parameter with dashes.
 _OPTIONS = {"k": "-k"}
 
@@ -126,7 +136,7 @@ def cli() -> None:
 )
 @click.option("--epochs", type=Integer(1, 10_000), help="Epochs to run, before any decoder-only ones [recipe's].")
 @click.option("--batch-size", type=Integer(1, 60_000), help="Batch size [recipe's].")
-@click.option("--lr", type=click.FloatRange(0, 1, min_open=True), help="Learning rate (peak for one-cycle) [recipe's].")
+@click.option("--lr", type=FiniteRange(0, 1, min_open=True), help="Learning rate (peak for one-cycle) [recipe's].")
 @click.option(
     "--z-size",
     type=Integer(1, 100_000),
@@ -306,7 +316,7 @@ WHERE_OPTION = click.option(
 )
 @click.option(
     "--whiten-shrinkage",
-    type=click.FloatRange(0, 10),
+    type=FiniteRange(0, 10),
     default=defaults.WHITEN_SHRINKAGE,
     show_default=True,
     help="Added to each axis's variance, as a fraction of the largest, before whitening.",
@@ -914,7 +924,7 @@ def info(index_dir, as_json, verify) -> None:
     is_flag=False,
     flag_value=-1.0,
     default=None,
-    type=click.FloatRange(-1, 4),
+    type=FiniteRange(-1, 4),
     metavar="[T]",
     help="Leave out each test query's near duplicates in the training split (distance <= T, default "
     "the `duplicates` threshold) before scoring.",
@@ -968,7 +978,7 @@ def eval_command(
 @INDEX_DIR_OPTION
 @click.option(
     "--threshold",
-    type=click.FloatRange(0, 4),
+    type=FiniteRange(0, 4),
     default=None,
     help=f"Largest distance (as `query` reports it) between near duplicates [{defaults.DUPLICATE_THRESHOLD}]; "
     "0: exact copies only.",
@@ -1149,7 +1159,7 @@ def map_command(index_dir, image, query_id, k, method, out) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=defaults.SERVER_PORT, show_default=True)
 @click.option(
     "--max-upload-mb",
-    type=click.FloatRange(0.01, 1024),
+    type=FiniteRange(0.01, 1024),
     default=defaults.SERVER_MAX_UPLOAD_BYTES / 2**20,
     show_default=True,
     help="Refuse larger uploads (HTTP 413).",
@@ -1304,6 +1314,10 @@ def _listening_socket(host: str, port: int):
 
     from aesearch.errors import InvalidArgumentError
 
+    if not host.strip():  # bind() reads "" as every interface: a server on the network nobody asked for
+        raise InvalidArgumentError(
+            "--host is empty: give an address (127.0.0.1 for this machine only, 0.0.0.0 for every interface)"
+        )
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
