@@ -227,3 +227,35 @@ def test_the_filter_box_narrows_the_search_and_shows_a_bad_filter(live_server, b
     box.send_keys("label = nope", Keys.ENTER)
     WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "error").is_displayed())
     assert browser.find_element(By.ID, "error").text.startswith("bad filter: no class 'nope'")
+
+
+def test_the_page_describes_the_bundle_s_own_model_input(live_server, browser, tmp_path):
+    """A colour collection's page said "preprocessed 28×28" and "as Fashion-MNIST was made (... light
+    object on black)" under every search, and "672 folders images" (new-user trial)."""
+    import torch
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from aesearch.model.architecture import member_for
+    from aesearch.model.checkpoint import Checkpoint
+    from aesearch.model.network import AutoEncoder
+    from tests.conftest import make_bundle
+
+    def described(url: str) -> tuple[str, str]:
+        browser.get(url)
+        WebDriverWait(browser, 20).until(lambda d: "images" in d.find_element(By.ID, "bundle").text)
+        caption = browser.find_element(By.ID, "preprocessed-caption").get_attribute("textContent")
+        return caption, browser.find_element(By.ID, "preprocessing").text
+
+    caption, preprocessing = described(live_server)
+    assert caption == "preprocessed 28×28" and "as Fashion-MNIST was made" in preprocessing
+
+    torch.manual_seed(0)
+    model = AutoEncoder(member_for(32, 3, 16))
+    checkpoint = Checkpoint(model.weights(), model.config, {"recipe": "untrained", "test_mse": 0.1})
+    images = np.random.default_rng(0).integers(0, 256, size=(24, 32, 32, 3), dtype=np.uint8)
+    bundle = make_bundle(tmp_path / "colour", checkpoint=checkpoint, images=images, labels=np.zeros(24, np.int64))
+    with serving(create_app(bundle)) as url:
+        caption, preprocessing = described(url)
+    assert caption == "preprocessed 32×32"
+    assert preprocessing.startswith("The query is framed as the collection's images were (colour, aspect kept")

@@ -188,6 +188,90 @@ def test_serve_on_a_busy_port_is_one_line(tiny_bundle):
     )
 
 
+def test_serve_on_port_0_says_the_port_it_listens_on(tiny_bundle):
+    """`serve --port 0` (any free port) announced http://127.0.0.1:0/, where nothing answers (new-user trial)."""
+    import os
+    import re
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "aesearch", "serve", "--index-dir", str(tiny_bundle), "--port", "0"]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    server = subprocess.Popen([*command, "--workers", "1"], cwd=root, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()
+        match = re.search(r"on http://127\.0\.0\.1:(\d+)/ ", line)
+        assert match and int(match.group(1)) > 0, line
+        url = f"http://127.0.0.1:{match.group(1)}/api/health"
+        for _ in range(100):  # the socket listens before the line is printed; the app starts just after
+            try:
+                assert httpx.get(url).json()["count"] == len(load_bundle(tiny_bundle).live_ids())
+                break
+            except httpx.TransportError:
+                assert server.poll() is None, "the server stopped"
+                time.sleep(0.1)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_output_into_a_closed_pipe_stops_without_a_word(tiny_bundle):
+    """`aesearch info | head -2` printed "Error: Broken pipe: nothing was replaced; fix the cause"
+    (new-user trial): the reader stopping early is no error of the user's to fix."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader is gone before aesearch writes its first line
+    try:
+        process = subprocess.run(
+            [sys.executable, "-m", "aesearch", "info", "--index-dir", str(tiny_bundle)],
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)},
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(writer)
+    assert process.returncode == 141 and process.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["serve", "--max-upload-mb", "nan"], "Invalid value for '--max-upload-mb': 'nan' is not a number"),
+        (["duplicates", "--threshold", "NaN"], "Invalid value for '--threshold': 'NaN' is not a number"),
+        (["build-index", "--whiten-shrinkage", "nan"], "Invalid value for '--whiten-shrinkage': 'nan' is not a number"),
+        (["serve", "--host", ""], "--host is empty: give an address (127.0.0.1 for this machine only"),
+    ],
+)
+def test_nan_and_an_empty_host_are_refused_in_one_line(tiny_bundle, args, message):
+    """click's FloatRange let `nan` through: serve --max-upload-mb nan was a traceback, build-index
+    --whiten-shrinkage nan failed only after encoding; serve --host '' listened on every interface
+    (new-user trial)."""
+    result = run(*args, "--index-dir", tiny_bundle)
+    assert result.exit_code in (1, 2) and message in result.output and "Traceback" not in result.output
+
+
+def test_a_whitening_shrinkage_out_of_range_is_refused_before_any_work():
+    from aesearch.errors import InvalidArgumentError
+    from aesearch.search.index import IndexSpec
+
+    for bad in (float("nan"), -1, 11, "0.1"):
+        with pytest.raises(InvalidArgumentError, match="`whiten_shrinkage` must be from 0 to 10"):
+            IndexSpec("flat", "cosine", {"whiten_shrinkage": bad, "whiten_dims": 8}, "whiten")
+
+
 def test_info_on_a_damaged_bundle_is_one_line_unless_asked_not_to_verify(bundle_copy):
     (bundle_copy / "space" / "1" / "trust.json").write_text("{}")
     result = run("info", "--index-dir", bundle_copy)

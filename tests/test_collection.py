@@ -239,6 +239,11 @@ def test_labelled_folder_eval_and_planted_duplicates(tmp_path, model):
         cli, ["eval", "--index-dir", str(tmp_path / "idx"), "--report", str(tmp_path / "e.png")]
     )
     assert result.exit_code == 0 and "held-out (1 in 5) queries" in result.output
+    for extra in ([], ["--feedback", "1"]):  # ignored before, with a table that seemed to answer it (new-user trial)
+        result = CliRunner().invoke(
+            cli, ["eval", "--index-dir", str(tmp_path / "idx"), "--protocol", "validation", *extra]
+        )
+        assert result.exit_code == 1 and "--protocol validation holds out part of a train split" in result.output
 
 
 def test_the_server_serves_an_update_without_a_restart(tmp_path, model):
@@ -551,6 +556,9 @@ def test_excluding_near_duplicates_on_a_one_split_collection_says_it_has_one_spl
     )
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "this bundle has one split (a folder collection): leave out --exclude-near-duplicates" in result.output
+    # duplicates --across-splits answered "0 groups" there, as if none had been found (new-user trial)
+    result = CliRunner().invoke(cli, ["duplicates", "--index-dir", str(tmp_path / "idx"), "--across-splits"])
+    assert result.exit_code == 1 and "one split (a folder collection): leave out --across-splits" in result.output
 
 
 def test_build_index_without_images_does_not_replace_an_index_of_folders(tmp_path, model, fake_data_dir):
@@ -578,3 +586,121 @@ def test_eval_leaves_out_a_query_whose_class_has_no_other_image_and_says_so(tmp_
     assert report["retrieval"][0]["per_class_p_at_10"][0] != report["retrieval"][0]["per_class_p_at_10"][0]  # NaN
     table = CliRunner().invoke(cli, ["eval", "--index-dir", str(tmp_path / "idx")]).stdout
     assert "Left out: 1 queries whose class has no other image to find" in table
+
+
+def test_a_query_of_a_collection_image_leaves_its_pictures_out_of_the_next_sync(tmp_path, model):
+    """`aesearch query photos/x.png` writes photos/x.aesearch.png (and x.explain.png) beside it: the
+    next sync indexed those pictures as images of the collection (found by a new-user trial)."""
+    folder = write_image_folder(tmp_path / "pics")
+    index = tmp_path / "idx"
+    build(folder.root, index, model)
+    runner = CliRunner()
+    query = folder.root / "ring/r-002.png"
+    result = runner.invoke(cli, ["query", str(query), "-k", "3", "--explain", "--index-dir", str(index)])
+    assert result.exit_code == 0, result.output
+    assert (folder.root / "ring/r-002.aesearch.png").is_file() and (folder.root / "ring/r-002.explain.png").is_file()
+    result = runner.invoke(cli, ["sync", "--dry-run", "--json", "--index-dir", str(index)])
+    report = json.loads(result.output)
+    assert report["added"] == [], report
+    result = runner.invoke(cli, ["add", str(folder.root / "ring/r-002.aesearch.png"), "--index-dir", str(index)])
+    assert result.exit_code == 1 and "is a result picture `aesearch query` wrote" in result.output
+    (folder.root / "ring/kept.aesearch.jpg").write_bytes(png_bytes(synthetic_images(1, seed=9)[0]))
+    result = runner.invoke(cli, ["sync", "--dry-run", "--json", "--index-dir", str(index)])
+    assert json.loads(result.output)["added"] == ["ring/kept.aesearch.jpg"], "only the names query writes are left out"
+
+
+def test_a_folder_build_checks_its_target_before_it_reads_or_trains(tmp_path, monkeypatch):
+    """--index-dir naming a file, a folder of other files or "." was refused only when the build came
+    to write, after minutes of training; --images "" trained on the current folder (new-user trial)."""
+    from aesearch.pipelines import collection
+
+    def never(*args, **kwargs):
+        raise AssertionError("the target is checked before any file is read")
+
+    monkeypatch.setattr(collection, "scan", never)
+    folder = write_image_folder(tmp_path / "pics")
+    (tmp_path / "file.png").write_bytes(b"keep me")
+    bundle = tmp_path / "idx"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text("{}")
+    (bundle / "segments").mkdir()
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    for target, code, message in [
+        (tmp_path / "file.png", 1, "is a file: give a folder for the index"),
+        (folder.root, 1, "holds other files"),
+        (bundle / "segments", 1, "is inside the index at"),
+        (".", 1, "--index-dir '.' names no folder"),
+        ("", 2, "Invalid value for '--index-dir': it is empty"),
+    ]:
+        result = runner.invoke(cli, ["build-index", "--images", str(folder.root), "--index-dir", str(target)])
+        assert result.exit_code == code and message in result.output and "Traceback" not in result.output, (
+            target,
+            result.output,
+        )
+    result = runner.invoke(cli, ["build-index", "--images", "", "--index-dir", str(tmp_path / "new")])
+    assert result.exit_code == 2 and "Invalid value for '--images': it is empty" in result.output
+    assert (tmp_path / "file.png").read_bytes() == b"keep me" and not list(tmp_path.glob("*.training.pt"))
+
+
+def test_remove_takes_a_files_path_from_the_current_folder_as_add_does(tmp_path, model, monkeypatch):
+    """`aesearch add photos/x.png` worked from the folder above the collection; `aesearch remove
+    photos/x.png` said no image had that path (new-user trial)."""
+    folder = write_image_folder(tmp_path / "pics")
+    index = tmp_path / "idx"
+    build(folder.root, index, model)
+    link = folder.root / "ring/linked.png"
+    link.symlink_to(folder.root / "loose-000.png")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["sync", "--index-dir", str(index)]).exit_code == 0
+    by_path = {path: i for i, path in paths_by_id(index).items()}
+    monkeypatch.chdir(tmp_path)
+    targets = ["pics/ellipse/e-000.png", "./pics/../pics/ring/r-002.png", "pics/ring/linked.png", "loose-001.png"]
+    result = runner.invoke(cli, ["remove", *targets, "--index-dir", str(index)])
+    assert result.exit_code == 0, result.output
+    expected = sorted(by_path[p] for p in ["ellipse/e-000.png", "ring/r-002.png", "ring/linked.png", "loose-001.png"])
+    assert f"ids {', '.join(map(str, expected))}" in result.output
+    assert by_path["loose-000.png"] in paths_by_id(index), "a link's target stays: the link's name was given"
+    result = runner.invoke(cli, ["remove", "pics/ellipse/e-000.png", "--index-dir", str(index)])
+    assert result.exit_code == 1 and "no indexed image has the path pics/ellipse/e-000.png" in result.output
+
+
+def test_a_bundle_inside_its_own_folder_keeps_its_figures_out_of_the_next_sync(tmp_path, model):
+    """--index-dir photos/index, then duplicates, map and eval wrote photos/index-*.png beside the
+    bundle, and the next sync indexed the figures (new-user trial); an image of that kind of name
+    beside an ordinary folder is still indexed."""
+    folder = write_image_folder(tmp_path / "pics")
+    index = folder.root / "index"
+    build(folder.root, index, model)
+    runner = CliRunner()
+    for command in (["duplicates"], ["map"], ["map", "--method", "tsne"], ["eval"]):
+        result = runner.invoke(cli, [*command, "--index-dir", str(index)])
+        assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in folder.root.glob("index-*.png")) == [
+        "index-duplicates.png",
+        "index-eval.png",
+        "index-map-pca.png",
+        "index-map-tsne.png",
+    ]
+    (folder.root / "ring-eval.png").write_bytes(png_bytes(synthetic_images(1, seed=8)[0]))  # ring/ is no bundle
+    result = runner.invoke(cli, ["sync", "--dry-run", "--json", "--index-dir", str(index)])
+    assert json.loads(result.output)["added"] == ["ring-eval.png"]
+
+
+def test_remove_and_add_in_a_collection_built_from_a_list(tmp_path, model, monkeypatch):
+    """A collection built with --images-from LIST: a file's own path named LIST.txt/... as if the
+    list were a folder, so `remove /abs/path.png` found nothing (new-user trial)."""
+    folder = write_image_folder(tmp_path / "pics")
+    listing = tmp_path / "list.txt"
+    listing.write_text("pics/ellipse/e-000.png\npics/ring/r-002.png\npics/loose-000.png\n")
+    index = tmp_path / "idx"
+    spec = IndexSpec("flat", "cosine", {}, "none")
+    build_from_folders(index, images_from=listing, model=model, spec=spec, shifts=((0, 0),), workers=1, log=None)
+    by_path = {path: i for i, path in paths_by_id(index).items()}
+    monkeypatch.chdir(folder.root)
+    removed = Collection.open(index).remove([str(folder.root / "ellipse/e-000.png"), "ring/r-002.png"])
+    assert removed == sorted([by_path["pics/ellipse/e-000.png"], by_path["pics/ring/r-002.png"]])
+    # `add` of a file beside the list said "move it into one (of the collection's folders)": a list
+    # collection has none; its files come through the list (new-user trial)
+    result = CliRunner().invoke(cli, ["add", "ring/r-005.png", "--index-dir", str(index)])
+    assert result.exit_code == 1 and "add the path to the list, then run `aesearch sync`" in result.output

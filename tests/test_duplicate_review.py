@@ -222,6 +222,9 @@ def test_refusals_move_nothing(tmp_path, model, monkeypatch):
         (root / "inside", "inside the collection's folder"),
         (root.parent, "inside the collection's folder .* \\(or holds it\\)"),
         (tmp_path / "link" / "new", "inside the collection's folder"),  # a link into the collection
+        # a rebuild replaces the bundle's folder whole, the moved images with it (new-user trial)
+        (index, "inside the index at .*: choose a folder outside it"),
+        (index / "moved", "inside the index at .*: choose a folder outside it"),
     ]
     (tmp_path / "link").symlink_to(root / "ring")
     for target, message in cases:

@@ -90,11 +90,15 @@ def test_images_from_list_and_labels(tmp_path, folder):
     ("images", "images_from", "message"),
     [
         (["nowhere"], None, "no such folder"),
+        ([""], None, "an `images` folder is empty text"),
+        (["pics", "pics/ring/"], None, r"pics/ring is inside .*pics, whose images it already holds: give `images` "),
+        (["pics/ring", "pics"], None, r"pics/ring is inside .*pics, whose images it already holds"),
         ([], None, "give at least one `images` FOLDER or an `images_from` LIST"),
         ([], "nowhere.txt", "no such list"),
     ],
 )
 def test_bad_roots_get_one_line(tmp_path, monkeypatch, images, images_from, message):
+    (tmp_path / "pics/ring").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(InvalidArgumentError, match=message):
         collection_roots(images, images_from)

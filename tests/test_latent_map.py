@@ -95,3 +95,17 @@ def test_a_stale_or_damaged_cache_is_recomputed(bundle_copy, damage):
     assert not again.from_cache
     np.testing.assert_array_equal(again.coords, good.coords)
     assert project(engine).from_cache  # rewritten whole
+
+
+def test_a_class_with_no_image_left_has_no_legend_entry(tmp_path, monkeypatch):
+    """A renamed class folder (web -> internet) left `web` in the map's legend with no point (new-user trial)."""
+    from aesearch.figures import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig) or path)
+    coords = np.random.default_rng(0).normal(size=(6, 2))
+    labels = np.array([0, 0, 2, 2, -1, 2])
+    plots.latent_map_figure(coords, labels, ["apps", "web", "internet"], tmp_path / "m.png", title="t")
+    legend = figures[0].axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["apps", "internet", "unlabelled"]
+    assert [h.get_alpha() for h in legend.legend_handles[:2]] == [1, 1], "class entries drawn solid"

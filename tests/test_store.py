@@ -17,7 +17,7 @@ from aesearch.search.engine import SearchEngine
 from aesearch.search.index import recall_at_k
 from aesearch.store.bundle import BundleWriter, load_bundle
 from aesearch.store.manifest import MANIFEST, manifest_digest
-from tests.conftest import make_bundle, synthetic_images, tiny_checkpoint
+from tests.conftest import folder_digest, make_bundle, synthetic_images, tiny_checkpoint
 
 CHECKPOINT = tiny_checkpoint()
 
@@ -288,3 +288,63 @@ def test_a_segment_reopened_with_fewer_rows_keeps_the_first_ones_in_place(tmp_pa
     cut.close()
     assert np.load(tmp_path / "seg" / "embeddings.npy").shape == (7, 8)
     assert (tmp_path / "seg" / "images.npy").stat().st_size == 128 + 7 * 784  # header, then the rows only
+
+
+def test_one_bundle_has_one_writer_lock_however_its_path_is_spelled(bundle_copy, monkeypatch):
+    """`--index-dir .` from inside a bundle locked `./..lock`, inside it, so a writer naming the
+    bundle another way was let in beside it (new-user trial)."""
+    from aesearch.errors import BundleLockedError
+    from aesearch.store.lock import writer_lock
+
+    before = sorted(p.name for p in bundle_copy.iterdir())
+    monkeypatch.chdir(bundle_copy / "segments")
+    spellings = [bundle_copy, "..", "../segments/..", f"../../{bundle_copy.name}"]
+    for held in spellings:
+        with writer_lock(held):
+            for other in spellings:
+                with pytest.raises(BundleLockedError), writer_lock(other):
+                    pass
+    assert sorted(p.name for p in bundle_copy.iterdir()) == before, "no lock file inside the bundle"
+    assert (bundle_copy.parent / f".{bundle_copy.name}.lock").is_file()
+
+
+def test_figures_of_a_bundle_named_from_inside_it_go_beside_it(bundle_copy, monkeypatch):
+    """`aesearch map --index-dir .` (and eval, duplicates) from inside a bundle: a traceback
+    ("PosixPath('.') has an empty name") (new-user trial)."""
+    from click.testing import CliRunner
+
+    from aesearch.interfaces.cli import cli
+
+    monkeypatch.chdir(bundle_copy)
+    for command, picture in [("map", "map-pca"), ("eval", "eval"), ("duplicates", "duplicates")]:
+        result = CliRunner().invoke(cli, [command, "--index-dir", "."])
+        assert result.exit_code == 0, result.output
+        assert (bundle_copy.parent / f"{bundle_copy.name}-{picture}.png").is_file()
+
+
+def test_no_output_goes_inside_a_bundle(bundle_copy, tmp_path, monkeypatch):
+    """`aesearch train --out idx/model.safetensors` overwrote the bundle's model (the bundle broken, the
+    model trained for it lost), and every --out could write files into a bundle (new-user trial)."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from aesearch.interfaces.cli import cli
+
+    before = folder_digest(bundle_copy)
+    pictures = ["query", str(tmp_path / "q.png"), "--index-dir", str(bundle_copy)]
+    Image.fromarray(load_bundle(bundle_copy).image(3)).save(tmp_path / "q.png")
+    inside = bundle_copy / "segments"
+    for args in [
+        [*pictures, "--out", str(bundle_copy / "x.png")],
+        [*pictures, "--out", str(inside / "x.png")],
+        ["map", "--index-dir", str(bundle_copy), "--out", str(bundle_copy / "m.png")],
+        ["eval", "--index-dir", str(bundle_copy), "--report", str(bundle_copy / "e.png")],
+        ["duplicates", "--index-dir", str(bundle_copy), "--out", str(bundle_copy / "d.png")],
+        ["interpolate", "3", "4", "--index-dir", str(bundle_copy), "--out", str(bundle_copy / "i.png")],
+        ["train", "--out", str(bundle_copy / "model.safetensors"), "--epochs", "1"],
+    ]:
+        result = CliRunner().invoke(cli, args)
+        option = "--report" if "--report" in args else "--out"
+        assert result.exit_code == 1, (args, result.output)
+        assert f"Error: {option} " in result.output and f"is inside the index at {bundle_copy}" in result.output
+    assert folder_digest(bundle_copy) == before

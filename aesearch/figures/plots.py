@@ -118,8 +118,12 @@ def latent_map_figure(coords, labels, class_names, path: str | Path, *, title: s
     fig, ax = plt.subplots(figsize=(10, 8.5))
     colours = plt.get_cmap("tab10")
     size = 2 if len(coords) > 20_000 else 6
+    present = 0  # classes drawn: one whose images were all removed (a renamed folder) has no legend entry
     for c, name in enumerate(class_names):
         mask = labels == c
+        if not mask.any():
+            continue
+        present += 1
         ax.scatter(
             coords[mask, 0],
             coords[mask, 1],
@@ -188,7 +192,7 @@ def latent_map_figure(coords, labels, class_names, path: str | Path, *, title: s
     legend = ax.legend(
         loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=3 if marks is None else 1, frameon=False
     )
-    for handle in legend.legend_handles[: len(class_names)]:
+    for handle in legend.legend_handles[:present]:
         handle.set_alpha(1)
         handle.set_sizes([40])
     return save_figure(fig, path)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -40,6 +42,29 @@ class Integer(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+class NonEmptyPath(click.Path):
+    """A path option that refuses an empty value, which click.Path reads as "." (the current
+    folder): `--images ""` trained a model on whatever the current folder held."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(path_type=Path, **kwargs)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("it is empty: give a path (`.` for the current folder)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class FiniteRange(click.FloatRange):
+    """click's FloatRange, which lets `nan` through (every comparison with it is false)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if number != number:
+            self.fail(f"{value!r} is not a number: give one from {self.min} to {self.max}", param, ctx)
+        return number
+
+
 # Library parameters whose option is not "--" + the parameter with dashes.
 _OPTIONS = {"k": "-k"}
 
@@ -70,7 +95,23 @@ class _Group(click.Group):
         except OSError as exc:  # the disk filled up, or a file or permission changed during the run
             from aesearch.errors import os_error_message
 
+            if isinstance(exc, BrokenPipeError) and _reader_gone():
+                # `aesearch info | head`: the reader took what it wanted; stop without a word, as cat does
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor one at the exit's flush
+                sys.exit(128 + signal.SIGPIPE)
             raise click.ClickException(os_error_message(exc)) from None
+
+
+def _reader_gone() -> bool:
+    """Whether standard output is a pipe whose reader has closed it (poll says POLLERR)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll, no file descriptor (a test's capture)
+        return False
 
 
 # Any integer, its range left to the library, whose message names the real bounds ("k must be an
@@ -95,7 +136,7 @@ def cli() -> None:
 )
 @click.option("--epochs", type=Integer(1, 10_000), help="Epochs to run, before any decoder-only ones [recipe's].")
 @click.option("--batch-size", type=Integer(1, 60_000), help="Batch size [recipe's].")
-@click.option("--lr", type=click.FloatRange(0, 1, min_open=True), help="Learning rate (peak for one-cycle) [recipe's].")
+@click.option("--lr", type=FiniteRange(0, 1, min_open=True), help="Learning rate (peak for one-cycle) [recipe's].")
 @click.option(
     "--z-size",
     type=Integer(1, 100_000),
@@ -116,7 +157,7 @@ def cli() -> None:
     "--images",
     "image_dirs",
     multiple=True,
-    type=click.Path(path_type=Path),
+    type=NonEmptyPath(),
     help="Train on the images in this folder (recursively) instead of Fashion-MNIST; repeatable.",
 )
 @click.option("--size", type=Integer(4, 4096), help="With --images: the model's image size  [from the images]")
@@ -201,7 +242,7 @@ def train(
 
 INDEX_DIR_OPTION = click.option(
     "--index-dir",
-    type=click.Path(path_type=Path),
+    type=NonEmptyPath(),
     default=defaults.INDEX_DIR,
     show_default=True,
     help="The index bundle folder.",
@@ -275,7 +316,7 @@ WHERE_OPTION = click.option(
 )
 @click.option(
     "--whiten-shrinkage",
-    type=click.FloatRange(0, 10),
+    type=FiniteRange(0, 10),
     default=defaults.WHITEN_SHRINKAGE,
     show_default=True,
     help="Added to each axis's variance, as a fraction of the largest, before whitening.",
@@ -305,12 +346,12 @@ WHERE_OPTION = click.option(
     "--images",
     "image_dirs",
     multiple=True,
-    type=click.Path(path_type=Path),
+    type=NonEmptyPath(),
     help="Index the images in this folder (recursively) instead of Fashion-MNIST; repeatable.",
 )
 @click.option(
     "--images-from",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=NonEmptyPath(dir_okay=False),
     help="Index the image files listed in this text file, one path a line.",
 )
 @click.option(
@@ -697,6 +738,15 @@ def query(
         click.echo(f"Explanation picture: {explained}")
 
 
+def _beside_bundle(index_dir: Path, kind: str) -> Path:
+    """INDEX_DIR-KIND.png beside the bundle (defaults.BUNDLE_FIGURE_SUFFIXES), also for `--index-dir .`
+    from inside it, whose name is empty."""
+    named = index_dir if index_dir.name not in ("", "..") else Path(os.path.abspath(index_dir))
+    picture = named.with_name(f"{named.name}-{kind}.png")
+    assert picture.name.endswith(defaults.BUNDLE_FIGURE_SUFFIXES), f"scans leave out only {picture.name}'s kinds"
+    return picture
+
+
 def _checked_where(engine, where: str | None):
     """The --where filter parsed and matched against the bundle: a bad one is a usage error (exit 2)."""
     from aesearch.errors import InvalidArgumentError
@@ -718,11 +768,10 @@ def _unless_unwritable(path: Path, given: bool, notes: list[str], remedy: str) -
     """path, if a picture can be written there. A path the user gave that cannot be is an error; a
     default one (beside the query, beside the bundle: a read-only folder, say) adds a note and None,
     so that the answer is still printed."""
-    from aesearch.atomic import check_writable
     from aesearch.errors import InvalidArgumentError
 
     try:
-        check_writable(path)
+        _check_output(path, "out")
     except InvalidArgumentError as exc:
         if given:
             raise
@@ -731,7 +780,17 @@ def _unless_unwritable(path: Path, given: bool, notes: list[str], remedy: str) -
     return path
 
 
+def _check_output(path: Path, parameter: str) -> None:
+    """A picture can be written at path, and not inside a bundle (whose files aesearch alone writes)."""
+    from aesearch.atomic import check_writable
+    from aesearch.store.bundle import check_outside_bundles
+
+    check_outside_bundles(path, parameter)
+    check_writable(path)
+
+
 def _default_picture_path(image: Path | None, query_id: int | None, kind: str = "aesearch") -> Path:
+    assert kind in defaults.RESULT_PICTURE_KINDS, f"scans leave out only {defaults.RESULT_PICTURE_KINDS} pictures"
     if image is None:
         return Path(f"query-id-{query_id}.{kind}.png")
     return image.with_name(f"{image.stem}.{kind}.png")
@@ -772,7 +831,6 @@ def interpolate(start, end, index_dir, steps, out) -> None:
 
     An argument that names an existing file is an image; otherwise digits are an indexed id.
     """
-    from aesearch.atomic import check_writable
     from aesearch.figures.explain import render_interpolation
     from aesearch.search.engine import SearchEngine
     from aesearch.search.explain import interpolate as interpolate_images
@@ -784,7 +842,7 @@ def interpolate(start, end, index_dir, steps, out) -> None:
         from aesearch.errors import InvalidArgumentError
 
         raise InvalidArgumentError(f"cannot write an interpolation as {out}: name it .png or .gif")
-    check_writable(out)
+    _check_output(out, "out")
     engine = SearchEngine.load(index_dir)
     frames, fractions = interpolate_images(engine, ends[0], ends[1], steps=steps)
     render_interpolation(out, frames, fractions, title=f"{start} -> {end}: decoder along the line in z")
@@ -866,7 +924,7 @@ def info(index_dir, as_json, verify) -> None:
     is_flag=False,
     flag_value=-1.0,
     default=None,
-    type=click.FloatRange(-1, 4),
+    type=FiniteRange(-1, 4),
     metavar="[T]",
     help="Leave out each test query's near duplicates in the training split (distance <= T, default "
     "the `duplicates` threshold) before scoring.",
@@ -875,7 +933,6 @@ def eval_command(
     index_dir, baselines, protocol, index_types, report, feedback_rounds, as_json, near_duplicates
 ) -> None:
     """Measure search quality by class label, beside baselines and exact search."""
-    from aesearch.atomic import check_writable
     from aesearch.errors import InvalidArgumentError
     from aesearch.figures.plots import eval_report
     from aesearch.quality.evaluate import evaluate
@@ -898,9 +955,9 @@ def eval_command(
         types = ["hnsw", "ivf", "sq8"] if index_types == "all" else [t.strip() for t in index_types.split(",") if t]
     from aesearch.figures.render import figure_format
 
-    report_path = report or index_dir.with_name(f"{index_dir.name}-eval.png")
+    report_path = report or _beside_bundle(index_dir, "eval")
     figure_format(report_path)
-    check_writable(report_path)
+    _check_output(report_path, "report")
     engine = SearchEngine.load(index_dir)
     if near_duplicates is not None and near_duplicates < 0:
         from aesearch.quality.duplicates import DEFAULT_THRESHOLD
@@ -921,7 +978,7 @@ def eval_command(
 @INDEX_DIR_OPTION
 @click.option(
     "--threshold",
-    type=click.FloatRange(0, 4),
+    type=FiniteRange(0, 4),
     default=None,
     help=f"Largest distance (as `query` reports it) between near duplicates [{defaults.DUPLICATE_THRESHOLD}]; "
     "0: exact copies only.",
@@ -986,7 +1043,7 @@ def duplicates(
     notes: list[str] = []
     if not no_picture:
         given = out is not None
-        out = out or index_dir.with_name(f"{index_dir.name}-duplicates.png")
+        out = out or _beside_bundle(index_dir, "duplicates")
         picture_format(out)
         out = _unless_unwritable(out, given, notes, "--out PATH or --no-picture")
     engine = SearchEngine.load(index_dir)
@@ -1066,7 +1123,6 @@ def _csv_field(text: str) -> str:
 )
 def map_command(index_dir, image, query_id, k, method, out) -> None:
     """Draw the indexed latents in 2-D by class, with a query and its hits marked."""
-    from aesearch.atomic import check_writable
     from aesearch.errors import InvalidArgumentError
     from aesearch.quality.latent_map import latent_map
     from aesearch.search.engine import SearchEngine
@@ -1076,12 +1132,14 @@ def map_command(index_dir, image, query_id, k, method, out) -> None:
     from aesearch.figures.render import figure_format
 
     given = out is not None
-    out = out or index_dir.with_name(f"{index_dir.name}-map-{method}.png")
+    out = out or _beside_bundle(index_dir, f"map-{method}")
     figure_format(out)
     try:
-        check_writable(out)
+        _check_output(out, "out")
     except InvalidArgumentError as exc:  # the map is the picture: without a place for it, nothing to do
-        raise InvalidArgumentError(str(exc) if given else f"{exc}: give --out PATH") from None
+        if given:
+            raise
+        raise InvalidArgumentError(f"{exc.in_words(option_name)}: give --out PATH") from None
     engine = SearchEngine.load(index_dir)
     result, label = None, None
     if image is not None:
@@ -1101,7 +1159,7 @@ def map_command(index_dir, image, query_id, k, method, out) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=defaults.SERVER_PORT, show_default=True)
 @click.option(
     "--max-upload-mb",
-    type=click.FloatRange(0.01, 1024),
+    type=FiniteRange(0.01, 1024),
     default=defaults.SERVER_MAX_UPLOAD_BYTES / 2**20,
     show_default=True,
     help="Refuse larger uploads (HTTP 413).",
@@ -1177,7 +1235,6 @@ def serve(
     connections open (behind a reverse proxy, every client shares the proxy's address).
     """
     import logging
-    import signal
 
     import uvicorn
 
@@ -1224,9 +1281,10 @@ def serve(
     app.state.engine.warm_up()  # a cold page cache (a reboot): fast first answers, warm ones soon after
     processes = f", {workers} worker processes" if workers > 1 else ""
     processes += f", shards on the Dask cluster at {engine.cluster.address}" if cluster else ""
-    click.echo(
-        f"Serving {index_dir} ({len(app.state.engine):,} images{processes}) on http://{host}:{port}/  (Ctrl-C stops)"
-    )
+    # The port bound, which --port 0 leaves to the system; an IPv6 address in brackets, as a URL needs.
+    address = f"[{host}]" if ":" in host else host
+    url = f"http://{address}:{sock.getsockname()[1]}/"
+    click.echo(f"Serving {index_dir} ({len(app.state.engine):,} images{processes}) on {url}  (Ctrl-C stops)")
     # The request line and headers must come within 5 s of connecting (or of the last answer, which
     # closes an idle keep-alive connection too); an answer unread for 15 s is dropped; 32 connections
     # per client address, 512 in all; past 64 requests being answered, 503 at once (security.py).
@@ -1256,6 +1314,10 @@ def _listening_socket(host: str, port: int):
 
     from aesearch.errors import InvalidArgumentError
 
+    if not host.strip():  # bind() reads "" as every interface: a server on the network nobody asked for
+        raise InvalidArgumentError(
+            "--host is empty: give an address (127.0.0.1 for this machine only, 0.0.0.0 for every interface)"
+        )
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)

@@ -23,6 +23,7 @@ from aesearch.model.architecture import ModelConfig, member_for
 from aesearch.model.checkpoint import Checkpoint, load_checkpoint
 from aesearch.search.index import IndexSpec, check_index_type
 from aesearch.sources.folders import FolderSource, Scan, Skipped, collection_roots, collection_traits, scan
+from aesearch.store.bundle import check_build_target, check_outside_bundles
 from aesearch.store.paths import shown
 from aesearch.store.records import new_records
 
@@ -81,6 +82,7 @@ def build_from_folders(
     if labels is not None and labels not in LABEL_MODES:
         raise InvalidArgumentError(f"unknown `labels` {labels!r}: use `folders` (or leave it out)", parameter="labels")
     knobs = {"max_index_memory": max_index_memory, "chunk_size": chunk_size, "cluster": cluster, "segments": segments}
+    check_build_target(index_dir)  # before any file is read or a model trained
     roots = collection_roots(images, images_from)
     checkpoint = load_checkpoint(model) if model is not None else None
     if checkpoint is not None and (size, channels, z_size) != (None, None, None):
@@ -227,6 +229,7 @@ def train_from_folders(
 
     if Path(out).suffix != ".safetensors":
         raise InvalidArgumentError(f"a checkpoint is a .safetensors file: name it like {Path(out).stem}.safetensors")
+    check_outside_bundles(out, "out")
     check_writable(out)
     if size is not None:
         _member(size, channels or 3, z_size or defaults.COLLECTION_Z_SIZE, "photo")

@@ -34,7 +34,7 @@ from aesearch.pipelines.sync import MassRemovalError, SyncReport
 from aesearch.pipelines.writer import Collection
 from aesearch.quality.duplicate_review import Review
 from aesearch.sources.folders import content_hash
-from aesearch.store.bundle import load_bundle
+from aesearch.store.bundle import bundle_holding, load_bundle
 from aesearch.store.paths import shown
 
 JOURNAL_VERSION = 1
@@ -208,6 +208,12 @@ def _check_target(target: Path, bases: list[Path]) -> None:
     if target.exists() and not target.is_dir():
         raise MoveRefusedError(f"{shown(str(target))} is a file: give a folder to move the duplicates into")
     resolved = _resolve_existing(target)
+    bundle = bundle_holding(resolved / "moved")  # the target itself, or a folder above it
+    if bundle is not None:  # a rebuild replaces the bundle's folder whole: the moved images with it
+        raise MoveRefusedError(
+            f"{shown(str(target))} is inside the index at {shown(str(bundle))}, whose files aesearch alone writes: "
+            "choose a folder outside it"
+        )
     for base in bases:
         if resolved == base or resolved.is_relative_to(base) or base.is_relative_to(resolved):
             raise MoveRefusedError(

@@ -254,6 +254,12 @@ def _locate(roots: list[Path], given: str | Path) -> tuple[int, str, bool]:
         ) from None
     number = next((n for n, root in enumerate(roots) if root.is_dir() and full.is_relative_to(root)), None)
     if number is None:
+        lists = [r for r in roots if r.is_file()]
+        if lists:  # a list's images are what it names: "move it into a folder" would not add it
+            raise InvalidArgumentError(
+                f"{shown(str(given))} is not inside the collection's folders, and its list "
+                f"{shown(str(lists[0]))} is read as written: add the path to the list, then run `aesearch sync`"
+            )
         raise InvalidArgumentError(
             f"{shown(str(given))} is not inside the collection's folders ({', '.join(shown(str(r)) for r in roots)}): "
             "move it into one, or build a new index with --images"
@@ -285,11 +291,12 @@ def _scan_only(roots: list[Path], keys: set[tuple[int, str]]) -> Scan:
 def ids_by_path(bundle: Bundle) -> dict[str, int]:
     """Every live image's path -> its id; for a collection, also the file's absolute path."""
     roots = collection_of(bundle)[0] if bundle.manifest.get("collection") else []
+    bases = [r.parent if r.is_file() else r for r in roots]  # a list's paths are relative to its folder
     out = {}
     for (root, path), entry in indexed_files(bundle).items():
         out[path] = entry.id
         if roots and root != PINNED:
-            out[str(roots[root] / path)] = entry.id
+            out[str(bases[root] / path)] = entry.id
     return out
 
 

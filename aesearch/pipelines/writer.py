@@ -107,8 +107,9 @@ class Collection:
         return read_model_config(self.path / MODEL_FILE)
 
     def remove(self, ids_or_paths: Sequence[int | str]) -> list[int]:
-        """Remove images by id, or by path (as listed, or a collection file's absolute path); returns
-        the ids removed, sorted. Tombstones: ids are never used again. Files are not touched."""
+        """Remove images by id, or by path (as listed, or a collection file's path, absolute or from
+        the current folder, as `add` takes it); returns the ids removed, sorted. Tombstones: ids are
+        never used again. Files are not touched."""
         if isinstance(ids_or_paths, str | bytes) or not isinstance(ids_or_paths, Sequence | np.ndarray):
             raise InvalidArgumentError(
                 f"ids_or_paths must be a list of ids (integers) or paths (text), got {type(ids_or_paths).__name__}"
@@ -131,10 +132,10 @@ class Collection:
                 if not isinstance(target, str):
                     ids.append(int(target))
                     continue
-                path = str(Path(target).resolve()) if Path(target).is_absolute() else target
+                path = target if target in by_path else _full_path(target)
                 if path not in by_path:
                     raise InvalidArgumentError(
-                        f"no indexed image has the path {shown(target)}: give an id or a path as listed"
+                        f"no indexed image has the path {shown(target)}: give an id, the path as listed or the file's"
                     )
                 ids.append(by_path[path])
             ids = sorted(set(ids))
@@ -291,3 +292,10 @@ def _class_numbers(labels, names: list[str], path) -> object:
             label = names.index(label)
         numbers.append(label)
     return numbers
+
+
+def _full_path(path: str) -> str:
+    """A file's path as ids_by_path keys it: absolute, its folders resolved (the roots are), its own
+    name kept (a collection file may be a link: it is indexed under the link's name)."""
+    given = Path(path).expanduser().absolute()
+    return str(given.parent.resolve() / given.name)

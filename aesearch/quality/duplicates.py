@@ -120,6 +120,12 @@ def find_duplicates(
             f"`threshold` must be a distance of 0 or more, got {threshold}", parameter="threshold"
         )
     engine.require_images()
+    if across_splits and len(engine.bundle.split_names) == 1:  # the answer would be "none", for no reason
+        raise InvalidArgumentError(
+            "this bundle has one split (a folder collection): leave out `across_splits` (it keeps only pairs "
+            "between a train and a test split)",
+            parameter="across_splits",
+        )
     start = time.perf_counter()
     parsed = engine.subset(where)[0]  # a bad filter: one line, before any work
     view = _View.of(engine, None if parsed is None else engine.select(parsed).ids)

@@ -207,6 +207,12 @@ def protocol_rows(engine: SearchEngine, protocol: str) -> tuple[np.ndarray, np.n
         )
     train_ids, test_ids = np.nonzero(split == 0)[0], np.nonzero(split == 1)[0]
     if len(bundle.split_names) == 1:  # a collection of files: hold out every 5th labelled image as a query
+        if protocol == "validation":  # it was ignored, and the table looked like an answer to it
+            raise InvalidArgumentError(
+                f"{bundle.path} is a collection of files, one split: `protocol` validation holds out part of a "
+                "train split, and it has none; leave it out (every 5th labelled image queries the rest)",
+                parameter="protocol",
+            )
         labelled = np.nonzero(labels >= 0)[0]
         if not len(labelled):
             raise InvalidArgumentError(

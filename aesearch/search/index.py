@@ -60,6 +60,12 @@ class IndexSpec:
             raise InvalidArgumentError(f"unknown transform {self.transform!r}: choose one of {', '.join(TRANSFORMS)}")
         if not self.index_type or not isinstance(self.index_type, str):
             raise InvalidArgumentError(f"index type must be one of {', '.join(INDEX_TYPES)} or a FAISS factory string")
+        shrinkage = self.params.get("whiten_shrinkage")
+        if shrinkage is not None and not (isinstance(shrinkage, int | float) and 0 <= shrinkage <= 10):  # NaN too
+            # checked here, not when the manifest is written after every image was encoded
+            raise InvalidArgumentError(
+                f"`whiten_shrinkage` must be from 0 to 10, got {shrinkage}", parameter="whiten_shrinkage"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)

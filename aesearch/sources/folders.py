@@ -103,6 +103,8 @@ def collection_roots(images: Sequence[str | Path] = (), images_from: str | Path 
     """The roots a collection is scanned from: the images folders, and the folder of an images_from list."""
     roots = []
     for folder in images:
+        if not str(folder).strip():  # Path("") is the current folder: never what an empty value meant
+            raise InvalidArgumentError("an `images` folder is empty text: give a folder's path", parameter="images")
         path = Path(folder).expanduser()
         if not path.exists():
             raise InvalidArgumentError(
@@ -128,6 +130,15 @@ def collection_roots(images: Sequence[str | Path] = (), images_from: str | Path 
         )
     if len(set(roots)) != len(roots):
         raise InvalidArgumentError("the same folder is given twice: give each `images` folder once", parameter="images")
+    folders = [root for root in roots if root.is_dir()]
+    for inner in folders:  # its images would be indexed twice, once under each root, and synced twice
+        outer = next((other for other in folders if other != inner and inner.is_relative_to(other)), None)
+        if outer is not None:
+            raise InvalidArgumentError(
+                f"{shown(str(inner))} is inside {shown(str(outer))}, whose images it already holds: give `images` "
+                f"{shown(str(outer))} alone",
+                parameter="images",
+            )
     return roots
 
 
@@ -157,7 +168,23 @@ def _name_problem(name: str) -> str | None:
     dot = name.rfind(".")
     if dot <= 0 or name[dot:].lower() not in IMAGE_SUFFIXES:
         return f"is not named as an image file (give it one of the suffixes {', '.join(sorted(IMAGE_SUFFIXES))})"
+    if _result_picture(name):
+        return "is a result picture `aesearch query` wrote beside its query: scans leave them out"
     return None
+
+
+def _result_picture(name: str) -> bool:
+    """NAME.aesearch.png or NAME.explain.png: a picture of a search, not one of the collection's images."""
+    stem, _, suffix = name.lower().rpartition(".")
+    return suffix == "png" and any(stem.endswith(f".{kind}") for kind in defaults.RESULT_PICTURE_KINDS)
+
+
+def _bundle_figure(folder: str, name: str) -> bool:
+    """INDEX-eval.png and the like beside a bundle INDEX in the same folder: a figure of the index."""
+    for suffix in defaults.BUNDLE_FIGURE_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):  # one stat, for these names only
+            return os.path.isfile(os.path.join(folder, name[: -len(suffix)], "manifest.json"))
+    return False
 
 
 def file_problem(st: os.stat_result, *, link: bool = False, limit: int | None = None) -> str | None:
@@ -242,8 +269,8 @@ def scan_folder(number: int, root: Path, files: list[FileEntry], skipped: list[S
                 if entry.is_dir(follow_symlinks=False):
                     folders.append((entry.path, f"{prefix}{name}/"))
                     continue
-                if _name_problem(name):
-                    continue  # not an image by its name: not ours, not worth a line
+                if _name_problem(name) or _bundle_figure(folder, name):
+                    continue  # not an image by its name, or aesearch's own: not worth a line
                 st = entry.stat()  # through a link: what the link points to
                 link = entry.is_symlink()  # from the listing: no system call
             except OSError as exc:

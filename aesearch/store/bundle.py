@@ -356,17 +356,51 @@ def _consistency_problem(manifest: dict, segments: list[Segment], tombstones: np
 _BUNDLE_ENTRIES = {MANIFEST, "segments", "space", "model.safetensors"}  # what marks a folder as a bundle
 
 
+def bundle_holding(path: str | Path) -> Path | None:
+    """The bundle folder path lies inside (a damaged bundle too, by its segments), or None."""
+    for parent in Path(os.path.abspath(path)).parents:
+        if (parent / MANIFEST).is_file() and (parent / "segments").is_dir():
+            return parent
+    return None
+
+
+def check_outside_bundles(path: str | Path, parameter: str) -> None:
+    """One line if an output file would go inside a bundle: the bundle owns every file there (a
+    checkpoint over its model.safetensors broke it, with the model trained for it lost)."""
+    bundle = bundle_holding(path)
+    if bundle is not None:
+        raise InvalidArgumentError(
+            f"`{parameter}` {path} is inside the index at {bundle}, whose files aesearch alone writes: "
+            "write it outside the index",
+            parameter=parameter,
+        )
+
+
+def check_build_target(target: str | Path) -> None:
+    """One line if a new bundle cannot take target's place: a file, a folder of other files, a folder
+    inside a bundle, no name at all. A build calls it before it reads or trains anything (a build
+    that trained for minutes was refused only when it came to write), and again as it writes."""
+    target = Path(target)
+    if not target.name:  # "", ".", "/": the bundle is swapped in by its name, beside it
+        raise InvalidArgumentError(
+            f"index_dir {str(target)!r} names no folder: give one, e.g. indexes/NAME", parameter="index_dir"
+        )
+    if target.exists() and not target.is_dir():
+        raise InvalidArgumentError(f"index_dir {target} is a file: give a folder for the index", parameter="index_dir")
+    _refuse_to_replace_what_is_not_a_bundle(target)
+
+
 def _refuse_to_replace_what_is_not_a_bundle(target: Path) -> None:
     """A new bundle takes its target's place whole: refuse a folder of other files (`--index-dir
     ~/Pictures` emptied it) and a folder inside a bundle (`--index-dir idx/segments` broke idx). A
     damaged bundle, without its manifest, still counts as one: rebuilding it is the advice it gets."""
-    for parent in target.absolute().parents:
-        if (parent / MANIFEST).is_file() and (parent / "segments").is_dir():
-            raise InvalidArgumentError(
-                f"index_dir {target} is inside the index at {parent}: building there would break it; "
-                "choose a folder outside it",
-                parameter="index_dir",
-            )
+    parent = bundle_holding(target)
+    if parent is not None:
+        raise InvalidArgumentError(
+            f"index_dir {target} is inside the index at {parent}: building there would break it; "
+            "choose a folder outside it",
+            parameter="index_dir",
+        )
     if not target.is_dir():
         return
     entries = sorted(entry.name for entry in target.iterdir())
@@ -401,11 +435,7 @@ class BundleWriter:
         so the same build run again finds the work already done (see scratch()).
         """
         target = Path(target)
-        if target.exists() and not target.is_dir():
-            raise InvalidArgumentError(
-                f"index_dir {target} is a file: give a folder for the index", parameter="index_dir"
-            )
-        _refuse_to_replace_what_is_not_a_bundle(target)
+        check_build_target(target)
         with writer_lock(target):
             staged_name = f".{target.name}.partial-{resume_key}" if resume_key else None
             for other in target.parent.glob(f".{target.name}.partial-*"):

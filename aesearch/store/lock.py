@@ -29,8 +29,13 @@ if hasattr(os, "register_at_fork"):
 
 
 def lock_path(bundle: Path) -> Path:
-    """`.NAME.lock` beside the bundle: it survives the folder swap of a full rebuild."""
-    return bundle.parent / f".{bundle.name}.lock"
+    """`.NAME.lock` beside the bundle: it survives the folder swap of a full rebuild.
+
+    From the absolute path, its folders resolved: `idx`, `./idx`, `/abs/idx` and `.` from inside it
+    name one lock (`.` gave `./..lock` inside the bundle, and a second writer by another spelling
+    was let in)."""
+    bundle = Path(os.path.abspath(bundle))
+    return bundle.parent.resolve() / f".{bundle.name}.lock"
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from aesearch.errors import InvalidArgumentError
 from aesearch.model.checkpoint import Checkpoint, save_checkpoint
 from aesearch.model.network import AutoEncoder, ModelConfig
 from aesearch.sources.fashion_mnist import FashionMNIST, Split, load_fashion_mnist
+from aesearch.store.bundle import check_outside_bundles
 from aesearch.training.views import PHOTO_VIEWS, ViewAugmentation, augment, nt_xent, projection_head
 
 Precision = Literal["auto", "fp32", "bf16"]
@@ -522,6 +523,7 @@ def train_model(
             raise InvalidArgumentError(
                 f"a checkpoint is a .safetensors file: name it like {Path(out).stem}.safetensors"
             )
+        check_outside_bundles(out, "out")
         check_writable(out)
     data = load_fashion_mnist(data_dir)
     if log:

@@ -18,13 +18,28 @@ async function loadHealth() {
   try {
     const response = await fetch("/api/health");
     const h = await response.json();
+    const images = h.dataset === "folders" ? "images from your folders" : `${h.dataset || ""} images`;
     $("bundle").textContent =
-      `${h.count.toLocaleString()} ${h.dataset || ""} images · z ${h.z_size} · ${h.index_type} index · ` +
+      `${h.count.toLocaleString()} ${images} · z ${h.z_size} · ${h.index_type} index · ` +
       `${h.metric}${h.transform && h.transform !== "none" ? " after " + h.transform : ""} · aesearch ${h.version}`;
     $("k").max = Math.min(100, h.count);
+    describeModelInput(h.model_config || {});
   } catch (error) {
     $("bundle").textContent = "could not reach the server";
   }
+}
+
+// What the page says about the model's input follows the bundle's model: the Fashion-MNIST contract
+// (28×28 grey silhouettes) or a model trained on a collection (its size, colour and aspect kept).
+function describeModelInput(config) {
+  const size = config.image_size ? `${config.image_size}×${config.image_size}` : "28×28";
+  $("preprocessed-caption").textContent = `preprocessed ${size}`;
+  $("preprocessed").alt = `the preprocessed ${size}`;
+  $("preprocessing").textContent =
+    config.framing === "photo"
+      ? `The query is framed as the collection's images were (${config.channels === 1 ? "grey" : "colour"}, ` +
+        `aspect kept, fitted to ${size} on its own background colour),`
+      : `The query is preprocessed as Fashion-MNIST was made (trimmed, fitted to ${size}, light object on black),`;
 }
 
 function showError(message) {
