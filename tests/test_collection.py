@@ -609,6 +609,29 @@ def test_a_query_of_a_collection_image_leaves_its_pictures_out_of_the_next_sync(
     assert json.loads(result.output)["added"] == ["ring/kept.aesearch.jpg"], "only the names query writes are left out"
 
 
+def test_query_out_never_replaces_the_query_image_or_an_image_of_the_collection(tmp_path, model):
+    """`aesearch query a.png --out photos/b.png` overwrote an indexed image with the result picture,
+    and `--out a.png` the query itself (found by a new-user trial): both are refused, the files kept."""
+    folder = write_image_folder(tmp_path / "pics")
+    index = tmp_path / "idx"
+    build(folder.root, index, model)
+    runner = CliRunner()
+    outside = tmp_path / "query.png"
+    outside.write_bytes(png_bytes(synthetic_images(1, seed=70)[0]))
+    indexed = folder.root / "ring/r-002.png"
+    before = {path: path.read_bytes() for path in (outside, indexed)}
+    for query, out in ((outside, indexed), (outside, outside), (indexed, indexed)):
+        result = runner.invoke(cli, ["query", str(query), "-k", "2", "--index-dir", str(index), "--out", str(out)])
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        assert len(result.output.strip().splitlines()) == 1 and "--out" in result.output, result.output
+    assert {path: path.read_bytes() for path in before} == before
+    fresh = folder.root / "ring/r-002.aesearch.png"  # a result picture, written again: allowed
+    for out in (tmp_path / "result.png", fresh, fresh):
+        result = runner.invoke(cli, ["query", str(indexed), "-k", "2", "--index-dir", str(index), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        assert out.is_file()
+
+
 def test_a_folder_build_checks_its_target_before_it_reads_or_trains(tmp_path, monkeypatch):
     """--index-dir naming a file, a folder of other files or "." was refused only when the build came
     to write, after minutes of training; --images "" trained on the current folder (new-user trial)."""

@@ -693,6 +693,8 @@ def query(
 
     engine = SearchEngine.load(index_dir, model=model)
     where = _checked_where(engine, where)
+    if out is not None and not no_picture:
+        _check_not_an_input(out, image, engine.manifest)
     if query_id is not None:
         result = engine.query_id(query_id, k, where=where)
         label = f"id {query_id}"
@@ -778,6 +780,31 @@ def _unless_unwritable(path: Path, given: bool, notes: list[str], remedy: str) -
         notes.append(f"Note: no picture written: {exc}" + (f" (or give {remedy})" if remedy else ""))
         return None
     return path
+
+
+def _check_not_an_input(out: Path, image: Path | None, manifest: dict) -> None:
+    """One line if --out names the query image or an image of the indexed collection: the result
+    picture would replace it (a new user's `query a.png --out b.png` overwrote an indexed photo).
+    A result picture written before (NAME.aesearch.png) may be replaced."""
+    from aesearch.errors import InvalidArgumentError
+
+    if not out.is_file() or out.name.endswith(tuple(f".{kind}.png" for kind in defaults.RESULT_PICTURE_KINDS)):
+        return
+    written = out.resolve()
+    if image is not None and image.is_file() and written == image.resolve():
+        raise InvalidArgumentError(
+            f"`--out` {out} is the query image itself: give another path for the result picture", parameter="out"
+        )
+    collection = manifest.get("collection")
+    roots = [Path(r) for r in collection.get("roots", [])] if isinstance(collection, dict) else []
+    for root in roots:
+        folder = (root.parent if root.is_file() else root).resolve()  # a list's paths are relative to its folder
+        if written.is_relative_to(folder):
+            raise InvalidArgumentError(
+                f"`--out` {out} is a file of the indexed collection in {folder}: give a path outside it "
+                "(or a new name) for the result picture",
+                parameter="out",
+            )
 
 
 def _check_output(path: Path, parameter: str) -> None:
