@@ -348,3 +348,19 @@ def test_no_output_goes_inside_a_bundle(bundle_copy, tmp_path, monkeypatch):
         assert result.exit_code == 1, (args, result.output)
         assert f"Error: {option} " in result.output and f"is inside the index at {bundle_copy}" in result.output
     assert folder_digest(bundle_copy) == before
+
+
+@pytest.mark.parametrize("target", ["", " ", "\t"])
+def test_removing_an_empty_path_removes_nothing(bundle_copy, target):
+    """`aesearch remove ""` on a dataset bundle (its images have no path) removed the image last
+    listed under the empty path (found by a new-user trial): refused in one line, nothing changed."""
+    before = folder_digest(bundle_copy)
+    with pytest.raises(InvalidArgumentError, match="a path to remove is empty"):
+        Collection.open(bundle_copy).remove([target])
+    assert folder_digest(bundle_copy) == before
+
+
+def test_an_image_without_a_path_is_not_found_by_the_empty_path(bundle_copy):
+    from aesearch.pipelines.sync import ids_by_path
+
+    assert "" not in ids_by_path(load_bundle(bundle_copy))

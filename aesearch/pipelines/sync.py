@@ -294,6 +294,8 @@ def ids_by_path(bundle: Bundle) -> dict[str, int]:
     bases = [r.parent if r.is_file() else r for r in roots]  # a list's paths are relative to its folder
     out = {}
     for (root, path), entry in indexed_files(bundle).items():
+        if not path:  # an image with no file (a dataset's): no path finds it (`remove ""` removed one)
+            continue
         out[path] = entry.id
         if roots and root != PINNED:
             out[str(bases[root] / path)] = entry.id

@@ -124,6 +124,8 @@ class Collection:
                 )
             if not isinstance(target, str):
                 check_int(target, "an id to remove")
+            elif not target.strip():
+                raise InvalidArgumentError("a path to remove is empty: give an id or an indexed image's path")
         with BundleWriter.update(self.path) as writer:
             bundle = load_bundle(self.path, verify="sizes")
             by_path = ids_by_path(bundle) if any(isinstance(t, str) for t in targets) else {}
