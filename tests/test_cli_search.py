@@ -286,6 +286,22 @@ def test_train_refuses_a_checkpoint_name_that_is_not_safetensors(fake_data_dir, 
     assert result.exit_code == 1 and "name it like model.safetensors" in result.output
 
 
+@pytest.mark.parametrize("device", ["tpu", "cuda:99"])
+def test_train_refuses_a_device_it_cannot_use_before_it_reads_an_image(tmp_path, monkeypatch, device):
+    """`train --images DIR --device tpu` was refused only after the images had been read (new-user
+    trial): one line first, and no image is read."""
+    import aesearch.pipelines.collection
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("images were read before the device was checked")
+
+    monkeypatch.setattr(aesearch.pipelines.collection, "train_from_folders", no_reading)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    result = run("train", "--images", tmp_path, "--device", device, "--out", tmp_path / "model.safetensors")
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "device" in result.output
+
+
 def refuse_writes_under(monkeypatch, folder):
     """check_writable as on a read-only folder (chattr +i, a system folder), even for root."""
     import aesearch.atomic

@@ -198,8 +198,9 @@ def train(
     Interrupted (Ctrl-C, a reboot), the same command goes on after the last finished epoch.
     """
     _need_torch("training")
-    from aesearch.training.train import TrainConfig, curve_path, train_model
+    from aesearch.training.train import TrainConfig, curve_path, resolve_device, train_model
 
+    resolve_device(device)  # `--device tpu`, or cuda without a GPU: one line before any image is read
     if not image_dirs and (size is not None or channels is not None or colour_invariant):
         from aesearch.errors import InvalidArgumentError
 
