@@ -137,6 +137,16 @@ def test_allowed_names_are_checked_when_the_app_is_made(engine):
         create_app(engine=engine, allowed_hosts=["a b"])
 
 
+@pytest.mark.parametrize(
+    "origin", ["notaurl", "app.example", "https://app.example/", "ftp://app.example", "https://u@app.example", ""]
+)
+def test_cors_origins_are_checked_when_the_app_is_made(engine, origin):
+    """`serve --cors-origin notaurl` was taken without a word, and let no page in: a browser sends
+    scheme://host[:port] and nothing else (new-user trial)."""
+    with pytest.raises(InvalidArgumentError, match="is not an origin"):
+        create_app(engine=engine, cors_origins=[origin])
+
+
 def asgi_request(app, headers: list[tuple[bytes, bytes]], path: str = "/api/health") -> tuple[int, dict, dict]:
     """One GET through the ASGI app itself, headers exactly as given (a client library would merge them)."""
     sent = []

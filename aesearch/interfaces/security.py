@@ -101,6 +101,21 @@ def allowed_name(name: str) -> str:
     return host
 
 
+def cors_origin(origin: str) -> str:
+    """An origin for the CORS allow-list as browsers send it: scheme://host[:port], nothing after
+    ("*": any). A browser never sends "example.com" or "https://example.com/", so such an entry
+    let no page in, silently."""
+    if origin == "*":
+        return origin
+    scheme, _, rest = origin.partition("://")
+    if scheme not in ("http", "https") or host_of(rest) is None:  # host_of takes host[:port], nothing more
+        raise InvalidArgumentError(
+            f"--cors-origin {origin[:80]!r} is not an origin: give it as a browser sends it, "
+            "scheme://host[:port] with nothing after, e.g. https://photos.example.org"
+        )
+    return origin
+
+
 class Guard:
     """ASGI layer: Host check, security headers, body time limits, requests in flight. Wraps the whole app."""
 

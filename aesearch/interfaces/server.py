@@ -51,7 +51,7 @@ from aesearch.errors import AesearchError, InvalidArgumentError, ShardsMissingEr
 from aesearch.integers import parse_int
 from aesearch.interfaces import map_routes, steering, wire
 from aesearch.interfaces.duplicate_routes import duplicate_router
-from aesearch.interfaces.security import LOCAL_HOSTS, Busy, DecodeSlots, Guard, allowed_name
+from aesearch.interfaces.security import LOCAL_HOSTS, Busy, DecodeSlots, Guard, allowed_name, cors_origin
 from aesearch.search.engine import QueryResult, SearchEngine
 from aesearch.search.live import LiveEngine
 
@@ -95,6 +95,7 @@ def create_app(
         allow_moves: the duplicate review may move files out of the collection (read-only otherwise).
     """
     hosts = [allowed_name(h) for h in (*LOCAL_HOSTS, *allowed_hosts)]  # a bad --allowed-host fails here
+    cors_origins = [cors_origin(o) for o in cors_origins]  # and a bad --cors-origin
     live = LiveEngine(engine or SearchEngine.load(index_dir))  # follows updates (sync, add, remove)
     app = _GuardedApp(
         title="aesearch", version=__version__, docs_url=None, redoc_url=None, openapi_url="/api/openapi.json"
