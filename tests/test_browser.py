@@ -229,7 +229,7 @@ def test_the_filter_box_narrows_the_search_and_shows_a_bad_filter(live_server, b
     assert browser.find_element(By.ID, "error").text.startswith("bad filter: no class 'nope'")
 
 
-def test_the_page_describes_the_bundle_s_own_model_input(live_server, browser, tmp_path):
+def test_the_page_describes_the_bundle_s_own_model_input(live_server, browser, trained_bundle, tmp_path):
     """A colour collection's page said "preprocessed 28×28" and "as Fashion-MNIST was made (... light
     object on black)" under every search, and "672 folders images" (new-user trial)."""
     import torch
@@ -239,6 +239,7 @@ def test_the_page_describes_the_bundle_s_own_model_input(live_server, browser, t
     from aesearch.model.architecture import member_for
     from aesearch.model.checkpoint import Checkpoint
     from aesearch.model.network import AutoEncoder
+    from aesearch.store.bundle import load_bundle
     from tests.conftest import make_bundle
 
     def described(url: str) -> tuple[str, str]:
@@ -249,6 +250,8 @@ def test_the_page_describes_the_bundle_s_own_model_input(live_server, browser, t
 
     caption, preprocessing = described(live_server)
     assert caption == "preprocessed 28×28" and "as Fashion-MNIST was made" in preprocessing
+    where = browser.find_element(By.ID, "where").get_attribute("placeholder")
+    assert where.startswith("label = ") and where.split()[2] in load_bundle(trained_bundle).class_names
 
     torch.manual_seed(0)
     model = AutoEncoder(member_for(32, 3, 16))
@@ -257,5 +260,7 @@ def test_the_page_describes_the_bundle_s_own_model_input(live_server, browser, t
     bundle = make_bundle(tmp_path / "colour", checkpoint=checkpoint, images=images, labels=np.zeros(24, np.int64))
     with serving(create_app(bundle)) as url:
         caption, preprocessing = described(url)
+        where = browser.find_element(By.ID, "where").get_attribute("placeholder")
     assert caption == "preprocessed 32×32"
+    assert "Shirt" not in where and where.startswith(("label = ", "not path")), where
     assert preprocessing.startswith("The query is framed as the collection's images were (colour, aspect kept")

@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import json
 import struct
 import zlib
 from collections.abc import Sequence
@@ -70,6 +71,15 @@ class _GuardedApp(FastAPI):
 
     def build_middleware_stack(self):
         return Guard(super().build_middleware_stack(), **(self.guard_options or {}))
+
+
+def _example_label(class_names: list[str]) -> str | None:
+    """A class name for the search page's example filter: the first written as one plain word
+    (no quotes needed), else the first quoted; None without classes."""
+    plain = [name for name in class_names if name.replace("-", "").replace("_", "").isalnum()]
+    if plain:
+        return plain[0]
+    return json.dumps(class_names[0]) if class_names else None
 
 
 def create_app(
@@ -149,6 +159,7 @@ def create_app(
             "model": m.get("model", {}).get("recipe"),
             # The model's input (size, channels, framing): aesearch.Client prepares queries by it.
             "model_config": engine.autoencoder.config.to_dict(),
+            "example_label": _example_label(engine.bundle.class_names),
             "max_upload_bytes": max_upload_bytes,
             **({"cluster": engine.cluster.status()} if engine.cluster is not None else {}),
         }

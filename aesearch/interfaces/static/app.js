@@ -24,6 +24,10 @@ async function loadHealth() {
       `${h.metric}${h.transform && h.transform !== "none" ? " after " + h.transform : ""} · aesearch ${h.version}`;
     $("k").max = Math.min(100, h.count);
     describeModelInput(h.model_config || {});
+    // The example filter names one of this collection's own classes (not Fashion-MNIST's Shirt).
+    $("where").placeholder = h.example_label
+      ? `label = ${h.example_label} and not path ~ "old/**"`
+      : 'not path ~ "old/**"';
   } catch (error) {
     $("bundle").textContent = "could not reach the server";
   }
