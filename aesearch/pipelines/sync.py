@@ -246,7 +246,7 @@ def _locate(roots: list[Path], given: str | Path) -> tuple[int, str, bool]:
         raise InvalidArgumentError(f"no such file: {shown(str(given))}: check the path")
     folder = path.is_dir()
     try:
-        full = path.resolve() if folder else path.absolute().parent.resolve() / path.name
+        full = path.resolve() if folder else file_path(path)
     except (OSError, RuntimeError) as exc:  # RuntimeError: Python 3.10's pathlib on a loop of links
         problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else "a symbolic link loop"
         raise InvalidArgumentError(
@@ -286,6 +286,13 @@ def _scan_only(roots: list[Path], keys: set[tuple[int, str]]) -> Scan:
             files[entry.key] = entry
     # A file given twice (itself and in its folder) is scanned twice: listed once.
     return Scan(list(roots), sorted(files.values()), list(dict.fromkeys(skipped)))
+
+
+def file_path(given: str | Path) -> Path:
+    """A collection file's path as the index keys it: absolute, its folders resolved (the roots are),
+    its own name kept (a link to a file is indexed under the link's name, as a scan finds it)."""
+    path = Path(given).expanduser().absolute()
+    return path.parent.resolve() / path.name
 
 
 def ids_by_path(bundle: Bundle) -> dict[str, int]:

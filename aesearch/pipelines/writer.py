@@ -28,7 +28,7 @@ from aesearch.integers import check_int, check_ints
 from aesearch.model.architecture import ModelConfig
 from aesearch.model.checkpoint import read_model_config
 from aesearch.pipelines import drift
-from aesearch.pipelines.sync import SyncReport, SyncRows, files_to_add, ids_by_path, sync_rows
+from aesearch.pipelines.sync import SyncReport, SyncRows, file_path, files_to_add, ids_by_path, sync_rows
 from aesearch.pipelines.update import MAX_DELTAS, compact, delta_numbers, embed, needs_compaction, write_delta
 from aesearch.search.segments import load_transform
 from aesearch.sources.preprocess import ImageSource, preprocess_batch
@@ -134,7 +134,7 @@ class Collection:
                 if not isinstance(target, str):
                     ids.append(int(target))
                     continue
-                path = target if target in by_path else _full_path(target)
+                path = target if target in by_path else _listed_as(target)
                 if path not in by_path:
                     raise InvalidArgumentError(
                         f"no indexed image has the path {shown(target)}: give an id, the path as listed or the file's"
@@ -296,8 +296,10 @@ def _class_numbers(labels, names: list[str], path) -> object:
     return numbers
 
 
-def _full_path(path: str) -> str:
-    """A file's path as ids_by_path keys it: absolute, its folders resolved (the roots are), its own
-    name kept (a collection file may be a link: it is indexed under the link's name)."""
-    given = Path(path).expanduser().absolute()
-    return str(given.parent.resolve() / given.name)
+def _listed_as(target: str) -> str | None:
+    """A path given to remove, as ids_by_path keys a collection's files (None: it cannot be resolved,
+    a loop of links say, so no indexed image has it)."""
+    try:
+        return str(file_path(target))
+    except (OSError, RuntimeError):  # RuntimeError: Python 3.10's pathlib on a loop of links
+        return None
