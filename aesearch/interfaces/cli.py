@@ -650,7 +650,8 @@ def remove_command(targets, index_dir) -> None:
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Result picture (.png, .jpg, .webp) [default: IMAGE.aesearch.png beside the query; for --id, "
+    help="Result picture (.png, .jpg, .webp; never the query or an image of the collection) "
+    "[default: IMAGE.aesearch.png beside the query; for --id, "
     "query-id-N.aesearch.png here].",
 )
 @click.option("--no-picture", is_flag=True, help="Do not write the result picture.")
@@ -1211,7 +1212,11 @@ def map_command(index_dir, image, query_id, k, method, out) -> None:
     multiple=True,
     help="Answer requests for this Host name too (localhost names always; '*' for any). Repeatable.",
 )
-@click.option("--cors-origin", multiple=True, help="Let pages from this origin read the API (none by default).")
+@click.option(
+    "--cors-origin",
+    multiple=True,
+    help="Let pages from this origin (scheme://host[:port], e.g. https://app.example) read the API (none by default).",
+)
 @click.option(
     "--allow-moves", is_flag=True, help="Let the page's duplicate review move files out of the collection (journaled)."
 )
