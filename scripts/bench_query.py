@@ -103,6 +103,19 @@ def main() -> None:
         print(f"  {kind:20s} {percentiles(timed(lambda: engine.search(z, 8), args.repeats))}")
         print(f"  decode               {percentiles(timed(lambda: engine.decode(z), args.repeats))}")
 
+        from dataclasses import replace
+
+        from aesearch.search.feedback import DEFAULT_SETTINGS, refine
+
+        first = engine.query(image, k=10)
+        more, less = [h.id for h in first.hits[:5]], [h.id for h in first.hits[5:]]
+        for name, settings in [
+            ("one fit", replace(DEFAULT_SETTINGS, pseudo_positives=0)),
+            (f"default ({DEFAULT_SETTINGS.pseudo_positives} pseudo-positives)", DEFAULT_SETTINGS),
+        ]:
+            samples = timed(lambda s=settings: refine(engine, first, more, less, settings=s), args.repeats)
+            print(f"refine, 5 more + 5 less, {name:28s} {percentiles(samples)}")
+
         import faiss
 
         try:

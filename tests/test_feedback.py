@@ -1,6 +1,7 @@
 """Relevance feedback: the classifier against an optimiser, refine against brute force, eval against eval."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +13,14 @@ from aesearch.interfaces.cli import cli
 from aesearch.quality.evaluate import evaluate
 from aesearch.quality.feedback import evaluate_feedback
 from aesearch.search.engine import SearchEngine
-from aesearch.search.feedback import DEFAULT_SETTINGS, Feedback, FeedbackSettings, background_ids, refined_queries
+from aesearch.search.feedback import (
+    DEFAULT_SETTINGS,
+    Feedback,
+    FeedbackSettings,
+    background_ids,
+    refine,
+    refined_queries,
+)
 from tests.conftest import make_bundle
 
 
@@ -31,17 +39,22 @@ def unit(rng, n, d):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def test_classifier_reaches_the_optimum_of_its_objective():
+@pytest.mark.parametrize("by_share", [True, False])
+def test_classifier_reaches_the_optimum_of_its_objective(by_share):
     """Oracle: scipy's L-BFGS on the same regularised, weighted logistic loss."""
     rng = np.random.default_rng(0)
     d = 12
     q, more, less, background = unit(rng, 1, d), unit(rng, 4, d), unit(rng, 3, d), unit(rng, 40, d)
-    s = FeedbackSettings(iterations=3000)
-    w = refined_queries(q, [more], [less], background, settings=s)[0]
+    pseudo = unit(rng, 2, d)  # what a search would return as the best unmarked images
+    s = FeedbackSettings(
+        iterations=3000, pseudo_positives=2, pseudo_positive_weight=0.5, pseudo_positives_by_share=by_share
+    )
+    w = refined_queries(q, [more], [less], background, settings=s, best_unmarked=lambda w, count: [pseudo[:count]])[0]
 
-    x = np.concatenate([q, more, less, background]).astype(np.float64)
-    y = np.array([1] * 5 + [0] * 43)
-    weight = np.array([s.query_weight] + [1] * 7 + [s.pseudo_weight / 40] * 40)
+    x = np.concatenate([q, more, pseudo, less, background]).astype(np.float64)
+    y = np.array([1] * 7 + [0] * 43)
+    share = 4 / 7 if by_share else 1  # of the marks, 4 say "more like": each pseudo-positive weighs 0.5 x 4/7
+    weight = np.array([s.query_weight] + [1] * 4 + [0.5 * share] * 2 + [1] * 3 + [s.pseudo_weight / 40] * 40)
 
     def objective(params):
         w, b = params[:d], params[d]
@@ -52,7 +65,9 @@ def test_classifier_reaches_the_optimum_of_its_objective():
     best = minimize(objective, np.concatenate([s.prior * q[0], [0]]), method="L-BFGS-B", options={"gtol": 1e-10})
     np.testing.assert_allclose(w, best.x[:d], atol=2e-3)
     # and the default number of steps is already close: the same ranking direction
-    w100 = refined_queries(q, [more], [less], background)[0]
+    w100 = refined_queries(
+        q, [more], [less], background, settings=replace(s, iterations=100), best_unmarked=lambda w, c: [pseudo[:c]]
+    )[0]
     assert np.dot(w100, best.x[:d]) / np.linalg.norm(w100) / np.linalg.norm(best.x[:d]) > 0.999
 
 
@@ -87,17 +102,44 @@ def test_marks_add_up_and_a_new_mark_replaces_the_opposite_one():
         Feedback().add(more=["7"])
 
 
-def test_refine_equals_brute_force_over_the_stored_images(engine):
-    """Oracle: the refined query scored against every image's search-space vector with numpy."""
+@pytest.mark.parametrize(
+    "settings",
+    [
+        DEFAULT_SETTINGS,
+        FeedbackSettings(pseudo_positives=0),
+        FeedbackSettings(pseudo_positives=3, pseudo_positive_weight=0.5),
+    ],
+    ids=["default", "one fit", "3 pseudo-positives"],
+)
+def test_refine_equals_brute_force_over_the_stored_images(engine, settings):
+    """Oracle: the refined query scored against every image's search-space vector with numpy (and,
+    with pseudo-positives, the best unmarked images of that scoring taken as positives and fitted again)."""
     result = engine.query_id(100, k=10)
     more, less = [result.hits[2].id, result.hits[4].id], [result.hits[1].id, result.hits[3].id]
-    refined = engine.refine(result, more=more, less=less)
+    if settings is DEFAULT_SETTINGS:
+        refined = engine.refine(result, more=more, less=less)  # what users get
+    else:
+        refined = refine(engine, result, more=more, less=less, settings=settings)
 
     everything = engine.search_space(engine.encode(np.stack([engine.image(i) for i in range(len(engine))])))
-    background_rows = background_ids(len(engine))
-    w = refined_queries(
-        engine.search_space(result.latent[None]), [everything[more]], [everything[less]], everything[background_rows]
-    )[0]
+    background = everything[background_ids(len(engine))]
+    query = engine.search_space(result.latent[None])
+    no_prf = replace(settings, pseudo_positives=0)
+    w = refined_queries(query, [everything[more]], [everything[less]], background, settings=no_prf)[0]
+    if settings.pseudo_positives:
+        unmarked = [int(i) for i in np.argsort(-(everything @ w), kind="stable") if i not in more + less]
+        assert refined_queries(query, [everything[more]], [everything[less]], background, settings=settings)[0] == (
+            pytest.approx(w)
+        )  # without a search to ask, one fit
+        # the second fit, given the first fit's best unmarked images (the classifier itself: the oracle above)
+        w = refined_queries(
+            query,
+            [everything[more]],
+            [everything[less]],
+            background,
+            settings=settings,
+            best_unmarked=lambda refined, count: [everything[unmarked[:count]]],
+        )[0]
     scores = everything @ (w / np.linalg.norm(w))
     ranked = [int(i) for i in np.argsort(-scores, kind="stable")]
     # the images marked "more like" first, in the refined order; then the rest, less-like ones left out

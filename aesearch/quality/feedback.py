@@ -107,7 +107,18 @@ def evaluate_feedback(
         for start in range(0, len(query_ids), CHUNK):
             rows = range(start, min(start + CHUNK, len(query_ids)))
             chunk = queries[rows.start : rows.stop]
+            extra = max(len(more[i]) + len(less[i]) for i in rows)
             if r:
+
+                def best_unmarked(
+                    refined: np.ndarray, count: int, rows: range = rows, extra: int = extra
+                ) -> list[np.ndarray]:
+                    found = index.search_in_space(refined, min(len(database), count + extra))[1]
+                    return [
+                        database[row[(row >= 0) & ~np.isin(row, more[i] + less[i])][:count]]
+                        for i, row in zip(rows, found, strict=True)
+                    ]
+
                 chunk = refined_queries(
                     chunk,
                     [database[more[i]] for i in rows],
@@ -115,8 +126,8 @@ def evaluate_feedback(
                     background,
                     metric=metric,
                     settings=settings,
+                    best_unmarked=best_unmarked,
                 )
-            extra = max(len(more[i]) + len(less[i]) for i in rows)
             distances, found = index.search_in_space(chunk, min(len(database), depth + extra))
             prepared = in_space(chunk, metric)
             for i, row, row_distances, query in zip(rows, found, distances, prepared, strict=True):
