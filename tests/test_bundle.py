@@ -123,6 +123,16 @@ def test_missing_and_wrong_paths(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(BundleError, match="is a file, not an index folder"):
         read_manifest(tmp_path / "file")
+    # a folder of other files is not "rebuilt" there (a build would refuse to replace them)
+    with pytest.raises(BundleError, match=r"not an aesearch index: pass the folder .* --index-dir NEW_FOLDER"):
+        read_manifest(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BundleError, match=r"not an aesearch index: rebuild with `aesearch build-index --index-dir"):
+        read_manifest(tmp_path / "empty")
+    # a manifest that cannot be read cannot name the folders it indexed: the advice says to add them
+    (tmp_path / "empty" / "manifest.json").write_text("{")
+    with pytest.raises(BundleError, match=r"is damaged .*rebuild with .* \(add --images DIR if it indexed your own"):
+        read_manifest(tmp_path / "empty")
 
 
 def test_a_checkpoint_that_does_not_match_is_refused(tiny_bundle, tmp_path):

@@ -180,6 +180,7 @@ def test_images_and_health(pair):
         assert got.dtype == np.uint8 and np.array_equal(got, engine.image(id))
     health = client.health()
     assert health["count"] == len(engine) and health["z_size"] == engine.manifest["z_size"]
+    assert len(client) == len(engine)  # as the engine answers len()
 
 
 def test_one_connection_serves_every_call(pair):

@@ -70,6 +70,9 @@ def test_cli_eval_prints_tables_json_and_writes_the_report(separable_bundle, tmp
     )
     payload = json.loads(as_json.output)
     assert payload["retrieval"][0]["p_at_10"] == 1.0 and payload["indexes"][0]["index_type"] == "hnsw"
+    for empty in ["", "hnsw,", " , "]:  # was: the bundle's own index compared, as if nothing had been given
+        refused = CliRunner().invoke(cli, ["eval", "--index-dir", str(separable_bundle), "--index-types", empty])
+        assert refused.exit_code == 1 and "has an empty name" in refused.output, refused.output
 
 
 def test_validation_protocol_holds_out_training_images(tiny_bundle):

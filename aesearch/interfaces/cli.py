@@ -968,7 +968,7 @@ def eval_command(
     from aesearch.search.engine import SearchEngine
 
     if feedback_rounds is not None:
-        if baselines or index_types or report or near_duplicates is not None:
+        if baselines or index_types is not None or report or near_duplicates is not None:
             raise InvalidArgumentError(
                 "--feedback measures feedback alone: drop --baselines, --index-types, --report, "
                 "--exclude-near-duplicates"
@@ -980,8 +980,13 @@ def eval_command(
         return
 
     types = None
-    if index_types:
-        types = ["hnsw", "ivf", "sq8"] if index_types == "all" else [t.strip() for t in index_types.split(",") if t]
+    if index_types is not None:
+        types = ["hnsw", "ivf", "sq8"] if index_types == "all" else [t.strip() for t in index_types.split(",")]
+        if not all(types):
+            raise InvalidArgumentError(
+                f"--index-types {index_types!r} has an empty name: give types separated by commas "
+                "(e.g. hnsw,ivf,sq8), or all"
+            )
     from aesearch.figures.render import figure_format
 
     report_path = report or _beside_bundle(index_dir, "eval")

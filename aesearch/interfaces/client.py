@@ -163,6 +163,10 @@ class Client:
                 raise ServerError(f"{self.url} describes its model as something unreadable ({reason(exc)})") from None
         return self._model_config
 
+    def __len__(self) -> int:
+        """How many images the server's bundle holds now (asked each time: a sync may change it)."""
+        return int(self.health()["count"])
+
     def health(self) -> dict:
         """The server's /api/health: count, z size, index type, metric, version, generation."""
         return self._call("GET", "/api/health")

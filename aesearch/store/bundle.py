@@ -32,6 +32,7 @@ from aesearch.model.checkpoint import Checkpoint, load_checkpoint, read_model_co
 from aesearch.rowwise import CORES
 from aesearch.store.lock import writer_lock
 from aesearch.store.manifest import (
+    BUNDLE_ENTRIES,
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
@@ -353,9 +354,6 @@ def _consistency_problem(manifest: dict, segments: list[Segment], tombstones: np
     return None
 
 
-_BUNDLE_ENTRIES = {MANIFEST, "segments", "space", "model.safetensors"}  # what marks a folder as a bundle
-
-
 def bundle_holding(path: str | Path) -> Path | None:
     """The bundle folder path lies inside (a damaged bundle too, by its segments), or None."""
     for parent in Path(os.path.abspath(path)).parents:
@@ -404,7 +402,7 @@ def _refuse_to_replace_what_is_not_a_bundle(target: Path) -> None:
     if not target.is_dir():
         return
     entries = sorted(entry.name for entry in target.iterdir())
-    if entries and not _BUNDLE_ENTRIES & set(entries):
+    if entries and not BUNDLE_ENTRIES & set(entries):
         shown = ", ".join(entries[:3]) + (f", ... ({len(entries)} entries)" if len(entries) > 3 else "")
         raise InvalidArgumentError(
             f"index_dir {target} holds other files ({shown}) and is not an aesearch index: a build would "

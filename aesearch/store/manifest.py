@@ -180,7 +180,30 @@ def rebuild_advice(path: Path, manifest: dict | None = None) -> str:
         if collection.get("labels") == "folders":
             source += " --labels folders"
     command = f"aesearch build-index --index-dir {shlex.quote(str(path))}{source}"
+    if manifest is None:  # unread or unreadable: it may have indexed folders we cannot name
+        return (
+            f"rebuild with `{command}` (add --images DIR if it indexed your own folders; "
+            "--model CHECKPOINT reuses a trained model)"
+        )
     return f"rebuild with `{command}` (--model CHECKPOINT reuses a trained model)"
+
+
+BUNDLE_ENTRIES = {MANIFEST, "segments", "space", "model.safetensors"}  # what marks a folder as a bundle
+
+
+def not_a_bundle_advice(path: Path) -> str:
+    """What to do about a folder without a manifest: rebuild it where it is a bundle that lost its
+    manifest or an empty folder; where it holds other files (a build would refuse to replace them),
+    point at the bundle or build one in a new folder."""
+    try:
+        entries = {entry.name for entry in path.iterdir()}
+    except OSError:
+        entries = set()
+    if not entries or BUNDLE_ENTRIES & entries:
+        return rebuild_advice(path)
+    return (
+        "pass the folder `aesearch build-index` wrote, or build one with `aesearch build-index --index-dir NEW_FOLDER`"
+    )
 
 
 def no_index_message(path: Path) -> str:
@@ -201,7 +224,7 @@ def read_manifest(path: str | Path) -> dict:
     manifest_path = path / MANIFEST
     rebuild = rebuild_advice(path)
     if not manifest_path.is_file():
-        raise BundleError(f"{path} has no {MANIFEST}, so it is not an aesearch index: {rebuild}")
+        raise BundleError(f"{path} has no {MANIFEST}, so it is not an aesearch index: {not_a_bundle_advice(path)}")
     try:
         with open(manifest_path, "rb") as f:
             raw = f.read(MAX_MANIFEST_BYTES + 1)
