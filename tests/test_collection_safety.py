@@ -325,3 +325,36 @@ def test_a_full_disk_fails_in_one_line_and_keeps_the_bundle(collection, full_dis
     assert folder_digest(on_disk) == before
     (full_disk / "filler").unlink()
     assert run(*args, "--index-dir", str(on_disk)).exit_code == 0, "with space again, the same command works"
+
+
+def _damage_a_vector(index: Path) -> Path:
+    """One byte of the first segment's stored vectors changed (the checksum in the manifest kept)."""
+    target = sorted((index / "segments").glob("*/embeddings.npy"))[0]
+    data = bytearray(target.read_bytes())
+    data[-5] ^= 0xFF
+    target.write_bytes(bytes(data))
+    return target
+
+
+@pytest.mark.parametrize("how", ["sync --compact", "remove", "a moved file"])
+def test_a_writer_never_publishes_damaged_rows_under_a_fresh_checksum(collection, how):
+    """A remove or sync --compact on a bundle with a damaged byte wrote a new generation with fresh
+    checksums over the damaged rows: the damage could no longer be told, and every command blamed an
+    edited manifest. Rows copied into new files are checked first."""
+    from aesearch.errors import BundleError
+
+    folder, index = collection
+    damaged = _damage_a_vector(index)
+    if how == "sync --compact":
+        out = run("sync", "--compact", "--index-dir", str(index))
+    elif how == "remove":
+        out = run("remove", "3", "--index-dir", str(index))
+    else:
+        (folder / "ellipse/e-000.png").rename(folder / "ellipse/e-000-moved.png")
+        out = run("sync", "--index-dir", str(index))
+    if how != "remove":  # a remove copies nothing (a tombstone), unless it makes a compaction due
+        assert out.exit_code == 1 and "is damaged (its SHA-256 differs" in out.output, out.output
+        assert "Traceback" not in out.output
+    with pytest.raises(BundleError, match=r"is damaged \(its SHA-256 differs"):
+        load_bundle(index, verify="full")
+    assert damaged.exists()

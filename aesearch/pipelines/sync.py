@@ -206,6 +206,8 @@ def sync_rows(
     encode_rows = [row for row, f in enumerate(files) if f.key not in copies]
     if copy_rows:  # moved or touched: the stored image and vector, never encoded again
         sources = [copies[files[row].key] for row in copy_rows]
+        # A few rows of a large segment are not worth hashing it whole for; a compaction checks everything.
+        bundle.verify_segments(bundle.locate(sources)[0].tolist(), small_bundles_only=True)
         embeddings[copy_rows], pixels[copy_rows] = bundle.embeddings(sources), bundle.images(sources)
     if encode_rows:
         embeddings[encode_rows] = embed(bundle, images[encode_rows])

@@ -89,6 +89,7 @@ def compact(index_dir: str | Path) -> dict:
 def _compact(index_dir: str | Path) -> dict:
     with BundleWriter.update(index_dir) as writer:
         bundle = load_bundle(index_dir, verify="sizes")
+        bundle.verify_segments()  # every stored row is copied: never under a fresh checksum if damaged
         ids = bundle.live_ids()
         if len(ids) < MIN_IMAGES_TO_LEARN:
             return _compact_keeping_space(writer, bundle, ids)

@@ -200,6 +200,7 @@ class Collection:
         merge = len(deltas) + 1 > MAX_DELTAS
         records, images, embeddings, paths = rows.records, rows.images, rows.embeddings, rows.paths
         if merge:  # the live rows of the deltas, less those this update replaces or removes
+            bundle.verify_segments(deltas)  # copied into the new delta: checked first
             replaced = np.union1d(new_ids, np.asarray(rows.removed, dtype=np.int64))
             parts = [(records, images, embeddings, paths)]
             for number in deltas:

@@ -84,6 +84,31 @@ class Bundle:
         """One indexed image's shape: the model's input (ModelConfig.image_shape)."""
         return self.checkpoint.model_config.image_shape
 
+    def verify_segments(self, numbers: Sequence[int] | None = None, *, small_bundles_only: bool = False) -> None:
+        """Check the SHA-256 of these segments' files (all segments: None) against the manifest.
+
+        Writers load with sizes alone (a sync must not hash gigabytes); whatever copies stored rows
+        into new files (a compaction, a merge of deltas, a sync's moved files) checks the segments it
+        copies from first, or a damaged byte would be published under a fresh checksum and the damage
+        could no longer be told. small_bundles_only: only where a reader would hash the whole bundle
+        (under VERIFY_ALL_BELOW), for a copy of a few rows out of a large segment."""
+        files = self.manifest["files"]
+        if small_bundles_only and sum(record["bytes"] for record in files.values()) > VERIFY_ALL_BELOW:
+            return
+        chosen = range(len(self.segments)) if numbers is None else sorted(set(numbers))
+        entries = [self.manifest["segments"][n] for n in chosen]
+        names = [f"segments/{entry['name']}/{f}" for entry in entries for f in entry["files"]]
+        rebuild = rebuild_advice(self.path, self.manifest)
+        try:
+            digests = _sha256_many([self.path / name for name in names])
+        except OSError as exc:
+            raise BundleError(
+                f"{exc.filename or self.path} cannot be read ({exc.strerror or reason(exc)}): {rebuild}"
+            ) from None
+        for name, digest in zip(names, digests, strict=True):
+            if digest != files[name]["sha256"]:
+                raise BundleError(f"{self.path / name} is damaged (its SHA-256 differs from the manifest's): {rebuild}")
+
     def changed(self) -> bool:
         """Has a writer published a new state since this one was loaded? (one stat call)"""
         return _stat(self.path / MANIFEST) != self.manifest_stat
