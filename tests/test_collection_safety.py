@@ -358,3 +358,39 @@ def test_a_writer_never_publishes_damaged_rows_under_a_fresh_checksum(collection
     with pytest.raises(BundleError, match=r"is damaged \(its SHA-256 differs"):
         load_bundle(index, verify="full")
     assert damaged.exists()
+
+
+def test_a_build_replaces_only_a_rebuild_of_the_same_source_and_never_images_added_in_python(
+    collection, tmp_path, model, fake_data_dir
+):
+    """build-index --images B over an index of folder A, or of Fashion-MNIST, replaced it silently (images
+    added in Python included, which no file brings back); a rebuild of A dropped those images."""
+    folder, index = collection
+    other = tmp_path / "other"
+    write_image_folder(other, 6)
+    fashion = make_bundle(tmp_path / "fashion", n=30)
+
+    def build(target: Path, *images: Path):
+        args = ["build-index", "--index-dir", str(target), "--model", str(model), "--index-type", "flat"]
+        return run(*args, *[a for image in images for a in ("--images", str(image))])
+
+    for target, images, message in [
+        (index, [other], "is an index of other folders"),
+        (index, [folder, other], "is an index of other folders"),
+        (fashion, [folder], "is an index of Fashion-MNIST (30 images)"),
+    ]:
+        before = folder_digest(target)
+        out = build(target, *images)
+        assert out.exit_code == 1 and message in out.output and "Traceback" not in out.output, out.output
+        assert folder_digest(target) == before
+
+    assert build(index, folder).exit_code == 0  # the same folders: a rebuild
+    Collection.open(index).add(synthetic_images(2, seed=4))
+    before = folder_digest(index)
+    out = build(index, folder)
+    assert out.exit_code == 1 and "holds 2 images added in Python" in out.output, out.output
+    assert folder_digest(index) == before
+
+    (index / "manifest.json").unlink()  # damaged: Fashion-MNIST over it is still a forgotten --images
+    out = run("build-index", "--index-dir", str(index), "--data-dir", str(fake_data_dir), "--model", str(model))
+    assert out.exit_code == 1 and "is a damaged index of your folders" in out.output, out.output

@@ -429,8 +429,10 @@ def build_index_command(
             "or --model"
         )
     model = _shipped_if_named(model)
-    if not (image_dirs or images_from):
-        _refuse_to_replace_a_folder_collection(index_dir)
+    if not shards:
+        from aesearch.sources.folders import collection_roots
+
+        _refuse_to_replace_another_index(index_dir, collection_roots(image_dirs, images_from) if folders else None)
     if folders:
         _build_from_folders(
             index_dir,
@@ -495,23 +497,64 @@ def build_index_command(
         click.echo(shipped_note)
 
 
-def _refuse_to_replace_a_folder_collection(index_dir: Path) -> None:
-    """build-index without --images writes Fashion-MNIST: over an index of the user's folders (its
-    trained model included) that is a forgotten --images, not a wish. One line instead."""
+def _refuse_to_replace_another_index(index_dir: Path, roots: list[Path] | None) -> None:
+    """A build replaces the bundle at index_dir whole. Over an index of something else (Fashion-MNIST
+    over your folders, your folders over Fashion-MNIST, other folders) that is a mistyped --index-dir
+    or a forgotten --images, not a wish; over the same source it is a rebuild, refused only where it
+    would lose images added in Python (no file behind them to index again). roots: the folders (and
+    list file) being built, None for Fashion-MNIST. One line, before anything is read or trained."""
+    import numpy as np
+
     from aesearch.errors import AesearchError, InvalidArgumentError
+    from aesearch.store.bundle import load_bundle
     from aesearch.store.manifest import read_manifest, rebuild_advice
+    from aesearch.store.records import PINNED, ROOT
 
     try:
         manifest = read_manifest(index_dir)
-    except AesearchError:  # nothing there, or nothing usable: nothing to keep
+    except AesearchError:  # nothing there, or a damaged bundle: is it one of folders?
+        if roots is None and any(p.stat().st_size for p in index_dir.glob("segments/*/paths.bin")):
+            raise InvalidArgumentError(
+                f"{index_dir} is a damaged index of your folders (its images have file paths): building "
+                "Fashion-MNIST there would replace it; build it again with `aesearch build-index --index-dir "
+                f"{index_dir} --images DIR`, or choose another --index-dir for Fashion-MNIST"
+            ) from None
         return
     collection = manifest.get("collection")
-    if isinstance(collection, dict) and collection.get("roots"):
+    old_roots = (
+        [Path(r) for r in collection["roots"]] if isinstance(collection, dict) and collection.get("roots") else None
+    )
+    shown_old = ", ".join(map(str, (old_roots or [])[:3]))
+    if roots is None and old_roots:
         raise InvalidArgumentError(
-            f"{index_dir} is an index of your folders ({', '.join(map(str, collection['roots'][:3]))}): building "
-            f"Fashion-MNIST there would replace it. To build it again: {rebuild_advice(index_dir, manifest)}; "
+            f"{index_dir} is an index of your folders ({shown_old}): building Fashion-MNIST there would replace "
+            f"it. To build it again: {rebuild_advice(index_dir, manifest)}; "
             "for Fashion-MNIST choose another --index-dir"
         )
+    if roots is not None and old_roots is None:
+        raise InvalidArgumentError(
+            f"{index_dir} is an index of Fashion-MNIST ({manifest['count']:,} images): building your folders there "
+            "would replace it; choose another --index-dir (e.g. indexes/NAME)"
+        )
+    if roots is not None and sorted(map(str, roots)) != sorted(map(str, old_roots)):
+        raise InvalidArgumentError(
+            f"{index_dir} is an index of other folders ({shown_old}): building these there would replace it; "
+            f"choose another --index-dir, or bring it up to date with `aesearch sync --index-dir {index_dir}`"
+        )
+    if old_roots:  # a rebuild of the same folders: images added in Python have no file to come back from
+        try:
+            bundle = load_bundle(index_dir, verify="sizes")
+            pinned = sum(
+                int(np.count_nonzero(s.records[ROOT][bundle.live_rows(n)] == PINNED))
+                for n, s in enumerate(bundle.segments)
+            )
+        except AesearchError:
+            return  # damaged: rebuilding it is the advice it gets
+        if pinned:
+            raise InvalidArgumentError(
+                f"{index_dir} holds {pinned:,} images added in Python (Collection.add), with no file to index "
+                f"again: a rebuild would lose them; build into another --index-dir, or `aesearch remove` them first"
+            )
 
 
 def _build_from_folders(index_dir, image_dirs, images_from, labels, **options) -> None:
