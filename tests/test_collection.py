@@ -632,6 +632,32 @@ def test_query_out_never_replaces_the_query_image_or_an_image_of_the_collection(
         assert out.is_file()
 
 
+def test_no_picture_option_replaces_an_input_or_an_image_of_the_collection(tmp_path, model):
+    """interpolate, map, duplicates and eval --report wrote their pictures over an indexed image or
+    over their own input image (new-user trial), as query --out once did: refused, the files kept."""
+    folder = write_image_folder(tmp_path / "pics")
+    index = tmp_path / "idx"
+    build(folder.root, index, model)
+    outside = tmp_path / "query.png"
+    outside.write_bytes(png_bytes(synthetic_images(1, seed=71)[0]))
+    indexed = folder.root / "ring/r-002.png"
+    before = {path: path.read_bytes() for path in (outside, indexed)}
+    common = ["--index-dir", str(index)]
+    for args in (
+        ["interpolate", "0", "1", "--out", str(indexed)],
+        ["interpolate", str(outside), "1", "--out", str(outside)],
+        ["map", "--out", str(indexed)],
+        ["map", "--query", str(outside), "--out", str(outside)],
+        ["duplicates", "--out", str(indexed)],
+        ["eval", "--report", str(indexed)],
+    ):
+        result = CliRunner().invoke(cli, [*args, *common])
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (args, result.output)
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
+        assert "is a file of the indexed collection" in result.output or "is an input image" in result.output
+    assert {path: path.read_bytes() for path in before} == before
+
+
 def test_a_folder_build_checks_its_target_before_it_reads_or_trains(tmp_path, monkeypatch):
     """--index-dir naming a file, a folder of other files or "." was refused only when the build came
     to write, after minutes of training; --images "" trained on the current folder (new-user trial)."""

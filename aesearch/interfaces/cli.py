@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -739,7 +740,7 @@ def query(
     engine = SearchEngine.load(index_dir, model=model)
     where = _checked_where(engine, where)
     if out is not None and not no_picture:
-        _check_not_an_input(out, image, engine.manifest)
+        _check_not_an_input(out, [image], engine.manifest)
     if query_id is not None:
         result = engine.query_id(query_id, k, where=where)
         label = f"id {query_id}"
@@ -827,28 +828,34 @@ def _unless_unwritable(path: Path, given: bool, notes: list[str], remedy: str) -
     return path
 
 
-def _check_not_an_input(out: Path, image: Path | None, manifest: dict) -> None:
-    """One line if --out names the query image or an image of the indexed collection: the result
-    picture would replace it (a new user's `query a.png --out b.png` overwrote an indexed photo).
-    A result picture written before (NAME.aesearch.png) may be replaced."""
+def _check_not_an_input(out: Path | None, inputs: Sequence[Path | int | None], manifest: dict, option: str = "--out"):
+    """One line if a picture to write (out) names an input image of the command or an image of the
+    indexed collection: the picture would replace it (a new user's `query a.png --out b.png`
+    overwrote an indexed photo; `interpolate`, `map`, `duplicates` and `eval --report` did the same).
+    A picture aesearch wrote before (NAME.aesearch.png) may be replaced. inputs: image files (ids and
+    None are passed over)."""
     from aesearch.errors import InvalidArgumentError
 
-    if not out.is_file() or out.name.endswith(tuple(f".{kind}.png" for kind in defaults.RESULT_PICTURE_KINDS)):
+    if out is None or not out.is_file():
+        return
+    if out.name.endswith(tuple(f".{kind}.png" for kind in defaults.RESULT_PICTURE_KINDS)):
         return
     written = out.resolve()
-    if image is not None and image.is_file() and written == image.resolve():
-        raise InvalidArgumentError(
-            f"`--out` {out} is the query image itself: give another path for the result picture", parameter="out"
-        )
+    for image in inputs:
+        if isinstance(image, Path) and image.is_file() and written == image.resolve():
+            raise InvalidArgumentError(
+                f"`{option}` {out} is an input image of this command: give another path for the picture",
+                parameter=option.lstrip("-"),
+            )
     collection = manifest.get("collection")
     roots = [Path(r) for r in collection.get("roots", [])] if isinstance(collection, dict) else []
     for root in roots:
         folder = (root.parent if root.is_file() else root).resolve()  # a list's paths are relative to its folder
         if written.is_relative_to(folder):
             raise InvalidArgumentError(
-                f"`--out` {out} is a file of the indexed collection in {folder}: give a path outside it "
-                "(or a new name) for the result picture",
-                parameter="out",
+                f"`{option}` {out} is a file of the indexed collection in {folder}: give a path outside it "
+                "(or a new name) for the picture",
+                parameter=option.lstrip("-"),
             )
 
 
@@ -916,6 +923,7 @@ def interpolate(start, end, index_dir, steps, out) -> None:
         raise InvalidArgumentError(f"cannot write an interpolation as {out}: name it .png or .gif")
     _check_output(out, "out")
     engine = SearchEngine.load(index_dir)
+    _check_not_an_input(out, ends, engine.manifest)
     frames, fractions = interpolate_images(engine, ends[0], ends[1], steps=steps)
     render_interpolation(out, frames, fractions, title=f"{start} -> {end}: decoder along the line in z")
     click.echo(f"Interpolation ({steps} steps, linear in z): {out}")
@@ -1036,6 +1044,7 @@ def eval_command(
     figure_format(report_path)
     _check_output(report_path, "report")
     engine = SearchEngine.load(index_dir)
+    _check_not_an_input(report_path, [], engine.manifest, "--report")
     if near_duplicates is not None and near_duplicates < 0:
         from aesearch.quality.duplicates import DEFAULT_THRESHOLD
 
@@ -1124,6 +1133,8 @@ def duplicates(
         picture_format(out)
         out = _unless_unwritable(out, given, notes, "--out PATH or --no-picture")
     engine = SearchEngine.load(index_dir)
+    if not no_picture:
+        _check_not_an_input(out, [], engine.manifest)
     where = _checked_where(engine, where)
     threshold = DEFAULT_THRESHOLD if threshold is None else threshold
     report = find_duplicates(engine, threshold=threshold, across_splits=across_splits, where=where)
@@ -1218,6 +1229,7 @@ def map_command(index_dir, image, query_id, k, method, out) -> None:
             raise
         raise InvalidArgumentError(f"{exc.in_words(option_name)}: give --out PATH") from None
     engine = SearchEngine.load(index_dir)
+    _check_not_an_input(out, [image], engine.manifest)
     result, label = None, None
     if image is not None:
         result, label = engine.query(image, k), f"query {image.name}"
