@@ -159,6 +159,11 @@ def test_duplicates_cli_json_csv_and_errors(planted_bundle, tmp_path):
     ]:
         result = runner.invoke(cli, ["duplicates", "--index-dir", str(path), *args])
         assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+    # a filter that matches nothing: an empty report that says so (was: a reshape traceback)
+    result = runner.invoke(cli, ["duplicates", "--index-dir", str(path), "--where", "id > 99999", "--no-picture"])
+    assert result.exit_code == 0 and "no indexed image matches it" in result.output, result.output
+    result = runner.invoke(cli, ["duplicates", "--index-dir", str(path), "--where", "id > 99999", "--json"])
+    assert result.exit_code == 0 and json.loads(result.output)["n_images"] == 0, result.output
 
 
 def test_eval_excludes_cross_split_copies(tmp_path):

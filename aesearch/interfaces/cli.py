@@ -1156,6 +1156,8 @@ def duplicates(
                 click.echo(f"{n},{id_},{split},{_csv_field(shown(path))},{int(group.exact)},{group.max_distance}")
     else:
         click.echo(tables.duplicates_table(report))
+        if where is not None and not report.n_images:
+            click.echo(f"Within: {where} (no indexed image matches it: loosen the filter)")
         if out is not None:
             click.echo(f"Picture: {out}")
 

@@ -212,9 +212,9 @@ class _View:
 
 def exact_classes(images: np.ndarray) -> np.ndarray:
     """(n, 28, 28) uint8 -> (n,) int64: equal numbers exactly where the pixels are equal."""
-    rows = np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1)
-    if len(rows) == 0:
+    if len(images) == 0:  # a filter that matches nothing (reshape cannot infer a width from no rows)
         return np.zeros(0, np.int64)
+    rows = np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1)
     # Sorting 70,000 rows of 784 bytes compares bytes (0.4 s); a 64-bit hash of each row sorts as
     # integers (0.03 s). Rows that share a hash are then compared in full, so the classes stay exact.
     _, inverse = np.unique(_row_hashes(rows), return_inverse=True)
