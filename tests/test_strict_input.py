@@ -145,6 +145,16 @@ CLI_CASES = [
     (["map", "--id", "9" * 30], "from 0 to 2^63-1"),
     (["map", "--out", "map.txt"], "name it .png, .jpg, .webp, .pdf or .svg"),
     (["eval", "--report", "report.txt"], "name it .png, .jpg, .webp, .pdf or .svg"),
+    # an empty path is the current folder to click: a script's unset $DIR moved copies there
+    (["query", ""], "Invalid value for '[IMAGE]': it is empty"),
+    (["query", "--id", "3", "--out", ""], "Invalid value for '--out': it is empty"),
+    (["query", "--id", "3", "--model", ""], "Invalid value for '--model': it is empty"),
+    (["map", "--query", ""], "Invalid value for '--query': it is empty"),
+    (["interpolate", "", "1"], "an interpolation end is empty"),
+    (["add", ""], "Invalid value for 'PATHS...': it is empty"),
+    (["duplicates", "--move-to", "", "--dry-run"], "Invalid value for '--move-to': it is empty"),
+    (["duplicates", "--undo", ""], "Invalid value for '--undo': it is empty"),
+    (["eval", "--report", ""], "Invalid value for '--report': it is empty"),
 ]
 
 

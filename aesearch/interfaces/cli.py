@@ -152,7 +152,7 @@ def cli() -> None:
     show_default=True,
     help="auto: bfloat16 matmuls where the hardware has them, else float32.",
 )
-@click.option("--data-dir", type=click.Path(path_type=Path), help="Folder holding Fashion-MNIST (else searched).")
+@click.option("--data-dir", type=NonEmptyPath(), help="Folder holding Fashion-MNIST (else searched).")
 @click.option("--limit", type=Integer(1, 60_000), help="Train on the first N training images only.")
 @click.option(
     "--images",
@@ -172,7 +172,7 @@ def cli() -> None:
 )
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=NonEmptyPath(dir_okay=False),
     default=Path("runs/model.safetensors"),
     show_default=True,
     help="Checkpoint to write; its training curve goes beside it.",
@@ -260,7 +260,7 @@ WHERE_OPTION = click.option(
 @INDEX_DIR_OPTION
 @click.option(
     "--model",
-    type=click.Path(path_type=Path),
+    type=NonEmptyPath(),
     help="Use this checkpoint, or `shipped`: the Fashion-MNIST model shipped with aesearch  [default: shipped; "
     "with --images of colour images, a colour model trained on them]",
 )
@@ -343,7 +343,7 @@ WHERE_OPTION = click.option(
     f"{defaults.COLLECTION_RECIPE} for grey --images, {defaults.COLOUR_RECIPE} for colour ones]",
 )
 @click.option("--epochs", type=Integer(1, 10_000), help="Train for this many epochs (implies --train).")
-@click.option("--data-dir", type=click.Path(path_type=Path), help="Folder holding Fashion-MNIST (else searched).")
+@click.option("--data-dir", type=NonEmptyPath(), help="Folder holding Fashion-MNIST (else searched).")
 @click.option(
     "--images",
     "image_dirs",
@@ -651,7 +651,7 @@ def sync_command(index_dir, dry_run, compact, as_json, allow_mass_removal) -> No
 
 
 @cli.command("add")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=NonEmptyPath())
 @INDEX_DIR_OPTION
 def add_command(paths, index_dir) -> None:
     """Index these image files (or folders of them) now; `sync` would find them too."""
@@ -687,13 +687,13 @@ def remove_command(targets, index_dir) -> None:
 
 
 @cli.command()
-@click.argument("image", required=False, type=click.Path(path_type=Path))
+@click.argument("image", required=False, type=NonEmptyPath())
 @click.option("-k", "k", type=ANY_INTEGER, default=defaults.K, show_default=True, help="Number of neighbours.")
 @INDEX_DIR_OPTION
 @click.option("--id", "query_id", type=Integer(), help="Query with the indexed image of this id instead of a file.")
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=NonEmptyPath(dir_okay=False),
     help="Result picture (.png, .jpg, .webp; never the query or an image of the collection) "
     "[default: IMAGE.aesearch.png beside the query; for --id, "
     "query-id-N.aesearch.png here].",
@@ -709,7 +709,7 @@ def remove_command(targets, index_dir) -> None:
 )
 @click.option(
     "--model",
-    type=click.Path(path_type=Path),
+    type=NonEmptyPath(),
     help="Use this checkpoint instead of the bundle's (must be the encoder the index was built with).",
 )
 @click.option(
@@ -902,7 +902,7 @@ def _write_picture(engine, result, picture: Path, label: str) -> None:
 )
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=NonEmptyPath(dir_okay=False),
     help="A .png strip or a .gif animation [default: interpolation-START-END.png here].",
 )
 def interpolate(start, end, index_dir, steps, out) -> None:
@@ -934,6 +934,8 @@ def _image_or_id(value: str) -> Path | int:
     from aesearch.integers import parse_int
     from aesearch.store.paths import shown
 
+    if not value.strip():  # Path("") is the current folder
+        raise InvalidArgumentError("an interpolation end is empty: give an image file or an indexed id")
     if Path(value).exists():
         return Path(value)
     if value.strip().isascii() and value.strip().isdigit():
@@ -988,7 +990,7 @@ def info(index_dir, as_json, verify) -> None:
 )
 @click.option(
     "--report",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=NonEmptyPath(dir_okay=False),
     help="Report picture to write [default: INDEX_DIR-eval.png beside the bundle].",
 )
 @click.option(
@@ -1074,7 +1076,7 @@ def eval_command(
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV: one row per image in a group.")
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=NonEmptyPath(dir_okay=False),
     help="Picture of the largest groups [default: INDEX_DIR-duplicates.png beside the bundle].",
 )
 @click.option("--no-picture", is_flag=True, help="Do not write the picture of the groups.")
@@ -1083,10 +1085,10 @@ def eval_command(
 @click.option("--keep", "keep_ids", type=Integer(), multiple=True, help="Keep this image in its group. Repeatable.")
 @click.option(
     "--move-to",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=NonEmptyPath(file_okay=False),
     help="Move every copy not kept into this folder (outside the collection), with a journal; then sync.",
 )
-@click.option("--undo", "journal", type=click.Path(dir_okay=False, path_type=Path), help="Undo a --move-to journal.")
+@click.option("--undo", "journal", type=NonEmptyPath(dir_okay=False), help="Undo a --move-to journal.")
 @click.option("--dry-run", is_flag=True, help="With --move-to or --undo: show the plan, move nothing.")
 def duplicates(
     index_dir,
@@ -1196,7 +1198,7 @@ def _csv_field(text: str) -> str:
 
 @cli.command("map")
 @INDEX_DIR_OPTION
-@click.option("--query", "image", type=click.Path(path_type=Path), help="Mark this image and its hits on the map.")
+@click.option("--query", "image", type=NonEmptyPath(), help="Mark this image and its hits on the map.")
 @click.option("--id", "query_id", type=Integer(), help="Mark this indexed image and its hits instead.")
 @click.option("-k", "k", type=ANY_INTEGER, default=defaults.K, show_default=True, help="Hits to mark.")
 @click.option(
@@ -1208,7 +1210,7 @@ def _csv_field(text: str) -> str:
 )
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=NonEmptyPath(dir_okay=False),
     help="PNG to write [default: INDEX_DIR-map-METHOD.png beside the bundle].",
 )
 def map_command(index_dir, image, query_id, k, method, out) -> None:
