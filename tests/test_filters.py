@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,6 +158,9 @@ def test_matches_equal_the_records_oracle(folder_engine, text, keep):
 def test_root_by_its_path_and_bad_names_list_the_choices(folder_engine):
     roots = folder_engine.manifest["collection"]["roots"]
     assert np.array_equal(folder_engine.select(f"root = {roots[1]!r}").ids, folder_engine.select("root = 1").ids)
+    name = Path(roots[1]).name  # from another folder than the build's: the root folder's name alone
+    assert len({Path(r).name for r in roots}) == len(roots)
+    assert np.array_equal(folder_engine.select(f"root = {name!r}").ids, folder_engine.select("root = 1").ids)
     for text, message in [
         ("label = Ring", "no class 'Ring' in"),
         ("label = Ring", "(did you mean 'ring'?): choose one of ellipse, rectangle, ring"),

@@ -371,6 +371,11 @@ class _Context:
         for candidate in (value, value.rstrip("/"), str(Path(value).expanduser().resolve())):
             if candidate in roots:
                 return roots.index(candidate)
+        # A root's folder name alone, where no other root has it (the path given to build-index was
+        # relative to a folder this process is not in: a server, another shell)
+        named = [n for n, r in enumerate(roots) if Path(r).name == value.rstrip("/")]
+        if len(named) == 1:
+            return named[0]
         listed = ", ".join(f"{n} = {r}" for n, r in enumerate(roots[:20]))
         raise _problem(f"no collection root {value[:80]!r} in {self.bundle.path}: choose one of {listed}")
 
