@@ -394,3 +394,23 @@ def test_a_build_replaces_only_a_rebuild_of_the_same_source_and_never_images_add
     (index / "manifest.json").unlink()  # damaged: Fashion-MNIST over it is still a forgotten --images
     out = run("build-index", "--index-dir", str(index), "--data-dir", str(fake_data_dir), "--model", str(model))
     assert out.exit_code == 1 and "is a damaged index of your folders" in out.output, out.output
+
+
+def test_query_id_finds_an_image_whose_framing_is_not_idempotent_at_distance_0(collection):
+    """A stored image is the model's input already: query_id framed it again, which negates a
+    silhouette that fills its frame with a light grey (a new user's icons), so it missed itself."""
+    from aesearch.sources.preprocess import preprocess
+
+    _, index = collection
+    square = np.full((70, 70), 255, np.uint8)
+    square[5:65, 5:65], square[33:37, 10:14] = 60, 255
+    framed = preprocess(square)
+    assert not np.array_equal(preprocess(framed), framed)  # the case: framing it again changes it
+    (new,) = Collection.open(index).add(square[None])
+    engine = SearchEngine.load(index)
+    hit = engine.query_id(new, k=1).hits[0]
+    assert hit.id == new and hit.distance == pytest.approx(0, abs=1e-6)
+    with pytest.raises(AesearchError, match=r"outside \[0, 1\]"):
+        engine.query_prepared(np.full((1, 28, 28), 2.0, np.float32))
+    with pytest.raises(AesearchError, match="must have shape"):
+        engine.query_prepared(np.zeros((1, 32, 32), np.float32))

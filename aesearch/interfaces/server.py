@@ -200,8 +200,8 @@ def create_app(
         def answer() -> JSONResponse:  # on a decode slot: everything but parsing the request
             if number is not None:
                 result = _query_id(engine, number, k, where)
-            elif pixels is not None:
-                result = engine.query(framed, k, where=where)
+            elif pixels is not None:  # framed by the client as the engine frames: not framed again
+                result = engine.query_prepared(framed[None], k, where=where)[0]
             else:
                 name = f"uploaded file {filename}".rstrip()
                 result = engine.query(image.file.read(), k, max_pixels=max_pixels, name=name, where=where)

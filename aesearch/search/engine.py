@@ -359,8 +359,32 @@ class SearchEngine:
         return self.query_batch([image], k, **options)[0]
 
     def query_id(self, id: int, k: int = 8, *, where: Where = None) -> QueryResult:
-        """Query with an indexed image (it finds itself first, at distance 0, if it matches where)."""
-        return self.query_batch(self.image(id)[None], k, where=where)[0]
+        """Query with an indexed image (it finds itself first, at distance 0, if it matches where).
+
+        The stored image is the model's input already: framing it again is not always the identity
+        (a silhouette whose framing leaves a light background would be negated), so it is searched as
+        stored."""
+        stored = self.image(id)[None].astype(np.float32) / np.float32(255)
+        return self.query_prepared(stored, k, where=where)[0]
+
+    def query_prepared(self, images: np.ndarray, k: int = 8, *, where: Where = None) -> list[QueryResult]:
+        """Like query_batch, for images in the model's input form already (what prepare() returns:
+        (n, *image_shape) float32 in [0, 1]), searched as they are, not framed again. aesearch.Client
+        frames on its side and the server searches what it sent this way."""
+        shape = self.autoencoder.config.image_shape
+        queries = np.asarray(images, dtype=np.float32)
+        if queries.ndim != len(shape) + 1 or queries.shape[1:] != shape:
+            raise InvalidArgumentError(
+                f"prepared images must have shape (n, {', '.join(map(str, shape))}), got {queries.shape}: "
+                "pass what prepare() returns"
+            )
+        if not np.isfinite(queries).all() or queries.min(initial=0) < 0 or queries.max(initial=0) > 1:
+            raise InvalidArgumentError("prepared images hold values outside [0, 1]: pass what prepare() returns")
+        k = self._check_k(k)
+        parsed, subset = self.subset(where)
+        if not len(queries):
+            return []
+        return self._answer(queries, [None] * len(queries), k, parsed, subset)
 
     def query_batch(
         self,
@@ -385,6 +409,10 @@ class SearchEngine:
         else:
             queries = self.prepare(images, max_pixels=max_pixels, name=name)
             originals = [None] * len(queries)
+        return self._answer(queries, originals, k, parsed, subset)
+
+    def _answer(self, queries: np.ndarray, originals: list, k: int, parsed, subset) -> list[QueryResult]:
+        """Prepared queries -> their results: one batched encode, search and decode."""
         z, latents = self.autoencoder.embed(queries, self.shifts)
         reconstructions = self.autoencoder.decode(z)
         errors = per_image_mean((reconstructions - queries) ** 2)
