@@ -155,6 +155,8 @@ CLI_CASES = [
     (["duplicates", "--move-to", "", "--dry-run"], "Invalid value for '--move-to': it is empty"),
     (["duplicates", "--undo", ""], "Invalid value for '--undo': it is empty"),
     (["eval", "--report", ""], "Invalid value for '--report': it is empty"),
+    # `--model shipped` names the packaged model in query as in build-index (was: "no checkpoint at shipped")
+    (["query", "--id", "3", "--model", "shipped"], "does not match the index"),
 ]
 
 

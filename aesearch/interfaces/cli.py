@@ -737,7 +737,7 @@ def query(
     if image is not None and query_id is not None:
         raise InvalidArgumentError("give an IMAGE file or --id N, not both")
 
-    engine = SearchEngine.load(index_dir, model=model)
+    engine = SearchEngine.load(index_dir, model=_shipped_if_named(model))
     where = _checked_where(engine, where)
     if out is not None and not no_picture:
         _check_not_an_input(out, [image], engine.manifest)
