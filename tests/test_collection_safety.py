@@ -414,3 +414,20 @@ def test_query_id_finds_an_image_whose_framing_is_not_idempotent_at_distance_0(c
         engine.query_prepared(np.full((1, 28, 28), 2.0, np.float32))
     with pytest.raises(AesearchError, match="must have shape"):
         engine.query_prepared(np.zeros((1, 32, 32), np.float32))
+
+
+def test_a_dry_run_sync_takes_no_lock_and_writes_nothing(collection):
+    """sync --dry-run took the writer lock, so it failed on a read-only bundle folder (new-user
+    trial); it reads and plans only, while a writer holds the lock too."""
+    from aesearch.errors import BundleLockedError
+    from aesearch.store.lock import writer_lock
+
+    folder, index = collection
+    (folder / "ellipse/e-000.png").unlink()
+    before = folder_digest(index)
+    with writer_lock(index):
+        report = Collection.open(index).sync(dry_run=True)
+        assert report.dry_run and report.count == 38
+        with pytest.raises(BundleLockedError):
+            Collection.open(index).sync()
+    assert folder_digest(index) == before

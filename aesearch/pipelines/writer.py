@@ -15,6 +15,7 @@ compaction is its own publish (update.compact, which loads the bundle it rewrite
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -173,7 +174,9 @@ class Collection:
     ) -> SyncReport:
         start = time.perf_counter()
         report = SyncReport(dry_run=dry_run)
-        with BundleWriter.update(self.path) as writer:  # the lock first: a second writer is refused in one line
+        # The lock first: a second writer is refused in one line. A dry run reads and plans only: no
+        # lock (a read-only bundle folder can be dry-run) and nothing written, not even a clean-up.
+        with contextlib.nullcontext() if dry_run else BundleWriter.update(self.path) as writer:
             bundle = load_bundle(self.path, verify="sizes")
             keys = None if only is None else files_to_add(bundle, only)
             rows = sync_rows(
