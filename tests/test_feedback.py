@@ -244,3 +244,19 @@ def test_cli_bad_marks_are_one_line(cosine_bundle, args, message):
 def test_cli_eval_feedback_refuses_other_reports(cosine_bundle):
     out = CliRunner().invoke(cli, ["eval", "--index-dir", str(cosine_bundle), "--feedback", "2", "--baselines"])
     assert out.exit_code == 1 and "--feedback measures feedback alone" in out.output
+
+
+def test_the_refined_result_picture_names_the_marks(cosine_bundle, tmp_path, monkeypatch):
+    """The picture of a refined query had no marks and no word of the refinement, so its distances
+    (to the refined query, rising within the marked hits) read as an error."""
+    from aesearch.figures import render
+
+    drawn = {}
+    monkeypatch.setattr(render, "render_result", lambda path, **kwargs: drawn.update(kwargs))
+    args = ["query", "--id", "5", "-k", "6", "--index-dir", str(cosine_bundle), "--json", "--no-picture"]
+    ids = [h["id"] for h in json.loads(CliRunner().invoke(cli, args).output)["hits"]]
+    args = [*args[:-2], "--out", str(tmp_path / "r.png"), "--more-like", str(ids[2]), "--less-like", str(ids[1])]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    assert "refined: 1 more like, 1 less like (left out); distances to the refined query" in drawn["title"]
+    names = [name for _, name, _ in drawn["neighbours"]]
+    assert names[0].endswith(" · more like") and not any(n.endswith("more like") for n in names[1:])

@@ -881,14 +881,25 @@ def _write_picture(engine, result, picture: Path, label: str) -> None:
     from aesearch.figures.render import picture_format, render_result
 
     picture_format(picture)
+    feedback = result.feedback
+
+    def name(hit) -> str:  # after feedback, a hit marked "more like" says so (the table's mark column)
+        return f"{hit.name} · more like" if feedback.mark(hit.id) == "more" else hit.name
+
+    refined = (
+        f" · refined: {len(feedback.more)} more like, {len(feedback.less)} less like (left out); "
+        "distances to the refined query"
+        if feedback
+        else ""
+    )
     render_result(
         picture,
         original=result.original,
         query=result.query,
         reconstruction=result.reconstruction,
-        neighbours=[(engine.image(h.id), h.name, f"#{h.rank} · id {h.id} · {h.distance:.3f}") for h in result.hits],
+        neighbours=[(engine.image(h.id), name(h), f"#{h.rank} · id {h.id} · {h.distance:.3f}") for h in result.hits],
         title=f"{label} · k={len(result.hits)} · reconstruction MSE {result.reconstruction_mse:.4f} "
-        f"(percentile {result.trust.reconstruction_percentile:.1f})",
+        f"(percentile {result.trust.reconstruction_percentile:.1f}){refined}",
         warning=result.trust.warning(),
     )
 
