@@ -431,3 +431,28 @@ def test_a_dry_run_sync_takes_no_lock_and_writes_nothing(collection):
         with pytest.raises(BundleLockedError):
             Collection.open(index).sync()
     assert folder_digest(index) == before
+
+
+def test_a_path_that_names_two_images_is_never_guessed(collection, tmp_path, model):
+    """A name given in Python equal to a file's path made `remove PATH` remove the Python image; the
+    same relative path under two roots removed one of the two without a word (new-user trial)."""
+    _, index = collection
+    taken = "ellipse/e-000.png"
+    with pytest.raises(AesearchError, match=r"has the path ellipse/e-000.png already \(id "):
+        Collection.open(index).add(synthetic_images(1, seed=5), paths=[taken])
+    with pytest.raises(AesearchError, match="paths name two images alike"):
+        Collection.open(index).add(synthetic_images(2, seed=5), paths=["a.png", "a.png"])
+
+    first, second = tmp_path / "one", tmp_path / "two"
+    for root in (first, second):
+        write_image_folder(root, 4)
+    both = tmp_path / "both"
+    build_from_folders(both, images=[first, second], model=model, spec=IndexSpec("flat", "cosine"), log=None)
+    twice = load_bundle(both).path_of(0)  # the first file of the first root: the second root has it too
+    before = folder_digest(both)
+    with pytest.raises(AesearchError, match=rf"2 indexed images have the path {twice} \(ids "):
+        Collection.open(both).remove([twice])
+    assert folder_digest(both) == before
+    count = len(load_bundle(both))
+    (removed,) = Collection.open(both).remove([str((second / twice).resolve())])  # the file's own path: one
+    assert removed != 0 and load_bundle(both).is_live([0]).all() and len(load_bundle(both)) == count - 1

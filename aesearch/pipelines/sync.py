@@ -297,17 +297,18 @@ def file_path(given: str | Path) -> Path:
     return path.parent.resolve() / path.name
 
 
-def ids_by_path(bundle: Bundle) -> dict[str, int]:
-    """Every live image's path -> its id; for a collection, also the file's absolute path."""
+def ids_by_path(bundle: Bundle) -> dict[str, list[int]]:
+    """Every live image's path -> the ids listed with it; for a collection, also the file's absolute
+    path. More than one id: the same relative path under two roots, or a name given in Python."""
     roots = collection_of(bundle)[0] if bundle.manifest.get("collection") else []
     bases = [r.parent if r.is_file() else r for r in roots]  # a list's paths are relative to its folder
-    out = {}
+    out: dict[str, list[int]] = {}
     for (root, path), entry in indexed_files(bundle).items():
         if not path:  # an image with no file (a dataset's): no path finds it (`remove ""` removed one)
             continue
-        out[path] = entry.id
+        out.setdefault(path, []).append(entry.id)
         if roots and root != PINNED:
-            out[str(bases[root] / path)] = entry.id
+            out.setdefault(str(bases[root] / path), []).append(entry.id)
     return out
 
 

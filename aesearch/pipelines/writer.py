@@ -84,6 +84,9 @@ class Collection:
                 raise InvalidArgumentError(f"paths must be a list of {len(pixels)} strings, one per image")
             for path in paths:
                 encode_path(path)  # text the store can keep: one line for a number, a NUL, a lone surrogate
+            named = [path for path in paths if path]
+            if len(set(named)) != len(named):
+                raise InvalidArgumentError('paths name two images alike: give each image a name of its own (or "")')
         if labels is not None:
             names = read_manifest(self.path)["class_names"]  # class names are only ever appended
             labels = _class_numbers(labels, names, self.path)
@@ -97,6 +100,14 @@ class Collection:
             records["label"] = labels
         with BundleWriter.update(self.path) as writer:
             bundle = load_bundle(self.path, verify="sizes")  # under the lock: the state we extend
+            if paths is not None and any(paths):
+                taken = ids_by_path(bundle)
+                for path in paths:
+                    if path in taken:  # `remove PATH` could not tell them apart
+                        raise InvalidArgumentError(
+                            f"an indexed image has the path {shown(path)} already (id {taken[path][0]}): give this "
+                            "image another name"
+                        )
             records["id"] = ids = writer.allocate_ids(len(pixels))
             rows = SyncRows(records, pixels, embed(bundle, pixels), list(paths or [""] * len(pixels)), [], [])
             due = self._publish(writer, bundle, rows)
@@ -140,7 +151,13 @@ class Collection:
                     raise InvalidArgumentError(
                         f"no indexed image has the path {shown(target)}: give an id, the path as listed or the file's"
                     )
-                ids.append(by_path[path])
+                if len(by_path[path]) > 1:  # two roots' files, or a name given in Python: never a guess
+                    listed = ", ".join(map(str, sorted(by_path[path])))
+                    raise InvalidArgumentError(
+                        f"{len(by_path[path])} indexed images have the path {shown(target)} (ids {listed}): give an "
+                        "id, or the file's absolute path"
+                    )
+                ids.extend(by_path[path])
             ids = sorted(set(ids))
             bundle.locate(ids)  # under the lock: an id removed meanwhile gets one line, not a double tombstone
             due = self._publish(writer, bundle, _no_rows(bundle, ids))
