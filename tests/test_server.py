@@ -114,3 +114,19 @@ def test_a_broken_bundle_fails_at_start_not_per_request(tmp_path):
 
     with pytest.raises(BundleError, match="no index at"):
         create_app(tmp_path / "missing")
+
+
+def test_ambiguous_or_absurd_requests_are_refused_in_words(client):
+    """Found by a new-user trial: a filter sent both ways was silently taken from the form; an unknown
+    ?id= was a 404 without the `error` field the client maps; a huge finite latent overflowed."""
+    both = client.post("/api/search?k=3&id=3&where=id%20%3C%2010", data={"where": "id < 5"})
+    assert both.status_code == 400 and "give the filter once" in both.json()["detail"]
+    missing = client.post("/api/search?k=3&id=119999")
+    assert missing.status_code == 404 and missing.json()["error"] == "InvalidArgumentError"
+    assert client.get("/api/images/120.png").json()["error"] == "InvalidArgumentError"
+    huge = base64.b64encode(np.full(client.get("/api/health").json()["z_size"], 3e38, "<f4").tobytes()).decode()
+    refused = client.post("/api/refine?k=3", data={"latent": huge})
+    assert refused.status_code == 400 and "far beyond any encoder's output" in refused.json()["detail"]
+    bright = base64.b64encode(np.full((28, 28), 5.0, "<f4").tobytes()).decode()  # not what framing gives
+    refused = client.post("/api/search?k=3", data={"pixels": bright})
+    assert refused.status_code == 400 and "outside [0, 1]" in refused.json()["detail"]

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from fastapi import FastAPI, Form, HTTPException, Query, Request, UploadFile
+from fastapi import FastAPI, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -126,6 +126,11 @@ def create_app(
         status = 503 if isinstance(exc, ShardsMissingError) else 400  # the cluster's fault, not the request's
         return JSONResponse({"detail": exc.in_words(_FIELDS), "error": type(exc).__name__}, status_code=status)
 
+    @app.exception_handler(NotIndexed)
+    async def _not_indexed(request: Request, exc: NotIndexed) -> JSONResponse:
+        # 404, with the class the engine raises for an id it does not hold (aesearch.Client's)
+        return JSONResponse({"detail": str(exc), "error": "InvalidArgumentError"}, status_code=404)
+
     @app.exception_handler(Busy)
     async def _busy(request: Request, exc: Busy) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
@@ -186,6 +191,8 @@ def create_app(
             )
         engine = live.get()
         k = parse_int(k, "k", low=1, high=len(engine))
+        if where is not None and where_query is not None:  # which one was meant? never a silent choice
+            raise InvalidArgumentError("give the filter once: as the form field `where` or as ?where=, not both")
         where = engine.subset(where if where is not None else where_query)[0]  # a bad filter: 400 before decoding
         if explain and k > defaults.SERVER_MAX_EXPLAINED_HITS:  # a minute of CPU at k = 70,000 otherwise
             raise InvalidArgumentError(
@@ -237,6 +244,11 @@ def create_app(
         engine = live.get()
         k = parse_int(k, "k", low=1, high=len(engine))
         vector = wire.floats_from(latent, (engine.autoencoder.z_size,), "latent")
+        if np.abs(vector).max(initial=0) > MAX_LATENT:  # past it, whitening overflows float32
+            raise InvalidArgumentError(
+                f"latent holds values past {MAX_LATENT:g}, far beyond any encoder's output: "
+                "send the latent a query returned"
+            )
         where = engine.subset(where)[0]
         # refine reads only the latent, its marks and its filter
         seed = QueryResult([], vector, vector, 0.0, None, vector, where=where)
@@ -250,7 +262,7 @@ def create_app(
         try:
             pixels = engine.image(number)
         except InvalidArgumentError as exc:
-            raise HTTPException(404, str(exc)) from None
+            raise NotIndexed(str(exc)) from None
         image = Image.fromarray(pixels)
         if scale > 1:
             image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
@@ -267,11 +279,18 @@ def create_app(
     return app
 
 
+MAX_LATENT = 1e6  # |z| beyond any trained encoder's output (the shipped model's: under 20 on 10,000 images)
+
+
+class NotIndexed(Exception):
+    """An id the bundle does not hold, asked for by URL: 404."""
+
+
 def _query_id(engine: SearchEngine, id: int, k: int, where) -> QueryResult:
     try:
         engine.hit(id)
     except InvalidArgumentError as exc:  # not indexed (a malformed id is a 400 before this)
-        raise HTTPException(404, str(exc)) from None
+        raise NotIndexed(str(exc)) from None
     return engine.query_id(id, k, where=where)
 
 
