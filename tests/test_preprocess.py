@@ -194,3 +194,23 @@ def test_batch_matches_one_by_one(dataset_like):
     files = [png_bytes(Image.fromarray(im)) for im in dataset_like]
     np.testing.assert_array_equal(preprocess_batch(files), np.stack([preprocess(f) for f in files]))
     assert preprocess_batch([]).shape == (0, 28, 28)
+
+
+@pytest.mark.parametrize(
+    ("head", "kind"),
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x1c", "PNG"),
+        (b"\xff\xd8\xff", "JPEG"),
+        (b"GIF89a\x01", "GIF"),
+        (b"RIFF\x00\x00\x00\x00WEBP", "WebP"),
+    ],
+)
+def test_a_file_cut_after_its_header_says_so(head, kind):
+    """A PNG cut after its first bytes was called "not an image ... use PNG" (new-user trial)."""
+    from aesearch.errors import ImageError
+    from aesearch.sources.preprocess import open_image
+
+    with pytest.raises(ImageError, match=rf"starts as a {kind} file but is truncated or damaged"):
+        open_image(head)
+    with pytest.raises(ImageError, match="is not an image this tool can read"):
+        open_image(b"hello, not an image")

@@ -280,6 +280,11 @@ def open_image(
             try:
                 image = Image.open(stream)
             except UnidentifiedImageError:
+                kind = _signature(stream)
+                if kind:  # the header of a format we read, too short or broken for Pillow to know it
+                    raise ImageError(
+                        f"{label} starts as a {kind} file but is truncated or damaged: re-export or re-download it"
+                    ) from None
                 raise ImageError(
                     f"{label} is not an image this tool can read: use PNG, JPEG, GIF, BMP, TIFF or WebP"
                 ) from None
@@ -292,6 +297,12 @@ def open_image(
             except PermissionError:
                 raise ImageError(f"cannot read {label}: permission denied: check the file's permissions") from None
             except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError... for damaged headers
+                kind = _signature(stream)
+                if kind:
+                    raise ImageError(
+                        f"{label} starts as a {kind} file but is truncated or damaged ({reason(exc)}): "
+                        "re-export or re-download it"
+                    ) from None
                 raise ImageError(f"cannot read {label} ({reason(exc)}): check the file") from None
     width, height = image.size
     if width * height > max_pixels:
@@ -311,6 +322,33 @@ def open_image(
             return ImageOps.exif_transpose(image)
         except Exception as exc:  # damaged data: OSError, ValueError, SyntaxError, EOFError, struct.error...
             raise ImageError(f"{label} is truncated or damaged ({reason(exc)}): re-export or re-download it") from None
+
+
+_SIGNATURES = {  # the first bytes of each format we read
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"\xff\xd8\xff": "JPEG",
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"BM": "BMP",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+}
+
+
+def _signature(stream: Any) -> str | None:
+    """The format the first bytes of a path or a stream announce (None: none of ours)."""
+    try:
+        if isinstance(stream, Path):
+            with open(stream, "rb") as file:
+                head = file.read(16)
+        else:
+            stream.seek(0)
+            head = stream.read(16)
+    except (OSError, ValueError, AttributeError):
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((kind for magic, kind in _SIGNATURES.items() if head.startswith(magic)), None)
 
 
 def _stream(source: str | Path | bytes, name: str | None) -> tuple[str, Any]:
