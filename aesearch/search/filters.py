@@ -251,8 +251,10 @@ def _unquote(quoted: str) -> str:
 def _value(name: str, op: str, text: str):
     """A value as its field compares it: ids and sizes as ints, times as [start, end) in ns."""
     if name == "id":
-        if not re.fullmatch(r"[0-9]{1,19}", text) or int(text) > _INT64_MAX:
+        if not re.fullmatch(r"[0-9]+", text):
             raise _problem(f"id {text[:40]!r} is not an image id (a whole number from 0)")
+        if len(text.lstrip("0")) > 19 or int(text) > _INT64_MAX:  # (int() refuses over 4,300 digits)
+            raise _problem(f"id {text[:40]} is past the largest image id (2^63-1)")
         return int(text)
     if name == "size":
         return _size(text)

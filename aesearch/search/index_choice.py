@@ -150,8 +150,10 @@ def parse_memory(text: str | int) -> int:
     if isinstance(text, int):
         return text
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?B?)\s*", str(text).upper())
-    if not match or float(match.group(1)) <= 0:
+    if not match:
         raise InvalidArgumentError(f"cannot read memory size {text!r}: give bytes or a size such as 512M or 2G")
+    if float(match.group(1)) <= 0:
+        raise InvalidArgumentError(f"a memory size of {text!r} holds nothing: give more than 0, such as 512M or 2G")
     return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
