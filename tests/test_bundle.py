@@ -67,6 +67,15 @@ def corrupt(bundle: Path, how: str) -> None:
             manifest["files"]["../../etc/passwd"] = {"sha256": "0" * 64, "bytes": 1}
             manifest["manifest_sha256"] = manifest_digest(manifest)
         (bundle / MANIFEST).write_text(json.dumps(manifest))
+    elif how == "garbage model, checksum updated":  # past the checksum: the checkpoint's own checks
+        from aesearch.store.bundle import file_checksum
+
+        model = bundle / "model.safetensors"
+        model.write_bytes(b"\0" * model.stat().st_size)
+        manifest = json.loads((bundle / MANIFEST).read_text())
+        manifest["files"]["model.safetensors"] = {"sha256": file_checksum(model), "bytes": model.stat().st_size}
+        manifest["manifest_sha256"] = manifest_digest(manifest)
+        (bundle / MANIFEST).write_text(json.dumps(manifest))
     elif how == "other encoder":
         # A valid checkpoint of another model, with the manifest's checksum updated to match it:
         # only the encoder check can catch this one.
@@ -92,6 +101,8 @@ def corrupt(bundle: Path, how: str) -> None:
         ("not ours", "not an aesearch index manifest"),
         ("no checksums", r"is invalid \(files: Field required\)"),
         ("other encoder", "does not match the index"),
+        # the bundle's own model: rebuild the index, not "retrain with `aesearch train`" (new-user trial)
+        ("garbage model, checksum updated", r"is not an aesearch checkpoint \(.*\): rebuild with `aesearch build"),
         ("edited metric", "manifest.json was edited or damaged"),
         ("file outside the bundle", "lists '../../etc/passwd', which is not a file of the bundle"),
     ],

@@ -157,6 +157,7 @@ CLI_CASES = [
     (["eval", "--report", ""], "Invalid value for '--report': it is empty"),
     # `--model shipped` names the packaged model in query as in build-index (was: "no checkpoint at shipped")
     (["query", "--id", "3", "--model", "shipped"], "does not match the index"),
+    (["add", "photo.png"], "was not built from folders of images: add works on"),  # not "sync works on"
 ]
 
 

@@ -83,6 +83,24 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
     return path
 
 
+# What a checkpoint's refusal advises for a checkpoint file of one's own; a bundle's model gets the
+# bundle's advice instead (store/bundle.py: rebuild the index), which a new user found missing.
+STANDALONE_ADVICE = (
+    "pass a file written by `aesearch train`",
+    "retrain with `aesearch train`",
+    "use a checkpoint written by `aesearch train`",
+)
+
+
+def with_advice(error: CheckpointError, advice: str) -> str:
+    """error's message with its standalone advice replaced by advice (or advice added)."""
+    message = str(error)
+    for standalone in STANDALONE_ADVICE:
+        if message.endswith(f": {standalone}"):
+            return f"{message[: -len(standalone) - 2]}: {advice}"
+    return message if message.endswith(": upgrade aesearch") else f"{message}: {advice}"
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read and validate a checkpoint; every problem is one CheckpointError line."""
     from safetensors import SafetensorError, safe_open
@@ -147,4 +165,6 @@ def _check_weights(weights: dict[str, np.ndarray], config: ModelConfig, path: Pa
                 f"expected {shape} for a {config.describe()} model): use a checkpoint written by `aesearch train`"
             )
         if not np.all(np.isfinite(weights[name])):
-            raise CheckpointError(f"{path} is damaged ({name} holds NaN or infinite values): retrain the model")
+            raise CheckpointError(
+                f"{path} is damaged ({name} holds NaN or infinite values): retrain with `aesearch train`"
+            )

@@ -100,12 +100,13 @@ class MassRemovalError(AesearchError):
     """A sync would remove a whole root's images, or more than MASS_REMOVAL_SHARE of the index."""
 
 
-def collection_of(bundle: Bundle) -> tuple[list[Path], str | None]:
-    """The roots and label mode a bundle was built from, or one line saying it was not built from files."""
+def collection_of(bundle: Bundle, command: str = "sync") -> tuple[list[Path], str | None]:
+    """The roots and label mode a bundle was built from, or one line saying it was not built from
+    files (command: what was asked, named in that line)."""
     collection = bundle.manifest.get("collection")
     if not isinstance(collection, dict) or not collection.get("roots"):
         raise InvalidArgumentError(
-            f"{bundle.path} was not built from folders of images: sync works on bundles built with "
+            f"{bundle.path} was not built from folders of images: {command} works on bundles built with "
             "`aesearch build-index --images DIR`"
         )
     return [Path(r) for r in collection["roots"]], collection.get("labels")
@@ -222,7 +223,7 @@ def files_to_add(bundle: Bundle, paths: Sequence[str | Path]) -> set[Key]:
     folder, named as an image; a regular file): anything else would be removed again by the next
     sync. It is skipped with its reason, or refused in one line when it is the only path given.
     """
-    roots, _ = collection_of(bundle)
+    roots, _ = collection_of(bundle, "add")
     keys = set()
     for given in paths:
         number, relative, folder = _locate(roots, given)

@@ -28,7 +28,7 @@ import numpy as np
 from aesearch._version import __version__
 from aesearch.atomic import new_staging_folder, publish_folder
 from aesearch.errors import BundleError, CheckpointError, InvalidArgumentError, reason
-from aesearch.model.checkpoint import Checkpoint, load_checkpoint, read_model_config, save_checkpoint
+from aesearch.model.checkpoint import Checkpoint, load_checkpoint, read_model_config, save_checkpoint, with_advice
 from aesearch.rowwise import CORES
 from aesearch.store.lock import writer_lock
 from aesearch.store.manifest import (
@@ -293,8 +293,8 @@ def _load(path: Path, model, verify: str, stat: tuple) -> Bundle:
 
     try:
         checkpoint = load_checkpoint(model if model is not None else path / MODEL_FILE)
-    except CheckpointError as exc:
-        raise BundleError(str(exc)) from None
+    except CheckpointError as exc:  # the index's own model: rebuilding the index is what helps
+        raise BundleError(str(exc) if model is not None else with_advice(exc, rebuild)) from None
     if checkpoint.encoder_sha256 != manifest["encoder_sha256"]:
         which = f"checkpoint {model}" if model is not None else f"{path / MODEL_FILE}"
         raise BundleError(
