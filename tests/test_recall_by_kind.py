@@ -132,3 +132,11 @@ def test_info_reads_a_hand_edited_recall_or_far_search_without_a_traceback(tmp_p
         write_manifest(tmp_path / "b", {**manifest, "recall_at_10": recall, "far_search": far})  # checksum redone
         result = CliRunner().invoke(cli, ["info", "--index-dir", str(tmp_path / "b")])
         assert result.exit_code == 0 and shown in result.output, result.output
+
+
+def test_far_search_words_fit_the_index():
+    """An HNSW build said its far queries search '4x the lists' (a graph has none: new-user trial)."""
+    from aesearch.quality.recall import far_search_summary
+
+    assert far_search_summary(8, 4, "IVF4096,PQ96x4fs") == "8x the lists, 4x the candidates"
+    assert far_search_summary(4, 1, "hnsw") == "4x the graph's search breadth (efSearch)"

@@ -108,7 +108,7 @@ def _recall(manifest: dict) -> str:
     text = recall_summary(measured)
     chosen = far_search(manifest)  # validated as the engine reads it
     if chosen is not None:
-        text += f"; far queries search {far_search_summary(*chosen)}"
+        text += f"; far queries search {far_search_summary(*chosen, manifest.get('index_type'))}"
     elif manifest.get("far_search") is not None:
         text += "; far search unreadable in the manifest: far queries get the defaults"
     if measured.get("generation") != manifest.get("generation"):

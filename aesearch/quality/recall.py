@@ -126,15 +126,17 @@ def record_recall(index_dir, log=print) -> dict:
             }
         manifest = writer.commit(fields)
     if log:
-        far = f"; far queries search {far_search_summary(*chosen)}" if chosen else ""
+        far = f"; far queries search {far_search_summary(*chosen, manifest.get('index_type'))}" if chosen else ""
         log("Recall@10 against an exact scan: " + recall_summary(measured) + far)
     return manifest
 
 
-def far_search_summary(lists: object, candidates: object) -> str:
+def far_search_summary(lists: object, candidates: object, index_type: object = "ivf") -> str:
     """How far queries search, in words: 8x the lists, 4x the candidates (or 4x the lists alone: an
-    index of full vectors re-ranks nothing)."""
-    return f"{lists}x the lists" + (f", {candidates}x the candidates" if candidates != 1 else "")
+    index of full vectors re-ranks nothing). An HNSW graph has no lists: its breadth (efSearch)
+    is what widens."""
+    breadth = "the graph's search breadth (efSearch)" if "hnsw" in str(index_type).lower() else "the lists"
+    return f"{lists}x {breadth}" + (f", {candidates}x the candidates" if candidates != 1 else "")
 
 
 def recall_summary(measured: dict) -> str:
