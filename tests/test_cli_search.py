@@ -357,3 +357,13 @@ def test_a_k_that_is_not_a_number_is_a_usage_error_without_the_int64_range(tiny_
     result = run("query", query_png, "-k", "abc", "--index-dir", tiny_bundle)
     assert result.exit_code == 2 and "the value must be an integer written in digits 0-9, got 'abc'" in result.output
     assert "2^63" not in result.output and "9,223" not in result.output
+
+
+def test_whiten_dims_past_z_is_refused_before_encoding(fake_data_dir, model, tmp_path, monkeypatch):
+    """--whiten-dims 100000 kept all of z's axes silently and recorded 100000 (new-user trial)."""
+    from aesearch.pipelines import stream
+
+    monkeypatch.setattr(stream, "_build", lambda *a, **k: pytest.fail("refused before any image is encoded"))
+    args = ["build-index", "--data-dir", fake_data_dir, "--model", model, "--index-dir", tmp_path / "idx"]
+    result = run(*args, "--whiten-dims", "315")
+    assert result.exit_code == 1 and "--whiten-dims 315 is more than z's 314 components" in result.output

@@ -158,6 +158,7 @@ CLI_CASES = [
     # `--model shipped` names the packaged model in query as in build-index (was: "no checkpoint at shipped")
     (["query", "--id", "3", "--model", "shipped"], "does not match the index"),
     (["add", "photo.png"], "was not built from folders of images: add works on"),  # not "sync works on"
+    (["build-index", "--images", ".", "--data-dir", "/nowhere"], "--data-dir says where Fashion-MNIST is"),
 ]
 
 

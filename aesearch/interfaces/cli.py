@@ -417,6 +417,8 @@ def build_index_command(
     config = None
     shards = len(image_dirs) == 1 and not images_from and is_shard_folder(image_dirs[0])
     folders = bool(image_dirs or images_from) and not shards
+    if (image_dirs or images_from) and data_dir is not None:  # it was ignored without a word
+        raise InvalidArgumentError("--data-dir says where Fashion-MNIST is: drop it with --images or --images-from")
     if not folders and (size is not None or channels is not None or colour_invariant):
         raise InvalidArgumentError(
             "--size, --channels and --colour-invariant choose a model for --images: drop them for Fashion-MNIST"

@@ -95,6 +95,12 @@ def stream_build(
     IndexSpec(options.index_type, options.metric, {}, options.transform)  # refuses a bad metric or transform
     check_segments(options.segments, source.count)
     _refuse_impossible_index(source.count, checkpoint.model_config.z_size, options)
+    z_size = checkpoint.model_config.z_size
+    if options.transform == "whiten" and options.whiten_dims is not None and options.whiten_dims > z_size:
+        raise InvalidArgumentError(  # it kept all z_size axes silently, and recorded the number asked for
+            f"`whiten_dims` {options.whiten_dims} is more than z's {z_size} components: give at most {z_size}",
+            parameter="whiten_dims",
+        )
     shifts = tuple(tuple(s) for s in options.shifts)
     # A build split otherwise is another build (its split state differs); one base segment keeps the key it had.
     split = [options.segments] if options.segments != 1 else []
