@@ -456,3 +456,11 @@ def test_a_path_that_names_two_images_is_never_guessed(collection, tmp_path, mod
     count = len(load_bundle(both))
     (removed,) = Collection.open(both).remove([str((second / twice).resolve())])  # the file's own path: one
     assert removed != 0 and load_bundle(both).is_live([0]).all() and len(load_bundle(both)) == count - 1
+
+
+def test_sync_flags_must_be_booleans(collection):
+    """Collection.sync(dry_run="no") ran as a dry run (new-user trial)."""
+    _, index = collection
+    for flag in ("dry_run", "allow_mass_removal", "compact"):
+        with pytest.raises(AesearchError, match=f"`{flag}` must be True or False, got 'no'"):
+            Collection.open(index).sync(**{flag: "no"})

@@ -171,6 +171,9 @@ class Collection:
         (MassRemovalError) unless allow_mass_removal: an unmounted disk looks like deleted files.
         compact: also compact, even when nothing changed (`sync --compact`).
         """
+        for name, value in (("dry_run", dry_run), ("allow_mass_removal", allow_mass_removal), ("compact", compact)):
+            if not isinstance(value, bool | np.bool_):  # "no" is true: a dry run asked for as a sync
+                raise InvalidArgumentError(f"`{name}` must be True or False, got {value!r:.40}", parameter=name)
         return self._sync(None, dry_run=dry_run, allow_mass_removal=allow_mass_removal, compact_now=compact)
 
     def add_files(self, paths: Sequence[str | Path]) -> SyncReport:
