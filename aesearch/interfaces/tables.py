@@ -18,7 +18,11 @@ def query_table(result, label: str) -> str:
     # A collection of files has one split, "collection": a column saying so on every row says nothing.
     splits = {hit.split for hit in result.hits} != {"collection"}
     split_head = f" {'split':<5}" if splits else ""
-    names = [printable(hit.name) for hit in result.hits]
+    # In a path column, an image with no file (added in Python, no name given) says so, with its class
+    names = [
+        printable(hit.name) if hit.path or column == "class" else f"(no file) {printable(hit.name)}"
+        for hit in result.hits
+    ]
     width = max([12, *map(len, names)])  # the whole path, the distances aligned after it
     lines = [
         f"Query: {printable(label)}  (reconstruction MSE {result.reconstruction_mse:.4f}, "
