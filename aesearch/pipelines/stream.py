@@ -96,7 +96,8 @@ def stream_build(
     check_segments(options.segments, source.count)
     _refuse_impossible_index(source.count, checkpoint.model_config.z_size, options)
     z_size = checkpoint.model_config.z_size
-    if options.transform == "whiten" and options.whiten_dims is not None and options.whiten_dims > z_size:
+    asked = options.whiten_dims not in (None, defaults.WHITEN_DIMS)  # the default is a ceiling, for any z
+    if options.transform == "whiten" and asked and options.whiten_dims > z_size:
         raise InvalidArgumentError(  # it kept all z_size axes silently, and recorded the number asked for
             f"`whiten_dims` {options.whiten_dims} is more than z's {z_size} components: give at most {z_size}",
             parameter="whiten_dims",

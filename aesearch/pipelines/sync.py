@@ -300,16 +300,19 @@ def file_path(given: str | Path) -> Path:
 
 def ids_by_path(bundle: Bundle) -> dict[str, list[int]]:
     """Every live image's path -> the ids listed with it; for a collection, also the file's absolute
-    path. More than one id: the same relative path under two roots, or a name given in Python."""
+    path; each also as shown (paths.shown: undecodable bytes as \\xff, a newline as \\n), as a table
+    lists it. More than one id: the same relative path under two roots, a name given in Python, or a
+    name spelled as another's listed form."""
     roots = collection_of(bundle)[0] if bundle.manifest.get("collection") else []
     bases = [r.parent if r.is_file() else r for r in roots]  # a list's paths are relative to its folder
     out: dict[str, list[int]] = {}
     for (root, path), entry in indexed_files(bundle).items():
         if not path:  # an image with no file (a dataset's): no path finds it (`remove ""` removed one)
             continue
-        out.setdefault(path, []).append(entry.id)
-        if roots and root != PINNED:
-            out.setdefault(str(bases[root] / path), []).append(entry.id)
+        names = [path, str(bases[root] / path)] if roots and root != PINNED else [path]
+        for name in names:  # and each as listed (shown): `remove 'bad\xff.png'`, copied from a table
+            for key in dict.fromkeys((name, shown(name))):
+                out.setdefault(key, []).append(entry.id)
     return out
 
 
