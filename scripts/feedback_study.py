@@ -19,76 +19,40 @@ from aesearch import SearchEngine
 from aesearch.quality.feedback import evaluate_feedback
 from aesearch.search.feedback import FeedbackSettings
 
+
 # The classifier's weights, one fit each (chosen before pseudo-positives were added).
+def one_fit(method: str = "classifier", **weights) -> FeedbackSettings:
+    return FeedbackSettings(method=method, pseudo_positives=0, **weights)
+
+
 CANDIDATES = [
-    (
-        "Rocchio a=1 b=1 c=0.5",
-        FeedbackSettings(pseudo_positives=0, method="rocchio", rocchio_more=1.0, rocchio_less=0.5),
-    ),
-    ("Rocchio a=1 b=2 c=1", FeedbackSettings(pseudo_positives=0, method="rocchio", rocchio_more=2.0, rocchio_less=1.0)),
-    (
-        "classifier, no pseudo-negatives",
-        FeedbackSettings(pseudo_positives=0, method="classifier", pseudo_negatives=0, pseudo_weight=0),
-    ),
+    ("Rocchio a=1 b=1 c=0.5", one_fit(method="rocchio", rocchio_more=1.0, rocchio_less=0.5)),
+    ("Rocchio a=1 b=2 c=1", one_fit(method="rocchio", rocchio_more=2.0, rocchio_less=1.0)),
+    ("classifier, no pseudo-negatives", one_fit(pseudo_negatives=0, pseudo_weight=0)),
     (
         "classifier lambda=1, 256 pseudo x1",
-        FeedbackSettings(
-            pseudo_positives=0,
-            method="classifier",
-            regularisation=1.0,
-            pseudo_negatives=256,
-            pseudo_weight=1.0,
-            prior=4.0,
-        ),
+        one_fit(regularisation=1.0, pseudo_negatives=256, pseudo_weight=1.0, prior=4.0),
     ),
     (
         "classifier lambda=0.3, 256 pseudo x3",
-        FeedbackSettings(
-            pseudo_positives=0,
-            method="classifier",
-            regularisation=0.3,
-            pseudo_negatives=256,
-            pseudo_weight=3.0,
-            prior=4.0,
-        ),
+        one_fit(regularisation=0.3, pseudo_negatives=256, pseudo_weight=3.0, prior=4.0),
     ),
-    (
-        "classifier lambda=0.1, 1024 pseudo x5 (the default's weights)",
-        FeedbackSettings(pseudo_positives=0, method="classifier"),
-    ),
-    (
-        "classifier lambda=0.1, 1024 pseudo x5, prior 1",
-        FeedbackSettings(pseudo_positives=0, method="classifier", prior=1.0),
-    ),
-    (
-        "classifier lambda=0.1, 2048 pseudo x10",
-        FeedbackSettings(pseudo_positives=0, method="classifier", pseudo_negatives=2048, pseudo_weight=10.0),
-    ),
-    (
-        "classifier lambda=0.03, 1024 pseudo x5",
-        FeedbackSettings(pseudo_positives=0, method="classifier", regularisation=0.03),
-    ),
-    (
-        "classifier lambda=0.1, 1024 pseudo x5, prior 4",
-        FeedbackSettings(pseudo_positives=0, method="classifier", prior=4.0),
-    ),
-    (
-        "classifier lambda=0.1, 1024 pseudo x5, query x2",
-        FeedbackSettings(pseudo_positives=0, method="classifier", query_weight=2.0),
-    ),
+    ("classifier lambda=0.1, 1024 pseudo x5 (the default's weights)", one_fit()),
+    ("classifier lambda=0.1, 1024 pseudo x5, prior 1", one_fit(prior=1.0)),
+    ("classifier lambda=0.1, 2048 pseudo x10", one_fit(pseudo_negatives=2048, pseudo_weight=10.0)),
+    ("classifier lambda=0.03, 1024 pseudo x5", one_fit(regularisation=0.03)),
+    ("classifier lambda=0.1, 1024 pseudo x5, prior 4", one_fit(prior=4.0)),
+    ("classifier lambda=0.1, 1024 pseudo x5, query x2", one_fit(query_weight=2.0)),
     (
         "classifier lambda=0.03, 2048 pseudo x10",
-        FeedbackSettings(
-            pseudo_positives=0, method="classifier", regularisation=0.03, pseudo_negatives=2048, pseudo_weight=10.0
-        ),
+        one_fit(regularisation=0.03, pseudo_negatives=2048, pseudo_weight=10.0),
     ),
 ]
-
 
 # Pseudo-relevance feedback (--candidates pseudo-positives): the first fit's best unmarked images
 # taken as positives and the classifier fitted again; each weighing a mark, or a mark times the share
 # of the marks that are "more like" (the default: 2 of them).
-ONE_FIT = FeedbackSettings(pseudo_positives=0)
+ONE_FIT = one_fit()
 PSEUDO_POSITIVES = (
     [("classifier, one fit (the default before)", ONE_FIT)]
     + [
