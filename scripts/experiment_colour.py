@@ -33,6 +33,14 @@ brightness +-0.15, contrast and saturation x 0.6-1.4, and with `--hue H` the chr
 H x 180 degrees in YIQ (H = 1: any hue, a colour-invariant model; 0: hue kept); a rectangle of a
 random colour erased in 30% of them.
 
+Two-part search (session 25): `train` also reports the shipped grey model's z (whitened, or
+unwhitened: "grey raw") beside alpha x the trained z (whitened), each unit-length, cosine, for
+`--alphas`, and grey + 0.5 x RGB Hellinger histogram; `--condition white|raw` feeds the decoder
+[the grey z of the image (fixed; whitened to `--condition-dims` axes, or as it is), z], so that z
+need only carry what the grey z lacks; `--epochs 0` takes build-index's length (about 200,000
+image-passes); `compare --fuse A [--fuse-grey raw]` compares the two-part vector with the
+baselines and appends its rows to the results.
+
 `--extra N` adds N of the source's unlabelled images (colour_collections.py --extra) to the
 training set only: a bigger collection of which the labelled part is searched. `--database N`
 trains and searches on a random N of the database (the baselines are measured on the same
@@ -87,6 +95,7 @@ class Collection:
     classes: list[str]
     query: np.ndarray  # (n,) bool
     images: np.ndarray  # (n, S, S, 3) uint8
+    rows: np.ndarray | None = None  # (n,) each image's row among all the collection's files, sorted
 
 
 def to_square(path: Path, size: int, background: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
@@ -130,8 +139,8 @@ def load(name: str, size: int, root: Path = ROOT, validation: bool = False) -> C
         images = np.stack([to_square(root / name / f, size) for f in every])
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.save(cache, images)
-    images = images[np.isin(every, files)]
-    return Collection(name, paths, labels, classes, query, images)
+    rows = np.flatnonzero(np.isin(every, files))
+    return Collection(name, paths, labels, classes, query, images[rows], rows)
 
 
 def load_extra(name: str, size: int, root: Path = ROOT) -> np.ndarray:
@@ -231,6 +240,38 @@ def grey_model_vectors(paths: list[Path]) -> np.ndarray:
     return model.embed(images, defaults.EMBEDDING_SHIFTS)[1]
 
 
+def grey_vectors(c: Collection, root: Path = ROOT) -> np.ndarray:
+    """grey_model_vectors of the collection's images, computed once for all its files (cached as
+    compare does) and taken for the rows loaded (the validation split's database, or all)."""
+    cache = root / "cache" / f"{c.name}-grey.npy"
+    full = np.load(cache) if cache.exists() else None
+    if full is None or c.rows is None or len(full) <= c.rows.max():
+        full = grey_model_vectors(load(c.name, 32, root).paths)
+        np.save(cache, full)
+    return full if c.rows is None else full[c.rows]
+
+
+def rgb_hellinger(c: Collection, root: Path = ROOT) -> np.ndarray:
+    """sqrt of the RGB 8x8x8 histograms of the 64 x 64 images (compare's), for the rows loaded."""
+    every = load(c.name, 64, root)
+    return np.sqrt(histograms(every.images if c.rows is None else every.images[c.rows], "rgb"))
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def fused(grey_d, grey_q, colour_d, colour_q, alpha: float, grey_space: str = "white"):
+    """The two-part search vector: unit(grey z) beside alpha x unit(colour z, whitened), each
+    whitened on the database (grey_space "white"; "raw": the grey z as it is): (database, queries)."""
+    gd, gq = whiten(grey_d, grey_q) if grey_space == "white" else (grey_d, grey_q)
+    cd, cq = whiten(colour_d, colour_q)
+    return (
+        np.concatenate([unit(gd), alpha * unit(cd)], 1),
+        np.concatenate([unit(gq), alpha * unit(cq)], 1),
+    )
+
+
 def baselines(c: Collection, size: int, with_grey: bool) -> list[dict]:
     q, d = c.query, ~c.query
     rows = []
@@ -266,7 +307,9 @@ def baselines(c: Collection, size: int, with_grey: bool) -> list[dict]:
 # --- the model -----------------------------------------------------------------------------------
 
 
-def build_model(size: int, widths: list[int], kernel: int, z: int, channels: int = 3):
+def build_model(size: int, widths: list[int], kernel: int, z: int, channels: int = 3, condition: int = 0):
+    """condition: the decoder takes [a fixed vector of this many dims (the grey z), z]."""
+    import torch
     from torch import nn
 
     padding = 0 if kernel == 2 else (kernel - 2) // 2
@@ -283,7 +326,7 @@ def build_model(size: int, widths: list[int], kernel: int, z: int, channels: int
         down += [nn.Conv2d(c, w, kernel, 2, padding), leaky()]
         c = w
     encoder = nn.Sequential(*down, nn.Flatten(), nn.Linear(flat, z), leaky())
-    up = [nn.Linear(z, flat), leaky(), nn.Unflatten(1, (widths[-1], grid, grid))]
+    up = [nn.Linear(condition + z, flat), leaky(), nn.Unflatten(1, (widths[-1], grid, grid))]
     back = list(reversed(widths))
     for i, w in enumerate(back):
         out = back[i + 1] if i + 1 < len(back) else channels
@@ -296,8 +339,11 @@ def build_model(size: int, widths: list[int], kernel: int, z: int, channels: int
             super().__init__()
             self.encoder, self.decoder = encoder, decoder
 
-        def forward(self, x):
-            return self.decoder(self.encoder(x))
+        def decode(self, z, g=None):
+            return self.decoder(z if g is None else torch.cat([g, z], 1))
+
+        def forward(self, x, g=None):
+            return self.decode(self.encoder(x), g)
 
     return AE()
 
@@ -365,6 +411,10 @@ class Recipe:
     distil: float = 0.0  # with init: weight of the mean squared distance of z from the starting encoder's z
     weight_decay: float = 0.0  # AdamW's, when not 0
     seed: int = 0
+    # the decoder conditioned on the shipped grey model's z of each image (fixed, computed once): "white":
+    # whitened on the training images (192 axes), "raw": as it is; either unit-length x sqrt(dims)
+    condition: str = ""
+    condition_dims: int = 192  # --condition white: the whitened grey z's top axes the decoder takes
     # "grey": start from the shipped Fashion-MNIST model (size 28, widths 32,64, kernel 2, z 314), as
     # its negative; "grey-plain": its weights as they are
     init: str = ""
@@ -400,9 +450,30 @@ def start_from_grey_model(model, negative: bool = True) -> None:
     model.load_state_dict(state)
 
 
+FUSE_ALPHAS = (0.3, 0.5, 0.7, 1.0)
+
+
+def condition_vectors(grey: np.ndarray, train_rows: np.ndarray, space: str, dims: int = 192) -> np.ndarray:
+    """The decoder's fixed input per image: the grey z whitened on the training images ("white") or
+    as it is ("raw"), unit-length x sqrt(dims) (entries of about unit size)."""
+    if space not in ("white", "raw"):
+        raise SystemExit(f"--condition {space}: white or raw")
+    g = whiten(grey[train_rows], grey, dims=dims)[1] if space == "white" else grey
+    return (unit(g) * math.sqrt(g.shape[1])).astype(np.float32)
+
+
 def train(
-    c: Collection, recipe: Recipe, database_limit: int | None, threads: int, tag: str = "", extra: int = 0
+    c: Collection,
+    recipe: Recipe,
+    database_limit: int | None,
+    threads: int,
+    tag: str = "",
+    extra: int = 0,
+    alphas: tuple[float, ...] = FUSE_ALPHAS,
+    with_grey: bool = True,
 ) -> tuple[dict, list[dict]]:
+    import dataclasses
+
     import torch
     import torch.nn.functional as F
 
@@ -417,12 +488,26 @@ def train(
         database = np.sort(rng.choice(database, database_limit, replace=False))
     queries = np.flatnonzero(c.query)
     train_images = c.images[database]
+    if not recipe.epochs:  # the colour recipe's length for the collection, as build-index takes it
+        from aesearch.pipelines.collection import colour_schedule
+
+        schedule = colour_schedule(len(database) + extra)
+        recipe = dataclasses.replace(recipe, epochs=schedule["epochs"], decoder_epochs=schedule["decoder_epochs"])
+    grey = grey_vectors(c) if with_grey or recipe.condition else None
+    cond_all = train_cond = None
+    if recipe.condition:
+        if extra:
+            raise SystemExit("--condition with --extra: the unlabelled images have no grey z here")
+        cond_all = torch.as_tensor(condition_vectors(grey, database, recipe.condition, recipe.condition_dims))
+        train_cond = cond_all[database]
     if extra:  # unlabelled images of the same source: a bigger collection, of which these are searched
         pool = load_extra(c.name, recipe.size)
         train_images = np.concatenate([train_images, pool[np.sort(rng.permutation(len(pool))[:extra])]])
     train_x = torch.as_tensor(train_images).permute(0, 3, 1, 2).contiguous()  # uint8
     widths = [int(w) for w in recipe.widths.split(",")]
-    model = build_model(recipe.size, widths, recipe.kernel, recipe.z)
+    model = build_model(
+        recipe.size, widths, recipe.kernel, recipe.z, condition=0 if cond_all is None else cond_all.shape[1]
+    )
     teacher = None
     if recipe.init in ("grey", "grey-plain"):
         start_from_grey_model(model, negative=recipe.init == "grey")
@@ -457,14 +542,16 @@ def train(
         order = torch.randperm(n, generator=generator)
         rec_sum = cons_sum = 0.0
         for step in range(steps):
-            x = train_x[order[step * batch : (step + 1) * batch]].float().div_(255)
+            chosen = order[step * batch : (step + 1) * batch]
+            x = train_x[chosen].float().div_(255)
+            g = None if train_cond is None else train_cond[chosen]
             if decoder_only:
                 with torch.no_grad():
                     z = model.encoder(x)
-                loss = rec = F.mse_loss(model.decoder(z), x)
+                loss = rec = F.mse_loss(model.decode(z, g), x)
             else:
                 z = model.encoder(x)
-                loss = rec = F.mse_loss(model.decoder(z), x)
+                loss = rec = F.mse_loss(model.decode(z, g), x)
                 if teacher is not None:
                     loss = loss + recipe.distil * F.mse_loss(z, teacher(x))
                 if head is not None:
@@ -479,7 +566,8 @@ def train(
                     cons = nt_xent(a, b, recipe.temperature)
                     loss = loss + recipe.consistency * cons
                     if recipe.recon_views:
-                        loss = loss + recipe.recon_views * F.mse_loss(model.decoder(z_views), views)
+                        g2 = None if g is None else torch.cat([g, g])  # a view's grey z: its image's
+                        loss = loss + recipe.recon_views * F.mse_loss(model.decode(z_views, g2), views)
                     cons_sum += cons.item()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -514,7 +602,7 @@ def train(
         pd, pq = (zd + encode(database, 1)) / 2, (zq + encode(queries, 1)) / 2
         md, mq = (zd + encode(database, -1)) / 2, (zq + encode(queries, -1)) / 2  # -1: the mirror image
         xq = torch.as_tensor(c.images[queries]).permute(0, 3, 1, 2).float().div_(255)
-        test_mse = float(F.mse_loss(model(xq), xq))
+        test_mse = float(F.mse_loss(model(xq, None if cond_all is None else cond_all[queries]), xq))
     labels = c.labels
     q_mask = np.zeros(len(labels), bool)
     q_mask[queries] = True
@@ -541,6 +629,23 @@ def train(
     for dims in (32, 64):
         wd, wq = whiten(zd, zq, dims=dims)
         spaces[f"z whitened {dims} cosine"] = scores(cosine_distance(wq, wd), labels, q_mask, d_mask)
+    if grey is not None:  # the two-part search: the shipped grey model's z beside this z
+        gd, gq = grey[database], grey[queries]
+        spaces["grey model alone, cosine"] = scores(cosine_distance(gq, gd), labels, q_mask, d_mask)
+        wd, wq = whiten(gd, gq)
+        spaces["grey model alone, whitened cosine"] = scores(cosine_distance(wq, wd), labels, q_mask, d_mask)
+        for grey_space in ("white", "raw"):
+            for a in alphas:
+                fd_, fq_ = fused(gd, gq, zd, zq, a, grey_space)
+                spaces[f"grey {grey_space} + {a} x z white"] = scores(cosine_distance(fq_, fd_), labels, q_mask, d_mask)
+        h = rgb_hellinger(c)
+        for grey_space in ("white", "raw"):
+            wd, wq = whiten(gd, gq) if grey_space == "white" else (gd, gq)
+            hd = np.concatenate([unit(wd), 0.5 * unit(h[database])], 1)
+            hq = np.concatenate([unit(wq), 0.5 * unit(h[queries])], 1)
+            spaces[f"grey {grey_space} + 0.5 x RGB Hellinger histogram"] = scores(
+                cosine_distance(hq, hd), labels, q_mask, d_mask
+            )
     vectors = ROOT / "vectors"
     vectors.mkdir(exist_ok=True)
     np.savez(
@@ -566,6 +671,7 @@ def train(
         "trained_on": int(n),
         "queries": len(queries),
         "train_seconds": round(seconds, 1),
+        "load": os.getloadavg()[0],
         "threads": threads,
         "test_mse": test_mse,
         "spaces": spaces,
@@ -637,36 +743,48 @@ def interval(differences: np.ndarray, rounds: int = 2000) -> tuple[float, float]
     return float(low), float(high)
 
 
-def compare(name: str, vectors: Path, root: Path = ROOT) -> None:
+def compare(
+    name: str,
+    vectors: Path,
+    root: Path = ROOT,
+    fuse: float = 0.0,
+    validation: bool = False,
+    results: Path | None = None,
+    fuse_grey: str = "white",
+) -> None:
     """A trained run's saved vectors against the baselines on the same queries and database:
-    per-query P@10, with the 95% interval of each difference from the model's."""
+    per-query P@10, with the 95% interval of each difference from the model's. fuse: the model's
+    vector is the two-part one (unit(grey z, whitened or, fuse_grey "raw", not) beside fuse x
+    unit(whitened z))."""
     v = np.load(vectors)
     database, queries = v["database"], v["queries"]
-    c = load(name, 64, root)
+    c = load(name, 64, root, validation)
     d = np.zeros(len(c.labels), bool)
     d[database] = True
     q = np.zeros(len(c.labels), bool)
     q[queries] = True
 
-    def unit(x):
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
-
     found = {}
+    grey = grey_vectors(c, root)
+    if fuse:
+        fd_, fq_ = fused(grey[d], grey[q], v["zd"], v["zq"], fuse, fuse_grey)
+        found[f"grey model ({fuse_grey}) + {fuse} x trained z (whitened), cosine"] = per_query_p10(
+            cosine_distance(fq_, fd_), c.labels, q, d
+        )
     wd, wq = whiten(v["zd"], v["zq"])
     found["trained: z whitened, cosine"] = per_query_p10(cosine_distance(wq, wd), c.labels, q, d)
     wd, wq = whiten(v["md"], v["mq"])
     found["trained: z + mirror, whitened, cosine"] = per_query_p10(cosine_distance(wq, wd), c.labels, q, d)
     for size in (32, 64):
-        flat = load(name, size, root).images.reshape(len(c.labels), -1).astype(np.float32) / 255
+        flat = load(name, size, root, validation).images.reshape(len(c.labels), -1).astype(np.float32) / 255
         found[f"pixels {size}, L2"] = per_query_p10(squared_l2(flat[q], flat[d]), c.labels, q, d)
     for space in ("rgb", "hsv"):
         h = histograms(c.images, space)
         for kind in ("hellinger", "l1"):
             found[f"histogram {space} {kind}"] = per_query_p10(histogram_distance(h[q], h[d], kind), c.labels, q, d)
-    grey_cache = root / "cache" / f"{name}-grey.npy"
-    grey = np.load(grey_cache) if grey_cache.exists() else grey_model_vectors(c.paths)
-    np.save(grey_cache, grey)
     found["grey FMNIST model, cosine"] = per_query_p10(cosine_distance(grey[q], grey[d]), c.labels, q, d)
+    wd, wq = whiten(grey[d], grey[q])
+    found["grey FMNIST model, whitened, cosine"] = per_query_p10(cosine_distance(wq, wd), c.labels, q, d)
     h = np.sqrt(histograms(c.images, "rgb"))
     for a in (0.5, 1.0):
         mixed = np.concatenate([unit(grey), a * unit(h)], 1)
@@ -683,13 +801,29 @@ def compare(name: str, vectors: Path, root: Path = ROOT) -> None:
         found[f"trained (z whitened) + {a} x RGB Hellinger histogram"] = per_query_p10(
             cosine_distance(zq_, zd_), c.labels, q, d
         )
-    ours = found["trained: z whitened, cosine"]  # the default search space
-    print(f"{name}: {vectors.name}, {q.sum()} queries, {d.sum()} database images")
+    ours_name = next(iter(found)) if fuse else "trained: z whitened, cosine"  # else the default search space
+    ours = found[ours_name]
+    print(f"{name}: {vectors.name}, {q.sum()} queries, {d.sum()} database images; the model: {ours_name}")
+    rows = {}
     for method, p in found.items():
         low, high = interval(ours - p)
+        rows[method] = {"p_at_10": float(p.mean()), "difference": float(ours.mean() - p.mean()), "ci95": [low, high]}
         print(
             f"  {method:<62} P@10 {p.mean():.3f}   trained minus this "
             f"{ours.mean() - p.mean():+.3f} ({low:+.3f}, {high:+.3f})"
+        )
+    if results is not None:
+        append(
+            results,
+            {
+                "collection": name,
+                "method": "compare",
+                "vectors": vectors.name,
+                "model": ours_name,
+                "protocol": "validation" if validation else "test",
+                "queries": int(q.sum()),
+                "rows": rows,
+            },
         )
 
 
@@ -723,6 +857,18 @@ def main() -> None:
     parser.add_argument("--extra", type=int, default=0, help="also train on this many unlabelled images of the source")
     parser.add_argument("--tag", default="")
     parser.add_argument(
+        "--alphas",
+        default=",".join(str(a) for a in FUSE_ALPHAS),
+        help="train: weights of the trained z beside the grey model's z in the two-part search",
+    )
+    parser.add_argument("--fuse-grey", choices=["white", "raw"], default="white", help="compare --fuse: grey z space")
+    parser.add_argument(
+        "--fuse",
+        type=float,
+        default=0.0,
+        help="compare: the model's vector is unit(whitened grey z) beside this x unit(whitened z)",
+    )
+    parser.add_argument(
         "--validation", action="store_true", help="the database alone, split again (for choosing; queries unseen)"
     )
     for field, value in asdict(Recipe()).items():
@@ -734,7 +880,7 @@ def main() -> None:
     if args.command == "table":
         return print_table(args.results)
     if args.command == "compare":
-        return compare(names[0], args.vectors, args.root)
+        return compare(names[0], args.vectors, args.root, args.fuse, args.validation, args.results, args.fuse_grey)
     if args.command == "baselines":
         for name in names:
             for size in sizes:
@@ -765,7 +911,14 @@ def main() -> None:
         for size in sizes:
             c = load(name, size, args.root, args.validation)
             row, history = train(
-                c, Recipe(size=size, **recipe_fields), args.database, int(args.threads), args.tag, args.extra
+                c,
+                Recipe(size=size, **recipe_fields),
+                args.database,
+                int(args.threads),
+                args.tag,
+                args.extra,
+                tuple(float(a) for a in args.alphas.split(",")),
+                with_grey=not args.no_grey,
             )
             row["tag"] = args.tag
             row["protocol"] = "validation" if args.validation else "test"
@@ -774,7 +927,7 @@ def main() -> None:
             print(
                 f"{name} {size} {args.tag}: db {row['database']}, {row['train_seconds']:.0f} s, test MSE "
                 f"{row['test_mse']:.5f}, last rec {history[-1]['rec'] if history else float('nan'):.5f} "
-                f"cons {history[args.epochs - 1]['cons'] if history else 0:.3f}; "
+                f"cons {history[row['recipe']['epochs'] - 1]['cons'] if history else 0:.3f}; "
                 + "; ".join(
                     f"{k}: P@10 {v['p_at_10']:.3f} mAP@100 {v['map_at_100']:.3f}" for k, v in row["spaces"].items()
                 )
@@ -797,6 +950,13 @@ def print_table(path: Path) -> None:
                     f"db {r['database']:>5} "
                     f"{space:<34} P@10 {s['p_at_10']:.3f} mAP@100 {s['map_at_100']:.3f} mAP@R {s['map_at_r']:.3f} "
                     f"MSE {r['test_mse']:.5f} {r['train_seconds']:.0f} s"
+                )
+        elif r["method"] == "compare":
+            for method, x in r["rows"].items():
+                print(
+                    f"{r['collection']:<12} compare {r['vectors']} ({r['protocol']}) {method:<62} "
+                    f"P@10 {x['p_at_10']:.3f} model minus this {x['difference']:+.3f} "
+                    f"({x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f})"
                 )
         elif r["method"] != "speed":
             print(
