@@ -260,3 +260,13 @@ def test_the_refined_result_picture_names_the_marks(cosine_bundle, tmp_path, mon
     assert "refined: 1 more like, 1 less like (left out); distances to the refined query" in drawn["title"]
     names = [name for _, name, _ in drawn["neighbours"]]
     assert names[0].endswith(" · more like") and not any(n.endswith("more like") for n in names[1:])
+
+
+def test_a_mark_outside_the_filter_is_noted(cosine_bundle):
+    """A "more like" mark outside --where shaped the query and was never shown, without a word."""
+    args = ["query", "--id", "5", "-k", "3", "--index-dir", str(cosine_bundle), "--no-picture"]
+    label = SearchEngine.load(cosine_bundle).hit(5).label_name
+    other = next(i for i in range(60) if SearchEngine.load(cosine_bundle).hit(i).label_name != label)
+    result = CliRunner().invoke(cli, [*args, "--where", f"label = {label}", "--more-like", str(other)])
+    assert result.exit_code == 0, result.output
+    assert f"outside the filter (they shape the query, not shown): {other}" in result.output

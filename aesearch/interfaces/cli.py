@@ -750,9 +750,18 @@ def query(
         # The picture shows the image as given: decoded once, here, and kept in the result for it.
         result = engine.query(image, k, max_pixels=max_pixels, keep_original=not no_picture, where=where)
         label = str(image)
+    notes: list[str] = []
     if more_like or less_like:
         result = engine.refine(result, _id_list(more_like, "--more-like"), _id_list(less_like, "--less-like"))
-    picture, notes = None, []
+        if where is not None:  # they shape the refined query, but are never shown: say so, not nothing
+            matching = set(engine.select(where).ids.tolist())
+            outside = [i for i in result.feedback.more if i not in matching]
+            if outside:
+                notes.append(
+                    f"Note: marked more like but outside the filter (they shape the query, not shown): "
+                    f"{', '.join(map(str, outside))}"
+                )
+    picture = None
     if not no_picture:
         picture = out or _default_picture_path(image, query_id)
         given = out is not None
