@@ -136,9 +136,10 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 # blocks this long is a hung network or FUSE mount, and one such file must not stall a sync of
 # thousands. 30 s leaves a slow but working network disk (256 MiB at ~10 MB/s) time to answer.
 MAX_READ_SECONDS = 30.0
-# `aesearch query IMAGE` writes IMAGE.aesearch.png (and IMAGE.explain.png) beside its query: a query
-# taken from a collection's folder leaves them there, and a scan must not index them as the user's images.
-RESULT_PICTURE_KINDS = ("aesearch", "explain")
+# `aesearch query IMAGE` writes IMAGE.aesearch.png (and IMAGE.explain.png) beside its query, and
+# `aesearch interpolate` START-END.interpolation.png in the current folder: a query taken from a
+# collection's folder leaves them there, and a scan must not index them as the user's images.
+RESULT_PICTURE_KINDS = ("aesearch", "explain", "interpolation")
 # `eval`, `duplicates` and `map` write INDEX_DIR-eval.png, ... beside the bundle: a bundle kept inside
 # its own folder of images leaves them among its images (the names interfaces/cli.py gives them).
 BUNDLE_FIGURE_SUFFIXES = ("-eval.png", "-duplicates.png", "-map-pca.png", "-map-tsne.png")

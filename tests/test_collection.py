@@ -588,7 +588,7 @@ def test_eval_leaves_out_a_query_whose_class_has_no_other_image_and_says_so(tmp_
     assert "Left out: 1 queries whose class has no other image to find" in table
 
 
-def test_a_query_of_a_collection_image_leaves_its_pictures_out_of_the_next_sync(tmp_path, model):
+def test_a_query_of_a_collection_image_leaves_its_pictures_out_of_the_next_sync(tmp_path, model, monkeypatch):
     """`aesearch query photos/x.png` writes photos/x.aesearch.png (and x.explain.png) beside it: the
     next sync indexed those pictures as images of the collection (found by a new-user trial)."""
     folder = write_image_folder(tmp_path / "pics")
@@ -603,7 +603,11 @@ def test_a_query_of_a_collection_image_leaves_its_pictures_out_of_the_next_sync(
     report = json.loads(result.output)
     assert report["added"] == [], report
     result = runner.invoke(cli, ["add", str(folder.root / "ring/r-002.aesearch.png"), "--index-dir", str(index)])
-    assert result.exit_code == 1 and "is a result picture `aesearch query` wrote" in result.output
+    assert result.exit_code == 1 and "is a picture aesearch wrote" in result.output
+    # interpolate's default picture, written where the user stands (here: in the collection)
+    monkeypatch.chdir(folder.root / "ring")
+    result = runner.invoke(cli, ["interpolate", "0", "1", "--index-dir", str(index)])
+    assert result.exit_code == 0 and (folder.root / "ring/id0-id1.interpolation.png").is_file(), result.output
     (folder.root / "ring/kept.aesearch.jpg").write_bytes(png_bytes(synthetic_images(1, seed=9)[0]))
     result = runner.invoke(cli, ["sync", "--dry-run", "--json", "--index-dir", str(index)])
     assert json.loads(result.output)["added"] == ["ring/kept.aesearch.jpg"], "only the names query writes are left out"

@@ -81,7 +81,7 @@ def test_cli_query_explain_and_interpolate(tiny_bundle, tmp_path, monkeypatch):
     assert k50.height > 4 * k8.height / 2 and k8.width >= 720
 
     out = runner.invoke(cli, ["interpolate", "3", "9", "--steps", "5", "--index-dir", str(tiny_bundle)])
-    assert out.exit_code == 0 and (tmp_path / "interpolation-id3-id9.png").exists(), out.output
+    assert out.exit_code == 0 and (tmp_path / "id3-id9.interpolation.png").exists(), out.output
     Image.fromarray(np.zeros((40, 30), np.uint8)).save(tmp_path / "a.png")
     out = runner.invoke(cli, ["interpolate", "a.png", "9", "--out", "path.gif", "--index-dir", str(tiny_bundle)])
     assert out.exit_code == 0, out.output

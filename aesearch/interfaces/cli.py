@@ -925,7 +925,7 @@ def _write_picture(engine, result, picture: Path, label: str) -> None:
 @click.option(
     "--out",
     type=NonEmptyPath(dir_okay=False),
-    help="A .png strip or a .gif animation [default: interpolation-START-END.png here].",
+    help="A .png strip or a .gif animation [default: START-END.interpolation.png here].",
 )
 def interpolate(start, end, index_dir, steps, out) -> None:
     """Decode the straight line in z between START and END (image files or indexed ids).
@@ -938,7 +938,7 @@ def interpolate(start, end, index_dir, steps, out) -> None:
 
     ends = [_image_or_id(value) for value in (start, end)]
     names = [Path(v).stem if isinstance(v, Path) else f"id{v}" for v in ends]
-    out = out or Path(f"interpolation-{names[0]}-{names[1]}.png")
+    out = out or Path(f"{names[0]}-{names[1]}.interpolation.png")  # a name scans leave out
     if out.suffix.lower() not in (".png", ".gif"):
         from aesearch.errors import InvalidArgumentError
 

@@ -169,7 +169,7 @@ def _name_problem(name: str) -> str | None:
     if dot <= 0 or name[dot:].lower() not in IMAGE_SUFFIXES:
         return f"is not named as an image file (give it one of the suffixes {', '.join(sorted(IMAGE_SUFFIXES))})"
     if _result_picture(name):
-        return "is a result picture `aesearch query` wrote beside its query: scans leave them out"
+        return "is a picture aesearch wrote (a query's result, explanation or interpolation): scans leave them out"
     return None
 
 
@@ -179,7 +179,7 @@ _RESULT_PICTURE_ENDINGS = tuple(f".{kind}.png" for kind in defaults.RESULT_PICTU
 
 
 def _result_picture(name: str) -> bool:
-    """NAME.aesearch.png or NAME.explain.png: a picture of a search, not one of the collection's images."""
+    """NAME.aesearch.png, NAME.explain.png, NAME.interpolation.png: aesearch's pictures, not the collection's images."""
     return name.lower().endswith(_RESULT_PICTURE_ENDINGS)
 
 
