@@ -344,3 +344,22 @@ def test_client_is_part_of_the_public_api_and_imports_no_torch():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
+
+
+def test_the_workers_parent_stops_on_a_signal_that_lands_on_another_of_its_threads():
+    """`kill -INT` on `serve --workers 2` could stop nothing: a signal the kernel hands to another
+    thread of the parent (its warm-up reader) did not wake its blocking wait, and Python runs the
+    handler in the main thread only. The parent polls, so the handler runs and stops the children."""
+    import signal
+    import threading
+
+    from aesearch.interfaces.workers import run_workers
+
+    reader = threading.Event()
+    other = threading.Thread(target=reader.wait, daemon=True)  # a thread that is there, and blocks
+    other.start()
+    threading.Timer(1.0, lambda: signal.pthread_kill(other.ident, signal.SIGINT)).start()
+    start = time.perf_counter()
+    status = run_workers(lambda: time.sleep(30), 2)  # the children would serve for 30 s
+    reader.set()
+    assert status == 0 and time.perf_counter() - start < 10

@@ -24,6 +24,7 @@ import math
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable
 
@@ -31,6 +32,8 @@ from aesearch import defaults
 from aesearch.errors import InvalidArgumentError
 from aesearch.integers import parse_int
 from aesearch.rowwise import CORES
+
+_POLL_S = 0.1  # how soon the parent notices a signal or a child that ended
 
 
 def parse_workers(text: str) -> int:
@@ -75,7 +78,13 @@ def run_workers(serve: Callable[[], None], workers: int) -> int:
     signal.signal(signal.SIGTERM, stop)
     status, alive = 0, set(children)
     while alive:
-        pid, code = os.wait()
+        # Not a blocking os.wait(): a signal sent to the process may land on another of its threads
+        # (the warm-up reader, FAISS's OpenMP pool), which does not interrupt the main thread's wait,
+        # and Python runs handlers in the main thread only: `kill -INT` then stopped nothing.
+        pid, code = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            time.sleep(_POLL_S)
+            continue
         if pid in alive:
             alive.discard(pid)
             if not stopping:  # a child ended on its own: a failure, whatever its code
