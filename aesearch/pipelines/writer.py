@@ -100,8 +100,8 @@ class Collection:
             records["label"] = labels
         with BundleWriter.update(self.path) as writer:
             bundle = load_bundle(self.path, verify="sizes")  # under the lock: the state we extend
-            if paths is not None and any(paths):
-                taken = ids_by_path(bundle)
+            if paths is not None and any(paths) and any(s.has_paths for s in bundle.segments):
+                taken = ids_by_path(bundle)  # (a bundle without a path, a dataset's, has none to collide with)
                 for path in paths:
                     if path in taken:  # `remove PATH` could not tell them apart
                         raise InvalidArgumentError(
