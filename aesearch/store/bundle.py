@@ -98,16 +98,7 @@ class Bundle:
         chosen = range(len(self.segments)) if numbers is None else sorted(set(numbers))
         entries = [self.manifest["segments"][n] for n in chosen]
         names = [f"segments/{entry['name']}/{f}" for entry in entries for f in entry["files"]]
-        rebuild = rebuild_advice(self.path, self.manifest)
-        try:
-            digests = _sha256_many([self.path / name for name in names])
-        except OSError as exc:
-            raise BundleError(
-                f"{exc.filename or self.path} cannot be read ({exc.strerror or reason(exc)}): {rebuild}"
-            ) from None
-        for name, digest in zip(names, digests, strict=True):
-            if digest != files[name]["sha256"]:
-                raise BundleError(f"{self.path / name} is damaged (its SHA-256 differs from the manifest's): {rebuild}")
+        _check_digests(self.path, names, files, rebuild_advice(self.path, self.manifest))
 
     def changed(self) -> bool:
         """Has a writer published a new state since this one was loaded? (one stat call)"""
@@ -269,6 +260,21 @@ def load_bundle(path: str | Path, *, model: str | Path | None = None, verify: st
     raise AssertionError("unreachable")
 
 
+def _check_digests(path: Path, names: list[str], files: dict, rebuild: str) -> None:
+    """One line naming the first of these files (in the order given) whose SHA-256 is not the
+    manifest's, or that cannot be read."""
+    try:
+        digests = _sha256_many([path / name for name in names])
+    except OSError as exc:  # permission denied, an I/O error: the file is there but cannot be read
+        raise BundleError(
+            f"{exc.filename or path} cannot be read ({exc.strerror or reason(exc)}): fix its permissions or the "
+            f"disk, or {rebuild}"
+        ) from None
+    for name, digest in zip(names, digests, strict=True):
+        if digest != files[name]["sha256"]:
+            raise BundleError(f"{path / name} is damaged (its SHA-256 differs from the manifest's): {rebuild}")
+
+
 def _load(path: Path, model, verify: str, stat: tuple) -> Bundle:
     manifest = read_manifest(path)
     rebuild = rebuild_advice(path, manifest)
@@ -280,16 +286,7 @@ def _load(path: Path, model, verify: str, stat: tuple) -> Bundle:
         small = total <= VERIFY_ALL_BELOW or record["bytes"] < CHECK_FILES_BELOW
         if verify == "full" or (verify == "auto" and small):
             hashed.append(name)
-    try:
-        digests = _sha256_many([path / name for name in hashed])
-    except OSError as exc:  # permission denied, an I/O error: the file is there but cannot be read
-        raise BundleError(
-            f"{exc.filename or path} cannot be read ({exc.strerror or reason(exc)}): fix its permissions or the "
-            f"disk, or {rebuild}"
-        ) from None
-    for name, digest in zip(hashed, digests, strict=True):
-        if digest != files[name]["sha256"]:  # in manifest order: the first damaged file is named
-            raise BundleError(f"{path / name} is damaged (its SHA-256 differs from the manifest's): {rebuild}")
+    _check_digests(path, hashed, files, rebuild)
 
     try:
         checkpoint = load_checkpoint(model if model is not None else path / MODEL_FILE)
