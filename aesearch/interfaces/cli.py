@@ -712,7 +712,7 @@ def remove_command(targets, index_dir) -> None:
 @click.option(
     "--model",
     type=NonEmptyPath(),
-    help="Use this checkpoint instead of the bundle's (must be the encoder the index was built with).",
+    help="Use this checkpoint instead of the bundle's, or `shipped` (must be the encoder the index was built with).",
 )
 @click.option(
     "--explain",
