@@ -134,10 +134,29 @@ def test_adds_and_removes_reach_the_shards(bundle_copy, client, deltas_only):
 
 
 @pytest.fixture
-def stalled(client, monkeypatch):
+def busy_event_loop(monkeypatch):
+    """Dask's event loop hands an actor's answer over 50 ms late, as on a loaded machine (CI once
+    counted an answer that was there as missing): a shorter wait times out, even for an answer
+    already there."""
+    from distributed.actor import ActorFuture
+
+    result = ActorFuture.result
+
+    def late(self, timeout=None):
+        if timeout is not None and timeout < 0.05:
+            time.sleep(timeout)
+            raise TimeoutError
+        return result(self, timeout)
+
+    monkeypatch.setattr(ActorFuture, "result", late)
+
+
+@pytest.fixture
+def stalled(client, monkeypatch, busy_event_loop):
     """The actors on the first worker take 4 s a search (longer than a shard is waited for, 3 s) once
     they have answered one: a first, warm-up search, so that a loaded machine's slow first answer
-    (the shard opening its files) is never what the test measures."""
+    (the shard opening its files) is never what the test measures. The event loop is busy, too: the
+    answers of the other worker, waited for after the stalled one used up the time, still count."""
     client.wait_for_workers(2, timeout=30)  # a loaded machine can be slow to (re)register a worker
     victim = sorted(workers(client))[0]
     search = ShardActor.search

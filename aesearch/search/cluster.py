@@ -341,6 +341,12 @@ class Cluster:
         def left() -> float:
             return max(0.001, deadline - time.monotonic())
 
+        def collected(future):
+            # An answer already here is only handed over by Dask's event loop, which a loaded machine
+            # can keep busy for longer than the deadline leaves (once a stalled shard has used it up):
+            # it gets a shard's whole time, so an answer in time is never counted as missing.
+            return future.result(timeout=defaults.CLUSTER_SHARD_TIMEOUT_S if future.done() else left())
+
         wait = left()
 
         pending = {}
@@ -353,7 +359,7 @@ class Cluster:
         for number, future in pending.items():
             shard, ats = self.shards[number], jobs[number]
             try:
-                reply = future.result(timeout=left())
+                reply = collected(future)
                 if reply["replan"]:  # a filter new to this shard, or one it dropped: send it, ask again
                     plans = [subset.plans[ats[i]] for i in reply["replan"]]
                     keys = [index.parts[ats[i]].key for i in reply["replan"]]
