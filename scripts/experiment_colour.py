@@ -41,6 +41,11 @@ need only carry what the grey z lacks; `--epochs 0` takes build-index's length (
 image-passes); `compare --fuse A [--fuse-grey raw]` compares the two-part vector with the
 baselines and appends its rows to the results.
 
+Neighbour positives (session 26): `--neighbours K [--neighbour-share S]` pairs a view of an image
+with a view of one of its K nearest training images in the space that needs no training (grey z
+beside 0.5 x RGB Hellinger histogram) for a share S of the pairs; `train` also reports that space
+beside alpha x the trained z.
+
 `--extra N` adds N of the source's unlabelled images (colour_collections.py --extra) to the
 training set only: a bigger collection of which the labelled part is searched. `--database N`
 trains and searches on a random N of the database (the baselines are measured on the same
@@ -418,6 +423,12 @@ class Recipe:
     # "grey": start from the shipped Fashion-MNIST model (size 28, widths 32,64, kernel 2, z 314), as
     # its negative; "grey-plain": its weights as they are
     init: str = ""
+    # Positives from the collection itself (NNCLR / SCAN's idea): a view of an image is pulled
+    # towards a view of one of its `neighbours` nearest training images in the prior space that needs
+    # no training (unit(grey z) beside 0.5 x unit(RGB Hellinger histogram)), for `neighbour_share`
+    # of the pairs; the rest are two views of the same image, as before. 0: off.
+    neighbours: int = 0
+    neighbour_share: float = 1.0
 
 
 def start_from_grey_model(model, negative: bool = True) -> None:
@@ -462,6 +473,17 @@ def condition_vectors(grey: np.ndarray, train_rows: np.ndarray, space: str, dims
     return (unit(g) * math.sqrt(g.shape[1])).astype(np.float32)
 
 
+def prior_neighbours(c: Collection, grey: np.ndarray, database: np.ndarray, k: int) -> np.ndarray:
+    """Each training image's k nearest other training images (positions in database) in the space
+    that needs no training: unit(grey z, as it is) beside 0.5 x unit(RGB Hellinger histogram),
+    cosine. No labels and no query is read."""
+    h = rgb_hellinger(c)
+    prior = np.concatenate([unit(grey[database]), 0.5 * unit(h[database])], 1)
+    similarity = prior @ prior.T
+    np.fill_diagonal(similarity, -np.inf)
+    return np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+
+
 def train(
     c: Collection,
     recipe: Recipe,
@@ -493,7 +515,7 @@ def train(
 
         schedule = colour_schedule(len(database) + extra)
         recipe = dataclasses.replace(recipe, epochs=schedule["epochs"], decoder_epochs=schedule["decoder_epochs"])
-    grey = grey_vectors(c) if with_grey or recipe.condition else None
+    grey = grey_vectors(c) if with_grey or recipe.condition or recipe.neighbours else None
     cond_all = train_cond = None
     if recipe.condition:
         if extra:
@@ -504,6 +526,11 @@ def train(
         pool = load_extra(c.name, recipe.size)
         train_images = np.concatenate([train_images, pool[np.sort(rng.permutation(len(pool))[:extra])]])
     train_x = torch.as_tensor(train_images).permute(0, 3, 1, 2).contiguous()  # uint8
+    partners = None
+    if recipe.neighbours:
+        if extra:
+            raise SystemExit("--neighbours with --extra: the unlabelled images have no grey z here")
+        partners = torch.as_tensor(prior_neighbours(c, grey, database, recipe.neighbours))
     widths = [int(w) for w in recipe.widths.split(",")]
     model = build_model(
         recipe.size, widths, recipe.kernel, recipe.z, condition=0 if cond_all is None else cond_all.shape[1]
@@ -555,10 +582,15 @@ def train(
                 if teacher is not None:
                     loss = loss + recipe.distil * F.mse_loss(z, teacher(x))
                 if head is not None:
+                    other = x
+                    if partners is not None:  # a neighbour in the prior space instead of the image itself
+                        pick = partners[chosen, torch.randint(partners.shape[1], (len(chosen),), generator=generator)]
+                        use = torch.rand(len(chosen), generator=generator) < recipe.neighbour_share
+                        other = torch.where(use[:, None, None, None], train_x[pick].float().div_(255), x)
                     views = torch.cat(
                         [
                             colour_views(x, generator, hue=recipe.hue, zoom=recipe.zoom),
-                            colour_views(x, generator, hue=recipe.hue, zoom=recipe.zoom),
+                            colour_views(other, generator, hue=recipe.hue, zoom=recipe.zoom),
                         ]
                     )
                     z_views = model.encoder(views)
@@ -646,6 +678,13 @@ def train(
             spaces[f"grey {grey_space} + 0.5 x RGB Hellinger histogram"] = scores(
                 cosine_distance(hq, hd), labels, q_mask, d_mask
             )
+            if grey_space == "raw":  # the prior space beside the trained z: what training adds to it
+                cd, cq = whiten(zd, zq)
+                for a in alphas:
+                    td, tq = np.concatenate([hd, a * unit(cd)], 1), np.concatenate([hq, a * unit(cq)], 1)
+                    spaces[f"grey raw + 0.5 x histogram + {a} x z white"] = scores(
+                        cosine_distance(tq, td), labels, q_mask, d_mask
+                    )
     vectors = ROOT / "vectors"
     vectors.mkdir(exist_ok=True)
     np.savez(
