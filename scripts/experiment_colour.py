@@ -256,6 +256,17 @@ def grey_vectors(c: Collection, root: Path = ROOT) -> np.ndarray:
     return full if c.rows is None else full[c.rows]
 
 
+def extra_grey_vectors(name: str, root: Path = ROOT) -> np.ndarray:
+    """grey_model_vectors of the source's unlabelled images (load_extra's order), computed once."""
+    paths = sorted((root / f"{name}-extra").glob("*.png"))
+    cache = root / "cache" / f"{name}-extra-grey.npy"
+    if cache.exists() and np.load(cache, mmap_mode="r").shape[0] == len(paths):
+        return np.load(cache)
+    vectors = grey_model_vectors(paths)
+    np.save(cache, vectors)
+    return vectors
+
+
 def rgb_hellinger(c: Collection, root: Path = ROOT) -> np.ndarray:
     """sqrt of the RGB 8x8x8 histograms of the 64 x 64 images (compare's), for the rows loaded."""
     every = load(c.name, 64, root)
@@ -473,12 +484,11 @@ def condition_vectors(grey: np.ndarray, train_rows: np.ndarray, space: str, dims
     return (unit(g) * math.sqrt(g.shape[1])).astype(np.float32)
 
 
-def prior_neighbours(c: Collection, grey: np.ndarray, database: np.ndarray, k: int) -> np.ndarray:
-    """Each training image's k nearest other training images (positions in database) in the space
-    that needs no training: unit(grey z, as it is) beside 0.5 x unit(RGB Hellinger histogram),
-    cosine. No labels and no query is read."""
-    h = rgb_hellinger(c)
-    prior = np.concatenate([unit(grey[database]), 0.5 * unit(h[database])], 1)
+def prior_neighbours(grey: np.ndarray, hist: np.ndarray, k: int) -> np.ndarray:
+    """Each training image's k nearest other training images (rows of grey and hist, the training
+    images' grey z and RGB Hellinger histograms) in the space that needs no training: unit(grey z,
+    as it is) beside 0.5 x unit(histogram), cosine. No label and no query is read."""
+    prior = np.concatenate([unit(grey), 0.5 * unit(hist)], 1)
     similarity = prior @ prior.T
     np.fill_diagonal(similarity, -np.inf)
     return np.argsort(-similarity, axis=1, kind="stable")[:, :k]
@@ -516,21 +526,26 @@ def train(
         schedule = colour_schedule(len(database) + extra)
         recipe = dataclasses.replace(recipe, epochs=schedule["epochs"], decoder_epochs=schedule["decoder_epochs"])
     grey = grey_vectors(c) if with_grey or recipe.condition or recipe.neighbours else None
-    cond_all = train_cond = None
-    if recipe.condition:
-        if extra:
-            raise SystemExit("--condition with --extra: the unlabelled images have no grey z here")
-        cond_all = torch.as_tensor(condition_vectors(grey, database, recipe.condition, recipe.condition_dims))
-        train_cond = cond_all[database]
+    # Rows of `everything` (the collection's images, then the unlabelled ones trained on) that train.
+    train_rows, extra_rows = database, np.zeros(0, np.int64)
     if extra:  # unlabelled images of the same source: a bigger collection, of which these are searched
         pool = load_extra(c.name, recipe.size)
-        train_images = np.concatenate([train_images, pool[np.sort(rng.permutation(len(pool))[:extra])]])
+        extra_rows = np.sort(rng.permutation(len(pool))[:extra])
+        train_images = np.concatenate([train_images, pool[extra_rows]])
+        train_rows = np.concatenate([database, len(c.images) + np.arange(len(extra_rows))])
+    if recipe.condition or recipe.neighbours:  # the grey z (and histogram) of every image trained on
+        grey_all = np.concatenate([grey, extra_grey_vectors(c.name)[extra_rows]]) if extra else grey
+    cond_all = train_cond = None
+    if recipe.condition:
+        cond_all = torch.as_tensor(condition_vectors(grey_all, train_rows, recipe.condition, recipe.condition_dims))
+        train_cond = cond_all[train_rows]
     train_x = torch.as_tensor(train_images).permute(0, 3, 1, 2).contiguous()  # uint8
     partners = None
     if recipe.neighbours:
+        hist = rgb_hellinger(c)
         if extra:
-            raise SystemExit("--neighbours with --extra: the unlabelled images have no grey z here")
-        partners = torch.as_tensor(prior_neighbours(c, grey, database, recipe.neighbours))
+            hist = np.concatenate([hist, np.sqrt(histograms(load_extra(c.name, 64)[extra_rows], "rgb"))])
+        partners = torch.as_tensor(prior_neighbours(grey_all[train_rows], hist[train_rows], recipe.neighbours))
     widths = [int(w) for w in recipe.widths.split(",")]
     model = build_model(
         recipe.size, widths, recipe.kernel, recipe.z, condition=0 if cond_all is None else cond_all.shape[1]
