@@ -221,6 +221,9 @@ def test_train_images_writes_a_colour_checkpoint_that_builds_bundles(colour_bund
     )
     assert result.exit_code == 0, result.output
     assert SearchEngine.load(index).image(0).shape == (48, 48, 3)
+    # Whitened, as the build that trained it: a rebuild with a bundle's own colour model searched
+    # plain vectors (36 images are "too few" for the rule meant for grey models reused).
+    assert SearchEngine.load(index).manifest["transform"] == "whiten"
 
 
 def test_colour_histograms_match_numpy_s_histogramdd():
@@ -276,3 +279,85 @@ def test_a_trained_colour_model_is_whitened_and_not_phase_pooled_and_trains_for_
     assert colour_schedule(500) == {"epochs": 400, "decoder_epochs": 10, "batch_size": 128}
     assert colour_schedule(1_000)["epochs"] == 200 and colour_schedule(10_000)["epochs"] == 20
     assert colour_schedule(10_000)["decoder_epochs"] == 3 and colour_schedule(1_000_000)["epochs"] == 20
+
+
+def test_an_explanation_of_a_colour_hit_shows_itself_in_a_notebook(colour_bundle):
+    """Explanation._repr_html_ raised TypeError for a colour bundle: the notebook kept its own, grey
+    copy of signed_colours, which made an (H, W, 3) difference (H, W, 3, 3)."""
+    folder, index = colour_bundle
+    engine = SearchEngine.load(index)
+    result = engine.query(folder / "red" / "red-00.png", k=3)
+    html = engine.explain(result, result.hits[1])._repr_html_()
+    assert html.count("<img") >= 6
+
+
+def test_a_build_holds_its_bundle_while_it_trains(colour_bundle, tmp_path, monkeypatch):
+    """A rebuild took the bundle's writer lock only to write, after minutes of training: an image
+    added in Python meanwhile was lost when it swapped its bundle in, and a second build trained
+    beside it from the first one's resume file. Both are now refused at once, while it trains."""
+    import shutil
+    import threading
+
+    from aesearch.errors import BundleLockedError
+    from aesearch.pipelines import collection as pipeline
+
+    folder, built = colour_bundle
+    index = tmp_path / "index"
+    shutil.copytree(built, index)
+    refused: list[str] = []
+    train = pipeline.train_on_collection
+
+    def meanwhile(*args, **kwargs):
+        if refused or threading.current_thread() is not threading.main_thread():
+            return train(*args, **kwargs)  # the second build, where it is let in (it was, before)
+
+        def elsewhere():  # another writer: another thread (another process is refused alike)
+            for write in (
+                lambda: Collection.open(index).add(np.zeros((1, 48, 48, 3), np.uint8)),
+                lambda: build_from_folders(index, images=[folder], spec=SPEC, epochs=1, log=None),
+            ):
+                try:
+                    write()
+                except BundleLockedError as error:
+                    refused.append(str(error))
+
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        thread.join()
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "train_on_collection", meanwhile)
+    build_from_folders(index, images=[folder], labels="folders", spec=SPEC, shifts=((0, 0),), epochs=1, log=None)
+    assert len(refused) == 2 and all("is being updated by process" in line for line in refused), refused
+    assert len(SearchEngine.load(index)) == 36
+    Collection.open(index).add(np.zeros((1, 48, 48, 3), np.uint8))  # released when the build ended
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--index-type", "IVF4096,Flat"], "needs at least 4,096 vectors to train"),
+        (["--index-type", "IDMap,Flat"], "drop IDMap from --index-type"),
+        (["--index-type", "PQ8"], "needs at least 256 vectors to train"),
+        (["--whiten-dims", "300"], "is more than z's 256 components"),
+    ],
+)
+def test_options_the_build_would_refuse_are_refused_before_training(
+    colour_bundle, tmp_path, monkeypatch, arguments, message
+):
+    """An index type the images cannot train (or one FAISS cannot add to), or more whitened axes
+    than z has, failed after the model had trained for minutes (a traceback, for the index types),
+    and the training was thrown away."""
+
+    def never(*args, **kwargs):
+        raise AssertionError("trained before refusing")
+
+    monkeypatch.setattr("aesearch.pipelines.collection.train_on_collection", never)
+    folder, _ = colour_bundle
+    result = CliRunner().invoke(
+        cli, ["build-index", "--images", str(folder), "--index-dir", str(tmp_path / "x"), *arguments]
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    error = [line for line in result.output.splitlines() if line.startswith("Error")]  # after the progress lines
+    assert len(error) == 1 and message in error[0], result.output
+    assert not (tmp_path / "x").exists()

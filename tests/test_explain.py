@@ -5,8 +5,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from aesearch.colours import BLUE, RED, signed_colours
 from aesearch.errors import InvalidArgumentError
-from aesearch.figures.explain import BLUE, RED, signed_colours, strip
+from aesearch.figures.explain import strip
 from aesearch.interfaces.cli import cli
 from aesearch.search.engine import SearchEngine
 from aesearch.search.explain import explain_hits

@@ -32,6 +32,7 @@ LAYERS = [
         "rowwise",
         "memory",
         "atomic",
+        "colours",
         "_version",
         "dask_cluster",
     },  # what everything shares

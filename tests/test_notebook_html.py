@@ -14,7 +14,7 @@ from html_tree import parse
 from PIL import Image
 
 from aesearch import defaults
-from aesearch.figures.explain import signed_colours as picture_colours
+from aesearch.colours import signed_colours as picture_colours
 from aesearch.quality.duplicates import DuplicateGroup, find_duplicates
 from aesearch.search import notebook
 from aesearch.search.engine import SearchEngine
@@ -169,11 +169,6 @@ def test_an_explanation_shows_both_images_their_differences_and_the_path(engine)
     )
     assert f"#{e.hit.rank}" in view.find("div").text() and f"id {e.hit.id}" in view.find("div").text()
     assert repr(e).startswith(f"Explanation(hit #{e.hit.rank}, id {e.hit.id}") and "\n" not in repr(e)
-
-
-def test_the_difference_colours_are_the_explanation_pictures():
-    values = np.linspace(-1.5, 1.5, 301, dtype=np.float32).reshape(7, 43)
-    assert np.array_equal(notebook.signed_colours(values), picture_colours(values))
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from aesearch.figures.explain import signed_colours
+from aesearch.colours import signed_colours
 from aesearch.interfaces.server import create_app
 from aesearch.search.engine import SearchEngine
 from tests.conftest import folder_digest

@@ -314,7 +314,8 @@ WHERE_OPTION = click.option(
     default="auto",
     show_default=True,
     help="whiten: PCA whitening learned on the indexed images, applied to every vector and query; auto: "
-    f"whiten, unless a folder collection has under {defaults.WHITEN_MIN_IMAGES_PER_DIM} images per component of z.",
+    f"whiten, unless a grey folder collection has under {defaults.WHITEN_MIN_IMAGES_PER_DIM} images per component "
+    "of z (a colour model's z is whitened however few).",
 )
 @click.option(
     "--whiten-shrinkage",
@@ -432,6 +433,13 @@ def build_index_command(
             "or --model"
         )
     model = _shipped_if_named(model)
+    from aesearch.store.bundle import check_build_target
+    from aesearch.store.lock import writer_lock
+
+    check_build_target(index_dir)
+    # Held until the command ends: what is checked here (images added in Python, say) cannot change
+    # while a model trains, and an add, sync or second build meanwhile is refused at once.
+    click.get_current_context().with_resource(writer_lock(index_dir, within_build=True))
     if not shards:
         from aesearch.sources.folders import collection_roots
 

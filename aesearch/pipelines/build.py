@@ -13,7 +13,7 @@ from aesearch.model.architecture import ModelConfig
 from aesearch.model.checkpoint import Checkpoint, load_checkpoint
 from aesearch.pipelines.builder import StreamOptions
 from aesearch.search.index import IndexSpec, check_index_type
-from aesearch.store.bundle import check_build_target
+from aesearch.store.bundle import builds_bundle
 from aesearch.store.records import new_records
 
 SPLITS = ("train", "test")
@@ -22,6 +22,7 @@ SPLITS = ("train", "test")
 _BYTES_PER_IMAGE = 3_000
 
 
+@builds_bundle
 def build_index(
     index_dir: str | Path = defaults.INDEX_DIR,
     *,
@@ -81,7 +82,6 @@ def build_index(
     # The index holds the vectors as searched: after whitening, whiten_dims of them (PQ32 is valid
     # at 192 dimensions though not at 314; PQ157 the other way round).
     check_index_type(index_type, min(whiten_dims or z_size, z_size) if transform == "whiten" else z_size)
-    check_build_target(index_dir)  # before a model is trained
     check_writable(index_dir / "manifest.json", own_folder=True, need_bytes=_BYTES_PER_IMAGE * 70_000)
     from aesearch.pipelines.stream import check_segments
 

@@ -21,9 +21,9 @@ from aesearch import defaults
 from aesearch.errors import InvalidArgumentError, torch_install_advice
 from aesearch.model.architecture import ModelConfig, member_for
 from aesearch.model.checkpoint import Checkpoint, load_checkpoint
-from aesearch.search.index import IndexSpec, check_index_type
+from aesearch.search.index import IndexSpec
 from aesearch.sources.folders import FolderSource, Scan, Skipped, collection_roots, collection_traits, scan
-from aesearch.store.bundle import check_build_target, check_outside_bundles
+from aesearch.store.bundle import builds_bundle, check_outside_bundles
 from aesearch.store.paths import shown
 from aesearch.store.records import new_records
 
@@ -33,6 +33,7 @@ LABEL_MODES = ("folders",)
 SMALL_COLLECTION = 5_000
 
 
+@builds_bundle
 def build_from_folders(
     index_dir: str | Path,
     *,
@@ -77,12 +78,11 @@ def build_from_folders(
     silhouette framing, not for photos: it did not pay on colour collections).
     """
     from aesearch.pipelines.build import assemble_bundle, stream_options
-    from aesearch.pipelines.stream import check_segments, stream_build
+    from aesearch.pipelines.stream import check_build_options, check_segments, stream_build
 
     if labels is not None and labels not in LABEL_MODES:
         raise InvalidArgumentError(f"unknown `labels` {labels!r}: use `folders` (or leave it out)", parameter="labels")
     knobs = {"max_index_memory": max_index_memory, "chunk_size": chunk_size, "cluster": cluster, "segments": segments}
-    check_build_target(index_dir)  # before any file is read or a model trained
     roots = collection_roots(images, images_from)
     checkpoint = load_checkpoint(model) if model is not None else None
     if checkpoint is not None and (size, channels, z_size) != (None, None, None):
@@ -113,13 +113,13 @@ def build_from_folders(
             if log:
                 log("The images are grey: encoding them with the Fashion-MNIST model shipped with aesearch")
     model_config = checkpoint.model_config if checkpoint is not None else member
-    check_index_type(spec.index_type, model_config.z_size)
     if shifts is None:  # the model's default: pooled over grid phases for silhouettes, not for photos
         shifts = ((0, 0),) if model_config.framing == "photo" else defaults.EMBEDDING_SHIFTS
     # A colour model trained on these very images is whitened on them however few they are: measured
-    # on 300-900 images, whitening its z gained P@10 (docs/colour-models.md); the rule is for reused models.
-    trained_colour = member is not None and member.channels == 3
-    if transform_auto and spec.transform == "whiten" and not trained_colour:
+    # on 300-900 images, whitening its z gained P@10 (docs/colour-models.md). So is one reused (a rebuild
+    # with the bundle's own model searched another space than the build that trained it).
+    colour = model_config.channels == 3
+    if transform_auto and spec.transform == "whiten" and not colour:
         z_size = model_config.z_size
         if len(found.files) < whitening_needs(z_size):
             spec = IndexSpec(spec.index_type, spec.metric, {}, "none")
@@ -128,10 +128,11 @@ def build_from_folders(
                     f"{len(found.files):,} images are too few to learn a whitening of {z_size} numbers (it takes "
                     f"{whitening_needs(z_size):,}): searching the plain vectors; rebuild to whiten once there are more"
                 )
+    options = stream_options(spec, shifts, **knobs)
+    check_build_options(len(found.files), model_config.z_size, options)  # before a model trains for them
     source = FolderSource(found, labels, workers=workers, model_config=model_config)
     skipped: list[Skipped] = []
     if checkpoint is not None:
-        options = stream_options(spec, shifts, **knobs)
         manifest = stream_build(index_dir, source, checkpoint, options, log=log, skipped=skipped.extend)
         return manifest, found.skipped + skipped
     _require_torch(model_config)  # before reading every file, not after

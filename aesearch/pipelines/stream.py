@@ -51,7 +51,7 @@ from aesearch.pipelines.builder import (
 from aesearch.search.index import IndexSpec, check_index_type
 from aesearch.search.index_choice import choose_index, default_max_index_memory
 from aesearch.sources.chunks import ChunkSource
-from aesearch.store.bundle import BundleWriter
+from aesearch.store.bundle import BundleWriter, builds_bundle
 from aesearch.store.records import NO_LABEL, new_records, pixel_hashes
 
 _SEGMENT = "base"
@@ -67,6 +67,7 @@ def local_encoder(checkpoint: Checkpoint, shifts: Sequence[Sequence[int]]) -> En
     return lambda images, want: encode_chunk(autoencoder, images, want, shifts)
 
 
+@builds_bundle
 def stream_build(
     index_dir: str | Path,
     source: ChunkSource,
@@ -92,16 +93,7 @@ def stream_build(
         raise InvalidArgumentError(f"chunk_size must be positive, got {options.chunk_size}", parameter="chunk_size")
     if source.count < 2:
         raise InvalidArgumentError(f"{source.describe()}: an index needs at least 2 images")
-    IndexSpec(options.index_type, options.metric, {}, options.transform)  # refuses a bad metric or transform
-    check_segments(options.segments, source.count)
-    _refuse_impossible_index(source.count, checkpoint.model_config.z_size, options)
-    z_size = checkpoint.model_config.z_size
-    asked = options.whiten_dims not in (None, defaults.WHITEN_DIMS)  # the default is a ceiling, for any z
-    if options.transform == "whiten" and asked and options.whiten_dims > z_size:
-        raise InvalidArgumentError(  # it kept all z_size axes silently, and recorded the number asked for
-            f"`whiten_dims` {options.whiten_dims} is more than z's {z_size} components: give at most {z_size}",
-            parameter="whiten_dims",
-        )
+    check_build_options(source.count, checkpoint.model_config.z_size, options)
     shifts = tuple(tuple(s) for s in options.shifts)
     # A build split otherwise is another build (its split state differs); one base segment keeps the key it had.
     split = [options.segments] if options.segments != 1 else []
@@ -287,17 +279,28 @@ def _split(writer, segment, state, bounds: list[int], chunk_size: int, log) -> l
     return segments
 
 
-def _refuse_impossible_index(n: int, z: int, options: StreamOptions) -> None:
-    """The index's errors (a budget auto cannot meet, a factory string FAISS refuses for the search
-    space) before the encoding pass, not after it: the count and the dimension are known already."""
-    dim = min(options.whiten_dims or z, z) if options.transform == "whiten" else z
+def check_build_options(n: int, z_size: int, options: StreamOptions) -> None:
+    """What a build of n images by a model of z_size refuses, before the encoding pass (and before
+    a model is trained for them), not after it: the count and the dimension are known already."""
+    IndexSpec(options.index_type, options.metric, {}, options.transform)  # refuses a bad metric or transform
+    check_segments(options.segments, n)
+    asked = options.whiten_dims not in (None, defaults.WHITEN_DIMS)  # the default is a ceiling, for any z
+    if options.transform == "whiten" and asked and options.whiten_dims > z_size:
+        raise InvalidArgumentError(  # it kept all z_size axes silently, and recorded the number asked for
+            f"`whiten_dims` {options.whiten_dims} is more than z's {z_size} components: give at most {z_size}",
+            parameter="whiten_dims",
+        )
+    # The index's errors: a budget auto cannot meet, a factory string FAISS refuses for the search
+    # space, or one with more lists or centroids than a base segment has vectors to train them.
+    dim = min(options.whiten_dims or z_size, z_size) if options.transform == "whiten" else z_size
     if options.index_type == "auto":  # the largest base segment, within its share of the budget
         each = segment_options(options, n, options.segments)
         choose_index(-(-n // options.segments), dim, each.max_index_memory)
     else:
-        check_index_type(options.index_type, dim)
+        check_index_type(options.index_type, dim, n // options.segments)
 
 
+@builds_bundle
 def build_from_shards(
     index_dir: str | Path,
     folder: str | Path,

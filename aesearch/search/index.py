@@ -304,10 +304,34 @@ def _without_self(ids: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
     return np.array([np.pad(r, (0, k - len(r)), constant_values=-1) for r in rows])
 
 
-def check_index_type(index_type: str, dim: int) -> None:
-    """Fail early (before any training) on an index type FAISS would refuse."""
-    if index_type not in (*INDEX_TYPES, "auto"):  # auto: aesearch.search.index_choice
-        new_faiss_index(index_type, dim, 100_000, {})
+def check_index_type(index_type: str, dim: int, n: int | None = None) -> None:
+    """Fail early (before any training) on an index type FAISS would refuse: for dim-dimensional
+    vectors, and, where n (how many) is known, too few of them to train its lists or codebooks."""
+    if index_type in (*INDEX_TYPES, "auto"):  # auto: aesearch.search.index_choice
+        return
+    index = new_faiss_index(index_type, dim, 100_000, {})
+    if isinstance(faiss.downcast_index(index), faiss.IndexIDMap | faiss.IndexIDMap2):
+        raise InvalidArgumentError(
+            f"index type {index_type!r} maps ids itself, and aesearch keeps its own ids beside the index: "
+            "drop IDMap from --index-type"
+        )
+    needed = _training_points_needed(index)
+    if n is not None and n < needed:
+        raise InvalidArgumentError(
+            f"index type {index_type!r} needs at least {needed:,} vectors to train (its lists or codebooks), "
+            f"and there are {n:,}: use --index-type auto, or fewer lists (e.g. IVF{max(1, n // 39)},Flat)"
+        )
+
+
+def _training_points_needed(index: faiss.Index) -> int:
+    """The fewest vectors FAISS trains this index on: one per IVF list and per PQ centroid (1 when
+    it needs no training)."""
+    ivf = faiss.try_extract_index_ivf(index)
+    inner = faiss.downcast_index(ivf if ivf is not None else index)
+    if isinstance(inner, faiss.IndexPreTransform):
+        inner = faiss.downcast_index(inner.index)
+    pq = getattr(inner, "pq", None)
+    return max(1, ivf.nlist if ivf is not None else 1, pq.ksub if pq is not None else 1)
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from aesearch import defaults
+from aesearch.colours import grey, signed_colours
 from aesearch.integers import check_int
 from aesearch.store.paths import shown
 
@@ -50,7 +51,6 @@ class Group(Protocol):
     images_of: ImagesOf | None
 
 
-RED, BLUE = np.array([200, 30, 30], np.float32), np.array([30, 80, 210], np.float32)
 MUTED = "#6e6e6e"
 WARNING = "#b03a00"
 _BOX = "font-family:system-ui,-apple-system,'Segoe UI',sans-serif;font-size:12px;line-height:1.35;color:#1e1e1e"
@@ -61,20 +61,6 @@ _BREAKING = "overflow-wrap:anywhere;word-break:break-all"  # a path breaks anywh
 
 
 # --- pictures ---
-
-
-def grey(image: np.ndarray) -> np.ndarray:
-    """(H, W) floats in [0, 1] (or uint8) -> (H, W) uint8."""
-    array = np.asarray(image)
-    return array if array.dtype == np.uint8 else (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
-
-
-def signed_colours(difference: np.ndarray) -> np.ndarray:
-    """(H, W) values in [-1, 1] -> (H, W, 3) uint8: white at 0, red towards +1, blue towards -1."""
-    v = np.clip(np.asarray(difference, dtype=np.float32), -1, 1)[..., None]
-    white = np.float32(255)
-    out = np.where(v >= 0, white + v * (RED - white), white - v * (BLUE - white))
-    return out.round().astype(np.uint8)
 
 
 def png_data_url(image: np.ndarray) -> str:

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
+import inspect
 import os
 import secrets
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -433,6 +436,29 @@ def _refuse_to_replace_what_is_not_a_bundle(target: Path) -> None:
         )
 
 
+T = TypeVar("T")
+
+
+def builds_bundle(build: Callable[..., T]) -> Callable[..., T]:
+    """For a function that builds a whole bundle (its first parameter: where): the target checked,
+    then its writer lock held from the first step to the last. An add, remove, sync or second build
+    meanwhile is refused at once, instead of being undone when the build, minutes of training or
+    encoding later, swaps its bundle in (BundleWriter.create takes the lock again, held on)."""
+    signature = inspect.signature(build)
+    where = next(iter(signature.parameters))
+
+    @functools.wraps(build)
+    def locked(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        target = Path(bound.arguments[where])
+        check_build_target(target)
+        with writer_lock(target, within_build=True):
+            return build(*args, **kwargs)
+
+    return locked
+
+
 class BundleWriter:
     """Writes the next state of a bundle; see create() and update()."""
 
@@ -456,7 +482,7 @@ class BundleWriter:
         """
         target = Path(target)
         check_build_target(target)
-        with writer_lock(target):
+        with writer_lock(target, within_build=True):
             staged_name = f".{target.name}.partial-{resume_key}" if resume_key else None
             for other in target.parent.glob(f".{target.name}.partial-*"):
                 if other.name != staged_name:  # one resumable build per target: the latest asked for
@@ -478,7 +504,7 @@ class BundleWriter:
     def update(cls, path: str | Path) -> Iterator[BundleWriter]:
         """Change the bundle at path in place: new segments, tombstones; commit() publishes."""
         path = Path(path)
-        with writer_lock(path):
+        with writer_lock(path, within_build=True):  # a build's own update (its recall) holds on to its lock
             writer = cls(path, read_manifest(path), creating=False)
             writer._collect_garbage()  # what writers killed before their commit left behind
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,10 @@ from aesearch.errors import BundleLockedError
 # writer died, and every later writer would be refused "being updated by process <dead pid>". So
 # every fork's child closes them at once (its parent's copies, and the lock, are unaffected).
 _HELD: set[int] = set()
+# The locks builds in this process hold, by lock file and thread: a build holds its target's lock
+# from its first step, and its own writers (the one that publishes its bundle, the one that records
+# its recall) hold on to it (within_build). Any other writer is refused, in this thread or another.
+_BUILDS: set[tuple[Path, int]] = set()
 
 
 def _close_in_child() -> None:
@@ -22,6 +27,7 @@ def _close_in_child() -> None:
         with contextlib.suppress(OSError):
             os.close(fd)
     _HELD.clear()
+    _BUILDS.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -39,18 +45,26 @@ def lock_path(bundle: Path) -> Path:
 
 
 @contextlib.contextmanager
-def writer_lock(bundle: str | Path) -> Iterator[None]:
+def writer_lock(bundle: str | Path, *, within_build: bool = False) -> Iterator[None]:
     """Hold the bundle's writer lock; a second writer gets BundleLockedError at once, never a silent wait.
+
+    within_build: a build's own steps (the writer that publishes its bundle, a build inside a build)
+    hold on to the lock the build took in this thread; any other writer is refused, even in it.
 
     flock is released by the kernel when the holder dies (kill -9 included), so a crashed sync
     never leaves the bundle locked: no process it forked holds it (_HELD).
     """
     bundle = Path(bundle)
     path = lock_path(bundle)
+    key = (path, threading.get_ident())
+    if within_build and key in _BUILDS:  # this thread's build holds it: held on
+        yield
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     owner = os.getpid()
     _HELD.add(fd)
+    registered = False
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -61,8 +75,13 @@ def writer_lock(bundle: str | Path) -> Iterator[None]:
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"process {os.getpid()}".encode(), 0)
+        if within_build:
+            _BUILDS.add(key)
+            registered = True
         yield
     finally:
         if os.getpid() == owner:  # a forked child that unwinds this frame closed its copy at the fork
+            if registered:
+                _BUILDS.discard(key)
             _HELD.discard(fd)
             os.close(fd)  # releases the lock
