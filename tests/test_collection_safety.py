@@ -458,6 +458,23 @@ def test_a_path_that_names_two_images_is_never_guessed(collection, tmp_path, mod
     assert removed != 0 and load_bundle(both).is_live([0]).all() and len(load_bundle(both)) == count - 1
 
 
+def test_a_file_under_the_name_of_an_image_added_in_python_is_left_out_and_said(collection):
+    """A name given in Python, then a file of that path in the folder: sync added the file, and
+    `remove PATH` could tell the two apart no more (new-user trial)."""
+    folder, index = collection
+    (pinned,) = Collection.open(index).add(synthetic_images(1, seed=6), paths=["ellipse/e-new.png"])
+    shutil.copy(folder / "ellipse/e-000.png", folder / "ellipse/e-new.png")
+    try:
+        report = Collection.open(index).sync()
+    finally:
+        (folder / "ellipse/e-new.png").unlink()
+    assert report.added == [] and report.changes == 0
+    [(path, reason)] = [(s.path, s.reason) for s in report.skipped if "added in Python" in s.reason]
+    assert path == "ellipse/e-new.png" and f"`aesearch remove {pinned}` first" in reason
+    (removed,) = Collection.open(index).remove(["ellipse/e-new.png"])  # one image has the name: no guess
+    assert removed == pinned
+
+
 def test_sync_flags_must_be_booleans(collection):
     """Collection.sync(dry_run="no") ran as a dry run (new-user trial)."""
     _, index = collection

@@ -167,8 +167,20 @@ def sync_rows(
     found = scan(roots) if only is None else _scan_only(roots, only)
     report.skipped += found.skipped
     indexed = indexed_files(bundle)
-    candidates = [f for f in found.files if _differs(f, indexed.get(f.key))]
-    report.unchanged = len(found.files) - len(candidates)
+    # A new file under the name of an image added in Python: two images of one path, which `remove
+    # PATH` can no longer tell apart (Collection.add refuses a name a file has, too): left out, said.
+    named = {path: entry.id for (root, path), entry in indexed.items() if root == PINNED}
+    clashing = {f.key for f in found.files if f.key not in indexed and f.path in named}
+    report.skipped += [
+        Skipped(
+            path,
+            f"an image added in Python has this name (id {named[path]}): rename the file, or "
+            f"`aesearch remove {named[path]}` first",
+        )
+        for _, path in sorted(clashing)
+    ]
+    candidates = [f for f in found.files if f.key not in clashing and _differs(f, indexed.get(f.key))]
+    report.unchanged = len(found.files) - len(candidates) - len(clashing)
     chunks = list(read_files(roots, candidates, workers=workers, model_config=bundle.checkpoint.model_config))
     report.skipped += [s for c in chunks for s in c.skipped]
     files = [f for c in chunks for f in c.files]
