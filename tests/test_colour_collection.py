@@ -361,3 +361,29 @@ def test_options_the_build_would_refuse_are_refused_before_training(
     error = [line for line in result.output.splitlines() if line.startswith("Error")]  # after the progress lines
     assert len(error) == 1 and message in error[0], result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_labels_from_folders_need_folders_and_colour_invariance_needs_colour(colour_bundle, tmp_path):
+    """`--labels folders` over images all at the top built an index without labels, silently (eval
+    then said to build it with --labels folders); --colour-invariant with --channels 1 trained a grey
+    model as if it had not been given (new-user trial). Both are one line, before anything is read."""
+    folder, _ = colour_bundle
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for path in sorted(folder.glob("red/*.png"))[:3]:
+        (flat / path.name).write_bytes(path.read_bytes())
+    cases = [
+        (["--images", str(flat), "--labels", "folders", "--model", "shipped"], "every image under"),
+        (["--images", str(folder), "--channels", "1", "--colour-invariant"], "drop --colour-invariant"),
+    ]
+    for arguments, message in cases:
+        result = CliRunner().invoke(cli, ["build-index", "--index-dir", str(tmp_path / "x"), *arguments])
+        error = [line for line in result.output.splitlines() if line.startswith("Error")]
+        assert result.exit_code == 1 and len(error) == 1 and message in error[0], result.output
+        assert not (tmp_path / "x").exists()
+    out = tmp_path / "grey.safetensors"
+    result = CliRunner().invoke(
+        cli, ["train", "--images", str(folder), "--channels", "1", "--colour-invariant", "--out", str(out)]
+    )
+    assert result.exit_code == 1 and "drop --colour-invariant" in result.output and not out.exists(), result.output
+

@@ -22,7 +22,15 @@ from aesearch.errors import InvalidArgumentError, torch_install_advice
 from aesearch.model.architecture import ModelConfig, member_for
 from aesearch.model.checkpoint import Checkpoint, load_checkpoint
 from aesearch.search.index import IndexSpec
-from aesearch.sources.folders import FolderSource, Scan, Skipped, collection_roots, collection_traits, scan
+from aesearch.sources.folders import (
+    FolderSource,
+    Scan,
+    Skipped,
+    collection_roots,
+    collection_traits,
+    folder_classes,
+    scan,
+)
 from aesearch.store.bundle import builds_bundle, check_outside_bundles
 from aesearch.store.paths import shown
 from aesearch.store.records import new_records
@@ -102,6 +110,11 @@ def build_from_folders(
             "least 2 (PNG, JPEG, GIF, WebP, BMP or TIFF files, in any subfolder)"
         )
     check_segments(segments, len(found.files))  # before any file is read or a model trained
+    if labels == "folders" and not folder_classes(found.files):
+        raise InvalidArgumentError(
+            f"--labels folders names each image's class by its subfolder, and every image under {where} is at the "
+            "top: put the images of each class in a folder of its own, or drop --labels"
+        )
     member = None
     if checkpoint is None:
         member = collection_model_config(found, size=size, channels=channels, z_size=z_size, log=log)
@@ -112,6 +125,8 @@ def build_from_folders(
             checkpoint, member = load_checkpoint(shipped_model()), None
             if log:
                 log("The images are grey: encoding them with the Fashion-MNIST model shipped with aesearch")
+    if member is not None:
+        _check_colour_invariant(member, colour_invariant)
     model_config = checkpoint.model_config if checkpoint is not None else member
     if shifts is None:  # the model's default: pooled over grid phases for silhouettes, not for photos
         shifts = ((0, 0),) if model_config.framing == "photo" else defaults.EMBEDDING_SHIFTS
@@ -166,6 +181,15 @@ def build_from_folders(
         **knobs,
     )
     return manifest, found.skipped + skipped
+
+
+def _check_colour_invariant(member: ModelConfig, colour_invariant: bool) -> None:
+    """--colour-invariant asks a colour model's views to turn hues: a grey member has none to turn."""
+    if colour_invariant and member.channels == 1:
+        raise InvalidArgumentError(
+            f"--colour-invariant turns the hues of colour views, and the model to train is grey "
+            f"({member.describe()}: --channels 1, or grey images): drop --colour-invariant"
+        )
 
 
 def _require_torch(member: ModelConfig) -> None:
@@ -238,6 +262,7 @@ def train_from_folders(
     if log:
         log(f"Found {len(found.files):,} image files")
     member = collection_model_config(found, size=size, channels=channels, z_size=z_size, log=log)
+    _check_colour_invariant(member, colour_invariant)
     _require_torch(member)
     pixels, records, _, skipped = read_collection(FolderSource(found, workers=workers, model_config=member))
     if len(pixels) < 2:
