@@ -386,4 +386,3 @@ def test_labels_from_folders_need_folders_and_colour_invariance_needs_colour(col
         cli, ["train", "--images", str(folder), "--channels", "1", "--colour-invariant", "--out", str(out)]
     )
     assert result.exit_code == 1 and "drop --colour-invariant" in result.output and not out.exists(), result.output
-
