@@ -75,6 +75,25 @@ class ImageError(AesearchError):
     """A query image cannot be read: missing, not an image, truncated, or too large."""
 
 
+class ImageTooLargeError(ImageError):
+    """An image has more pixels than the `max_pixels` it may be decoded to (a decompression bomb?)."""
+
+    def __init__(self, label: str, width: int, height: int, max_pixels: int) -> None:
+        self.size, self.max_pixels = (width, height), max_pixels
+        advice = "downscale it or raise the limit (`max_pixels`)"
+        super().__init__(f"{label} {self.what()}: {advice}", parameter="max_pixels")
+
+    def what(self) -> str:
+        """`is WxH = N pixels, over the limit of M`: the fact, without the advice."""
+        (width, height), limit = self.size, self.max_pixels
+        return f"is {width}x{height} = {describe_pixels(width * height)}, over the limit of {describe_pixels(limit)}"
+
+
+def describe_pixels(count: int) -> str:
+    """A count of pixels as a person reads it: `12,000 pixels`, `64.0 megapixels`."""
+    return f"{count / 1e6:,.1f} megapixels" if count >= 1_000_000 else f"{count:,} pixels"
+
+
 class ShardsMissingError(AesearchError):
     """Shards of a bundle served on a Dask cluster did not answer (their worker died or stalled)."""
 

@@ -526,6 +526,20 @@ def test_empty_and_zero_pixel_images_are_skipped_with_a_reason(tmp_path):
     assert all("\n" not in r and "Traceback" not in r for r in why.values())
 
 
+def test_an_image_over_the_pixel_limit_is_skipped_with_advice_a_collection_can_follow(tmp_path):
+    """The reason said "raise the limit (`max_pixels`)": no command that reads a collection has such
+    an option (new-user trial)."""
+    from test_preprocess import huge_png_header
+
+    root = tmp_path / "pics"
+    write(root / "a.png", pngs(1, seed=12)[0])
+    write(root / "big.png", huge_png_header(10_000, 8_000))
+    paths, why = read(root, workers=1)
+    assert paths == ["a.png"]
+    reason = "is 10000x8000 = 80.0 megapixels, over the limit of 50.0 megapixels: downscale it to index it"
+    assert why == {"big.png": reason}
+
+
 def test_a_root_through_links_and_with_a_trailing_slash_is_one_root(tmp_path, model):
     real = tmp_path / "real"
     for name, data in zip(["a.png", "b.png"], pngs(2, seed=13), strict=True):

@@ -42,7 +42,7 @@ from typing import NamedTuple
 import numpy as np
 
 from aesearch import defaults
-from aesearch.errors import AesearchError, InvalidArgumentError, reason
+from aesearch.errors import AesearchError, ImageTooLargeError, InvalidArgumentError, reason
 from aesearch.model.architecture import ModelConfig
 from aesearch.sources.chunks import NO_LABEL, Chunk
 from aesearch.store.paths import shown
@@ -599,6 +599,8 @@ def _read_batch(base: list[str], items: list[tuple[int, str]], config: ModelConf
                 problems[i] = str(exc)
             except OSError as exc:
                 problems[i] = _os_reason(exc, full)
+            except ImageTooLargeError as exc:  # a collection's files are read to the default limit only
+                problems[i] = f"{exc.what()}: downscale it to index it"
             except AesearchError as exc:
                 problems[i] = _short(str(exc), name)
             except Exception as exc:  # a decoder bug on one hostile file must not end a build of thousands

@@ -44,7 +44,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from aesearch import defaults
-from aesearch.errors import ImageError, reason
+from aesearch.errors import ImageError, ImageTooLargeError, describe_pixels, reason
 from aesearch.model.architecture import ModelConfig
 from aesearch.store.paths import shown
 
@@ -290,9 +290,9 @@ def open_image(
                 ) from None
             except Image.DecompressionBombError as exc:  # Pillow's own, far larger, limit
                 pixels = re.search(r"\((\d+) pixels\)", str(exc))
-                size = f"{_pixels(int(pixels.group(1)))}, " if pixels else ""
+                size = f"{describe_pixels(int(pixels.group(1)))}, " if pixels else ""
                 raise ImageError(
-                    f"{label} is {size}over the limit of {_pixels(max_pixels)} (and Pillow's own): downscale it"
+                    f"{label} is {size}over the limit of {describe_pixels(max_pixels)} (and Pillow's own): downscale it"
                 ) from None
             except PermissionError:
                 raise ImageError(f"cannot read {label}: permission denied: check the file's permissions") from None
@@ -306,11 +306,7 @@ def open_image(
                 raise ImageError(f"cannot read {label} ({reason(exc)}): check the file") from None
     width, height = image.size
     if width * height > max_pixels:
-        raise ImageError(
-            f"{label} is {width}x{height} = {_pixels(width * height)}, over the limit of {_pixels(max_pixels)}: "
-            "downscale it or raise the limit (`max_pixels`)",
-            parameter="max_pixels",
-        )
+        raise ImageTooLargeError(label, width, height, max_pixels)
     if width == 0 or height == 0:
         raise ImageError(f"{label} has no pixels ({width}x{height}): pass a real image")
     with warnings.catch_warnings():
@@ -424,11 +420,7 @@ def _array_values(array: np.ndarray, label: str, max_pixels: int) -> np.ndarray:
             f"{label} has shape {array.shape}: pass one image as (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4"
         )
     if array.shape[0] * array.shape[1] > max_pixels:
-        raise ImageError(
-            f"{label} is {array.shape[1]}x{array.shape[0]} = {_pixels(array.shape[0] * array.shape[1])}, over the "
-            f"limit of {_pixels(max_pixels)}: downscale it or raise the limit (`max_pixels`)",
-            parameter="max_pixels",
-        )
+        raise ImageTooLargeError(label, array.shape[1], array.shape[0], max_pixels)
     if array.dtype == np.uint8:
         values = _unit(array)
     elif array.dtype == np.uint16:
@@ -499,10 +491,6 @@ def _background_level(grey: np.ndarray) -> float:
 def _unit(array: np.ndarray) -> np.ndarray:
     # float32 division, as torchvision's ToTensor does: a dataset image maps to the same floats.
     return array.astype(np.float32) / np.float32(255)
-
-
-def _pixels(count: int) -> str:
-    return f"{count / 1e6:,.1f} megapixels" if count >= 1_000_000 else f"{count:,} pixels"
 
 
 def _name_of(source: object) -> str | None:
