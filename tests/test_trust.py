@@ -39,6 +39,13 @@ def test_percentiles_by_hand(calibration):
     flagged = calibration.assess(2.0, 10.5, typical)
     assert flagged.reconstruction_percentile == flagged.neighbour_percentile == 100.0
     assert "reconstruction error" in flagged.warning() and "\n" not in flagged.warning()
+    assert "nearest match than 100.0%" in flagged.warning()
+    # The warning names the signals that flagged the query, never one that did not (it said "farther
+    # from its nearest match than 0.0% of them" of an indexed image found at distance 0).
+    alone = calibration.assess(0.999, 0.0, typical).warning()
+    assert "reconstruction error is above 99.9%" in alone and "nearest match" not in alone
+    alone = calibration.assess(0.1, 9.99, typical).warning()
+    assert "nearest match than 99.9%" in alone and "reconstruction" not in alone
 
 
 def test_a_batch_is_assessed_as_each_query_alone(calibration):

@@ -51,11 +51,12 @@ class Trust:
             return None
         if self.content_percentile < CONTENT_PERCENTILE:
             reason = "it is almost empty"
-        else:
-            reason = (
-                f"its reconstruction error is above {self.reconstruction_percentile:.1f}% of indexed images' and "
-                f"it is farther from its nearest match than {self.neighbour_percentile:.1f}% of them are"
-            )
+        else:  # the signals that flagged it, each above JOINT_PERCENTILE (the other may be anywhere)
+            r, n = self.reconstruction_percentile, self.neighbour_percentile
+            reasons = [f"its reconstruction error is above {r:.1f}% of indexed images'"] if r > JOINT_PERCENTILE else []
+            if n > JOINT_PERCENTILE:
+                reasons.append(f"it is farther from its nearest match than {n:.1f}% of them are")
+            reason = " and ".join(reasons)
         return f"Warning: this query looks unlike the indexed images ({reason}): its neighbours mean little"
 
     def to_dict(self) -> dict:
