@@ -29,6 +29,7 @@ from aesearch import defaults
 from aesearch.errors import AesearchError, ImageError, InvalidArgumentError, ServerError
 from aesearch.interfaces.client import Client, refusal
 from aesearch.interfaces.workers import split_limits
+from aesearch.model.architecture import member_for
 from aesearch.pipelines.collection import build_from_folders
 from aesearch.search.engine import QueryResult, SearchEngine
 from aesearch.search.index import IndexSpec
@@ -284,6 +285,15 @@ def test_the_server_checks_what_a_client_sends(collection):
                 client._call("POST", "/api/refine", params={"k": 2}, data={"latent": "AAAA"})
             with pytest.raises(InvalidArgumentError, match="send either an image"):
                 client._call("POST", "/api/search", params={"id": 1}, data={"pixels": "AAAA"})
+            # A Client that asked for the contract before the bundle was rebuilt with another model
+            # sent pixels of the old size, refused on every query (new-user trial): it asks again.
+            served = client.model_config()
+            client._model_config = member_for(32, 3, 16)
+            first = collection[0] / SearchEngine.load(collection[1]).bundle.path_of(0)
+            assert client.query(first, 3).hits[0].distance == pytest.approx(0, abs=1e-5)
+            assert client.model_config() == served
+            with pytest.raises(InvalidArgumentError, match="bad filter"):  # a refusal for another cause stays one
+                client.query(first, 3, where="nonsense ===")
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -95,7 +95,19 @@ class Client:
         """
         k = _integer(k, "k")
         max_pixels = check_int(max_pixels, "max_pixels", low=1)
+        framing = {"max_pixels": max_pixels, "name": name, "keep_original": keep_original, "where": where}
         config = self.model_config()  # the bundle's contract: 28x28 grey silhouettes, or a colour member's
+        try:
+            return self._framed_search(image, k, config, **framing)
+        except InvalidArgumentError:
+            # The server may have been rebuilt with another model since this Client asked for its
+            # contract (it refuses pixels of the old size): asked again and, if it changed, framed again.
+            self._model_config = None
+            if self.model_config() == config:
+                raise
+            return self._framed_search(image, k, self.model_config(), **framing)
+
+    def _framed_search(self, image, k, config, *, max_pixels, name, keep_original, where) -> QueryResult:
         options = {"max_pixels": max_pixels, "name": name, "model_config": config}
         if keep_original:  # the engine's own calls, so its errors and its framing, to the bit
             framed, (original,) = preprocess_keeping_originals([image], **options)
