@@ -434,12 +434,12 @@ def build_index_command(
         )
     model = _shipped_if_named(model)
     from aesearch.store.bundle import check_build_target
-    from aesearch.store.lock import writer_lock
+    from aesearch.store.lock import build_lock
 
     check_build_target(index_dir)
     # Held until the command ends: what is checked here (images added in Python, say) cannot change
     # while a model trains, and an add, sync or second build meanwhile is refused at once.
-    click.get_current_context().with_resource(writer_lock(index_dir, within_build=True))
+    click.get_current_context().with_resource(build_lock(index_dir))
     if not shards:
         from aesearch.sources.folders import collection_roots
 

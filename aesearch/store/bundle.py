@@ -33,7 +33,7 @@ from aesearch.atomic import new_staging_folder, publish_folder
 from aesearch.errors import BundleError, CheckpointError, InvalidArgumentError, reason
 from aesearch.model.checkpoint import Checkpoint, load_checkpoint, read_model_config, save_checkpoint, with_advice
 from aesearch.rowwise import CORES
-from aesearch.store.lock import writer_lock
+from aesearch.store.lock import build_lock, writer_lock
 from aesearch.store.manifest import (
     BUNDLE_ENTRIES,
     FORMAT,
@@ -453,7 +453,7 @@ def builds_bundle(build: Callable[..., T]) -> Callable[..., T]:
         bound.apply_defaults()
         target = Path(bound.arguments[where])
         check_build_target(target)
-        with writer_lock(target, within_build=True):
+        with build_lock(target):
             return build(*args, **kwargs)
 
     return locked

@@ -48,23 +48,22 @@ def lock_path(bundle: Path) -> Path:
 def writer_lock(bundle: str | Path, *, within_build: bool = False) -> Iterator[None]:
     """Hold the bundle's writer lock; a second writer gets BundleLockedError at once, never a silent wait.
 
-    within_build: a build's own steps (the writer that publishes its bundle, a build inside a build)
-    hold on to the lock the build took in this thread; any other writer is refused, even in it.
+    within_build: a step of a build in this thread (the writer that publishes its bundle, the one
+    that records its recall) holds on to the lock the build took (build_lock); any other writer is
+    refused, even in that thread.
 
     flock is released by the kernel when the holder dies (kill -9 included), so a crashed sync
     never leaves the bundle locked: no process it forked holds it (_HELD).
     """
     bundle = Path(bundle)
     path = lock_path(bundle)
-    key = (path, threading.get_ident())
-    if within_build and key in _BUILDS:  # this thread's build holds it: held on
+    if within_build and (path, threading.get_ident()) in _BUILDS:  # this thread's build holds it: held on
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     owner = os.getpid()
     _HELD.add(fd)
-    registered = False
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -75,13 +74,25 @@ def writer_lock(bundle: str | Path, *, within_build: bool = False) -> Iterator[N
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"process {os.getpid()}".encode(), 0)
-        if within_build:
-            _BUILDS.add(key)
-            registered = True
         yield
     finally:
         if os.getpid() == owner:  # a forked child that unwinds this frame closed its copy at the fork
-            if registered:
-                _BUILDS.discard(key)
             _HELD.discard(fd)
             os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def build_lock(bundle: str | Path) -> Iterator[None]:
+    """The writer lock for a whole build, from its first step (before a model trains for minutes)
+    to its last: its own steps hold on to it (writer_lock(within_build=True)), a build inside it
+    too; every other writer is refused at once."""
+    key = (lock_path(Path(bundle)), threading.get_ident())
+    if key in _BUILDS:  # a build inside this thread's build
+        yield
+        return
+    with writer_lock(bundle):
+        _BUILDS.add(key)
+        try:
+            yield
+        finally:
+            _BUILDS.discard(key)
