@@ -264,3 +264,32 @@ def test_the_page_describes_the_bundle_s_own_model_input(live_server, browser, t
     assert caption == "preprocessed 32×32"
     assert "Shirt" not in where and where.startswith(("label = ", "not path")), where
     assert preprocessing.startswith("The query is framed as the collection's images were (colour, aspect kept")
+
+
+def test_the_sketch_ink_follows_the_bundle_s_framing(live_server, browser, tmp_path):
+    """A colour collection's photo framing keeps a drawing as drawn, so light ink on black searched
+    for traffic lights among dark-on-white emoji (new-user trial): its default ink is dark on light,
+    Fashion-MNIST's stays light on dark, and each kind remembers its own choice."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from test_colour_collection import SPEC, write_colour_folder
+
+    from aesearch.pipelines.collection import build_from_folders
+
+    folder, index = tmp_path / "images", tmp_path / "colour"
+    write_colour_folder(folder, per_class=4)
+    build_from_folders(index, images=[folder], spec=SPEC, shifts=((0, 0),), epochs=1, log=None)
+
+    def ink(url: str) -> str:
+        browser.get(url)
+        WebDriverWait(browser, 20).until(lambda d: "images" in d.find_element(By.ID, "bundle").text)
+        return Select(browser.find_element(By.ID, "polarity")).first_selected_option.get_attribute("value")
+
+    browser.get(live_server)
+    browser.execute_script("localStorage.clear()")
+    with serving(create_app(index)) as colour:
+        assert (ink(live_server), ink(colour)) == ("light-on-dark", "dark-on-light")
+        Select(browser.find_element(By.ID, "polarity")).select_by_value("light-on-dark")  # chosen for photos
+        assert (ink(live_server), ink(colour)) == ("light-on-dark", "light-on-dark")
+    browser.get(live_server)
+    browser.execute_script("localStorage.clear()")

@@ -340,14 +340,16 @@ def test_a_build_holds_its_bundle_while_it_trains(colour_bundle, tmp_path, monke
         (["--index-type", "IDMap,Flat"], "drop IDMap from --index-type"),
         (["--index-type", "PQ8"], "needs at least 256 vectors to train"),
         (["--whiten-dims", "300"], "is more than z's 256 components"),
+        (["--cluster", "nonsense"], "is not a scheduler address"),
+        (["--max-index-memory", "1"], "is too small for 36 vectors"),
     ],
 )
 def test_options_the_build_would_refuse_are_refused_before_training(
     colour_bundle, tmp_path, monkeypatch, arguments, message
 ):
-    """An index type the images cannot train (or one FAISS cannot add to), or more whitened axes
-    than z has, failed after the model had trained for minutes (a traceback, for the index types),
-    and the training was thrown away."""
+    """An index type the images cannot train (or one FAISS cannot add to), more whitened axes than
+    z has, or a cluster that cannot be reached, failed after the model had trained for minutes (a
+    traceback, for the index types), and the training was thrown away."""
 
     def never(*args, **kwargs):
         raise AssertionError("trained before refusing")

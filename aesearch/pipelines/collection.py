@@ -151,6 +151,13 @@ def build_from_folders(
         manifest = stream_build(index_dir, source, checkpoint, options, log=log, skipped=skipped.extend)
         return manifest, found.skipped + skipped
     _require_torch(model_config)  # before reading every file, not after
+    if cluster not in (None, "local"):  # reachable, with workers, before a model trains for it
+        import contextlib
+
+        from aesearch.dask_cluster import connect
+
+        with contextlib.ExitStack() as stack:
+            connect(cluster, stack, instead="leave cluster unset to build here")
     pixels, records, paths, skipped = read_collection(source)
     if len(pixels) < 2:
         raise InvalidArgumentError(

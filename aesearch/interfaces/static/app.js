@@ -24,6 +24,7 @@ async function loadHealth() {
       `${h.metric}${h.transform && h.transform !== "none" ? " after " + h.transform : ""} · aesearch ${h.version}`;
     $("k").max = Math.min(100, h.count);
     describeModelInput(h.model_config || {});
+    sketchPad.useFraming((h.model_config || {}).framing || "silhouette");
     // The example filter names one of this collection's own classes (not Fashion-MNIST's Shirt).
     $("where").placeholder = h.example_label
       ? `label = ${h.example_label} and not path ~ "old/**"`
@@ -58,6 +59,7 @@ function setQuery(blob, name, sketch, id) {
 }
 
 let mapView = null; // the map (map.js): places the query, limits searches to a selection
+let sketchPad = null; // the sketch canvas (sketch.js): its default ink follows the bundle's framing
 
 // One search at a time; while one is in flight only the newest request waits (a sketch changes fast).
 async function search() {
@@ -255,7 +257,7 @@ function setUp() {
     state.marks.clear();
     search();
   });
-  setUpSketch({
+  sketchPad = setUpSketch({
     onSketch(blob) {
       setQuery(blob, "sketch.png", true);
       search();

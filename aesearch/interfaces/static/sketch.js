@@ -1,7 +1,9 @@
 // The sketch canvas: draw with a mouse, a finger or a pen (pointer events), search as you draw.
 // Strokes are kept as points so undo and a change of ink polarity redraw them exactly. The canvas
-// is sent as a PNG; the server's preprocessing frames it (trim, fit to 28x28) and handles either
-// polarity (a light background is negated), the same contract as every uploaded image.
+// is sent as a PNG and framed by the bundle's contract, as every uploaded image: Fashion-MNIST's
+// silhouettes (trim, fit to 28x28, a light background negated: either polarity works) or a colour
+// collection's photos (kept as drawn: the ink the images have, dark on white for clip art and icons).
+// So the default ink follows the bundle's framing (useFraming), and a choice is kept per framing.
 
 const DEBOUNCE_MS = 60; // searches while drawing: at most one per this many ms, plus one at the end
 const COLOURS = {
@@ -18,7 +20,8 @@ export function setUpSketch({ onSketch, onClear }) {
   let current = null; // the stroke being drawn, with its pointer id
   let timer = null;
 
-  const saved = localStorage.getItem("aesearch-polarity");
+  let remembered = "aesearch-polarity"; // the silhouette framing's (the key of earlier versions)
+  const saved = localStorage.getItem(remembered);
   if (saved && COLOURS[saved]) polarity.value = saved;
 
   function colours() {
@@ -106,9 +109,19 @@ export function setUpSketch({ onSketch, onClear }) {
     onClear();
   });
   polarity.addEventListener("change", () => {
-    localStorage.setItem("aesearch-polarity", polarity.value);
+    localStorage.setItem(remembered, polarity.value);
     redraw();
     send();
   });
   redraw();
+  return {
+    // The bundle's framing ("silhouette" or "photo"): the ink chosen for it before, else its default.
+    useFraming(framing) {
+      const photo = framing === "photo";
+      remembered = photo ? "aesearch-polarity-photo" : "aesearch-polarity";
+      const choice = localStorage.getItem(remembered);
+      polarity.value = COLOURS[choice] ? choice : photo ? "dark-on-light" : "light-on-dark";
+      redraw();
+    },
+  };
 }
