@@ -351,6 +351,12 @@ def test_duplicates_and_map_beside_a_read_only_bundle(tiny_bundle, monkeypatch):
     assert quiet.exit_code == 0 and quiet.stderr == "" and "Picture:" not in quiet.stdout
     drawn = CliRunner().invoke(cli, ["map", "--index-dir", str(tiny_bundle)])
     assert drawn.exit_code != 0 and "give --out PATH" in drawn.output
+    # eval printed nothing at all (its figures are the answer, the report picture a companion)
+    measured = CliRunner().invoke(cli, ["eval", "--index-dir", str(tiny_bundle), "--json"])
+    assert measured.exit_code == 0, measured.output
+    assert json.loads(measured.stdout)["report"] is None and "--report PATH" in measured.stderr
+    measured = CliRunner().invoke(cli, ["eval", "--index-dir", str(tiny_bundle)])
+    assert measured.exit_code == 0 and "P@10" in measured.stdout and "Report picture" not in measured.stdout
 
 
 def test_a_k_that_is_not_a_number_is_a_usage_error_without_the_int64_range(tiny_bundle, query_png):

@@ -831,14 +831,14 @@ def _id_list(text: str | None, option: str) -> list[int]:
     return parse_int_list(text or "", option)
 
 
-def _unless_unwritable(path: Path, given: bool, notes: list[str], remedy: str) -> Path | None:
-    """path, if a picture can be written there. A path the user gave that cannot be is an error; a
-    default one (beside the query, beside the bundle: a read-only folder, say) adds a note and None,
-    so that the answer is still printed."""
+def _unless_unwritable(path: Path, given: bool, notes: list[str], remedy: str, parameter: str = "out") -> Path | None:
+    """path, if a picture can be written there. A path the user gave (as `parameter`) that cannot be
+    is an error; a default one (beside the query, beside the bundle: a read-only folder, say) adds a
+    note and None, so that the answer is still printed."""
     from aesearch.errors import InvalidArgumentError
 
     try:
-        _check_output(path, "out")
+        _check_output(path, parameter)
     except InvalidArgumentError as exc:
         if given:
             raise
@@ -1072,9 +1072,11 @@ def eval_command(
             )
     from aesearch.figures.render import figure_format
 
+    notes: list[str] = []
     report_path = report or _beside_bundle(index_dir, "eval")
     figure_format(report_path)
-    _check_output(report_path, "report")
+    # Unwritable where given: an error; beside the bundle (a read-only folder): the figures, and a note.
+    report_path = _unless_unwritable(report_path, report is not None, notes, "--report PATH", "report")
     engine = SearchEngine.load(index_dir)
     _check_not_an_input(report_path, [], engine.manifest, "--report")
     if near_duplicates is not None and near_duplicates < 0:
@@ -1084,12 +1086,16 @@ def eval_command(
     result = evaluate(
         engine, protocol=protocol, baselines=baselines, index_types=types, exclude_near_duplicates=near_duplicates
     )
-    eval_report(result, engine.image, report_path)
+    if report_path is not None:
+        eval_report(result, engine.image, report_path)
     if as_json:
-        click.echo(json.dumps({**result.to_dict(), "report": str(report_path)}))
-        return
-    click.echo(tables.eval_table(result))
-    click.echo(f"Report picture: {report_path}")
+        click.echo(json.dumps({**result.to_dict(), "report": None if report_path is None else str(report_path)}))
+    else:
+        click.echo(tables.eval_table(result))
+        if report_path is not None:
+            click.echo(f"Report picture: {report_path}")
+    for note in notes:
+        click.echo(note, err=True)
 
 
 @cli.command()
