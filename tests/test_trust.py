@@ -132,3 +132,41 @@ def test_calibration_with_non_finite_or_unordered_quantiles_is_refused(bad):
         TrustCalibration.from_dict({**good, "content_quantiles": [*levels[:-1], bad]})
     with pytest.raises(ValueError, match="must not decrease"):
         TrustCalibration.from_dict({**good, "neighbour_distance_quantiles": levels[::-1]})
+
+
+def test_content_of_a_photo_is_what_differs_from_its_own_background():
+    """A blank white image on a colour bundle was in distribution, at content percentile 100: the
+    silhouettes' measure (pixels above 5%) counts every pixel of white as content (new-user trial)."""
+    from aesearch.search.trust import content
+
+    white = np.full((2, 10, 10, 3), 255, np.uint8)
+    white[1, 2:7, 3:8] = (220, 30, 30)  # a red square of 25 pixels on white
+    assert content(white, "level").tolist() == [1.0, 1.0]
+    assert content(white, "border").tolist() == [0.0, 0.25]
+    grey = np.zeros((1, 10, 10), np.float32)  # photo framing of a grey member: (n, H, W) floats
+    grey[0, 3:5, 3:8] = 0.5  # 10 pixels on black
+    assert content(grey, "border").tolist() == [0.1]
+    assert content(np.float32(0.03) + grey * 0, "border").tolist() == [0.0]  # uniform: empty, whatever its level
+    calibration = calibrate(np.arange(11) / 10, np.arange(11), white[[1] * 11], measure="border")
+    again = type(calibration).from_dict(calibration.to_dict())
+    assert again.content_measure == "border" and np.array_equal(again.content_quantiles, calibration.content_quantiles)
+    blank = again.assess(0.5, 5, white[0])
+    assert not blank.in_distribution and "almost empty" in blank.warning()
+    older = calibration.to_dict()
+    del older["content_measure"]  # a bundle written before the measure was recorded measured by level
+    assert type(calibration).from_dict(older).content_measure == "level"
+
+
+def test_a_blank_query_on_a_colour_bundle_is_flagged(tmp_path):
+    from test_colour_collection import SPEC, write_colour_folder
+
+    from aesearch.pipelines.collection import build_from_folders
+
+    folder, index = tmp_path / "images", tmp_path / "colour"
+    write_colour_folder(folder, per_class=6)
+    build_from_folders(index, images=[folder], spec=SPEC, shifts=((0, 0),), epochs=1, log=None)
+    engine = SearchEngine.load(index)
+    assert engine.trust.content_measure == "border"
+    blank = engine.query(np.full((40, 30, 3), 255, np.uint8), 3).trust
+    assert not blank.in_distribution and blank.content_percentile == 0.0
+    assert engine.query(folder / "red" / "red-01.png", 3).trust.content_percentile > 0

@@ -227,14 +227,16 @@ def calibrate_trust(
     index,
     transform: AffineTransform | None,
     options: StreamOptions,
+    framing: str,
 ) -> TrustCalibration:
     """The trust calibration: the sample's reconstruction errors, nearest-other distances of probes.
 
     sample: calibration_sample's rows, errors their reconstruction MSE (rows past the images there
-    are, items a source could not read, are left out); index: index_pass's, over the embeddings.
+    are, items a source could not read, are left out); index: index_pass's, over the embeddings;
+    framing: the model's (how the images' content is measured: trust.content_measure_for).
     """
     from aesearch.search.index import to_distance
-    from aesearch.search.trust import calibrate
+    from aesearch.search.trust import calibrate, content_measure_for
 
     n = len(embeddings)
     rng = np.random.default_rng(options.seed + 2)
@@ -247,7 +249,8 @@ def calibrate_trust(
     distances = to_distance(squared, options.metric)
     nearest_other = np.where(rows[:, 0] == probe, distances[:, -1], distances[:, 0])
     encoded = sample < n
-    return calibrate(errors[encoded], nearest_other, read_rows(images, sample[encoded]))
+    images = read_rows(images, sample[encoded])
+    return calibrate(errors[encoded], nearest_other, images, measure=content_measure_for(framing))
 
 
 def index_base(
@@ -255,6 +258,7 @@ def index_base(
     segments: Sequence[SegmentBuilder],
     options: StreamOptions,
     *,
+    framing: str,
     fit: np.ndarray | None,
     trust_sample: np.ndarray,
     trust_errors: np.ndarray,
@@ -284,7 +288,7 @@ def index_base(
         chosen.append((choice, params))
     index = indexes[0] if one else _MergedSearch(indexes, [s.count for s in segments])
     images = segments[0].images if one else StackedRows([s.images for s in segments])
-    trust = calibrate_trust(embeddings, images, trust_sample, trust_errors, index, transform, options)
+    trust = calibrate_trust(embeddings, images, trust_sample, trust_errors, index, transform, options, framing)
     if transform is not None:
         np.savez(writer.space_file("transform.npz"), mean=transform.mean, matrix=transform.matrix)
     writer.space_file("trust.json").write_text(json.dumps(trust.to_dict()) + "\n")

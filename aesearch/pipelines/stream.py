@@ -169,6 +169,7 @@ def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, enco
         writer,
         segments,
         options,
+        framing=checkpoint.model_config.framing,
         fit=fit,
         trust_sample=state.sample,
         trust_errors=state.errors,

@@ -111,7 +111,10 @@ def _compact(index_dir: str | Path) -> dict:
         for lo, hi in itertools.pairwise(bounds):
             part_paths = None if paths is None else paths[lo:hi]
             segments.append(filled_segment(writer, records[lo:hi], images[lo:hi], embeddings[lo:hi], part_paths))
-        chosen = index_base(writer, segments, options, fit=fit, trust_sample=sample, trust_errors=errors)
+        framing = bundle.checkpoint.model_config.framing
+        chosen = index_base(
+            writer, segments, options, framing=framing, fit=fit, trust_sample=sample, trust_errors=errors
+        )
         base = {"base": True} if len(segments) > 1 else {}
         for segment, (choice, params) in zip(segments, chosen, strict=True):
             writer.add_segment(segment, meta={"index_type": choice.index_type, "index_params": params, **base})

@@ -6,7 +6,10 @@ at build time:
     text or photos of other things badly;
   * nearest-neighbour distance: how far the query's z lies from the closest indexed z, against
     how far each indexed image lies from its own closest other image;
-  * content: the fraction of the 28x28 that holds the object (pixels above 5%).
+  * content: the fraction of the image that holds the object: for Fashion-MNIST's silhouettes
+    (light on black), its pixels above 5%; for a collection's photo framing (any background,
+    often white), its pixels more than 5% away from the image's own background (the median of
+    its border): measure "level" and "border", recorded with the calibration.
 A query is out of distribution when its reconstruction error or neighbour distance is above
 the 99.5th percentile, when both are above the 97.5th (each alone is common, together rare), or
 when it holds less content than 99.9% of indexed images. A blank image needs the last rule: it
@@ -28,6 +31,7 @@ JOINT_PERCENTILE = 97.5  # both signals above this: out of distribution
 CONTENT_PERCENTILE = 0.1  # less content than this percentile of indexed images: out of distribution
 CONTENT_LEVEL = 0.05  # a pixel counts as content above this (the preprocessing trim threshold)
 _LEVELS = np.linspace(0, 100, 1001)  # quantiles stored at 0.1-percentile steps
+CONTENT_MEASURES = ("level", "border")  # content(): how much of an image holds something
 
 
 @dataclass(frozen=True)
@@ -70,11 +74,14 @@ class Trust:
 
 @dataclass(frozen=True)
 class TrustCalibration:
-    """Quantiles (at 0.0, 0.1, ..., 100.0 percent) of the three signals over the indexed images."""
+    """Quantiles (at 0.0, 0.1, ..., 100.0 percent) of the three signals over the indexed images,
+    and how content was measured ("level": bundles written before the "border" measure say nothing
+    and measured it so, whatever their framing)."""
 
     reconstruction_quantiles: np.ndarray
     neighbour_quantiles: np.ndarray
     content_quantiles: np.ndarray
+    content_measure: str = "level"
 
     def assess(self, reconstruction_mse: float, neighbour_distance: float, image: np.ndarray) -> Trust:
         """image: the preprocessed 28x28 query in [0, 1]."""
@@ -87,7 +94,7 @@ class TrustCalibration:
         columns = (
             _percentile(self.reconstruction_quantiles, reconstruction_mse),
             _percentile(self.neighbour_quantiles, neighbour_distance),
-            _percentile(self.content_quantiles, content(images)),
+            _percentile(self.content_quantiles, content(images, self.content_measure)),
         )
         return [Trust(*levels) for levels in zip(*(c.tolist() for c in columns), strict=True)]
 
@@ -101,6 +108,7 @@ class TrustCalibration:
             "reconstruction_mse_quantiles": [float(v) for v in self.reconstruction_quantiles],
             "neighbour_distance_quantiles": [float(v) for v in self.neighbour_quantiles],
             "content_quantiles": [float(v) for v in self.content_quantiles],
+            "content_measure": self.content_measure,
         }
 
     @classmethod
@@ -115,23 +123,42 @@ class TrustCalibration:
             raise ValueError("trust quantiles hold NaN or infinity")
         if any((np.diff(a) < 0).any() for a in arrays):
             raise ValueError("trust quantiles must not decrease")
-        return cls(*arrays)
+        measure = data.get("content_measure", "level")
+        if measure not in CONTENT_MEASURES:
+            raise ValueError(f"trust content_measure must be one of {CONTENT_MEASURES}")
+        return cls(*arrays, content_measure=measure)
 
 
-def content(images: np.ndarray) -> np.ndarray:
-    """(n, H, W[, C]) images in [0, 1] (or uint8) -> (n,) fraction of pixel values above the background level."""
-    threshold = CONTENT_LEVEL * 255 if images.dtype == np.uint8 else CONTENT_LEVEL
-    return per_image_mean(images > threshold)
+def content(images: np.ndarray, measure: str = "level") -> np.ndarray:
+    """(n, H, W[, C]) images in [0, 1] (or uint8) -> (n,) the fraction of each that holds something.
+
+    measure "level": pixel values above the background level of a black background (silhouettes);
+    "border": pixels more than that level away, in any channel, from the median colour of the
+    image's border (photo framing pads with the image's own background, white or any other).
+    """
+    scale = 255.0 if images.dtype == np.uint8 else 1.0
+    if measure == "level":
+        return per_image_mean(images > CONTENT_LEVEL * scale)
+    pixels = np.asarray(images, np.float32).reshape(*images.shape[:3], -1) / np.float32(scale)  # (n, H, W, C)
+    border = np.concatenate([pixels[:, 0], pixels[:, -1], pixels[:, :, 0], pixels[:, :, -1]], axis=1)
+    background = np.median(border, axis=1)  # (n, C)
+    return per_image_mean(np.abs(pixels - background[:, None, None]).max(axis=-1) > CONTENT_LEVEL)
+
+
+def content_measure_for(framing: str) -> str:
+    """How a bundle of this framing measures content: silhouettes by level, photos by their border."""
+    return "border" if framing == "photo" else "level"
 
 
 def calibrate(
-    reconstruction_errors: np.ndarray, neighbour_distances: np.ndarray, images: np.ndarray
+    reconstruction_errors: np.ndarray, neighbour_distances: np.ndarray, images: np.ndarray, *, measure: str = "level"
 ) -> TrustCalibration:
     """From per-image reconstruction MSE, leave-one-out nearest-neighbour distance, and the images."""
     return TrustCalibration(
         np.percentile(np.asarray(reconstruction_errors, np.float64), _LEVELS),
         np.percentile(np.asarray(neighbour_distances, np.float64), _LEVELS),
-        np.percentile(content(images), _LEVELS),
+        np.percentile(content(images, measure), _LEVELS),
+        content_measure=measure,
     )
 
 
