@@ -169,8 +169,9 @@ def sync_rows(
     indexed = indexed_files(bundle)
     # A new file under the name of an image added in Python: two images of one path, which `remove
     # PATH` can no longer tell apart (Collection.add refuses a name a file has, too): left out, said.
-    named = {path: entry.id for (root, path), entry in indexed.items() if root == PINNED}
-    clashing = {f.key for f in found.files if f.key not in indexed and f.path in named}
+    new = [f for f in found.files if f.key not in indexed]
+    named = {path: entry.id for (root, path), entry in indexed.items() if root == PINNED} if new else {}
+    clashing = {f.key for f in new if f.path in named}
     report.skipped += [
         Skipped(
             path,
