@@ -130,3 +130,4 @@ def test_ambiguous_or_absurd_requests_are_refused_in_words(client):
     bright = base64.b64encode(np.full((28, 28), 5.0, "<f4").tobytes()).decode()  # not what framing gives
     refused = client.post("/api/search?k=3", data={"pixels": bright})
     assert refused.status_code == 400 and "outside [0, 1]" in refused.json()["detail"]
+    assert "prepare()" not in refused.json()["detail"]  # a Python call, in advice to an HTTP client

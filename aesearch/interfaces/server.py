@@ -202,6 +202,11 @@ def create_app(
         number = None if id is None else parse_int(id, "image id")
         if pixels is not None:  # aesearch.Client frames images as the engine does, and sends them exactly
             framed = wire.floats_from(pixels, engine.autoencoder.config.image_shape, "pixels")
+            if not np.isfinite(framed).all() or framed.min(initial=0) < 0 or framed.max(initial=0) > 1:
+                raise InvalidArgumentError(  # the engine's words name prepare(), a Python call
+                    "pixels hold values outside [0, 1]: send the image framed by the bundle's contract "
+                    "(as aesearch.Client does), or upload the image file as `image`"
+                )
         filename = (image.filename or "")[:_ECHO] if image is not None else f"id {number}" if number is not None else ""
 
         def answer() -> JSONResponse:  # on a decode slot: everything but parsing the request
