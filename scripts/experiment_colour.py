@@ -809,7 +809,8 @@ def compare(
     """A trained run's saved vectors against the baselines on the same queries and database:
     per-query P@10, with the 95% interval of each difference from the model's. fuse: the model's
     vector is the two-part one (unit(grey z, whitened or, fuse_grey "raw", not) beside fuse x
-    unit(whitened z))."""
+    unit(whitened z)); fuse_grey "prior": unit(grey z) beside 0.5 x unit(RGB Hellinger histogram)
+    and fuse x unit(whitened z))."""
     v = np.load(vectors)
     database, queries = v["database"], v["queries"]
     c = load(name, 64, root, validation)
@@ -820,7 +821,15 @@ def compare(
 
     found = {}
     grey = grey_vectors(c, root)
-    if fuse:
+    if fuse and fuse_grey == "prior":  # the space that needs no training, beside fuse x the trained z
+        h = np.sqrt(histograms(c.images, "rgb"))
+        wd, wq = whiten(v["zd"], v["zq"])
+        fd_ = np.concatenate([unit(grey[d]), 0.5 * unit(h[d]), fuse * unit(wd)], 1)
+        fq_ = np.concatenate([unit(grey[q]), 0.5 * unit(h[q]), fuse * unit(wq)], 1)
+        found[f"grey model + 0.5 x RGB histogram + {fuse} x trained z (whitened), cosine"] = per_query_p10(
+            cosine_distance(fq_, fd_), c.labels, q, d
+        )
+    elif fuse:
         fd_, fq_ = fused(grey[d], grey[q], v["zd"], v["zq"], fuse, fuse_grey)
         found[f"grey model ({fuse_grey}) + {fuse} x trained z (whitened), cosine"] = per_query_p10(
             cosine_distance(fq_, fd_), c.labels, q, d
@@ -915,7 +924,12 @@ def main() -> None:
         default=",".join(str(a) for a in FUSE_ALPHAS),
         help="train: weights of the trained z beside the grey model's z in the two-part search",
     )
-    parser.add_argument("--fuse-grey", choices=["white", "raw"], default="white", help="compare --fuse: grey z space")
+    parser.add_argument(
+        "--fuse-grey",
+        choices=["white", "raw", "prior"],
+        default="white",
+        help="compare --fuse: grey z whitened or raw; prior: grey z (raw) beside 0.5 x RGB Hellinger histogram",
+    )
     parser.add_argument(
         "--fuse",
         type=float,
