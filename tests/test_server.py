@@ -131,3 +131,16 @@ def test_ambiguous_or_absurd_requests_are_refused_in_words(client):
     refused = client.post("/api/search?k=3", data={"pixels": bright})
     assert refused.status_code == 400 and "outside [0, 1]" in refused.json()["detail"]
     assert "prepare()" not in refused.json()["detail"]  # a Python call, in advice to an HTTP client
+
+
+def test_refine_takes_its_filter_as_search_does(client):
+    """/api/refine read the filter from the form only: ?where= was dropped, the hits unfiltered and
+    nothing said (second new-user trial)."""
+    found = client.post("/api/search?k=3&id=3&arrays=true").json()
+    latent = found["arrays"]["latent"]["float32"]
+    by_form = client.post("/api/refine?k=3&more=5", data={"latent": latent, "where": "id < 40"}).json()
+    by_query = client.post("/api/refine?k=3&more=5&where=id%20%3C%2040", data={"latent": latent}).json()
+    assert [h["id"] for h in by_query["hits"]] == [h["id"] for h in by_form["hits"]]
+    assert all(h["id"] < 40 for h in by_query["hits"])
+    both = client.post("/api/refine?k=3&where=id%20%3C%2040", data={"latent": latent, "where": "id < 5"})
+    assert both.status_code == 400 and "give the filter once" in both.json()["detail"]

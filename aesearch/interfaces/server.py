@@ -82,6 +82,13 @@ def _example_label(class_names: list[str]) -> str | None:
     return json.dumps(class_names[0]) if class_names else None
 
 
+def _one_filter(form: str | None, query: str | None) -> str | None:
+    """The filter of a request, sent as the form field `where` (it holds a long id list) or as ?where=."""
+    if form is not None and query is not None:  # which one was meant? never a silent choice
+        raise InvalidArgumentError("give the filter once: as the form field `where` or as ?where=, not both")
+    return form if form is not None else query
+
+
 def create_app(
     index_dir: str | Path = defaults.INDEX_DIR,
     *,
@@ -191,9 +198,7 @@ def create_app(
             )
         engine = live.get()
         k = parse_int(k, "k", low=1, high=len(engine))
-        if where is not None and where_query is not None:  # which one was meant? never a silent choice
-            raise InvalidArgumentError("give the filter once: as the form field `where` or as ?where=, not both")
-        where = engine.subset(where if where is not None else where_query)[0]  # a bad filter: 400 before decoding
+        where = engine.subset(_one_filter(where, where_query))[0]  # a bad filter: 400 before decoding
         if explain and k > defaults.SERVER_MAX_EXPLAINED_HITS:  # a minute of CPU at k = 70,000 otherwise
             raise InvalidArgumentError(
                 f"explain=true explains at most {defaults.SERVER_MAX_EXPLAINED_HITS} hits, got k={k}: ask for fewer "
@@ -244,6 +249,7 @@ def create_app(
         more: str | None = None,
         less: str | None = None,
         where: str | None = Form(None, description="filter (docs/filters.md): the one the result was made with"),
+        where_query: str | None = Query(None, alias="where", description="filter, as a query parameter"),
     ) -> Response:
         """engine.refine for a client that holds the result: every mark so far, in order (the server keeps none)."""
         engine = live.get()
@@ -254,7 +260,7 @@ def create_app(
                 f"latent holds values past {MAX_LATENT:g}, far beyond any encoder's output: "
                 "send the latent a query returned"
             )
-        where = engine.subset(where)[0]
+        where = engine.subset(_one_filter(where, where_query))[0]  # ?where= was dropped without a word
         # refine reads only the latent, its marks and its filter
         seed = QueryResult([], vector, vector, 0.0, None, vector, where=where)
         result = engine.refine(seed, steering.parse_ids(more, "more"), steering.parse_ids(less, "less"), k=k)
