@@ -205,6 +205,20 @@ def test_a_partial_answer_is_flagged_never_silent(ivf_segmented, client, stalled
             sharded.search(plain.encode(QUERIES[:1]), 5)
 
 
+def test_an_answer_completed_after_its_shard_moved_is_not_flagged(ivf_segmented, client, stalled):
+    """k = every image: the first search misses the stalled shard's images, so every row is searched
+    again, exhaustively, after its segments moved to the worker that answers. The answer is
+    complete, and was flagged partial all the same (second new-user trial, with kill -9)."""
+    plain = SearchEngine.load(ivf_segmented)
+    with Cluster(client, allow_partial=True) as cluster:
+        sharded = SearchEngine.load(ivf_segmented, cluster=cluster)
+        assert not sharded.query(QUERIES[0], 5).missing_shards  # warm: every shard has answered once
+        result = sharded.query(QUERIES[0], len(plain))
+        expected = plain.query(QUERIES[0], len(plain))
+        assert [h.id for h in result.hits] == [h.id for h in expected.hits]
+        assert result.missing_shards == ()
+
+
 def test_a_stalled_copy_is_answered_for_by_the_other_in_the_same_time(ivf_segmented, client, stalled):
     plain = SearchEngine.load(ivf_segmented)
     with Cluster(client, replicas=2) as cluster:

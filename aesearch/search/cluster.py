@@ -64,6 +64,9 @@ _FAR = np.float32(np.finfo(np.float32).max)
 
 # Within noting_missing_shards(): the shards a partial answer left out (None: partial answers are refused).
 _missing: ContextVar[set[str] | None] = ContextVar("aesearch_missing_shards", default=None)
+# Within one ShardedIndex search: each query row's missing shards, as the last search of that row left
+# them (a row searched again, wider or exhaustively, keeps the answer of the later search).
+_row_missing: ContextVar[list[set[str]] | None] = ContextVar("aesearch_row_missing_shards", default=None)
 
 
 @contextlib.contextmanager
@@ -492,6 +495,32 @@ class ShardedIndex(SegmentedIndex):
             digest = hashlib.blake2b(packed.tobytes(), digest_size=12).hexdigest()
             plans.append(_RemotePlan(rows, digest, packed, len(mask)))
         return Subset(plans, count)
+
+    def _search_prepared(self, prepared: np.ndarray, k: int, subset: Subset | None = None):
+        """SegmentedIndex's search; where partial answers are allowed, the shards flagged missing are
+        those missing from the searches whose answers the rows keep: a first search without a lost
+        shard, searched again once its segments moved, is complete (it was flagged all the same)."""
+        flags = _missing.get()
+        if flags is None:
+            return super()._search_prepared(prepared, k, subset)
+        rows = [set() for _ in range(len(prepared))]
+        token = _row_missing.set(rows)
+        try:
+            answer = super()._search_prepared(prepared, k, subset)
+        finally:
+            _row_missing.reset(token)
+        flags.update(*rows)
+        return answer
+
+    def _merged_rows(self, prepared: np.ndarray, rows: np.ndarray | None, k: int, **options):
+        noted = _row_missing.get()
+        if noted is None:
+            return super()._merged_rows(prepared, rows, k, **options)
+        with noting_missing_shards() as missing:  # this search's own
+            answer = super()._merged_rows(prepared, rows, k, **options)
+        for row in range(len(noted)) if rows is None else rows:
+            noted[row] = set(missing)
+        return answer
 
     def _merged(self, prepared: np.ndarray, k: int, *, subset: Subset | None = None, **options):
         """The segments' answers from the shards, ranked as SegmentedIndex._merged ranks its parts'."""

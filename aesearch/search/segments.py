@@ -164,18 +164,23 @@ class SegmentedIndex:
         """Exactly k results a row whenever k images are live (and match): an approximate index that
         finds fewer (IVF lists probed hold fewer than k live vectors) searches those rows again
         exhaustively."""
-        squared, ids = self._merged(prepared, k, exhaustive=False, subset=subset)
+        squared, ids = self._merged_rows(prepared, None, k, exhaustive=False, subset=subset)
         if subset is None and self.far_squared is not None and self._widens:
             far = np.flatnonzero(squared[:, 0] > self.far_squared)
             if len(far):  # unlike the probes the index was tuned on: look further (defaults.WIDE_SEARCH...)
                 wide = self.wide_search or True
-                squared[far], ids[far] = self._merged(prepared[far], k, exhaustive=False, wide=wide)
+                squared[far], ids[far] = self._merged_rows(prepared, far, k, exhaustive=False, wide=wide)
         available = min(k, self.count if subset is None else subset.count)
         short = np.flatnonzero((ids[:, :available] < 0).any(axis=1))
         if len(short):
-            squared[short], ids[short] = self._merged(prepared[short], k, exhaustive=True, subset=subset)
+            squared[short], ids[short] = self._merged_rows(prepared, short, k, exhaustive=True, subset=subset)
         ids = np.where(squared >= np.finfo(np.float32).max / 2, -1, ids)
         return to_distance(squared, self.spec.metric), ids
+
+    def _merged_rows(self, prepared: np.ndarray, rows: np.ndarray | None, k: int, **options):
+        """_merged() of prepared[rows] (None: every row); a cluster's index notes which shards answered
+        each row (ShardedIndex)."""
+        return self._merged(prepared if rows is None else prepared[rows], k, **options)
 
     def _merged(
         self,
