@@ -245,6 +245,20 @@ def test_refusals_are_the_engines_exceptions(pair, case):
         assert str(got.value) == str(expected.value)
 
 
+def test_a_client_checks_its_timeout_and_outlives_close(pair):
+    """Client(timeout=-1) failed at its first request with httpx's ValueError; a call after close()
+    raised httpx's RuntimeError, though close() says a later call opens another connection; a URL
+    with a path past the server's (…/api) was "InvalidArgumentError: Not Found" (second new-user trial)."""
+    _, client = pair
+    for timeout in (-1, 0, float("nan"), "5", True):
+        with pytest.raises(InvalidArgumentError, match="timeout is seconds to wait"):
+            Client(client.url, timeout=timeout)
+    client.close()
+    assert client.health()["status"] == "ok"
+    with Client(client.url + "/api") as wrong, pytest.raises(ServerError, match="has no aesearch API at /api/"):
+        wrong.query_id(1, k=1)
+
+
 def test_an_unreachable_server_is_one_line_naming_it():
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -262,7 +276,8 @@ def test_an_unreachable_server_is_one_line_naming_it():
         (400, {"detail": "not a PNG", "error": "ImageError"}, ImageError, "not a PNG"),
         (400, {"detail": "odd", "error": "SystemExit"}, AesearchError, "odd"),  # only our own classes
         (400, {"detail": "this server does not answer for that Host header"}, AesearchError, "Host header"),
-        (404, {"detail": "no image with id 9"}, InvalidArgumentError, "no image with id 9"),
+        (404, {"detail": "no id 9", "error": "InvalidArgumentError"}, InvalidArgumentError, "no id 9"),
+        (404, {"detail": "Not Found"}, ServerError, "has no aesearch API (404 Not Found): give the server's own"),
         (413, {"detail": "upload is over the 10 MB limit"}, ImageError, "over the 10 MB limit"),
         (422, {"detail": "image: Field required"}, InvalidArgumentError, "Field required"),
         (503, {"detail": "the server is busy decoding 2 other uploads"}, ServerError, "busy decoding"),

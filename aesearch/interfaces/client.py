@@ -59,8 +59,11 @@ class Client:
     def __init__(self, url: str = DEFAULT_URL, *, timeout: float = TIMEOUT_S) -> None:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise InvalidArgumentError(f"url must start with http:// or https://, got {str(url)[:80]!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < float("inf"):
+            raise InvalidArgumentError(f"timeout is seconds to wait for the server, above 0, got {timeout!r}")
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        self._timeout = float(timeout)
+        self._http = httpx.Client(base_url=self.url, timeout=self._timeout)
         self._model_config: ModelConfig | None = None
 
     def __repr__(self) -> str:
@@ -201,6 +204,8 @@ class Client:
             raise ServerError(f"{self.url}{path} answered with something other than JSON: is it aesearch?") from None
 
     def _request(self, method: str, path: str, **options) -> httpx.Response:
+        if self._http.is_closed:  # close() ends a connection, not the Client: a later call opens another
+            self._http = httpx.Client(base_url=self.url, timeout=self._timeout)
         try:
             response = self._http.request(method, path, **options)
         except httpx.TimeoutException:
@@ -225,6 +230,15 @@ def refusal(response: httpx.Response, url: str) -> AesearchError:
     status = response.status_code
     if not isinstance(detail, str):
         detail = f"the aesearch server at {url} answered {status} {response.reason_phrase}"
+    if status == 404 and not (isinstance(body, dict) and body.get("error")):  # not one of aesearch's own 404s
+        try:
+            path = f" at {response.request.url.path}"
+        except RuntimeError:  # a response made without its request
+            path = ""
+        return ServerError(
+            f"{url} has no aesearch API{path} (404 Not Found): give the server's own address, "
+            "as `aesearch serve` prints it (e.g. http://127.0.0.1:8000)"
+        )
     if status == 400:
         named = getattr(errors, str(body.get("error")), None)
         kind = named if isinstance(named, type) and issubclass(named, AesearchError) else AesearchError
