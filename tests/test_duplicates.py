@@ -189,3 +189,14 @@ def test_eval_excludes_cross_split_copies(tmp_path):
     args = ["--protocol", "validation", "--exclude-near-duplicates", "0.01", "--report", str(tmp_path / "e.png")]
     refused = CliRunner().invoke(cli, ["eval", "--index-dir", str(tmp_path / "b"), *args])
     assert refused.exit_code == 1 and 'use --protocol "test"' in refused.output, "the CLI names its option"
+
+
+def test_find_duplicates_refuses_what_is_not_an_engine_or_a_distance(tmp_path):
+    """A path for the engine, or a threshold of "0.01" or None, raised AttributeError or numpy's
+    TypeError (second new-user trial)."""
+    engine = SearchEngine.load(make_bundle(tmp_path / "b", n=20))
+    with pytest.raises(InvalidArgumentError, match=r"takes a SearchEngine, got str: find_duplicates\(SearchEngine"):
+        find_duplicates(str(tmp_path / "b"))
+    for threshold in ("0.01", None, True, float("nan"), -1):
+        with pytest.raises(InvalidArgumentError, match="`threshold` must be a distance of 0 or more"):
+            find_duplicates(engine, threshold=threshold)

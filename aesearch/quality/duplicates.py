@@ -115,9 +115,17 @@ def find_duplicates(
         across_splits: keep only pairs whose images are in different splits (Fashion-MNIST:
             training images that reappear in the test split).
     """
-    if not np.isfinite(threshold) or threshold < 0:
+    from aesearch.search.engine import SearchEngine
+
+    if not isinstance(engine, SearchEngine):  # a path, say: an AttributeError three calls down otherwise
         raise InvalidArgumentError(
-            f"`threshold` must be a distance of 0 or more, got {threshold}", parameter="threshold"
+            f"find_duplicates takes a SearchEngine, got {type(engine).__name__}: "
+            "find_duplicates(SearchEngine.load(index_dir))"
+        )
+    real = isinstance(threshold, int | float | np.integer | np.floating) and not isinstance(threshold, bool)
+    if not real or not np.isfinite(threshold) or threshold < 0:
+        raise InvalidArgumentError(
+            f"`threshold` must be a distance of 0 or more, got {threshold!r}", parameter="threshold"
         )
     engine.require_images()
     if across_splits and len(engine.bundle.split_names) == 1:  # the answer would be "none", for no reason
