@@ -336,6 +336,15 @@ def test_a_query_beside_a_read_only_image_answers_and_says_the_picture_was_not_w
     assert not list(query_png.parent.glob("*.aesearch.png")) and not list(query_png.parent.glob("*.explain.png"))
 
 
+@pytest.mark.parametrize("command", ["query", "duplicates"])
+def test_out_and_no_picture_together_are_refused(tiny_bundle, query_png, tmp_path, command):
+    """`--no-picture --out P` exited 0 and wrote nothing (second new-user trial)."""
+    image = [str(query_png)] if command == "query" else []
+    result = run(command, *image, "--index-dir", tiny_bundle, "--no-picture", "--out", tmp_path / "p.png")
+    assert result.exit_code == 1 and "give one of them" in result.output, result.output
+    assert not (tmp_path / "p.png").exists()
+
+
 def test_a_picture_path_the_user_gave_that_cannot_be_written_is_an_error(tiny_bundle, query_png, monkeypatch, tmp_path):
     refuse_writes_under(monkeypatch, tmp_path)
     result = run("query", query_png, "--index-dir", tiny_bundle, "--out", tmp_path / "r.png")

@@ -320,6 +320,7 @@ def test_replicas_take_turns_and_answer_for_a_failed_worker(ivf_segmented, clien
         (["--cluster", "local", "--workers", "2"], "--cluster serves from one process"),
         (["--allow-partial"], "--allow-partial is for --cluster"),
         (["--replicas", "2"], "--replicas is for --cluster"),
+        (["--cluster", " "], "--cluster is empty"),  # an unset $SCHEDULER served without a cluster, silently
     ],
 )
 def test_serve_cluster_errors_are_one_line(tiny_bundle, args, message):

@@ -747,9 +747,11 @@ def query(
     if image is not None and query_id is not None:
         raise InvalidArgumentError("give an IMAGE file or --id N, not both")
 
+    if out is not None and no_picture:  # which one was meant? it wrote nothing, without a word
+        raise InvalidArgumentError("--out names the picture to write, --no-picture writes none: give one of them")
     engine = SearchEngine.load(index_dir, model=_shipped_if_named(model))
     where = _checked_where(engine, where)
-    if out is not None and not no_picture:
+    if out is not None:
         _check_not_an_input(out, [image], engine.manifest)
     if query_id is not None:
         result = engine.query_id(query_id, k, where=where)
@@ -1164,6 +1166,8 @@ def duplicates(
         raise InvalidArgumentError("--dry-run goes with --move-to DIR or --undo JOURNAL")
     if move_to is not None and as_csv:
         raise InvalidArgumentError("--move-to prints a summary, or --json: not --csv")
+    if out is not None and no_picture:  # which one was meant? it wrote nothing, without a word
+        raise InvalidArgumentError("--out names the picture to write, --no-picture writes none: give one of them")
     notes: list[str] = []
     if not no_picture:
         given = out is not None
@@ -1377,6 +1381,8 @@ def serve(
     from aesearch.interfaces.workers import parse_workers, run_workers, split_limits
 
     engine = None
+    if cluster is not None and not cluster.strip():  # an unset $SCHEDULER: served without a cluster, silently
+        raise InvalidArgumentError("--cluster is empty: give a Dask scheduler's address (HOST:PORT), or `local`")
     if cluster:
         from aesearch.search.cluster import Cluster
         from aesearch.search.engine import SearchEngine
