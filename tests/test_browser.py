@@ -293,3 +293,29 @@ def test_the_sketch_ink_follows_the_bundle_s_framing(live_server, browser, tmp_p
         assert (ink(live_server), ink(colour)) == ("light-on-dark", "light-on-dark")
     browser.get(live_server)
     browser.execute_script("localStorage.clear()")
+
+
+def test_the_neighbours_box_takes_what_it_says_or_says_why_not(live_server, browser, trained_bundle, tmp_path):
+    """0, -5, 1e3 and "abc" searched for 8 or 1 hits without a word (second new-user trial)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from aesearch.search.engine import SearchEngine
+
+    query = tmp_path / "query.png"
+    Image.fromarray(SearchEngine.load(trained_bundle).image(700)).save(query)
+    browser.get(live_server)
+    WebDriverWait(browser, 20).until(lambda d: "images" in d.find_element(By.ID, "bundle").text)
+    browser.find_element(By.ID, "file-input").send_keys(str(query))
+    WebDriverWait(browser, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#hits .hit")) == 8)
+    k = browser.find_element(By.ID, "k")
+    typing = "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('change'))"
+    # (a number box holds "" for "abc": the browser drops what is not a number)
+    for typed, said in [("0", '"0"'), ("-5", '"-5"'), ("1e3", '"1e3"'), ("abc", "nothing"), ("101", '"101"')]:
+        browser.execute_script(typing, k, typed)
+        WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "error").is_displayed())
+        assert f"got {said}" in browser.find_element(By.ID, "error").text
+        assert "whole number from 1 to 100" in browser.find_element(By.ID, "error").text
+    browser.execute_script(typing, k, "3")
+    WebDriverWait(browser, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#hits .hit")) == 3)
+    assert not browser.find_element(By.ID, "error").is_displayed()

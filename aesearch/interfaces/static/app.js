@@ -64,6 +64,14 @@ let sketchPad = null; // the sketch canvas (sketch.js): its default ink follows 
 // One search at a time; while one is in flight only the newest request waits (a sketch changes fast).
 async function search() {
   if (!state.query) return;
+  // The neighbours box, read as typed: 0, -5, 1e3 or "abc" were turned into 8 or 1 hits without a word.
+  const typed = $("k").value.trim();
+  const most = Number($("k").max) || 100;
+  if (!/^[0-9]+$/.test(typed) || Number(typed) < 1 || Number(typed) > most) {
+    showError(`neighbours: give a whole number from 1 to ${most}, got ${typed ? `"${typed}"` : "nothing"}`);
+    return;
+  }
+  const k = Number(typed);
   if (state.inFlight) {
     state.pending = true;
     return;
@@ -75,7 +83,6 @@ async function search() {
   const { blob, name, sketch } = query;
   $("error").hidden = true;
   if (!sketch) $("status").textContent = `Searching for ${name}…`;
-  const k = Math.max(1, parseInt($("k").value, 10) || 8);
   const params = new URLSearchParams({ k: String(k) });
   const more = [...state.marks].filter(([, m]) => m === "more").map(([id]) => id);
   const less = [...state.marks].filter(([, m]) => m === "less").map(([id]) => id);
