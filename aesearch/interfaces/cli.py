@@ -1420,6 +1420,11 @@ def serve(
     app.state.engine.warm_up()  # a cold page cache (a reboot): fast first answers, warm ones soon after
     processes = f", {workers} worker processes" if workers > 1 else ""
     processes += f", shards on the Dask cluster at {engine.cluster.address}" if cluster else ""
+    if cluster and replicas > 1:  # a copy a worker: more copies than workers are not made
+        held = len(engine.cluster.shards)
+        processes += f", {min(replicas, held)} copies of each segment" + (
+            f" (asked {replicas}: {held} workers; start more with `dask worker`)" if replicas > held else ""
+        )
     # The port bound, which --port 0 leaves to the system; an IPv6 address in brackets, as a URL needs.
     address = f"[{host}]" if ":" in host else host
     url = f"http://{address}:{sock.getsockname()[1]}/"
