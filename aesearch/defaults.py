@@ -20,6 +20,17 @@ COLLECTION_RECIPE = "reconstruction"  # training on a grey folder collection (--
 # member (architecture.member_for) at the size the images call for, one of these, unless --size.
 COLLECTION_SIZES = (32, 48, 64)
 COLLECTION_Z_SIZE = 256  # its latent size unless --z-size
+# A colour member searches in three parts (architecture.ModelConfig.prior, docs/colour-models.md): the
+# shipped grey model's z (unit length), beside this weight x an RGB histogram of this many levels per
+# channel (its square root: Hellinger), beside this weight x the trained z (whitened, unit length). Its
+# decoder also takes the grey z, whitened on the training images to this many axes. Its views pull an
+# image towards one of this many nearest training images in the first two parts (which need no
+# training). Chosen on the validation split of three colour collections (docs/colour-models.md).
+PRIOR_HISTOGRAM_LEVELS = 8
+PRIOR_HISTOGRAM_WEIGHT = 0.5
+PRIOR_BRANCH_WEIGHT = 0.5
+PRIOR_CONDITION_DIMS = 192
+PRIOR_NEIGHBOURS = 10
 COLOUR_RECIPE = "retrieval"  # and its recipe, with a length and batch for the collection's size:
 # about 200,000 image-passes (where the measured runs stopped gaining), 20 to 400 joint epochs,
 # then 3 to 10 decoder-only epochs, batch 128 (docs/colour-models.md)

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from aesearch.errors import ImageError
-from aesearch.sources.preprocess import _fit_and_centre, preprocess, preprocess_batch
+from aesearch.model.framing import fit_and_centre
+from aesearch.sources.preprocess import preprocess, preprocess_batch
 from tests.conftest import synthetic_images
 
 
@@ -18,7 +19,7 @@ from tests.conftest import synthetic_images
 def dataset_like():
     """Synthetic images framed the way Fashion-MNIST's are (longest edge 28, centred, brightest
     pixel white), uint8."""
-    framed = [_fit_and_centre(im.astype(np.float32) / im.max()) for im in synthetic_images(6, seed=7)]
+    framed = [fit_and_centre(im.astype(np.float32) / im.max()) for im in synthetic_images(6, seed=7)]
     return [(np.clip(f, 0, 1) * 255).round().astype(np.uint8) for f in framed]
 
 

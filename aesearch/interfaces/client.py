@@ -144,7 +144,7 @@ class Client:
         return replace(result, hits=[_hit(h) for h in answer["hits"]], feedback=feedback)
 
     def image(self, id: int) -> np.ndarray:
-        """engine.image(id): the indexed image, as stored (uint8)."""
+        """engine.image(id): the indexed image, as pictures show it (uint8)."""
         id = _integer(id, "an image id")
         response = self._request("GET", f"/api/images/{id}.png")
         try:
@@ -154,9 +154,9 @@ class Client:
             raise ServerError(f"{self.url} sent image {id} as something that is not a PNG ({reason(exc)})") from None
 
     def images(self, ids: Sequence[int]) -> np.ndarray:
-        """(n, *image_shape) uint8: these indexed images (a result's images_of)."""
+        """(n, *picture_shape) uint8: these indexed images (a result's images_of)."""
         pictures = [self.image(id) for id in ids]
-        return np.stack(pictures) if pictures else np.zeros((0, *self.model_config().image_shape), np.uint8)
+        return np.stack(pictures) if pictures else np.zeros((0, *self.model_config().picture_shape), np.uint8)
 
     def model_config(self) -> ModelConfig:
         """The served bundle's model: its input size, channels and framing (asked once per Client;

@@ -122,6 +122,17 @@ def _recall(manifest: dict) -> str:
     return text
 
 
+def _vectors(manifest: dict, pooled: str) -> str:
+    """What a bundle stores per image: z, or a prior's parts before it (model/prior.py)."""
+    model = (manifest.get("model") or {}).get("config") or {}
+    if model.get("prior"):
+        return (
+            f"{manifest.get('z_size')} numbers: the grey Fashion-MNIST model's z (314) and an RGB histogram (512), "
+            f"searched beside the colour model's z ({model.get('z_size')})"
+        )
+    return f"z of {manifest.get('z_size')} dimensions{pooled}"
+
+
 def manifest_table(index_dir: Path, manifest: dict) -> str:
     """A bundle manifest as the summary `aesearch info` prints."""
     model = manifest.get("model") or {}
@@ -138,7 +149,7 @@ def manifest_table(index_dir: Path, manifest: dict) -> str:
     rows = [
         ("index", str(index_dir)),
         ("images", f"{manifest.get('count', '?'):,} ({manifest.get('dataset', '?')}: {splits})"),
-        ("vectors", f"z of {manifest.get('z_size')} dimensions{pooled}"),
+        ("vectors", _vectors(manifest, pooled)),
         (
             "transform",
             "none"

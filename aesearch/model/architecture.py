@@ -25,6 +25,11 @@ B4_TO_PATCHES = (1, 2, 0)  # its bias (c, k, l) -> (k, l, c)
 
 
 FRAMINGS = ("silhouette", "photo")  # how an image is framed for the model: see sources/preprocess.py
+# What a member's vector holds before its own z ("": nothing). "grey-histogram": the shipped grey
+# model's pooled z of the image and the square root of its RGB histogram, the two parts that need no
+# training; the decoder also takes the grey z (whitened, the condition). See ModelConfig.prior.
+PRIORS = ("", "grey-histogram")
+GREY_Z = defaults.Z_SIZE  # the shipped grey (seed) model's z, the prior's first part
 KERNELS = (2, 4)  # 2: the seed's non-overlapping stride-2 convolutions; 4: overlapping, padding 1
 MAX_STAGES = 6
 
@@ -50,6 +55,13 @@ class ModelConfig:
     widths: tuple[int, ...] = (C1, C2)  # channels after each stride-2 convolution
     kernel: int = 2
     framing: str = "silhouette"  # "silhouette": Fashion-MNIST's framing; "photo": the whole image, aspect kept
+    # "grey-histogram" (colour members trained since session 27): the vector a member encodes an image
+    # to is [grey z, sqrt(RGB histogram), z], searched as unit(grey z) beside 0.5 x the histogram beside
+    # 0.5 x unit(whitened z) (search_layout); the decoder decodes z with the grey z whitened on the
+    # training images beside it (condition_size axes). The grey model's weights and that whitening
+    # travel in the checkpoint ("prior." names), so a bundle answers the same whatever ships later.
+    prior: str = ""
+    bias: bool = False  # the convolutions add a bias per channel (the seed's have none)
 
     def __post_init__(self) -> None:
         if isinstance(self.z_size, bool) or not isinstance(self.z_size, int) or not 1 <= self.z_size <= 100_000:
@@ -75,6 +87,12 @@ class ModelConfig:
             raise ValueError(f"framing must be one of {FRAMINGS}, got {self.framing!r}")
         if self.framing == "silhouette" and self.channels != 1:
             raise ValueError("silhouette framing makes greyscale images: use channels 1, or framing 'photo'")
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
+        if self.prior and (self.channels != 3 or self.framing != "photo"):
+            raise ValueError(
+                "a grey-histogram prior is for colour photo-framed members: use channels 3, framing 'photo'"
+            )
 
     @property
     def stages(self) -> int:
@@ -91,8 +109,49 @@ class ModelConfig:
         return self.widths[-1] * self.grid * self.grid
 
     @property
+    def histogram_size(self) -> int:
+        """The prior's histogram bins: levels per channel, cubed (512)."""
+        return defaults.PRIOR_HISTOGRAM_LEVELS**3 if self.prior else 0
+
+    @property
+    def prior_size(self) -> int:
+        """The numbers the vector holds before z: the grey z and the histogram (0 without a prior)."""
+        return GREY_Z + self.histogram_size if self.prior else 0
+
+    @property
+    def vector_size(self) -> int:
+        """What encode() gives per image and decode() takes, and the bundle stores: z, after the prior's parts."""
+        return self.prior_size + self.z_size
+
+    @property
+    def condition_size(self) -> int:
+        """The whitened grey z's axes the decoder takes beside z (0: none)."""
+        return defaults.PRIOR_CONDITION_DIMS if self.prior else 0
+
+    @property
+    def search_layout(self) -> tuple[tuple[int, float, bool], ...]:
+        """How a vector becomes a search vector, part by part: (width, weight, whitened). Each part
+        is made unit length and weighted, the whitened one after the bundle's whitening (when it has
+        one); () for a member without a prior (the whole vector is one part, as it always was)."""
+        if not self.prior:
+            return ()
+        return (
+            (GREY_Z, 1.0, False),
+            (self.histogram_size, defaults.PRIOR_HISTOGRAM_WEIGHT, False),
+            (self.z_size, defaults.PRIOR_BRANCH_WEIGHT, True),
+        )
+
+    @property
     def image_shape(self) -> tuple[int, ...]:
-        """One input image as the store and the runtime hold it: (size, size), or (size, size, 3) in colour."""
+        """One input image as the store and the runtime hold it: (size, size), or (size, size, 3) in colour;
+        (size, size, 4) with a prior: premultiplied RGBA, transparency kept for the grey part (model/prior.py)."""
+        side = (self.image_size, self.image_size)
+        return side if self.channels == 1 else (*side, self.channels + 1 if self.prior else self.channels)
+
+    @property
+    def picture_shape(self) -> tuple[int, ...]:
+        """One image as pictures show it and the decoder gives it back: image_shape without transparency
+        (composited onto white, model/prior.py's pictures())."""
         side = (self.image_size, self.image_size)
         return side if self.channels == 1 else (*side, self.channels)
 
@@ -111,7 +170,12 @@ class ModelConfig:
         colour = "grey" if self.channels == 1 else "colour"
         kernel = "" if self.kernel == 2 else f", kernel {self.kernel}"
         widths = "-".join(map(str, self.widths))
-        return f"{self.image_size}x{self.image_size} {colour}, z {self.z_size}, widths {widths}{kernel}, {self.framing}"
+        prior = ", beside the grey model and a colour histogram" if self.prior else ""
+        prior = (", biased convolutions" if self.bias else "") + prior
+        return (
+            f"{self.image_size}x{self.image_size} {colour}, z {self.z_size}, widths {widths}{kernel}, {self.framing}"
+            + prior
+        )
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -128,10 +192,12 @@ class ModelConfig:
             widths=tuple(int(w) for w in data.get("widths", (C1, C2))),
             kernel=int(data.get("kernel", 2)),
             framing=str(data.get("framing", "silhouette")),
+            prior=str(data.get("prior", "")),
+            bias=bool(data.get("bias", False)),
         )
 
 
-def member_for(image_size: int, channels: int, z_size: int, *, framing: str = "photo") -> ModelConfig:
+def member_for(image_size: int, channels: int, z_size: int, *, framing: str = "photo", prior: str = "") -> ModelConfig:
     """The family member for images of this size: the seed's shape at 28 x 28 grey, else stages down to <= 7.
 
     Each stage halves the side until it is at most 7 pixels (4 stages at 64, 3 at 32 and 48), each
@@ -148,7 +214,15 @@ def member_for(image_size: int, channels: int, z_size: int, *, framing: str = "p
             f"{image_size} px does not halve down to 8 px or less: use 28 or a multiple of 8 (32, 48, 64, 96...)"
         )
     widths = tuple(min(128, 32 * 2**i) for i in range(stages))
-    return ModelConfig(z_size=z_size, image_size=image_size, channels=channels, widths=widths, framing=framing)
+    return ModelConfig(
+        z_size=z_size,
+        image_size=image_size,
+        channels=channels,
+        widths=widths,
+        framing=framing,
+        prior=prior,
+        bias=bool(prior),  # measured with biased convolutions (docs/colour-models.md)
+    )
 
 
 def parameter_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -160,9 +234,19 @@ def parameter_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     k, z, flat, widths = config.kernel, config.z_size, config.flat, config.widths
     down = (config.channels, *widths)  # channels into and out of each stage
     shapes = {f"encoder.{2 * i}.weight": (down[i + 1], down[i], k, k) for i in range(config.stages)}
+    if config.bias:
+        shapes |= {f"encoder.{2 * i}.bias": (down[i + 1],) for i in range(config.stages)}
     linear = 2 * config.stages + 1
     shapes |= {f"encoder.{linear}.weight": (z, flat), f"encoder.{linear}.bias": (z,)}
-    shapes |= {"decoder.0.weight": (flat, z), "decoder.0.bias": (flat,)}
+    shapes |= {"decoder.0.weight": (flat, config.condition_size + z), "decoder.0.bias": (flat,)}
     up = down[::-1]
     shapes |= {f"decoder.{3 + 2 * i}.weight": (up[i], up[i + 1], k, k) for i in range(config.stages)}
+    if config.bias:
+        shapes |= {f"decoder.{3 + 2 * i}.bias": (up[i + 1],) for i in range(config.stages)}
+    if config.prior:  # fixed, not trained: the grey model and the condition's whitening
+        shapes |= {f"prior.grey.{name}": shape for name, shape in parameter_shapes(ModelConfig()).items()}
+        shapes |= {
+            "prior.condition_mean": (GREY_Z,),
+            "prior.condition_matrix": (GREY_Z, config.condition_size),
+        }
     return shapes

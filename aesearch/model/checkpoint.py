@@ -41,7 +41,7 @@ class Checkpoint:
     @property
     def decoder_sha256(self) -> str:
         """Identity of the decoder: what reconstructions, explanations and the trust score come from."""
-        return _part_sha256(self.weights, "decoder.")
+        return _part_sha256(self.weights, ("decoder.", "prior.condition_"))  # a prior's condition feeds the decoder
 
     @property
     def test_mse(self) -> float | None:
@@ -50,10 +50,10 @@ class Checkpoint:
 
 def encoder_sha256(weights: dict[str, np.ndarray]) -> str:
     """Identity of the encoder: SHA-256 over its parameter names, shapes and float32 bytes."""
-    return _part_sha256(weights, "encoder.")
+    return _part_sha256(weights, ("encoder.", "prior.grey."))  # a prior's grey model makes part of each vector
 
 
-def _part_sha256(weights: dict[str, np.ndarray], prefix: str) -> str:
+def _part_sha256(weights: dict[str, np.ndarray], prefix: str | tuple[str, ...]) -> str:
     digest = hashlib.sha256()
     for name in sorted(k for k in weights if k.startswith(prefix)):
         array = np.ascontiguousarray(weights[name], dtype=np.float32)

@@ -22,6 +22,7 @@ from torch import nn
 from aesearch.model.architecture import (
     B4_TO_PATCHES,
     FROM_PATCHES,
+    GREY_Z,
     TO_PATCHES,
     W2_TO_PATCHES,
     W3_TO_PATCHES,
@@ -52,33 +53,47 @@ class AutoEncoder(nn.Module):
         down = (config.channels, *config.widths)
         encoder: list[nn.Module] = []
         for i in range(config.stages):
-            encoder += [nn.Conv2d(down[i], down[i + 1], k, stride=2, padding=padding, bias=False), nn.LeakyReLU(slope)]
+            encoder += [
+                nn.Conv2d(down[i], down[i + 1], k, stride=2, padding=padding, bias=config.bias),
+                nn.LeakyReLU(slope),
+            ]
         encoder += [nn.Flatten(), nn.Linear(config.flat, config.z_size), nn.LeakyReLU(slope)]
         self.encoder = nn.Sequential(*encoder)
         up = down[::-1]
         decoder: list[nn.Module] = [
-            nn.Linear(config.z_size, config.flat),
+            nn.Linear(config.condition_size + config.z_size, config.flat),
             nn.LeakyReLU(slope),
             nn.Unflatten(1, (up[0], config.grid, config.grid)),
         ]
         for i in range(config.stages):
             last = i == config.stages - 1
             decoder += [
-                nn.ConvTranspose2d(up[i], up[i + 1], k, stride=2, padding=padding, bias=False),
+                nn.ConvTranspose2d(up[i], up[i + 1], k, stride=2, padding=padding, bias=config.bias),
                 nn.Sigmoid() if last else nn.LeakyReLU(slope),
             ]
         self.decoder = nn.Sequential(*decoder)
+        if config.prior:
+            self.prior = Prior(config)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(B, channels, size, size) images in [0, 1] -> (B, z_size) latent vectors."""
         return self.encoder(x)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, z_size) latent vectors -> (B, channels, size, size) images in [0, 1]."""
+    def decode(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, z_size) latent vectors -> (B, channels, size, size) images in [0, 1]. A member with a
+        prior decodes z beside each image's condition (B, condition_size): Prior.condition()."""
+        if self.config.prior:
+            if condition is None:
+                raise ValueError("this member's decoder takes each image's condition beside z")
+            z = torch.cat([condition.to(z.dtype), z], 1)
         return self.decoder(z)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
+    def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode(self.encode(x), condition)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What training updates: everything but the prior's fixed grey model."""
+        return [p for name, p in self.named_parameters() if not name.startswith("prior.")]
 
     def weights(self) -> dict[str, np.ndarray]:
         """The state_dict as float32 NumPy arrays (what checkpoints store)."""
@@ -108,11 +123,11 @@ class AutoEncoder(nn.Module):
     def encode_layout(self, x: torch.Tensor) -> torch.Tensor:
         return self.encode_patches(x) if self.config.patchable else self.encode(x)
 
-    def decode_layout(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decode_patches(z) if self.config.patchable else self.decode(z)
+    def decode_layout(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode_patches(z) if self.config.patchable else self.decode(z, condition)
 
-    def forward_layout(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode_layout(self.encode_layout(x))
+    def forward_layout(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode_layout(self.encode_layout(x), condition)
 
     # --- the same network in patch layout (see the module docstring) ---
 
@@ -144,6 +159,23 @@ class AutoEncoder(nn.Module):
 
     def forward_patches(self, xp: torch.Tensor) -> torch.Tensor:
         return self.decode_patches(self.encode_patches(xp))
+
+
+class Prior(nn.Module):
+    """A prior member's fixed parts (architecture.ModelConfig.prior): the grey model it searches
+    beside (its weights, frozen) and the whitening that makes its z the decoder's condition. Neither
+    is trained; both are set before training (training/prior.py) and saved with the weights."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.grey = AutoEncoder(ModelConfig()).requires_grad_(False)
+        self.register_buffer("condition_mean", torch.zeros(GREY_Z))
+        self.register_buffer("condition_matrix", torch.zeros(GREY_Z, config.condition_size))
+
+    def condition(self, grey_z: torch.Tensor) -> torch.Tensor:
+        """(B, 314) grey z -> (B, condition_size): whitened, unit length x sqrt(axes) (entries of about 1)."""
+        white = (grey_z - self.condition_mean) @ self.condition_matrix  # the formula of model/prior.py's condition()
+        return white / (white.norm(dim=-1, keepdim=True) + 1e-12) * self.condition_matrix.shape[1] ** 0.5
 
 
 def to_patch_layout(images: torch.Tensor) -> torch.Tensor:

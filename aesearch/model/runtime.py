@@ -12,7 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from aesearch import defaults
 from aesearch.model import architecture as layout  # the patch layouts the torch network shares
+from aesearch.model import prior
 from aesearch.model.architecture import ModelConfig
 from aesearch.model.checkpoint import Checkpoint
 from aesearch.rowwise import map_blocks, matmul
@@ -33,6 +35,12 @@ class NumpyAutoEncoder:
             self._arrange_patches(weights)
         else:
             self._arrange_channels_last(weights)
+        self._grey = None
+        if config.prior:  # model/prior.py: the grey model searched beside this one, and its condition
+            grey = {name[len("prior.grey.") :]: w for name, w in weights.items() if name.startswith("prior.grey.")}
+            self._grey = NumpyAutoEncoder(grey, ModelConfig())
+            self._condition_mean = _arranged(weights["prior.condition_mean"])
+            self._condition_matrix = _arranged(weights["prior.condition_matrix"])
 
     def _arrange_patches(self, weights: dict[str, np.ndarray]) -> None:
         config = self.config
@@ -60,11 +68,19 @@ class NumpyAutoEncoder:
     def _arrange_channels_last(self, weights: dict[str, np.ndarray]) -> None:
         config = self.config
         z, grid, last, stages = config.z_size, config.grid, config.widths[-1], config.stages
+        z_in = config.condition_size + z  # what the decoder's first layer takes: the condition, then z
         # conv (out, in, kh, kw) -> (kh*kw*in, out): rows in the order the receptive field is gathered
         self._down = [
             _arranged(w.transpose(2, 3, 1, 0).reshape(-1, w.shape[0]))
             for w in (weights[f"encoder.{2 * i}.weight"] for i in range(stages))
         ]
+        no_bias = [None] * stages
+        self._down_bias = (
+            [_arranged(weights[f"encoder.{2 * i}.bias"]) for i in range(stages)] if config.bias else no_bias
+        )
+        self._up_bias = (
+            [_arranged(weights[f"decoder.{3 + 2 * i}.bias"]) for i in range(stages)] if config.bias else no_bias
+        )
         linear = 2 * stages + 1
         # PyTorch flattens (c, h, w); channels-last activations flatten (h, w, c)
         self._w_z = _arranged(
@@ -72,7 +88,7 @@ class NumpyAutoEncoder:
         )
         self._b_z = _arranged(weights[f"encoder.{linear}.bias"])
         self._w_up0 = _arranged(
-            weights["decoder.0.weight"].reshape(last, grid, grid, z).transpose(1, 2, 0, 3).reshape(-1, z).T
+            weights["decoder.0.weight"].reshape(last, grid, grid, z_in).transpose(1, 2, 0, 3).reshape(-1, z_in).T
         )
         self._b_up0 = _arranged(weights["decoder.0.bias"].reshape(last, grid, grid).transpose(1, 2, 0).reshape(-1))
         # transposed conv (in, out, kh, kw) -> (in, kh*kw*out)
@@ -87,10 +103,12 @@ class NumpyAutoEncoder:
 
     @property
     def z_size(self) -> int:
-        return self.config.z_size
+        """The width of the vectors encode() gives and decode() takes: z, after a prior's parts."""
+        return self.config.vector_size
 
     def encode(self, images: np.ndarray, *, threads: int | None = None) -> np.ndarray:
-        """(n, *config.image_shape) float32 images in [0, 1] -> (n, z_size) float32 latent vectors.
+        """(n, *config.image_shape) float32 images in [0, 1] -> (n, z_size) float32 latent vectors
+        (for a member with a prior: [grey z, histogram, z], model/prior.py).
 
         A row's vector is the same whatever batch it comes in and however many threads run
         (aesearch/rowwise.py); threads: None picks one for a few images, every core for many.
@@ -117,15 +135,38 @@ class NumpyAutoEncoder:
         return z, vectors
 
     def decode(self, z: np.ndarray, *, threads: int | None = None) -> np.ndarray:
-        """(n, z_size) latent vectors -> (n, *config.image_shape) float32 images in [0, 1]."""
+        """(n, z_size) latent vectors -> (n, *config.picture_shape) float32 images in [0, 1]."""
         z = np.asarray(z, dtype=np.float32).reshape(-1, self.z_size)
-        return map_blocks(self._decode_chunk, z, self.config.image_shape, threads)
+        return map_blocks(self._decode_chunk, z, self.config.picture_shape, threads)
+
+    def pictures(self, images: np.ndarray) -> np.ndarray:
+        """Inputs (n, *config.image_shape) -> as pictures show them and decode() gives them back
+        ((n, *config.picture_shape)): a prior member's RGBA onto white; anything else as it is."""
+        return prior.pictures(images) if self.config.prior else images
 
     def _encode_chunk(self, images: np.ndarray) -> np.ndarray:
-        return self._encode_patches(images) if self.config.patchable else self._encode_channels_last(images)
+        if self.config.patchable:
+            return self._encode_patches(images)
+        if self._grey is None:
+            return self._encode_channels_last(images)
+        shown = prior.pictures(images)
+        z = self._encode_channels_last(shown)
+        # This block's rows on this thread: the grey model's own blocks would hand rows to threads again.
+        grey = self._grey.embed(prior.silhouettes(images), defaults.EMBEDDING_SHIFTS, threads=1)[1]
+        return np.concatenate([grey, prior.histograms(shown), z], axis=1)
 
     def _decode_chunk(self, z: np.ndarray) -> np.ndarray:
-        return self._decode_patches(z) if self.config.patchable else self._decode_channels_last(z)
+        if self.config.patchable:
+            return self._decode_patches(z)
+        if self._grey is not None:  # the branch's decoder takes [condition, z]
+            grey, z = z[:, : self._grey.z_size], z[:, self.config.prior_size :]
+            z = np.concatenate([prior.condition(grey, self._condition_mean, self._condition_matrix), z], axis=1)
+        return self._decode_channels_last(z)
+
+    def condition(self, vectors: np.ndarray) -> np.ndarray:
+        """(n, vector_size) vectors of a member with a prior -> the decoder's condition of each."""
+        grey = np.asarray(vectors, dtype=np.float32)[:, : self._grey.z_size]
+        return prior.condition(grey, self._condition_mean, self._condition_matrix)
 
     def _encode_patches(self, images: np.ndarray) -> np.ndarray:
         C1 = self.config.widths[0]
@@ -151,22 +192,27 @@ class NumpyAutoEncoder:
     def _encode_channels_last(self, images: np.ndarray) -> np.ndarray:
         n, k = len(images), self.config.kernel
         h = images.reshape(n, self.config.image_size, self.config.image_size, self.config.channels)
-        for weight in self._down:
+        for weight, bias in zip(self._down, self._down_bias, strict=True):
             side = h.shape[1] // 2
             fields = _receptive_fields(h, k)  # (n, side, side, k*k*in)
-            h = self._leaky(matmul(fields.reshape(n * side * side, -1), weight)).reshape(n, side, side, -1)
+            h = matmul(fields.reshape(n * side * side, -1), weight)
+            if bias is not None:
+                h += bias
+            h = self._leaky(h).reshape(n, side, side, -1)
         return self._leaky(matmul(h.reshape(n, -1), self._w_z) + self._b_z)
 
     def _decode_channels_last(self, z: np.ndarray) -> np.ndarray:
         n, k, grid = len(z), self.config.kernel, self.config.grid
         h = self._leaky(matmul(z, self._w_up0) + self._b_up0).reshape(n, grid, grid, -1)
-        for i, weight in enumerate(self._up):
+        for i, (weight, bias) in enumerate(zip(self._up, self._up_bias, strict=True)):
             side = h.shape[1]
             spread = matmul(h.reshape(n * side * side, -1), weight).reshape(n, side, side, k, k, -1)
             h = _overlap_add(spread)
+            if bias is not None:  # once per output pixel, after the overlapping contributions
+                h += bias
             if i < len(self._up) - 1:
                 self._leaky(h)
-        return _sigmoid(h).reshape(n, *self.config.image_shape)
+        return _sigmoid(h).reshape(n, *self.config.picture_shape)
 
     def _leaky(self, x: np.ndarray) -> np.ndarray:
         return np.maximum(x, x * np.float32(self.config.negative_slope), out=x)

@@ -81,7 +81,8 @@ def build_index(
     z_size = checkpoint.model_config.z_size if checkpoint else ModelConfig().z_size
     # The index holds the vectors as searched: after whitening, whiten_dims of them (PQ32 is valid
     # at 192 dimensions though not at 314; PQ157 the other way round).
-    check_index_type(index_type, min(whiten_dims or z_size, z_size) if transform == "whiten" else z_size)
+    prior = checkpoint.model_config.prior_size if checkpoint else 0  # searched beside z, as they are
+    check_index_type(index_type, prior + (min(whiten_dims or z_size, z_size) if transform == "whiten" else z_size))
     check_writable(index_dir / "manifest.json", own_folder=True, need_bytes=_BYTES_PER_IMAGE * 70_000)
     from aesearch.pipelines.stream import check_segments
 

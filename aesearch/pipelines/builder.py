@@ -62,6 +62,7 @@ class StreamOptions:
     seed: int = 0
     cluster: str | None = None  # a Dask scheduler address, "local" (two throwaway workers), or None: here
     segments: int = defaults.BASE_SEGMENTS  # base segments of contiguous id ranges, each indexed alone
+    layout: tuple = ()  # the model's ModelConfig.search_layout: how its vectors' parts are searched
 
 
 def encode_chunk(autoencoder, images: np.ndarray, want: np.ndarray, shifts) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +79,8 @@ def encode_chunk(autoencoder, images: np.ndarray, want: np.ndarray, shifts) -> t
         lo, hi = np.searchsorted(want, [start, start + len(pixels)])
         if hi > lo:
             rows = want[lo:hi] - start
-            errors[lo:hi] = per_image_mean((autoencoder.decode(z[rows]) - pixels[rows]) ** 2)
+            shown = autoencoder.pictures(pixels[rows])  # what the decoder gives back: without transparency
+            errors[lo:hi] = per_image_mean((autoencoder.decode(z[rows]) - shown) ** 2)
     return vectors, errors
 
 
@@ -123,7 +125,11 @@ class Moments:
         shifted = self.total / n
         covariance = (self.outer - n * np.outer(shifted, shifted)) / max(n - 1, 1)
         return AffineTransform.from_moments(
-            shifted + self.reference, covariance, dims=options.whiten_dims, shrinkage=options.whiten_shrinkage
+            shifted + self.reference,
+            covariance,
+            dims=options.whiten_dims,
+            shrinkage=options.whiten_shrinkage,
+            layout=options.layout,
         )
 
 
@@ -143,7 +149,9 @@ def learn_whitening(
         return moments.whitening(options)
     rows = slice(None) if fit is None else np.flatnonzero(fit)
     vectors = read_rows(embeddings, rows)
-    return AffineTransform.whitening(vectors, dims=options.whiten_dims, shrinkage=options.whiten_shrinkage)
+    return AffineTransform.whitening(
+        vectors, dims=options.whiten_dims, shrinkage=options.whiten_shrinkage, layout=options.layout
+    )
 
 
 def index_pass(embeddings: np.ndarray, segment_file, transform, options: StreamOptions, log=None, fill=None):
@@ -160,7 +168,7 @@ def index_pass(embeddings: np.ndarray, segment_file, transform, options: StreamO
     def prepared(rows) -> np.ndarray:
         return to_search_space(read_rows(embeddings, rows), options.metric, transform)
 
-    dim = transform.matrix.shape[1] if transform is not None else embeddings.shape[1]
+    dim = transform.out_dims if transform is not None else embeddings.shape[1]
     if options.index_type == "auto":
         choice = choose_index(n, dim, options.max_index_memory)
     else:
@@ -200,7 +208,7 @@ def index_pass(embeddings: np.ndarray, segment_file, transform, options: StreamO
     trained = prepared(sample) if choice.index_type != "flat" else np.zeros((0, dim), np.float32)  # flat: none
     index = large.build_streamed(choice, dim, n, trained, chunks(), seed=options.seed, fill=add)
     params = {k: v for k, v in choice.params.items() if k != "target_recall"}  # new_faiss_index adds its sizes
-    if transform is not None:  # recorded with the index: a compaction relearns the same space
+    if options.transform == "whiten":  # recorded with the index: a compaction relearns the same space
         params.update(whiten_shrinkage=options.whiten_shrinkage, whiten_dims=options.whiten_dims)
     if tuned and truth.rows == 0:  # the cluster added the vectors: one pass here for the true neighbours
         for _ in chunks():
@@ -277,7 +285,10 @@ def index_base(
     """
     one = len(segments) == 1
     embeddings = segments[0].embeddings if one else StackedRows([s.embeddings for s in segments])
-    transform = learn_whitening(embeddings, fit, options, moments) if options.transform == "whiten" else None
+    if options.transform == "whiten":
+        transform = learn_whitening(embeddings, fit, options, moments)
+    else:  # a model searched in parts still weighs them (transform.npz holds the layout); others: none
+        transform = AffineTransform.parts_only(options.layout) if options.layout else None
     each = segment_options(options, len(embeddings), len(segments))
     indexes, chosen = [], []
     for number, segment in enumerate(segments):
@@ -290,7 +301,7 @@ def index_base(
     images = segments[0].images if one else StackedRows([s.images for s in segments])
     trust = calibrate_trust(embeddings, images, trust_sample, trust_errors, index, transform, options, framing)
     if transform is not None:
-        np.savez(writer.space_file("transform.npz"), mean=transform.mean, matrix=transform.matrix)
+        np.savez(writer.space_file("transform.npz"), **transform.to_arrays())
     writer.space_file("trust.json").write_text(json.dumps(trust.to_dict()) + "\n")
     return chosen
 

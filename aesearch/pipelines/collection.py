@@ -126,7 +126,7 @@ def build_from_folders(
             if log:
                 log("The images are grey: encoding them with the Fashion-MNIST model shipped with aesearch")
     if member is not None:
-        _check_colour_invariant(member, colour_invariant)
+        member = _check_colour_invariant(member, colour_invariant)
     model_config = checkpoint.model_config if checkpoint is not None else member
     if shifts is None:  # the model's default: pooled over grid phases for silhouettes, not for photos
         shifts = ((0, 0),) if model_config.framing == "photo" else defaults.EMBEDDING_SHIFTS
@@ -144,7 +144,7 @@ def build_from_folders(
                     f"{whitening_needs(z_size):,}): searching the plain vectors; rebuild to whiten once there are more"
                 )
     options = stream_options(spec, shifts, **knobs)
-    check_build_options(len(found.files), model_config.z_size, options)  # before a model trains for them
+    check_build_options(len(found.files), model_config, options)  # before a model trains for them
     source = FolderSource(found, labels, workers=workers, model_config=model_config)
     skipped: list[Skipped] = []
     if checkpoint is not None:
@@ -190,13 +190,15 @@ def build_from_folders(
     return manifest, found.skipped + skipped
 
 
-def _check_colour_invariant(member: ModelConfig, colour_invariant: bool) -> None:
-    """--colour-invariant asks a colour model's views to turn hues: a grey member has none to turn."""
+def _check_colour_invariant(member: ModelConfig, colour_invariant: bool) -> ModelConfig:
+    """--colour-invariant asks a colour model's views to turn hues: a grey member has none to turn.
+    Its member searches without a prior: the colour histogram beside z tells hues apart."""
     if colour_invariant and member.channels == 1:
         raise InvalidArgumentError(
             f"--colour-invariant turns the hues of colour views, and the model to train is grey "
             f"({member.describe()}: --channels 1, or grey images): drop --colour-invariant"
         )
+    return replace(member, prior="") if colour_invariant else member
 
 
 def _require_torch(member: ModelConfig) -> None:
@@ -269,7 +271,7 @@ def train_from_folders(
     if log:
         log(f"Found {len(found.files):,} image files")
     member = collection_model_config(found, size=size, channels=channels, z_size=z_size, log=log)
-    _check_colour_invariant(member, colour_invariant)
+    member = _check_colour_invariant(member, colour_invariant)
     _require_torch(member)
     pixels, records, _, skipped = read_collection(FolderSource(found, workers=workers, model_config=member))
     if len(pixels) < 2:
@@ -316,6 +318,15 @@ def collection_model_config(
     return _member(size, 3 if colour else 1, z, framing)
 
 
+def _member(size: int, channels: int, z_size: int, framing: str) -> ModelConfig:
+    """The family member; a colour one searched beside the grey model and a colour histogram (model/prior.py)."""
+    prior = "grey-histogram" if channels == 3 else ""
+    try:
+        return member_for(size, channels, z_size, framing=framing, prior=prior)
+    except ValueError as exc:
+        raise InvalidArgumentError(f"no model for {size}x{size} images ({exc}): pick another --size") from None
+
+
 def colour_schedule(images: int) -> dict:
     """The colour recipe's length for a collection: about defaults.COLOUR_IMAGE_PASSES image-passes.
 
@@ -327,13 +338,6 @@ def colour_schedule(images: int) -> dict:
     low, high = defaults.COLOUR_DECODER_EPOCHS
     decoder = min(high, max(low, round(defaults.COLOUR_IMAGE_PASSES / 10 / max(1, images))))
     return {"epochs": epochs, "decoder_epochs": decoder, "batch_size": defaults.COLOUR_BATCH}
-
-
-def _member(size: int, channels: int, z_size: int, framing: str) -> ModelConfig:
-    try:
-        return member_for(size, channels, z_size, framing=framing)
-    except ValueError as exc:
-        raise InvalidArgumentError(f"no model for {size}x{size} images ({exc}): pick another --size") from None
 
 
 def train_on_collection(
@@ -380,6 +384,8 @@ def train_on_collection(
     config = (train_config or TrainConfig.for_recipe(recipe)).with_z_size(member.z_size)
     if colour and train_config is None:
         config = replace(config, **colour_schedule(len(train)))
+    if member.prior and train_config is None:
+        config = replace(config, neighbours=defaults.PRIOR_NEIGHBOURS)
     config = replace(config, **{k: v for k, v in (overrides or {}).items() if v is not None})
     if config.batch_size > len(train):  # a small collection: every image in each step
         config = replace(config, batch_size=len(train))

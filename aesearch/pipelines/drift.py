@@ -64,22 +64,22 @@ def estimated_overlap(
     fit = np.arange(n) if fit_rows is None else np.asarray(fit_rows)
     if len(fit) > DRIFT_FIT:
         fit = np.sort(rng.choice(fit, size=DRIFT_FIT, replace=False))
-    fresh = _whitening_estimate(vectors(fit), dims=dims, shrinkage=shrinkage)
+    fresh = _whitening_estimate(vectors(fit), dims=dims, shrinkage=shrinkage, layout=kept.layout)
     base = vectors(np.sort(rng.choice(n, size=min(n, DRIFT_SAMPLE), replace=False)))
     queries = rng.choice(len(base), size=min(len(base), DRIFT_QUERIES), replace=False)
     found = [_neighbours(in_space(space(base), metric), queries) for space in (kept, fresh)]
     return float(np.mean([len(np.intersect1d(a, b)) / K for a, b in zip(*found, strict=True)]))
 
 
-def _whitening_estimate(x: np.ndarray, *, dims: int | None, shrinkage: float) -> AffineTransform:
+def _whitening_estimate(x: np.ndarray, *, dims: int | None, shrinkage: float, layout=()) -> AffineTransform:
     """The whitening of x with its covariance summed in float32 (one BLAS product, a tenth of the
     float64 np.cov a build uses). This is an estimate's input: float32 sums move it far less than
     the sampling does."""
-    x = np.asarray(x, dtype=np.float32)
+    x = np.asarray(x, dtype=np.float32)[:, AffineTransform.whitened_columns(layout)]
     mean = x.mean(axis=0, dtype=np.float64)
     centred = x - mean.astype(np.float32)
     covariance = (centred.T @ centred).astype(np.float64) / max(len(x) - 1, 1)
-    return AffineTransform.from_moments(mean, covariance, dims=dims, shrinkage=shrinkage)
+    return AffineTransform.from_moments(mean, covariance, dims=dims, shrinkage=shrinkage, layout=layout)
 
 
 def _neighbours(x: np.ndarray, queries: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ import numpy as np
 from aesearch import defaults
 from aesearch.errors import InvalidArgumentError, ShortSourceError
 from aesearch.memory import keep_freed_memory, release
+from aesearch.model.architecture import ModelConfig
 from aesearch.model.checkpoint import Checkpoint
 from aesearch.pipelines.builder import (
     Encoder,
@@ -88,12 +90,12 @@ def stream_build(
     (chunks' `skipped`, those found before a resume included).
     options: default StreamOptions(). Returns the new bundle's manifest.
     """
-    options = options or StreamOptions()
+    options = options_for_model(options or StreamOptions(), checkpoint.model_config)
     if options.chunk_size < 1:
         raise InvalidArgumentError(f"chunk_size must be positive, got {options.chunk_size}", parameter="chunk_size")
     if source.count < 2:
         raise InvalidArgumentError(f"{source.describe()}: an index needs at least 2 images")
-    check_build_options(source.count, checkpoint.model_config.z_size, options)
+    check_build_options(source.count, checkpoint.model_config, options)
     shifts = tuple(tuple(s) for s in options.shifts)
     # A build split otherwise is another build (its split state differs); one base segment keeps the key it had.
     split = [options.segments] if options.segments != 1 else []
@@ -121,7 +123,7 @@ def stream_build(
 
 def _build(writer, index_dir, source, checkpoint, options, shifts, encoder, encoded, info, log, report_skipped) -> dict:
     writer.set_model(checkpoint)
-    state = _State.load(writer.scratch("state.npz"), source.count, checkpoint.model_config.z_size, options.seed)
+    state = _State.load(writer.scratch("state.npz"), source.count, checkpoint.model_config.vector_size, options.seed)
     # Sized for every item; cut to the images there are once the pass is done (here, or before a kill),
     # and to the first range once the split has moved the others out.
     first = state.first if state.first >= 0 else (state.rows if state.done(source.count) else source.count)
@@ -280,11 +282,23 @@ def _split(writer, segment, state, bounds: list[int], chunk_size: int, log) -> l
     return segments
 
 
-def check_build_options(n: int, z_size: int, options: StreamOptions) -> None:
-    """What a build of n images by a model of z_size refuses, before the encoding pass (and before
-    a model is trained for them), not after it: the count and the dimension are known already."""
+def options_for_model(options: StreamOptions, model_config: ModelConfig) -> StreamOptions:
+    """The options as a build with this model applies them: its search layout, and for a member
+    with a prior the whitening's default width that makes the search vector 1,024 wide (826 prior
+    numbers + 198: every PQ code size divides 1,024, none divides 826 + 192 = 1,018)."""
+    options = replace(options, layout=model_config.search_layout)
+    if model_config.prior and options.whiten_dims == defaults.WHITEN_DIMS:
+        options = replace(options, whiten_dims=min(model_config.z_size, 1024 - model_config.prior_size))
+    return options
+
+
+def check_build_options(n: int, model_config: ModelConfig, options: StreamOptions) -> None:
+    """What a build of n images by this model refuses, before the encoding pass (and before a model
+    is trained for them), not after it: the count and the dimension are known already."""
     IndexSpec(options.index_type, options.metric, {}, options.transform)  # refuses a bad metric or transform
     check_segments(options.segments, n)
+    options = options_for_model(options, model_config)
+    z_size = model_config.z_size  # what a whitening can keep: z, not a prior's parts
     asked = options.whiten_dims not in (None, defaults.WHITEN_DIMS)  # the default is a ceiling, for any z
     if options.transform == "whiten" and asked and options.whiten_dims > z_size:
         raise InvalidArgumentError(  # it kept all z_size axes silently, and recorded the number asked for
@@ -294,6 +308,7 @@ def check_build_options(n: int, z_size: int, options: StreamOptions) -> None:
     # The index's errors: a budget auto cannot meet, a factory string FAISS refuses for the search
     # space, or one with more lists or centroids than a base segment has vectors to train them.
     dim = min(options.whiten_dims or z_size, z_size) if options.transform == "whiten" else z_size
+    dim += model_config.prior_size  # the prior's parts are searched as they are, beside z
     if options.index_type == "auto":  # the largest base segment, within its share of the budget
         each = segment_options(options, n, options.segments)
         choose_index(-(-n // options.segments), dim, each.max_index_memory)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +96,7 @@ def _compact(index_dir: str | Path) -> dict:
             return _compact_keeping_space(writer, bundle, ids)
         records, images, embeddings = bundle.records(ids), bundle.images(ids), bundle.embeddings(ids)
         paths = bundle.paths_of(ids) if any(s.has_paths for s in bundle.segments) else None
-        options = _compaction_options(bundle, len(ids))
+        options = replace(_compaction_options(bundle, len(ids)), layout=bundle.checkpoint.model_config.search_layout)
         fit = None
         if "train" in bundle.split_names:
             fit = records["split"] == bundle.split_names.index("train")

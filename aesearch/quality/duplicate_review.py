@@ -79,6 +79,7 @@ class DuplicatePairs:
             bundle=bundle,
             vectors=None,
             metric=self.metric,
+            pictures_of=bundle.pictures,
         )
         return _groups(view, roots, edges_a, weights, self.exact_class)
 
@@ -244,7 +245,7 @@ def members(bundle, ids) -> list[Member]:
     for id_, record, path in zip(ids.tolist(), records, paths, strict=True):
         root = int(record[ROOT])
         file = str(bases[root] / path) if root != PINNED and 0 <= root < len(bases) else None
-        width, height = _dimensions(file) if file else (int(shape[-1]), int(shape[-2]))
+        width, height = _dimensions(file) if file else (int(shape[1]), int(shape[0]))
         out.append(Member(id_, path, file, int(record["bytes"]), int(record["mtime_ns"]), width, height))
     return out
 

@@ -180,12 +180,13 @@ class _View:
     """What duplicate search needs from a bundle, row-aligned: ids, pixels, splits, vectors."""
 
     ids: np.ndarray  # (n,) int64
-    images: np.ndarray  # (n, 28, 28) uint8
+    images: np.ndarray  # (n, *picture_shape) uint8: as pictures show them (engine.pictures_of)
     split: np.ndarray  # (n,) int64 index into split_names
     split_names: list[str]
     bundle: object  # where paths are looked up, for the images that end in a group
     vectors: np.ndarray  # (n, d) float32 in the search space: transformed, unit length for cosine
     metric: str
+    pictures_of: Callable[[Sequence[int]], np.ndarray]  # ids -> their pictures: a group's images_of
 
     @classmethod
     def of(cls, engine, ids: np.ndarray | None = None) -> _View:
@@ -196,12 +197,13 @@ class _View:
         vectors = engine.index.search_space(bundle.embeddings(ids))
         return cls(
             ids=ids,
-            images=bundle.images(ids),
+            images=engine.pictures_of(ids),
             split=bundle.records(ids)["split"].astype(np.int64),
             split_names=list(bundle.split_names),
             bundle=bundle,
             vectors=vectors,
             metric=engine.index.spec.metric,
+            pictures_of=engine.pictures_of,
         )
 
     def radius(self, threshold: float) -> float:
@@ -462,7 +464,7 @@ def _groups(
                 splits=[view.split_names[s] for s in view.split[members]],
                 paths=[view.path(i) for i in members],
                 max_distance=round(float(worst[root]), 6),
-                images_of=view.bundle.images,
+                images_of=view.pictures_of,
             )
         )
     groups.sort(key=lambda g: (-len(g.ids), g.ids[0]))

@@ -127,9 +127,9 @@ def evaluate(
     n_classes = len(bundle.class_names)
     train_labels, test_labels = labels[train_ids], labels[test_ids]
 
-    images = bundle.images(ids)
+    images = bundle.images(ids)  # as stored: the model's input
     latents = bundle.embeddings(ids)  # what the index holds: the encoder's pooled z of each image
-    test_pixels = images[test_ids].astype(np.float32) / np.float32(255)  # the queries' pixels
+    test_pixels = engine.autoencoder.pictures(images[test_ids]).astype(np.float32) / np.float32(255)  # as decoded
     reconstruction_mse = float(((engine.reconstruct(images[test_ids]) - test_pixels) ** 2).mean())
 
     spec = IndexSpec("flat", engine.index.spec.metric)
@@ -143,6 +143,7 @@ def evaluate(
     rows[0].map_at_r = _map_at_r(exact, latents[test_ids], train_labels, test_labels, excluded)
 
     if baselines:
+        images = engine.autoencoder.pictures(images)  # what a user could compare: the pictures, RGB onto white
         pixels = images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
         candidates = [
             ("raw pixels", pixels),
@@ -303,7 +304,9 @@ def _describe(engine: SearchEngine) -> str:
     """A short name for the bundle's search space, e.g. "aesearch (pooled z, whiten-192, cosine)"."""
     spec = engine.index.spec
     parts = ["pooled z" if len(engine.shifts) > 1 else "z"]
-    if spec.transform == "whiten":
+    if engine.autoencoder.config.prior:  # model/prior.py: the whitening is z's alone
+        parts = ["grey model + 0.5 histogram + 0.5 whitened z"]
+    elif spec.transform == "whiten":
         parts.append(f"whiten-{engine.index.search_dim}")
     parts.append(spec.metric)
     return f"aesearch ({', '.join(parts)})"

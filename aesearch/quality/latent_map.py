@@ -108,7 +108,7 @@ def latent_map(
     labels = engine.bundle.records(projection.ids)["label"]
     marks = None
     if query is not None:
-        hits = engine.encode(np.stack([engine.image(h.id) for h in query.hits]))
+        hits = engine.bundle.embeddings(np.array([h.id for h in query.hits], dtype=np.int64))  # as the index holds them
         search_space = _search_space(engine, np.concatenate([query.latent[None], hits]))
         placed = projection.place(search_space)
         marks = {

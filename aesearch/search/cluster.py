@@ -271,9 +271,9 @@ class Cluster:
     def index(self, bundle: Bundle) -> ShardedIndex:
         """The bundle's live images as one index: segments no shard holds yet are shipped first."""
         spec, transform = index_spec(bundle.manifest), load_transform(bundle)
-        arrays = (transform.mean, transform.matrix) if transform is not None else None
+        arrays = (transform.mean, transform.matrix, transform.layout) if transform is not None else None
         # A part is a segment searched in this space with these rows removed: any of them new, a new part.
-        space = _digest(repr(spec.to_dict()).encode(), *(a.tobytes() for a in arrays or ()))
+        space = _digest(repr(spec.to_dict()).encode(), *(np.asarray(a).tobytes() for a in arrays or ()))
         with self._lock:
             self._heal()
             held, widens = [], False

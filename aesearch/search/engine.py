@@ -202,7 +202,7 @@ class SearchEngine:
         return self.autoencoder.embed(self.prepare(images), self.shifts)[1]
 
     def reconstruct(self, images: np.ndarray | Sequence[ImageSource]) -> np.ndarray:
-        """Images -> (n, *image_shape) float32: the decoder's output for each image's z."""
+        """Images -> (n, *picture_shape) float32: the decoder's output for each image's z."""
         return self.autoencoder.decode(self.autoencoder.encode(self.prepare(images)))
 
     def prepare(self, images: np.ndarray | Sequence[ImageSource], **options) -> np.ndarray:
@@ -210,7 +210,7 @@ class SearchEngine:
         return preprocess_batch(images, model_config=self.autoencoder.config, **options)
 
     def decode(self, z: np.ndarray) -> np.ndarray:
-        """(n, z_size) encoder outputs -> (n, *image_shape) float32 images in [0, 1]."""
+        """(n, z_size) encoder outputs -> (n, *picture_shape) float32 images in [0, 1]."""
         return self.autoencoder.decode(self._check_vectors(z, "z"))
 
     def search(self, vectors: np.ndarray, k: int, *, where: Where = None) -> tuple[np.ndarray, np.ndarray]:
@@ -266,9 +266,17 @@ class SearchEngine:
                 self._subsets.popitem(last=False)
         return found
 
+    def pictures_of(self, ids: Sequence[int]) -> np.ndarray:
+        """(n, *picture_shape) uint8: these indexed images as pictures show them (bundle.images: as stored)."""
+        return self.bundle.pictures(ids)
+
+    def input_of(self, id: int) -> np.ndarray:
+        """The indexed image with this id as the model takes it, as stored: (*image_shape) float32 in [0, 1]."""
+        return self.bundle.image(self._check_id(id)).astype(np.float32) / np.float32(255)
+
     def image(self, id: int) -> np.ndarray:
-        """The indexed 28x28 uint8 image with this id."""
-        return self.bundle.image(self._check_id(id))
+        """The indexed image with this id, as pictures show it: (*picture_shape) uint8 (28 x 28 for the seed)."""
+        return self.pictures_of([self._check_id(id)])[0]
 
     def hit(self, id: int, *, rank: int = 0, distance: float = 0.0) -> Hit:
         number, row = self._locate(id)  # one lookup serves the record and the path
@@ -364,8 +372,7 @@ class SearchEngine:
         The stored image is the model's input already: framing it again is not always the identity
         (a silhouette whose framing leaves a light background would be negated), so it is searched as
         stored."""
-        stored = self.image(id)[None].astype(np.float32) / np.float32(255)
-        return self.query_prepared(stored, k, where=where)[0]
+        return self.query_prepared(self.input_of(id)[None], k, where=where)[0]
 
     def query_prepared(self, images: np.ndarray, k: int = 8, *, where: Where = None) -> list[QueryResult]:
         """Like query_batch, for images in the model's input form already (what prepare() returns:
@@ -415,6 +422,7 @@ class SearchEngine:
         """Prepared queries -> their results: one batched encode, search and decode."""
         z, latents = self.autoencoder.embed(queries, self.shifts)
         reconstructions = self.autoencoder.decode(z)
+        queries = self.autoencoder.pictures(queries)  # from here on, as pictures show them (RGBA onto white)
         errors = per_image_mean((reconstructions - queries) ** 2)
         with noting_missing_shards() as missing:  # a cluster's partial answer is flagged, not silent
             if subset is None:
@@ -437,7 +445,7 @@ class SearchEngine:
                 trusts[n],
                 latents[n],
                 original=originals[n],
-                images_of=self.bundle.images,
+                images_of=self.pictures_of,
                 where=parsed,
                 missing_shards=tuple(sorted(missing)),
             )

@@ -70,9 +70,15 @@ def explain_hits(
     fractions = _fractions(steps)
     if not hits:
         return []
-    images = np.stack([engine.image(h.id) for h in hits]).astype(np.float32) / np.float32(255)
-    z_query = engine.autoencoder.encode(result.query[None])  # (1, z)
-    z_hits = engine.autoencoder.encode(images)  # (n, z)
+    images = np.stack([engine.image(h.id) for h in hits]).astype(np.float32) / np.float32(255)  # as shown
+    if engine.autoencoder.config.prior:
+        # Its input keeps a transparency the pictures have not (model/prior.py), and its vectors are not
+        # pooled: the query's vector and the hits' stored ones are the encoder's outputs themselves.
+        z_query = result.latent[None]
+        z_hits = engine.bundle.embeddings(np.array([h.id for h in hits], dtype=np.int64))
+    else:
+        z_query = engine.autoencoder.encode(result.query[None])  # (1, z)
+        z_hits = engine.autoencoder.encode(images)  # (n, z)
     path = (1 - fractions)[None, :, None] * z_query[:, None] + fractions[None, :, None] * z_hits[:, None]
     frames = engine.decode(path.reshape(-1, z_hits.shape[1])).reshape(len(hits), steps, *images.shape[1:])
     hit_reconstructions = frames[:, -1]  # the line's end is the hit's z
@@ -102,8 +108,8 @@ def interpolate(
     start, end: an indexed image's id, or anything the preprocessing contract takes.
     """
     fractions = _fractions(steps)
-    images = [engine.image(x) if _is_id(x) else x for x in (start, end)]
-    z = engine.autoencoder.encode(engine.prepare(images))  # (2, z)
+    inputs = np.stack([engine.input_of(x) if _is_id(x) else engine.prepare([x])[0] for x in (start, end)])
+    z = engine.autoencoder.encode(inputs)  # (2, z)
     path = (1 - fractions)[:, None] * z[0] + fractions[:, None] * z[1]
     return engine.decode(path), fractions
 

@@ -75,52 +75,128 @@ class IndexSpec:
         return self.index_type == "flat"
 
 
+Layout = tuple[tuple[int, float, bool], ...]  # ModelConfig.search_layout: per part (width, weight, whitened)
+
+
 @dataclass(frozen=True)
 class AffineTransform:
-    """x -> (x - mean) @ matrix: a whitening or projection learned on the indexed vectors."""
+    """x -> (x - mean) @ matrix: a whitening or projection learned on the indexed vectors.
 
-    mean: np.ndarray  # (d_in,)
-    matrix: np.ndarray  # (d_in, d_out)
+    With a layout (a member whose vector is made of parts: architecture.ModelConfig.search_layout),
+    mean and matrix whiten the one part marked whitened, and every part is then made unit length and
+    multiplied by its weight, side by side: the search space of [grey z, histogram, z].
+    """
+
+    mean: np.ndarray  # (d_in,), or the whitened part's width with a layout
+    matrix: np.ndarray  # (d_in, d_out), the same
+    layout: Layout = ()
+
+    @property
+    def in_dims(self) -> int:
+        """The width of the vectors it takes."""
+        return sum(width for width, _, _ in self.layout) if self.layout else self.mean.shape[0]
+
+    @property
+    def out_dims(self) -> int:
+        """The width of the vectors it gives."""
+        if not self.layout:
+            return self.matrix.shape[1]
+        return sum(self.matrix.shape[1] if whitened else width for width, _, whitened in self.layout)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """(n, d_in) -> (n, d_out) float32; a few rows on this thread, many on every core (rowwise)."""
         x = np.asarray(x, dtype=np.float32)
         threads = None if len(x) >= _BULK_ROWS else 1
-        return map_blocks(lambda rows: matmul(rows - self.mean, self.matrix), x, (self.matrix.shape[1],), threads)
+        compute = self._in_parts if self.layout else lambda rows: matmul(rows - self.mean, self.matrix)
+        return map_blocks(compute, x, (self.out_dims,), threads)
+
+    def _in_parts(self, rows: np.ndarray) -> np.ndarray:
+        parts, start = [], 0
+        for width, weight, whitened in self.layout:
+            part = rows[:, start : start + width]
+            start += width
+            if whitened:
+                part = matmul(part - self.mean, self.matrix)
+            norms = np.linalg.norm(part, axis=1, keepdims=True)
+            parts.append(part * (np.float32(weight) / np.maximum(norms, np.float32(1e-12))))
+        return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
+
+    @staticmethod
+    def whitened_columns(layout: Layout) -> slice:
+        """Where a layout's whitened part sits in a vector (the whole vector without a layout)."""
+        start = 0
+        for width, _, whitened in layout:
+            if whitened:
+                return slice(start, start + width)
+            start += width
+        return slice(None)
 
     @classmethod
-    def checked(cls, mean: np.ndarray, matrix: np.ndarray, dims: int) -> AffineTransform:
+    def checked(cls, mean: np.ndarray, matrix: np.ndarray, dims: int, layout: Layout = ()) -> AffineTransform:
         """A transform read from disk: right shapes for dims-dimensional vectors, finite numbers."""
         mean, matrix = np.asarray(mean), np.asarray(matrix)
-        if mean.shape != (dims,) or matrix.ndim != 2 or matrix.shape[0] != dims or not 1 <= matrix.shape[1] <= dims:
+        layout = tuple((int(w), float(weight), bool(white)) for w, weight, white in layout)
+        if layout and (sum(w for w, _, _ in layout) != dims or sum(white for _, _, white in layout) != 1):
+            raise ValueError(f"transform layout {layout} does not fit {dims}-d vectors")
+        part = cls.whitened_columns(layout)
+        width = len(range(dims)[part])
+        if mean.shape != (width,) or matrix.ndim != 2 or matrix.shape[0] != width or not 1 <= matrix.shape[1] <= width:
             raise ValueError(f"transform of shape {mean.shape}, {matrix.shape} does not fit {dims}-d vectors")
         if not (np.isfinite(mean).all() and np.isfinite(matrix).all()):
             raise ValueError("transform holds NaN or infinity")
-        return cls(mean.astype(np.float32), np.ascontiguousarray(matrix, dtype=np.float32))
+        return cls(mean.astype(np.float32), np.ascontiguousarray(matrix, dtype=np.float32), layout)
 
     @classmethod
-    def whitening(cls, vectors: np.ndarray, *, dims: int | None = None, shrinkage: float = 0.0) -> AffineTransform:
+    def whitening(
+        cls, vectors: np.ndarray, *, dims: int | None = None, shrinkage: float = 0.0, layout: Layout = ()
+    ) -> AffineTransform:
         """PCA whitening learned on vectors: centre, rotate onto the principal axes, divide each
-        axis by sqrt(variance + shrinkage * largest variance), keep the top dims axes.
+        axis by sqrt(variance + shrinkage * largest variance), keep the top dims axes. With a
+        layout, of its whitened part.
 
         Shrinkage stops the low-variance (mostly noise) axes from being blown up to the same
         weight as the informative ones.
         """
-        x = np.asarray(vectors, dtype=np.float64)
+        x = np.asarray(vectors, dtype=np.float64)[:, cls.whitened_columns(layout)]
         mean = x.mean(axis=0)
-        return cls.from_moments(mean, np.cov(x - mean, rowvar=False), dims=dims, shrinkage=shrinkage)
+        return cls.from_moments(mean, np.cov(x - mean, rowvar=False), dims=dims, shrinkage=shrinkage, layout=layout)
 
     @classmethod
     def from_moments(
-        cls, mean: np.ndarray, covariance: np.ndarray, *, dims: int | None = None, shrinkage: float = 0.0
+        cls,
+        mean: np.ndarray,
+        covariance: np.ndarray,
+        *,
+        dims: int | None = None,
+        shrinkage: float = 0.0,
+        layout: Layout = (),
     ) -> AffineTransform:
         """The whitening of vectors with this mean and covariance (float64): the one formula, whether
-        the moments come from the vectors in memory (whitening()) or streamed (pipelines/builder.py)."""
-        variances, axes = np.linalg.eigh(covariance)
+        the moments come from the vectors in memory (whitening()) or streamed (pipelines/builder.py).
+        With a layout, mean and covariance may be the whole vector's or the whitened part's alone."""
+        part = cls.whitened_columns(layout)
+        if layout and len(mean) == sum(w for w, _, _ in layout):
+            mean, covariance = np.asarray(mean)[part], np.asarray(covariance)[part, part]
+        variances, axes = np.linalg.eigh(np.atleast_2d(covariance))
         order = np.argsort(variances)[::-1][:dims]
         variances, axes = np.maximum(variances[order], 0), axes[:, order]
         scale = 1 / np.sqrt(variances + shrinkage * variances[0] + 1e-12)
-        return cls(np.asarray(mean).astype(np.float32), np.ascontiguousarray(axes * scale, dtype=np.float32))
+        return cls(
+            np.asarray(mean).astype(np.float32), np.ascontiguousarray(axes * scale, dtype=np.float32), tuple(layout)
+        )
+
+    @classmethod
+    def parts_only(cls, layout: Layout) -> AffineTransform:
+        """A layout's parts made unit length and weighted, its whitened part left unwhitened (transform none)."""
+        width = len(range(sum(w for w, _, _ in layout))[cls.whitened_columns(layout)])
+        return cls(np.zeros(width, np.float32), np.eye(width, dtype=np.float32), tuple(layout))
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """What transform.npz holds (and a cluster's workers are sent): mean, matrix, and any layout."""
+        arrays = {"mean": self.mean, "matrix": self.matrix}
+        if self.layout:
+            arrays["layout"] = np.asarray(self.layout, dtype=np.float64)
+        return arrays
 
 
 class VectorIndex:
@@ -182,7 +258,7 @@ class VectorIndex:
     @property
     def dim(self) -> int:
         """Dimension of the vectors given to search() (before any transform)."""
-        return self.transform.mean.shape[0] if self.transform is not None else self.index.d
+        return self.transform.in_dims if self.transform is not None else self.index.d
 
     def search_space(self, vectors: np.ndarray) -> np.ndarray:
         """Vectors as the index compares them: transformed, and unit length for cosine."""
@@ -397,10 +473,8 @@ def to_search_space(vectors: np.ndarray, metric: str, transform: AffineTransform
     if x.ndim != 2:
         raise InvalidArgumentError(f"vectors must be a 2-D (n, d) array, got shape {x.shape}")
     if transform is not None:
-        if x.shape[1] != transform.mean.shape[0]:
-            raise InvalidArgumentError(
-                f"vectors have {x.shape[1]} dimensions, the index expects {transform.mean.shape[0]}"
-            )
+        if x.shape[1] != transform.in_dims:
+            raise InvalidArgumentError(f"vectors have {x.shape[1]} dimensions, the index expects {transform.in_dims}")
         x = transform(x)
     if metric == "cosine":
         norms = np.linalg.norm(x, axis=1, keepdims=True)

@@ -97,13 +97,13 @@ class SegmentedIndex:
     def dim(self) -> int:
         """Dimension of the vectors search() takes (before the transform)."""
         if self.transform is not None:
-            return self.transform.mean.shape[0]
+            return self.transform.in_dims
         return self.parts[0].index.dim if self.parts else 0
 
     @property
     def search_dim(self) -> int:
         """Dimension of the vectors as compared (after the transform)."""
-        return self.transform.matrix.shape[1] if self.transform is not None else self.dim
+        return self.transform.out_dims if self.transform is not None else self.dim
 
     def search_space(self, vectors: np.ndarray) -> np.ndarray:
         """Vectors as the index compares them: transformed, and unit length for cosine."""
@@ -275,7 +275,8 @@ def load_transform(bundle: Bundle) -> AffineTransform | None:
         return None
     try:
         with np.load(path, allow_pickle=False) as arrays:
-            return AffineTransform.checked(arrays["mean"], arrays["matrix"], bundle.manifest["z_size"])
+            layout = arrays.get("layout", ())
+            return AffineTransform.checked(arrays["mean"], arrays["matrix"], bundle.manifest["z_size"], layout)
     except (OSError, ValueError, KeyError) as exc:
         raise BundleError(f"{path} cannot be read ({exc!s:.120}): rebuild the index") from None
 

@@ -55,7 +55,7 @@ class Selection:
 
         shown_ids = self.ids[: defaults.NOTEBOOK_MAX_TILES]
         head = Selection(shown_ids, self.engine).records()
-        return selection_html(self.ids, self.engine.bundle.images, head)
+        return selection_html(self.ids, self.engine.pictures_of, head)
 
     def records(self) -> list[dict]:
         """One dict per image, in id order: id, path (as shown, "" for dataset images), label_name

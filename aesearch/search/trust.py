@@ -135,7 +135,13 @@ def content(images: np.ndarray, measure: str = "level") -> np.ndarray:
     measure "level": pixel values above the background level of a black background (silhouettes);
     "border": pixels more than that level away, in any channel, from the median colour of the
     image's border (photo framing pads with the image's own background, white or any other).
+    Four channels are a prior member's premultiplied RGBA (model/prior.py): measured as pictures show
+    them, onto white, as its queries are.
     """
+    if images.ndim == 4 and images.shape[-1] == 4:
+        from aesearch.model.prior import pictures
+
+        images = pictures(images)
     scale = 255.0 if images.dtype == np.uint8 else 1.0
     if measure == "level":
         return per_image_mean(images > CONTENT_LEVEL * scale)

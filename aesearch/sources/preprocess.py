@@ -46,12 +46,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from aesearch import defaults
 from aesearch.errors import ImageError, ImageTooLargeError, describe_pixels, reason
 from aesearch.model.architecture import ModelConfig
+from aesearch.model.framing import frame
 from aesearch.store.paths import shown
 
 SEED = ModelConfig()  # whose contract applies when none is given: Fashion-MNIST's silhouettes
 SIZE = SEED.image_size
 DEFAULT_MAX_PIXELS = defaults.MAX_PIXELS  # decompression bombs are refused before decoding
-TRIM_THRESHOLD = 0.05  # Fashion-MNIST's own trimming threshold: 5% away from the background
 _WORKING_SIZE = 1024  # larger images are shrunk to this before the float work; SIZE px is the goal
 
 ImageSource = Any  # str | Path | bytes | PIL.Image.Image | numpy array | torch tensor
@@ -91,7 +91,7 @@ def _preprocess(
         raise ImageError(
             f"{name or _name_of(source) or 'the image'} holds NaN or infinite pixel values: pass finite pixel values"
         )
-    return _frame(grey, alpha, config.image_size), image
+    return frame(grey, alpha, config.image_size), image
 
 
 def _decoded(source: ImageSource, max_pixels: int, name: str | None, from_array, from_pil, kind: str) -> tuple:
@@ -113,6 +113,16 @@ def _decoded(source: ImageSource, max_pixels: int, name: str | None, from_array,
 
 def _photo(colour: np.ndarray, alpha: np.ndarray | None, config: ModelConfig) -> np.ndarray:
     """The photo contract (module docstring) on decoded (H, W, 3) pixels: whole image, colour and aspect kept."""
+    if config.prior:
+        # A member searched beside the grey model keeps transparency (model/prior.py): premultiplied RGBA,
+        # so that its grey part frames a transparent object as the silhouette contract frames the file.
+        # The canvas of an image with transparency is transparent (nothing there, as in its file); an
+        # opaque one's is its own background colour, as for every photo member.
+        transparent = alpha is not None and float(alpha.min()) < 1
+        alpha = np.ones(colour.shape[:2], np.float32) if alpha is None else alpha
+        rgba = np.concatenate([colour * alpha[..., None], alpha[..., None]], axis=-1).astype(np.float32)
+        canvas = np.zeros(4, np.float32) if transparent else None
+        return _fit_and_pad(rgba, config.image_size, canvas).reshape(config.image_shape)
     if alpha is not None:  # transparent means "nothing there": white, as a page shows it
         colour = colour * alpha[..., None] + (1 - alpha[..., None])
     if config.channels == 1:
@@ -137,8 +147,9 @@ def image_traits(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PI
     return (float(chroma[opaque].mean()) if opaque.any() else 0.0), longest
 
 
-def _fit_and_pad(colour: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, C) float -> (size, size, C): longest edge to size, aspect kept, padded with the background."""
+def _fit_and_pad(colour: np.ndarray, size: int, canvas_colour: np.ndarray | None = None) -> np.ndarray:
+    """(H, W, C) float -> (size, size, C): longest edge to size, aspect kept, padded with the background
+    (the median of the resized image's border), or with canvas_colour when given."""
     h, w, channels = colour.shape
     if (h, w) == (size, size):
         return np.ascontiguousarray(np.clip(colour, 0, 1))
@@ -155,7 +166,7 @@ def _fit_and_pad(colour: np.ndarray, size: int) -> np.ndarray:
     resized = np.clip(resized, 0, 1)
     border = np.concatenate([resized[0], resized[-1], resized[:, 0], resized[:, -1]])
     canvas = np.empty((size, size, channels), dtype=np.float32)
-    canvas[:] = np.median(border, axis=0)
+    canvas[:] = np.median(border, axis=0) if canvas_colour is None else canvas_colour
     top, left = (size - new_h + 1) // 2, (size - new_w + 1) // 2
     canvas[top : top + new_h, left : left + new_w] = resized
     return canvas
@@ -212,7 +223,7 @@ def preprocess_batch(
             [unit[:, :c, :c], unit[:, :c, -c:], unit[:, -c:, :c], unit[:, -c:, -c:]], axis=1
         ).reshape(len(unit), -1)
         for i in np.nonzero(np.median(corners, axis=1) > 0.5)[0]:
-            unit[i] = _frame(unit[i], None, model_config.image_size)
+            unit[i] = frame(unit[i], None, model_config.image_size)
         return unit
     return _one_by_one(sources, max_pixels, name, model_config, keep=False)[0]
 
@@ -435,57 +446,6 @@ def _array_values(array: np.ndarray, label: str, max_pixels: int) -> np.ndarray:
     else:
         raise ImageError(f"{label} has dtype {array.dtype}: pass uint8, uint16 or float pixel values")
     return values
-
-
-def _frame(grey: np.ndarray, alpha: np.ndarray | None, size: int = SIZE) -> np.ndarray:
-    """Steps 3-5 of the silhouette contract on a float greyscale image (and its alpha, if any)."""
-    if alpha is not None and alpha.min() < 1:
-        weight = alpha.sum()
-        object_level = float((grey * alpha).sum() / weight) if weight > 0 else 0.0
-        backdrop = np.float32(0.0 if object_level > 0.5 else 1.0)  # contrast with the object
-        grey = grey * alpha + backdrop * (1 - alpha)
-    background = _background_level(grey)
-    if grey.shape == (size, size) and background <= 0.5:
-        return np.ascontiguousarray(grey, dtype=np.float32)  # already a dataset-style image
-    if background > 0.5:
-        grey, background = 1 - grey, 1 - background
-    if background > 0:
-        grey = np.clip((grey - background) / (1 - background), 0, 1)
-    peak = float(grey.max())
-    if peak > TRIM_THRESHOLD:
-        grey = grey / peak  # every Fashion-MNIST image's brightest pixel is white (>= 250 of 255)
-    grey = grey.astype(np.float32)
-    if grey.shape == (size, size):
-        return np.ascontiguousarray(grey)
-    return _fit_and_centre(grey, size)
-
-
-def _fit_and_centre(grey: np.ndarray, size: int = SIZE) -> np.ndarray:
-    rows, cols = np.nonzero(grey > TRIM_THRESHOLD)
-    canvas = np.zeros((size, size), dtype=np.float32)
-    if len(rows) == 0:
-        return canvas  # blank: nothing to frame
-    grey = grey[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-    h, w = grey.shape
-    scale = size / max(h, w)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    # Shrinking averages areas (BOX: exact inverse of an integer enlargement); growing interpolates.
-    resample = Image.Resampling.BOX if scale <= 1 else Image.Resampling.LANCZOS
-    resized = Image.fromarray(grey, mode="F").resize((new_w, new_h), resample)
-    # Centred with any odd pixel of margin on the top/left, as Fashion-MNIST itself was framed.
-    top, left = (size - new_h + 1) // 2, (size - new_w + 1) // 2
-    canvas[top : top + new_h, left : left + new_w] = np.clip(np.asarray(resized), 0, 1)
-    return canvas
-
-
-def _background_level(grey: np.ndarray) -> float:
-    """Median of the four corner patches: Fashion-MNIST trimmed by "the colour of the corner pixels"."""
-    c = max(1, min(grey.shape) // 14)  # 2x2 patches at 28x28
-    corners = [grey[:c, :c], grey[:c, -c:], grey[-c:, :c], grey[-c:, -c:]]
-    # np.median's own overhead is 40x the sort of 16 values: the median, as np.median computes it.
-    values = np.sort(np.concatenate([p.ravel() for p in corners]))
-    middle = len(values) // 2
-    return float((values[middle - 1] + values[middle]) / 2 if len(values) % 2 == 0 else values[middle])
 
 
 def _unit(array: np.ndarray) -> np.ndarray:

@@ -212,6 +212,15 @@ class Bundle:
     def image(self, id: int) -> np.ndarray:
         return self.images([id])[0]
 
+    def pictures(self, ids) -> np.ndarray:
+        """(n, *picture_shape) uint8: these images as pictures show them (a prior member's RGBA onto white)."""
+        images = self.images(ids)
+        if not self.checkpoint.model_config.prior:
+            return images
+        from aesearch.model.prior import pictures
+
+        return pictures(images)
+
     def embeddings(self, ids) -> np.ndarray:
         """(n, z) float32: the pooled encoder outputs of these ids (before any transform)."""
         return self._gather(ids, "embeddings")
@@ -311,7 +320,7 @@ def _load(path: Path, model, verify: str, stat: tuple) -> Bundle:
             f"{checkpoint.decoder_sha256[:12]}..., index {manifest['decoder_sha256'][:12]}...): its reconstructions "
             f"and trust scores would not match; use the model the index was built with, or {rebuild}"
         )
-    z_size = checkpoint.model_config.z_size
+    z_size = checkpoint.model_config.vector_size
     if manifest["z_size"] != z_size:
         raise BundleError(
             f"{path} is inconsistent (manifest z size {manifest['z_size']} != model's {z_size}): {rebuild}"
@@ -532,7 +541,7 @@ class BundleWriter:
         self._new_files.add(MODEL_FILE)
         self.manifest["encoder_sha256"] = checkpoint.encoder_sha256
         self.manifest["decoder_sha256"] = checkpoint.decoder_sha256
-        self.manifest["z_size"] = checkpoint.model_config.z_size
+        self.manifest["z_size"] = checkpoint.model_config.vector_size
         self._image_shape = checkpoint.model_config.image_shape
 
     def new_segment(self, count: int, *, name: str | None = None) -> SegmentBuilder:

@@ -55,6 +55,9 @@ class TrainConfig:
     temperature: float = 0.2
     hue: float = 0.0  # photo-framed colour models: views turn hue by up to this x 180 degrees (1: colour-blind)
     decoder_epochs: int = 0  # then the decoder alone, on the frozen encoder, for this many epochs
+    # A member with a prior (model/prior.py): a view's positive is a view of one of the image's this
+    # many nearest training images in the prior's space (training/prior.py); 0: of the image itself.
+    neighbours: int = 0
     z_size: int = defaults.Z_SIZE
     seed: int = 0
     device: str = "auto"
@@ -81,6 +84,7 @@ class TrainConfig:
             (0 <= self.hue <= 1, f"hue must be in [0, 1] (1: any hue), got {self.hue}"),
             (0 <= self.decoder_epochs <= 10_000, f"decoder epochs must be from 0 to 10000, got {self.decoder_epochs}"),
             (self.precision in ("auto", "fp32", "bf16"), f"precision must be auto, fp32 or bf16: {self.precision!r}"),
+            (0 <= self.neighbours <= 1000, f"neighbours must be from 0 to 1000, got {self.neighbours}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -240,7 +244,17 @@ def fit(
                 f"the {split.name} images are {tuple(split.images.shape[1:])}, not the model's input "
                 f"{model_config.image_shape}: preprocess them for the model"
             )
-    model = AutoEncoder(model_config).to(device)
+    fingerprint = data.train.fingerprint()  # of the images as given (a prior member's: RGBA)
+    model = AutoEncoder(model_config)
+    setup = None
+    if model_config.prior:  # its fixed parts, each image's condition and neighbours (training/prior.py)
+        from aesearch.training.prior import set_up_prior
+
+        setup = set_up_prior(model, data.train.arrays()[0], data.test.arrays()[0], config.neighbours)
+        data = _as_pictures(data)  # the colour encoder and decoder see the images onto white
+    model = model.to(device)
+    train_conditions = setup.train_conditions.to(device) if setup is not None else None
+    partners = setup.partners.to(device) if setup is not None and setup.partners is not None else None
 
     train_split = data.train.to(device)
     patches = model.to_layout(train_split.images)  # built once, uint8: patch layout for the seed's shape
@@ -254,7 +268,7 @@ def fit(
 
     # Adam with no decay is the seed's optimiser exactly; AdamW only when decay is asked for.
     head = projection_head(config.consistency_dims).to(device) if config.consistency else None
-    parameters = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
+    parameters = model.trainable_parameters() + (list(head.parameters()) if head is not None else [])
     optimizer_class = torch.optim.AdamW if config.weight_decay else torch.optim.Adam
     optimizer = optimizer_class(parameters, lr=config.lr, weight_decay=config.weight_decay)
     if config.schedule == "onecycle":
@@ -274,7 +288,7 @@ def fit(
         )
 
     result = TrainResult(model, config, device=str(device), precision=precision)
-    result.data_fingerprint = data.train.fingerprint()
+    result.data_fingerprint = fingerprint
     run = {"train_config": config.to_dict(), "model_config": model.config.to_dict(), "data": result.data_fingerprint}
     total_epochs = config.epochs + config.decoder_epochs
     first_epoch, seconds_before = 1, 0.0
@@ -306,19 +320,27 @@ def fit(
                 steps_per_epoch, f"epoch {epoch}/{total_epochs}" + (" (decoder)" * decoder_only), progress
             )
             for step in range(steps_per_epoch):
-                batch = patches[order[step * config.batch_size : (step + 1) * config.batch_size]]
+                chosen = order[step * config.batch_size : (step + 1) * config.batch_size]
+                batch = patches[chosen]
                 x = batch.float().div_(255.0)  # exactly ToTensor's scaling
+                condition = train_conditions[chosen] if train_conditions is not None else None
                 x_in = _corrupt(model, x, config, generator) if epoch <= config.corrupt_until * config.epochs else x
                 consistency = None
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                     if decoder_only:
                         with torch.no_grad():
                             z = model.encode_layout(x_in)
-                        out = model.decode_layout(z)
+                        out = model.decode_layout(z, condition)
                     else:
-                        out = model.forward_layout(x_in)
+                        out = model.forward_layout(x_in, condition)
                         if head is not None:
-                            consistency = _consistency_loss(model, head, x, config, augmentation, generator)
+                            other = x  # the positive: a view of the image itself, or of a neighbour
+                            if partners is not None:
+                                pick = torch.randint(
+                                    partners.shape[1], (len(chosen),), generator=generator, device=device
+                                )
+                                other = patches[partners[chosen, pick]].float().div_(255.0)
+                            consistency = _consistency_loss(model, head, x, config, augmentation, generator, other)
                 loss = reconstruction = F.mse_loss(out.float(), x)
                 if consistency is not None:
                     loss = loss + config.consistency * consistency
@@ -375,10 +397,22 @@ def fit(
     if resume is not None:
         Path(resume).unlink(missing_ok=True)
     result.seconds = time.perf_counter() - started
-    result.test_mse = reconstruction_mse(model, data.test, device=device)
+    test_conditions = setup.test_conditions if setup is not None else None
+    result.test_mse = reconstruction_mse(model, data.test, device=device, conditions=test_conditions)
     if log:
         log(f"Test MSE: {result.test_mse:.5f} ({len(data.test):,} test images, {result.seconds:.1f} s training)")
     return result
+
+
+def _as_pictures(data: FashionMNIST) -> FashionMNIST:
+    """A prior member's RGBA training images as its colour encoder takes them (model/prior.py)."""
+    from aesearch.model.prior import pictures
+
+    def shown(split: Split) -> Split:
+        images, labels = split.arrays()
+        return Split(split.name, torch.from_numpy(pictures(images)), torch.from_numpy(labels))
+
+    return replace(data, train=shown(data.train), test=shown(data.test))
 
 
 _STATE_VERSION = 1
@@ -433,10 +467,13 @@ def _consistency_loss(
     config: TrainConfig,
     augmentation: ViewAugmentation,
     generator: torch.Generator,
+    other: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """NT-Xent between the head's outputs for two augmented views of each (training-layout) image in x."""
+    """NT-Xent between the head's outputs for a view of each (training-layout) image in x and a view
+    of its positive in other (default: x itself)."""
     images = model.from_layout(x)
-    views = torch.cat([augment(images, augmentation, generator), augment(images, augmentation, generator)])
+    positives = images if other is None else model.from_layout(other)
+    views = torch.cat([augment(images, augmentation, generator), augment(positives, augmentation, generator)])
     projected = head(model.encode_layout(model.layout_of(views))[:, : config.consistency_dims])
     first, second = projected.float().chunk(2)
     return nt_xent(first, second, config.temperature)
@@ -471,14 +508,21 @@ def _corrupt(model: AutoEncoder, x: torch.Tensor, config: TrainConfig, generator
 
 @torch.no_grad()
 def reconstruction_mse(
-    model: AutoEncoder, split: Split, *, device: torch.device | str = "cpu", batch_size: int = 2048
+    model: AutoEncoder,
+    split: Split,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 2048,
+    conditions: torch.Tensor | None = None,
 ) -> float:
-    """Mean squared error of model(x) against x over a split, in float32."""
+    """Mean squared error of model(x) against x over a split, in float32 (conditions: a prior
+    member's decoder condition of each image, training/prior.py)."""
     model.eval()
     total = 0.0
     for start in range(0, len(split), batch_size):
         x = model.to_layout(torch.as_tensor(split.images[start : start + batch_size]).to(device)).float().div_(255.0)
-        total += F.mse_loss(model.forward_layout(x), x, reduction="sum").item()
+        condition = None if conditions is None else conditions[start : start + batch_size].to(device)
+        total += F.mse_loss(model.forward_layout(x, condition), x, reduction="sum").item()
     return total / (len(split) * math.prod(split.images.shape[1:]))  # per pixel, whatever the image size
 
 
