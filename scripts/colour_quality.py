@@ -30,10 +30,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
-ROOT = Path("/work/bench/colour")
-VALIDATION_HOLD_OUT = 4
+from experiment_colour import (  # the same measures the experiment took, on the package's vectors
+    ROOT,
+    VALIDATION_HOLD_OUT,
+    histograms,
+    interval,
+    squared_l2,
+)
+from experiment_colour import cosine_distance as cosine
 
 
 def split(record: dict, validation: bool) -> tuple[list[str], list[str]]:
@@ -55,39 +59,8 @@ def per_query_p10(query_vectors, database_vectors, query_labels, database_labels
     return (database_labels[order] == query_labels[:, None]).mean(axis=1)
 
 
-def cosine(q, d):
-    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-    d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
-    return 1 - q @ d.T
-
-
-def squared_l2(q, d):
-    q, d = q.astype(np.float64), d.astype(np.float64)
-    return (q**2).sum(1)[:, None] - 2 * q @ d.T + (d**2).sum(1)[None]
-
-
 def l1(q, d):
     return np.stack([np.abs(d - row).sum(1) for row in q])
-
-
-def histograms(images: np.ndarray, space: str) -> np.ndarray:
-    """experiment_colour.py's: RGB 8x8x8 or HSV 16x4x4, each summing to 1 (images uint8)."""
-    x = images.reshape(len(images), -1, 3).astype(np.int32)
-    if space == "rgb":
-        bins, q = (8, 8, 8), x * 8 // 256
-    else:
-        hsv = np.stack([np.asarray(Image.fromarray(im).convert("HSV")) for im in images]).reshape(len(images), -1, 3)
-        hsv = hsv.astype(np.int32)
-        bins, q = (16, 4, 4), np.stack([hsv[..., 0] * 16 // 256, hsv[..., 1] * 4 // 256, hsv[..., 2] * 4 // 256], -1)
-    index = (q[..., 0] * bins[1] + q[..., 1]) * bins[2] + q[..., 2]
-    out = np.stack([np.bincount(row, minlength=int(np.prod(bins))) for row in index]).astype(np.float64)
-    return out / out.sum(1, keepdims=True)
-
-
-def interval(differences: np.ndarray, rounds: int = 2000) -> tuple[float, float]:
-    rng = np.random.default_rng(0)
-    means = [differences[rng.integers(0, len(differences), len(differences))].mean() for _ in range(rounds)]
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def measure(
@@ -144,9 +117,13 @@ def measure(
         from aesearch.model.prior import prior_space
 
         rows["grey model (cosine)"] = per_query_p10(vectors[:, :314], stored[:, :314], query_classes, classes, cosine)
-        grey, bins = 314, config.histogram_size
+        grey, bins = 314, 314 + config.histogram_size
         rows["prior alone (grey + 0.5 x histogram)"] = per_query_p10(
-            prior_space(vectors, grey, bins), prior_space(stored, grey, bins), query_classes, classes, cosine
+            prior_space(vectors[:, :grey], vectors[:, grey:bins]),
+            prior_space(stored[:, :grey], stored[:, grey:bins]),
+            query_classes,
+            classes,
+            cosine,
         )
     best_histogram = max((k for k in rows if "histogram" in k), key=lambda k: rows[k].mean())
     report = {

@@ -81,8 +81,6 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), np.float32(1e-12))
 
 
-def prior_space(vectors: np.ndarray, grey_size: int, histogram_size: int) -> np.ndarray:
-    """The vectors' first two parts as the search weighs them: unit(grey z) beside 0.5 x histogram."""
-    grey = vectors[:, :grey_size]
-    histogram = vectors[:, grey_size : grey_size + histogram_size]
+def prior_space(grey: np.ndarray, histogram: np.ndarray) -> np.ndarray:
+    """The two untrained parts as the search weighs them: unit(grey z) beside 0.5 x unit(histogram)."""
     return np.concatenate([unit(grey), defaults.PRIOR_HISTOGRAM_WEIGHT * unit(histogram)], 1).astype(np.float32)

@@ -62,10 +62,7 @@ def set_up_prior(model: AutoEncoder, train_images: np.ndarray, test_images: np.n
     partners = None
     k = min(neighbours, len(train_images) - 1)
     if k > 0:
-        space = np.concatenate(
-            [prior.unit(train_grey), defaults.PRIOR_HISTOGRAM_WEIGHT * prior.unit(train_histograms)], 1
-        )
-        partners = torch.from_numpy(nearest_others(space, k))
+        partners = torch.from_numpy(nearest_others(prior.prior_space(train_grey, train_histograms), k))
     return PriorSetup(
         torch.from_numpy(prior.condition(train_grey, mean, matrix)),
         torch.from_numpy(prior.condition(test_grey, mean, matrix)),
