@@ -120,6 +120,13 @@ def _reader_gone() -> bool:
 ANY_INTEGER = Integer(-MAX_ID)
 
 
+# One text for `train` and `build-index`: such a model searches without the colour histogram beside it.
+COLOUR_INVARIANT_HELP = (
+    "With --images, colour: train the model to see an image in any hue as the same (hits may differ in colour); "
+    "it searches by its own z alone, without the grey model and colour histogram beside it."
+)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="aesearch")
 def cli() -> None:
@@ -168,7 +175,7 @@ def cli() -> None:
 @click.option(
     "--colour-invariant",
     is_flag=True,
-    help="With --images, colour: train the model to see an image in any hue as the same (hits may differ in colour).",
+    help=COLOUR_INVARIANT_HELP,
 )
 @click.option(
     "--out",
@@ -376,7 +383,7 @@ WHERE_OPTION = click.option(
 @click.option(
     "--colour-invariant",
     is_flag=True,
-    help="With --images, colour: train the model to see an image in any hue as the same (hits may differ in colour).",
+    help=COLOUR_INVARIANT_HELP,
 )
 def build_index_command(
     index_dir,
