@@ -66,6 +66,7 @@ WHITEN_MIN_IMAGES_PER_DIM = 10
 WHITEN_SHRINKAGE = 0.03  # added to each axis's variance, as a fraction of the largest
 WHITEN_DIMS = 192  # principal axes kept
 EMBEDDING_SHIFTS = ((0, 0), (1, 1))  # z averaged over the two diagonal phases of the encoder's 2-pixel grid
+PHOTO_EMBEDDING_SHIFTS = ((0, 0),)  # a photo-framed member's z as it is (ModelConfig.default_shifts)
 # Images encoded at a time: ~150 MB of working arrays while encoding with two phases; peak memory
 # follows it, and an interrupted build resumes after the last chunk written.
 CHUNK_SIZE = 16_384

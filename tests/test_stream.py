@@ -307,3 +307,31 @@ def test_an_unlabelled_shard_folder_builds(tmp_path):
     manifest = stream_build(tmp_path / "b", ShardSource(folder), tiny_checkpoint(), options, log=None)
     assert manifest["count"] == 60 and manifest["class_names"] == []
     assert SearchEngine.load(tmp_path / "b").query(images[7], k=1).hits[0].id == 7
+
+
+@pytest.mark.parametrize(("asked", "pooled"), [([], [[0, 0]]), (["--phase-pooling"], [[0, 0], [1, 1]])])
+def test_a_photo_member_builds_shards_with_its_own_shifts_unless_asked(tmp_path, asked, pooled):
+    """`build-index --images SHARDS --model` pools z as a folder build with that model does: not for a
+    photo-framed member (it encoded every image twice, in a space its folder build never searched),
+    over the grid phases when asked."""
+    import torch
+    from click.testing import CliRunner
+
+    from aesearch.interfaces.cli import cli
+    from aesearch.model.architecture import member_for
+    from aesearch.model.checkpoint import Checkpoint, save_checkpoint
+    from aesearch.model.network import AutoEncoder
+
+    torch.manual_seed(0)
+    model = AutoEncoder(member_for(32, 3, 16))
+    path = save_checkpoint(tmp_path / "m.safetensors", Checkpoint(model.weights(), model.config, {"recipe": "x"}))
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    images = np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    write_collection_manifest(folder, [write_shard(folder, 0, images, None)], name="colour", class_names=[])
+    args = ["build-index", "--images", folder, "--model", path, "--index-dir", tmp_path / "b", *asked]
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    engine = SearchEngine.load(tmp_path / "b")
+    assert engine.bundle.manifest["embedding_shifts"] == pooled
+    assert engine.query(images[7], k=1).hits[0].id == 7

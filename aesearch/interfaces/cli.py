@@ -342,7 +342,7 @@ WHERE_OPTION = click.option(
     "--phase-pooling/--no-phase-pooling",
     default=None,
     help="Average each image's z over the two diagonal phases of the encoder's 2-pixel grid  "
-    "[on, except for colour models trained on the collection: it does not pay there]",
+    "[on for silhouette models; off for photo-framed (colour) models, where it does not pay]",
 )
 @click.option(
     "--recipe",
@@ -501,6 +501,7 @@ def build_index_command(
     if shards:
         from aesearch.pipelines.stream import StreamOptions, build_from_shards
 
+        shifts = None if phase_pooling is None else shifts  # None: the model's (a photo member's: no shifts)
         options = StreamOptions(index_type=index_type, shifts=shifts, **space, **knobs)
         manifest = build_from_shards(index_dir, image_dirs[0], model=model, options=options, log=click.echo)
         click.echo(f"Done: {manifest['count']:,} images in {index_dir}. {shipped_note}".rstrip())

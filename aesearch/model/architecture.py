@@ -129,6 +129,12 @@ class ModelConfig:
         return defaults.PRIOR_CONDITION_DIMS if self.prior else 0
 
     @property
+    def default_shifts(self) -> tuple[tuple[int, int], ...]:
+        """The shifts a build pools z over unless told (--phase-pooling): a silhouette's grid phases;
+        none for a photo-framed member, whose images fill the frame and are not centred by their mass."""
+        return defaults.PHOTO_EMBEDDING_SHIFTS if self.framing == "photo" else defaults.EMBEDDING_SHIFTS
+
+    @property
     def search_layout(self) -> tuple[tuple[int, float, bool], ...]:
         """How a vector becomes a search vector, part by part: (width, weight, whitened). Each part
         is made unit length and weighted, the whitened one after the bundle's whitening (when it has

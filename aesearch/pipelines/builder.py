@@ -56,7 +56,7 @@ class StreamOptions:
     transform: str = defaults.TRANSFORM
     whiten_shrinkage: float = defaults.WHITEN_SHRINKAGE
     whiten_dims: int | None = defaults.WHITEN_DIMS
-    shifts: tuple[tuple[int, int], ...] = defaults.EMBEDDING_SHIFTS
+    shifts: tuple[tuple[int, int], ...] | None = None  # None: the model's (ModelConfig.default_shifts)
     max_index_memory: int | None = None  # bytes; None: index_choice.default_max_index_memory(n)
     chunk_size: int = defaults.CHUNK_SIZE
     seed: int = 0

@@ -129,7 +129,7 @@ def build_from_folders(
         member = _check_colour_invariant(member, colour_invariant)
     model_config = checkpoint.model_config if checkpoint is not None else member
     if shifts is None:  # the model's default: pooled over grid phases for silhouettes, not for photos
-        shifts = ((0, 0),) if model_config.framing == "photo" else defaults.EMBEDDING_SHIFTS
+        shifts = model_config.default_shifts
     # A colour model trained on these very images is whitened on them however few they are: measured
     # on 300-900 images, whitening its z gained P@10 (docs/colour-models.md). So is one reused (a rebuild
     # with the bundle's own model searched another space than the build that trained it).

@@ -283,10 +283,13 @@ def _split(writer, segment, state, bounds: list[int], chunk_size: int, log) -> l
 
 
 def options_for_model(options: StreamOptions, model_config: ModelConfig) -> StreamOptions:
-    """The options as a build with this model applies them: its search layout, and for a member
-    with a prior the whitening's default width that makes the search vector 1,024 wide (826 prior
-    numbers + 198: every PQ code size divides 1,024, none divides 826 + 192 = 1,018)."""
+    """The options as a build with this model applies them: its search layout, its embedding shifts
+    unless given, and for a member with a prior the whitening's default width that makes the search
+    vector 1,024 wide (826 prior numbers + 198: every PQ code size divides 1,024, none divides
+    826 + 192 = 1,018)."""
     options = replace(options, layout=model_config.search_layout)
+    if options.shifts is None:
+        options = replace(options, shifts=model_config.default_shifts)
     if model_config.prior and options.whiten_dims == defaults.WHITEN_DIMS:
         options = replace(options, whiten_dims=min(model_config.z_size, 1024 - model_config.prior_size))
     return options
