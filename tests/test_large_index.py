@@ -40,6 +40,33 @@ def test_reranking_returns_exact_order_of_its_candidates():
     np.testing.assert_allclose(squared, expected, rtol=1e-5)
 
 
+def test_reranking_answers_a_large_batch_a_few_queries_at_a_time_as_one(monkeypatch):
+    """A batch whose candidates would exceed _CANDIDATE_ROWS is answered in parts, each query as alone."""
+    from aesearch.search import large
+
+    vectors, queries = clustered(3000), clustered(50, seed=3)
+    choice = IndexChoice("IVF16,PQ8x4fs", {"nlist": 16, "rerank_factor": 20})
+    index = build_streamed(choice, 32, 3000, vectors, np.array_split(vectors, 3))
+    faiss.extract_index_ivf(index).nprobe = 4
+    gathered = []
+
+    def vectors_of(rows):
+        gathered.append(len(rows))
+        return vectors[rows]
+
+    reranking = RerankingIndex(index, vectors_of, factor=20)
+    whole = reranking.search(queries, 10)
+    assert gathered == [len(np.unique(reranking.index.search(queries, 200)[1]))]
+    gathered.clear()
+    monkeypatch.setattr(large, "_CANDIDATE_ROWS", 1000)  # 5 queries of 200 candidates at a time
+    parts = reranking.search(queries, 10)
+    assert len(gathered) == 10 and max(gathered) <= 1000
+    np.testing.assert_array_equal(parts[1], whole[1])
+    np.testing.assert_array_equal(parts[0], whole[0])
+    singles = [reranking.search(queries[i : i + 1], 10) for i in range(len(queries))]
+    np.testing.assert_array_equal(np.concatenate([s[1] for s in singles]), whole[1])
+
+
 def test_tuning_reaches_target_recall_with_reranking():
     vectors = clustered(4000)
     choice = IndexChoice("IVF32,PQ8x4", {"nlist": 32, "rerank_factor": 2})
