@@ -41,7 +41,8 @@ def test_reranking_returns_exact_order_of_its_candidates():
 
 
 def test_reranking_answers_a_large_batch_a_few_queries_at_a_time_as_one(monkeypatch):
-    """A batch whose candidates would exceed _CANDIDATE_ROWS is answered in parts, each query as alone."""
+    """A batch whose candidates would exceed _CANDIDATE_ROWS is answered in parts, each query as alone,
+    the vectors' mapped pages released after each part."""
     from aesearch.search import large
 
     vectors, queries = clustered(3000), clustered(50, seed=3)
@@ -54,13 +55,16 @@ def test_reranking_answers_a_large_batch_a_few_queries_at_a_time_as_one(monkeypa
         gathered.append(len(rows))
         return vectors[rows]
 
+    released = []
+    vectors_of.release = lambda: released.append(len(gathered))  # as StoredVectors drops its mapped pages
     reranking = RerankingIndex(index, vectors_of, factor=20)
     whole = reranking.search(queries, 10)
-    assert gathered == [len(np.unique(reranking.index.search(queries, 200)[1]))]
+    assert gathered == [len(np.unique(reranking.index.search(queries, 200)[1]))] and not released
     gathered.clear()
     monkeypatch.setattr(large, "_CANDIDATE_ROWS", 1000)  # 5 queries of 200 candidates at a time
     parts = reranking.search(queries, 10)
     assert len(gathered) == 10 and max(gathered) <= 1000
+    assert released == list(range(1, 11))  # the pages of each part dropped before the next is read
     np.testing.assert_array_equal(parts[1], whole[1])
     np.testing.assert_array_equal(parts[0], whole[0])
     singles = [reranking.search(queries[i : i + 1], 10) for i in range(len(queries))]

@@ -170,3 +170,14 @@ def test_a_blank_query_on_a_colour_bundle_is_flagged(tmp_path):
     blank = engine.query(np.full((40, 30, 3), 255, np.uint8), 3).trust
     assert not blank.in_distribution and blank.content_percentile == 0.0
     assert engine.query(folder / "red" / "red-01.png", 3).trust.content_percentile > 0
+
+
+@pytest.mark.parametrize("measure", ["level", "border"])
+def test_content_of_many_images_is_measured_a_block_at_a_time_as_one_by_one(monkeypatch, measure):
+    from aesearch.search import trust
+
+    images = np.random.default_rng(0).integers(0, 256, (23, 8, 8, 4), np.uint8)
+    images[..., :3] = np.minimum(images[..., :3], images[..., 3:])  # premultiplied RGBA
+    one_by_one = [trust.content(images[i : i + 1], measure)[0] for i in range(len(images))]
+    monkeypatch.setattr(trust, "_CONTENT_BLOCK", 5)
+    assert trust.content(images, measure).tolist() == one_by_one

@@ -129,6 +129,9 @@ class TrustCalibration:
         return cls(*arrays, content_measure=measure)
 
 
+_CONTENT_BLOCK = 1024  # images measured at a time (50 MB of float32 working arrays at 64 x 64 x 3)
+
+
 def content(images: np.ndarray, measure: str = "level") -> np.ndarray:
     """(n, H, W[, C]) images in [0, 1] (or uint8) -> (n,) the fraction of each that holds something.
 
@@ -136,8 +139,16 @@ def content(images: np.ndarray, measure: str = "level") -> np.ndarray:
     "border": pixels more than that level away, in any channel, from the median colour of the
     image's border (photo framing pads with the image's own background, white or any other).
     Four channels are a prior member's premultiplied RGBA (model/prior.py): measured as pictures show
-    them, onto white, as its queries are.
+    them, onto white, as its queries are. Measured _CONTENT_BLOCK images at a time: a build's 20,000
+    calibration images of 64 x 64 RGBA took 3 GB of float working arrays at once.
     """
+    if len(images) > _CONTENT_BLOCK:  # each image's measure is its own
+        return np.concatenate(
+            [
+                content(images[start : start + _CONTENT_BLOCK], measure)
+                for start in range(0, len(images), _CONTENT_BLOCK)
+            ]
+        )
     if images.ndim == 4 and images.shape[-1] == 4:
         from aesearch.model.prior import pictures
 
