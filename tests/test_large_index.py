@@ -40,35 +40,45 @@ def test_reranking_returns_exact_order_of_its_candidates():
     np.testing.assert_allclose(squared, expected, rtol=1e-5)
 
 
-def test_reranking_answers_a_large_batch_a_few_queries_at_a_time_as_one(monkeypatch):
-    """A batch whose candidates would exceed _CANDIDATE_ROWS is answered in parts, each query as alone,
-    the vectors' mapped pages released after each part."""
+def test_reranking_answers_a_large_batch_a_few_queries_at_a_time_as_one(monkeypatch, tmp_path):
+    """A batch whose candidates would exceed _CANDIDATE_ROWS is answered in parts, each query as alone;
+    read from the file (a build's measures), the candidates are the rows read through the map."""
     from aesearch.search import large
 
     vectors, queries = clustered(3000), clustered(50, seed=3)
+    np.save(tmp_path / "search_vectors.npy", vectors)
     choice = IndexChoice("IVF16,PQ8x4fs", {"nlist": 16, "rerank_factor": 20})
     index = build_streamed(choice, 32, 3000, vectors, np.array_split(vectors, 3))
     faiss.extract_index_ivf(index).nprobe = 4
+    stored = large.StoredVectors(tmp_path / "search_vectors.npy")
     gathered = []
 
     def vectors_of(rows):
         gathered.append(len(rows))
-        return vectors[rows]
+        return stored(rows)
 
-    released = []
-    vectors_of.release = lambda: released.append(len(gathered))  # as StoredVectors drops its mapped pages
     reranking = RerankingIndex(index, vectors_of, factor=20)
     whole = reranking.search(queries, 10)
-    assert gathered == [len(np.unique(reranking.index.search(queries, 200)[1]))] and not released
+    assert gathered == [len(np.unique(reranking.index.search(queries, 200)[1]))]
     gathered.clear()
     monkeypatch.setattr(large, "_CANDIDATE_ROWS", 1000)  # 5 queries of 200 candidates at a time
     parts = reranking.search(queries, 10)
     assert len(gathered) == 10 and max(gathered) <= 1000
-    assert released == list(range(1, 11))  # the pages of each part dropped before the next is read
     np.testing.assert_array_equal(parts[1], whole[1])
     np.testing.assert_array_equal(parts[0], whole[0])
     singles = [reranking.search(queries[i : i + 1], 10) for i in range(len(queries))]
     np.testing.assert_array_equal(np.concatenate([s[1] for s in singles]), whole[1])
+
+    class Part:  # a SegmentedIndex part's VectorIndex, as read_segment_index makes it
+        pass
+
+    part = Part()
+    part.index = RerankingIndex(index, stored, factor=20)
+    large.read_candidates_unmapped(part)
+    assert part.index.vectors_of == stored.unmapped
+    rows = np.unique(np.random.default_rng(0).integers(0, 3000, 2500))
+    np.testing.assert_array_equal(stored.unmapped(rows), vectors[rows])
+    np.testing.assert_array_equal(part.index.search(queries, 10)[1], whole[1])
 
 
 def test_tuning_reaches_target_recall_with_reranking():

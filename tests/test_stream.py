@@ -243,15 +243,41 @@ def test_one_chunk_ahead_keeps_order_and_passes_errors_on():
         next(ahead)
 
 
-def test_read_rows_block_by_block_equals_fancy_indexing(tmp_path):
-    from aesearch.memory import read_rows
+def test_read_rows_equals_fancy_indexing_and_maps_nothing(tmp_path):
+    """Scattered rows of a file's map are read from the file (pread, runs of rows at once): the same
+    rows as indexing gives, in any order, from a map, a view of its rows or a map opened read-only,
+    and none of the file's pages left in the resident set."""
+    from aesearch.memory import read_rows, read_unmapped
 
     array = np.lib.format.open_memmap(tmp_path / "a.npy", mode="w+", dtype=np.float32, shape=(5000, 3))
     array[:] = np.arange(15000, dtype=np.float32).reshape(5000, 3)
+    array.flush()
     rows = np.sort(np.random.default_rng(0).choice(5000, 4500, replace=False))
-    np.testing.assert_array_equal(read_rows(array, rows), array[rows])  # three blocks of 2048
+    np.testing.assert_array_equal(read_rows(array, rows), array[rows])
+    np.testing.assert_array_equal(read_rows(array, rows[::-1]), array[rows[::-1]])  # any order
     np.testing.assert_array_equal(read_rows(array, slice(10, 20)), array[10:20])
     assert read_rows(array, np.zeros(0, dtype=np.int64)).shape == (0, 3)
+    read_only = np.load(tmp_path / "a.npy", mmap_mode="r")
+    view = read_only[1000:3000]  # a view of rows: read from where it starts in the file
+    np.testing.assert_array_equal(read_unmapped(view, np.array([0, 1, 2, 1999, 7])), view[[0, 1, 2, 1999, 7]])
+    assert read_unmapped(np.arange(6.0).reshape(3, 2), np.array([2])) is None  # not a map: indexed as it is
+    with pytest.raises(IndexError):
+        read_unmapped(read_only, np.array([5000]))
+
+    big = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.float32, shape=(16_384, 1024))
+    big[:] = 1
+    big.flush()
+    del big
+    stored = np.load(tmp_path / "big.npy", mmap_mode="r")
+    before = _resident_file_pages()
+    assert read_rows(stored, np.arange(0, 16_384, 16)).sum() == 1024 * 1024  # 1,024 rows across 64 MB
+    assert _resident_file_pages() - before < 4 << 20  # through the map: most of the 64 MB
+
+
+def _resident_file_pages() -> int:
+    import re
+
+    return int(re.search(r"RssFile:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) * 1024
 
 
 def test_a_chunk_is_encoded_in_slices_with_the_vectors_of_one_batch():

@@ -107,9 +107,12 @@ def record_recall(index_dir, log=print) -> dict:
     recall@10 for each kind of query, and record both in its manifest (a build and a compaction end
     here); returns the manifest. The bundle is complete and searchable before this: one interrupted
     here has lost only the choice (far queries get the defaults) and the figures."""
+    from aesearch.search.large import read_candidates_unmapped
     from aesearch.store.bundle import BundleWriter, read_manifest
 
     engine = SearchEngine.load(index_dir)
+    for part in engine.index.parts:  # its measures leave none of the search vectors' pages resident
+        read_candidates_unmapped(part.index)
     found = probes(engine)
     if found is None:  # fewer than two images: nothing to measure
         return read_manifest(index_dir)

@@ -22,7 +22,7 @@ import numpy as np
 
 from aesearch import defaults
 from aesearch.errors import BundleError
-from aesearch.memory import release
+from aesearch.memory import read_unmapped
 from aesearch.search.gather import gather_rows
 from aesearch.search.index import AffineTransform, IndexSpec, VectorIndex, new_faiss_index, search_threads
 from aesearch.search.index_choice import IndexChoice
@@ -72,9 +72,6 @@ class RerankingIndex:
         answers = []
         for start in range(0, len(queries), step):  # each query's answer is its own: the same in any batch
             answers.append(self._search(queries[start : start + step], k, params, wanted))
-            # A large job's reads leave the vectors' pages mapped: the resident set would grow to the
-            # file, twice (StoredVectors' two maps: 7.6 GiB when a 1 M build measured its recall).
-            getattr(self.vectors_of, "release", lambda: None)()
         return np.concatenate([a[0] for a in answers]), np.concatenate([a[1] for a in answers])
 
     def _search(self, queries: np.ndarray, k: int, params, wanted: int) -> tuple[np.ndarray, np.ndarray]:
@@ -179,10 +176,9 @@ class StoredVectors:
             mapped.madvise(mmap.MADV_RANDOM)
         self.dtype, self.shape = self.plain.dtype, self.plain.shape
 
-    def release(self) -> None:
-        """Drop the pages read so far from this process (the page cache keeps them): memory.release."""
-        release(self.plain)
-        release(self.scattered)
+    def unmapped(self, rows: np.ndarray) -> np.ndarray:
+        """The same rows read from the file (pread, memory.read_unmapped), leaving nothing mapped."""
+        return read_unmapped(self.plain, rows)
 
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         if len(rows) <= defaults.SCATTERED_ROWS:
@@ -191,6 +187,20 @@ class StoredVectors:
         # enough that its read-ahead windows are mostly wanted rows, else a page at a time.
         dense = len(rows) >= defaults.DENSE_GATHER_SHARE * self.shape[0]
         return gather_rows(self.plain if dense else self.scattered, rows)
+
+
+def read_candidates_unmapped(index) -> None:
+    """Have a segment's re-ranking read its candidates from the file from now on, not through the maps.
+
+    For a build's own measures (quality/recall.py): through a map each candidate's fault maps the
+    page-cache folio around it (up to 2 MB on Linux 6), and a 1 M build's recall measure held the
+    search-vector file in its resident set twice over (7.6 GiB, both of StoredVectors' maps). Warm,
+    a read from the file costs about 2x a read through the map (scripts/bench_unmapped_reads.py), so
+    queries keep the maps. index: a SegmentedIndex part's VectorIndex; others are left as they are.
+    """
+    inner = getattr(index, "index", None)
+    if isinstance(inner, RerankingIndex) and isinstance(inner.vectors_of, StoredVectors):
+        inner.vectors_of = inner.vectors_of.unmapped
 
 
 def build_streamed(
