@@ -74,10 +74,9 @@ def read_rows(array: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
     return np.concatenate(blocks) if blocks else np.asarray(array[rows])
 
 
-def read_unmapped(array: np.ndarray, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray | None:
+def read_unmapped(array: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
     """array[rows] read with pread from the file behind a memory-mapped array (runs of consecutive
-    rows in one call), mapping nothing, into out if given (C-ordered, len(rows) rows); None when
-    array is not a C-ordered map of a file."""
+    rows in one call), mapping nothing; None when array is not a C-ordered map of a file."""
     where = _file_position(array)
     if where is None or np.asarray(rows).dtype.kind not in "iu":  # not a file's map, or not row numbers
         return None
@@ -85,7 +84,7 @@ def read_unmapped(array: np.ndarray, rows: np.ndarray, out: np.ndarray | None = 
     rows = np.asarray(rows, dtype=np.int64)
     if len(rows) and (rows.min() < 0 or rows.max() >= len(array)):
         raise IndexError(f"rows out of range for {len(array)} rows")
-    out = np.empty((len(rows), *array.shape[1:]), dtype=array.dtype) if out is None else out
+    out = np.empty((len(rows), *array.shape[1:]), dtype=array.dtype)
     if not len(rows) or not out.size:
         return out
     width = out[0].nbytes

@@ -178,7 +178,8 @@ class StoredVectors:
 
     def unmapped(self, rows: np.ndarray) -> np.ndarray:
         """The same rows read from the file (pread, memory.read_unmapped), leaving nothing mapped."""
-        return read_unmapped(self.plain, rows)
+        found = read_unmapped(self.plain, rows)
+        return self.plain[rows] if found is None else found
 
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         if len(rows) <= defaults.SCATTERED_ROWS:
@@ -195,7 +196,7 @@ def read_candidates_unmapped(index) -> None:
     For a build's own measures (quality/recall.py): through a map each candidate's fault maps the
     page-cache folio around it (up to 2 MB on Linux 6), and a 1 M build's recall measure held the
     search-vector file in its resident set twice over (7.6 GiB, both of StoredVectors' maps). Warm,
-    a read from the file costs about 2x a read through the map (scripts/bench_unmapped_reads.py), so
+    a read from the file costs about 1.7x a read through the map (scripts/bench_unmapped_reads.py), so
     queries keep the maps. index: a SegmentedIndex part's VectorIndex; others are left as they are.
     """
     inner = getattr(index, "index", None)
