@@ -13,8 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-READ_BLOCK = 2048  # scattered rows read from a memory map between releases (<= 128 MB mapped)
-
 
 def keep_freed_memory() -> None:
     """Let freed working arrays of up to 32 MB be reused from the heap, in this process (glibc only).
@@ -65,13 +63,10 @@ def read_rows(array: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
         return found
     rows = np.asarray(rows)
     found = read_unmapped(array, rows)
-    if found is not None:
-        return found
-    blocks = []
-    for start in range(0, len(rows), READ_BLOCK):
-        blocks.append(np.asarray(array[rows[start : start + READ_BLOCK]]))
+    if found is None:  # not rows of a file's map: indexed as it is
+        found = np.asarray(array[rows])
         release(array)
-    return np.concatenate(blocks) if blocks else np.asarray(array[rows])
+    return found
 
 
 def read_unmapped(array: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
